@@ -1,0 +1,119 @@
+"""EngineClient: everything a screen may ask of the engine.
+
+Screens never touch DuckDB or sockets; they use this interface. ``LocalEngineClient``
+runs against an Engine in the same process; a remote one (attached to a daemon) will
+implement the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from sptrader.bus import Subscription
+from sptrader.clock import now_us
+from sptrader.engine import Engine
+from sptrader.models import US_PER_DAY, Bar, EngineLogged, QuoteReceived, ServiceStatus, TradeReceived
+from sptrader.store import queries
+
+
+@dataclass(slots=True)
+class InstrumentSummary:
+    """What a watchlist row needs before live ticks arrive."""
+
+    instrument: str
+    session_open: float | None
+    last: float | None
+    closes: list[float] = field(default_factory=list)
+
+
+class EngineClient:
+    """The interface (documented by the local implementation below)."""
+
+    mode: str = ""
+
+
+class LocalEngineClient(EngineClient):
+    mode = "local engine"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def watchlist(self) -> list[str]:
+        return list(self.engine.watchlist)
+
+    @property
+    def timeframes(self) -> list[str]:
+        return list(self.engine.config.chart.timeframes)
+
+    def subscribe(self, name: str, maxsize: int) -> Subscription:
+        """A lossy (drop-oldest) subscription to every engine event."""
+        return self.engine.subscribe(name, maxsize)
+
+    async def services(self) -> list[ServiceStatus]:
+        return self.engine.supervisor.status()
+
+    async def start_service(self, name: str) -> None:
+        self.engine.supervisor.start(name)
+
+    async def stop_service(self, name: str) -> None:
+        await self.engine.supervisor.stop(name)
+
+    async def restart_service(self, name: str) -> None:
+        await self.engine.supervisor.restart(name)
+
+    async def candles(
+        self,
+        instrument: str,
+        timeframe: str,
+        *,
+        last: int | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+    ) -> pl.DataFrame:
+        store = self.engine._require_store()
+
+        def read() -> pl.DataFrame:
+            if last is not None:
+                return queries.last_bars(store, instrument, timeframe, last)
+            return queries.bars_between(store, instrument, timeframe, start_us, end_us)
+
+        return await asyncio.to_thread(read)
+
+    def forming_bar(self, instrument: str) -> Bar | None:
+        return self.engine.forming_bar(instrument)
+
+    def last_quote(self, instrument: str) -> QuoteReceived | None:
+        return self.engine.bar_service.last_quote.get(instrument)
+
+    def last_trade(self, instrument: str) -> TradeReceived | None:
+        return self.engine.bar_service.last_trade.get(instrument)
+
+    async def summaries(self, instruments: list[str], points: int) -> dict[str, InstrumentSummary]:
+        """Session open (first 1m bar of the UTC day), last close and the last ``points``
+        1m closes of each instrument."""
+        store = self.engine._require_store()
+        now = now_us()
+        day_start = now - now % US_PER_DAY
+        since = min(day_start, now - (points + 1) * 60_000_000)
+
+        def read() -> dict[str, InstrumentSummary]:
+            frame = queries.recent_closes(store, instruments, since)
+            result = {name: InstrumentSummary(name, None, None) for name in instruments}
+            for (name,), rows in frame.partition_by("instrument", as_dict=True).items():
+                today = rows.filter(pl.col("ts") >= pl.lit(day_start).cast(pl.Datetime("us")))
+                result[name] = InstrumentSummary(
+                    name,
+                    today["open"][0] if today.height else None,
+                    rows["close"][-1],
+                    rows["close"].tail(points).to_list(),
+                )
+            return result
+
+        return await asyncio.to_thread(read)
+
+    def recent_logs(self) -> list[EngineLogged]:
+        return list(self.engine.recent_logs)

@@ -1,0 +1,268 @@
+"""Configuration: resolved home and config file, decoded into a strict typed model.
+
+Unknown keys are rejected (a typo must not pass silently); every error names the file
+and the key path, and is raised as ConfigError (exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from sptrader.errors import ConfigError
+from sptrader.models import INSTRUMENT_RE, TIMEFRAMES
+
+PriceSource = Literal["auto", "trade", "bid", "mid"]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class SimFeedConfig(_Section):
+    enabled: bool = True
+    seed: int = 42
+    tick_rate: float = 1.0
+    price_source: PriceSource = "auto"
+    publish_interval_ms: int = 50
+
+
+class ReplayFeedConfig(_Section):
+    enabled: bool = False
+    speed: float = 60.0
+    source: Literal["bars", "ticks"] = "bars"
+    start: str = ""
+    loop: bool = True
+    price_source: PriceSource = "bid"
+
+
+class FeedsConfig(_Section):
+    sim: SimFeedConfig = msgspec.field(default_factory=SimFeedConfig)
+    replay: ReplayFeedConfig = msgspec.field(default_factory=ReplayFeedConfig)
+
+
+class StoreConfig(_Section):
+    path: str = "sptrader.duckdb"
+    keep_ticks: list[str] = msgspec.field(default_factory=list)
+    flush_interval_ms: int = 250
+    flush_rows: int = 100_000
+    seed_days: float = 3.0
+    writer_queue: int = 500_000
+
+
+class ChartConfig(_Section):
+    timeframes: list[str] = msgspec.field(default_factory=lambda: list(TIMEFRAMES))
+    default_timeframe: str = "1m"
+    bars: int = 120
+
+
+class UiConfig(_Section):
+    refresh_hz: float = 10.0
+    chart_refresh_hz: float = 2.0
+    sparkline_points: int = 30
+    event_queue: int = 20_000
+
+
+class SupervisorConfig(_Section):
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_factor: float = 2.0
+    backoff_jitter: float = 0.2
+    stable_after_s: float = 30.0
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: str = "sptrader.log"
+    max_bytes: int = 5_000_000
+    backups: int = 3
+
+
+DEFAULT_WATCHLIST = [
+    "SIM:EURUSD",
+    "SIM:GBPUSD",
+    "SIM:USDJPY",
+    "SIM:XAUUSD",
+    "SIM:BTCUSD",
+    "SIM:ETHUSD",
+    "SIM:SPY",
+    "SIM:AAPL",
+]
+
+
+class Config(_Section):
+    watchlist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_WATCHLIST))
+    feeds: FeedsConfig = msgspec.field(default_factory=FeedsConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    chart: ChartConfig = msgspec.field(default_factory=ChartConfig)
+    ui: UiConfig = msgspec.field(default_factory=UiConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    keymap: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+KNOWN_FEEDS = ("SIM", "REPLAY")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a command needs to know about where it runs."""
+
+    home: Path
+    config_path: Path | None
+    config: Config
+
+    @property
+    def store_path(self) -> Path:
+        path = Path(self.config.store.path).expanduser()
+        return path if path.is_absolute() else self.home / path
+
+    @property
+    def log_path(self) -> Path:
+        path = Path(self.config.log.file).expanduser()
+        return path if path.is_absolute() else self.home / path
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """``--home``, else ``SPTRADER_HOME``, else the platform's user data dir."""
+    if home:
+        return Path(home).expanduser().resolve()
+    if os.environ.get("SPTRADER_HOME"):
+        return Path(os.environ["SPTRADER_HOME"]).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("sptrader", appauthor=False))
+
+
+def resolve_config_path(home: Path, config: str | os.PathLike[str] | None = None) -> Path | None:
+    """``--config``, else ``SPTRADER_CONFIG``, else ``./config.toml``, else the home's."""
+    for explicit in (config, os.environ.get("SPTRADER_CONFIG")):
+        if explicit:
+            path = Path(explicit).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found")
+            return path
+    for candidate in (Path.cwd() / "config.toml", home / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+_PATH_RE = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def _describe_decode_error(error: msgspec.ValidationError) -> str:
+    """Turn msgspec's message into ``key.path: problem`` with TOML-style key paths."""
+    text = str(error)
+    match = _PATH_RE.search(text)
+    key_path = ""
+    if match:
+        key_path = re.sub(r"\[(\d+)\]", r"[\1]", match.group(1))
+        text = text[: match.start()]
+    unknown = re.match(r"Object contains unknown field `(.+)`", text)
+    if unknown:
+        full = f"{key_path}.{unknown.group(1)}" if key_path else unknown.group(1)
+        return f"{full}: unknown key"
+    text = text.replace("Expected", "expected").replace("`", "")
+    return f"{key_path}: {text}" if key_path else text
+
+
+def parse_config(data: dict, source: str) -> Config:
+    """Decode and validate a TOML table; raise ConfigError naming ``source`` and the key."""
+    try:
+        config = msgspec.convert(data, Config, strict=True)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"{source}: {_describe_decode_error(error)}") from None
+    problem = _validate(config)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    return config
+
+
+def _validate(config: Config) -> str | None:
+    """Checks msgspec's types cannot express; returns ``key.path: problem`` or None."""
+    enabled = {"SIM": config.feeds.sim.enabled, "REPLAY": config.feeds.replay.enabled}
+    if not config.watchlist:
+        return "watchlist: must name at least one instrument"
+    for index, name in enumerate(config.watchlist):
+        match = INSTRUMENT_RE.match(name)
+        if not match:
+            return f"watchlist[{index}]: bad instrument {name!r} (expected FEED:SYMBOL in capitals, e.g. SIM:EURUSD)"
+        feed = match.group(1)
+        if feed not in KNOWN_FEEDS:
+            return f"watchlist[{index}]: unknown feed {feed!r} in {name!r} (known: {', '.join(KNOWN_FEEDS)})"
+        if not enabled[feed]:
+            return f"watchlist[{index}]: {name!r} needs feeds.{feed.lower()}.enabled = true"
+        if feed == "REPLAY" and not INSTRUMENT_RE.match(match.group(2)):
+            return f"watchlist[{index}]: replay instruments are REPLAY:FEED:SYMBOL, got {name!r}"
+    if len(set(config.watchlist)) != len(config.watchlist):
+        return "watchlist: an instrument is listed twice"
+    for index, timeframe in enumerate(config.chart.timeframes):
+        if timeframe not in TIMEFRAMES:
+            return f"chart.timeframes[{index}]: unknown timeframe {timeframe!r} (use {', '.join(TIMEFRAMES)})"
+    if config.chart.default_timeframe not in config.chart.timeframes:
+        return f"chart.default_timeframe: {config.chart.default_timeframe!r} is not in chart.timeframes"
+    for index, name in enumerate(config.store.keep_ticks):
+        if name != "*" and not INSTRUMENT_RE.match(name):
+            return f"store.keep_ticks[{index}]: bad instrument {name!r} (or \"*\" for all)"
+    positive = {
+        "feeds.sim.tick_rate": config.feeds.sim.tick_rate,
+        "feeds.sim.publish_interval_ms": config.feeds.sim.publish_interval_ms,
+        "feeds.replay.speed": config.feeds.replay.speed,
+        "store.flush_interval_ms": config.store.flush_interval_ms,
+        "store.flush_rows": config.store.flush_rows,
+        "store.seed_days": config.store.seed_days,
+        "store.writer_queue": config.store.writer_queue,
+        "chart.bars": config.chart.bars,
+        "ui.refresh_hz": config.ui.refresh_hz,
+        "ui.chart_refresh_hz": config.ui.chart_refresh_hz,
+        "ui.sparkline_points": config.ui.sparkline_points,
+        "ui.event_queue": config.ui.event_queue,
+        "supervisor.backoff_initial_s": config.supervisor.backoff_initial_s,
+        "supervisor.backoff_max_s": config.supervisor.backoff_max_s,
+        "log.max_bytes": config.log.max_bytes,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            return f"{key}: must be greater than 0, got {value}"
+    if config.supervisor.backoff_factor < 1:
+        return "supervisor.backoff_factor: must be at least 1"
+    if not 0 <= config.supervisor.backoff_jitter < 1:
+        return "supervisor.backoff_jitter: must be in [0, 1)"
+    if config.feeds.replay.start:
+        from sptrader.clock import parse_time
+        from sptrader.errors import UsageError
+
+        try:
+            parse_time(config.feeds.replay.start)
+        except UsageError as error:
+            return f"feeds.replay.start: {error}"
+    return None
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    return parse_config(data, str(path))
+
+
+def load_settings(
+    home: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = None
+) -> Settings:
+    resolved_home = resolve_home(home)
+    config_path = resolve_config_path(resolved_home, config)
+    return Settings(home=resolved_home, config_path=config_path, config=load_config(config_path))

@@ -1,0 +1,170 @@
+"""Domain values and events.
+
+Events are past-tense dataclasses. Hot-path events (quotes, trades) carry integer
+microsecond timestamps (UTC) and floats: converting to ``datetime`` per tick costs 8x.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sptrader.errors import UsageError
+
+# --- instruments and timeframes -------------------------------------------------------
+
+INSTRUMENT_RE = re.compile(r"^([A-Z][A-Z0-9]*):([A-Z0-9][A-Z0-9._/:-]*)$")
+
+US_PER_SECOND = 1_000_000
+US_PER_MINUTE = 60 * US_PER_SECOND
+US_PER_DAY = 1440 * US_PER_MINUTE
+
+TIMEFRAMES: dict[str, int] = {
+    "1m": 1,
+    "5m": 5,
+    "15m": 15,
+    "1h": 60,
+    "4h": 240,
+    "1d": 1440,
+}
+
+
+def parse_instrument(name: str) -> tuple[str, str]:
+    """Split ``FEED:SYMBOL`` into its parts; raise a UsageError naming the problem."""
+    match = INSTRUMENT_RE.match(name.strip().upper()) if name else None
+    if not match:
+        raise UsageError(
+            f"bad instrument {name!r}: expected FEED:SYMBOL, e.g. SIM:EURUSD or BINANCE:BTCUSDT"
+        )
+    return match.group(1), match.group(2)
+
+
+def normalize_instrument(name: str) -> str:
+    feed, symbol = parse_instrument(name)
+    return f"{feed}:{symbol}"
+
+
+def timeframe_minutes(timeframe: str) -> int:
+    try:
+        return TIMEFRAMES[timeframe]
+    except KeyError:
+        raise UsageError(
+            f"unknown timeframe {timeframe!r}: use one of {', '.join(TIMEFRAMES)}"
+        ) from None
+
+
+# --- market events -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class QuoteReceived:
+    instrument: str
+    ts_us: int
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+
+
+@dataclass(slots=True)
+class TradeReceived:
+    instrument: str
+    ts_us: int
+    price: float
+    size: float
+
+
+@dataclass(slots=True)
+class Bar:
+    """One OHLCV bar, labelled by its open time (``ts_us``)."""
+
+    instrument: str
+    timeframe: str
+    ts_us: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+
+
+@dataclass(slots=True)
+class BarUpdated:
+    """The forming bar changed (sent at most once per instrument per bus batch)."""
+
+    bar: Bar
+
+
+@dataclass(slots=True)
+class BarClosed:
+    bar: Bar
+
+
+# --- engine events -------------------------------------------------------------------
+
+
+class ServiceState(str, Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    BACKOFF = "backoff"
+
+
+@dataclass(slots=True)
+class ServiceStateChanged:
+    service: str
+    ts_us: int
+    state: ServiceState
+    previous: ServiceState
+    message: str = ""
+
+
+@dataclass(slots=True)
+class EngineLogged:
+    """Something the engine reports to the user (also written to service_events)."""
+
+    ts_us: int
+    level: str
+    source: str
+    message: str
+
+
+@dataclass(slots=True)
+class EventsDropped:
+    """A lossy subscriber fell behind and lost ``count`` events since the last report."""
+
+    ts_us: int
+    subscriber: str
+    count: int
+    total: int
+
+
+@dataclass(slots=True)
+class ServiceStatus:
+    """A snapshot of one service for the services pane and ``status``."""
+
+    name: str
+    kind: str
+    state: ServiceState
+    events_per_s: float
+    last_event_us: int | None
+    errors: int
+    restarts: int
+    last_error: str = ""
+    stoppable: bool = True
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+MarketEvent = QuoteReceived | TradeReceived
+Event = (
+    QuoteReceived
+    | TradeReceived
+    | BarUpdated
+    | BarClosed
+    | ServiceStateChanged
+    | EngineLogged
+    | EventsDropped
+)

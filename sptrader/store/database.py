@@ -1,0 +1,195 @@
+"""The DuckDB file: opening it (with a clear error when another process holds it),
+versioned migrations, and the idempotent writes and reads everything else uses.
+
+The store owns one connection; each thread works through its own ``cursor()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from sptrader.errors import SptraderError, StoreLockedError
+
+log = logging.getLogger(__name__)
+
+BAR_COLUMNS = ["instrument", "ts", "open", "high", "low", "close", "volume", "trades"]
+TICK_COLUMNS = ["instrument", "ts", "bid", "ask", "bid_size", "ask_size", "price", "size"]
+
+BAR_SCHEMA = {
+    "instrument": pl.String,
+    "ts": pl.Datetime("us"),
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "trades": pl.Int64,
+}
+TICK_SCHEMA = {
+    "instrument": pl.String,
+    "ts": pl.Datetime("us"),
+    "bid": pl.Float64,
+    "ask": pl.Float64,
+    "bid_size": pl.Float64,
+    "ask_size": pl.Float64,
+    "price": pl.Float64,
+    "size": pl.Float64,
+}
+
+_LOCK_PID_RE = re.compile(r"\(PID (\d+)\)")
+
+
+def available_migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every numbered file in ``migrations/``, in order."""
+    found = []
+    for entry in resources.files("sptrader.store.migrations").iterdir():
+        match = re.match(r"^(\d+)_(.+)\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    return sorted(found)
+
+
+class Store:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connection = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as error:
+            message = str(error)
+            if "lock" in message.lower():
+                pid = _LOCK_PID_RE.search(message)
+                holder = f" by process {pid.group(1)}" if pid else " by another process"
+                raise StoreLockedError(
+                    f"database {path} is locked{holder}; stop it (or use `sptrader tui` to attach) and retry"
+                ) from None
+            raise SptraderError(f"cannot open database {path}: {message}") from None
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._closed = False
+
+    # --- connections ------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the one shared connection."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._connection.cursor()
+            self._local.cursor = cursor
+        return cursor
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._connection.execute("CHECKPOINT")
+        except duckdb.Error:
+            log.exception("checkpoint on close failed")
+        self._connection.close()
+
+    # --- migrations -------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        cursor = self.cursor()
+        exists = cursor.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        ).fetchall()[0][0]
+        if not exists:
+            return 0
+        return cursor.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+
+    def migrate(self) -> list[str]:
+        """Apply every migration not yet applied, each in its own transaction."""
+        cursor = self.cursor()
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp())"
+        )
+        current = self.schema_version()
+        applied = []
+        for version, name, sql in available_migrations():
+            if version <= current:
+                continue
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                cursor.execute(sql)
+                cursor.execute(
+                    "INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name]
+                )
+                cursor.execute("COMMIT")
+            except duckdb.Error as error:
+                cursor.execute("ROLLBACK")
+                raise SptraderError(f"migration {name} failed: {error}") from None
+            log.info("applied migration %s", name)
+            applied.append(name)
+        return applied
+
+    # --- writes -----------------------------------------------------------------------
+
+    def upsert_bars(self, bars: pl.DataFrame) -> int:
+        """Write 1m bars idempotently: a bar already stored (same instrument and ts) is
+        replaced by the new version; within the batch the last version wins."""
+        if bars.is_empty():
+            return 0
+        batch = (
+            bars.select(BAR_COLUMNS)
+            .cast(BAR_SCHEMA)
+            .unique(subset=["instrument", "ts"], keep="last", maintain_order=True)
+            .sort("instrument", "ts")
+        )
+        cursor = self.cursor()
+        with self._write_lock:
+            cursor.register("incoming_bars", batch)
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                # The ts range lets zone maps skip row groups outside the batch's window.
+                cursor.execute(
+                    "DELETE FROM bars_1m USING incoming_bars AS b"
+                    " WHERE bars_1m.instrument = b.instrument AND bars_1m.ts = b.ts"
+                    " AND bars_1m.ts BETWEEN (SELECT min(ts) FROM incoming_bars)"
+                    " AND (SELECT max(ts) FROM incoming_bars)"
+                )
+                cursor.execute("INSERT INTO bars_1m SELECT * FROM incoming_bars")
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.unregister("incoming_bars")
+        return batch.height
+
+    def append_ticks(self, ticks: pl.DataFrame) -> int:
+        if ticks.is_empty():
+            return 0
+        batch = ticks.select(TICK_COLUMNS).cast(TICK_SCHEMA)
+        cursor = self.cursor()
+        with self._write_lock:
+            cursor.register("incoming_ticks", batch)
+            try:
+                cursor.execute("INSERT INTO ticks SELECT * FROM incoming_ticks")
+            finally:
+                cursor.unregister("incoming_ticks")
+        return batch.height
+
+    def append_service_events(self, events: pl.DataFrame) -> int:
+        if events.is_empty():
+            return 0
+        cursor = self.cursor()
+        with self._write_lock:
+            cursor.register("incoming_events", events)
+            try:
+                cursor.execute(
+                    "INSERT INTO service_events SELECT ts, source, level, message FROM incoming_events"
+                )
+            finally:
+                cursor.unregister("incoming_events")
+        return events.height

@@ -1,0 +1,246 @@
+"""Services and their supervisor.
+
+Every feed (and later every scanner) is a Service: a coroutine with a state, counters
+and restart-with-backoff. A service that raises is restarted after an exponentially
+growing, jittered delay; one that runs long enough without failing is considered
+stable again and its delay resets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from sptrader.bus import Bus
+from sptrader.clock import now_us
+from sptrader.config import SupervisorConfig
+from sptrader.errors import SptraderError
+from sptrader.models import ServiceState, ServiceStateChanged, ServiceStatus
+
+log = logging.getLogger(__name__)
+
+
+class ServiceContext:
+    """What a running service uses to publish and to report its health."""
+
+    def __init__(self, name: str, bus: Bus) -> None:
+        self.name = name
+        self.bus = bus
+        self.events = 0
+        self.last_event_us: int | None = None
+        self.counters: dict[str, int] = {}
+        self.running = False
+        self._on_running: Callable[[], None] | None = None
+
+    def mark_running(self) -> None:
+        """Say the service is up (connected, subscribed); the first publish also does."""
+        if not self.running:
+            self.running = True
+            if self._on_running is not None:
+                self._on_running()
+
+    async def publish(self, events: list[object], last_event_us: int | None = None) -> None:
+        if not events:
+            return
+        if not self.running:
+            self.mark_running()
+        self.events += len(events)
+        self.last_event_us = last_event_us if last_event_us is not None else now_us()
+        await self.bus.publish(events)
+
+    def count(self, counter: str, amount: int = 1) -> None:
+        self.counters[counter] = self.counters.get(counter, 0) + amount
+
+
+class Service:
+    """Subclasses implement ``run``; returning means finished, raising means crashed."""
+
+    kind = "service"
+    stoppable = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def run(self, context: ServiceContext) -> None:
+        raise NotImplementedError
+
+
+class _Supervised:
+    def __init__(self, service: Service, context: ServiceContext) -> None:
+        self.service = service
+        self.context = context
+        self.state = ServiceState.STOPPED
+        self.task: asyncio.Task[None] | None = None
+        self.errors = 0
+        self.restarts = 0
+        self.last_error = ""
+        self.rate = 0.0
+        self._rate_events = 0
+        self._rate_time = time.monotonic()
+
+
+class Supervisor:
+    def __init__(self, bus: Bus, config: SupervisorConfig) -> None:
+        self.bus = bus
+        self.config = config
+        self._services: dict[str, _Supervised] = {}
+        self._stats_task: asyncio.Task[None] | None = None
+
+    # --- registry ---------------------------------------------------------------------
+
+    def add(self, service: Service) -> ServiceContext:
+        if service.name in self._services:
+            raise SptraderError(f"service {service.name!r} is already registered")
+        context = ServiceContext(service.name, self.bus)
+        self._services[service.name] = _Supervised(service, context)
+        return context
+
+    def names(self) -> list[str]:
+        return list(self._services)
+
+    def _get(self, name: str) -> _Supervised:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise SptraderError(
+                f"unknown service {name!r} (services: {', '.join(self._services) or 'none'})"
+            ) from None
+
+    def status(self) -> list[ServiceStatus]:
+        return [
+            ServiceStatus(
+                name=name,
+                kind=entry.service.kind,
+                state=entry.state,
+                events_per_s=entry.rate,
+                last_event_us=entry.context.last_event_us,
+                errors=entry.errors,
+                restarts=entry.restarts,
+                last_error=entry.last_error,
+                stoppable=entry.service.stoppable,
+                counters=dict(entry.context.counters),
+            )
+            for name, entry in self._services.items()
+        ]
+
+    # --- control ----------------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        entry = self._get(name)
+        if entry.task is not None and not entry.task.done():
+            return
+        entry.task = asyncio.get_running_loop().create_task(
+            self._keep_running(entry), name=f"service:{name}"
+        )
+        if self._stats_task is None:
+            self._stats_task = asyncio.get_running_loop().create_task(self._sample_rates())
+
+    async def stop(self, name: str, *, force: bool = False) -> None:
+        entry = self._get(name)
+        if not entry.service.stoppable and not force:
+            raise SptraderError(f"service {name!r} is part of the engine and cannot be stopped")
+        task, entry.task = entry.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._set_state(entry, ServiceState.STOPPED, "stopped")
+
+    async def restart(self, name: str) -> None:
+        await self.stop(name)
+        self.start(name)
+
+    async def stop_all(self) -> None:
+        for name in reversed(list(self._services)):
+            await self.stop(name, force=True)
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+            self._stats_task = None
+
+    # --- internals --------------------------------------------------------------------
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Seconds to wait before restart number ``attempt`` (1-based), with jitter."""
+        config = self.config
+        base = min(
+            config.backoff_max_s, config.backoff_initial_s * config.backoff_factor ** (attempt - 1)
+        )
+        jitter = base * config.backoff_jitter
+        return max(0.0, base + random.uniform(-jitter, jitter))
+
+    async def _keep_running(self, entry: _Supervised) -> None:
+        attempt = 0
+        while True:
+            self._set_state(entry, ServiceState.STARTING, "")
+            started = time.monotonic()
+            entry.context.running = False
+            entry.context._on_running = lambda: self._set_state(entry, ServiceState.RUNNING, "")
+            try:
+                await entry.service.run(entry.context)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a crashed service must never take the engine down
+                entry.errors += 1
+                entry.last_error = f"{type(error).__name__}: {error}"
+                if time.monotonic() - started >= self.config.stable_after_s:
+                    attempt = 0
+                attempt += 1
+                delay = self.backoff_delay(attempt)
+                self._set_state(
+                    entry,
+                    ServiceState.BACKOFF,
+                    f"crashed ({entry.last_error}); restart in {delay:.1f}s",
+                    level="ERROR",
+                    exc_info=error,
+                )
+                await asyncio.sleep(delay)
+                entry.restarts += 1
+                continue
+            self._set_state(entry, ServiceState.STOPPED, "finished")
+            return
+
+    def _set_state(
+        self,
+        entry: _Supervised,
+        state: ServiceState,
+        message: str,
+        level: str = "INFO",
+        exc_info: BaseException | None = None,
+    ) -> None:
+        previous = entry.state
+        if previous == state and not message:
+            return
+        entry.state = state
+        # State changes are rare: never wait for a full queue here.
+        self.bus.publish_nowait(
+            [ServiceStateChanged(entry.service.name, now_us(), state, previous, message)]
+        )
+        text = f"{previous.value} → {state.value}" + (f" ({message})" if message else "")
+        # The log record reaches the log pane and the store through BusLogHandler.
+        log.log(
+            logging.getLevelName(level),
+            "%s",
+            text,
+            extra={"source": entry.service.name},
+            exc_info=exc_info,
+        )
+
+    async def _sample_rates(self) -> None:
+        """Once a second: events/s of each service from its event counter."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for entry in self._services.values():
+                elapsed = now - entry._rate_time
+                if elapsed > 0:
+                    entry.rate = (entry.context.events - entry._rate_events) / elapsed
+                entry._rate_events = entry.context.events
+                entry._rate_time = now
+
+
