@@ -15,7 +15,14 @@ import polars as pl
 from sptrader.bus import Subscription
 from sptrader.clock import now_us
 from sptrader.engine import Engine
-from sptrader.models import US_PER_DAY, Bar, EngineLogged, QuoteReceived, ServiceStatus, TradeReceived
+from sptrader.models import (
+    US_PER_DAY,
+    Bar,
+    EngineLogged,
+    QuoteReceived,
+    ServiceStatus,
+    TradeReceived,
+)
 from sptrader.store import queries
 
 

@@ -65,7 +65,7 @@ class ChartConfig(_Section):
 class UiConfig(_Section):
     refresh_hz: float = 10.0
     chart_refresh_hz: float = 2.0
-    sparkline_points: int = 30
+    sparkline_points: int = 20
     event_queue: int = 20_000
 
 
@@ -210,7 +210,7 @@ def _validate(config: Config) -> str | None:
         return f"chart.default_timeframe: {config.chart.default_timeframe!r} is not in chart.timeframes"
     for index, name in enumerate(config.store.keep_ticks):
         if name != "*" and not INSTRUMENT_RE.match(name):
-            return f"store.keep_ticks[{index}]: bad instrument {name!r} (or \"*\" for all)"
+            return f'store.keep_ticks[{index}]: bad instrument {name!r} (or "*" for all)'
     positive = {
         "feeds.sim.tick_rate": config.feeds.sim.tick_rate,
         "feeds.sim.publish_interval_ms": config.feeds.sim.publish_interval_ms,

@@ -31,8 +31,7 @@ from sptrader.models import (
     normalize_instrument,
     parse_instrument,
 )
-from sptrader.store import Store
-from sptrader.store import queries
+from sptrader.store import Store, queries
 from sptrader.store.writer import StoreWriter
 from sptrader.supervisor import Service, ServiceContext, Supervisor
 
@@ -194,7 +193,9 @@ class Engine:
                 log.info("stored %d history bars of %s", bars.height, instrument)
         return written
 
-    def _load_stored(self, instrument: str, start_us: int, end_us: int, source: str) -> pl.DataFrame:
+    def _load_stored(
+        self, instrument: str, start_us: int, end_us: int, source: str
+    ) -> pl.DataFrame:
         store = self._require_store()
         if source == "ticks":
             return (
@@ -237,7 +238,11 @@ class Engine:
             self.supervisor.start(name)
         self._watch_task = loop.create_task(self._watch())
         self.started = True
-        log.info("engine started: %d instruments, store %s", len(self.watchlist), self.settings.store_path)
+        log.info(
+            "engine started: %d instruments, store %s",
+            len(self.watchlist),
+            self.settings.store_path,
+        )
 
     async def stop(self) -> None:
         """Stop feeds, let bars and the writer finish, flush, close the store."""
@@ -278,8 +283,15 @@ class Engine:
                 if subscription.dropped > before:
                     reported[subscription.name] = subscription.dropped
                     count = subscription.dropped - before
-                    events.append(EventsDropped(now_us(), subscription.name, count, subscription.dropped))
-                    log.warning("%s fell behind: dropped %d events (%d in all)", subscription.name, count, subscription.dropped)
+                    events.append(
+                        EventsDropped(now_us(), subscription.name, count, subscription.dropped)
+                    )
+                    log.warning(
+                        "%s fell behind: dropped %d events (%d in all)",
+                        subscription.name,
+                        count,
+                        subscription.dropped,
+                    )
             if events:
                 self.bus.publish_nowait(events)
             await asyncio.sleep(1.0)
@@ -295,7 +307,9 @@ class Engine:
             return name
         store = self._require_store()
         if queries.last_bar_ts(store, name) is None:
-            raise UsageError(f"unknown instrument {name}: nothing stored and no configured feed serves it")
+            raise UsageError(
+                f"unknown instrument {name}: nothing stored and no configured feed serves it"
+            )
         return name
 
     def forming_bar(self, instrument: str) -> Bar | None:

@@ -19,7 +19,9 @@ from sptrader.models import EngineLogged
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(log_path: Path, level: str, *, max_bytes: int, backups: int, stderr: bool = False) -> None:
+def setup_logging(
+    log_path: Path, level: str, *, max_bytes: int, backups: int, stderr: bool = False
+) -> None:
     root = logging.getLogger("sptrader")
     root.setLevel(level)
     for handler in list(root.handlers):
@@ -56,7 +58,9 @@ class BusLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             source = getattr(record, "source", None) or record.name.removeprefix("sptrader.")
-            event = EngineLogged(int(record.created * 1_000_000), record.levelname, source, record.getMessage())
+            event = EngineLogged(
+                int(record.created * 1_000_000), record.levelname, source, record.getMessage()
+            )
             try:
                 running = asyncio.get_running_loop()
             except RuntimeError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from sptrader.errors import UsageError
 
@@ -105,7 +105,7 @@ class BarClosed:
 # --- engine events -------------------------------------------------------------------
 
 
-class ServiceState(str, Enum):
+class ServiceState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPED = "stopped"

@@ -242,5 +242,3 @@ class Supervisor:
                     entry.rate = (entry.context.events - entry._rate_events) / elapsed
                 entry._rate_events = entry.context.events
                 entry._rate_time = now
-
-

@@ -100,7 +100,9 @@ class ReplayFeed(Feed):
     def _events_between(self, start_us: int, end_us: int) -> list[object]:
         events: list[object] = []
         for instrument in self.instruments:
-            rows = self._load_stored(self.source_of(instrument), start_us, end_us, self.config.source)
+            rows = self._load_stored(
+                self.source_of(instrument), start_us, end_us, self.config.source
+            )
             if rows.is_empty():
                 continue
             if self.config.source == "ticks":

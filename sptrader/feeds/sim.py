@@ -104,7 +104,9 @@ def activity_profile(asset_class: str) -> np.ndarray:
         profile = 0.6 + 0.35 * _bump(hours, 15.0, 4.0)
     else:  # equities: cash session 13:30-20:00 UTC, busy open and close, quiet outside
         session = 1 / (1 + np.exp(-(hours - 13.5) * 12)) * 1 / (1 + np.exp((hours - 20.0) * 12))
-        profile = 0.12 + 0.8 * session + 0.6 * _bump(hours, 13.6, 0.3) + 0.4 * _bump(hours, 19.9, 0.3)
+        profile = (
+            0.12 + 0.8 * session + 0.6 * _bump(hours, 13.6, 0.3) + 0.4 * _bump(hours, 19.9, 0.3)
+        )
     return profile / profile.max()
 
 
@@ -119,7 +121,9 @@ class SimulatedMarket:
         return zlib.crc32(symbol.encode())
 
     def _normal(self, symbol: str, *parts: int) -> float:
-        return float(np.random.default_rng([self.seed, self._key(symbol), *parts]).standard_normal())
+        return float(
+            np.random.default_rng([self.seed, self._key(symbol), *parts]).standard_normal()
+        )
 
     def anchor(self, spec: SimInstrument, day: int) -> float:
         """Log price at the start of UTC day ``day`` (days since 1970-01-01)."""
@@ -144,7 +148,9 @@ class SimulatedMarket:
         activity = activity_profile(spec.asset_class)
         variance = spec.daily_vol**2 * activity / activity.sum()
         rng = np.random.default_rng([self.seed, self._key(spec.symbol), 1, day])
-        walk = np.concatenate(([0.0], np.cumsum(rng.standard_normal(SECONDS_PER_DAY) * np.sqrt(variance))))
+        walk = np.concatenate(
+            ([0.0], np.cumsum(rng.standard_normal(SECONDS_PER_DAY) * np.sqrt(variance)))
+        )
         elapsed = np.concatenate(([0.0], np.cumsum(variance)))
         elapsed /= elapsed[-1]
         start, end = self.anchor(spec, day), self.anchor(spec, day + 1)
@@ -181,11 +187,16 @@ class SimulatedMarket:
         volume = trades * spec.size * rng.lognormal(0.0, 0.3, 1440)
         decimals = spec.decimals
         tick = spec.tick_size
-        rounded = [np.round(np.round(values / tick) * tick, decimals) for values in (opens, highs, lows, closes)]
+        rounded = [
+            np.round(np.round(values / tick) * tick, decimals)
+            for values in (opens, highs, lows, closes)
+        ]
         start = day * US_PER_DAY
         return pl.DataFrame(
             {
-                "ts": pl.Series(np.arange(1440, dtype=np.int64) * US_PER_MINUTE + start).cast(pl.Datetime("us")),
+                "ts": pl.Series(np.arange(1440, dtype=np.int64) * US_PER_MINUTE + start).cast(
+                    pl.Datetime("us")
+                ),
                 "open": rounded[0],
                 "high": rounded[1],
                 "low": rounded[2],
@@ -216,7 +227,9 @@ class SimFeed(Feed):
 
     def history(self, instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
         spec = instrument_spec(instrument.split(":", 1)[1])
-        source = "mid" if self.price_source(instrument) == "trade" else self.price_source(instrument)
+        source = (
+            "mid" if self.price_source(instrument) == "trade" else self.price_source(instrument)
+        )
         frames = [
             self.market.day_bars(spec, day, source)
             for day in range(start_us // US_PER_DAY, (end_us - 1) // US_PER_DAY + 1)
@@ -251,16 +264,28 @@ class SimFeed(Feed):
             half_spread = spec.spread * 0.5 * (1.0 + rng.exponential(0.3, count))
             tick, decimals = spec.tick_size, spec.decimals
             bids = np.round(np.floor((mids - half_spread) / tick + 0.5) * tick, decimals)
-            asks = np.round(np.maximum(np.floor((mids + half_spread) / tick + 0.5) * tick, bids + tick), decimals)
+            asks = np.round(
+                np.maximum(np.floor((mids + half_spread) / tick + 0.5) * tick, bids + tick),
+                decimals,
+            )
             bid_sizes = np.round(spec.size * rng.lognormal(0.0, 0.5, count), 4)
             ask_sizes = np.round(spec.size * rng.lognormal(0.0, 0.5, count), 4)
-            rows = zip(times.tolist(), bids.tolist(), asks.tolist(), bid_sizes.tolist(), ask_sizes.tolist(), strict=True)
+            rows = zip(
+                times.tolist(),
+                bids.tolist(),
+                asks.tolist(),
+                bid_sizes.tolist(),
+                ask_sizes.tolist(),
+                strict=True,
+            )
             if not spec.has_trades:
                 events.extend(QuoteReceived(instrument, *row) for row in rows)
                 continue
             trade_draw = rng.random(count).tolist()
             trade_sizes = np.round(spec.size * rng.lognormal(-1.0, 0.8, count), 4).tolist()
-            for (ts, bid, ask, bid_size, ask_size), draw, trade_size in zip(rows, trade_draw, trade_sizes, strict=True):
+            for (ts, bid, ask, bid_size, ask_size), draw, trade_size in zip(
+                rows, trade_draw, trade_sizes, strict=True
+            ):
                 events.append(QuoteReceived(instrument, ts, bid, ask, bid_size, ask_size))
                 if draw < TRADE_SHARE:
                     # Buyer-initiated half the time (lifts the ask), seller the other half.

@@ -104,7 +104,9 @@ class Store:
         ).fetchall()[0][0]
         if not exists:
             return 0
-        return cursor.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+        return cursor.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][
+            0
+        ]
 
     def migrate(self) -> list[str]:
         """Apply every migration not yet applied, each in its own transaction."""

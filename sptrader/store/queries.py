@@ -103,12 +103,17 @@ def stored_instruments(store: Store) -> list[str]:
     return [row[0] for row in rows]
 
 
-def recent_closes(
-    store: Store, instruments: list[str], since_us: int
-) -> pl.DataFrame:
+def recent_closes(store: Store, instruments: list[str], since_us: int) -> pl.DataFrame:
     """instrument, ts, open, close of the 1m bars since ``since_us`` (for watchlist rows)."""
     if not instruments:
-        return pl.DataFrame(schema={"instrument": pl.String, "ts": pl.Datetime("us"), "open": pl.Float64, "close": pl.Float64})
+        return pl.DataFrame(
+            schema={
+                "instrument": pl.String,
+                "ts": pl.Datetime("us"),
+                "open": pl.Float64,
+                "close": pl.Float64,
+            }
+        )
     return (
         store.cursor()
         .sql(

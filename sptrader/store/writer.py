@@ -128,7 +128,9 @@ class StoreWriter(Service):
             written += self.store.append_service_events(
                 pl.DataFrame(
                     {
-                        "ts": pl.Series([entry.ts_us for entry in logs], dtype=pl.Int64).cast(pl.Datetime("us")),
+                        "ts": pl.Series([entry.ts_us for entry in logs], dtype=pl.Int64).cast(
+                            pl.Datetime("us")
+                        ),
                         "source": [entry.source for entry in logs],
                         "level": [entry.level for entry in logs],
                         "message": [entry.message for entry in logs],
@@ -143,12 +145,17 @@ def ticks_to_frame(events: list[object]) -> pl.DataFrame:
     is_quote = [type(event) is QuoteReceived for event in events]
 
     def column(getter: Callable[[object], float], quotes: bool) -> list[float | None]:
-        return [getter(event) if flag is quotes else None for event, flag in zip(events, is_quote, strict=True)]
+        return [
+            getter(event) if flag is quotes else None
+            for event, flag in zip(events, is_quote, strict=True)
+        ]
 
     return pl.DataFrame(
         {
             "instrument": [event.instrument for event in events],
-            "ts": pl.Series([event.ts_us for event in events], dtype=pl.Int64).cast(pl.Datetime("us")),
+            "ts": pl.Series([event.ts_us for event in events], dtype=pl.Int64).cast(
+                pl.Datetime("us")
+            ),
             "bid": column(lambda event: event.bid, True),
             "ask": column(lambda event: event.ask, True),
             "bid_size": column(lambda event: event.bid_size, True),

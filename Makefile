@@ -1,0 +1,33 @@
+# Quick start: `make tui` opens the control center on the simulated market;
+# `make test` runs the linter and the test suite. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup tui test lint bench clean
+
+$(BIN)/sptrader: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(BIN)/sptrader
+
+setup: $(BIN)/sptrader
+
+tui: setup
+	$(BIN)/sptrader tui
+
+lint: setup
+	$(BIN)/ruff check sptrader tests bench
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/engine_path.py
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/tui_rss.py --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

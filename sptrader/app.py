@@ -1,0 +1,238 @@
+"""The Textual control center. It hosts the Engine on its own loop and talks to it only
+through an EngineClient; ticks are coalesced and the panes repainted at a fixed rate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from sptrader.client import EngineClient, LocalEngineClient
+from sptrader.config import Settings
+from sptrader.engine import Engine
+from sptrader.models import (
+    TIMEFRAMES,
+    Bar,
+    BarClosed,
+    BarUpdated,
+    EngineLogged,
+    EventsDropped,
+    QuoteReceived,
+    ServiceStateChanged,
+)
+from sptrader.screens import ChartPane, EventLogPane, HelpScreen, ServicesPane, WatchlistPane
+
+log = logging.getLogger(__name__)
+
+
+class SptraderApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "SPtrader"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        Binding(
+            "w", "focus_pane('watchlist-table')", "Watchlist", show=False, id="focus-watchlist"
+        ),
+        Binding("c", "focus_pane('chart')", "Chart", show=False, id="focus-chart"),
+        Binding("v", "focus_pane('services-table')", "Services", show=False, id="focus-services"),
+        Binding("e", "focus_pane('events')", "Events", show=False, id="focus-events"),
+        *[
+            Binding(str(index), f"timeframe('{timeframe}')", timeframe, id=f"timeframe-{timeframe}")
+            for index, timeframe in enumerate(TIMEFRAMES, start=1)
+        ],
+    ]
+
+    def __init__(
+        self, settings: Settings, engine: Engine | None = None, client: EngineClient | None = None
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.config = settings.config
+        self.engine = engine if engine is not None else Engine(settings)
+        self.client: LocalEngineClient = client or LocalEngineClient(self.engine)
+        self.subscription = self.client.subscribe("ui", self.config.ui.event_queue)
+        self.engine_ready = False
+        self.refreshes = 0
+        self._stopping = False
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+
+    # --- layout -----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        chart = self.config.chart
+        yield Header(show_clock=True)
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield WatchlistPane(
+                    self.client.watchlist, self.config.ui.sparkline_points, id="watchlist"
+                )
+                yield ServicesPane(id="services")
+            yield ChartPane(
+                self.client, list(chart.timeframes), chart.default_timeframe, chart.bars, id="chart"
+            )
+        yield EventLogPane(id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.client.mode} · {len(self.client.watchlist)} instruments"
+        self.query_one("#watchlist-table").focus()
+        self._start_engine()
+
+    @work(exclusive=True, group="engine", exit_on_error=False)
+    async def _start_engine(self) -> None:
+        await self.engine.start()
+        self.engine_ready = True
+        watchlist = self.client.watchlist
+        summaries = await self.client.summaries(watchlist, self.config.ui.sparkline_points)
+        self.query_one(WatchlistPane).load_summaries(summaries)
+        self.query_one(ChartPane).show_instrument(watchlist[0])
+        self.set_interval(1 / self.config.ui.refresh_hz, self._drain_events, name="ui-refresh")
+        self.set_interval(
+            1 / self.config.ui.chart_refresh_hz,
+            self.query_one(ChartPane).render_if_due,
+            name="chart-refresh",
+        )
+        self.set_interval(1.0, self._poll_services, name="services-refresh")
+        await self._poll_services()
+
+    # --- engine events, coalesced ------------------------------------------------------
+
+    async def _drain_events(self) -> None:
+        """Take everything queued since the last refresh; keep only the newest quote and
+        forming bar per instrument; repaint once."""
+        events = self.subscription.get_nowait()
+        self.refreshes += 1
+        quotes: dict[str, QuoteReceived] = {}
+        forming: dict[str, Bar] = {}
+        closed: list[Bar] = []
+        logs: list[EngineLogged | EventsDropped] = []
+        states_changed = False
+        for event in events:
+            kind = type(event)
+            if kind is QuoteReceived:
+                quotes[event.instrument] = event
+            elif kind is BarUpdated:
+                forming[event.bar.instrument] = event.bar
+            elif kind is BarClosed:
+                closed.append(event.bar)
+            elif kind is EngineLogged or kind is EventsDropped:
+                logs.append(event)
+            elif kind is ServiceStateChanged:
+                states_changed = True
+        watchlist = self.query_one(WatchlistPane)
+        watchlist.apply(quotes, forming, closed)
+        chart = self.query_one(ChartPane)
+        for bar in closed:
+            chart.add_minute_bar(bar)
+        if chart.instrument in forming:
+            chart.add_minute_bar(forming[chart.instrument])
+        if logs:
+            self.query_one(EventLogPane).add(logs)
+        if states_changed:
+            await self._poll_services()
+
+    async def _poll_services(self) -> None:
+        self.query_one(ServicesPane).show(await self.client.services())
+
+    # --- user actions -----------------------------------------------------------------
+
+    @on(WatchlistPane.InstrumentChosen)
+    def _instrument_chosen(self, event: WatchlistPane.InstrumentChosen) -> None:
+        if self.engine_ready:
+            self.query_one(ChartPane).show_instrument(event.instrument)
+
+    @on(ServicesPane.ServiceAction)
+    async def _service_action(self, event: ServicesPane.ServiceAction) -> None:
+        self._control_service(event.service, event.action)
+
+    @work(group="service-control", exit_on_error=False)
+    async def _control_service(self, name: str, action: str) -> None:
+        try:
+            if action == "start":
+                await self.client.start_service(name)
+            elif action == "stop":
+                await self.client.stop_service(name)
+            else:
+                await self.client.restart_service(name)
+        except Exception as error:  # shown, never a crash
+            self.notify(str(error), title=f"{action} {name}", severity="error")
+        await self._poll_services()
+
+    def action_timeframe(self, timeframe: str) -> None:
+        self.query_one(ChartPane).show_timeframe(timeframe)
+
+    def action_focus_pane(self, widget_id: str) -> None:
+        self.query_one(f"#{widget_id}").focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Stop services and flush the store before the terminal is restored."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.notify("stopping services, flushing the store…", timeout=2)
+        try:
+            await self.engine.stop()
+        except Exception:
+            log.exception("engine stop failed")
+        self.exit(0)
+
+    async def on_unmount(self) -> None:
+        # ctrl+c or a crash: still leave a consistent store behind.
+        if not self._stopping:
+            self._stopping = True
+            await self.engine.stop()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        chart = self.query_one(ChartPane)
+        for instrument in self.client.watchlist:
+            yield SystemCommand(
+                f"Chart {instrument}",
+                f"show {instrument} in the chart",
+                lambda name=instrument: chart.show_instrument(name),
+            )
+        for timeframe in chart.timeframes:
+            yield SystemCommand(
+                f"Timeframe {timeframe}",
+                f"chart in {timeframe} bars",
+                lambda tf=timeframe: chart.show_timeframe(tf),
+            )
+        for status in self.query_one(ServicesPane).statuses.values():
+            if not status.stoppable:
+                continue
+            for action in ("start", "stop", "restart"):
+                yield SystemCommand(
+                    f"{action.capitalize()} service {status.name}",
+                    f"{action} the {status.name} {status.kind}",
+                    lambda name=status.name, verb=action: self._control_service(name, verb),
+                )
+
+
+def run_tui(settings: Settings) -> int:
+    from sptrader.logs import setup_logging
+
+    log_config = settings.config.log
+    setup_logging(
+        settings.log_path,
+        log_config.level,
+        max_bytes=log_config.max_bytes,
+        backups=log_config.backups,
+    )
+    engine = Engine(settings)
+    # Open the store before taking over the terminal: a locked file is a one-line error.
+    engine.open_store()
+    app = SptraderApp(settings, engine)
+    result = app.run()
+    return result or 0

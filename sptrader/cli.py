@@ -1,0 +1,109 @@
+"""The ``sptrader`` command. Only argparse is imported up front so ``--help`` is fast;
+each command imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sptrader import __version__
+
+FORMATS = ("table", "csv", "json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sptrader",
+        description="SPtrader: a terminal control center for traders.",
+    )
+    parser.add_argument("--version", action="version", version=f"sptrader {__version__}")
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="state directory (default: $SPTRADER_HOME, else the user data dir)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $SPTRADER_CONFIG, ./config.toml, HOME/config.toml)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    commands.add_parser("tui", help="open the control center on the configured market")
+
+    candles = commands.add_parser(
+        "candles",
+        help="print stored bars of an instrument",
+        description="Print bars of INSTRUMENT (FEED:SYMBOL). SIM: instruments are filled from the simulated market's history on first use.",
+    )
+    candles.add_argument("instrument", metavar="INSTRUMENT", help="e.g. SIM:EURUSD")
+    candles.add_argument(
+        "--tf", default="1m", metavar="TF", help="timeframe: 1m 5m 15m 1h 4h 1d (default 1m)"
+    )
+    candles.add_argument("--last", type=int, metavar="N", help="the newest N bars (default 100)")
+    candles.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="first bar time, ISO 8601 UTC (e.g. 2026-11-20T14:00Z)",
+    )
+    candles.add_argument(
+        "--to", dest="end", metavar="TIME", help="end time (exclusive), ISO 8601 UTC; default now"
+    )
+    candles.add_argument(
+        "--format", choices=FORMATS, default="table", help="output format (default table)"
+    )
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser("migrate", help="apply pending schema migrations")
+
+    config = commands.add_parser("config", help="configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_commands.add_parser("check", help="validate the config and print a summary")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from sptrader.errors import SptraderError
+
+    try:
+        return _run(args)
+    except SptraderError as error:
+        print(f"sptrader: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sptrader.config import load_settings
+
+    settings = load_settings(args.home, args.config)
+    if args.command == "tui":
+        from sptrader.app import run_tui
+
+        return run_tui(settings)
+    if args.command == "candles":
+        from sptrader.commands.candles import run_candles
+
+        return run_candles(settings, args)
+    if args.command == "db":
+        from sptrader.commands.database import run_migrate
+
+        return run_migrate(settings)
+    if args.command == "config":
+        from sptrader.commands.config_check import run_config_check
+
+        return run_config_check(settings)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Small text helpers shared by the panes (no widgets here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    if high == low:
+        return SPARK_CHARS[3] * len(values)
+    scale = (len(SPARK_CHARS) - 1) / (high - low)
+    return "".join(SPARK_CHARS[round((value - low) * scale)] for value in values)
+
+
+def decimals_of(values: Sequence[float], at_most: int = 8) -> int:
+    """The display precision the data itself uses (1.05574 -> 5, 528.1 -> 1)."""
+    found = 0
+    for value in values:
+        text = f"{value:.{at_most}f}".rstrip("0")
+        found = max(found, len(text) - text.index(".") - 1)
+    return found
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return "<1s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"

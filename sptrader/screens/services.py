@@ -1,0 +1,124 @@
+"""Services pane: state, events/s, last event age, errors and restarts of every
+service. Select a row (click or arrows) and press Start/Stop/Restart (or s/x/r)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Button, DataTable
+
+from sptrader.clock import now_us
+from sptrader.models import ServiceState, ServiceStatus
+from sptrader.screens.formatting import format_age
+
+STATE_STYLES = {
+    ServiceState.RUNNING: "green",
+    ServiceState.STARTING: "yellow",
+    ServiceState.BACKOFF: "bold red",
+    ServiceState.FAILED: "bold red",
+    ServiceState.STOPPED: "dim",
+}
+COLUMNS = ("name", "state", "rate", "age", "errors", "restarts")
+LABELS = ("Service", "State", "Ev/s", "Last", "Err", "Rst")
+
+
+class ServicesPane(Vertical):
+    BINDINGS = [
+        Binding("s", "service('start')", "Start", id="service-start"),
+        Binding("x", "service('stop')", "Stop", id="service-stop"),
+        Binding("r", "service('restart')", "Restart", id="service-restart"),
+    ]
+
+    class ServiceAction(Message):
+        """The user asked to start, stop or restart a service."""
+
+        def __init__(self, service: str, action: str) -> None:
+            super().__init__()
+            self.service = service
+            self.action = action
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.statuses: dict[str, ServiceStatus] = {}
+        self.border_title = "Services"
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="services-table", cursor_type="row")
+        with Horizontal(id="service-buttons"):
+            yield Button("Start", id="service-start", variant="success", compact=True)
+            yield Button("Stop", id="service-stop", variant="error", compact=True)
+            yield Button("Restart", id="service-restart", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in zip(COLUMNS, LABELS, strict=True):
+            table.add_column(label, key=key)
+        self._update_buttons()
+
+    @property
+    def selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def show(self, statuses: list[ServiceStatus]) -> None:
+        table = self.query_one(DataTable)
+        now = now_us()
+        for status in statuses:
+            age = (
+                None
+                if status.last_event_us is None
+                else max(0.0, (now - status.last_event_us) / 1e6)
+            )
+            cells = {
+                "name": status.name,
+                "state": Text(status.state.value, style=STATE_STYLES[status.state]),
+                "rate": Text(f"{status.events_per_s:,.0f}", justify="right"),
+                "age": Text(format_age(age), justify="right"),
+                "errors": Text(
+                    str(status.errors), style="red" if status.errors else "", justify="right"
+                ),
+                "restarts": Text(str(status.restarts), justify="right"),
+            }
+            if status.name not in self.statuses:
+                table.add_row(*cells.values(), key=status.name)
+            else:
+                for column, value in cells.items():
+                    table.update_cell(status.name, column, value)
+            self.statuses[status.name] = status
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        status = self.statuses.get(self.selected or "")
+        running = status is not None and status.state != ServiceState.STOPPED
+        controllable = status is not None and status.stoppable
+        self.query_one("#service-start", Button).disabled = not controllable or running
+        self.query_one("#service-stop", Button).disabled = not controllable or not running
+        self.query_one("#service-restart", Button).disabled = not controllable
+
+    @on(DataTable.RowHighlighted, "#services-table")
+    def _row_highlighted(self) -> None:
+        self._update_buttons()
+        self.refresh_bindings()
+
+    @on(Button.Pressed, "#service-buttons Button")
+    def _button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        action = (event.button.id or "").removeprefix("service-")
+        self.action_service(action)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "service":
+            return True
+        button = self.query_one(f"#service-{parameters[0]}", Button)
+        return not button.disabled
+
+    def action_service(self, action: str) -> None:
+        name = self.selected
+        if name is not None:
+            self.post_message(self.ServiceAction(name, action))
