@@ -11,7 +11,9 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState
 
 from sptrader.client import EngineClient, LocalEngineClient
 from sptrader.config import Settings
@@ -26,7 +28,14 @@ from sptrader.models import (
     QuoteReceived,
     ServiceStateChanged,
 )
-from sptrader.screens import ChartPane, EventLogPane, HelpScreen, ServicesPane, WatchlistPane
+from sptrader.screens import (
+    ChartPane,
+    ErrorScreen,
+    EventLogPane,
+    HelpScreen,
+    ServicesPane,
+    WatchlistPane,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,7 @@ class SptraderApp(App[int]):
         self.engine_ready = False
         self.refreshes = 0
         self._stopping = False
+        self._refresh_timers: list[Timer] = []
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
 
@@ -94,13 +104,15 @@ class SptraderApp(App[int]):
         summaries = await self.client.summaries(watchlist, self.config.ui.sparkline_points)
         self.query_one(WatchlistPane).load_summaries(summaries)
         self.query_one(ChartPane).show_instrument(watchlist[0])
-        self.set_interval(1 / self.config.ui.refresh_hz, self._drain_events, name="ui-refresh")
-        self.set_interval(
-            1 / self.config.ui.chart_refresh_hz,
-            self.query_one(ChartPane).render_if_due,
-            name="chart-refresh",
-        )
-        self.set_interval(1.0, self._poll_services, name="services-refresh")
+        self._refresh_timers = [
+            self.set_interval(1 / self.config.ui.refresh_hz, self._drain_events, name="ui-refresh"),
+            self.set_interval(
+                1 / self.config.ui.chart_refresh_hz,
+                self.query_one(ChartPane).render_if_due,
+                name="chart-refresh",
+            ),
+            self.set_interval(1.0, self._poll_services, name="services-refresh"),
+        ]
         await self._poll_services()
 
     # --- engine events, coalesced ------------------------------------------------------
@@ -108,6 +120,8 @@ class SptraderApp(App[int]):
     async def _drain_events(self) -> None:
         """Take everything queued since the last refresh; keep only the newest quote and
         forming bar per instrument; repaint once."""
+        if self._stopping:
+            return
         events = self.subscription.get_nowait()
         self.refreshes += 1
         quotes: dict[str, QuoteReceived] = {}
@@ -139,8 +153,20 @@ class SptraderApp(App[int]):
         if states_changed:
             await self._poll_services()
 
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """A failed background job is shown in a modal and logged; the app goes on."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        log.error("background job %s failed", event.worker.name, exc_info=error)
+        what = "Starting the engine" if event.worker.group == "engine" else f"{event.worker.name}"
+        self.push_screen(ErrorScreen(f"{what} failed", f"{type(error).__name__}: {error}"))
+
     async def _poll_services(self) -> None:
-        self.query_one(ServicesPane).show(await self.client.services())
+        statuses = await self.client.services()
+        if not self._stopping:
+            self.query_one(ServicesPane).show(statuses)
 
     # --- user actions -----------------------------------------------------------------
 
@@ -181,18 +207,26 @@ class SptraderApp(App[int]):
         if self._stopping:
             return
         self._stopping = True
+        self._stop_timers()
         self.notify("stopping services, flushing the store…", timeout=2)
         try:
             await self.engine.stop()
         except Exception:
             log.exception("engine stop failed")
-        self.exit(0)
+        self.exit(result=0, return_code=0)
 
     async def on_unmount(self) -> None:
         # ctrl+c or a crash: still leave a consistent store behind.
         if not self._stopping:
             self._stopping = True
+            self._stop_timers()
             await self.engine.stop()
+
+    def _stop_timers(self) -> None:
+        """No repaint may run while the engine stops and the widgets go away."""
+        for timer in self._refresh_timers:
+            timer.stop()
+        self._refresh_timers.clear()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -89,6 +89,18 @@ class Subscription:
             await self._ready.wait()
         return self.get_nowait(limit)
 
+    async def get_within(self, timeout: float, limit: int | None = None) -> list[object]:
+        """Like ``get``, but return an empty batch after ``timeout`` seconds.
+
+        Uses ``asyncio.timeout``: ``asyncio.wait_for`` on Python 3.11 can swallow a
+        cancellation that arrives as the inner wait completes, leaving the task running.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.get(limit)
+        except TimeoutError:
+            return []
+
     async def _wait_for_space(self) -> None:
         while len(self._events) >= self.maxsize and not self.closed:
             await self._space.wait()

@@ -109,6 +109,21 @@ class Config(_Section):
 
 KNOWN_FEEDS = ("SIM", "REPLAY")
 
+# Ids of the TUI's key bindings that [keymap] may remap (kept here, free of textual, so
+# the config can reject a misspelt id; a test checks the app defines exactly these).
+BINDING_IDS = (
+    "quit",
+    "help",
+    "focus-watchlist",
+    "focus-chart",
+    "focus-services",
+    "focus-events",
+    *(f"timeframe-{timeframe}" for timeframe in TIMEFRAMES),
+    "service-start",
+    "service-stop",
+    "service-restart",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -231,6 +246,9 @@ def _validate(config: Config) -> str | None:
     for key, value in positive.items():
         if value <= 0:
             return f"{key}: must be greater than 0, got {value}"
+    for binding_id in config.keymap:
+        if binding_id not in BINDING_IDS:
+            return f"keymap.{binding_id}: unknown binding id (known: {', '.join(BINDING_IDS)})"
     if config.supervisor.backoff_factor < 1:
         return "supervisor.backoff_factor: must be at least 1"
     if not 0 <= config.supervisor.backoff_jitter < 1:

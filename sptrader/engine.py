@@ -76,10 +76,7 @@ class BarService(Service):
         loop = asyncio.get_running_loop()
         next_clock_check = loop.time() + 1.0
         while True:
-            try:
-                events = await asyncio.wait_for(self.subscription.get(), 1.0)
-            except TimeoutError:
-                events = []
+            events = await self.subscription.get_within(1.0)
             out = self.process(events) if events else []
             if loop.time() >= next_clock_check:
                 out.extend(self.close_due())

@@ -1,9 +1,17 @@
 """The control center's panes and screens, one per module; styles in app.tcss."""
 
 from sptrader.screens.chart import ChartPane
+from sptrader.screens.error import ErrorScreen
 from sptrader.screens.event_log import EventLogPane
 from sptrader.screens.help import HelpScreen
 from sptrader.screens.services import ServicesPane
 from sptrader.screens.watchlist import WatchlistPane
 
-__all__ = ["ChartPane", "EventLogPane", "HelpScreen", "ServicesPane", "WatchlistPane"]
+__all__ = [
+    "ChartPane",
+    "ErrorScreen",
+    "EventLogPane",
+    "HelpScreen",
+    "ServicesPane",
+    "WatchlistPane",
+]

@@ -166,7 +166,7 @@ class ChartPane(Vertical):
 
     def render_if_due(self) -> None:
         """Called at the chart refresh rate: redraw only if something changed."""
-        if not self._dirty or self._rendering or self.loaded_key is None:
+        if not self._dirty or self._rendering or self.loaded_key is None or not self.is_attached:
             return
         plot = self.query_one("#chart-plot", Static)
         width, height = plot.content_size.width, plot.content_size.height
@@ -190,6 +190,8 @@ class ChartPane(Vertical):
         self._rendering = False
 
     def _show_plot(self, text: Text, elapsed_ms: float) -> None:
+        if not self.is_attached:
+            return  # the app is closing
         self.query_one("#chart-plot", Static).update(text)
         self.renders += 1
         self.last_render_ms = elapsed_ms

@@ -54,6 +54,7 @@ class StoreWriter(Service):
         self.flushes = 0
         self.last_flush_ms = 0.0
         self._flush_lock = asyncio.Lock()
+        self._in_flight: asyncio.Future[int] | None = None
 
     def _wanted(self, event: object) -> bool:
         kind = type(event)
@@ -85,10 +86,7 @@ class StoreWriter(Service):
         next_flush = time.monotonic() + interval
         while True:
             timeout = max(0.0, next_flush - time.monotonic())
-            try:
-                events = await asyncio.wait_for(self.subscription.get(), timeout)
-            except TimeoutError:
-                events = []
+            events = await self.subscription.get_within(timeout)
             self._take(events)
             if self.pending() >= self.config.flush_rows or time.monotonic() >= next_flush:
                 written = await self.flush()
@@ -105,6 +103,10 @@ class StoreWriter(Service):
 
     async def flush(self) -> int:
         async with self._flush_lock:
+            # A write cancelled mid-way (shutdown) keeps running in its thread: let it
+            # finish first, or an older forming bar could overwrite a newer one.
+            if self._in_flight is not None and not self._in_flight.done():
+                await asyncio.wait([self._in_flight])
             ticks, bars, forming, logs = self._ticks, self._bars, self._forming, self._logs
             if not (ticks or bars or forming or logs):
                 return 0
@@ -112,7 +114,10 @@ class StoreWriter(Service):
             # Forming bars go last so a closed version in the same batch is not undone.
             all_bars = bars + [bar for bar in forming.values()]
             started = time.perf_counter()
-            written = await asyncio.to_thread(self._write, ticks, all_bars, logs)
+            self._in_flight = asyncio.ensure_future(
+                asyncio.to_thread(self._write, ticks, all_bars, logs)
+            )
+            written = await asyncio.shield(self._in_flight)
             self.last_flush_ms = (time.perf_counter() - started) * 1000
             self.flushes += 1
             self.rows_written += written
