@@ -38,6 +38,8 @@ class BarBuilder:
         self._price_source_for = price_source_for
         self._sources: dict[str, str] = {}
         self._forming: dict[str, list] = {}
+        # Newest minute closed by the clock per instrument: ticks for it are late.
+        self._closed_by_clock: dict[str, int] = {}
         self.late_ticks = 0
         self.ticks = 0
 
@@ -75,6 +77,9 @@ class BarBuilder:
             ts = event.ts_us
             minute = ts - ts % US_PER_MINUTE
             state = forming.get(instrument)
+            if state is None and minute <= self._closed_by_clock.get(instrument, -1):
+                self.late_ticks += 1
+                continue
             if state is None or minute > state[_MINUTE]:
                 if state is not None:
                     closed.append(BarClosed(_to_bar(instrument, state)))
@@ -105,6 +110,7 @@ class BarBuilder:
             state = self._forming.get(instrument)
             if state is not None and state[_MINUTE] + US_PER_MINUTE + CLOSE_GRACE_US <= now_us:
                 closed.append(BarClosed(_to_bar(instrument, state)))
+                self._closed_by_clock[instrument] = state[_MINUTE]
                 del self._forming[instrument]
         return closed
 
@@ -179,37 +185,4 @@ def bars_to_frame(bars: Iterable[Bar]) -> pl.DataFrame:
             "volume": pl.Float64,
             "trades": pl.Int64,
         },
-    )
-
-
-def fold_minute_bar(bucket: Bar | None, minute_bar: Bar, minutes: int) -> Bar:
-    """Fold a (forming) 1m bar into the higher-timeframe bar it belongs to.
-
-    ``bucket`` is the current higher-timeframe bar built from *closed* 1m bars only.
-    Returns the bar to show: a new bucket if the minute starts one.
-    """
-    width = minutes * US_PER_MINUTE
-    start = minute_bar.ts_us - minute_bar.ts_us % width
-    if bucket is None or bucket.ts_us != start:
-        return Bar(
-            minute_bar.instrument,
-            bucket.timeframe if bucket else "1m",
-            start,
-            minute_bar.open,
-            minute_bar.high,
-            minute_bar.low,
-            minute_bar.close,
-            minute_bar.volume,
-            minute_bar.trades,
-        )
-    return Bar(
-        bucket.instrument,
-        bucket.timeframe,
-        bucket.ts_us,
-        bucket.open,
-        max(bucket.high, minute_bar.high),
-        min(bucket.low, minute_bar.low),
-        minute_bar.close,
-        bucket.volume + minute_bar.volume,
-        bucket.trades + minute_bar.trades,
     )

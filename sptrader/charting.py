@@ -18,7 +18,7 @@ _render_lock = threading.Lock()
 
 
 def _labels(bars: Sequence[Bar], positions: list[int], minutes: int) -> list[str]:
-    form = "%m-%d" if minutes >= 1440 else "%H:%M"
+    form = "%m-%d" if minutes >= 1440 else "%m-%d %H:%M" if minutes >= 60 else "%H:%M"
     return [datetime.fromtimestamp(bars[i].ts_us / 1e6, tz=UTC).strftime(form) for i in positions]
 
 

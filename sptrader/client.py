@@ -7,7 +7,6 @@ implement the same methods.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -24,6 +23,7 @@ from sptrader.models import (
     TradeReceived,
 )
 from sptrader.store import queries
+from sptrader.threads import run_in_thread
 
 
 @dataclass(slots=True)
@@ -88,7 +88,7 @@ class LocalEngineClient(EngineClient):
                 return queries.last_bars(store, instrument, timeframe, last)
             return queries.bars_between(store, instrument, timeframe, start_us, end_us)
 
-        return await asyncio.to_thread(read)
+        return await run_in_thread(read)
 
     def forming_bar(self, instrument: str) -> Bar | None:
         return self.engine.forming_bar(instrument)
@@ -120,7 +120,7 @@ class LocalEngineClient(EngineClient):
                 )
             return result
 
-        return await asyncio.to_thread(read)
+        return await run_in_thread(read)
 
     def recent_logs(self) -> list[EngineLogged]:
         return list(self.engine.recent_logs)

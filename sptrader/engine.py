@@ -34,6 +34,7 @@ from sptrader.models import (
 from sptrader.store import Store, queries
 from sptrader.store.writer import StoreWriter
 from sptrader.supervisor import Service, ServiceContext, Supervisor
+from sptrader.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class Engine:
         if package_logger.level == logging.NOTSET:
             package_logger.setLevel(logging.INFO)
         package_logger.addHandler(self._log_handler)
-        await asyncio.to_thread(self.open_store)
+        await run_in_thread(self.open_store)
         self.writer = StoreWriter(self._require_store(), self.bus, self.config.store)
         self.supervisor.add(self.writer)
         self.supervisor.add(self.bar_service)
@@ -230,7 +231,7 @@ class Engine:
         self.supervisor.start("store")
         self.supervisor.start("bars")
         # History first, so live bars continue the stored ones.
-        await asyncio.to_thread(self.seed_history)
+        await run_in_thread(self.seed_history)
         for name in self.feeds:
             self.supervisor.start(name)
         self._watch_task = loop.create_task(self._watch())
@@ -245,7 +246,7 @@ class Engine:
         """Stop feeds, let bars and the writer finish, flush, close the store."""
         if not self.started:
             if self.store is not None:
-                await asyncio.to_thread(self.store.close)
+                await run_in_thread(self.store.close)
                 self.store = None
             return
         self.started = False
@@ -265,7 +266,7 @@ class Engine:
             logging.getLogger("sptrader").removeHandler(self._log_handler)
             self._log_handler = None
         if self.store is not None:
-            await asyncio.to_thread(self.store.close)
+            await run_in_thread(self.store.close)
             self.store = None
 
     async def _watch(self) -> None:

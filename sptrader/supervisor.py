@@ -168,9 +168,9 @@ class Supervisor:
     def backoff_delay(self, attempt: int) -> float:
         """Seconds to wait before restart number ``attempt`` (1-based), with jitter."""
         config = self.config
-        base = min(
-            config.backoff_max_s, config.backoff_initial_s * config.backoff_factor ** (attempt - 1)
-        )
+        # The exponent is capped: a service crashing for hours must not overflow a float.
+        exponent = min(attempt - 1, 64)
+        base = min(config.backoff_max_s, config.backoff_initial_s * config.backoff_factor**exponent)
         jitter = base * config.backoff_jitter
         return max(0.0, base + random.uniform(-jitter, jitter))
 

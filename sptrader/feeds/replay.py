@@ -21,6 +21,7 @@ from sptrader.config import ReplayFeedConfig
 from sptrader.feeds.base import Feed
 from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
+from sptrader.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ReplayFeed(Feed):
         return min(known) if known else None
 
     async def stream(self, context: ServiceContext) -> None:
-        start = await asyncio.to_thread(self._start_us)
+        start = await run_in_thread(self._start_us)
         if start is None:
             raise RuntimeError("nothing stored to replay for " + ", ".join(self.instruments))
         context.mark_running()
@@ -79,7 +80,7 @@ class ReplayFeed(Feed):
         empty_chunks = 0
         while True:
             chunk_end = position + CHUNK_US
-            events = await asyncio.to_thread(self._events_between, position, chunk_end)
+            events = await run_in_thread(self._events_between, position, chunk_end)
             if not events:
                 empty_chunks += 1
                 if empty_chunks > 24 * 60:  # a whole day with nothing: the replay is over

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -89,11 +90,22 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._connection.execute("CHECKPOINT")
-        except duckdb.Error:
-            log.exception("checkpoint on close failed")
-        self._connection.close()
+        with self._write_lock:
+            try:
+                self._connection.execute("CHECKPOINT")
+            except duckdb.Error:
+                log.exception("checkpoint on close failed")
+            # A read still running in another thread keeps the connection busy; give it
+            # a moment rather than failing the shutdown (DuckDB refuses to close then).
+            for _ in range(100):
+                try:
+                    self._connection.close()
+                    return
+                except duckdb.Error as error:
+                    if "busy" not in str(error).lower() and "in use" not in str(error).lower():
+                        raise
+                    time.sleep(0.05)
+            self._connection.close()
 
     # --- migrations -------------------------------------------------------------------
 

@@ -49,12 +49,17 @@ def bars_between(
     minutes = timeframe_minutes(timeframe)
     start = 0 if start_us is None else _bucket_start(start_us, minutes)
     end = _FAR_FUTURE_US if end_us is None else end_us
-    params = {"instrument": instrument, "start": start, "end": end}
     if minutes == 1:
+        params = {"instrument": instrument, "start": start, "end": end}
         frame = store.cursor().sql(_ONE_MINUTE_SQL, params=params).pl()
     else:
-        params["minutes"] = minutes
+        # Read the 1m rows up to the end of the bucket that holds `end`, so the last
+        # bar is whole, then keep the buckets that open before `end`.
+        width = minutes * US_PER_MINUTE
+        rows_end = min(_FAR_FUTURE_US, -(-end // width) * width)
+        params = {"instrument": instrument, "start": start, "end": rows_end, "minutes": minutes}
         frame = store.cursor().sql(_ROLLUP_SQL, params=params).pl()
+        frame = frame.filter(pl.col("ts") < pl.lit(end).cast(pl.Datetime("us")))
     if frame.is_empty():
         return empty_bars()
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")))

@@ -1,0 +1,62 @@
+"""Shared fixtures: every test runs against a temporary home, never the user's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from sptrader.config import Config, Settings, parse_config
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base`` (tables merge, values replace)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def make_config(**overrides: Any) -> Config:
+    """A validated Config: defaults with top-level keys replaced and tables merged, e.g.
+    ``make_config(watchlist=["SIM:EURUSD"], store={"seed_days": 0.1})``."""
+    data = _merge(msgspec.to_builtins(Config()), overrides)
+    return parse_config(data, "<test config>")
+
+
+def make_settings(home: Path, **config_overrides: Any) -> Settings:
+    """Settings on ``home`` with a default Config changed by ``config_overrides``."""
+    return Settings(home=home, config_path=None, config=make_config(**config_overrides))
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` on the running loop until it holds (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh home directory; SPTRADER_HOME and SPTRADER_CONFIG point nowhere else."""
+    directory = tmp_path / "home"
+    directory.mkdir()
+    monkeypatch.setenv("SPTRADER_HOME", str(directory))
+    monkeypatch.delenv("SPTRADER_CONFIG", raising=False)
+    return directory
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    """Default configuration on the temporary home."""
+    return Settings(home=home, config_path=None, config=Config())

@@ -1,0 +1,294 @@
+"""Ticks into 1m bars: the live BarBuilder agrees with the batch polars aggregation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sptrader.bars import CLOSE_GRACE_US, BarBuilder, aggregate_ticks, bars_to_frame
+from sptrader.clock import datetime_to_us
+from sptrader.models import (
+    US_PER_MINUTE,
+    US_PER_SECOND,
+    Bar,
+    BarClosed,
+    BarUpdated,
+    QuoteReceived,
+    TradeReceived,
+)
+
+INSTRUMENTS = ["SIM:BTCUSD", "SIM:ETHUSD", "SIM:SPY"]
+BASE_US = datetime_to_us(datetime(2026, 3, 2, 14, 0, tzinfo=UTC))
+EURUSD = "SIM:EURUSD"
+
+
+def builder_with(source: str) -> BarBuilder:
+    return BarBuilder(lambda instrument: source)
+
+
+def closed_bars(events: list[object]) -> list[Bar]:
+    return [event.bar for event in events if isinstance(event, BarClosed)]
+
+
+def updated_bars(events: list[object]) -> list[Bar]:
+    return [event.bar for event in events if isinstance(event, BarUpdated)]
+
+
+def at(minute: int, second: float = 0.0) -> int:
+    return BASE_US + minute * US_PER_MINUTE + round(second * US_PER_SECOND)
+
+
+# --- the property: live == batch -----------------------------------------------------
+
+tick_steps = st.lists(
+    st.tuples(
+        st.sampled_from(INSTRUMENTS),
+        # Mostly small steps, sometimes minutes long (empty minutes), sometimes zero.
+        st.one_of(
+            st.integers(0, 5 * US_PER_SECOND),
+            st.integers(0, 3 * US_PER_MINUTE),
+            st.just(0),
+        ),
+        st.floats(0.01, 100_000.0, allow_nan=False, allow_infinity=False),
+        st.floats(0.0, 1_000.0, allow_nan=False, allow_infinity=False),
+        st.booleans(),  # also send a quote (a trade-priced builder must ignore it)
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps=tick_steps, start_offset=st.integers(0, US_PER_MINUTE - 1), data=st.data())
+def test_builder_matches_batch_aggregation(steps, start_offset, data) -> None:
+    events: list[object] = []
+    rows = {"instrument": [], "ts_us": [], "price": [], "size": []}
+    ts = BASE_US + start_offset
+    for instrument, step, price, size, with_quote in steps:
+        ts += step
+        if with_quote:
+            events.append(QuoteReceived(instrument, ts, price * 0.99, price * 1.01, 5.0, 5.0))
+        events.append(TradeReceived(instrument, ts, price, size))
+        rows["instrument"].append(instrument)
+        rows["ts_us"].append(ts)
+        rows["price"].append(price)
+        rows["size"].append(size)
+
+    # Feed the builder in arbitrary batches: batch boundaries must not matter.
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=6)))
+    builder = builder_with("trade")
+    live: list[Bar] = []
+    previous = 0
+    for cut in [*cuts, len(events)]:
+        live.extend(closed_bars(builder.process(events[previous:cut])))
+        previous = cut
+    live.extend(bar for name in INSTRUMENTS if (bar := builder.forming(name)) is not None)
+
+    batch = aggregate_ticks(
+        pl.DataFrame(
+            rows,
+            schema={
+                "instrument": pl.String,
+                "ts_us": pl.Int64,
+                "price": pl.Float64,
+                "size": pl.Float64,
+            },
+        )
+    )
+    live_frame = bars_to_frame(live).sort("instrument", "ts")
+
+    exact = ["instrument", "ts", "open", "high", "low", "close", "trades"]
+    assert live_frame.select(exact).to_dicts() == batch.select(exact).to_dicts()
+    assert live_frame["volume"].to_list() == pytest.approx(batch["volume"].to_list())
+    assert builder.late_ticks == 0
+    assert builder.ticks == len(steps)
+    # Bars are labelled by their minute's open time.
+    assert all(bar.ts_us % US_PER_MINUTE == 0 for bar in live)
+
+
+# --- single behaviours -----------------------------------------------------------------
+
+
+def test_minute_boundary_splits_bars() -> None:
+    builder = builder_with("trade")
+    last_microsecond = at(0, 59.999999)
+    next_minute = at(1)
+    assert next_minute - last_microsecond == 1
+    first = builder.process([TradeReceived("SIM:BTCUSD", last_microsecond, 100.0, 1.0)])
+    assert closed_bars(first) == []
+    second = builder.process([TradeReceived("SIM:BTCUSD", next_minute, 101.0, 2.0)])
+    assert closed_bars(second) == [
+        Bar("SIM:BTCUSD", "1m", at(0), 100.0, 100.0, 100.0, 100.0, 1.0, 1)
+    ]
+    assert builder.forming("SIM:BTCUSD") == Bar(
+        "SIM:BTCUSD", "1m", at(1), 101.0, 101.0, 101.0, 101.0, 2.0, 1
+    )
+
+
+def test_empty_minutes_produce_no_bar() -> None:
+    builder = builder_with("trade")
+    out = builder.process(
+        [
+            TradeReceived("SIM:BTCUSD", at(0, 10), 100.0, 1.0),
+            TradeReceived("SIM:BTCUSD", at(0, 50), 102.0, 1.0),
+            TradeReceived("SIM:BTCUSD", at(4, 5), 99.0, 1.0),  # minutes 1-3 had no ticks
+        ]
+    )
+    assert [bar.ts_us for bar in closed_bars(out)] == [at(0)]
+    assert builder.forming("SIM:BTCUSD").ts_us == at(4)
+    assert builder.close_all() == [
+        BarClosed(Bar("SIM:BTCUSD", "1m", at(4), 99.0, 99.0, 99.0, 99.0, 1.0, 1))
+    ]
+    assert builder.forming("SIM:BTCUSD") is None
+
+
+def test_process_returns_closed_then_one_update_per_instrument() -> None:
+    builder = builder_with("trade")
+    out = builder.process(
+        [
+            TradeReceived("SIM:BTCUSD", at(0, 1), 100.0, 1.0),
+            TradeReceived("SIM:ETHUSD", at(0, 2), 10.0, 1.0),
+            TradeReceived("SIM:BTCUSD", at(1, 1), 101.0, 1.0),
+            TradeReceived("SIM:BTCUSD", at(1, 2), 103.0, 1.0),
+            TradeReceived("SIM:BTCUSD", at(1, 3), 102.0, 1.0),
+        ]
+    )
+    assert [type(event) for event in out] == [BarClosed, BarUpdated, BarUpdated]
+    assert closed_bars(out)[0].instrument == "SIM:BTCUSD"
+    updates = {bar.instrument: bar for bar in updated_bars(out)}
+    assert updates["SIM:BTCUSD"] == Bar(
+        "SIM:BTCUSD", "1m", at(1), 101.0, 103.0, 101.0, 102.0, 3.0, 3
+    )
+    assert updates["SIM:ETHUSD"] == Bar("SIM:ETHUSD", "1m", at(0), 10.0, 10.0, 10.0, 10.0, 1.0, 1)
+
+
+def test_close_due_waits_for_minute_end_plus_grace() -> None:
+    builder = builder_with("trade")
+    builder.process(
+        [
+            TradeReceived("SIM:BTCUSD", at(0, 30), 100.0, 1.0),
+            TradeReceived("SIM:ETHUSD", at(1, 30), 10.0, 1.0),
+        ]
+    )
+    minute_end = at(1)
+    assert builder.close_due(minute_end) == []
+    assert builder.close_due(minute_end + CLOSE_GRACE_US - 1) == []
+    # A tick stamped before the boundary that arrives within the grace still counts.
+    builder.process([TradeReceived("SIM:BTCUSD", at(0, 59.9), 105.0, 1.0)])
+    # Only the named instruments are considered.
+    assert builder.close_due(minute_end + CLOSE_GRACE_US, ["SIM:ETHUSD"]) == []
+
+    closed = builder.close_due(minute_end + CLOSE_GRACE_US)
+    assert closed == [BarClosed(Bar("SIM:BTCUSD", "1m", at(0), 100.0, 105.0, 100.0, 105.0, 2.0, 2))]
+    assert builder.forming("SIM:BTCUSD") is None
+    assert builder.forming("SIM:ETHUSD") is not None  # its minute has not ended
+    assert builder.close_due(minute_end + CLOSE_GRACE_US) == []  # closed once only
+
+
+def test_late_ticks_are_counted_and_ignored() -> None:
+    builder = builder_with("trade")
+    builder.process(
+        [
+            TradeReceived("SIM:BTCUSD", at(0, 10), 100.0, 1.0),
+            TradeReceived("SIM:BTCUSD", at(1, 10), 101.0, 1.0),
+        ]
+    )
+    before = builder.forming("SIM:BTCUSD")
+    out = builder.process([TradeReceived("SIM:BTCUSD", at(0, 20), 500.0, 9.0)])
+    assert out == []
+    assert builder.late_ticks == 1
+    assert builder.forming("SIM:BTCUSD") == before
+
+
+def test_late_tick_after_close_due_is_ignored() -> None:
+    builder = builder_with("trade")
+    builder.process([TradeReceived("SIM:BTCUSD", at(0, 10), 100.0, 1.0)])
+    builder.process([TradeReceived("SIM:BTCUSD", at(0, 20), 110.0, 1.0)])
+    assert len(builder.close_due(at(1) + CLOSE_GRACE_US)) == 1
+    out = builder.process([TradeReceived("SIM:BTCUSD", at(0, 59), 90.0, 1.0)])
+    assert builder.late_ticks == 1
+    assert out == []
+    assert builder.forming("SIM:BTCUSD") is None
+    # The next minute still opens a new bar.
+    builder.process([TradeReceived("SIM:BTCUSD", at(1, 1), 95.0, 1.0)])
+    assert builder.forming("SIM:BTCUSD").ts_us == at(1)
+
+
+def test_bid_price_source_uses_quote_bids() -> None:
+    builder = builder_with("bid")
+    out = builder.process(
+        [
+            QuoteReceived(EURUSD, at(0, 1), 1.1000, 1.1002, 2.0, 3.0),
+            TradeReceived(EURUSD, at(0, 2), 5.0, 100.0),  # ignored: bars come from bids
+            QuoteReceived(EURUSD, at(0, 3), 1.1005, 1.1007, 1.5, 3.0),
+            QuoteReceived(EURUSD, at(0, 4), 1.0995, 1.0997, 1.0, 3.0),
+        ]
+    )
+    bar = updated_bars(out)[0]
+    assert (bar.open, bar.high, bar.low, bar.close) == (1.1000, 1.1005, 1.0995, 1.0995)
+    assert bar.volume == pytest.approx(4.5)  # bid sizes
+    assert bar.trades == 3  # counts ticks
+    assert builder.ticks == 3
+
+
+def test_mid_price_source_uses_quote_mids() -> None:
+    builder = builder_with("mid")
+    builder.process(
+        [
+            QuoteReceived("SIM:SPY", at(0, 1), 100.0, 100.2, 10.0, 1.0),
+            QuoteReceived("SIM:SPY", at(0, 2), 101.0, 101.4, 20.0, 1.0),
+            TradeReceived("SIM:SPY", at(0, 3), 150.0, 1.0),
+        ]
+    )
+    bar = builder.forming("SIM:SPY")
+    assert bar.open == pytest.approx(100.1)
+    assert bar.high == pytest.approx(101.2)
+    assert bar.low == pytest.approx(100.1)
+    assert bar.close == pytest.approx(101.2)
+    assert bar.volume == pytest.approx(30.0)
+    assert bar.trades == 2
+
+
+def test_trade_price_source_ignores_quotes_and_sources_are_per_instrument() -> None:
+    asked: list[str] = []
+
+    def source_for(instrument: str) -> str:
+        asked.append(instrument)
+        return "bid" if instrument == EURUSD else "trade"
+
+    builder = BarBuilder(source_for)
+    builder.process(
+        [
+            QuoteReceived("SIM:BTCUSD", at(0, 1), 99.0, 101.0, 1.0, 1.0),
+            QuoteReceived(EURUSD, at(0, 1), 1.1, 1.2, 1.0, 1.0),
+            TradeReceived("SIM:BTCUSD", at(0, 2), 100.5, 0.25),
+            QuoteReceived("SIM:BTCUSD", at(0, 3), 99.0, 101.0, 1.0, 1.0),
+        ]
+    )
+    assert builder.forming("SIM:BTCUSD") == Bar(
+        "SIM:BTCUSD", "1m", at(0), 100.5, 100.5, 100.5, 100.5, 0.25, 1
+    )
+    assert builder.forming(EURUSD).open == 1.1
+    assert sorted(asked) == ["SIM:BTCUSD", EURUSD]  # resolved once per instrument
+
+
+def test_aggregate_ticks_keeps_arrival_order_for_open_and_close() -> None:
+    ticks = pl.DataFrame(
+        {
+            "instrument": ["SIM:SPY", "SIM:SPY", "SIM:SPY", "SIM:AAPL"],
+            "ts_us": [at(0, 5), at(0, 5), at(0, 5), at(2, 0)],
+            "price": [3.0, 1.0, 2.0, 7.0],
+            "size": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    bars = aggregate_ticks(ticks)
+    assert bars.columns == ["instrument", "ts", "open", "high", "low", "close", "volume", "trades"]
+    assert bars.schema["ts"] == pl.Datetime("us")
+    assert bars.rows() == [
+        ("SIM:AAPL", datetime(2026, 3, 2, 14, 2), 7.0, 7.0, 7.0, 7.0, 4.0, 1),
+        ("SIM:SPY", datetime(2026, 3, 2, 14, 0), 3.0, 3.0, 1.0, 2.0, 6.0, 3),
+    ]
