@@ -3,6 +3,7 @@ through an EngineClient; ticks are coalesced and the panes repainted at a fixed 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -10,6 +11,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header
@@ -120,7 +122,7 @@ class SptraderApp(App[int]):
     async def _drain_events(self) -> None:
         """Take everything queued since the last refresh; keep only the newest quote and
         forming bar per instrument; repaint once."""
-        if self._stopping:
+        if self._stopping or self._exit:
             return
         events = self.subscription.get_nowait()
         self.refreshes += 1
@@ -141,15 +143,19 @@ class SptraderApp(App[int]):
                 logs.append(event)
             elif kind is ServiceStateChanged:
                 states_changed = True
-        watchlist = self.query_one(WatchlistPane)
+        try:
+            watchlist = self.query_one(WatchlistPane)
+            chart = self.query_one(ChartPane)
+            event_log = self.query_one(EventLogPane)
+        except NoMatches:
+            return  # the widgets are going away (shutdown without `q`)
         watchlist.apply(quotes, forming, closed)
-        chart = self.query_one(ChartPane)
         for bar in closed:
             chart.add_minute_bar(bar)
         if chart.instrument in forming:
             chart.add_minute_bar(forming[chart.instrument])
         if logs:
-            self.query_one(EventLogPane).add(logs)
+            event_log.add(logs)
         if states_changed:
             await self._poll_services()
 
@@ -165,8 +171,9 @@ class SptraderApp(App[int]):
 
     async def _poll_services(self) -> None:
         statuses = await self.client.services()
-        if not self._stopping:
-            self.query_one(ServicesPane).show(statuses)
+        if not (self._stopping or self._exit):
+            with contextlib.suppress(NoMatches):
+                self.query_one(ServicesPane).show(statuses)
 
     # --- user actions -----------------------------------------------------------------
 

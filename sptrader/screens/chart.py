@@ -72,7 +72,7 @@ class ChartPane(Vertical):
             for timeframe in self.timeframes:
                 button = Button(timeframe, id=f"tf-{timeframe}", classes="tf-button", compact=True)
                 if timeframe == self.timeframe:
-                    button.add_class("-active")
+                    button.add_class("-current")
                 yield button
         yield Static("loading…", id="chart-plot")
 
@@ -88,7 +88,7 @@ class ChartPane(Vertical):
             return
         self.timeframe = timeframe
         for button in self.query(".tf-button"):
-            button.set_class(button.id == f"tf-{timeframe}", "-active")
+            button.set_class(button.id == f"tf-{timeframe}", "-current")
         self.reload()
 
     @on(Button.Pressed, ".tf-button")

@@ -11,7 +11,10 @@ from textual.widgets import Button, Label, Static
 
 
 class ErrorScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape", "dismiss", "Close", id="error-close")]
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close", id="error-close"),
+        Binding("q", "app.quit", "Quit", id="error-quit"),
+    ]
 
     def __init__(self, title: str, message: str) -> None:
         super().__init__()

@@ -1,0 +1,501 @@
+"""The ``sptrader`` command as a user runs it: through ``sptrader.cli.main`` in-process,
+and through the real entry point in a subprocess. Always on a temporary home, from a
+temporary working directory (so no ./config.toml is picked up)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sptrader import __version__
+from sptrader.cli import main
+
+HEADER = ["ts", "open", "high", "low", "close", "volume", "trades"]
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh home; the working directory is an empty temporary one and neither
+    SPTRADER_HOME nor SPTRADER_CONFIG is set."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("SPTRADER_HOME", raising=False)
+    monkeypatch.delenv("SPTRADER_CONFIG", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def run(home: Path, capsys: pytest.CaptureFixture[str]):
+    """Run ``sptrader --home HOME ARGS...`` in-process; argparse exits become codes."""
+
+    def run_cli(*args: str, with_home: bool = True) -> Result:
+        argv = ["--home", str(home), *args] if with_home else list(args)
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run_cli
+
+
+def _parse_ts(text: str) -> datetime:
+    assert ISO_Z.match(text), f"not ISO 8601 with Z: {text!r}"
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _check_bar(row: dict) -> None:
+    opened, high, low, close = (float(row[key]) for key in ("open", "high", "low", "close"))
+    assert low <= min(opened, close), row
+    assert max(opened, close) <= high, row
+    assert float(row["volume"]) > 0, row
+    assert int(row["trades"]) >= 1, row
+
+
+def _csv_rows(text: str) -> list[dict[str, str]]:
+    reader = csv.DictReader(io.StringIO(text))
+    assert reader.fieldnames == HEADER, text
+    return list(reader)
+
+
+def _assert_user_error(result: Result, code: int = 2) -> str:
+    """Exit ``code``, one line on stderr starting with ``sptrader:``, no traceback."""
+    assert result.code == code, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.err!r}"
+    assert lines[0].startswith("sptrader: "), lines[0]
+    assert "Traceback" not in result.err + result.out
+    return lines[0]
+
+
+def _floor_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+# --- basics -----------------------------------------------------------------------------
+
+
+def test_version(run) -> None:
+    result = run("--version", with_home=False)
+    assert result.code == 0
+    assert result.out.strip() == f"sptrader {__version__}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["candles", "--help"], []])
+def test_help_exits_zero(run, args: list[str]) -> None:
+    result = run(*args, with_home=False)
+    assert result.code == 0
+    assert "usage: sptrader" in result.out
+    assert result.err == ""
+
+
+# --- candles ----------------------------------------------------------------------------
+
+
+def test_candles_csv_on_a_fresh_home(run, home: Path) -> None:
+    before = datetime.now(UTC)
+    result = run("candles", "SIM:EURUSD", "--last", "5", "--format", "csv")
+    after = datetime.now(UTC)
+    assert result.code == 0, result
+    assert result.out.splitlines()[0] == ",".join(HEADER)
+    rows = _csv_rows(result.out)
+    assert len(rows) == 5
+    times = [_parse_ts(row["ts"]) for row in rows]
+    assert [b - a for a, b in itertools.pairwise(times)] == [MINUTE] * 4
+    # The newest closed minute when the command ran.
+    assert _floor_minute(before) - MINUTE <= times[-1] <= _floor_minute(after) - MINUTE
+    for row in rows:
+        _check_bar(row)
+    assert (home / "sptrader.duckdb").is_file()
+
+
+def test_candles_are_the_same_on_a_second_run_and_another_home(run, tmp_path: Path) -> None:
+    first = _csv_rows(run("candles", "SIM:EURUSD", "--last", "30", "--format", "csv").out)
+    second = _csv_rows(run("candles", "SIM:EURUSD", "--last", "30", "--format", "csv").out)
+    other_home = tmp_path / "other-home"
+    third = _csv_rows(
+        run(
+            "--home",
+            str(other_home),
+            "candles",
+            "SIM:EURUSD",
+            "--last",
+            "30",
+            "--format",
+            "csv",
+            with_home=False,
+        ).out
+    )
+    by_ts = {row["ts"]: row for row in first}
+    for rows in (second, third):
+        common = [row for row in rows if row["ts"] in by_ts]
+        # At most a minute boundary passed between the runs.
+        assert len(common) >= 28
+        for row in common:
+            assert row == by_ts[row["ts"]]
+
+
+def test_candles_json(run) -> None:
+    result = run("candles", "SIM:BTCUSD", "--last", "5", "--format", "json")
+    assert result.code == 0, result
+    bars = json.loads(result.out)
+    assert isinstance(bars, list) and len(bars) == 5
+    for bar in bars:
+        assert list(bar) == HEADER
+        assert isinstance(bar["trades"], int)
+        _check_bar(bar)
+    times = [_parse_ts(bar["ts"]) for bar in bars]
+    assert [b - a for a, b in itertools.pairwise(times)] == [MINUTE] * 4
+
+
+def test_candles_hourly(run) -> None:
+    result = run("candles", "SIM:EURUSD", "--tf", "1h", "--last", "3", "--format", "csv")
+    assert result.code == 0, result
+    rows = _csv_rows(result.out)
+    assert len(rows) == 3
+    times = [_parse_ts(row["ts"]) for row in rows]
+    assert all(moment.minute == 0 and moment.second == 0 for moment in times)
+    assert [b - a for a, b in itertools.pairwise(times)] == [HOUR] * 2
+    assert times[-1] <= datetime.now(UTC)
+    for row in rows:
+        _check_bar(row)
+
+
+def test_candles_hourly_rolls_up_the_minutes(run) -> None:
+    hourly = _csv_rows(
+        run("candles", "SIM:SPY", "--tf", "1h", "--last", "2", "--format", "csv").out
+    )
+    complete_hour = hourly[0]
+    start = _parse_ts(complete_hour["ts"])
+    minutes = _csv_rows(
+        run(
+            "candles",
+            "SIM:SPY",
+            "--format",
+            "csv",
+            "--from",
+            complete_hour["ts"],
+            "--to",
+            (start + HOUR).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ).out
+    )
+    assert len(minutes) == 60
+    assert float(complete_hour["open"]) == float(minutes[0]["open"])
+    assert float(complete_hour["close"]) == float(minutes[-1]["close"])
+    assert float(complete_hour["high"]) == max(float(row["high"]) for row in minutes)
+    assert float(complete_hour["low"]) == min(float(row["low"]) for row in minutes)
+    assert int(complete_hour["trades"]) == sum(int(row["trades"]) for row in minutes)
+
+
+def test_candles_from_to_range(run) -> None:
+    recent = _csv_rows(run("candles", "SIM:EURUSD", "--last", "20", "--format", "csv").out)
+    start, end = recent[5]["ts"], recent[12]["ts"]
+    result = run("candles", "SIM:EURUSD", "--from", start, "--to", end, "--format", "csv")
+    assert result.code == 0, result
+    rows = _csv_rows(result.out)
+    assert rows == recent[5:12]  # [from, to): the bar at --to is not included
+
+
+def test_candles_from_to_accepts_short_iso_forms(run) -> None:
+    recent = _csv_rows(run("candles", "SIM:EURUSD", "--last", "10", "--format", "csv").out)
+    start = _parse_ts(recent[2]["ts"])
+    end = start + 3 * MINUTE
+    result = run(
+        "candles",
+        "SIM:EURUSD",
+        "--format",
+        "csv",
+        "--from",
+        start.strftime("%Y-%m-%dT%H:%MZ"),
+        "--to",
+        end.strftime("%Y-%m-%dT%H:%M+00:00"),
+    )
+    assert result.code == 0, result
+    assert _csv_rows(result.out) == recent[2:5]
+
+
+def test_candles_hourly_bar_is_the_same_whatever_the_range_end(run) -> None:
+    hourly = _csv_rows(
+        run("candles", "SIM:EURUSD", "--tf", "1h", "--last", "3", "--format", "csv").out
+    )
+    start = _parse_ts(hourly[0]["ts"])
+    to_half_past = (start + HOUR + 30 * MINUTE).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ranged = _csv_rows(
+        run(
+            "candles",
+            "SIM:EURUSD",
+            "--tf",
+            "1h",
+            "--format",
+            "csv",
+            "--from",
+            hourly[0]["ts"],
+            "--to",
+            to_half_past,
+        ).out
+    )
+    # Both bars open inside [from, to): they are the same complete hourly bars.
+    assert ranged == hourly[:2]
+
+
+def test_candles_table_names_the_instrument(run) -> None:
+    result = run("candles", "sim:eurusd", "--last", "5")
+    assert result.code == 0, result
+    assert "SIM:EURUSD 1m" in result.out
+    data_lines = [line for line in result.out.splitlines() if re.search(r"\d{4}-\d\d-\d\dT", line)]
+    assert len(data_lines) == 5
+
+
+# --- user mistakes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        (["candles", "FOO:BAR"], "FOO:BAR"),
+        (["candles", "EURUSD"], "EURUSD"),
+        (["candles", "SIM:"], "SIM:"),
+        (["candles", "SIM:EURUSD", "--tf", "2m"], "2m"),
+        (["candles", "SIM:EURUSD", "--from", "yesterday"], "yesterday"),
+        (["candles", "SIM:EURUSD", "--from", "2026-01-02", "--to", "2026-01-01"], "--to"),
+        (["candles", "SIM:EURUSD", "--to", "2026-01-01"], "--from"),
+        (["candles", "SIM:EURUSD", "--last", "5", "--from", "2026-01-01"], "--last"),
+        (["candles", "SIM:EURUSD", "--last", "0"], "--last"),
+    ],
+    ids=[
+        "unknown-feed",
+        "no-feed",
+        "no-symbol",
+        "unknown-timeframe",
+        "bad-date",
+        "to-before-from",
+        "to-without-from",
+        "last-with-from",
+        "last-zero",
+    ],
+)
+def test_candles_user_mistakes_are_one_line(run, args: list[str], mentions: str) -> None:
+    result = run(*args)
+    line = _assert_user_error(result, 2)
+    assert mentions in line
+    assert result.out == ""
+
+
+@pytest.fixture
+def database_holder(home: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the home's DuckDB file open."""
+    home.mkdir(parents=True, exist_ok=True)
+    script = (
+        "import sys, time, duckdb\n"
+        "connection = duckdb.connect(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(home / "sptrader.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+@pytest.mark.parametrize("args", [["candles", "SIM:EURUSD"], ["db", "migrate"]])
+def test_a_database_held_by_another_process(
+    run, home: Path, database_holder: subprocess.Popen[str], args: list[str]
+) -> None:
+    result = run(*args)
+    line = _assert_user_error(result, 3)
+    assert str(home.resolve() / "sptrader.duckdb") in line
+    assert str(database_holder.pid) in line
+    assert result.out == ""
+
+
+# --- db and config ------------------------------------------------------------------------
+
+
+def test_db_migrate_twice(run, home: Path) -> None:
+    first = run("db", "migrate")
+    assert first.code == 0, first
+    assert "applied" in first.out
+    assert "001" in first.out
+    second = run("db", "migrate")
+    assert second.code == 0, second
+    assert "up to date" in second.out
+    assert str(home.resolve() / "sptrader.duckdb") in second.out
+
+
+def test_config_check_without_a_file(run, home: Path) -> None:
+    result = run("config", "check")
+    assert result.code == 0, result
+    assert "built-in defaults" in result.out
+    assert str(home.resolve()) in result.out
+    assert "SIM:EURUSD" in result.out
+    assert result.err == ""
+
+
+def test_config_check_with_a_file(run, tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('watchlist = ["SIM:SPY", "SIM:AAPL"]\n[chart]\ndefault_timeframe = "5m"\n')
+    result = run("--config", str(path), "config", "check")
+    assert result.code == 0, result
+    assert f"config: {path} is valid" in result.out
+    assert "watchlist (2): SIM:SPY, SIM:AAPL" in result.out
+    assert "(default 5m)" in result.out
+
+
+def test_config_in_the_working_directory_is_used(run, home: Path) -> None:
+    Path("config.toml").write_text('watchlist = ["SIM:QQQ"]\n')
+    result = run("config", "check")
+    assert result.code == 0, result
+    assert "watchlist (1): SIM:QQQ" in result.out
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[feeds.sim]\nsed = 1\n", "feeds.sim.sed"),
+        ('[feeds.sim]\ntick_rate = "fast"\n', "feeds.sim.tick_rate"),
+        ('watchlist = "SIM:EURUSD"\n', "watchlist"),
+        ("[store]\nseed_days = -1\n", "store.seed_days"),
+        (
+            'watchlist = ["SIM:EURUSD"]\n[chart]\ndefault_timeframe = "2m"\n',
+            "chart.default_timeframe",
+        ),
+        ("[feeds.sim\n", ""),
+    ],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "wrong-type-top-level",
+        "negative",
+        "bad-timeframe",
+        "bad-toml",
+    ],
+)
+@pytest.mark.parametrize("command", [["config", "check"], ["candles", "SIM:EURUSD"]])
+def test_bad_config_exits_2_naming_file_and_key(
+    run, tmp_path: Path, text: str, key: str, command: list[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = run("--config", str(path), *command)
+    line = _assert_user_error(result, 2)
+    assert str(path) in line
+    assert key in line
+    assert result.out == ""
+
+
+def test_missing_config_file(run, tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.toml"
+    line = _assert_user_error(run("--config", str(path), "config", "check"), 2)
+    assert str(path) in line
+
+
+# --- through the real entry point ---------------------------------------------------------
+
+
+def _sptrader(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SPTRADER_")}
+    env["SPTRADER_HOME"] = str(tmp_path / "env-home")
+    return subprocess.run(
+        [sys.executable, "-m", "sptrader.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_entry_point_version(tmp_path: Path) -> None:
+    result = _sptrader(tmp_path, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sptrader {__version__}"
+
+
+def test_entry_point_candles_uses_sptrader_home(tmp_path: Path) -> None:
+    result = _sptrader(tmp_path, "candles", "SIM:EURUSD", "--last", "5", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    rows = _csv_rows(result.stdout)
+    assert len(rows) == 5
+    times = [_parse_ts(row["ts"]) for row in rows]
+    assert [b - a for a, b in itertools.pairwise(times)] == [MINUTE] * 4
+    for row in rows:
+        _check_bar(row)
+    assert (tmp_path / "env-home" / "sptrader.duckdb").is_file()
+    # Nothing but the bars on stdout; nothing written to the working directory.
+    assert result.stderr == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["env-home"]
+
+
+def test_entry_point_bad_config_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"  # picked up from the working directory
+    path.write_text("[feeds.sim]\nsed = 1\n")
+    result = _sptrader(tmp_path, "candles", "SIM:EURUSD")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("sptrader: ")
+    assert "feeds.sim.sed" in lines[0]
+    assert "config.toml" in lines[0]
+
+
+def test_entry_point_locked_database(tmp_path: Path) -> None:
+    home = tmp_path / "env-home"
+    home.mkdir()
+    script = (
+        "import sys, time, duckdb\n"
+        "connection = duckdb.connect(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(home / "sptrader.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        result = _sptrader(tmp_path, "candles", "SIM:EURUSD", "--last", "3")
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(home.resolve() / "sptrader.duckdb") in lines[0]
+    assert str(holder.pid) in lines[0]
