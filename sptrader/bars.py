@@ -19,6 +19,7 @@ from sptrader.models import (
     QuoteReceived,
     TradeReceived,
 )
+from sptrader.store.database import BAR_SCHEMA
 
 # A bar is closed by the clock only this long after its minute ends, so a tick stamped
 # just before the boundary that arrives just after it still lands in its own bar.
@@ -175,14 +176,5 @@ def bars_to_frame(bars: Iterable[Bar]) -> pl.DataFrame:
             "volume": [float(bar.volume) for bar in rows],
             "trades": pl.Series([bar.trades for bar in rows], dtype=pl.Int64),
         },
-        schema={
-            "instrument": pl.String,
-            "ts": pl.Datetime("us"),
-            "open": pl.Float64,
-            "high": pl.Float64,
-            "low": pl.Float64,
-            "close": pl.Float64,
-            "volume": pl.Float64,
-            "trades": pl.Int64,
-        },
+        schema=BAR_SCHEMA,
     )

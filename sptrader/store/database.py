@@ -182,28 +182,25 @@ class Store:
         return batch.height
 
     def append_ticks(self, ticks: pl.DataFrame) -> int:
-        if ticks.is_empty():
-            return 0
-        batch = ticks.select(TICK_COLUMNS).cast(TICK_SCHEMA)
-        cursor = self.cursor()
-        with self._write_lock:
-            cursor.register("incoming_ticks", batch)
-            try:
-                cursor.execute("INSERT INTO ticks SELECT * FROM incoming_ticks")
-            finally:
-                cursor.unregister("incoming_ticks")
-        return batch.height
+        return self._append(
+            ticks.select(TICK_COLUMNS).cast(TICK_SCHEMA),
+            "INSERT INTO ticks SELECT * FROM incoming",
+        )
 
     def append_service_events(self, events: pl.DataFrame) -> int:
-        if events.is_empty():
+        return self._append(
+            events, "INSERT INTO service_events SELECT ts, source, level, message FROM incoming"
+        )
+
+    def _append(self, frame: pl.DataFrame, insert_sql: str) -> int:
+        """Insert a frame registered as ``incoming`` (no keys: append-only tables)."""
+        if frame.is_empty():
             return 0
         cursor = self.cursor()
         with self._write_lock:
-            cursor.register("incoming_events", events)
+            cursor.register("incoming", frame)
             try:
-                cursor.execute(
-                    "INSERT INTO service_events SELECT ts, source, level, message FROM incoming_events"
-                )
+                cursor.execute(insert_sql)
             finally:
-                cursor.unregister("incoming_events")
-        return events.height
+                cursor.unregister("incoming")
+        return frame.height

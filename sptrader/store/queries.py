@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from sptrader.models import US_PER_MINUTE, timeframe_minutes
-from sptrader.store.database import Store
+from sptrader.store.database import BAR_SCHEMA, Store
 
 OUTPUT_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "trades"]
 
@@ -153,13 +153,5 @@ def table_counts(store: Store) -> dict[str, int]:
 
 def empty_bars() -> pl.DataFrame:
     return pl.DataFrame(
-        schema={
-            "ts": pl.Datetime("us"),
-            "open": pl.Float64,
-            "high": pl.Float64,
-            "low": pl.Float64,
-            "close": pl.Float64,
-            "volume": pl.Float64,
-            "trades": pl.Int64,
-        }
+        schema={name: kind for name, kind in BAR_SCHEMA.items() if name != "instrument"}
     )
