@@ -155,8 +155,10 @@ class SimulatedMarket:
         elapsed /= elapsed[-1]
         start, end = self.anchor(spec, day), self.anchor(spec, day + 1)
         path = np.exp(start + walk - elapsed * walk[-1] + elapsed * (end - start))
-        if len(self._paths) >= 64:
-            self._paths.pop(next(iter(self._paths)))
+        # One day per instrument is kept (0.7 MB each): live ticks need only today's,
+        # and history walks the days in order.
+        for cached in [cached for cached in self._paths if cached[0] == spec.symbol]:
+            del self._paths[cached]
         self._paths[key] = path
         return path
 
