@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +63,31 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def settings(home: Path) -> Settings:
     """Default configuration on the temporary home."""
     return Settings(home=home, config_path=None, config=Config())
+
+
+_HOLD_DATABASE = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def holding_database(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the DuckDB file at ``path`` open (and so its lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_DATABASE, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        ready = holder.stdout.readline().strip()
+        assert ready == "ready", holder.stderr.read() if holder.stderr else ""
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

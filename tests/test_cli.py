@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import holding_database
 
 from sptrader import __version__
 from sptrader.cli import main
@@ -309,25 +310,8 @@ def test_candles_user_mistakes_are_one_line(run, args: list[str], mentions: str)
 @pytest.fixture
 def database_holder(home: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process holding the home's DuckDB file open."""
-    home.mkdir(parents=True, exist_ok=True)
-    script = (
-        "import sys, time, duckdb\n"
-        "connection = duckdb.connect(sys.argv[1])\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script, str(home / "sptrader.duckdb")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready"
+    with holding_database(home / "sptrader.duckdb") as holder:
         yield holder
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
 
 
 @pytest.mark.parametrize("args", [["candles", "SIM:EURUSD"], ["db", "migrate"]])
@@ -474,25 +458,8 @@ def test_entry_point_bad_config_is_one_line(tmp_path: Path) -> None:
 
 def test_entry_point_locked_database(tmp_path: Path) -> None:
     home = tmp_path / "env-home"
-    home.mkdir()
-    script = (
-        "import sys, time, duckdb\n"
-        "connection = duckdb.connect(sys.argv[1])\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script, str(home / "sptrader.duckdb")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready"
+    with holding_database(home / "sptrader.duckdb") as holder:
         result = _sptrader(tmp_path, "candles", "SIM:EURUSD", "--last", "3")
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

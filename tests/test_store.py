@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import holding_database
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +18,6 @@ from sptrader.errors import SptraderError, StoreLockedError
 from sptrader.models import TIMEFRAMES, US_PER_DAY, US_PER_MINUTE
 from sptrader.store import BAR_SCHEMA, Store, database, queries
 
-VENV_PYTHON = Path("/work/main/.venv/bin/python")
 DAY0_US = datetime_to_us(datetime(2026, 3, 2, tzinfo=UTC))  # a Monday
 
 
@@ -351,38 +349,16 @@ def test_recent_closes_filters_instruments_and_time(
 
 # --- the file lock -----------------------------------------------------------------------
 
-HOLD_LOCK = """
-import sys, time, duckdb
-connection = duckdb.connect(sys.argv[1])
-print("ready", flush=True)
-time.sleep(60)
-"""
-
 
 def test_locked_store_names_file_and_holder(home: Path) -> None:
     path = home / "sptrader.duckdb"
-    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-    holder = subprocess.Popen(
-        [python, "-c", HOLD_LOCK, str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready", (
-            holder.stderr.read() if holder.stderr else ""
-        )
-        with pytest.raises(StoreLockedError) as caught:
-            Store(path)
-        message = str(caught.value)
-        assert str(path) in message
-        assert f"process {holder.pid}" in message
-        assert caught.value.exit_code == 3
-        assert "\n" not in message
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
+    with holding_database(path) as holder, pytest.raises(StoreLockedError) as caught:
+        Store(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert f"process {holder.pid}" in message
+    assert caught.value.exit_code == 3
+    assert "\n" not in message
     # Once the holder is gone the file opens normally.
     reopened = Store(path)
     reopened.close()
