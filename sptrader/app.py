@@ -4,6 +4,7 @@ through an EngineClient; ticks are coalesced and the panes repainted at a fixed 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Iterable
 
@@ -116,6 +117,11 @@ class SptraderApp(App[int]):
             self.set_interval(1.0, self._poll_services, name="services-refresh"),
         ]
         await self._poll_services()
+        await self._drain_events()
+        # Everything built so far (widgets, caches, modules) lives as long as the app:
+        # keep it out of the cyclic GC, whose full passes otherwise freeze the loop
+        # for 150-250 ms every few seconds under a fast market.
+        gc.freeze()
 
     # --- engine events, coalesced ------------------------------------------------------
 
@@ -223,6 +229,7 @@ class SptraderApp(App[int]):
         self.exit(result=0, return_code=0)
 
     async def on_unmount(self) -> None:
+        gc.unfreeze()
         # ctrl+c or a crash: still leave a consistent store behind.
         if not self._stopping:
             self._stopping = True

@@ -50,6 +50,10 @@ class Subscription:
     def __len__(self) -> int:
         return len(self._events)
 
+    def __bool__(self) -> bool:
+        # A subscription is an object, not a container: an empty one is still "set".
+        return True
+
     def _offer(self, events: Sequence[object]) -> None:
         if self.accepts is not None:
             events = [event for event in events if self.accepts(event)]

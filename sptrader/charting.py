@@ -10,8 +10,6 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import plotext
-
 from sptrader.models import Bar
 
 _render_lock = threading.Lock()
@@ -24,6 +22,8 @@ def _labels(bars: Sequence[Bar], positions: list[int], minutes: int) -> list[str
 
 def render_candles(bars: Sequence[Bar], width: int, height: int, minutes: int) -> str:
     """Candles on top, volume bars underneath, x labelled with bar open times (UTC)."""
+    import plotext  # about 65 ms to import: not on the way to the first paint
+
     width = max(width, 20)
     height = max(height, 8)
     with _render_lock:

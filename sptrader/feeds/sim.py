@@ -170,7 +170,11 @@ class SimulatedMarket:
             mask = days == day
             seconds = (times_us[mask] - int(day) * US_PER_DAY) / US_PER_SECOND
             path = self.day_path(spec, int(day))
-            result[mask] = np.interp(seconds, np.arange(SECONDS_PER_DAY + 1), path)
+            # Linear interpolation between whole seconds (np.interp would need an
+            # 86401-point x axis built on every call).
+            whole = np.minimum(seconds.astype(np.int64), SECONDS_PER_DAY - 1)
+            fraction = seconds - whole
+            result[mask] = path[whole] * (1 - fraction) + path[whole + 1] * fraction
         return result
 
     def day_bars(self, spec: SimInstrument, day: int, price_source: str) -> pl.DataFrame:

@@ -55,8 +55,10 @@ class ServicesPane(Vertical):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
+        # Fixed widths: values grow after the first paint and update_cell keeps widths.
+        widths = {"name": 10, "state": 8, "rate": 8, "age": 5, "errors": 4, "restarts": 4}
         for key, label in zip(COLUMNS, LABELS, strict=True):
-            table.add_column(label, key=key)
+            table.add_column(label, key=key, width=widths[key])
         self._update_buttons()
 
     @property

@@ -2,7 +2,8 @@
 and flushes at most every ``flush_interval_ms`` or ``flush_rows`` rows, in a thread so
 DuckDB work stays off the event loop.
 
-Closed bars are upserted; the newest version of each forming bar is upserted too, so
+Closed bars are upserted; the newest version of each forming bar is upserted too (at
+most every FORMING_WRITE_S seconds, and on shutdown), so
 the CLI sees the current minute and a later, complete version replaces it.
 """
 
@@ -31,6 +32,8 @@ from sptrader.supervisor import Service, ServiceContext
 
 log = logging.getLogger(__name__)
 
+FORMING_WRITE_S = 2.0
+
 
 class StoreWriter(Service):
     kind = "store"
@@ -55,6 +58,7 @@ class StoreWriter(Service):
         self.last_flush_ms = 0.0
         self._flush_lock = asyncio.Lock()
         self._in_flight: asyncio.Future[int] | None = None
+        self._forming_written_at = 0.0
 
     def _wanted(self, event: object) -> bool:
         kind = type(event)
@@ -99,18 +103,25 @@ class StoreWriter(Service):
     async def drain(self) -> int:
         """Take everything queued and write it (on shutdown)."""
         self._take(self.subscription.get_nowait())
-        return await self.flush()
+        return await self.flush(final=True)
 
-    async def flush(self) -> int:
+    async def flush(self, *, final: bool = False) -> int:
         async with self._flush_lock:
             # A write cancelled mid-way (shutdown) keeps running in its thread: let it
             # finish first, or an older forming bar could overwrite a newer one.
             if self._in_flight is not None and not self._in_flight.done():
                 await asyncio.wait([self._in_flight])
-            ticks, bars, forming, logs = self._ticks, self._bars, self._forming, self._logs
+            ticks, bars, logs = self._ticks, self._bars, self._logs
+            # Forming bars are rewritten at most every FORMING_WRITE_S: each flush would
+            # otherwise rewrite every instrument's current bar 4 times a second.
+            now = time.monotonic()
+            forming: dict[str, Bar] = {}
+            if final or now - self._forming_written_at >= FORMING_WRITE_S:
+                forming, self._forming = self._forming, {}
+                self._forming_written_at = now
             if not (ticks or bars or forming or logs):
                 return 0
-            self._ticks, self._bars, self._forming, self._logs = [], [], {}, []
+            self._ticks, self._bars, self._logs = [], [], []
             # Forming bars go last so a closed version in the same batch is not undone.
             all_bars = bars + [bar for bar in forming.values()]
             started = time.perf_counter()
