@@ -68,7 +68,7 @@ class SptraderApp(App[int]):
         self.settings = settings
         self.config = settings.config
         self.engine = engine if engine is not None else Engine(settings)
-        self.client: LocalEngineClient = client or LocalEngineClient(self.engine)
+        self.client: EngineClient = client or LocalEngineClient(self.engine)
         self.subscription = self.client.subscribe("ui", self.config.ui.event_queue)
         self.engine_ready = False
         self.refreshes = 0

@@ -8,6 +8,7 @@ implement the same methods.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import polars as pl
 
@@ -17,10 +18,7 @@ from sptrader.engine import Engine
 from sptrader.models import (
     US_PER_DAY,
     Bar,
-    EngineLogged,
-    QuoteReceived,
     ServiceStatus,
-    TradeReceived,
 )
 from sptrader.store import queries
 from sptrader.threads import run_in_thread
@@ -36,13 +34,49 @@ class InstrumentSummary:
     closes: list[float] = field(default_factory=list)
 
 
-class EngineClient:
-    """The interface (documented by the local implementation below)."""
+class EngineClient(Protocol):
+    """What screens may ask of an engine, local or (later) attached over the API."""
 
-    mode: str = ""
+    #: Shown in the header: "local engine" or "attached to daemon pid N".
+    mode: str
+
+    @property
+    def watchlist(self) -> list[str]: ...
+
+    def subscribe(self, name: str, maxsize: int) -> Subscription:
+        """A lossy (drop-oldest, drops counted) subscription to every engine event."""
+        ...
+
+    async def services(self) -> list[ServiceStatus]: ...
+
+    async def start_service(self, name: str) -> None: ...
+
+    async def stop_service(self, name: str) -> None: ...
+
+    async def restart_service(self, name: str) -> None: ...
+
+    async def candles(
+        self,
+        instrument: str,
+        timeframe: str,
+        *,
+        last: int | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+    ) -> pl.DataFrame:
+        """Stored bars (``ts, open, high, low, close, volume, trades``)."""
+        ...
+
+    def forming_bar(self, instrument: str) -> Bar | None: ...
+
+    async def summaries(
+        self, instruments: list[str], points: int
+    ) -> dict[str, InstrumentSummary]: ...
 
 
-class LocalEngineClient(EngineClient):
+class LocalEngineClient:
+    """EngineClient for an Engine running in this process."""
+
     mode = "local engine"
 
     def __init__(self, engine: Engine) -> None:
@@ -51,10 +85,6 @@ class LocalEngineClient(EngineClient):
     @property
     def watchlist(self) -> list[str]:
         return list(self.engine.watchlist)
-
-    @property
-    def timeframes(self) -> list[str]:
-        return list(self.engine.config.chart.timeframes)
 
     def subscribe(self, name: str, maxsize: int) -> Subscription:
         """A lossy (drop-oldest) subscription to every engine event."""
@@ -81,7 +111,7 @@ class LocalEngineClient(EngineClient):
         start_us: int | None = None,
         end_us: int | None = None,
     ) -> pl.DataFrame:
-        store = self.engine._require_store()
+        store = self.engine.require_store()
 
         def read() -> pl.DataFrame:
             if last is not None:
@@ -93,16 +123,10 @@ class LocalEngineClient(EngineClient):
     def forming_bar(self, instrument: str) -> Bar | None:
         return self.engine.forming_bar(instrument)
 
-    def last_quote(self, instrument: str) -> QuoteReceived | None:
-        return self.engine.bar_service.last_quote.get(instrument)
-
-    def last_trade(self, instrument: str) -> TradeReceived | None:
-        return self.engine.bar_service.last_trade.get(instrument)
-
     async def summaries(self, instruments: list[str], points: int) -> dict[str, InstrumentSummary]:
         """Session open (first 1m bar of the UTC day), last close and the last ``points``
         1m closes of each instrument."""
-        store = self.engine._require_store()
+        store = self.engine.require_store()
         now = now_us()
         day_start = now - now % US_PER_DAY
         since = min(day_start, now - (points + 1) * 60_000_000)
@@ -121,6 +145,3 @@ class LocalEngineClient(EngineClient):
             return result
 
         return await run_in_thread(read)
-
-    def recent_logs(self) -> list[EngineLogged]:
-        return list(self.engine.recent_logs)

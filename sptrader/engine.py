@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Iterable
 
 import polars as pl
@@ -24,7 +23,6 @@ from sptrader.logs import BusLogHandler
 from sptrader.models import (
     US_PER_MINUTE,
     Bar,
-    EngineLogged,
     EventsDropped,
     QuoteReceived,
     TradeReceived,
@@ -40,8 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class BarService(Service):
-    """Runs the BarBuilder on the bus: ticks in, forming and closed bars out. It also
-    remembers the newest quote and trade of each instrument for snapshots."""
+    """Runs the BarBuilder on the bus: ticks in, forming and closed bars out."""
 
     kind = "bars"
     stoppable = False
@@ -51,19 +48,11 @@ class BarService(Service):
         self.bus = bus
         self.builder = builder
         self.feeds = feeds
-        self.last_quote: dict[str, QuoteReceived] = {}
-        self.last_trade: dict[str, TradeReceived] = {}
         self.subscription = bus.subscribe(
             "bars", maxsize=queue, policy="block", types=(QuoteReceived, TradeReceived)
         )
 
     def process(self, events: list[object]) -> list[object]:
-        last_quote, last_trade = self.last_quote, self.last_trade
-        for event in events:
-            if type(event) is QuoteReceived:
-                last_quote[event.instrument] = event
-            else:
-                last_trade[event.instrument] = event
         return self.builder.process(events)
 
     def close_due(self) -> list[object]:
@@ -111,8 +100,6 @@ class Engine:
             self.bus, self.builder, list(self.feeds.values()), config.store.writer_queue
         )
         self.writer: StoreWriter | None = None
-        self.recent_logs: deque[EngineLogged] = deque(maxlen=500)
-        self._log_subscription = self.bus.subscribe("engine-log", maxsize=1000, types=EngineLogged)
         self._log_handler: BusLogHandler | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.started = False
@@ -163,7 +150,7 @@ class Engine:
             self.store = store
         return self.store
 
-    def _require_store(self) -> Store:
+    def require_store(self) -> Store:
         if self.store is None:
             raise SptraderError("the engine's store is not open")
         return self.store
@@ -172,7 +159,7 @@ class Engine:
         """Fill each instrument's stored 1m bars up to the current minute from its feed's
         history: the last ``store.seed_days`` days on a fresh store, else from the newest
         stored bar (inclusive: a partial bar stored at shutdown is replaced)."""
-        store = self._require_store()
+        store = self.require_store()
         now = now_us()
         end = now - now % US_PER_MINUTE
         earliest = end - int(self.config.store.seed_days * 1440) * US_PER_MINUTE
@@ -194,7 +181,7 @@ class Engine:
     def _load_stored(
         self, instrument: str, start_us: int, end_us: int, source: str
     ) -> pl.DataFrame:
-        store = self._require_store()
+        store = self.require_store()
         if source == "ticks":
             return (
                 store.cursor()
@@ -208,7 +195,7 @@ class Engine:
         return queries.bars_between(store, instrument, "1m", start_us, end_us)
 
     def _first_stored(self, instrument: str) -> int | None:
-        store = self._require_store()
+        store = self.require_store()
         first = queries.first_bar_ts(store, instrument)
         return first or None
 
@@ -223,7 +210,7 @@ class Engine:
             package_logger.setLevel(logging.INFO)
         package_logger.addHandler(self._log_handler)
         await run_in_thread(self.open_store)
-        self.writer = StoreWriter(self._require_store(), self.bus, self.config.store)
+        self.writer = StoreWriter(self.require_store(), self.bus, self.config.store)
         self.supervisor.add(self.writer)
         self.supervisor.add(self.bar_service)
         for feed in self.feeds.values():
@@ -270,11 +257,9 @@ class Engine:
             self.store = None
 
     async def _watch(self) -> None:
-        """Once a second: report subscribers that dropped events; keep recent logs."""
+        """Once a second: report subscribers that dropped events."""
         reported: dict[str, int] = {}
         while True:
-            for event in self._log_subscription.get_nowait():
-                self.recent_logs.append(event)
             events: list[object] = []
             for subscription in self.bus.subscriptions:
                 before = reported.get(subscription.name, 0)
@@ -303,7 +288,7 @@ class Engine:
         name = normalize_instrument(instrument)
         if name in self.watchlist or self.history_feed(name) is not None:
             return name
-        store = self._require_store()
+        store = self.require_store()
         if queries.last_bar_ts(store, name) is None:
             raise UsageError(
                 f"unknown instrument {name}: nothing stored and no configured feed serves it"
