@@ -38,6 +38,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "dismiss", "Close", id="help-close"),
         Binding("question_mark", "dismiss", "Close", show=False),
+        Binding("q", "app.quit", "Quit", id="help-quit"),
     ]
 
     def compose(self) -> ComposeResult:

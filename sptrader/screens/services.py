@@ -95,13 +95,17 @@ class ServicesPane(Vertical):
             self.statuses[status.name] = status
         self._update_buttons()
 
-    def _update_buttons(self) -> None:
+    def allowed(self, action: str) -> bool:
+        """Whether ``action`` (start, stop, restart) applies to the selected service."""
         status = self.statuses.get(self.selected or "")
-        running = status is not None and status.state != ServiceState.STOPPED
-        controllable = status is not None and status.stoppable
-        self.query_one("#service-start", Button).disabled = not controllable or running
-        self.query_one("#service-stop", Button).disabled = not controllable or not running
-        self.query_one("#service-restart", Button).disabled = not controllable
+        if status is None or not status.stoppable:
+            return False
+        running = status.state != ServiceState.STOPPED
+        return {"start": not running, "stop": running}.get(action, True)
+
+    def _update_buttons(self) -> None:
+        for action in ("start", "stop", "restart"):
+            self.query_one(f"#service-{action}", Button).disabled = not self.allowed(action)
 
     @on(DataTable.RowHighlighted, "#services-table")
     def _row_highlighted(self) -> None:
@@ -117,10 +121,11 @@ class ServicesPane(Vertical):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action != "service":
             return True
-        button = self.query_one(f"#service-{parameters[0]}", Button)
-        return not button.disabled
+        # From the table's cursor, not the buttons: keys typed fast arrive before the
+        # highlight message that refreshes the buttons.
+        return self.allowed(str(parameters[0]))
 
     def action_service(self, action: str) -> None:
         name = self.selected
-        if name is not None:
+        if name is not None and self.allowed(action):
             self.post_message(self.ServiceAction(name, action))
