@@ -420,6 +420,16 @@ async def test_question_mark_opens_help_and_escape_closes_it(app: SptraderApp) -
         )
 
 
+async def test_q_quits_from_the_help_screen(app: SptraderApp) -> None:
+    async with running(app) as pilot:
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+    assert app.return_code == 0
+    assert app.engine.store is None
+
+
 async def test_q_quits_and_leaves_the_bars_in_the_store(app: SptraderApp) -> None:
     store_path = app.settings.store_path
     async with running(app) as pilot:
