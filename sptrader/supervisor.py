@@ -185,6 +185,13 @@ class Supervisor:
                 await entry.service.run(entry.context)
             except asyncio.CancelledError:
                 raise
+            except SptraderError as error:
+                # A user's problem (nothing to replay, a bad setting): restarting will
+                # not fix it, so the service fails and says why.
+                entry.errors += 1
+                entry.last_error = str(error)
+                self._set_state(entry, ServiceState.FAILED, str(error), level="ERROR")
+                return
             except Exception as error:  # a crashed service must never take the engine down
                 entry.errors += 1
                 entry.last_error = f"{type(error).__name__}: {error}"

@@ -17,6 +17,7 @@ from sptrader.client import LocalEngineClient
 from sptrader.clock import now_us
 from sptrader.config import StoreConfig, SupervisorConfig
 from sptrader.engine import Engine
+from sptrader.errors import SptraderError
 from sptrader.feeds.replay import CHUNK_US, ReplayFeed
 from sptrader.models import (
     US_PER_MINUTE,
@@ -391,7 +392,7 @@ async def test_replay_with_nothing_stored_fails(home: Path) -> None:
     engine = Engine(settings)
     engine.open_store()
     try:
-        with pytest.raises(RuntimeError, match="nothing stored to replay"):
+        with pytest.raises(SptraderError, match="nothing stored to replay"):
             await engine.feeds["replay"].stream(ServiceContext("replay", Bus()))
     finally:
         engine.store.close()

@@ -124,6 +124,35 @@ async def test_crashing_service_is_restarted_with_backoff(
     ]
 
 
+class MisconfiguredService(Service):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.runs = 0
+
+    async def run(self, context: ServiceContext) -> None:
+        self.runs += 1
+        raise SptraderError("nothing stored to replay for REPLAY:SIM:EURUSD")
+
+
+async def test_a_user_error_fails_the_service_without_restarts(
+    supervisor: Supervisor, states: Subscription
+) -> None:
+    service = MisconfiguredService("replay")
+    supervisor.add(service)
+    supervisor.start("replay")
+
+    await wait_until(lambda: status_of(supervisor, "replay").state is ServiceState.FAILED)
+    await asyncio.sleep(0.05)
+    status = status_of(supervisor, "replay")
+    assert service.runs == 1
+    assert status.restarts == 0
+    assert status.errors == 1
+    assert status.last_error == "nothing stored to replay for REPLAY:SIM:EURUSD"
+    # It can be started again by hand once the user has fixed the cause.
+    supervisor.start("replay")
+    await wait_until(lambda: service.runs == 2)
+
+
 async def test_backoff_messages_name_the_error_and_delay(
     supervisor: Supervisor, states: Subscription
 ) -> None:

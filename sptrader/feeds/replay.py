@@ -18,6 +18,7 @@ import polars as pl
 
 from sptrader.clock import datetime_to_us, parse_time
 from sptrader.config import ReplayFeedConfig
+from sptrader.errors import SptraderError
 from sptrader.feeds.base import Feed
 from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
@@ -72,7 +73,7 @@ class ReplayFeed(Feed):
     async def stream(self, context: ServiceContext) -> None:
         start = await run_in_thread(self._start_us)
         if start is None:
-            raise RuntimeError("nothing stored to replay for " + ", ".join(self.instruments))
+            raise SptraderError("nothing stored to replay for " + ", ".join(self.instruments))
         context.mark_running()
         speed = self.config.speed
         wall_start = time.monotonic()
