@@ -100,7 +100,7 @@ class ServicesPane(Vertical):
         status = self.statuses.get(self.selected or "")
         if status is None or not status.stoppable:
             return False
-        running = status.state != ServiceState.STOPPED
+        running = status.state not in (ServiceState.STOPPED, ServiceState.FAILED)
         return {"start": not running, "stop": running}.get(action, True)
 
     def _update_buttons(self) -> None:
