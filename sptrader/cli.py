@@ -55,6 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=FORMATS, default="table", help="output format (default table)"
     )
 
+    start = commands.add_parser("start", help="start the headless daemon in the background")
+    start.add_argument(
+        "--foreground",
+        action="store_true",
+        help="run attached (for systemd or containers); stops on SIGTERM/SIGINT",
+    )
+    commands.add_parser(
+        "stop", help="stop the daemon (SIGTERM, then SIGKILL after daemon.stop_timeout_s)"
+    )
+    commands.add_parser("restart", help="stop the daemon, then start it")
+    status = commands.add_parser(
+        "status", help="the daemon's services, pid, uptime and store (exit 3 when not running)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    service = commands.add_parser("service", help="list or control the daemon's services")
+    service_commands = service.add_subparsers(
+        dest="service_command", metavar="ACTION", required=True
+    )
+    service_commands.add_parser("list", help="services and their state")
+    for action in ("start", "stop", "restart"):
+        service_action = service_commands.add_parser(action, help=f"{action} a service")
+        service_action.add_argument("name", metavar="NAME")
+
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser("migrate", help="apply pending schema migrations")
@@ -94,6 +118,10 @@ def _run(args: argparse.Namespace) -> int:
         from sptrader.commands.candles import run_candles
 
         return run_candles(settings, args)
+    if args.command in ("start", "stop", "restart", "status", "service"):
+        from sptrader.commands.daemon_control import run_daemon_command
+
+        return run_daemon_command(settings, args)
     if args.command == "db":
         from sptrader.commands.database import run_migrate
 

@@ -77,6 +77,20 @@ class SupervisorConfig(_Section):
     stable_after_s: float = 30.0
 
 
+class ApiConfig(_Section):
+    # The daemon always serves a unix socket in the home (mode 0600); TCP is optional.
+    tcp_port: int = 0
+    tcp_host: str = "127.0.0.1"
+    client_queue: int = 50_000
+
+
+class DaemonConfig(_Section):
+    start_timeout_s: float = 30.0
+    stop_timeout_s: float = 10.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str = "sptrader.log"
@@ -104,6 +118,8 @@ class Config(_Section):
     ui: UiConfig = msgspec.field(default_factory=UiConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     keymap: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -242,10 +258,19 @@ def _validate(config: Config) -> str | None:
         "supervisor.backoff_initial_s": config.supervisor.backoff_initial_s,
         "supervisor.backoff_max_s": config.supervisor.backoff_max_s,
         "log.max_bytes": config.log.max_bytes,
+        "api.client_queue": config.api.client_queue,
+        "daemon.start_timeout_s": config.daemon.start_timeout_s,
+        "daemon.stop_timeout_s": config.daemon.stop_timeout_s,
     }
     for key, value in positive.items():
         if value <= 0:
             return f"{key}: must be greater than 0, got {value}"
+    for key, port in (
+        ("api.tcp_port", config.api.tcp_port),
+        ("daemon.metrics_port", config.daemon.metrics_port),
+    ):
+        if not 0 <= port <= 65535:
+            return f"{key}: must be a port number (0 = off), got {port}"
     for binding_id in config.keymap:
         if binding_id not in BINDING_IDS:
             return f"keymap.{binding_id}: unknown binding id (known: {', '.join(BINDING_IDS)})"

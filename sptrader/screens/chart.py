@@ -18,8 +18,8 @@ from textual.widgets import Button, Label, Static
 
 from sptrader.charting import render_candles
 from sptrader.client import EngineClient
+from sptrader.formatting import decimals_of
 from sptrader.models import US_PER_MINUTE, Bar, timeframe_minutes
-from sptrader.screens.formatting import decimals_of
 
 
 def _rows_to_bars(instrument: str, timeframe: str, frame) -> list[Bar]:

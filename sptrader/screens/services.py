@@ -12,8 +12,8 @@ from textual.message import Message
 from textual.widgets import Button, DataTable
 
 from sptrader.clock import now_us
+from sptrader.formatting import format_age
 from sptrader.models import ServiceState, ServiceStatus
-from sptrader.screens.formatting import format_age
 
 STATE_STYLES = {
     ServiceState.RUNNING: "green",

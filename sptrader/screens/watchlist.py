@@ -16,8 +16,8 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from sptrader.client import InstrumentSummary
+from sptrader.formatting import decimals_of, sparkline
 from sptrader.models import Bar, QuoteReceived
-from sptrader.screens.formatting import decimals_of, sparkline
 
 FLASH_SECONDS = 0.6
 COLUMNS = ("instrument", "bid", "ask", "last", "change", "trend")

@@ -1,0 +1,42 @@
+"""Where a home's daemon keeps its pid file, socket and token."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+# sun_path holds 108 bytes on Linux (104 on macOS): longer homes get a socket in the
+# temp dir whose name is derived from the home, so every client finds the same one.
+_MAX_SOCKET_PATH = 100
+
+
+def pid_path(home: Path) -> Path:
+    return home / "sptrader.pid"
+
+
+def socket_path(home: Path) -> Path:
+    path = home / "sptrader.sock"
+    if len(str(path)) <= _MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"sptrader-{digest}.sock"
+
+
+def token_path(home: Path) -> Path:
+    return home / "api.token"
+
+
+def read_or_create_token(home: Path) -> str:
+    """The TCP API token, generated once into the home with mode 0600."""
+    path = token_path(home)
+    if path.exists():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token

@@ -1,0 +1,82 @@
+"""``sptrader start|stop|restart|status`` and ``sptrader service ...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from sptrader.api.connection import DaemonUnavailable, call_daemon
+from sptrader.config import Settings
+from sptrader.daemon import run_foreground, running_pid, start_background, stop_daemon
+from sptrader.formatting import format_age
+
+NOT_RUNNING = 3
+
+
+def run_daemon_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "start":
+        if args.foreground:
+            return run_foreground(settings)
+        return start_background(settings, settings.config_path)
+    if args.command == "stop":
+        return stop_daemon(settings)
+    if args.command == "restart":
+        stop_daemon(settings)
+        return start_background(settings, settings.config_path)
+    if args.command == "status":
+        return _status(settings, as_json=args.json)
+    return _service(settings, args.service_command, getattr(args, "name", None))
+
+
+def _status(settings: Settings, *, as_json: bool) -> int:
+    if running_pid(settings.home) is None:
+        if as_json:
+            print(json.dumps({"running": False}))
+        else:
+            print(f"sptrader daemon is not running (home {settings.home})")
+        return NOT_RUNNING
+    try:
+        status = asyncio.run(call_daemon(settings.home, "status"))
+    except DaemonUnavailable as error:
+        print(f"sptrader daemon is not answering: {error}")
+        return NOT_RUNNING
+    if as_json:
+        print(json.dumps({"running": True, **status}))
+        return 0
+    rows = status["store"]["rows"]
+    print(
+        f"sptrader daemon pid {status['pid']}, up {format_age(status['uptime_s'])}, "
+        f"{status['clients']} client(s)\n"
+        f"store {status['store']['path']}: {status['store']['size_bytes'] / 1e6:.1f} MB, "
+        f"{rows['bars_1m']:,} bars, {rows['ticks']:,} ticks, {rows['service_events']:,} events"
+    )
+    _print_services(status["services"])
+    return 0
+
+
+def _print_services(services: list[dict]) -> None:
+    now = time.time()
+    print(f"{'service':<10} {'state':<9} {'ev/s':>9} {'last':>6} {'errors':>6} {'restarts':>8}")
+    for service in services:
+        last = service["last_event_us"]
+        age = None if last is None else max(0.0, now - last / 1e6)
+        print(
+            f"{service['name']:<10} {service['state']:<9} {service['events_per_s']:>9,.0f} "
+            f"{format_age(age):>6} {service['errors']:>6} {service['restarts']:>8}"
+        )
+
+
+def _service(settings: Settings, action: str, name: str | None) -> int:
+    if running_pid(settings.home) is None:
+        print(
+            f"sptrader daemon is not running (home {settings.home}); start it with `sptrader start`"
+        )
+        return NOT_RUNNING
+    if action == "list":
+        _print_services(asyncio.run(call_daemon(settings.home, "services")))
+        return 0
+    asyncio.run(call_daemon(settings.home, f"service_{action}", name=name))
+    print(f"{action}: {name}")
+    return 0

@@ -1,0 +1,222 @@
+"""The headless daemon: ``sptrader start`` / ``stop`` / ``status``.
+
+The daemon is the same Engine the TUI hosts, run by ``start --foreground`` in a new
+session (so closing the terminal does not stop it), with the API server beside it. A
+pid file in the home says which process it is; a pid file whose process is gone is
+stale and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sptrader.api import paths
+from sptrader.config import Settings
+from sptrader.errors import SptraderError
+
+log = logging.getLogger(__name__)
+
+
+def running_pid(home: Path) -> int | None:
+    """The daemon's pid if its pid file names a live process, else None."""
+    path = paths.pid_path(home)
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, someone else's: still not ours to replace
+    return pid
+
+
+def _claim_pid_file(home: Path) -> None:
+    path = paths.pid_path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    other = running_pid(home)
+    if other is not None and other != os.getpid():
+        raise SptraderError(f"a daemon is already running for {home} (pid {other})")
+    path.write_text(f"{os.getpid()}\n")
+
+
+def _release_pid_file(home: Path) -> None:
+    path = paths.pid_path(home)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
+
+
+# --- the daemon process ------------------------------------------------------------------
+
+
+def run_foreground(settings: Settings) -> int:
+    """Run the engine and the API until SIGTERM or SIGINT."""
+    from sptrader.logs import setup_logging
+
+    config = settings.config
+    setup_logging(
+        settings.log_path,
+        config.log.level,
+        max_bytes=config.log.max_bytes,
+        backups=config.log.backups,
+        stderr=sys.stderr.isatty(),
+    )
+    _claim_pid_file(settings.home)
+    try:
+        asyncio.run(_serve(settings))
+    finally:
+        _release_pid_file(settings.home)
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from sptrader.api.server import ApiServer
+    from sptrader.engine import Engine
+
+    engine = Engine(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    metrics = None
+    server = ApiServer(engine)
+    try:
+        await engine.start()
+        await server.start()
+        if settings.config.daemon.metrics_port:
+            from sptrader.metrics import serve_metrics
+
+            metrics = serve_metrics(engine, server, settings.config.daemon)
+        log.info("daemon ready: pid %d", os.getpid())
+        await stop.wait()
+        log.info("daemon stopping (signal)")
+    finally:
+        await server.close()
+        await engine.stop()
+        if metrics is not None:
+            metrics.shutdown()
+        log.info("daemon stopped")
+
+
+# --- the controlling commands ------------------------------------------------------------
+
+
+def start_background(settings: Settings, config_path: Path | None) -> int:
+    """Spawn the daemon detached and return once its API answers (or say why not)."""
+    home = settings.home
+    pid = running_pid(home)
+    if pid is not None:
+        print(f"sptrader daemon already running (pid {pid})")
+        return 0
+    home.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "sptrader.cli", "--home", str(home)]
+    if config_path is not None:
+        command += ["--config", str(config_path)]
+    command += ["start", "--foreground"]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own session: the terminal closing does not reach it
+        cwd=str(home),
+    )
+    deadline = started + settings.config.daemon.start_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            reason = (
+                process.stderr.read().decode(errors="replace").strip().splitlines()
+                if process.stderr
+                else []
+            )
+            last = reason[-1] if reason else _last_log_line(settings)
+            raise SptraderError(f"the daemon exited during start: {last}")
+        if _healthy(home):
+            if process.stderr is not None:
+                process.stderr.close()
+            print(
+                f"sptrader daemon started (pid {process.pid}) in {time.monotonic() - started:.1f}s; log: {settings.log_path}"
+            )
+            return 0
+        time.sleep(0.05)
+    process.terminate()
+    raise SptraderError(
+        f"the daemon was not healthy after {settings.config.daemon.start_timeout_s:.0f}s: {_last_log_line(settings)}"
+    )
+
+
+def _healthy(home: Path) -> bool:
+    from sptrader.api.connection import call_daemon
+
+    if not paths.socket_path(home).exists():
+        return False
+    try:
+        status = asyncio.run(call_daemon(home, "status"))
+    except SptraderError:
+        return False
+    return all(service["state"] in ("running", "stopped") for service in status["services"])
+
+
+def _last_log_line(settings: Settings) -> str:
+    try:
+        lines = settings.log_path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "no log written"
+    errors = [line for line in lines if " ERROR " in line]
+    return (errors or lines or ["no log written"])[-1]
+
+
+def stop_daemon(settings: Settings) -> int:
+    """SIGTERM, wait, then SIGKILL after ``daemon.stop_timeout_s``."""
+    home = settings.home
+    pid = running_pid(home)
+    if pid is None:
+        print("sptrader daemon is not running")
+        with contextlib.suppress(FileNotFoundError):
+            paths.pid_path(home).unlink()
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + settings.config.daemon.stop_timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            print(f"sptrader daemon stopped (pid {pid})")
+            return 0
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        paths.pid_path(home).unlink()
+    print(
+        f"sptrader daemon did not stop within {settings.config.daemon.stop_timeout_s:.0f}s and was killed (pid {pid})"
+    )
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours is dead for our purposes.
+    with contextlib.suppress(ChildProcessError):
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return True
