@@ -67,7 +67,8 @@ class SptraderApp(App[int]):
         super().__init__()
         self.settings = settings
         self.config = settings.config
-        self.engine = engine if engine is not None else Engine(settings)
+        # A local engine unless a client (attached to a daemon) is given.
+        self.engine = engine if engine is not None or client is not None else Engine(settings)
         self.client: EngineClient = client or LocalEngineClient(self.engine)
         self.subscription = self.client.subscribe("ui", self.config.ui.event_queue)
         self.engine_ready = False
@@ -101,7 +102,7 @@ class SptraderApp(App[int]):
 
     @work(exclusive=True, group="engine", exit_on_error=False)
     async def _start_engine(self) -> None:
-        await self.engine.start()
+        await self.client.start()
         self.engine_ready = True
         watchlist = self.client.watchlist
         summaries = await self.client.summaries(watchlist, self.config.ui.sparkline_points)
@@ -115,6 +116,7 @@ class SptraderApp(App[int]):
                 name="chart-refresh",
             ),
             self.set_interval(1.0, self._poll_services, name="services-refresh"),
+            self.set_interval(1.0, self._show_mode, name="mode-refresh"),
         ]
         await self._poll_services()
         await self._drain_events()
@@ -164,6 +166,10 @@ class SptraderApp(App[int]):
             event_log.add(logs)
         if states_changed:
             await self._poll_services()
+
+    def _show_mode(self) -> None:
+        """The header says where the engine runs (and when a daemon went away)."""
+        self.sub_title = f"{self.client.mode} · {len(self.client.watchlist)} instruments"
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -223,7 +229,7 @@ class SptraderApp(App[int]):
         self._stop_timers()
         self.notify("stopping services, flushing the store…", timeout=2)
         try:
-            await self.engine.stop()
+            await self.client.close()
         except Exception:
             log.exception("engine stop failed")
         self.exit(result=0, return_code=0)
@@ -269,6 +275,7 @@ class SptraderApp(App[int]):
 
 
 def run_tui(settings: Settings) -> int:
+    from sptrader.daemon import running_pid
     from sptrader.logs import setup_logging
 
     log_config = settings.config.log
@@ -278,9 +285,15 @@ def run_tui(settings: Settings) -> int:
         max_bytes=log_config.max_bytes,
         backups=log_config.backups,
     )
-    engine = Engine(settings)
-    # Open the store before taking over the terminal: a locked file is a one-line error.
-    engine.open_store()
-    app = SptraderApp(settings, engine)
+    if running_pid(settings.home) is not None:
+        # A daemon holds the store: attach to it instead of opening the file.
+        from sptrader.api.remote import RemoteEngineClient
+
+        app = SptraderApp(settings, client=RemoteEngineClient(settings.home))
+    else:
+        engine = Engine(settings)
+        # Open the store before taking over the terminal: a locked file is a one-line error.
+        engine.open_store()
+        app = SptraderApp(settings, engine)
     result = app.run()
     return result or 0

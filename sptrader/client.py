@@ -37,11 +37,21 @@ class InstrumentSummary:
 class EngineClient(Protocol):
     """What screens may ask of an engine, local or (later) attached over the API."""
 
-    #: Shown in the header: "local engine" or "attached to daemon pid N".
-    mode: str
+    @property
+    def mode(self) -> str:
+        """Shown in the header: "local engine" or "attached to daemon pid N"."""
+        ...
 
     @property
     def watchlist(self) -> list[str]: ...
+
+    async def start(self) -> None:
+        """Start the local engine, or connect to the daemon."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the local engine (flushing the store), or disconnect."""
+        ...
 
     def subscribe(self, name: str, maxsize: int) -> Subscription:
         """A lossy (drop-oldest, drops counted) subscription to every engine event."""
@@ -81,6 +91,12 @@ class LocalEngineClient:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def close(self) -> None:
+        await self.engine.stop()
 
     @property
     def watchlist(self) -> list[str]:

@@ -92,7 +92,9 @@ class ApiConnection:
                     future = self._pending.pop(message.get("id"), None)
                     if future is not None and not future.done():
                         if "error" in message:
-                            future.set_exception(SptraderError(message["error"]))
+                            error = SptraderError(message["error"])
+                            error.exit_code = int(message.get("exit_code", 1))
+                            future.set_exception(error)
                         else:
                             future.set_result(message.get("result"))
                 elif kind == "events" and self.on_events is not None:

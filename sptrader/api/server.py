@@ -159,7 +159,12 @@ class ApiServer:
                     result = await self._call(method, params)
                     reply: dict[str, Any] = {"type": "response", "id": request_id, "result": result}
                 except SptraderError as error:
-                    reply = {"type": "response", "id": request_id, "error": str(error)}
+                    reply = {
+                        "type": "response",
+                        "id": request_id,
+                        "error": str(error),
+                        "exit_code": error.exit_code,
+                    }
                 except Exception as error:  # a bad request must not kill the connection
                     log.exception("API request %s failed", method)
                     reply = {
@@ -211,6 +216,9 @@ class ApiServer:
             instrument = self.engine.check_instrument(str(params["instrument"]))
             timeframe = str(params.get("timeframe", "1m"))
             timeframe_minutes(timeframe)
+            if instrument not in self.engine.watchlist:
+                # Not streamed, so not kept up to date: fill it from its feed's history.
+                await run_in_thread(self.engine.seed_history, [instrument])
             frame = await client.candles(
                 instrument,
                 timeframe,

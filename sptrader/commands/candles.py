@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 
 import polars as pl
 
+from sptrader.api.connection import ApiConnection
+from sptrader.api.remote import RemoteEngineClient
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
+from sptrader.daemon import running_pid
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
 from sptrader.models import normalize_instrument, timeframe_minutes
@@ -32,6 +36,13 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
     if args.end and not args.start:
         raise UsageError("--to needs --from")
 
+    if running_pid(settings.home) is not None:
+        # The daemon holds the store (one writing process): ask it.
+        bars = asyncio.run(
+            _candles_from_daemon(settings, instrument, args.tf, args.last, start_us, end_us)
+        )
+        write_bars(bars, args.format, instrument, args.tf)
+        return 0
     engine = Engine(settings)
     store = engine.open_store()
     try:
@@ -45,6 +56,28 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
         store.close()
     write_bars(bars, args.format, instrument, args.tf)
     return 0
+
+
+async def _candles_from_daemon(
+    settings: Settings,
+    instrument: str,
+    timeframe: str,
+    last: int | None,
+    start_us: int | None,
+    end_us: int | None,
+) -> pl.DataFrame:
+    client = RemoteEngineClient(settings.home, welcome={})
+    connection = ApiConnection(settings.home)
+    await connection.open()
+    client.connection, client.connected = connection, True
+    try:
+        if start_us is not None:
+            return await client.candles(
+                instrument, timeframe, start_us=start_us, end_us=end_us or now_us()
+            )
+        return await client.candles(instrument, timeframe, last=last or DEFAULT_LAST)
+    finally:
+        await connection.close()
 
 
 def _iso_column(bars: pl.DataFrame) -> pl.DataFrame:

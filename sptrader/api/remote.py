@@ -1,0 +1,202 @@
+"""RemoteEngineClient: the EngineClient of a TUI attached to a daemon.
+
+Events from the daemon are republished on a local Bus, so screens subscribe exactly as
+they do to a local engine. If the daemon goes away, the last data stays on screen, the
+header says so, and the client reconnects (with backoff) when the daemon is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sptrader.api.connection import ApiConnection, DaemonUnavailable
+from sptrader.api.protocol import decode_status
+from sptrader.bus import Bus, Subscription
+from sptrader.client import InstrumentSummary
+from sptrader.clock import now_us
+from sptrader.errors import SptraderError
+from sptrader.models import Bar, BarUpdated, EngineLogged, ServiceStatus
+from sptrader.store.queries import empty_bars
+
+log = logging.getLogger(__name__)
+
+RECONNECT_INITIAL_S = 0.5
+RECONNECT_MAX_S = 5.0
+
+
+def fetch_welcome(home: Path) -> dict[str, Any]:
+    """Greet the daemon once, before the app's loop runs (the screens need the
+    watchlist to lay themselves out)."""
+
+    async def greet() -> dict[str, Any]:
+        connection = ApiConnection(home)
+        welcome = await connection.open()
+        await connection.close()
+        return welcome
+
+    return asyncio.run(greet())
+
+
+class RemoteEngineClient:
+    def __init__(self, home: Path, welcome: dict[str, Any] | None = None) -> None:
+        self.home = home
+        self.welcome = welcome if welcome is not None else fetch_welcome(home)
+        self.bus = Bus()
+        self.connection: ApiConnection | None = None
+        self.connected = False
+        self.dropped_by_daemon = 0
+        self._forming: dict[str, Bar] = {}
+        # Services keep their last known state while the daemon is away.
+        self._services: list[ServiceStatus] = []
+        self._keeper: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    # --- EngineClient -----------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        pid = self.welcome.get("pid")
+        if self.connected:
+            return f"attached to daemon pid {pid}"
+        return f"daemon pid {pid} gone: reconnecting…"
+
+    @property
+    def watchlist(self) -> list[str]:
+        return list(self.welcome.get("watchlist", []))
+
+    def subscribe(self, name: str, maxsize: int) -> Subscription:
+        return self.bus.subscribe(name, maxsize=maxsize, policy="drop_oldest")
+
+    async def start(self) -> None:
+        self._keeper = asyncio.create_task(self._keep_connected())
+        await asyncio.wait_for(self._ready.wait(), 10.0)
+
+    async def close(self) -> None:
+        """Disconnect; the daemon keeps running."""
+        self._closing = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def services(self) -> list[ServiceStatus]:
+        if self.connected and self.connection is not None:
+            with contextlib.suppress(DaemonUnavailable):
+                self._services = [
+                    decode_status(data) for data in await self.connection.call("services")
+                ]
+        return self._services
+
+    async def start_service(self, name: str) -> None:
+        await self._call("service_start", name=name)
+
+    async def stop_service(self, name: str) -> None:
+        await self._call("service_stop", name=name)
+
+    async def restart_service(self, name: str) -> None:
+        await self._call("service_restart", name=name)
+
+    async def candles(
+        self,
+        instrument: str,
+        timeframe: str,
+        *,
+        last: int | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+    ) -> pl.DataFrame:
+        rows = await self._call(
+            "candles",
+            instrument=instrument,
+            timeframe=timeframe,
+            last=last,
+            start_us=start_us,
+            end_us=end_us,
+        )
+        if not rows:
+            return empty_bars()
+        frame = pl.DataFrame(
+            rows, schema=["ts", "open", "high", "low", "close", "volume", "trades"], orient="row"
+        )
+        return frame.with_columns(
+            pl.col("ts").cast(pl.Datetime("us")),
+            pl.col("open", "high", "low", "close", "volume").cast(pl.Float64),
+            pl.col("trades").cast(pl.Int64),
+        )
+
+    def forming_bar(self, instrument: str) -> Bar | None:
+        return self._forming.get(instrument)
+
+    async def summaries(self, instruments: list[str], points: int) -> dict[str, InstrumentSummary]:
+        result = await self._call("summaries", instruments=instruments, points=points)
+        return {
+            name: InstrumentSummary(name, session_open, last, closes)
+            for name, (session_open, last, closes) in result.items()
+        }
+
+    # --- connection -------------------------------------------------------------------
+
+    async def _call(self, method: str, **params: Any) -> Any:
+        if not self.connected or self.connection is None:
+            raise SptraderError("the daemon is not reachable right now; reconnecting")
+        return await self.connection.call(method, **params)
+
+    def _on_events(self, events: list[object], dropped: int) -> None:
+        for event in events:
+            if type(event) is BarUpdated:
+                self._forming[event.bar.instrument] = event.bar
+        if dropped:
+            self.dropped_by_daemon += dropped
+            events = [
+                *events,
+                EngineLogged(
+                    now_us(),
+                    "WARNING",
+                    "api",
+                    f"this client read too slowly: the daemon dropped {dropped} events",
+                ),
+            ]
+        self.bus.publish_nowait(events)
+
+    async def _keep_connected(self) -> None:
+        delay = RECONNECT_INITIAL_S
+        while not self._closing:
+            connection = ApiConnection(self.home, on_events=self._on_events)
+            try:
+                self.welcome = await connection.open()
+                forming = await connection.call("forming_bars")
+                self._forming.update(
+                    {name: Bar(fields[0], "1m", *fields[1:]) for name, fields in forming.items()}
+                )
+                await connection.call("subscribe")
+            except SptraderError as error:
+                log.debug("daemon not reachable: %s", error)
+                self._ready.set()  # the app shows the state; do not block its start
+                await asyncio.sleep(delay)
+                delay = min(RECONNECT_MAX_S, delay * 2)
+                continue
+            self.connection = connection
+            self.connected = True
+            delay = RECONNECT_INITIAL_S
+            self._ready.set()
+            self._announce(f"attached to daemon pid {self.welcome.get('pid')}", "INFO")
+            await connection.closed.wait()
+            self.connected = False
+            if self._closing:
+                return
+            self._announce(
+                f"lost the daemon (pid {self.welcome.get('pid')}); reconnecting", "ERROR"
+            )
+
+    def _announce(self, message: str, level: str) -> None:
+        log.log(logging.getLevelName(level), "%s", message)
+        self.bus.publish_nowait([EngineLogged(now_us(), level, "api", message)])
