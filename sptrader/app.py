@@ -240,7 +240,7 @@ class SptraderApp(App[int]):
         if not self._stopping:
             self._stopping = True
             self._stop_timers()
-            await self.engine.stop()
+            await self.client.close()
 
     def _stop_timers(self) -> None:
         """No repaint may run while the engine stops and the widgets go away."""

@@ -32,13 +32,7 @@ def running_pid(home: Path) -> int | None:
         pid = int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid  # alive, someone else's: still not ours to replace
-    return pid
+    return pid if _alive(pid) else None
 
 
 def _claim_pid_file(home: Path) -> None:
@@ -206,10 +200,13 @@ def stop_daemon(settings: Settings) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """True for a live process; a zombie (killed, not yet reaped) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True  # alive, someone else's
     # A zombie child of ours is dead for our purposes.
     with contextlib.suppress(ChildProcessError):
         finished, _ = os.waitpid(pid, os.WNOHANG)

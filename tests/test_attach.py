@@ -1,0 +1,132 @@
+"""The TUI attached to a real daemon process, used as a user uses it (Pilot)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sptrader.api.connection import call_daemon
+from sptrader.api.remote import RemoteEngineClient, fetch_welcome
+from sptrader.app import SptraderApp
+from sptrader.config import load_settings
+from sptrader.daemon import running_pid
+from sptrader.screens import ServicesPane, WatchlistPane
+
+CONFIG = """\
+watchlist = ["SIM:EURUSD", "SIM:BTCUSD"]
+[feeds.sim]
+tick_rate = 5.0
+[store]
+seed_days = 0.05
+"""
+
+
+def _cli(home: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SPTRADER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sptrader.cli", "--home", str(home), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=home.parent,
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    home = tmp_path / "home"
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    started = _cli(home, config, "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        yield home, config
+    finally:
+        _cli(home, config, "stop")
+        pid = running_pid(home)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+
+async def _wait(pilot, condition, what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def test_attached_tui_streams_and_controls_the_daemon(daemon: tuple[Path, Path]) -> None:
+    home, config = daemon
+    settings = load_settings(home, config)
+    client = RemoteEngineClient(home, await asyncio.to_thread(fetch_welcome, home))
+    app = SptraderApp(settings, client=client)
+    pid = running_pid(home)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await _wait(pilot, lambda: app.engine_ready, "the app to attach")
+        assert app.engine is None  # no local engine: the daemon holds the store
+        assert f"attached to daemon pid {pid}" in client.mode
+        watchlist = app.query_one(WatchlistPane)
+
+        def priced() -> bool:
+            return all(
+                watchlist.row_values(name)["bid"] != "…" for name in ["SIM:EURUSD", "SIM:BTCUSD"]
+            )
+
+        await _wait(pilot, priced, "quotes from the daemon")
+        first = watchlist.row_values("SIM:BTCUSD")["bid"]
+        await _wait(
+            pilot, lambda: watchlist.row_values("SIM:BTCUSD")["bid"] != first, "prices to move"
+        )
+
+        # Stop the daemon's sim feed from the services pane, with the mouse.
+        services = app.query_one(ServicesPane)
+        await _wait(pilot, lambda: "sim" in services.statuses, "the services pane")
+        table = services.query_one("#services-table")
+        row = table.get_row_index("sim")
+        await pilot.click("#services-table", offset=(2, table.header_height + row))
+        await _wait(pilot, lambda: services.selected == "sim", "the sim row to be selected")
+        await pilot.click("#service-stop")
+        await _wait(pilot, lambda: services.statuses["sim"].state.value == "stopped", "sim to stop")
+        status = await call_daemon(home, "status")
+        assert {service["name"]: service["state"] for service in status["services"]}[
+            "sim"
+        ] == "stopped"
+
+        await pilot.press("q")
+        await _wait(pilot, lambda: app.return_code is not None, "the app to exit")
+    # Quitting an attached TUI leaves the daemon running.
+    assert running_pid(home) == pid
+    status = await call_daemon(home, "status")
+    assert status["pid"] == pid
+
+
+async def test_attached_tui_survives_the_daemon_restarting(daemon: tuple[Path, Path]) -> None:
+    home, config = daemon
+    settings = load_settings(home, config)
+    client = RemoteEngineClient(home, await asyncio.to_thread(fetch_welcome, home))
+    app = SptraderApp(settings, client=client)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await _wait(pilot, lambda: client.connected, "the app to attach")
+        first_pid = running_pid(home)
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        await _wait(pilot, lambda: not client.connected, "the loss to be noticed")
+        assert "gone" in client.mode
+        # The last data stays on screen.
+        assert app.query_one(WatchlistPane).row_values("SIM:EURUSD")["bid"] != "…"
+        restarted = await asyncio.to_thread(_cli, home, config, "start")
+        assert restarted.returncode == 0, restarted.stderr
+        await _wait(pilot, lambda: client.connected, "the reconnect", timeout=20)
+        assert client.welcome["pid"] != first_pid
+        await pilot.press("q")
+        await _wait(pilot, lambda: app.return_code is not None, "the app to exit")
