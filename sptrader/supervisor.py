@@ -148,7 +148,8 @@ class Supervisor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._set_state(entry, ServiceState.STOPPED, "stopped")
+        if entry.state != ServiceState.STOPPED:
+            self._set_state(entry, ServiceState.STOPPED, "stopped")
 
     async def restart(self, name: str) -> None:
         await self.stop(name)

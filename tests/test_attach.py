@@ -117,13 +117,15 @@ async def test_attached_tui_survives_the_daemon_restarting(daemon: tuple[Path, P
     app = SptraderApp(settings, client=client)
     async with app.run_test(size=(160, 48)) as pilot:
         await _wait(pilot, lambda: client.connected, "the app to attach")
+        watchlist = app.query_one(WatchlistPane)
+        await _wait(pilot, lambda: watchlist.row_values("SIM:EURUSD")["bid"] != "…", "a quote")
         first_pid = running_pid(home)
         assert first_pid is not None
         os.kill(first_pid, signal.SIGKILL)
         await _wait(pilot, lambda: not client.connected, "the loss to be noticed")
         assert "gone" in client.mode
         # The last data stays on screen.
-        assert app.query_one(WatchlistPane).row_values("SIM:EURUSD")["bid"] != "…"
+        assert watchlist.row_values("SIM:EURUSD")["bid"] != "…"
         restarted = await asyncio.to_thread(_cli, home, config, "start")
         assert restarted.returncode == 0, restarted.stderr
         await _wait(pilot, lambda: client.connected, "the reconnect", timeout=20)
