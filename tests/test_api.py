@@ -363,3 +363,31 @@ async def test_a_slow_client_loses_events_and_is_told_but_never_slows_the_engine
                 assert len(message["events"]) <= 5000
                 reported += message["dropped"]
         assert 0 < reported <= subscription.dropped
+
+
+# --- Prometheus metrics -------------------------------------------------------------------
+
+
+async def test_metrics_endpoint_reports_services_and_store(home: Path) -> None:
+    import httpx
+
+    from sptrader.config import DaemonConfig
+    from sptrader.metrics import serve_metrics
+
+    async with serving(home) as (engine, server):
+        await wait_until(lambda: engine.writer is not None and engine.writer.rows_written > 0)
+        port = free_port()
+        http_server = serve_metrics(engine, server, DaemonConfig(metrics_port=port))
+        try:
+            response = await asyncio.to_thread(
+                httpx.get, f"http://127.0.0.1:{port}/metrics", timeout=5
+            )
+        finally:
+            http_server.shutdown()
+    assert response.status_code == 200
+    text = response.text
+    assert 'sptrader_service_events_per_second{service="sim"}' in text
+    assert 'sptrader_service_errors_total{service="store"} 0.0' in text
+    assert "sptrader_store_rows_written_total" in text
+    assert "sptrader_bus_dropped_events_total" in text
+    assert 'sptrader_instrument_last_bar_age_seconds{instrument="SIM:EURUSD"}' in text
