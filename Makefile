@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python bench/engine_path.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/tui_rss.py --quick
+	$(BIN)/python bench/daemon_fanout.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
