@@ -46,12 +46,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-SYMBOLS = [
-    "EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF", "USDCAD", "XAUUSD", "XAGUSD",
-    "BTCUSD", "ETHUSD", "SOLUSD", "SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA",
-    "AMZN", "META", "GOOG",
-]  # fmt: skip
-INSTRUMENTS = [f"SIM:{symbol}" for symbol in SYMBOLS]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import INSTRUMENTS, SYMBOLS
+
 STARTED = re.compile(r"started \(pid (\d+)\) in (\d+\.\d+)s")
 IDLE_TICK_RATE = 0.01
 

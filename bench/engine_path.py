@@ -32,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import INSTRUMENTS
+
 from sptrader.bars import BarBuilder
 from sptrader.bus import Bus
 from sptrader.config import SimFeedConfig, StoreConfig
@@ -45,12 +48,6 @@ from sptrader.store import Store
 from sptrader.store.writer import StoreWriter
 from sptrader.supervisor import ServiceContext
 
-SYMBOLS = [
-    "EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF", "USDCAD", "XAUUSD", "XAGUSD",
-    "BTCUSD", "ETHUSD", "SOLUSD", "SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA",
-    "AMZN", "META", "GOOG",
-]  # fmt: skip
-INSTRUMENTS = [f"SIM:{symbol}" for symbol in SYMBOLS]
 # A fixed, busy stretch of simulated time: 2026-01-05 13:00 UTC (a Monday).
 DAY = 20_458
 START_US = DAY * US_PER_DAY + 13 * 3600 * US_PER_SECOND

@@ -29,16 +29,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import INSTRUMENTS, SYMBOLS
 from tmux_util import CLOCK, EURUSD_PRICED, TmuxTui
 
 from sptrader.feeds.sim import TRADE_SHARE, activity_profile, instrument_spec
 
-SYMBOLS = [
-    "EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF", "USDCAD", "XAUUSD", "XAGUSD",
-    "BTCUSD", "ETHUSD", "SOLUSD", "SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA",
-    "AMZN", "META", "GOOG",
-]  # fmt: skip
-INSTRUMENTS = [f"SIM:{symbol}" for symbol in SYMBOLS]
 SERVICE_ROW = re.compile(r"│\s*(\w+)\s+(running|starting|backoff|stopped|failed)\s+([\d,]+)\s")
 # A well-formed figure: 1,234,567 (a narrow column cuts it to e.g. "34,9").
 WHOLE_NUMBER = re.compile(r"^\d{1,3}(,\d{3})*$")
