@@ -42,9 +42,21 @@ class ReplayFeedConfig(_Section):
     price_source: PriceSource = "bid"
 
 
+class BinanceFeedConfig(_Section):
+    enabled: bool = False
+    ws_url: str = "wss://stream.binance.com:9443"
+    rest_url: str = "https://api.binance.com"
+    price_source: PriceSource = "trade"
+    # A stream silent this long is reconnected (the watchdog).
+    stale_after_s: float = 30.0
+    # Binance closes a connection after 24 h: reconnect before that.
+    max_connection_s: float = 23.5 * 3600
+
+
 class FeedsConfig(_Section):
     sim: SimFeedConfig = msgspec.field(default_factory=SimFeedConfig)
     replay: ReplayFeedConfig = msgspec.field(default_factory=ReplayFeedConfig)
+    binance: BinanceFeedConfig = msgspec.field(default_factory=BinanceFeedConfig)
 
 
 class StoreConfig(_Section):
@@ -123,7 +135,7 @@ class Config(_Section):
     keymap: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-KNOWN_FEEDS = ("SIM", "REPLAY")
+KNOWN_FEEDS = ("SIM", "REPLAY", "BINANCE")
 
 # Ids of the TUI's key bindings that [keymap] may remap (kept here, free of textual, so
 # the config can reject a misspelt id; a test checks the app defines exactly these).
@@ -218,7 +230,11 @@ def parse_config(data: dict, source: str) -> Config:
 
 def _validate(config: Config) -> str | None:
     """Checks msgspec's types cannot express; returns ``key.path: problem`` or None."""
-    enabled = {"SIM": config.feeds.sim.enabled, "REPLAY": config.feeds.replay.enabled}
+    enabled = {
+        "SIM": config.feeds.sim.enabled,
+        "REPLAY": config.feeds.replay.enabled,
+        "BINANCE": config.feeds.binance.enabled,
+    }
     if not config.watchlist:
         return "watchlist: must name at least one instrument"
     for index, name in enumerate(config.watchlist):
@@ -246,6 +262,8 @@ def _validate(config: Config) -> str | None:
         "feeds.sim.tick_rate": config.feeds.sim.tick_rate,
         "feeds.sim.publish_interval_ms": config.feeds.sim.publish_interval_ms,
         "feeds.replay.speed": config.feeds.replay.speed,
+        "feeds.binance.stale_after_s": config.feeds.binance.stale_after_s,
+        "feeds.binance.max_connection_s": config.feeds.binance.max_connection_s,
         "store.flush_interval_ms": config.store.flush_interval_ms,
         "store.flush_rows": config.store.flush_rows,
         "store.seed_days": config.store.seed_days,

@@ -115,6 +115,10 @@ class Engine:
             from sptrader.feeds.sim import SimFeed
 
             feeds["sim"] = SimFeed(by_prefix["SIM"], self.config.feeds.sim)
+        if "BINANCE" in by_prefix:
+            from sptrader.feeds.binance import BinanceFeed
+
+            feeds["binance"] = BinanceFeed(by_prefix["BINANCE"], self.config.feeds.binance)
         if "REPLAY" in by_prefix:
             from sptrader.feeds.replay import ReplayFeed
 
