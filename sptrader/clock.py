@@ -12,22 +12,11 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def us_to_datetime(ts_us: int) -> datetime:
-    return datetime.fromtimestamp(ts_us / 1_000_000, tz=UTC)
-
-
 def datetime_to_us(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def iso_z(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` suffix (seconds precision, as traders read it)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.isoformat(timespec="seconds") + "Z"
 
 
 def parse_time(text: str, *, what: str = "time") -> datetime:

@@ -156,15 +156,3 @@ class ServiceStatus:
     last_error: str = ""
     stoppable: bool = True
     counters: dict[str, int] = field(default_factory=dict)
-
-
-MarketEvent = QuoteReceived | TradeReceived
-Event = (
-    QuoteReceived
-    | TradeReceived
-    | BarUpdated
-    | BarClosed
-    | ServiceStateChanged
-    | EngineLogged
-    | EventsDropped
-)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import polars as pl
+
 from sptrader.models import (
     Bar,
     BarClosed,
@@ -26,6 +28,7 @@ from sptrader.models import (
     ServiceStatus,
     TradeReceived,
 )
+from sptrader.store.queries import empty_bars
 
 PROTOCOL_VERSION = 1
 
@@ -140,3 +143,12 @@ def encode_status(status: ServiceStatus) -> dict[str, Any]:
 
 def decode_status(data: dict[str, Any]) -> ServiceStatus:
     return ServiceStatus(**{**data, "state": ServiceState(data["state"])})
+
+
+def candles_frame(rows: list[list[Any]]) -> pl.DataFrame:
+    """The rows a ``candles`` response carries (``ts_us, open, high, low, close, volume,
+    trades``) as the frame the store's queries return."""
+    if not rows:
+        return empty_bars()
+    frame = pl.DataFrame(rows, schema=list(empty_bars().columns), orient="row")
+    return frame.with_columns(pl.col("ts").cast(pl.Datetime("us"))).cast(empty_bars().schema)

@@ -16,13 +16,12 @@ from typing import Any
 import polars as pl
 
 from sptrader.api.connection import ApiConnection, DaemonUnavailable
-from sptrader.api.protocol import decode_status
+from sptrader.api.protocol import candles_frame, decode_status
 from sptrader.bus import Bus, Subscription
 from sptrader.client import InstrumentSummary
 from sptrader.clock import now_us
 from sptrader.errors import SptraderError
 from sptrader.models import Bar, BarUpdated, EngineLogged, ServiceStatus
-from sptrader.store.queries import empty_bars
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +121,7 @@ class RemoteEngineClient:
             start_us=start_us,
             end_us=end_us,
         )
-        if not rows:
-            return empty_bars()
-        frame = pl.DataFrame(
-            rows, schema=["ts", "open", "high", "low", "close", "volume", "trades"], orient="row"
-        )
-        return frame.with_columns(
-            pl.col("ts").cast(pl.Datetime("us")),
-            pl.col("open", "high", "low", "close", "volume").cast(pl.Float64),
-            pl.col("trades").cast(pl.Int64),
-        )
+        return candles_frame(rows)
 
     def forming_bar(self, instrument: str) -> Bar | None:
         return self._forming.get(instrument)

@@ -9,8 +9,8 @@ import sys
 
 import polars as pl
 
-from sptrader.api.connection import ApiConnection
-from sptrader.api.remote import RemoteEngineClient
+from sptrader.api.connection import call_daemon
+from sptrader.api.protocol import candles_frame
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.daemon import running_pid
@@ -66,18 +66,14 @@ async def _candles_from_daemon(
     start_us: int | None,
     end_us: int | None,
 ) -> pl.DataFrame:
-    client = RemoteEngineClient(settings.home, welcome={})
-    connection = ApiConnection(settings.home)
-    await connection.open()
-    client.connection, client.connected = connection, True
-    try:
-        if start_us is not None:
-            return await client.candles(
-                instrument, timeframe, start_us=start_us, end_us=end_us or now_us()
-            )
-        return await client.candles(instrument, timeframe, last=last or DEFAULT_LAST)
-    finally:
-        await connection.close()
+    if start_us is not None:
+        window = {"start_us": start_us, "end_us": end_us or now_us()}
+    else:
+        window = {"last": last or DEFAULT_LAST}
+    rows = await call_daemon(
+        settings.home, "candles", instrument=instrument, timeframe=timeframe, **window
+    )
+    return candles_frame(rows)
 
 
 def _iso_column(bars: pl.DataFrame) -> pl.DataFrame:

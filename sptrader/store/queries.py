@@ -131,18 +131,6 @@ def recent_closes(store: Store, instruments: list[str], since_us: int) -> pl.Dat
     )
 
 
-def recent_service_events(store: Store, limit: int) -> pl.DataFrame:
-    return (
-        store.cursor()
-        .sql(
-            "SELECT ts, source, level, message FROM service_events ORDER BY ts DESC LIMIT $limit",
-            params={"limit": limit},
-        )
-        .pl()
-        .reverse()
-    )
-
-
 def table_counts(store: Store) -> dict[str, int]:
     cursor = store.cursor()
     return {
