@@ -42,21 +42,66 @@ class ReplayFeedConfig(_Section):
     price_source: PriceSource = "bid"
 
 
-class BinanceFeedConfig(_Section):
+class LiveFeedConfig(_Section):
+    """What every live exchange feed shares."""
+
     enabled: bool = False
+    price_source: PriceSource = "trade"
+    # No message for this long: the feed and its instruments are shown stale.
+    stale_after_s: float = 15.0
+    # No message for this long: the watchdog reconnects the stream.
+    watchdog_s: float = 30.0
+    # History requests in flight at once during a backfill.
+    max_concurrency: int = 4
+
+
+class BinanceFeedConfig(LiveFeedConfig):
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
-    price_source: PriceSource = "trade"
-    # A stream silent this long is reconnected (the watchdog).
-    stale_after_s: float = 30.0
     # Binance closes a connection after 24 h: reconnect before that.
     max_connection_s: float = 23.5 * 3600
+
+
+class CoinbaseFeedConfig(LiveFeedConfig):
+    ws_url: str = "wss://advanced-trade-ws.coinbase.com"
+    # Public market endpoints: products (symbol search) and candles (history).
+    rest_url: str = "https://api.coinbase.com"
+
+
+class KrakenFeedConfig(LiveFeedConfig):
+    ws_url: str = "wss://ws.kraken.com/v2"
+    # Public REST: AssetPairs (symbol search) and OHLC (history, last 720 bars only).
+    rest_url: str = "https://api.kraken.com"
+
+
+class OandaFeedConfig(LiveFeedConfig):
+    stream_url: str = "https://stream-fxpractice.oanda.com"
+    rest_url: str = "https://api-fxpractice.oanda.com"
+    account_id: str = ""
+    # The API token is read from this environment variable, never from the file.
+    token_env: str = "OANDA_TOKEN"
+    price_source: PriceSource = "bid"
+
+
+class DukascopyFeedConfig(_Section):
+    """History only: ticks by the hour, aggregated to 1m bars."""
+
+    enabled: bool = False
+    url: str = "https://datafeed.dukascopy.com/datafeed"
+    format: Literal["bi5", "json"] = "bi5"
+    price_source: PriceSource = "bid"
+    # Hour files fetched at once; the service throttles with 503s beyond a few.
+    max_concurrency: int = 4
 
 
 class FeedsConfig(_Section):
     sim: SimFeedConfig = msgspec.field(default_factory=SimFeedConfig)
     replay: ReplayFeedConfig = msgspec.field(default_factory=ReplayFeedConfig)
     binance: BinanceFeedConfig = msgspec.field(default_factory=BinanceFeedConfig)
+    coinbase: CoinbaseFeedConfig = msgspec.field(default_factory=CoinbaseFeedConfig)
+    kraken: KrakenFeedConfig = msgspec.field(default_factory=KrakenFeedConfig)
+    oanda: OandaFeedConfig = msgspec.field(default_factory=OandaFeedConfig)
+    dukascopy: DukascopyFeedConfig = msgspec.field(default_factory=DukascopyFeedConfig)
 
 
 class StoreConfig(_Section):
@@ -135,7 +180,9 @@ class Config(_Section):
     keymap: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-KNOWN_FEEDS = ("SIM", "REPLAY", "BINANCE")
+KNOWN_FEEDS = ("SIM", "REPLAY", "BINANCE", "COINBASE", "KRAKEN", "OANDA", "DUKASCOPY")
+# Feeds with a live stream: their instruments can be watched. Dukascopy is history only.
+LIVE_FEEDS = ("SIM", "REPLAY", "BINANCE", "COINBASE", "KRAKEN", "OANDA")
 
 # Ids of the TUI's key bindings that [keymap] may remap (kept here, free of textual, so
 # the config can reject a misspelt id; a test checks the app defines exactly these).
@@ -230,11 +277,7 @@ def parse_config(data: dict, source: str) -> Config:
 
 def _validate(config: Config) -> str | None:
     """Checks msgspec's types cannot express; returns ``key.path: problem`` or None."""
-    enabled = {
-        "SIM": config.feeds.sim.enabled,
-        "REPLAY": config.feeds.replay.enabled,
-        "BINANCE": config.feeds.binance.enabled,
-    }
+    enabled = {feed: feed_config(config, feed).enabled for feed in KNOWN_FEEDS}
     if not config.watchlist:
         return "watchlist: must name at least one instrument"
     for index, name in enumerate(config.watchlist):
@@ -244,6 +287,8 @@ def _validate(config: Config) -> str | None:
         feed = match.group(1)
         if feed not in KNOWN_FEEDS:
             return f"watchlist[{index}]: unknown feed {feed!r} in {name!r} (known: {', '.join(KNOWN_FEEDS)})"
+        if feed not in LIVE_FEEDS:
+            return f"watchlist[{index}]: {feed} has history only, no live stream (use `sptrader backfill {name}`)"
         if not enabled[feed]:
             return f"watchlist[{index}]: {name!r} needs feeds.{feed.lower()}.enabled = true"
         if feed == "REPLAY" and not INSTRUMENT_RE.match(match.group(2)):
@@ -262,8 +307,13 @@ def _validate(config: Config) -> str | None:
         "feeds.sim.tick_rate": config.feeds.sim.tick_rate,
         "feeds.sim.publish_interval_ms": config.feeds.sim.publish_interval_ms,
         "feeds.replay.speed": config.feeds.replay.speed,
-        "feeds.binance.stale_after_s": config.feeds.binance.stale_after_s,
         "feeds.binance.max_connection_s": config.feeds.binance.max_connection_s,
+        "feeds.dukascopy.max_concurrency": config.feeds.dukascopy.max_concurrency,
+        **{
+            f"feeds.{name}.{key}": getattr(getattr(config.feeds, name), key)
+            for name in ("binance", "coinbase", "kraken", "oanda")
+            for key in ("stale_after_s", "watchdog_s", "max_concurrency")
+        },
         "store.flush_interval_ms": config.store.flush_interval_ms,
         "store.flush_rows": config.store.flush_rows,
         "store.seed_days": config.store.seed_days,
@@ -305,6 +355,11 @@ def _validate(config: Config) -> str | None:
         except UsageError as error:
             return f"feeds.replay.start: {error}"
     return None
+
+
+def feed_config(config: Config, feed: str) -> msgspec.Struct:
+    """The ``[feeds.NAME]`` section of feed prefix ``feed`` (e.g. ``BINANCE``)."""
+    return getattr(config.feeds, feed.lower())
 
 
 def load_config(path: Path | None) -> Config:

@@ -111,6 +111,8 @@ class ServiceState(StrEnum):
     STOPPED = "stopped"
     FAILED = "failed"
     BACKOFF = "backoff"
+    # Running, but no message for longer than the feed's stale_after_s.
+    STALE = "stale"
 
 
 @dataclass(slots=True)

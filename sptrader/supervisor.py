@@ -33,6 +33,8 @@ class ServiceContext:
         self.events = 0
         self.last_event_us: int | None = None
         self.counters: dict[str, int] = {}
+        # Any message (heartbeats too) proves the connection alive; the stale check uses it.
+        self.last_message_us: int | None = None
         self.running = False
         self._on_running: Callable[[], None] | None = None
 
@@ -55,12 +57,34 @@ class ServiceContext:
     def count(self, counter: str, amount: int = 1) -> None:
         self.counters[counter] = self.counters.get(counter, 0) + amount
 
+    def touch(self) -> None:
+        """A message arrived (even one carrying no data, like a heartbeat)."""
+        self.last_message_us = now_us()
+
+    def skipped(self, counter: str, what: str) -> None:
+        """Count a message that was skipped (malformed, unexpected, out of order) and
+        log it at a limited rate: the first ten, then every thousandth."""
+        self.count(counter)
+        seen = self.counters[counter]
+        if seen <= 10 or seen % 1000 == 0:
+            log.warning(
+                "skipped %s (%d %s so far)", what, seen, counter, extra={"source": self.name}
+            )
+
+    @property
+    def last_seen_us(self) -> int | None:
+        """The newest of the last event and the last message."""
+        times = [t for t in (self.last_event_us, self.last_message_us) if t is not None]
+        return max(times) if times else None
+
 
 class Service:
     """Subclasses implement ``run``; returning means finished, raising means crashed."""
 
     kind = "service"
     stoppable = True
+    #: A running service silent this long is shown ``stale`` (None: never).
+    stale_after_s: float | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -81,6 +105,7 @@ class _Supervised:
         self.rate = 0.0
         self._rate_events = 0
         self._rate_time = time.monotonic()
+        self.running_since_us = 0
 
 
 class Supervisor:
@@ -181,7 +206,7 @@ class Supervisor:
             self._set_state(entry, ServiceState.STARTING, "")
             started = time.monotonic()
             entry.context.running = False
-            entry.context._on_running = lambda: self._set_state(entry, ServiceState.RUNNING, "")
+            entry.context._on_running = lambda: self._mark_running(entry)
             try:
                 await entry.service.run(entry.context)
             except asyncio.CancelledError:
@@ -213,6 +238,22 @@ class Supervisor:
             self._set_state(entry, ServiceState.STOPPED, "finished")
             return
 
+    def _mark_running(self, entry: _Supervised) -> None:
+        entry.running_since_us = now_us()
+        self._set_state(entry, ServiceState.RUNNING, "")
+
+    def _check_stale(self, entry: _Supervised, now: int) -> None:
+        """RUNNING <-> STALE as the service's last message ages past its limit."""
+        limit = entry.service.stale_after_s
+        if limit is None or entry.state not in (ServiceState.RUNNING, ServiceState.STALE):
+            return
+        seen = max(entry.context.last_seen_us or 0, entry.running_since_us)
+        age_s = (now - seen) / 1e6
+        if entry.state == ServiceState.RUNNING and age_s > limit:
+            self._set_state(entry, ServiceState.STALE, f"no data for {age_s:.0f}s", level="WARNING")
+        elif entry.state == ServiceState.STALE and age_s <= limit:
+            self._set_state(entry, ServiceState.RUNNING, "data again")
+
     def _set_state(
         self,
         entry: _Supervised,
@@ -240,11 +281,14 @@ class Supervisor:
         )
 
     async def _sample_rates(self) -> None:
-        """Once a second: events/s of each service from its event counter."""
+        """Once a second: events/s of each service from its event counter, and which
+        services went stale."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            wall = now_us()
             for entry in self._services.values():
+                self._check_stale(entry, wall)
                 elapsed = now - entry._rate_time
                 if elapsed > 0:
                     entry.rate = (entry.context.events - entry._rate_events) / elapsed

@@ -152,7 +152,7 @@ async def test_a_silent_stream_trips_the_watchdog() -> None:
     async with serve(handler, "127.0.0.1", port):
         bus = Bus()
         supervisor = Supervisor(bus, SupervisorConfig(backoff_initial_s=5.0))
-        supervisor.add(FeedService(make_feed(port, stale_after_s=0.2)))
+        supervisor.add(FeedService(make_feed(port, watchdog_s=0.2)))
         supervisor.start("binance")
         await wait_until(lambda: supervisor.status()[0].state is ServiceState.BACKOFF, timeout=5)
         [status] = supervisor.status()

@@ -1,17 +1,58 @@
 """The Feed protocol: what every market-data source provides to the engine.
 
 A feed streams live events for its instruments (``stream``) and, where the source has
-one, serves 1m bar history for any range (``history``, blocking: run it in a thread).
+one, serves 1m bar history for any range (``history``, blocking: run it in a thread)
+and its list of tradable symbols (``symbols``, blocking).
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from sptrader.clock import now_us
+from sptrader.models import US_PER_DAY
 from sptrader.supervisor import Service, ServiceContext
+
+#: Column layout of 1m bars as ``history`` returns them and the store keeps them.
+BAR_SCHEMA: dict[str, Any] = {
+    "instrument": pl.String,
+    "ts": pl.Datetime("us"),
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "trades": pl.Int64,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInfo:
+    """One entry of a feed's instrument list (for search and validation)."""
+
+    instrument: str  # FEED:SYMBOL as SPtrader writes it, e.g. COINBASE:BTC-USD
+    description: str  # what a trader reads, e.g. "Bitcoin / US Dollar"
+    kind: str = ""  # crypto, fx, metal, index, equity, cfd ...
+    base: str = ""
+    quote: str = ""
+
+
+class StreamSilent(Exception):
+    """No message for longer than the watchdog allows: reconnect."""
+
+
+async def receive_within(websocket: Any, seconds: float) -> str | bytes:
+    """The next websocket message, or StreamSilent after ``seconds`` of silence."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await websocket.recv()
+    except TimeoutError:
+        raise StreamSilent(f"no message for {seconds:.0f}s") from None
 
 
 class Feed(ABC):
@@ -22,6 +63,15 @@ class Feed(ABC):
     #: False for feeds whose timestamps are not wall-clock time (replay): their bars
     #: close when their own clock passes the minute, not the machine's.
     realtime: bool = True
+    #: False for history-only sources (Dukascopy): nothing to stream.
+    live: bool = True
+    #: Seconds without a message after which the feed and its instruments are stale
+    #: (None: never, e.g. the simulator).
+    stale_after_s: float | None = None
+    #: A backfill asks ``history`` for ranges of this length (resumable units).
+    history_chunk_us: int = US_PER_DAY
+    #: History requests a backfill may have in flight at once.
+    max_concurrency: int = 4
 
     def __init__(self, instruments: list[str]) -> None:
         self.instruments = list(instruments)
@@ -35,23 +85,42 @@ class Feed(ABC):
         return "trade"
 
     def history(self, instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
-        """1m bars with open time in [start, end) in the store's layout, or None when
-        this feed has no history to give."""
+        """Closed 1m bars with open time in [start, end) in ``BAR_SCHEMA``, or None when
+        this feed has no history to give. Blocking: call it from a thread."""
         return None
+
+    def history_ticks(self, instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
+        """Raw ticks in [start, end) in the store's ``ticks`` layout, for sources whose
+        history is ticks (Dukascopy); None otherwise."""
+        return None
+
+    def symbols(self) -> list[SymbolInfo]:
+        """Every instrument this feed can serve (blocking; raises SptraderError when
+        the list cannot be fetched). Empty: the feed has no list to check against."""
+        return []
 
     def clock_us(self) -> int:
         """The feed's notion of now (wall clock for live feeds)."""
         return now_us()
 
 
+def empty_bars() -> pl.DataFrame:
+    return pl.DataFrame(schema=BAR_SCHEMA)
+
+
 class FeedService(Service):
-    """Runs a feed under the supervisor."""
+    """Runs a feed under the supervisor. ``before_stream`` (the engine's gap backfill)
+    runs on every start and restart, so live bars continue the stored ones."""
 
     kind = "feed"
 
-    def __init__(self, feed: Feed) -> None:
+    def __init__(self, feed: Feed, before_stream: Any = None) -> None:
         super().__init__(feed.name)
         self.feed = feed
+        self.before_stream = before_stream
+        self.stale_after_s = feed.stale_after_s
 
     async def run(self, context: ServiceContext) -> None:
+        if self.before_stream is not None:
+            await self.before_stream(self.feed, context)
         await self.feed.stream(context)

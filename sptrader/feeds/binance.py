@@ -3,13 +3,12 @@ kline_1m of every watched symbol) and REST klines for history.
 
 Stream messages are ``{"stream": "btcusdt@trade", "data": {...}}``; bookTicker data
 has no event type, so messages are routed by stream name. Malformed or unexpected
-messages are counted and skipped. A stream silent for ``stale_after_s`` raises, and the
+messages are counted and skipped. A stream silent for ``watchdog_s`` raises, and the
 supervisor reconnects it with backoff; so does ``serverShutdown``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -21,19 +20,15 @@ from websockets.asyncio.client import connect
 
 from sptrader.clock import now_us
 from sptrader.config import BinanceFeedConfig
-from sptrader.errors import SptraderError
-from sptrader.feeds.base import Feed
+from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo, receive_within
+from sptrader.feeds.http import get_with_retries
 from sptrader.models import QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
 
 log = logging.getLogger(__name__)
 
 KLINES_LIMIT = 1000
-MAX_RETRIES = 5
-
-
-class StreamSilent(Exception):
-    """No message for longer than the watchdog allows."""
+WEIGHT_LIMIT_1M = 6000
 
 
 class BinanceFeed(Feed):
@@ -49,6 +44,8 @@ class BinanceFeed(Feed):
     ) -> None:
         super().__init__(instruments)
         self.config = config
+        self.stale_after_s = config.stale_after_s
+        self.max_concurrency = config.max_concurrency
         self._transport = transport
         # btcusdt -> BINANCE:BTCUSDT
         self._by_stream_symbol = {name.split(":", 1)[1].lower(): name for name in instruments}
@@ -71,11 +68,8 @@ class BinanceFeed(Feed):
             context.mark_running()
             opened = time.monotonic()
             while time.monotonic() - opened < self.config.max_connection_s:
-                try:
-                    async with asyncio.timeout(self.config.stale_after_s):
-                        raw = await websocket.recv()
-                except TimeoutError:
-                    raise StreamSilent(f"no message for {self.config.stale_after_s:.0f}s") from None
+                raw = await receive_within(websocket, self.config.watchdog_s)
+                context.touch()
                 events = self.parse(raw, context)
                 if events:
                     await context.publish(events)
@@ -121,16 +115,13 @@ class BinanceFeed(Feed):
         except ConnectionResetError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError):
-            context.count("malformed")
-            if context.counters["malformed"] <= 10 or context.counters["malformed"] % 1000 == 0:
-                log.warning(
-                    "skipped a malformed Binance message (%d so far)",
-                    context.counters["malformed"],
-                    extra={"source": self.name},
-                )
+            context.skipped("malformed", "a malformed Binance message")
             return []
 
     # --- history ----------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.config.rest_url, transport=self._transport, timeout=10)
 
     def history(self, instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
         """1m bars in [start, end) from REST klines, paged by time, honouring 429/418
@@ -139,11 +130,21 @@ class BinanceFeed(Feed):
         rows: list[list[Any]] = []
         cursor_ms = start_us // 1000
         end_ms = end_us // 1000
-        with httpx.Client(
-            base_url=self.config.rest_url, transport=self._transport, timeout=10
-        ) as client:
+        with self._client() as client:
             while cursor_ms < end_ms:
-                page = self._klines_page(client, symbol, cursor_ms, end_ms - 1)
+                params = {
+                    "symbol": symbol,
+                    "interval": "1m",
+                    "startTime": cursor_ms,
+                    "endTime": end_ms - 1,
+                    "limit": KLINES_LIMIT,
+                }
+                response = get_with_retries(
+                    client, "/api/v3/klines", params=params, what=f"Binance klines for {symbol}"
+                )
+                assert response is not None
+                self._note_weight(response)
+                page = response.json()
                 if not page:
                     break
                 rows.extend(page)
@@ -157,45 +158,49 @@ class BinanceFeed(Feed):
         return pl.DataFrame(
             {
                 "instrument": [instrument] * len(rows),
-                "ts": pl.Series([int(row[0]) * 1000 for row in rows], dtype=pl.Int64).cast(
-                    pl.Datetime("us")
-                ),
+                "ts": [int(row[0]) * 1000 for row in rows],
                 "open": [float(row[1]) for row in rows],
                 "high": [float(row[2]) for row in rows],
                 "low": [float(row[3]) for row in rows],
                 "close": [float(row[4]) for row in rows],
                 "volume": [float(row[5]) for row in rows],
-                "trades": pl.Series([int(row[8]) for row in rows], dtype=pl.Int64),
-            }
+                "trades": [int(row[8]) for row in rows],
+            },
+            schema=BAR_SCHEMA,
         )
 
-    def _klines_page(
-        self, client: httpx.Client, symbol: str, start_ms: int, end_ms: int
-    ) -> list[list[Any]]:
-        params = {
-            "symbol": symbol,
-            "interval": "1m",
-            "startTime": start_ms,
-            "endTime": end_ms,
-            "limit": KLINES_LIMIT,
-        }
-        for attempt in range(1, MAX_RETRIES + 1):
-            response = client.get("/api/v3/klines", params=params)
-            if response.status_code in (429, 418):
-                wait = float(response.headers.get("Retry-After", 2**attempt))
-                log.warning(
-                    "Binance asked us to slow down (HTTP %d); waiting %.0fs",
-                    response.status_code,
-                    wait,
-                )
-                time.sleep(wait)
-                continue
-            if response.status_code >= 500:
-                time.sleep(min(30, 2**attempt * 0.5))
-                continue
-            if response.status_code != 200:
-                raise SptraderError(
-                    f"Binance klines for {symbol}: HTTP {response.status_code} {response.text[:200]}"
-                )
-            return response.json()
-        raise SptraderError(f"Binance klines for {symbol}: gave up after {MAX_RETRIES} attempts")
+    def _note_weight(self, response: httpx.Response) -> None:
+        """Slow down before Binance has to: near the per-minute weight limit, wait for
+        the next minute rather than earn a 429 (and, repeated, a 418 ban)."""
+        used = response.headers.get("X-MBX-USED-WEIGHT-1M")
+        if used is not None and used.isdigit() and int(used) >= WEIGHT_LIMIT_1M * 0.9:
+            wait = 60 - time.time() % 60 + 1
+            log.warning(
+                "Binance request weight %s of %d used; pausing %.0fs", used, WEIGHT_LIMIT_1M, wait
+            )
+            time.sleep(wait)
+
+    # --- symbols ----------------------------------------------------------------------
+
+    def symbols(self) -> list[SymbolInfo]:
+        """Spot pairs currently trading, from ``/api/v3/exchangeInfo``."""
+        with self._client() as client:
+            response = get_with_retries(
+                client,
+                "/api/v3/exchangeInfo",
+                params={"permissions": "SPOT"},
+                what="Binance exchangeInfo",
+            )
+            assert response is not None
+            payload = response.json()
+        return [
+            SymbolInfo(
+                f"BINANCE:{entry['symbol']}",
+                f"{entry['baseAsset']} / {entry['quoteAsset']}",
+                "crypto",
+                entry["baseAsset"],
+                entry["quoteAsset"],
+            )
+            for entry in payload.get("symbols", [])
+            if entry.get("status") == "TRADING"
+        ]

@@ -21,6 +21,7 @@ STATE_STYLES = {
     ServiceState.BACKOFF: "bold red",
     ServiceState.FAILED: "bold red",
     ServiceState.STOPPED: "dim",
+    ServiceState.STALE: "bold yellow",
 }
 COLUMNS = ("name", "state", "rate", "age", "errors", "restarts")
 LABELS = ("Service", "State", "Ev/s", "Last", "Err", "Rst")

@@ -1,0 +1,151 @@
+"""Local fake servers for feed tests: a threaded HTTP server with pluggable routes
+(plain, JSON or chunked-streaming answers) and a deterministic market of 1m bars that
+every fake history endpoint serves, so tests can check stored bars exactly."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sptrader.models import US_PER_MINUTE
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- a deterministic market -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteBar:
+    ts_us: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+
+
+def minute_bar(symbol: str, ts_us: int, base: float = 100.0) -> MinuteBar:
+    """The fake market's bar for the minute opening at ``ts_us`` (any symbol, any time):
+    prices on a 0.01 grid, so every wire format represents them exactly."""
+    minute = ts_us // US_PER_MINUTE
+    seed = (minute * 7919 + sum(map(ord, symbol)) * 104729) % 1000
+    open_ = round(base + seed / 100, 2)
+    close = round(open_ + ((seed % 7) - 3) / 100, 2)
+    high = round(max(open_, close) + 0.05, 2)
+    low = round(min(open_, close) - 0.05, 2)
+    return MinuteBar(
+        minute * US_PER_MINUTE, open_, high, low, close, float(1 + seed % 13), 1 + seed % 5
+    )
+
+
+def minute_bars(symbol: str, start_us: int, end_us: int, base: float = 100.0) -> list[MinuteBar]:
+    """Bars of every minute opening in [start, end)."""
+    first = -(-start_us // US_PER_MINUTE) * US_PER_MINUTE
+    return [minute_bar(symbol, ts, base) for ts in range(first, end_us, US_PER_MINUTE)]
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FakeRequest:
+    method: str
+    path: str
+    query: dict[str, str]  # first value of each parameter
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class FakeResponse:
+    status: int = 200
+    body: bytes | str | Any = b""  # bytes, text, or a JSON-able object
+    headers: dict[str, str] = field(default_factory=dict)
+    #: When set, sent chunked, one chunk per item, flushed (a streaming API).
+    stream: Iterable[bytes] | None = None
+
+
+Route = Callable[[FakeRequest], FakeResponse | None]
+
+
+class FakeHttpServer:
+    """``with FakeHttpServer(route) as server: server.url``. The route returns a
+    FakeResponse, or None for a 404. Every request is recorded in ``requests``."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.requests: list[FakeRequest] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                request = FakeRequest(
+                    "GET",
+                    parts.path,
+                    {key: values[0] for key, values in parse_qs(parts.query).items()},
+                    {key.lower(): value for key, value in self.headers.items()},
+                )
+                fake.requests.append(request)
+                response = fake.route(request) or FakeResponse(404, "not found")
+                self._answer(response)
+
+            def _answer(self, response: FakeResponse) -> None:
+                self.send_response(response.status)
+                for key, value in response.headers.items():
+                    self.send_header(key, value)
+                if response.stream is not None:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    try:
+                        for chunk in response.stream:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                        self.wfile.write(b"0\r\n\r\n")
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    self.close_connection = True
+                    return
+                body = response.body
+                if not isinstance(body, bytes | str):
+                    body = json.dumps(body)
+                    self.send_header("Content-Type", "application/json")
+                data = body.encode() if isinstance(body, str) else body
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHttpServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def json_lines(objects: Iterable[Any]) -> Iterator[bytes]:
+    """Chunks of newline-terminated JSON, as streaming APIs (OANDA) send them."""
+    for item in objects:
+        yield (json.dumps(item) + "\n").encode()
