@@ -14,7 +14,7 @@ from sptrader.errors import UsageError
 
 # --- instruments and timeframes -------------------------------------------------------
 
-INSTRUMENT_RE = re.compile(r"^([A-Z][A-Z0-9]*):([A-Z0-9][A-Z0-9._/:-]*)$")
+INSTRUMENT_RE = re.compile(r"^([A-Z][A-Z0-9]*):([A-Z0-9][A-Z0-9_./:-]*)$")
 
 US_PER_SECOND = 1_000_000
 US_PER_MINUTE = 60 * US_PER_SECOND
