@@ -28,8 +28,10 @@ from sptrader.models import (
     BarUpdated,
     EngineLogged,
     EventsDropped,
+    HistoryStored,
     QuoteReceived,
     ServiceStateChanged,
+    WatchlistChanged,
 )
 from sptrader.screens import (
     ChartPane,
@@ -107,6 +109,7 @@ class SptraderApp(App[int]):
         watchlist = self.client.watchlist
         summaries = await self.client.summaries(watchlist, self.config.ui.sparkline_points)
         self.query_one(WatchlistPane).load_summaries(summaries)
+        self.query_one(WatchlistPane).mark_stale(await self.client.stale_instruments())
         self.query_one(ChartPane).show_instrument(watchlist[0])
         self._refresh_timers = [
             self.set_interval(1 / self.config.ui.refresh_hz, self._drain_events, name="ui-refresh"),
@@ -139,6 +142,8 @@ class SptraderApp(App[int]):
         closed: list[Bar] = []
         logs: list[EngineLogged | EventsDropped] = []
         states_changed = False
+        history: set[str] = set()
+        watchlist_changed: WatchlistChanged | None = None
         for event in events:
             kind = type(event)
             if kind is QuoteReceived:
@@ -151,6 +156,10 @@ class SptraderApp(App[int]):
                 logs.append(event)
             elif kind is ServiceStateChanged:
                 states_changed = True
+            elif kind is HistoryStored:
+                history.add(event.instrument)
+            elif kind is WatchlistChanged:
+                watchlist_changed = event
         try:
             watchlist = self.query_one(WatchlistPane)
             chart = self.query_one(ChartPane)
@@ -164,8 +173,23 @@ class SptraderApp(App[int]):
             chart.add_minute_bar(forming[chart.instrument])
         if logs:
             event_log.add(logs)
+        if watchlist_changed is not None:
+            watchlist.set_instruments(watchlist_changed.instruments)
+            history.update(watchlist_changed.instruments)
+        if history:
+            # Backfilled bars arrived: charts and sparklines read them again.
+            if chart.instrument in history:
+                chart.reload()
+            self._load_summaries(sorted(history))
         if states_changed:
             await self._poll_services()
+            watchlist.mark_stale(await self.client.stale_instruments())
+
+    @work(group="summaries", exit_on_error=False)
+    async def _load_summaries(self, instruments: list[str]) -> None:
+        summaries = await self.client.summaries(instruments, self.config.ui.sparkline_points)
+        with contextlib.suppress(NoMatches):
+            self.query_one(WatchlistPane).load_summaries(summaries)
 
     def _show_mode(self) -> None:
         """The header says where the engine runs (and when a daemon went away)."""

@@ -25,7 +25,10 @@ from sptrader.store.database import BAR_SCHEMA
 # just before the boundary that arrives just after it still lands in its own bar.
 CLOSE_GRACE_US = 1_000_000
 
-_MINUTE, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _TRADES = range(7)
+_MINUTE, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _TRADES, _LAST_TS, _FIRST_TS = range(9)
+# Closed bars kept in memory per instrument so that out-of-order trades can still
+# correct them (the corrected bar is re-published and upserted over the stored one).
+RECENT_CLOSED = 10
 
 
 class BarBuilder:
@@ -41,6 +44,10 @@ class BarBuilder:
         self._forming: dict[str, list] = {}
         # Newest minute closed by the clock per instrument: ticks for it are late.
         self._closed_by_clock: dict[str, int] = {}
+        # Recently closed bars' state per instrument, by minute (out-of-order ticks).
+        self._recent: dict[str, dict[int, list]] = {}
+        # Ticks for a closed minute that corrected it, and ones too old to place.
+        self.late_applied = 0
         self.late_ticks = 0
         self.ticks = 0
 
@@ -55,6 +62,7 @@ class BarBuilder:
         forming = self._forming
         closed: list[object] = []
         touched: dict[str, list] = {}
+        corrected: dict[tuple[str, int], list] = {}
         ticks = 0
         for event in events:
             kind = type(event)
@@ -78,30 +86,71 @@ class BarBuilder:
             ts = event.ts_us
             minute = ts - ts % US_PER_MINUTE
             state = forming.get(instrument)
-            if state is None and minute <= self._closed_by_clock.get(instrument, -1):
-                self.late_ticks += 1
-                continue
-            if state is None or minute > state[_MINUTE]:
-                if state is not None:
-                    closed.append(BarClosed(_to_bar(instrument, state)))
-                state = [minute, price, price, price, price, size, 1]
-                forming[instrument] = state
-            elif minute == state[_MINUTE]:
+            if state is not None and minute == state[_MINUTE]:
                 if price > state[_HIGH]:
                     state[_HIGH] = price
                 elif price < state[_LOW]:
                     state[_LOW] = price
-                state[_CLOSE] = price
+                if ts >= state[_LAST_TS]:
+                    state[_CLOSE] = price
+                    state[_LAST_TS] = ts
+                elif ts < state[_FIRST_TS]:  # out of order within the minute
+                    state[_OPEN] = price
+                    state[_FIRST_TS] = ts
                 state[_VOLUME] += size
                 state[_TRADES] += 1
+            elif (state is None or minute > state[_MINUTE]) and minute > self._closed_by_clock.get(
+                instrument, -1
+            ):
+                if state is not None:
+                    closed.append(BarClosed(_to_bar(instrument, state)))
+                    self._remember_closed(instrument, state)
+                state = [minute, price, price, price, price, size, 1, ts, ts]
+                forming[instrument] = state
             else:
-                # Older than the forming bar: its bar is closed already.
-                self.late_ticks += 1
+                # Older than the forming bar: correct its closed bar if still in memory.
+                old = self._recent.get(instrument, {}).get(minute)
+                if old is None and minute > self._closed_by_clock.get(instrument, -1):
+                    # A minute nothing had been seen for (nor fetched): it gets a bar.
+                    old = [minute, price, price, price, price, 0.0, 0, ts, ts]
+                    self._remember_closed(instrument, old)
+                if old is None:
+                    self.late_ticks += 1
+                else:
+                    _apply_late(old, ts, price, size)
+                    corrected[(instrument, minute)] = old
+                    self.late_applied += 1
                 continue
             touched[instrument] = state
         self.ticks += ticks
+        closed.extend(BarClosed(_to_bar(name, state)) for (name, _), state in corrected.items())
         closed.extend(BarUpdated(_to_bar(name, state)) for name, state in touched.items())
         return closed
+
+    def _remember_closed(self, instrument: str, state: list) -> None:
+        recent = self._recent.setdefault(instrument, {})
+        recent[state[_MINUTE]] = state
+        if len(recent) > RECENT_CLOSED:
+            oldest = min(recent)
+            del recent[oldest]
+            # Forgotten minutes are settled: later ticks for them are only counted.
+            if oldest > self._closed_by_clock.get(instrument, -1):
+                self._closed_by_clock[instrument] = oldest
+
+    def accept_history(self, instrument: str, start_us: int, end_us: int) -> None:
+        """Fetched history now owns the minutes in [start, end): drop this builder's
+        versions of them (a partly seen forming bar included) and treat later ticks
+        for them as late."""
+        state = self._forming.get(instrument)
+        if state is not None and state[_MINUTE] < end_us:
+            del self._forming[instrument]
+        last_minute = end_us - US_PER_MINUTE
+        if last_minute > self._closed_by_clock.get(instrument, -1):
+            self._closed_by_clock[instrument] = last_minute
+        recent = self._recent.get(instrument)
+        if recent:
+            for minute in [minute for minute in recent if start_us <= minute < end_us]:
+                del recent[minute]
 
     def close_due(self, now_us: int, instruments: Iterable[str] | None = None) -> list[object]:
         """Close forming bars whose minute ended (plus grace) before ``now_us``."""
@@ -112,6 +161,7 @@ class BarBuilder:
             if state is not None and state[_MINUTE] + US_PER_MINUTE + CLOSE_GRACE_US <= now_us:
                 closed.append(BarClosed(_to_bar(instrument, state)))
                 self._closed_by_clock[instrument] = state[_MINUTE]
+                self._remember_closed(instrument, state)
                 del self._forming[instrument]
         return closed
 
@@ -124,6 +174,22 @@ class BarBuilder:
         source = self._price_source_for(instrument)
         self._sources[instrument] = source
         return source
+
+
+def _apply_late(state: list, ts: int, price: float, size: float) -> None:
+    """Fold an out-of-order tick into a closed bar's state."""
+    if price > state[_HIGH]:
+        state[_HIGH] = price
+    if price < state[_LOW]:
+        state[_LOW] = price
+    if ts >= state[_LAST_TS]:
+        state[_CLOSE] = price
+        state[_LAST_TS] = ts
+    if ts < state[_FIRST_TS]:
+        state[_OPEN] = price
+        state[_FIRST_TS] = ts
+    state[_VOLUME] += size
+    state[_TRADES] += 1
 
 
 def _to_bar(instrument: str, state: list) -> Bar:

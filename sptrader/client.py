@@ -15,6 +15,7 @@ import polars as pl
 from sptrader.bus import Subscription
 from sptrader.clock import now_us
 from sptrader.engine import Engine
+from sptrader.feeds.base import SymbolInfo
 from sptrader.models import (
     US_PER_DAY,
     Bar,
@@ -83,6 +84,24 @@ class EngineClient(Protocol):
         self, instruments: list[str], points: int
     ) -> dict[str, InstrumentSummary]: ...
 
+    async def stale_instruments(self) -> set[str]:
+        """Instruments whose feed is not delivering right now."""
+        ...
+
+    async def search_symbols(
+        self, query: str, feed: str | None = None, limit: int = 50
+    ) -> list[SymbolInfo]: ...
+
+    async def add_instrument(self, instrument: str) -> str:
+        """Watch and stream one more instrument (kept across restarts)."""
+        ...
+
+    async def remove_instrument(self, instrument: str) -> None: ...
+
+    async def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
+        """Download history in the background; progress arrives as BackfillProgressed."""
+        ...
+
 
 class LocalEngineClient:
     """EngineClient for an Engine running in this process."""
@@ -138,6 +157,23 @@ class LocalEngineClient:
 
     def forming_bar(self, instrument: str) -> Bar | None:
         return self.engine.forming_bar(instrument)
+
+    async def stale_instruments(self) -> set[str]:
+        return self.engine.stale_instruments()
+
+    async def search_symbols(
+        self, query: str, feed: str | None = None, limit: int = 50
+    ) -> list[SymbolInfo]:
+        return await run_in_thread(self.engine.symbols.search, query, feed, limit)
+
+    async def add_instrument(self, instrument: str) -> str:
+        return await self.engine.add_instrument(instrument)
+
+    async def remove_instrument(self, instrument: str) -> None:
+        await self.engine.remove_instrument(instrument)
+
+    async def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
+        self.engine.start_backfill(instruments, start_us, end_us)
 
     async def summaries(self, instruments: list[str], points: int) -> dict[str, InstrumentSummary]:
         """Session open (first 1m bar of the UTC day), last close and the last ``points``

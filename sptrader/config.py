@@ -148,6 +148,11 @@ class DaemonConfig(_Section):
     metrics_host: str = "127.0.0.1"
 
 
+class SymbolsConfig(_Section):
+    # Feeds' instrument lists are cached in the store and refreshed after this long.
+    ttl_hours: float = 24.0
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str = "sptrader.log"
@@ -177,6 +182,7 @@ class Config(_Section):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    symbols: SymbolsConfig = msgspec.field(default_factory=SymbolsConfig)
     keymap: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -317,6 +323,7 @@ def _validate(config: Config) -> str | None:
         "store.flush_interval_ms": config.store.flush_interval_ms,
         "store.flush_rows": config.store.flush_rows,
         "store.seed_days": config.store.seed_days,
+        "symbols.ttl_hours": config.symbols.ttl_hours,
         "store.writer_queue": config.store.writer_queue,
         "chart.bars": config.chart.bars,
         "ui.refresh_hz": config.ui.refresh_hz,

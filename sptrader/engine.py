@@ -9,30 +9,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Coroutine, Iterable
 
 import polars as pl
 
 from sptrader.bars import BarBuilder
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import now_us
-from sptrader.config import Settings
+from sptrader.config import LIVE_FEEDS, Settings, feed_config
 from sptrader.errors import SptraderError, UsageError
-from sptrader.feeds.base import Feed, FeedService
+from sptrader.feeds import FEED_CLASSES, Feed, FeedService, make_feed
 from sptrader.logs import BusLogHandler
 from sptrader.models import (
     US_PER_MINUTE,
+    US_PER_SECOND,
+    BackfillProgressed,
     Bar,
     EventsDropped,
+    HistoryBarsReady,
+    HistoryFetched,
+    HistoryStored,
     QuoteReceived,
+    ServiceState,
     TradeReceived,
+    WatchlistChanged,
     normalize_instrument,
     parse_instrument,
 )
 from sptrader.store import Store, queries
 from sptrader.store.writer import StoreWriter
 from sptrader.supervisor import Service, ServiceContext, Supervisor
+from sptrader.symbols import SymbolDirectory
 from sptrader.threads import run_in_thread
+from sptrader.watchlist import load_watchlist, save_watchlist
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +53,39 @@ class BarService(Service):
     kind = "bars"
     stoppable = False
 
-    def __init__(self, bus: Bus, builder: BarBuilder, feeds: list[Feed], queue: int) -> None:
+    def __init__(self, bus: Bus, builder: BarBuilder, feeds: dict[str, Feed], queue: int) -> None:
         super().__init__("bars")
         self.bus = bus
         self.builder = builder
-        self.feeds = feeds
+        self.feeds = feeds  # the engine's live dict: feeds added later are closed too
         self.subscription = bus.subscribe(
-            "bars", maxsize=queue, policy="block", types=(QuoteReceived, TradeReceived)
+            "bars",
+            maxsize=queue,
+            policy="block",
+            types=(QuoteReceived, TradeReceived, HistoryFetched),
         )
 
     def process(self, events: list[object]) -> list[object]:
-        return self.builder.process(events)
+        if not any(type(event) is HistoryFetched for event in events):
+            return self.builder.process(events)
+        # Fetched history takes its place in the stream: ticks before it are built
+        # (and written) first, then the fetched bars replace them.
+        out: list[object] = []
+        run: list[object] = []
+        for event in events:
+            if type(event) is HistoryFetched:
+                out.extend(self.builder.process(run))
+                run = []
+                self.builder.accept_history(event.instrument, event.start_us, event.end_us)
+                out.append(HistoryBarsReady(event))
+            else:
+                run.append(event)
+        out.extend(self.builder.process(run))
+        return out
 
     def close_due(self) -> list[object]:
         closed: list[object] = []
-        for feed in self.feeds:
+        for feed in list(self.feeds.values()):
             closed.extend(self.builder.close_due(feed.clock_us(), feed.instruments))
         return closed
 
@@ -77,6 +105,7 @@ class BarService(Service):
             if out:
                 await self.bus.publish(out)
             context.counters["late_ticks"] = self.builder.late_ticks
+            context.counters["late_applied"] = self.builder.late_applied
 
     async def drain(self) -> None:
         events = self.subscription.get_nowait()
@@ -84,66 +113,82 @@ class BarService(Service):
             self.bus.publish_nowait(self.process(events))
 
 
+# A wall-clock jump this much larger than the monotonic clock's means the machine slept:
+# streams are reconnected, and reconnecting backfills the gap.
+WAKE_JUMP_S = 30.0
+# A minute a stream (re)started in was only partly seen live: fetch it again this long
+# after it closes, when the exchange's own bar is final.
+REFETCH_DELAY_US = 5 * US_PER_SECOND
+
+
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         config = settings.config
         self.config = config
-        self.watchlist = list(config.watchlist)
+        self.watchlist = load_watchlist(settings)
         self.bus = Bus()
         self.supervisor = Supervisor(self.bus, config.supervisor)
         self.store: Store | None = None
-        self.feeds: dict[str, Feed] = self._make_feeds(self.watchlist)
-        self._feed_by_prefix = {feed.prefix: feed for feed in self.feeds.values()}
+        self.symbols = SymbolDirectory(self)
+        # Streaming feeds by service name, and every feed (streaming or not) by prefix.
+        self.feeds: dict[str, Feed] = {}
+        self._feed_by_prefix: dict[str, Feed] = {}
+        for prefix, instruments in _by_prefix(self.watchlist).items():
+            self._add_feed(self._make_feed(prefix, instruments))
         self.builder = BarBuilder(self.price_source)
-        self.bar_service = BarService(
-            self.bus, self.builder, list(self.feeds.values()), config.store.writer_queue
-        )
+        self.bar_service = BarService(self.bus, self.builder, self.feeds, config.store.writer_queue)
         self.writer: StoreWriter | None = None
         self._log_handler: BusLogHandler | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[object]] = set()
+        # Instrument -> the minute its stream (re)started in, to fetch again once closed.
+        self._refetch: dict[str, int] = {}
+        self._wall_clock = time.time
+        self._monotonic = time.monotonic
         self.started = False
 
     # --- construction -----------------------------------------------------------------
 
-    def _make_feeds(self, instruments: list[str]) -> dict[str, Feed]:
-        by_prefix: dict[str, list[str]] = {}
-        for name in instruments:
-            by_prefix.setdefault(parse_instrument(name)[0], []).append(name)
-        feeds: dict[str, Feed] = {}
-        if "SIM" in by_prefix:
-            from sptrader.feeds.sim import SimFeed
-
-            feeds["sim"] = SimFeed(by_prefix["SIM"], self.config.feeds.sim)
-        if "BINANCE" in by_prefix:
-            from sptrader.feeds.binance import BinanceFeed
-
-            feeds["binance"] = BinanceFeed(by_prefix["BINANCE"], self.config.feeds.binance)
-        if "REPLAY" in by_prefix:
+    def _make_feed(self, prefix: str, instruments: list[str]) -> Feed:
+        if prefix == "REPLAY":
             from sptrader.feeds.replay import ReplayFeed
 
-            feeds["replay"] = ReplayFeed(
-                by_prefix["REPLAY"], self.config.feeds.replay, self._load_stored, self._first_stored
+            return ReplayFeed(
+                instruments, self.config.feeds.replay, self._load_stored, self._first_stored
             )
-        return feeds
+        return make_feed(prefix, instruments, feed_config(self.config, prefix))
+
+    def _add_feed(self, feed: Feed) -> None:
+        self.feeds[feed.name] = feed
+        self._feed_by_prefix[feed.prefix] = feed
 
     def price_source(self, instrument: str) -> str:
         feed = self._feed_by_prefix.get(instrument.split(":", 1)[0])
         return feed.price_source(instrument) if feed else "trade"
 
     def history_feed(self, instrument: str) -> Feed | None:
-        """The feed that can serve history for ``instrument`` (even if not watched)."""
+        """The feed that can serve history for ``instrument`` (even if not watched):
+        any enabled feed, made on first use."""
         prefix = parse_instrument(instrument)[0]
         feed = self._feed_by_prefix.get(prefix)
         if feed is not None:
             return feed
-        if prefix == "SIM" and self.config.feeds.sim.enabled:
-            from sptrader.feeds.sim import SimFeed
+        if prefix not in FEED_CLASSES or not feed_config(self.config, prefix).enabled:
+            return None
+        feed = self._make_feed(prefix, [])
+        self._feed_by_prefix[prefix] = feed
+        return feed
 
-            feed = SimFeed([], self.config.feeds.sim)
-            self._feed_by_prefix["SIM"] = feed
-            return feed
-        return None
+    def enabled_feeds(self) -> list[Feed]:
+        """One feed object per enabled source (for symbol search and backfills)."""
+        feeds = []
+        for prefix in FEED_CLASSES:
+            if feed_config(self.config, prefix).enabled:
+                feed = self.history_feed(f"{prefix}:X")
+                if feed is not None:
+                    feeds.append(feed)
+        return feeds
 
     # --- store (blocking: call from a thread, or before the loop runs) ---------------
 
@@ -159,21 +204,26 @@ class Engine:
             raise SptraderError("the engine's store is not open")
         return self.store
 
+    def _gap_start(self, instrument: str, end_us: int) -> int:
+        """Where an instrument's stored bars stop: its newest bar (inclusive, it may be
+        partial), or ``store.seed_days`` back on a fresh store."""
+        earliest = end_us - int(self.config.store.seed_days * 1440) * US_PER_MINUTE
+        newest = queries.last_bar_ts(self.require_store(), instrument)
+        return earliest if newest is None else max(earliest, newest)
+
     def seed_history(self, instruments: Iterable[str] | None = None) -> int:
-        """Fill each instrument's stored 1m bars up to the current minute from its feed's
-        history: the last ``store.seed_days`` days on a fresh store, else from the newest
-        stored bar (inclusive: a partial bar stored at shutdown is replaced)."""
+        """Fill stored 1m bars up to the current minute, writing directly: for
+        instruments that are not streaming (the CLI, a chart of an unwatched one).
+        Streaming ones are filled by their feed service, in order with live bars."""
         store = self.require_store()
         now = now_us()
         end = now - now % US_PER_MINUTE
-        earliest = end - int(self.config.store.seed_days * 1440) * US_PER_MINUTE
         written = 0
         for instrument in instruments if instruments is not None else self.watchlist:
             feed = self.history_feed(instrument)
             if feed is None:
                 continue
-            newest = queries.last_bar_ts(store, instrument)
-            start = earliest if newest is None else max(earliest, newest)
+            start = self._gap_start(instrument, end)
             if start >= end:
                 continue
             bars = feed.history(instrument, start, end)
@@ -181,6 +231,64 @@ class Engine:
                 written += store.upsert_bars(bars)
                 log.info("stored %d history bars of %s", bars.height, instrument)
         return written
+
+    def _fetch_gaps(
+        self, feed: Feed, instruments: list[str], end_us: int
+    ) -> tuple[list[HistoryFetched], list[str]]:
+        """History since each instrument's newest stored bar (blocking)."""
+        fetched: list[HistoryFetched] = []
+        problems: list[str] = []
+        for instrument in instruments:
+            start = self._gap_start(instrument, end_us)
+            if start >= end_us:
+                continue
+            try:
+                bars = feed.history(instrument, start, end_us)
+            except Exception as error:  # the stream may still work: report, go on
+                problems.append(f"{instrument}: {error}")
+                continue
+            if bars is not None and not bars.is_empty():
+                fetched.append(HistoryFetched(instrument, start, end_us, bars))
+        return fetched, problems
+
+    async def _before_stream(self, feed: Feed, context: ServiceContext) -> None:
+        """On every start and reconnect of a feed: check its symbols, then backfill the
+        gap since the last stored bars before live bars continue."""
+        await self._check_feed_symbols(feed, context)
+        if not feed.realtime or not feed.instruments:
+            return
+        now = now_us()
+        end = now - now % US_PER_MINUTE
+        fetched, problems = await run_in_thread(self._fetch_gaps, feed, list(feed.instruments), end)
+        for problem in problems:
+            context.count("gap_fill_errors")
+            log.warning(
+                "could not backfill %s; streaming anyway", problem, extra={"source": feed.name}
+            )
+        if fetched:
+            context.count("gap_fills", len(fetched))
+            log.info(
+                "backfilled %d bars of %d instruments before streaming",
+                sum(item.bars.height for item in fetched),
+                len(fetched),
+                extra={"source": feed.name},
+            )
+            await self.bus.publish(fetched)
+        if feed.refetch_partial_minute:
+            for instrument in feed.instruments:
+                self._refetch[instrument] = end
+
+    async def _check_feed_symbols(self, feed: Feed, context: ServiceContext) -> None:
+        """Unknown symbols are an error in the services pane; all unknown fails the feed."""
+        unknown = await run_in_thread(self.symbols.unknown, feed.instruments)
+        context.problem = ""
+        if not unknown:
+            return
+        text = f"unknown symbol{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (see `sptrader symbols --feed {feed.name}`)"
+        if len(unknown) == len(feed.instruments):
+            raise SptraderError(text)
+        context.problem = text
+        log.error("%s", text, extra={"source": feed.name})
 
     def _load_stored(
         self, instrument: str, start_us: int, end_us: int, source: str
@@ -206,7 +314,7 @@ class Engine:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, bring history up to date, and start every service."""
+        """Open the store and start every service; each feed backfills its gap first."""
         loop = asyncio.get_running_loop()
         self._log_handler = BusLogHandler(self.bus, loop)
         package_logger = logging.getLogger("sptrader")
@@ -218,20 +326,25 @@ class Engine:
         self.supervisor.add(self.writer)
         self.supervisor.add(self.bar_service)
         for feed in self.feeds.values():
-            self.supervisor.add(FeedService(feed))
+            self.supervisor.add(FeedService(feed, self._before_stream))
         self.supervisor.start("store")
         self.supervisor.start("bars")
-        # History first, so live bars continue the stored ones.
-        await run_in_thread(self.seed_history)
         for name in self.feeds:
             self.supervisor.start(name)
         self._watch_task = loop.create_task(self._watch())
+        self._spawn(self.symbols.refresh_stale())
         self.started = True
         log.info(
             "engine started: %d instruments, store %s",
             len(self.watchlist),
             self.settings.store_path,
         )
+
+    def _spawn(self, coroutine: Coroutine[object, object, object]) -> None:
+        """A background job the engine keeps a reference to (and cancels on stop)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
         """Stop feeds, let bars and the writer finish, flush, close the store."""
@@ -244,6 +357,8 @@ class Engine:
         for name in self.feeds:
             with contextlib.suppress(SptraderError):
                 await self.supervisor.stop(name)
+        for task in list(self._background):
+            task.cancel()
         await self.bar_service.drain()
         log.info("engine stopping: store flushed")
         if self._watch_task is not None:
@@ -261,27 +376,179 @@ class Engine:
             self.store = None
 
     async def _watch(self) -> None:
-        """Once a second: report subscribers that dropped events."""
+        """Once a second: report subscribers that dropped events, re-fetch partly seen
+        minutes once closed, and notice the machine waking from sleep."""
         reported: dict[str, int] = {}
+        last_wall, last_mono = self._wall_clock(), self._monotonic()
         while True:
-            events: list[object] = []
-            for subscription in self.bus.subscriptions:
-                before = reported.get(subscription.name, 0)
-                if subscription.dropped > before:
-                    reported[subscription.name] = subscription.dropped
-                    count = subscription.dropped - before
-                    events.append(
-                        EventsDropped(now_us(), subscription.name, count, subscription.dropped)
-                    )
-                    log.warning(
-                        "%s fell behind: dropped %d events (%d in all)",
-                        subscription.name,
-                        count,
-                        subscription.dropped,
-                    )
-            if events:
-                self.bus.publish_nowait(events)
+            self._report_drops(reported)
+            self._refetch_due()
+            wall, mono = self._wall_clock(), self._monotonic()
+            jump = (wall - last_wall) - (mono - last_mono)
+            last_wall, last_mono = wall, mono
+            if jump > WAKE_JUMP_S:
+                self._reconnect_after_sleep(jump)
             await asyncio.sleep(1.0)
+
+    def _report_drops(self, reported: dict[str, int]) -> None:
+        events: list[object] = []
+        for subscription in self.bus.subscriptions:
+            before = reported.get(subscription.name, 0)
+            if subscription.dropped > before:
+                reported[subscription.name] = subscription.dropped
+                count = subscription.dropped - before
+                events.append(
+                    EventsDropped(now_us(), subscription.name, count, subscription.dropped)
+                )
+                log.warning(
+                    "%s fell behind: dropped %d events (%d in all)",
+                    subscription.name,
+                    count,
+                    subscription.dropped,
+                )
+        if events:
+            self.bus.publish_nowait(events)
+
+    def _reconnect_after_sleep(self, jump_s: float) -> None:
+        """Connections rarely survive a sleep, and the gap must be filled: restart
+        every streaming feed (each backfills before it streams again)."""
+        log.warning("the clock jumped %.0fs (the machine slept?): reconnecting feeds", jump_s)
+        states = {status.name: status.state for status in self.supervisor.status()}
+        for name, feed in self.feeds.items():
+            if feed.realtime and states.get(name) not in (
+                ServiceState.STOPPED,
+                ServiceState.FAILED,
+            ):
+                self._spawn(self.supervisor.restart(name))
+
+    def _refetch_due(self) -> None:
+        now = now_us()
+        for instrument, minute in list(self._refetch.items()):
+            if now >= minute + US_PER_MINUTE + REFETCH_DELAY_US:
+                del self._refetch[instrument]
+                self._spawn(self._refetch_minute(instrument, minute))
+
+    async def _refetch_minute(self, instrument: str, minute: int) -> None:
+        feed = self.history_feed(instrument)
+        if feed is None:
+            return
+        try:
+            bars = await run_in_thread(feed.history, instrument, minute, minute + US_PER_MINUTE)
+        except Exception as error:
+            log.warning("could not re-fetch %s's partly seen minute: %s", instrument, error)
+            return
+        if bars is not None and not bars.is_empty():
+            await self.bus.publish(
+                [HistoryFetched(instrument, minute, minute + US_PER_MINUTE, bars)]
+            )
+
+    # --- the watchlist ----------------------------------------------------------------
+
+    async def add_instrument(self, instrument: str) -> str:
+        """Watch one more instrument: checked against its feed's symbol list, streamed
+        (its feed restarts with it, backfilling first) and kept in the home's watchlist."""
+        name = normalize_instrument(instrument)
+        if name in self.watchlist:
+            return name
+        prefix = parse_instrument(name)[0]
+        if prefix not in LIVE_FEEDS:
+            known = ", ".join(feed for feed in LIVE_FEEDS)
+            raise UsageError(f"{name}: {prefix} has no live stream (live feeds: {known})")
+        if not feed_config(self.config, prefix).enabled:
+            raise UsageError(f"{name} needs feeds.{prefix.lower()}.enabled = true in the config")
+        unknown = await run_in_thread(self.symbols.unknown, [name])
+        if unknown:
+            raise UsageError(
+                f"unknown symbol {name} (see `sptrader symbols --feed {prefix.lower()}`)"
+            )
+        self.watchlist.append(name)
+        await run_in_thread(save_watchlist, self.settings, self.watchlist)
+        await self._restream(prefix)
+        self.bus.publish_nowait([WatchlistChanged(now_us(), list(self.watchlist))])
+        log.info("added %s to the watchlist", name)
+        return name
+
+    async def remove_instrument(self, instrument: str) -> None:
+        name = normalize_instrument(instrument)
+        if name not in self.watchlist:
+            raise UsageError(f"{name} is not in the watchlist")
+        if len(self.watchlist) == 1:
+            raise UsageError("the watchlist must keep at least one instrument")
+        self.watchlist.remove(name)
+        await run_in_thread(save_watchlist, self.settings, self.watchlist)
+        await self._restream(parse_instrument(name)[0])
+        self.bus.publish_nowait([WatchlistChanged(now_us(), list(self.watchlist))])
+        log.info("removed %s from the watchlist", name)
+
+    async def _restream(self, prefix: str) -> None:
+        """Rebuild the feed of ``prefix`` for the watchlist's instruments and restart it."""
+        instruments = [name for name in self.watchlist if parse_instrument(name)[0] == prefix]
+        old = self._feed_by_prefix.get(prefix)
+        name = old.name if old is not None else None
+        if not instruments:
+            if name in self.feeds:
+                await self.supervisor.stop(name)
+                del self.feeds[name]
+            return
+        feed = self._make_feed(prefix, instruments)
+        self._add_feed(feed)
+        if not self.started:
+            return
+        if feed.name in self.supervisor.names():
+            service = self.supervisor.service(feed.name)
+            assert isinstance(service, FeedService)
+            service.feed = feed
+            await self.supervisor.restart(feed.name)
+        else:
+            self.supervisor.add(FeedService(feed, self._before_stream))
+            self.supervisor.start(feed.name)
+
+    # --- backfill ---------------------------------------------------------------------
+
+    def keeps_ticks(self, instrument: str) -> bool:
+        keep = self.config.store.keep_ticks
+        return "*" in keep or instrument in keep
+
+    def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
+        """Download history in the background; progress goes out as BackfillProgressed
+        events (the TUI and an attached `sptrader backfill` show them)."""
+        from sptrader.backfill import Backfill
+
+        loop = asyncio.get_running_loop()
+        names = [self.check_instrument(name) for name in instruments]
+
+        def report(event: BackfillProgressed) -> None:
+            loop.call_soon_threadsafe(self.bus.publish_nowait, [event])
+
+        backfill = Backfill(
+            self.require_store(), self.history_feed, keep_ticks=self.keeps_ticks, on_progress=report
+        )
+        jobs = backfill.plan(names, start_us, end_us)
+
+        async def run() -> None:
+            await run_in_thread(backfill.run, jobs)
+            for job in jobs:
+                if job.rows:
+                    self.bus.publish_nowait(
+                        [HistoryStored(now_us(), job.instrument, start_us, end_us, job.rows)]
+                    )
+
+        self._spawn(run())
+        log.info("backfill of %s started", ", ".join(names))
+
+    def stale_instruments(self) -> set[str]:
+        """Instruments whose feed is not delivering (stale, reconnecting, stopped): the
+        rest of the engine must not trust their prices."""
+        states = {status.name: status.state for status in self.supervisor.status()}
+        return {
+            instrument
+            for name, feed in self.feeds.items()
+            if states.get(name) != ServiceState.RUNNING
+            for instrument in feed.instruments
+        }
+
+    def is_stale(self, instrument: str) -> bool:
+        return instrument in self.stale_instruments()
 
     # --- reads ------------------------------------------------------------------------
 
@@ -301,3 +568,10 @@ class Engine:
 
     def forming_bar(self, instrument: str) -> Bar | None:
         return self.builder.forming(instrument)
+
+
+def _by_prefix(instruments: Iterable[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name in instruments:
+        grouped.setdefault(parse_instrument(name)[0], []).append(name)
+    return grouped

@@ -102,6 +102,45 @@ class BarClosed:
     bar: Bar
 
 
+@dataclass(slots=True)
+class HistoryFetched:
+    """Bars a feed's history API gave for [start, end) of one instrument (a gap fill or
+    a re-fetch of a partly seen minute). The bar builder forgets its own versions of
+    those minutes and passes them on as HistoryBarsReady, so every live bar published
+    before is written first and the fetched version wins."""
+
+    instrument: str
+    start_us: int
+    end_us: int
+    bars: object  # polars DataFrame in the store's bar layout (kept untyped: no import)
+
+    @property
+    def ts_us(self) -> int:
+        return self.end_us
+
+
+@dataclass(slots=True)
+class HistoryBarsReady:
+    """HistoryFetched, in order after the builder's bars: for the store writer."""
+
+    fetched: HistoryFetched
+
+    @property
+    def ts_us(self) -> int:
+        return self.fetched.end_us
+
+
+@dataclass(slots=True)
+class HistoryStored:
+    """History bars of [start, end) were written: charts showing them reload."""
+
+    ts_us: int
+    instrument: str
+    start_us: int
+    end_us: int
+    rows: int
+
+
 # --- engine events -------------------------------------------------------------------
 
 
@@ -132,6 +171,28 @@ class EngineLogged:
     level: str
     source: str
     message: str
+
+
+@dataclass(slots=True)
+class BackfillProgressed:
+    """One instrument's backfill moved on (a range done, or it finished or failed)."""
+
+    ts_us: int
+    instrument: str
+    done: int  # ranges finished, skipped ones included
+    total: int
+    rows: int  # bars written so far
+    elapsed_s: float
+    state: str  # running, done or failed
+    message: str = ""
+
+
+@dataclass(slots=True)
+class WatchlistChanged:
+    """Instruments were added to or removed from the watchlist."""
+
+    ts_us: int
+    instruments: list[str]
 
 
 @dataclass(slots=True)

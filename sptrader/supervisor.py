@@ -35,6 +35,8 @@ class ServiceContext:
         self.counters: dict[str, int] = {}
         # Any message (heartbeats too) proves the connection alive; the stale check uses it.
         self.last_message_us: int | None = None
+        # A problem the service lives with (unknown symbols), shown until it starts again.
+        self.problem = ""
         self.running = False
         self._on_running: Callable[[], None] | None = None
 
@@ -127,6 +129,9 @@ class Supervisor:
     def names(self) -> list[str]:
         return list(self._services)
 
+    def service(self, name: str) -> Service:
+        return self._get(name).service
+
     def _get(self, name: str) -> _Supervised:
         try:
             return self._services[name]
@@ -145,7 +150,7 @@ class Supervisor:
                 last_event_us=entry.context.last_event_us,
                 errors=entry.errors,
                 restarts=entry.restarts,
-                last_error=entry.last_error,
+                last_error=entry.context.problem or entry.last_error,
                 stoppable=entry.service.stoppable,
                 counters=dict(entry.context.counters),
             )

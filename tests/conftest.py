@@ -49,6 +49,18 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> Non
         await asyncio.sleep(0.005)
 
 
+async def wait_for_history(engine: Any, instruments: list[str], timeout: float = 10.0) -> None:
+    """Feeds backfill in the background when they start: wait until every instrument has
+    stored bars."""
+    from sptrader.store import queries
+
+    store = engine.require_store()
+    await wait_until(
+        lambda: all(queries.last_bar_ts(store, name) is not None for name in instruments),
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh home directory; SPTRADER_HOME and SPTRADER_CONFIG point nowhere else."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings, wait_until
+from conftest import make_settings, wait_for_history, wait_until
 from websockets.asyncio.client import connect, unix_connect
 from websockets.exceptions import InvalidStatus
 
@@ -54,6 +54,7 @@ async def serving(
     server = ApiServer(engine)
     try:
         await engine.start()
+        await wait_for_history(engine, WATCHLIST)
         await server.start()
         yield engine, server
     finally:

@@ -189,7 +189,7 @@ def test_close_due_waits_for_minute_end_plus_grace() -> None:
     assert builder.close_due(minute_end + CLOSE_GRACE_US) == []  # closed once only
 
 
-def test_late_ticks_are_counted_and_ignored() -> None:
+def test_an_out_of_order_trade_corrects_the_closed_bar() -> None:
     builder = builder_with("trade")
     builder.process(
         [
@@ -199,23 +199,92 @@ def test_late_ticks_are_counted_and_ignored() -> None:
     )
     before = builder.forming("SIM:BTCUSD")
     out = builder.process([TradeReceived("SIM:BTCUSD", at(0, 20), 500.0, 9.0)])
-    assert out == []
-    assert builder.late_ticks == 1
+    # Re-published closed, so the writer upserts the corrected version over the stored one.
+    assert out == [BarClosed(Bar("SIM:BTCUSD", "1m", at(0), 100.0, 500.0, 100.0, 500.0, 10.0, 2))]
+    assert builder.late_applied == 1
     assert builder.forming("SIM:BTCUSD") == before
 
 
-def test_late_tick_after_close_due_is_ignored() -> None:
+def test_a_late_trade_earlier_than_the_first_becomes_the_open() -> None:
+    builder = builder_with("trade")
+    builder.process([TradeReceived("SIM:BTCUSD", at(0, 30), 100.0, 1.0)])
+    builder.close_due(at(1) + CLOSE_GRACE_US)
+    [closed] = builder.process([TradeReceived("SIM:BTCUSD", at(0, 5), 90.0, 1.0)])
+    assert closed == BarClosed(Bar("SIM:BTCUSD", "1m", at(0), 90.0, 100.0, 90.0, 100.0, 2.0, 2))
+
+
+def test_trades_too_old_to_place_are_counted_and_ignored() -> None:
+    builder = builder_with("trade")
+    builder.process(
+        [TradeReceived("SIM:BTCUSD", at(minute, 1), 100.0, 1.0) for minute in range(30)]
+    )
+    out = builder.process([TradeReceived("SIM:BTCUSD", at(2, 59), 90.0, 1.0)])
+    assert out == []
+    assert builder.late_ticks == 1
+
+
+def test_fetched_history_owns_its_minutes() -> None:
     builder = builder_with("trade")
     builder.process([TradeReceived("SIM:BTCUSD", at(0, 10), 100.0, 1.0)])
-    builder.process([TradeReceived("SIM:BTCUSD", at(0, 20), 110.0, 1.0)])
-    assert len(builder.close_due(at(1) + CLOSE_GRACE_US)) == 1
-    out = builder.process([TradeReceived("SIM:BTCUSD", at(0, 59), 90.0, 1.0)])
+    builder.process([TradeReceived("SIM:BTCUSD", at(1, 10), 100.0, 1.0)])
+    builder.accept_history("SIM:BTCUSD", at(0), at(2))
+    assert builder.forming("SIM:BTCUSD") is None  # a partly seen minute is dropped
+    # Ticks for the fetched minutes (a reconnect's snapshot) cannot double count.
+    assert builder.process([TradeReceived("SIM:BTCUSD", at(1, 20), 100.0, 1.0)]) == []
     assert builder.late_ticks == 1
-    assert out == []
-    assert builder.forming("SIM:BTCUSD") is None
-    # The next minute still opens a new bar.
-    builder.process([TradeReceived("SIM:BTCUSD", at(1, 1), 95.0, 1.0)])
-    assert builder.forming("SIM:BTCUSD").ts_us == at(1)
+    [update] = builder.process([TradeReceived("SIM:BTCUSD", at(2, 1), 101.0, 1.0)])
+    assert update.bar.ts_us == at(2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5 * 60_000), st.floats(1, 1000), st.floats(0.01, 10)),
+        min_size=1,
+        max_size=80,
+        unique_by=lambda tick: tick[0],
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_out_of_order_arrival_gives_the_bars_of_the_sorted_ticks(ticks, rng) -> None:
+    """Ticks arriving shuffled within a few minutes end as the same bars as in order."""
+    in_order = sorted(ticks)
+    arrival = list(in_order)
+    # Swap neighbours only: lateness stays within the builder's memory of closed bars.
+    for index in range(len(arrival) - 1):
+        if rng.random() < 0.3:
+            arrival[index], arrival[index + 1] = arrival[index + 1], arrival[index]
+    builder = builder_with("trade")
+    latest: dict[int, Bar] = {}
+    events = [TradeReceived("SIM:BTCUSD", at(0) + ms * 1000, p, q) for ms, p, q in arrival]
+    for event in events:
+        for out in builder.process([event]):
+            latest[out.bar.ts_us] = out.bar
+    for out in builder.close_all():
+        latest[out.bar.ts_us] = out.bar
+    expected = aggregate_ticks(
+        pl.DataFrame(
+            {
+                "instrument": ["SIM:BTCUSD"] * len(in_order),
+                "ts_us": [at(0) + ms * 1000 for ms, _, _ in in_order],
+                "price": [p for _, p, _ in in_order],
+                "size": [q for _, _, q in in_order],
+            }
+        )
+    )
+    got = sorted(latest.values(), key=lambda bar: bar.ts_us)
+    assert [bar.ts_us for bar in got] == [
+        ts.timestamp() * 1e6 for ts in expected["ts"].dt.replace_time_zone("UTC")
+    ]
+    for bar, row in zip(got, expected.iter_rows(named=True), strict=True):
+        assert (bar.open, bar.high, bar.low, bar.close, bar.trades) == (
+            row["open"],
+            row["high"],
+            row["low"],
+            row["close"],
+            row["trades"],
+        )
+        assert bar.volume == pytest.approx(row["volume"])
 
 
 def test_bid_price_source_uses_quote_bids() -> None:

@@ -71,6 +71,13 @@ async def run_engine_once(home: Path) -> dict[str, object]:
     try:
         store = engine.store
         assert store is not None
+
+        # The feed backfills before it streams: the history reaches the store first.
+        def history_stored() -> bool:
+            seen.extend(events.get_nowait())
+            return all(queries.last_bar_ts(store, name) is not None for name in WATCHLIST)
+
+        await wait_until(history_stored)
         seeded_last = {name: queries.last_bar_ts(store, name) for name in WATCHLIST}
 
         def live_bars_stored() -> bool:
@@ -324,6 +331,8 @@ async def test_stop_waits_for_store_reads_in_flight(home: Path) -> None:
         return frame
 
     replay._load_stored = slow_load
+    engine.open_store()
+    engine.seed_history(["SIM:EURUSD"])  # something to replay from the start
     await engine.start()
     try:
         assert await asyncio.to_thread(entered.wait, 5)

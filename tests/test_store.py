@@ -76,23 +76,31 @@ def test_migrations_apply_once(home: Path) -> None:
     path = home / "sptrader.duckdb"
     fresh = Store(path)
     assert fresh.schema_version() == 0
-    assert fresh.migrate() == ["001_initial.sql"]
-    assert fresh.schema_version() == 1
+    assert fresh.migrate() == ["001_initial.sql", "002_symbols_and_backfills.sql"]
+    assert fresh.schema_version() == 2
     tables = {
         row[0]
         for row in fresh.cursor()
         .execute("SELECT table_name FROM information_schema.tables")
         .fetchall()
     }
-    assert {"schema_version", "bars_1m", "ticks", "service_events"} <= tables
+    assert {
+        "schema_version",
+        "bars_1m",
+        "ticks",
+        "service_events",
+        "symbols",
+        "symbol_lists",
+        "backfill_ranges",
+    } <= tables
     assert fresh.migrate() == []
     fresh.close()
 
     reopened = Store(path)
     assert reopened.migrate() == []
-    assert reopened.schema_version() == 1
+    assert reopened.schema_version() == 2
     rows = reopened.cursor().execute("SELECT version, name FROM schema_version").fetchall()
-    assert rows == [(1, "001_initial.sql")]
+    assert rows == [(1, "001_initial.sql"), (2, "002_symbols_and_backfills.sql")]
     reopened.close()
 
 
@@ -109,15 +117,16 @@ def test_failed_migration_rolls_back(home: Path, monkeypatch: pytest.MonkeyPatch
     store = Store(home / "sptrader.duckdb")
     store.migrate()
     real = database.available_migrations()
+    next_version = real[-1][0] + 1
     broken = (
-        2,
-        "002_broken.sql",
+        next_version,
+        f"{next_version:03d}_broken.sql",
         "CREATE TABLE half_done (a INTEGER); SELECT * FROM no_such_table;",
     )
     monkeypatch.setattr(database, "available_migrations", lambda: [*real, broken])
-    with pytest.raises(SptraderError, match=r"migration 002_broken\.sql failed"):
+    with pytest.raises(SptraderError, match=rf"migration {next_version:03d}_broken\.sql failed"):
         store.migrate()
-    assert store.schema_version() == 1
+    assert store.schema_version() == real[-1][0]
     tables = {
         row[0]
         for row in store.cursor()

@@ -12,21 +12,25 @@ since the last batch because it read too slowly).
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from typing import Any
 
 import polars as pl
 
 from sptrader.models import (
+    BackfillProgressed,
     Bar,
     BarClosed,
     BarUpdated,
     EngineLogged,
     EventsDropped,
+    HistoryStored,
     QuoteReceived,
     ServiceState,
     ServiceStateChanged,
     ServiceStatus,
     TradeReceived,
+    WatchlistChanged,
 )
 from sptrader.store.queries import empty_bars
 
@@ -101,6 +105,12 @@ def encode_event(event: object) -> list[Any] | None:
         return ["l", event.ts_us, event.level, event.source, event.message]
     if kind is EventsDropped:
         return ["d", event.ts_us, event.subscriber, event.count, event.total]
+    if kind is HistoryStored:
+        return ["h", event.ts_us, event.instrument, event.start_us, event.end_us, event.rows]
+    if kind is WatchlistChanged:
+        return ["w", event.ts_us, event.instruments]
+    if kind is BackfillProgressed:
+        return ["bf", *astuple(event)]
     return None
 
 
@@ -123,6 +133,12 @@ def decode_event(fields: list[Any]) -> object:
         return EngineLogged(*rest)
     if tag == "d":
         return EventsDropped(*rest)
+    if tag == "h":
+        return HistoryStored(*rest)
+    if tag == "w":
+        return WatchlistChanged(*rest)
+    if tag == "bf":
+        return BackfillProgressed(*rest)
     raise ProtocolError(f"unknown event kind {tag!r}")
 
 

@@ -21,7 +21,8 @@ from sptrader.bus import Bus, Subscription
 from sptrader.client import InstrumentSummary
 from sptrader.clock import now_us
 from sptrader.errors import SptraderError
-from sptrader.models import Bar, BarUpdated, EngineLogged, ServiceStatus
+from sptrader.feeds.base import SymbolInfo
+from sptrader.models import Bar, BarUpdated, EngineLogged, ServiceStatus, WatchlistChanged
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,28 @@ class RemoteEngineClient:
             for name, (session_open, last, closes) in result.items()
         }
 
+    async def stale_instruments(self) -> set[str]:
+        if not self.connected:
+            return set(self.watchlist)
+        return set(await self._call("stale_instruments"))
+
+    async def search_symbols(
+        self, query: str, feed: str | None = None, limit: int = 50
+    ) -> list[SymbolInfo]:
+        rows = await self._call("search_symbols", query=query, feed=feed, limit=limit)
+        return [SymbolInfo(*row) for row in rows]
+
+    async def add_instrument(self, instrument: str) -> str:
+        return await self._call("add_instrument", instrument=instrument)
+
+    async def remove_instrument(self, instrument: str) -> None:
+        await self._call("remove_instrument", instrument=instrument)
+
+    async def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
+        await self._call(
+            "start_backfill", instruments=instruments, start_us=start_us, end_us=end_us
+        )
+
     # --- connection -------------------------------------------------------------------
 
     async def _call(self, method: str, **params: Any) -> Any:
@@ -142,8 +165,11 @@ class RemoteEngineClient:
 
     def _on_events(self, events: list[object], dropped: int) -> None:
         for event in events:
-            if type(event) is BarUpdated:
+            kind = type(event)
+            if kind is BarUpdated:
                 self._forming[event.bar.instrument] = event.bar
+            elif kind is WatchlistChanged:
+                self.welcome["watchlist"] = list(event.instruments)
         if dropped:
             self.dropped_by_daemon += dropped
             events = [

@@ -9,6 +9,7 @@ import contextlib
 import hmac
 import logging
 import os
+from dataclasses import astuple
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,23 @@ class ApiServer:
                 for name in self.engine.watchlist
                 if (bar := client.forming_bar(name)) is not None
             }
+        if method == "stale_instruments":
+            return sorted(await client.stale_instruments())
+        if method == "search_symbols":
+            found = await client.search_symbols(
+                str(params.get("query", "")), params.get("feed"), int(params.get("limit", 50))
+            )
+            return [list(astuple(item)) for item in found]
+        if method == "add_instrument":
+            return await client.add_instrument(str(params["instrument"]))
+        if method == "remove_instrument":
+            await client.remove_instrument(str(params["instrument"]))
+            return True
+        if method == "start_backfill":
+            await client.start_backfill(
+                list(params["instruments"]), int(params["start_us"]), int(params["end_us"])
+            )
+            return True
         raise SptraderError(f"unknown API method {method!r}")
 
     async def status(self) -> dict[str, Any]:

@@ -72,6 +72,11 @@ class Feed(ABC):
     history_chunk_us: int = US_PER_DAY
     #: History requests a backfill may have in flight at once.
     max_concurrency: int = 4
+    #: Fetch the minute a stream (re)started in again once it closed: live ticks saw
+    #: only part of it. False where history is a model, not a record (the simulator).
+    refetch_partial_minute: bool = True
+    #: True when any symbol is valid (the simulator): nothing to validate against.
+    open_symbols: bool = False
 
     def __init__(self, instruments: list[str]) -> None:
         self.instruments = list(instruments)

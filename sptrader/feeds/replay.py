@@ -35,6 +35,8 @@ _QUOTE_OFFSETS_US = (0, 15 * US_PER_SECOND, 30 * US_PER_SECOND, 45 * US_PER_SECO
 
 
 class ReplayFeed(Feed):
+    # Any stored instrument can be replayed: there is no list to check against.
+    open_symbols = True
     prefix = "REPLAY"
     name = "replay"
     realtime = False

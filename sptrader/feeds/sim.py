@@ -21,7 +21,7 @@ import polars as pl
 
 from sptrader.clock import now_us
 from sptrader.config import SimFeedConfig
-from sptrader.feeds.base import Feed
+from sptrader.feeds.base import Feed, SymbolInfo
 from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
 
@@ -216,6 +216,10 @@ class SimulatedMarket:
 class SimFeed(Feed):
     prefix = "SIM"
     name = "sim"
+    # Its history is the model the live ticks are sampled from, not a record.
+    refetch_partial_minute = False
+    # Any symbol works (unknown ones get a made-up spec); the known ones are listed.
+    open_symbols = True
 
     def __init__(self, instruments: list[str], config: SimFeedConfig) -> None:
         super().__init__(instruments)
@@ -223,6 +227,17 @@ class SimFeed(Feed):
         self.market = SimulatedMarket(config.seed)
         self._rng = np.random.default_rng([config.seed, 3])
         self._specs = {name: instrument_spec(name.split(":", 1)[1]) for name in self.instruments}
+
+    def symbols(self) -> list[SymbolInfo]:
+        kinds = {"equity": "equity", "fx": "fx", "metal": "metal", "crypto": "crypto"}
+        return [
+            SymbolInfo(
+                f"SIM:{spec.symbol}",
+                f"simulated {spec.symbol} ({spec.asset_class})",
+                kinds.get(spec.asset_class, spec.asset_class),
+            )
+            for spec in KNOWN_INSTRUMENTS.values()
+        ]
 
     def price_source(self, instrument: str) -> str:
         source = self.config.price_source

@@ -35,6 +35,7 @@ class _Row:
     closes: deque[float] = field(default_factory=lambda: deque(maxlen=30))
     last_bar_ts: int = 0
     decimals: int | None = None
+    stale: bool = False
     flash_until: float = 0.0
     flash_up: bool = True
     shown: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -51,6 +52,7 @@ class WatchlistPane(Vertical):
     def __init__(self, instruments: list[str], sparkline_points: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.instruments = list(instruments)
+        self.sparkline_points = sparkline_points
         self._rows = {name: _Row(closes=deque(maxlen=sparkline_points)) for name in instruments}
         self.border_title = "Watchlist"
 
@@ -61,7 +63,7 @@ class WatchlistPane(Vertical):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         widths = {
-            "instrument": max(10, *(len(name) for name in self.instruments)),
+            "instrument": max(18, *(len(name) + 2 for name in self.instruments)),
             "bid": PRICE_WIDTH,
             "ask": PRICE_WIDTH,
             "last": PRICE_WIDTH,
@@ -76,6 +78,24 @@ class WatchlistPane(Vertical):
     @property
     def table(self) -> DataTable:
         return self.query_one(DataTable)
+
+    def set_instruments(self, instruments: list[str]) -> None:
+        """Add rows for new instruments and drop removed ones (the watchlist changed)."""
+        table = self.table
+        for name in [name for name in self.instruments if name not in instruments]:
+            table.remove_row(name)
+            del self._rows[name]
+        for name in instruments:
+            if name not in self._rows:
+                self._rows[name] = _Row(closes=deque(maxlen=self.sparkline_points))
+                table.add_row(name, "…", "…", "…", "", "", key=name)
+        self.instruments = list(instruments)
+
+    def mark_stale(self, stale: set[str]) -> None:
+        """Instruments whose feed is not delivering are dimmed and marked."""
+        for name, row in self._rows.items():
+            row.stale = name in stale
+        self._repaint(time.monotonic())
 
     def row_values(self, instrument: str) -> dict[str, str]:
         """The text shown in each cell of an instrument's row (for tests and status)."""
@@ -131,7 +151,7 @@ class WatchlistPane(Vertical):
 
     # --- drawing ----------------------------------------------------------------------
 
-    def _cells(self, row: _Row, now: float) -> dict[str, Text]:
+    def _cells(self, name: str, row: _Row, now: float) -> dict[str, Text]:
         decimals = row.decimals if row.decimals is not None else 5
 
         def price(value: float | None) -> str:
@@ -150,7 +170,12 @@ class WatchlistPane(Vertical):
             points = (
                 [*points[1:], row.last] if len(points) == row.closes.maxlen else [*points, row.last]
             )
+        if row.stale:
+            flash_style = "dim"
         return {
+            "instrument": Text(
+                f"{name} ⚠" if row.stale else name, style="dim" if row.stale else ""
+            ),
             "bid": Text(price(row.bid), style=flash_style, justify="right"),
             "ask": Text(price(row.ask), style=flash_style, justify="right"),
             "last": Text(price(row.last), justify="right"),
@@ -162,7 +187,7 @@ class WatchlistPane(Vertical):
         """Update only the cells whose text or style changed."""
         table = self.table
         for name, row in self._rows.items():
-            for column, value in self._cells(row, now).items():
+            for column, value in self._cells(name, row, now).items():
                 # rich's Text equality ignores the style, so compare both explicitly.
                 shown = (value.plain, str(value.style))
                 if row.shown.get(column) != shown:

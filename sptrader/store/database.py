@@ -181,6 +181,73 @@ class Store:
                 cursor.unregister("incoming_bars")
         return batch.height
 
+    def replace_symbols(self, feed: str, symbols: pl.DataFrame, fetched_us: int) -> None:
+        """Swap one feed's cached instrument list, in one transaction."""
+        cursor = self.cursor()
+        with self._write_lock:
+            cursor.register("incoming_symbols", symbols)
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                cursor.execute("DELETE FROM symbols WHERE feed = ?", [feed])
+                cursor.execute("DELETE FROM symbol_lists WHERE feed = ?", [feed])
+                cursor.execute("INSERT INTO symbols SELECT * FROM incoming_symbols")
+                cursor.execute(
+                    "INSERT INTO symbol_lists VALUES (?, make_timestamp(?), ?)",
+                    [feed, fetched_us, symbols.height],
+                )
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.unregister("incoming_symbols")
+
+    def record_backfill(self, instrument: str, start_us: int, end_us: int, rows: int) -> None:
+        cursor = self.cursor()
+        with self._write_lock:
+            cursor.execute(
+                "INSERT INTO backfill_ranges VALUES"
+                " (?, make_timestamp(?), make_timestamp(?), ?, current_timestamp::TIMESTAMP)",
+                [instrument, start_us, end_us, rows],
+            )
+
+    def replace_ticks(
+        self, instrument: str, start_us: int, end_us: int, ticks: pl.DataFrame
+    ) -> int:
+        """Store one instrument's ticks of [start, end) idempotently (a backfill rerun
+        replaces them rather than appending twice)."""
+        batch = ticks.select(TICK_COLUMNS).cast(TICK_SCHEMA)
+        cursor = self.cursor()
+        with self._write_lock:
+            cursor.register("incoming_ticks", batch)
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                cursor.execute(
+                    "DELETE FROM ticks WHERE instrument = ?"
+                    " AND ts >= make_timestamp(?) AND ts < make_timestamp(?)",
+                    [instrument, start_us, end_us],
+                )
+                cursor.execute("INSERT INTO ticks SELECT * FROM incoming_ticks")
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.unregister("incoming_ticks")
+        return batch.height
+
+    def done_ranges(self, instrument: str) -> list[tuple[int, int]]:
+        """[start, end) ranges a backfill already finished for ``instrument``."""
+        return (
+            self.cursor()
+            .execute(
+                "SELECT epoch_us(start_ts), epoch_us(end_ts) FROM backfill_ranges"
+                " WHERE instrument = ? ORDER BY 1",
+                [instrument],
+            )
+            .fetchall()
+        )
+
     def append_ticks(self, ticks: pl.DataFrame) -> int:
         return self._append(
             ticks.select(TICK_COLUMNS).cast(TICK_SCHEMA),

@@ -24,10 +24,12 @@ from sptrader.models import (
     BarClosed,
     BarUpdated,
     EngineLogged,
+    HistoryBarsReady,
+    HistoryStored,
     QuoteReceived,
     TradeReceived,
 )
-from sptrader.store.database import TICK_SCHEMA, Store
+from sptrader.store.database import BAR_COLUMNS, BAR_SCHEMA, TICK_SCHEMA, Store
 from sptrader.supervisor import Service, ServiceContext
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class StoreWriter(Service):
     def __init__(self, store: Store, bus: Bus, config: StoreConfig) -> None:
         super().__init__("store")
         self.store = store
+        self.bus = bus
         self.config = config
         keep = set(config.keep_ticks)
         self._keep_all_ticks = "*" in keep
@@ -50,7 +53,8 @@ class StoreWriter(Service):
             "store", maxsize=config.writer_queue, policy="block", accepts=self._wanted
         )
         self._ticks: list[object] = []
-        self._bars: list[Bar] = []
+        # Closed bars and fetched history, in bus order: later versions win.
+        self._bars: list[Bar | HistoryBarsReady] = []
         self._forming: dict[str, Bar] = {}
         self._logs: list[EngineLogged] = []
         self.rows_written = 0
@@ -64,7 +68,12 @@ class StoreWriter(Service):
         kind = type(event)
         if kind is QuoteReceived or kind is TradeReceived:
             return self._keep_all_ticks or event.instrument in self._keep_ticks
-        return kind is BarClosed or kind is BarUpdated or kind is EngineLogged
+        return (
+            kind is BarClosed
+            or kind is BarUpdated
+            or kind is EngineLogged
+            or kind is HistoryBarsReady
+        )
 
     def _take(self, events: list[object]) -> None:
         for event in events:
@@ -78,6 +87,12 @@ class StoreWriter(Service):
                     del self._forming[event.bar.instrument]
             elif kind is EngineLogged:
                 self._logs.append(event)
+            elif kind is HistoryBarsReady:
+                self._bars.append(event)
+                fetched = event.fetched
+                forming = self._forming.get(fetched.instrument)
+                if forming is not None and forming.ts_us < fetched.end_us:
+                    del self._forming[fetched.instrument]
             else:
                 self._ticks.append(event)
 
@@ -129,15 +144,30 @@ class StoreWriter(Service):
                 asyncio.to_thread(self._write, ticks, all_bars, logs)
             )
             written = await asyncio.shield(self._in_flight)
+            stored = [
+                HistoryStored(
+                    time.time_ns() // 1000,
+                    item.fetched.instrument,
+                    item.fetched.start_us,
+                    item.fetched.end_us,
+                    item.fetched.bars.height,
+                )
+                for item in bars
+                if type(item) is HistoryBarsReady
+            ]
+            if stored:
+                self.bus.publish_nowait(stored)
             self.last_flush_ms = (time.perf_counter() - started) * 1000
             self.flushes += 1
             self.rows_written += written
             return written
 
-    def _write(self, ticks: list[object], bars: list[Bar], logs: list[EngineLogged]) -> int:
+    def _write(
+        self, ticks: list[object], bars: list[Bar | HistoryBarsReady], logs: list[EngineLogged]
+    ) -> int:
         written = 0
         if bars:
-            written += self.store.upsert_bars(bars_to_frame(bars))
+            written += self.store.upsert_bars(_ordered_bar_frame(bars))
         if ticks:
             written += self.store.append_ticks(ticks_to_frame(ticks))
         if logs:
@@ -154,6 +184,24 @@ class StoreWriter(Service):
                 )
             )
         return written
+
+
+def _ordered_bar_frame(items: list[Bar | HistoryBarsReady]) -> pl.DataFrame:
+    """One frame of live bars and fetched history in arrival order (the upsert keeps
+    the last version of each bar)."""
+    frames: list[pl.DataFrame] = []
+    run: list[Bar] = []
+    for item in items:
+        if type(item) is HistoryBarsReady:
+            if run:
+                frames.append(bars_to_frame(run))
+                run = []
+            frames.append(item.fetched.bars)
+        else:
+            run.append(item)
+    if run:
+        frames.append(bars_to_frame(run))
+    return pl.concat([frame.select(BAR_COLUMNS).cast(BAR_SCHEMA) for frame in frames])
 
 
 def ticks_to_frame(events: list[object]) -> pl.DataFrame:

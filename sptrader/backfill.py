@@ -1,0 +1,175 @@
+"""History backfill: download 1m bars (and, for tick sources, ticks) for instruments
+over a date range, in resumable ranges, a few requests at a time.
+
+Each instrument's range is cut into its feed's ``history_chunk_us`` pieces; a piece
+already recorded in ``backfill_ranges`` is skipped, so an interrupted backfill resumes.
+Pieces are fetched concurrently (at most the feed's ``max_concurrency`` in flight),
+retried with backoff, and written through the store's idempotent upsert. Ranges never
+reach the last two minutes: the live edge belongs to the streaming feed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sptrader.clock import now_us
+from sptrader.errors import UsageError
+from sptrader.feeds.base import Feed
+from sptrader.models import US_PER_MINUTE, BackfillProgressed
+from sptrader.store import Store
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+LIVE_EDGE_US = 2 * US_PER_MINUTE
+
+
+@dataclass(slots=True)
+class _Job:
+    instrument: str
+    feed: Feed
+    pieces: list[tuple[int, int]]
+    skipped: int
+    done: int = 0
+    rows: int = 0
+    failed: str = ""
+    started: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return len(self.pieces) + self.skipped
+
+
+def plan_pieces(
+    start_us: int, end_us: int, chunk_us: int, done: list[tuple[int, int]]
+) -> tuple[list[tuple[int, int]], int]:
+    """Pieces of [start, end) aligned to ``chunk_us`` that no finished range covers,
+    and how many were skipped."""
+    pieces: list[tuple[int, int]] = []
+    skipped = 0
+    cursor = start_us - start_us % chunk_us
+    while cursor < end_us:
+        piece = (max(cursor, start_us), min(cursor + chunk_us, end_us))
+        if any(first <= piece[0] and piece[1] <= last for first, last in done):
+            skipped += 1
+        else:
+            pieces.append(piece)
+        cursor += chunk_us
+    return pieces, skipped
+
+
+class Backfill:
+    def __init__(
+        self,
+        store: Store,
+        feed_for: Callable[[str], Feed | None],
+        *,
+        keep_ticks: Callable[[str], bool] = lambda instrument: False,
+        on_progress: Callable[[BackfillProgressed], None] = lambda event: None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.feed_for = feed_for
+        self.keep_ticks = keep_ticks
+        self.on_progress = on_progress
+        self.sleep = sleep
+        self._lock = threading.Lock()
+
+    def plan(self, instruments: list[str], start_us: int, end_us: int) -> list[_Job]:
+        end_us = min(end_us, now_us() - LIVE_EDGE_US)
+        end_us -= end_us % US_PER_MINUTE
+        start_us -= start_us % US_PER_MINUTE
+        if start_us >= end_us:
+            raise UsageError("nothing to backfill: --from must be before --to (and the past)")
+        jobs = []
+        for instrument in instruments:
+            feed = self.feed_for(instrument)
+            if feed is None:
+                raise UsageError(
+                    f"{instrument}: no enabled feed serves its history (enable its [feeds.*])"
+                )
+            pieces, skipped = plan_pieces(
+                start_us, end_us, feed.history_chunk_us, self.store.done_ranges(instrument)
+            )
+            jobs.append(_Job(instrument, feed, pieces, skipped, done=skipped))
+        return jobs
+
+    def run(self, jobs: list[_Job]) -> list[_Job]:
+        """Fetch and store every piece (blocking); returns the jobs with their outcome."""
+        limits = {job.feed.name: threading.Semaphore(job.feed.max_concurrency) for job in jobs}
+        workers = max((job.feed.max_concurrency for job in jobs), default=1) * len(limits)
+        started = time.monotonic()
+        for job in jobs:
+            job.started = started
+            self._report(job, "running" if job.pieces else "done")
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backfill") as pool:
+            futures = [
+                pool.submit(self._piece, job, piece, limits[job.feed.name])
+                for job in jobs
+                for piece in job.pieces
+            ]
+            for future in futures:
+                future.result()
+        for job in jobs:
+            if job.pieces:
+                self._report(job, "failed" if job.failed else "done", job.failed)
+        return jobs
+
+    def _piece(self, job: _Job, piece: tuple[int, int], limit: threading.Semaphore) -> None:
+        if job.failed:
+            return  # one piece failed for good: do not hammer the source for the rest
+        start, end = piece
+        with limit:
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    rows = self._fetch_and_store(job, start, end)
+                    break
+                except Exception as error:
+                    if attempt == ATTEMPTS:
+                        with self._lock:
+                            job.failed = job.failed or f"{type(error).__name__}: {error}"
+                        log.error("backfill %s: %s", job.instrument, error)
+                        return
+                    delay = 2.0**attempt
+                    log.warning("backfill %s: %s; retrying in %.0fs", job.instrument, error, delay)
+                    self.sleep(delay)
+        with self._lock:
+            job.done += 1
+            job.rows += rows
+            self._report(job, "running")
+
+    def _fetch_and_store(self, job: _Job, start: int, end: int) -> int:
+        feed, instrument = job.feed, job.instrument
+        ticks = None
+        fetch_ticks = getattr(feed, "history_with_ticks", None)
+        if fetch_ticks is not None and self.keep_ticks(instrument):
+            bars, ticks = fetch_ticks(instrument, start, end)
+        else:
+            bars = feed.history(instrument, start, end)
+        rows = 0
+        if bars is not None and not bars.is_empty():
+            rows = self.store.upsert_bars(bars)
+        if ticks is not None and not ticks.is_empty():
+            self.store.replace_ticks(instrument, start, end, ticks)
+        # Recorded last: a crash before this line only means the piece is fetched again.
+        self.store.record_backfill(instrument, start, end, rows)
+        return rows
+
+    def _report(self, job: _Job, state: str, message: str = "") -> None:
+        self.on_progress(
+            BackfillProgressed(
+                now_us(),
+                job.instrument,
+                job.done,
+                job.total,
+                job.rows,
+                time.monotonic() - job.started,
+                state,
+                message,
+            )
+        )

@@ -1,0 +1,432 @@
+"""``KRAKEN:`` spot market data: websocket v2 ``ticker`` and ``trade`` channels live,
+REST ``OHLC`` (recent) and ``Trades`` (older) for history, ``AssetPairs`` for symbols.
+
+Wire quirks:
+- Instruments use the v2 symbol (``KRAKEN:BTC/USD``). v2 writes Bitcoin ``BTC`` and
+  Dogecoin ``DOGE``, but REST ``AssetPairs`` still says ``XBT``/``XDG`` in ``wsname``
+  (v2 rejects ``XBT/USD``); REST requests use the pair's ``altname`` (``XBTUSD``) and
+  answer under Kraken's own pair key (``XXBTZUSD``), which may differ from what was sent.
+- Numbers on the websocket are JSON numbers; REST prices and volumes are strings.
+  Ticker messages carry no time (stamped on arrival); trades carry RFC 3339 times.
+- Every subscribe is acknowledged per symbol; a rejected one (``success: false``) is
+  logged and counted, and when every symbol is rejected the service fails with
+  Kraken's reason (restarting cannot fix an unknown symbol).
+- Trade snapshots replay the last trades: only those of the current minute are
+  published. Older minutes are the gap backfill's; a partial bar rebuilt from a few
+  snapshot trades would replace the complete stored one.
+- REST ``OHLC`` gives only the last 720 bars (the newest still forming); older ranges
+  are rebuilt from ``Trades`` (1000 per page, nanosecond ``last`` cursor).
+- REST errors come with HTTP 200 in the body's ``error`` list; rate limits
+  (``EAPI:Rate limit exceeded``, ``EGeneral:Too many requests``) are retried with
+  backoff, anything else is one SptraderError line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import httpx
+import polars as pl
+from websockets.asyncio.client import connect
+
+from sptrader.bars import aggregate_ticks
+from sptrader.clock import now_us
+from sptrader.config import KrakenFeedConfig
+from sptrader.errors import SptraderError
+from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo, empty_bars, receive_within
+from sptrader.feeds.http import get_with_retries
+from sptrader.models import US_PER_MINUTE, QuoteReceived, TradeReceived
+from sptrader.supervisor import ServiceContext
+
+log = logging.getLogger(__name__)
+
+#: OHLC keeps this many entries per interval, the newest one still forming.
+OHLC_LIMIT = 720
+#: Trades answers at most this many per call.
+TRADES_PAGE = 1000
+#: Body errors that mean "slow down" (or a short outage): retried with backoff.
+RETRYABLE_ERRORS = ("EAPI:Rate limit", "EGeneral:Too many requests", "EService:")
+RATE_LIMIT_ATTEMPTS = 6
+#: Asset codes REST still uses where websocket v2 uses the common code.
+ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
+FIAT = frozenset({"USD", "EUR", "GBP", "CAD", "JPY", "CHF", "AUD", "NZD", "AED"})
+
+
+class KrakenFeed(Feed):
+    prefix = "KRAKEN"
+    name = "kraken"
+
+    def __init__(
+        self,
+        instruments: list[str],
+        config: KrakenFeedConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(instruments)
+        self.config = config
+        self.stale_after_s = config.stale_after_s
+        self.max_concurrency = config.max_concurrency
+        self._transport = transport
+        self._sleep = sleep
+        # BTC/USD -> KRAKEN:BTC/USD
+        self._by_symbol = {name.split(":", 1)[1]: name for name in instruments}
+        # Symbols Kraken refused on this connection, with its reason.
+        self._rejected: dict[str, str] = {}
+        self._pairs_lock = threading.Lock()
+        self._rest_pairs: dict[str, str] | None = None  # v2 symbol -> REST altname
+
+    def price_source(self, instrument: str) -> str:
+        source = self.config.price_source
+        return "trade" if source == "auto" else source
+
+    def subscribe_messages(self) -> list[str]:
+        symbols = list(self._by_symbol)
+        return [
+            json.dumps({"method": "subscribe", "params": {"channel": channel, "symbol": symbols}})
+            for channel in ("ticker", "trade")
+        ]
+
+    # --- live -------------------------------------------------------------------------
+
+    async def stream(self, context: ServiceContext) -> None:
+        self._rejected = {}
+        async with connect(self.config.ws_url, max_size=2**22, open_timeout=10) as websocket:
+            for message in self.subscribe_messages():
+                await websocket.send(message)
+            # mark_running comes with the first accepted subscription (see parse).
+            while True:
+                raw = await receive_within(websocket, self.config.watchdog_s)
+                context.touch()
+                events = self.parse(raw, context)
+                if events:
+                    await context.publish(events)
+
+    def parse(self, raw: str | bytes, context: ServiceContext) -> list[object]:
+        """One websocket message to events; anything unexpected is counted and skipped.
+        Raises SptraderError only when Kraken has rejected every symbol."""
+        try:
+            message = json.loads(raw)
+            channel = message.get("channel")
+            if channel == "ticker":
+                return self._quotes(message["data"])
+            if channel == "trade":
+                return self._trades(message, context)
+            if channel == "heartbeat":
+                return []
+            if channel == "status":
+                context.count("status")
+                return []
+            if channel is None:
+                method = message.get("method")
+                if method == "subscribe":
+                    self._on_subscribe_ack(message, context)
+                    return []
+                if method == "pong":
+                    return []
+            context.skipped("unexpected", "an unexpected Kraken message")
+            return []
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            context.skipped("malformed", "a malformed Kraken message")
+            return []
+
+    def _quotes(self, data: list[dict[str, Any]]) -> list[object]:
+        # Ticker carries no time: stamp it on arrival.
+        stamp = now_us()
+        return [
+            QuoteReceived(
+                self._by_symbol[item["symbol"]],
+                stamp,
+                float(item["bid"]),
+                float(item["ask"]),
+                float(item["bid_qty"]),
+                float(item["ask_qty"]),
+            )
+            for item in data
+        ]
+
+    def _trades(self, message: dict[str, Any], context: ServiceContext) -> list[object]:
+        events = [
+            TradeReceived(
+                self._by_symbol[item["symbol"]],
+                rfc3339_to_us(item["timestamp"]),
+                float(item["price"]),
+                float(item["qty"]),
+            )
+            for item in message["data"]
+        ]
+        if message.get("type") != "snapshot":
+            return events
+        # Past trades: keep only the current minute's, which no backfill has stored.
+        now = now_us()
+        minute = now - now % US_PER_MINUTE
+        current = [event for event in events if event.ts_us >= minute]
+        if len(current) < len(events):
+            context.count("snapshot_skipped", len(events) - len(current))
+        return current
+
+    def _on_subscribe_ack(self, message: dict[str, Any], context: ServiceContext) -> None:
+        if message.get("success"):
+            context.mark_running()
+            return
+        error = str(message.get("error") or "no reason given")
+        symbol = message.get("symbol") or self._symbol_named_in(error)
+        context.count("rejected")
+        log.warning(
+            "Kraken rejected a subscription for %s: %s",
+            symbol or "?",
+            error,
+            extra={"source": self.name},
+        )
+        if symbol not in self._by_symbol:
+            return
+        self._rejected[symbol] = error
+        reasons = "; ".join(
+            f"{self._by_symbol[name]}: {reason}" for name, reason in self._rejected.items()
+        )
+        if len(self._rejected) == len(self._by_symbol):
+            raise SptraderError(f"Kraken rejected {reasons}")
+        # The others stream on; the services pane shows what is missing.
+        context.problem = f"Kraken rejected {reasons}"
+
+    def _symbol_named_in(self, error: str) -> str | None:
+        """Which of our symbols an error without a ``symbol`` field is about."""
+        named = [symbol for symbol in self._by_symbol if symbol in error]
+        if len(named) == 1:
+            return named[0]
+        if not named and len(self._by_symbol) == 1:
+            return next(iter(self._by_symbol))
+        return None
+
+    # --- REST plumbing ----------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.config.rest_url, transport=self._transport, timeout=10)
+
+    def _result(
+        self, client: httpx.Client, path: str, params: dict[str, Any] | None, what: str
+    ) -> dict[str, Any]:
+        """The ``result`` of a public call. Kraken reports errors with HTTP 200 in the
+        body: rate limits back off and retry, anything else raises SptraderError."""
+        for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
+            response = get_with_retries(client, path, params=params, what=what, sleep=self._sleep)
+            assert response is not None
+            try:
+                payload = response.json()
+                errors = [str(error) for error in payload.get("error") or []]
+            except (ValueError, AttributeError):
+                raise SptraderError(f"{what}: not a Kraken answer") from None
+            if not errors:
+                return payload["result"]
+            text = "; ".join(errors)
+            if not any(error.startswith(RETRYABLE_ERRORS) for error in errors):
+                raise SptraderError(f"{what}: {text}")
+            if attempt < RATE_LIMIT_ATTEMPTS:
+                wait = min(30.0, 2.0**attempt)
+                log.warning("%s: %s; retrying in %.0fs", what, text, wait)
+                self._sleep(wait)
+        raise SptraderError(f"{what}: {text} (gave up after {RATE_LIMIT_ATTEMPTS} attempts)")
+
+    def _asset_pairs(self, client: httpx.Client) -> dict[str, dict[str, Any]]:
+        return self._result(client, "/0/public/AssetPairs", None, "Kraken AssetPairs")
+
+    def _rest_pair(self, client: httpx.Client, symbol: str) -> str:
+        """The REST name (``altname``, e.g. XBTUSD) of a v2 symbol (BTC/USD); the pair
+        list is fetched once per feed."""
+        with self._pairs_lock:
+            if self._rest_pairs is None:
+                self._rest_pairs = {
+                    v2: entry["altname"]
+                    for entry in self._asset_pairs(client).values()
+                    if (v2 := v2_symbol(entry)) is not None
+                }
+            pairs = self._rest_pairs
+        try:
+            return pairs[symbol]
+        except KeyError:
+            raise SptraderError(f"Kraken lists no pair {symbol}") from None
+
+    # --- history ----------------------------------------------------------------------
+
+    def history(self, instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
+        """Closed 1m bars in [start, end): OHLC where its last 720 bars reach, the rest
+        rebuilt from public trades."""
+        symbol = instrument.split(":", 1)[1]
+        now = now_us()
+        end_us = min(end_us, now - now % US_PER_MINUTE)  # closed bars only
+        if start_us >= end_us:
+            return empty_bars()
+        frames: list[pl.DataFrame] = []
+        with self._client() as client:
+            pair = self._rest_pair(client, symbol)
+            covered_from = end_us
+            oldest_in_ohlc = now - now % US_PER_MINUTE - (OHLC_LIMIT - 1) * US_PER_MINUTE
+            if end_us > oldest_in_ohlc:
+                ohlc, covered_from = self._ohlc_bars(client, instrument, pair, start_us, end_us)
+                frames.append(ohlc)
+            if start_us < covered_from:
+                frames.insert(0, self._trade_bars(client, instrument, pair, start_us, covered_from))
+        # End was cut at the current minute, so OHLC's forming entry is left out.
+        return pl.concat(frames).sort("ts") if frames else empty_bars()
+
+    def _ohlc_bars(
+        self, client: httpx.Client, instrument: str, pair: str, start_us: int, end_us: int
+    ) -> tuple[pl.DataFrame, int]:
+        """OHLC bars in [start, end) and where OHLC's coverage begins (start, unless
+        the 720-bar window begins later)."""
+        # ``since`` is exclusive: one minute earlier includes the bar opening at start.
+        params = {"pair": pair, "interval": 1, "since": start_us // 1_000_000 - 60}
+        result = self._result(client, "/0/public/OHLC", params, f"Kraken OHLC for {pair}")
+        rows = _pair_rows(result)
+        covered_from = start_us
+        if rows and len(rows) >= OHLC_LIMIT - 1 and int(rows[0][0]) * 1_000_000 > start_us:
+            covered_from = int(rows[0][0]) * 1_000_000  # the window was cut: older is lost
+        rows = [row for row in rows if covered_from <= int(row[0]) * 1_000_000 < end_us]
+        frame = pl.DataFrame(
+            {
+                "instrument": [instrument] * len(rows),
+                "ts": [int(row[0]) * 1_000_000 for row in rows],
+                "open": [float(row[1]) for row in rows],
+                "high": [float(row[2]) for row in rows],
+                "low": [float(row[3]) for row in rows],
+                "close": [float(row[4]) for row in rows],
+                "volume": [float(row[6]) for row in rows],
+                "trades": [int(row[7]) for row in rows],
+            },
+            schema=BAR_SCHEMA,
+        )
+        return frame, covered_from
+
+    def _trade_bars(
+        self, client: httpx.Client, instrument: str, pair: str, start_us: int, end_us: int
+    ) -> pl.DataFrame:
+        """Bars in [start, end) aggregated from public trades, paged by Kraken's
+        nanosecond ``last`` cursor."""
+        times: list[int] = []
+        prices: list[float] = []
+        sizes: list[float] = []
+        cursor = str(start_us * 1000 - 1)  # ``since`` is exclusive
+        last_id = -1
+        while True:
+            params = {"pair": pair, "since": cursor, "count": TRADES_PAGE}
+            result = self._result(client, "/0/public/Trades", params, f"Kraken trades for {pair}")
+            rows = _pair_rows(result)
+            reached_end = False
+            for row in rows:
+                # Trade ids are sequential per pair: skip any a page repeats.
+                if len(row) > 6:
+                    trade_id = int(row[6])
+                    if trade_id <= last_id:
+                        continue
+                    last_id = trade_id
+                ts = round(float(row[2]) * 1_000_000)
+                if ts >= end_us:
+                    reached_end = True
+                    break
+                if ts >= start_us:
+                    times.append(ts)
+                    prices.append(float(row[0]))
+                    sizes.append(float(row[1]))
+            next_cursor = str(result.get("last", cursor))
+            if reached_end or not rows or next_cursor == cursor:
+                break
+            cursor = next_cursor
+        if not times:
+            return empty_bars()
+        ticks = pl.DataFrame(
+            {
+                "instrument": [instrument] * len(times),
+                "ts_us": times,
+                "price": prices,
+                "size": sizes,
+            },
+            schema={
+                "instrument": pl.String,
+                "ts_us": pl.Int64,
+                "price": pl.Float64,
+                "size": pl.Float64,
+            },
+        )
+        return aggregate_ticks(ticks).cast(BAR_SCHEMA)
+
+    # --- symbols ----------------------------------------------------------------------
+
+    def symbols(self) -> list[SymbolInfo]:
+        """Every listed pair from ``/0/public/AssetPairs``, named by its v2 symbol."""
+        with self._client() as client:
+            pairs = self._asset_pairs(client)
+        infos = []
+        for entry in pairs.values():
+            symbol = v2_symbol(entry)
+            if symbol is None or entry.get("status") == "delisted":
+                continue
+            base, quote = symbol.split("/")
+            kind = "fx" if base in FIAT and quote in FIAT else "crypto"
+            infos.append(SymbolInfo(f"KRAKEN:{symbol}", f"{base} / {quote}", kind, base, quote))
+        return sorted(infos, key=lambda info: info.instrument)
+
+
+def v2_symbol(entry: dict[str, Any]) -> str | None:
+    """An AssetPairs entry's websocket v2 symbol: ``wsname`` with XBT/XDG renamed
+    (XBT/USD -> BTC/USD); None for pairs without a websocket name."""
+    wsname = entry.get("wsname")
+    if not isinstance(wsname, str) or wsname.count("/") != 1:
+        return None
+    base, quote = wsname.split("/")
+    return f"{ASSET_ALIASES.get(base, base)}/{ASSET_ALIASES.get(quote, quote)}"
+
+
+def _pair_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """The rows of an OHLC or Trades result: its one key besides ``last`` (Kraken's own
+    pair name, not necessarily the one asked for)."""
+    for key, value in result.items():
+        if key != "last":
+            return value
+    return []
+
+
+# --- time -----------------------------------------------------------------------------
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_day_start_us: dict[str, int] = {}
+
+
+def rfc3339_to_us(text: str) -> int:
+    """``2023-09-25T07:48:36.925533Z`` to integer µs since the epoch, without a datetime
+    per call: any fraction length (nanoseconds are truncated), ``Z`` or ``±HH:MM``."""
+    day = text[:10]
+    day_us = _day_start_us.get(day)
+    if day_us is None:
+        day_us = (date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL) * 86_400_000_000
+        if len(_day_start_us) < 10_000:
+            _day_start_us[day] = day_us
+    if text[10] not in "Tt " or text[13] != ":" or text[16] != ":":
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    seconds = int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+    tail = text[19:]
+    if tail[-1:] in ("Z", "z"):
+        fraction, tail = tail[:-1], ""
+    else:
+        cut = max(tail.rfind("+"), tail.rfind("-"))
+        if cut < 0:
+            raise ValueError(f"no time zone in {text!r}")
+        fraction, tail = tail[:cut], tail[cut:]
+    micros = 0
+    if fraction:
+        digits = fraction[1:]
+        if fraction[0] != "." or not digits.isdigit():
+            raise ValueError(f"bad fraction in {text!r}")
+        micros = int(digits[:6].ljust(6, "0"))
+    if tail:
+        if len(tail) != 6 or tail[3] != ":":
+            raise ValueError(f"bad time zone in {text!r}")
+        offset = int(tail[1:3]) * 3600 + int(tail[4:6]) * 60
+        seconds -= offset if tail[0] == "+" else -offset
+    return day_us + seconds * 1_000_000 + micros

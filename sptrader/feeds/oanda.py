@@ -1,0 +1,372 @@
+"""``OANDA:`` FX, metals and CFDs from OANDA's v20 REST API: the pricing stream for
+live quotes, M1 candles for history, the account's instrument list for symbols.
+
+Wire quirks:
+- The stream is one long chunked HTTP response, one JSON object per line: ``PRICE``
+  (top of book in ``bids[0]``/``asks[0]``, prices as strings, liquidity as integers)
+  and a ``HEARTBEAT`` about every 5 s. Times are RFC 3339 with nanoseconds.
+- Every call needs ``Authorization: Bearer <token>``; the token comes from the
+  environment variable ``feeds.oanda.token_env``, never from the config file, and is
+  never logged. A refused token (401/403) or a rejected request fails the service
+  instead of retrying forever.
+- Candles: ``count`` is at most 5000 and a from/to range spanning more candles is
+  rejected, so history pages in windows of at most 5000 minutes; a ``to`` in the
+  future is rejected too, so the window reaching the present asks by ``count``.
+  Weekends simply have no candles; the newest candle may be ``complete: false``.
+- OANDA has quotes, not trades: bars are built of bids (``price_source = "bid"``) or
+  mids; ``trade`` (which makes no sense here) means mid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime
+from functools import lru_cache
+
+import httpx
+import polars as pl
+
+from sptrader.clock import now_us
+from sptrader.config import OandaFeedConfig
+from sptrader.errors import SptraderError
+from sptrader.feeds.base import BAR_SCHEMA, Feed, StreamSilent, SymbolInfo
+from sptrader.feeds.http import get_with_retries
+from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived
+from sptrader.supervisor import ServiceContext
+
+log = logging.getLogger(__name__)
+
+#: Most candles one request may return or span.
+MAX_CANDLES = 5000
+#: Windows ending this close to now ask by ``count``: a ``to`` in the future (by
+#: OANDA's clock, which may run behind ours) is rejected.
+FUTURE_MARGIN_US = US_PER_MINUTE
+KINDS = {"CURRENCY": "fx", "METAL": "metal", "CFD": "cfd"}
+
+
+class OandaFeed(Feed):
+    prefix = "OANDA"
+    name = "oanda"
+
+    def __init__(
+        self,
+        instruments: list[str],
+        config: OandaFeedConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rest_transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(instruments)
+        self.config = config
+        self.stale_after_s = config.stale_after_s
+        self.max_concurrency = config.max_concurrency
+        self._transport = transport
+        self._rest_transport = rest_transport
+        self._sleep = sleep
+        # EUR_USD -> OANDA:EUR_USD
+        self._by_symbol = {name.split(":", 1)[1]: name for name in instruments}
+
+    def price_source(self, instrument: str) -> str:
+        # Quotes only: "trade" bars would never get a tick, so it means mid here.
+        return "bid" if self.config.price_source in ("bid", "auto") else "mid"
+
+    # --- credentials ------------------------------------------------------------------
+
+    def _token(self) -> str:
+        token = os.environ.get(self.config.token_env, "").strip()
+        if not token:
+            raise SptraderError(
+                f"OANDA needs an API token: set the {self.config.token_env} "
+                "environment variable (feeds.oanda.token_env)"
+            )
+        return token
+
+    def _account_id(self) -> str:
+        account_id = self.config.account_id.strip()
+        if not account_id:
+            raise SptraderError(
+                "OANDA needs an account id: set feeds.oanda.account_id "
+                "(e.g. 101-004-1234567-001, shown in OANDA's account settings)"
+            )
+        return account_id
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token()}", "Accept-Datetime-Format": "RFC3339"}
+
+    # --- live -------------------------------------------------------------------------
+
+    async def stream(self, context: ServiceContext) -> None:
+        headers = self._headers()
+        url = (
+            f"{self.config.stream_url.rstrip('/')}/v3/accounts/{self._account_id()}/pricing/stream"
+        )
+        params = {"instruments": ",".join(self._by_symbol)}
+        # No read time-out: the watchdog below decides when silence means a dead stream.
+        timeout = httpx.Timeout(10.0, read=None)
+        async with (
+            httpx.AsyncClient(transport=self._transport, timeout=timeout) as client,
+            client.stream("GET", url, params=params, headers=headers) as response,
+        ):
+            await self._check_stream_status(response)
+            context.mark_running()
+            lines = response.aiter_lines()
+            while True:
+                line = await self._next_line(lines)
+                context.touch()
+                if not line:
+                    continue  # a bare keep-alive newline
+                events = self.parse(line, context)
+                if events:
+                    await context.publish(events)
+
+    async def _next_line(self, lines: AsyncIterator[str]) -> str:
+        """The next line of the stream; StreamSilent after ``watchdog_s`` without one
+        (heartbeats come every 5 s), ConnectionResetError when OANDA ends the stream."""
+        try:
+            async with asyncio.timeout(self.config.watchdog_s):
+                return await anext(lines)
+        except TimeoutError:
+            raise StreamSilent(f"no message for {self.config.watchdog_s:.0f}s") from None
+        except StopAsyncIteration:
+            raise ConnectionResetError("OANDA ended the price stream") from None
+
+    async def _check_stream_status(self, response: httpx.Response) -> None:
+        """Fail for good on what a retry cannot fix (token, account, instruments);
+        raise a retryable error for throttling and server trouble."""
+        status = response.status_code
+        if status == 200:
+            return
+        await response.aread()
+        detail = _error_detail(response)
+        if status in (401, 403):
+            raise SptraderError(
+                f"OANDA refused the token (HTTP {status}{detail}): check the "
+                f"{self.config.token_env} environment variable, and that practice tokens "
+                "go to the fxpractice hosts (feeds.oanda.stream_url, rest_url)"
+            )
+        if status == 429 or status >= 500:
+            raise ConnectionError(f"OANDA price stream: HTTP {status}{detail}")
+        raise SptraderError(
+            f"OANDA rejected the price stream (HTTP {status}{detail}): check "
+            "feeds.oanda.account_id and the OANDA: instruments in the watchlist"
+        )
+
+    def parse(self, raw: str | bytes, context: ServiceContext) -> list[object]:
+        """One stream line to events; anything unexpected is counted and skipped."""
+        try:
+            message = json.loads(raw)
+            kind = message["type"]
+            if kind == "PRICE":
+                return self._price(message, context)
+            if kind == "HEARTBEAT":
+                context.count("heartbeats")
+                return []
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            context.skipped("malformed", "a malformed OANDA message")
+            return []
+        context.skipped("unexpected", f"an OANDA message of type {str(kind)[:40]!r}")
+        return []
+
+    def _price(self, message: dict, context: ServiceContext) -> list[object]:
+        # A non-tradeable price (market closed, instrument halted) is the frozen last
+        # price stamped with its old time: as a tick it would rebuild a past minute
+        # from one price over the stored candle, and the paper broker must not fill
+        # on it. Count it and keep the stored bars.
+        if message.get("tradeable") is False:
+            context.count("non_tradeable")
+            return []
+        bids = message["bids"]
+        asks = message["asks"]
+        if not bids or not asks:
+            context.skipped("empty_book", "an OANDA price without bids or asks")
+            return []
+        bid = bids[0]
+        ask = asks[0]
+        return [
+            QuoteReceived(
+                self._by_symbol[message["instrument"]],
+                rfc3339_us(message["time"]),
+                float(bid["price"]),
+                float(ask["price"]),
+                float(bid["liquidity"]),
+                float(ask["liquidity"]),
+            )
+        ]
+
+    # --- history ----------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.config.rest_url, transport=self._rest_transport, timeout=30
+        )
+
+    def history(self, instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
+        """Complete M1 candles opening in [start, end), paged in windows of at most
+        5000 minutes, honouring 429 ``Retry-After``. None when there are none."""
+        symbol = instrument.split(":", 1)[1]
+        letter, component = ("B", "bid") if self.price_source(instrument) == "bid" else ("M", "mid")
+        headers = self._headers()
+        # Candles opening at or after now cannot be complete.
+        stop = min(end_us, now_us())
+        cursor = _ceil_minute(start_us)
+        rows: dict[int, tuple[float, float, float, float, int]] = {}
+        with self._client() as client:
+            while cursor < stop:
+                window_end = min(cursor + MAX_CANDLES * US_PER_MINUTE, stop)
+                response = get_with_retries(
+                    client,
+                    f"/v3/instruments/{symbol}/candles",
+                    params=_window_params(letter, cursor, window_end),
+                    headers=headers,
+                    what=f"OANDA candles for {symbol}",
+                    sleep=self._sleep,
+                )
+                assert response is not None
+                _collect_candles(response, component, cursor, window_end, rows, symbol)
+                cursor = window_end
+        if not rows:
+            return None
+        times = sorted(rows)
+        return pl.DataFrame(
+            {
+                "instrument": [instrument] * len(times),
+                "ts": times,
+                "open": [rows[ts][0] for ts in times],
+                "high": [rows[ts][1] for ts in times],
+                "low": [rows[ts][2] for ts in times],
+                "close": [rows[ts][3] for ts in times],
+                # Tick volume: the number of prices in the minute, OANDA's only count.
+                "volume": [float(rows[ts][4]) for ts in times],
+                "trades": [rows[ts][4] for ts in times],
+            },
+            schema=BAR_SCHEMA,
+        )
+
+    # --- symbols ----------------------------------------------------------------------
+
+    def symbols(self) -> list[SymbolInfo]:
+        """The instruments this account may trade, from ``/v3/accounts/{id}/instruments``."""
+        account_id = self._account_id()
+        with self._client() as client:
+            response = get_with_retries(
+                client,
+                f"/v3/accounts/{account_id}/instruments",
+                headers=self._headers(),
+                what="OANDA instruments",
+                sleep=self._sleep,
+            )
+            assert response is not None
+            payload = response.json()
+        symbols = []
+        for entry in payload.get("instruments", []):
+            name = entry["name"]
+            base, _, quote = name.partition("_")
+            symbols.append(
+                SymbolInfo(
+                    f"OANDA:{name}",
+                    entry.get("displayName") or name,
+                    KINDS.get(entry.get("type", ""), ""),
+                    base,
+                    quote,
+                )
+            )
+        return symbols
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _window_params(letter: str, start_us: int, end_us: int) -> dict[str, str | int]:
+    """Candle query for the window [start, end): from/to in the past, from/count when
+    the window reaches the present (``to`` must not be in the future)."""
+    params: dict[str, str | int] = {
+        "price": letter,
+        "granularity": "M1",
+        "from": format_rfc3339(start_us),
+    }
+    if end_us <= now_us() - FUTURE_MARGIN_US:
+        params["to"] = format_rfc3339(_ceil_minute(end_us))
+    else:
+        params["count"] = -(-(end_us - start_us) // US_PER_MINUTE)
+    return params
+
+
+def _collect_candles(
+    response: httpx.Response,
+    component: str,
+    start_us: int,
+    end_us: int,
+    rows: dict[int, tuple[float, float, float, float, int]],
+    symbol: str,
+) -> None:
+    """Add the complete candles opening in [start, end) to ``rows`` (keyed by open
+    time, so a candle served twice is kept once)."""
+    try:
+        for candle in response.json()["candles"]:
+            if not candle.get("complete"):
+                continue  # still forming
+            ts = rfc3339_us(candle["time"])
+            if not start_us <= ts < end_us:
+                continue  # e.g. the candle at an inclusive ``to``
+            prices = candle[component]
+            rows[ts] = (
+                float(prices["o"]),
+                float(prices["h"]),
+                float(prices["l"]),
+                float(prices["c"]),
+                int(candle["volume"]),
+            )
+    except (ValueError, KeyError, TypeError) as error:
+        raise SptraderError(
+            f"OANDA candles for {symbol}: unexpected answer ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """``: <OANDA's errorMessage>`` from an error answer, or nothing."""
+    try:
+        message = str(response.json().get("errorMessage", "")).strip()
+    except (ValueError, AttributeError):
+        message = response.text.strip()
+    return f": {message[:200]}" if message else ""
+
+
+def _ceil_minute(ts_us: int) -> int:
+    return -(-ts_us // US_PER_MINUTE) * US_PER_MINUTE
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@lru_cache(maxsize=16)
+def _days_since_epoch(day: str) -> int:
+    # Cached: a stream's timestamps share a handful of dates.
+    return date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL
+
+
+def rfc3339_us(text: str) -> int:
+    """``2019-01-31T18:16:38.818627106Z`` to integer UTC microseconds (fractions of
+    any length up to nanoseconds; digits past microseconds are truncated). Raises
+    ValueError for anything else. No datetime per message: this is the hot path."""
+    if len(text) < 20 or text[-1] != "Z" or text[10] != "T" or text[13] != ":" or text[16] != ":":
+        raise ValueError(f"not an RFC 3339 UTC time: {text!r}")
+    seconds = int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+    micros = 0
+    if len(text) > 20:
+        fraction = text[20:-1]
+        if text[19] != "." or not (fraction.isascii() and fraction.isdigit()):
+            raise ValueError(f"not an RFC 3339 UTC time: {text!r}")
+        micros = int(fraction[:6].ljust(6, "0"))
+    return (_days_since_epoch(text[:10]) * 86_400 + seconds) * US_PER_SECOND + micros
+
+
+def format_rfc3339(ts_us: int) -> str:
+    """Whole-second RFC 3339 in UTC, as OANDA's ``from``/``to`` take it."""
+    moment = datetime.fromtimestamp(ts_us // US_PER_SECOND, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

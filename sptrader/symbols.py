@@ -1,0 +1,188 @@
+"""Every configured feed's instrument list, cached in DuckDB with a TTL: instrument
+search (``sptrader symbols``, the TUI's ``/``) and symbol validation.
+
+Lists are fetched on first use and refreshed in the background once older than
+``symbols.ttl_hours``; when a refresh fails the older list keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from sptrader.clock import now_us
+from sptrader.feeds.base import Feed, SymbolInfo
+from sptrader.models import parse_instrument
+from sptrader.threads import run_in_thread
+
+if TYPE_CHECKING:
+    from sptrader.engine import Engine
+
+log = logging.getLogger(__name__)
+
+SYMBOL_SCHEMA = {
+    "feed": pl.String,
+    "instrument": pl.String,
+    "description": pl.String,
+    "kind": pl.String,
+    "base": pl.String,
+    "quote": pl.String,
+}
+
+
+class SymbolDirectory:
+    """Blocking methods (they may fetch): call them from a thread on a running loop."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def ttl_us(self) -> int:
+        return int(self.engine.config.symbols.ttl_hours * 3600 * 1_000_000)
+
+    # --- cache ------------------------------------------------------------------------
+
+    def fetched_at(self, feed: str) -> int | None:
+        rows = (
+            self.engine.require_store()
+            .cursor()
+            .execute("SELECT epoch_us(max(fetched_at)) FROM symbol_lists WHERE feed = ?", [feed])
+            .fetchall()
+        )
+        return rows[0][0]
+
+    def count(self, feed: str) -> int:
+        rows = (
+            self.engine.require_store()
+            .cursor()
+            .execute("SELECT coalesce(max(count), 0) FROM symbol_lists WHERE feed = ?", [feed])
+            .fetchall()
+        )
+        return rows[0][0]
+
+    def refresh(self, feed: Feed) -> int:
+        """Fetch ``feed``'s list now and replace the cached one; returns its length."""
+        symbols = feed.symbols()
+        store = self.engine.require_store()
+        frame = pl.DataFrame(
+            {
+                "feed": [feed.name] * len(symbols),
+                "instrument": [item.instrument for item in symbols],
+                "description": [item.description for item in symbols],
+                "kind": [item.kind for item in symbols],
+                "base": [item.base for item in symbols],
+                "quote": [item.quote for item in symbols],
+            },
+            schema=SYMBOL_SCHEMA,
+        )
+        store.replace_symbols(feed.name, frame, now_us())
+        log.info("cached %d %s symbols", len(symbols), feed.name)
+        return len(symbols)
+
+    def ensure(self, feed: Feed, *, refresh: bool = False) -> bool:
+        """Make sure a list of ``feed`` is cached (fetched if missing, expired or
+        ``refresh``); False when there is none and it cannot be fetched."""
+        fetched = self.fetched_at(feed.name)
+        if not refresh and fetched is not None and now_us() - fetched < self.ttl_us:
+            return True
+        try:
+            self.refresh(feed)
+            return True
+        except Exception as error:  # offline, or the exchange is down
+            if fetched is None:
+                raise
+            log.warning(
+                "could not refresh %s symbols (%s); using the cached list", feed.name, error
+            )
+            return True
+
+    def unknown(self, instruments: list[str]) -> list[str]:
+        """Those of ``instruments`` missing from their feed's list (feeds without a list,
+        or whose list cannot be fetched right now, validate nothing)."""
+        unknown: list[str] = []
+        for prefix, names in _group(instruments).items():
+            feed = self.engine.history_feed(f"{prefix}:X")
+            if feed is None or feed.open_symbols:
+                continue
+            try:
+                self.ensure(feed)
+            except Exception as error:
+                log.warning("cannot check %s symbols now: %s", feed.name, error)
+                continue
+            if not self.count(feed.name):
+                continue  # no list (or an empty one): nothing to check against
+            known = {
+                row[0]
+                for row in self.engine.require_store()
+                .cursor()
+                .execute(
+                    "SELECT instrument FROM symbols WHERE feed = ? AND list_contains(?, instrument)",
+                    [feed.name, names],
+                )
+                .fetchall()
+            }
+            unknown.extend(name for name in names if name not in known)
+        return unknown
+
+    # --- search -----------------------------------------------------------------------
+
+    def search(self, query: str, feed: str | None = None, limit: int = 50) -> list[SymbolInfo]:
+        """Instruments whose symbol or description matches ``query`` (separators
+        ignored: "btcusd" finds BTC-USD, BTC/USD and BTCUSDT), best matches first."""
+        feeds = self.engine.enabled_feeds()
+        if feed is not None:
+            feeds = [item for item in feeds if item.name == feed.lower()]
+        problems = []
+        for item in feeds:
+            try:
+                self.ensure(item)
+            except Exception as error:
+                problems.append(f"{item.name}: {error}")
+        for problem in problems:
+            log.warning("symbol list unavailable: %s", problem)
+        names = [item.name for item in feeds]
+        compact = _compact(query)
+        rows = (
+            self.engine.require_store()
+            .cursor()
+            .execute(
+                """
+                SELECT instrument, description, kind, base, quote FROM (
+                    SELECT *, regexp_replace(upper(split_part(instrument, ':', 2)),
+                                             '[^A-Z0-9]', '', 'g') AS compact
+                    FROM symbols WHERE list_contains($feeds, feed)
+                )
+                WHERE compact LIKE '%' || $compact || '%'
+                   OR description ILIKE '%' || $query || '%'
+                ORDER BY compact = $compact DESC, starts_with(compact, $compact) DESC,
+                         length(compact), instrument
+                LIMIT $limit
+                """,
+                {"feeds": names, "compact": compact, "query": query.strip(), "limit": limit},
+            )
+            .fetchall()
+        )
+        return [SymbolInfo(*row) for row in rows]
+
+    async def refresh_stale(self) -> None:
+        """Background: refresh every enabled feed's list that is missing or expired."""
+        for feed in self.engine.enabled_feeds():
+            if feed.prefix == "REPLAY":
+                continue
+            try:
+                await run_in_thread(self.ensure, feed)
+            except Exception as error:
+                log.warning("could not fetch %s symbols: %s", feed.name, error)
+
+
+def _compact(text: str) -> str:
+    return "".join(char for char in text.upper() if char.isalnum())
+
+
+def _group(instruments: list[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name in instruments:
+        grouped.setdefault(parse_instrument(name)[0], []).append(name)
+    return grouped
