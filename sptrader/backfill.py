@@ -81,11 +81,7 @@ class Backfill:
         self._lock = threading.Lock()
 
     def plan(self, instruments: list[str], start_us: int, end_us: int) -> list[_Job]:
-        end_us = min(end_us, now_us() - LIVE_EDGE_US)
-        end_us -= end_us % US_PER_MINUTE
         start_us -= start_us % US_PER_MINUTE
-        if start_us >= end_us:
-            raise UsageError("nothing to backfill: --from must be before --to (and the past)")
         jobs = []
         for instrument in instruments:
             feed = self.feed_for(instrument)
@@ -93,8 +89,16 @@ class Backfill:
                 raise UsageError(
                     f"{instrument}: no enabled feed serves its history (enable its [feeds.*])"
                 )
+            # Never reach the live edge, nor history the source has not published yet
+            # (an empty answer there would be recorded as done, leaving a hole).
+            last = min(end_us, now_us() - max(LIVE_EDGE_US, feed.history_delay_us))
+            last -= last % US_PER_MINUTE
+            if start_us >= last:
+                raise UsageError(
+                    f"{instrument}: nothing to backfill: --from must be before --to and the past"
+                )
             pieces, skipped = plan_pieces(
-                start_us, end_us, feed.history_chunk_us, self.store.done_ranges(instrument)
+                start_us, last, feed.history_chunk_us, self.store.done_ranges(instrument)
             )
             jobs.append(_Job(instrument, feed, pieces, skipped, done=skipped))
         return jobs
@@ -167,6 +171,7 @@ class Backfill:
                 job.instrument,
                 job.done,
                 job.total,
+                job.skipped,
                 job.rows,
                 time.monotonic() - job.started,
                 state,

@@ -55,6 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=FORMATS, default="table", help="output format (default table)"
     )
 
+    symbols = commands.add_parser(
+        "symbols",
+        help="search the configured feeds' instruments",
+        description="Search every enabled feed's instrument list (cached in the store, refreshed after symbols.ttl_hours). Separators are ignored: btcusd finds BTC-USD, BTC/USD and BTCUSDT.",
+    )
+    symbols.add_argument("query", nargs="?", default="", metavar="QUERY", help="e.g. btc or eurusd")
+    symbols.add_argument("--feed", metavar="NAME", help="only this feed, e.g. binance")
+    symbols.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most N (default 50)"
+    )
+    symbols.add_argument("--refresh", action="store_true", help="fetch the lists again now")
+    symbols.add_argument("--json", action="store_true", help="print JSON")
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="download history into the store",
+        description="Download 1m bars of each INSTRUMENT from its feed's history API, resumably (ranges already done are skipped), a few requests at a time. Dukascopy ticks are aggregated to 1m bars, and also stored as ticks for instruments in store.keep_ticks.",
+    )
+    backfill.add_argument(
+        "instruments", nargs="+", metavar="INSTRUMENT", help="e.g. BINANCE:BTCUSDT"
+    )
+    backfill.add_argument(
+        "--from", dest="start", required=True, metavar="DATE", help="ISO 8601 UTC, e.g. 2026-11-01"
+    )
+    backfill.add_argument("--to", dest="end", metavar="DATE", help="end (exclusive); default now")
+    backfill.add_argument("--tf", default="1m", metavar="TF", help="stored timeframe (1m)")
+
     start = commands.add_parser("start", help="start the headless daemon in the background")
     start.add_argument(
         "--foreground",
@@ -110,6 +137,17 @@ def _run(args: argparse.Namespace) -> int:
     from sptrader.config import load_settings
 
     settings = load_settings(args.home, args.config)
+    if args.command in ("candles", "symbols", "backfill", "config"):
+        # Feeds log retries and warnings: into the log file, not over the output.
+        from sptrader.logs import setup_logging
+
+        log_config = settings.config.log
+        setup_logging(
+            settings.log_path,
+            log_config.level,
+            max_bytes=log_config.max_bytes,
+            backups=log_config.backups,
+        )
     if args.command == "tui":
         from sptrader.app import run_tui
 
@@ -118,6 +156,14 @@ def _run(args: argparse.Namespace) -> int:
         from sptrader.commands.candles import run_candles
 
         return run_candles(settings, args)
+    if args.command == "symbols":
+        from sptrader.commands.symbols import run_symbols
+
+        return run_symbols(settings, args)
+    if args.command == "backfill":
+        from sptrader.commands.backfill import run_backfill
+
+        return run_backfill(settings, args)
     if args.command in ("start", "stop", "restart", "status", "service"):
         from sptrader.commands.daemon_control import run_daemon_command
 

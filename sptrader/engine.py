@@ -561,6 +561,11 @@ class Engine:
             return name
         store = self.require_store()
         if queries.last_bar_ts(store, name) is None:
+            prefix = parse_instrument(name)[0]
+            if prefix in FEED_CLASSES:
+                raise UsageError(
+                    f"{name}: nothing stored, and feeds.{prefix.lower()}.enabled is false in the config"
+                )
             raise UsageError(
                 f"unknown instrument {name}: nothing stored and no configured feed serves it"
             )

@@ -181,6 +181,7 @@ class BackfillProgressed:
     instrument: str
     done: int  # ranges finished, skipped ones included
     total: int
+    skipped: int  # ranges a previous backfill had finished
     rows: int  # bars written so far
     elapsed_s: float
     state: str  # running, done or failed

@@ -98,7 +98,7 @@ class SymbolDirectory:
             )
             return True
 
-    def unknown(self, instruments: list[str]) -> list[str]:
+    def unknown(self, instruments: list[str], unchecked: list[str] | None = None) -> list[str]:
         """Those of ``instruments`` missing from their feed's list (feeds without a list,
         or whose list cannot be fetched right now, validate nothing)."""
         unknown: list[str] = []
@@ -110,6 +110,8 @@ class SymbolDirectory:
                 self.ensure(feed)
             except Exception as error:
                 log.warning("cannot check %s symbols now: %s", feed.name, error)
+                if unchecked is not None:
+                    unchecked.append(f"{feed.name}: {error}")
                 continue
             if not self.count(feed.name):
                 continue  # no list (or an empty one): nothing to check against

@@ -61,6 +61,23 @@ async def wait_for_history(engine: Any, instruments: list[str], timeout: float =
     )
 
 
+@pytest.fixture(autouse=True)
+def _restore_sptrader_logger() -> Iterator[None]:
+    """CLI commands point the sptrader logger at a log file (and stop propagation);
+    put it back so later tests (caplog) see records again."""
+    import logging
+
+    logger = logging.getLogger("sptrader")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    for handler in list(logger.handlers):
+        if handler not in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh home directory; SPTRADER_HOME and SPTRADER_CONFIG point nowhere else."""

@@ -1,8 +1,12 @@
-"""``sptrader config check``: validate (loading already did) and summarise."""
+"""``sptrader config check``: validate (loading already did), check the watchlist's
+symbols against each feed's instrument list, and summarise."""
 
 from __future__ import annotations
 
-from sptrader.config import Settings
+import sys
+
+from sptrader.config import KNOWN_FEEDS, Settings, feed_config
+from sptrader.errors import ConfigError, StoreLockedError
 
 
 def run_config_check(settings: Settings) -> int:
@@ -12,7 +16,8 @@ def run_config_check(settings: Settings) -> int:
         if settings.config_path
         else "built-in defaults (no config file found)"
     )
-    feeds = [name for name in ("sim", "replay") if getattr(config.feeds, name).enabled]
+    feeds = [feed.lower() for feed in KNOWN_FEEDS if feed_config(config, feed).enabled]
+    _check_symbols(settings, source)
     lines = [
         f"config: {source} is valid",
         f"home: {settings.home}",
@@ -25,3 +30,34 @@ def run_config_check(settings: Settings) -> int:
         lines.append(f"keymap: {', '.join(f'{k}={v}' for k, v in config.keymap.items())}")
     print("\n".join(lines))
     return 0
+
+
+def _check_symbols(settings: Settings, source: str) -> None:
+    """Unknown watchlist symbols are a config error; feeds whose list cannot be fetched
+    (offline) are only reported."""
+    from sptrader.daemon import running_pid
+    from sptrader.engine import Engine
+
+    if running_pid(settings.home) is not None:
+        print("symbols: not checked here while the daemon holds the store", file=sys.stderr)
+        return
+    engine = Engine(settings)
+    try:
+        store = engine.open_store()
+    except StoreLockedError:
+        print("symbols: not checked (the store is in use)", file=sys.stderr)
+        return
+    unchecked: list[str] = []
+    try:
+        unknown = engine.symbols.unknown(list(settings.config.watchlist), unchecked)
+    finally:
+        store.close()
+    for problem in unchecked:
+        print(f"symbols: could not check {problem}", file=sys.stderr)
+    if unknown:
+        index = settings.config.watchlist.index(unknown[0])
+        feed = unknown[0].split(":", 1)[0].lower()
+        raise ConfigError(
+            f"{source}: watchlist[{index}]: unknown symbol {unknown[0]} (not in {feed}'s"
+            f" instrument list; search with `sptrader symbols --feed {feed}`)"
+        )

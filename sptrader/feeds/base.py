@@ -70,6 +70,9 @@ class Feed(ABC):
     stale_after_s: float | None = None
     #: A backfill asks ``history`` for ranges of this length (resumable units).
     history_chunk_us: int = US_PER_DAY
+    #: How long after the fact history is complete at the source (Dukascopy publishes
+    #: an hour's file after the hour): a backfill stops this far before now.
+    history_delay_us: int = 0
     #: History requests a backfill may have in flight at once.
     max_concurrency: int = 4
     #: Fetch the minute a stream (re)started in again once it closed: live ticks saw

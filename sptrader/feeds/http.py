@@ -14,6 +14,7 @@ from sptrader.errors import SptraderError
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
+NETWORK_ATTEMPTS = 3
 
 
 def get_with_retries(
@@ -36,9 +37,10 @@ def get_with_retries(
         try:
             response = client.get(url, params=params, headers=headers)
         except (httpx.TimeoutException, httpx.NetworkError) as error:
-            if attempt == attempts:
+            # Unreachable is rarely fixed by waiting long: fewer tries than for a 503.
+            if attempt >= min(attempts, NETWORK_ATTEMPTS):
                 raise SptraderError(
-                    f"{what}: {type(error).__name__} after {attempts} attempts"
+                    f"{what}: cannot connect ({type(error).__name__}: {error})"
                 ) from None
             log.warning("%s: %s; retrying in %.1fs", what, type(error).__name__, backoff)
             sleep(backoff)
