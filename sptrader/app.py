@@ -23,6 +23,7 @@ from sptrader.config import Settings
 from sptrader.engine import Engine
 from sptrader.models import (
     TIMEFRAMES,
+    BackfillProgressed,
     Bar,
     BarClosed,
     BarUpdated,
@@ -34,11 +35,13 @@ from sptrader.models import (
     WatchlistChanged,
 )
 from sptrader.screens import (
+    BackfillsPane,
     ChartPane,
     ErrorScreen,
     EventLogPane,
     HelpScreen,
     ServicesPane,
+    SymbolSearchScreen,
     WatchlistPane,
 )
 
@@ -57,6 +60,7 @@ class SptraderApp(App[int]):
         Binding("c", "focus_pane('chart')", "Chart", show=False, id="focus-chart"),
         Binding("v", "focus_pane('services-table')", "Services", show=False, id="focus-services"),
         Binding("e", "focus_pane('events')", "Events", show=False, id="focus-events"),
+        Binding("slash", "search_symbols", "Add instrument", key_display="/", id="search-symbols"),
         *[
             Binding(str(index), f"timeframe('{timeframe}')", timeframe, id=f"timeframe-{timeframe}")
             for index, timeframe in enumerate(TIMEFRAMES, start=1)
@@ -91,6 +95,7 @@ class SptraderApp(App[int]):
                     self.client.watchlist, self.config.ui.sparkline_points, id="watchlist"
                 )
                 yield ServicesPane(id="services")
+                yield BackfillsPane(id="backfills")
             yield ChartPane(
                 self.client, list(chart.timeframes), chart.default_timeframe, chart.bars, id="chart"
             )
@@ -144,6 +149,7 @@ class SptraderApp(App[int]):
         states_changed = False
         history: set[str] = set()
         watchlist_changed: WatchlistChanged | None = None
+        backfills: list[BackfillProgressed] = []
         for event in events:
             kind = type(event)
             if kind is QuoteReceived:
@@ -160,6 +166,8 @@ class SptraderApp(App[int]):
                 history.add(event.instrument)
             elif kind is WatchlistChanged:
                 watchlist_changed = event
+            elif kind is BackfillProgressed:
+                backfills.append(event)
         try:
             watchlist = self.query_one(WatchlistPane)
             chart = self.query_one(ChartPane)
@@ -173,6 +181,11 @@ class SptraderApp(App[int]):
             chart.add_minute_bar(forming[chart.instrument])
         if logs:
             event_log.add(logs)
+        backfills_pane = self.query_one(BackfillsPane)
+        if backfills:
+            backfills_pane.apply(backfills)
+        elif backfills_pane.progress and self.refreshes % 10 == 0:
+            backfills_pane.refresh_lines()  # let finished lines go
         if watchlist_changed is not None:
             watchlist.set_instruments(watchlist_changed.instruments)
             history.update(watchlist_changed.instruments)
@@ -235,6 +248,48 @@ class SptraderApp(App[int]):
             self.notify(str(error), title=f"{action} {name}", severity="error")
         await self._poll_services()
 
+    def action_search_symbols(self) -> None:
+        if self.engine_ready and not isinstance(self.screen, SymbolSearchScreen):
+            self.push_screen(
+                SymbolSearchScreen(self.client, self.client.watchlist), self._add_instrument
+            )
+
+    @work(group="watchlist", exit_on_error=False)
+    async def _add_instrument(self, instrument: str | None) -> None:
+        if not instrument:
+            return
+        try:
+            added = await self.client.add_instrument(instrument)
+        except Exception as error:  # unknown symbol, feed disabled: said, not a crash
+            self.notify(str(error), title="add instrument", severity="error")
+            return
+        self.notify(f"{added} added: streaming and backfilling", title="watchlist")
+
+    @on(WatchlistPane.RemoveRequested)
+    def _remove_requested(self, event: WatchlistPane.RemoveRequested) -> None:
+        self._remove_instrument(event.instrument)
+
+    @work(group="watchlist", exit_on_error=False)
+    async def _remove_instrument(self, instrument: str) -> None:
+        try:
+            await self.client.remove_instrument(instrument)
+        except Exception as error:
+            self.notify(str(error), title="remove instrument", severity="error")
+            return
+        self.notify(f"{instrument} removed from the watchlist", title="watchlist")
+
+    @work(group="backfill", exit_on_error=False)
+    async def start_backfill(self, instrument: str, days: int) -> None:
+        from sptrader.clock import now_us
+
+        end = now_us()
+        try:
+            await self.client.start_backfill([instrument], end - days * 86_400_000_000, end)
+        except Exception as error:
+            self.notify(str(error), title="backfill", severity="error")
+            return
+        self.notify(f"backfilling {days} days of {instrument}", title="backfill")
+
     def action_timeframe(self, timeframe: str) -> None:
         self.query_one(ChartPane).show_timeframe(timeframe)
 
@@ -281,6 +336,18 @@ class SptraderApp(App[int]):
                 f"show {instrument} in the chart",
                 lambda name=instrument: chart.show_instrument(name),
             )
+        yield SystemCommand(
+            "Add instrument…", "search the feeds' instruments (/)", self.action_search_symbols
+        )
+        for instrument in dict.fromkeys([chart.instrument, *self.client.watchlist]):
+            if not instrument:
+                continue
+            for days in (1, 7, 30):
+                yield SystemCommand(
+                    f"Backfill {instrument}: last {days} day{'s' if days > 1 else ''}",
+                    f"download {days} days of 1m history from its feed",
+                    lambda name=instrument, span=days: self.start_backfill(name, span),
+                )
         for timeframe in chart.timeframes:
             yield SystemCommand(
                 f"Timeframe {timeframe}",

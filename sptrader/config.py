@@ -203,6 +203,8 @@ BINDING_IDS = (
     "service-start",
     "service-stop",
     "service-restart",
+    "search-symbols",
+    "watchlist-remove",
 )
 
 

@@ -15,15 +15,19 @@ HELP = """\
 |---|---|---|
 | anywhere | `1` … `6` | chart timeframe 1m, 5m, 15m, 1h, 4h, 1d |
 | anywhere | `w` `c` `v` `e` | focus watchlist, chart, services, events |
-| anywhere | `ctrl+p` | command palette (instruments, timeframes, services) |
+| anywhere | `/` | search the feeds' instruments; `enter` adds one to the watchlist |
+| anywhere | `ctrl+p` | command palette (instruments, timeframes, services, backfills) |
 | anywhere | `?` | this help |
 | anywhere | `q` | quit: stops services, flushes the store |
 | watchlist | click a row, arrows, `enter` | show the instrument in the chart |
+| watchlist | `delete` | remove the selected instrument |
 | chart | click a timeframe button | change the timeframe |
 | services | click a row, then Start / Stop / Restart | control that service |
 | services | `s` / `x` / `r` | start / stop / restart the selected service |
 
-Prices flash green or red as they move. *Chg %* is since the first bar of the
+Prices flash green or red as they move. A dimmed row marked ⚠ is stale: its
+feed is not delivering (reconnecting, silent or stopped), so its prices are old.
+The watchlist is kept in the home (`watchlist.json`) across restarts. *Chg %* is since the first bar of the
 UTC day. *Last* is the forming bar's close: trades for instruments that trade,
 the bid for quote-only ones (FX, metals).
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable
@@ -44,10 +45,26 @@ class _Row:
 class WatchlistPane(Vertical):
     """Owns the watchlist table; the app feeds it coalesced updates at a fixed rate."""
 
+    BINDINGS = [
+        Binding("delete", "remove_instrument", "Remove", id="watchlist-remove"),
+    ]
+
     class InstrumentChosen(Message):
         def __init__(self, instrument: str) -> None:
             super().__init__()
             self.instrument = instrument
+
+    class RemoveRequested(Message):
+        def __init__(self, instrument: str) -> None:
+            super().__init__()
+            self.instrument = instrument
+
+    def action_remove_instrument(self) -> None:
+        table = self.table
+        if table.row_count:
+            row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+            if row_key.value is not None:
+                self.post_message(self.RemoveRequested(row_key.value))
 
     def __init__(self, instruments: list[str], sparkline_points: int, **kwargs) -> None:
         super().__init__(**kwargs)
