@@ -72,6 +72,8 @@ class KrakenFeedConfig(LiveFeedConfig):
     ws_url: str = "wss://ws.kraken.com/v2"
     # Public REST: AssetPairs (symbol search) and OHLC (history, last 720 bars only).
     rest_url: str = "https://api.kraken.com"
+    # Kraken's public REST limits are tight (about one call a second).
+    max_concurrency: int = 2
 
 
 class OandaFeedConfig(LiveFeedConfig):
