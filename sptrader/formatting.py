@@ -36,3 +36,33 @@ def format_age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.0f}h"
+
+
+# Counters that say something went wrong come first in a service's notes; routine ones
+# (heartbeats, flushes) are left out.
+PROBLEM_COUNTERS = (
+    "malformed",
+    "unexpected",
+    "out_of_order",
+    "sequence_gaps",
+    "rejected",
+    "error_messages",
+    "gap_fill_errors",
+    "late_ticks",
+)
+QUIET_COUNTERS = frozenset(
+    {"heartbeats", "klines", "flushes", "subscriptions", "status", "ticker", "market_trades"}
+)
+
+
+def service_notes(counters: dict[str, int], last_error: str = "") -> str:
+    """One line for a service: its last error, then its non-zero counters."""
+    parts = [last_error] if last_error else []
+    ordered = [name for name in PROBLEM_COUNTERS if counters.get(name)]
+    ordered += sorted(
+        name
+        for name, value in counters.items()
+        if value and name not in PROBLEM_COUNTERS and name not in QUIET_COUNTERS
+    )
+    parts += [f"{name.replace('_', ' ')} {counters[name]:,}" for name in ordered]
+    return " · ".join(parts)

@@ -26,6 +26,8 @@ def load_watchlist(settings: Settings) -> list[str]:
     path = watchlist_path(settings)
     try:
         saved = json.loads(path.read_text("utf-8"))["instruments"]
+        if not isinstance(saved, list):
+            raise TypeError(f"instruments is a {type(saved).__name__}, not a list")
     except FileNotFoundError:
         return list(settings.config.watchlist)
     except (OSError, ValueError, KeyError, TypeError) as error:

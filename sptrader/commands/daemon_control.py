@@ -10,7 +10,7 @@ import time
 from sptrader.api.connection import DaemonUnavailable, call_daemon
 from sptrader.config import Settings
 from sptrader.daemon import run_foreground, running_pid, start_background, stop_daemon
-from sptrader.formatting import format_age
+from sptrader.formatting import format_age, service_notes
 
 NOT_RUNNING = 3
 
@@ -58,13 +58,16 @@ def _status(settings: Settings, *, as_json: bool) -> int:
 
 def _print_services(services: list[dict]) -> None:
     now = time.time()
-    print(f"{'service':<10} {'state':<9} {'ev/s':>9} {'last':>6} {'errors':>6} {'restarts':>8}")
+    print(
+        f"{'service':<10} {'state':<9} {'ev/s':>9} {'last':>6} {'errors':>6} {'restarts':>8}  notes"
+    )
     for service in services:
         last = service["last_event_us"]
         age = None if last is None else max(0.0, now - last / 1e6)
         print(
             f"{service['name']:<10} {service['state']:<9} {service['events_per_s']:>9,.0f} "
-            f"{format_age(age):>6} {service['errors']:>6} {service['restarts']:>8}"
+            f"{format_age(age):>6} {service['errors']:>6} {service['restarts']:>8}  "
+            f"{service_notes(service.get('counters', {}), service.get('last_error', ''))}"
         )
 
 

@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import Button, DataTable
 
 from sptrader.clock import now_us
-from sptrader.formatting import format_age
+from sptrader.formatting import format_age, service_notes
 from sptrader.models import ServiceState, ServiceStatus
 
 STATE_STYLES = {
@@ -23,8 +23,8 @@ STATE_STYLES = {
     ServiceState.STOPPED: "dim",
     ServiceState.STALE: "bold yellow",
 }
-COLUMNS = ("name", "state", "rate", "age", "errors", "restarts")
-LABELS = ("Service", "State", "Ev/s", "Last", "Err", "Rst")
+COLUMNS = ("name", "state", "rate", "age", "errors", "restarts", "notes")
+LABELS = ("Service", "State", "Ev/s", "Last", "Err", "Rst", "Notes")
 
 
 class ServicesPane(Vertical):
@@ -57,7 +57,15 @@ class ServicesPane(Vertical):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         # Fixed widths: values grow after the first paint and update_cell keeps widths.
-        widths = {"name": 10, "state": 8, "rate": 8, "age": 5, "errors": 4, "restarts": 4}
+        widths = {
+            "name": 10,
+            "state": 8,
+            "rate": 8,
+            "age": 5,
+            "errors": 4,
+            "restarts": 4,
+            "notes": 60,
+        }
         for key, label in zip(COLUMNS, LABELS, strict=True):
             table.add_column(label, key=key, width=widths[key])
         self._update_buttons()
@@ -87,6 +95,10 @@ class ServicesPane(Vertical):
                     str(status.errors), style="red" if status.errors else "", justify="right"
                 ),
                 "restarts": Text(str(status.restarts), justify="right"),
+                "notes": Text(
+                    service_notes(status.counters, status.last_error),
+                    style="red" if status.last_error else "dim",
+                ),
             }
             if status.name not in self.statuses:
                 table.add_row(*cells.values(), key=status.name)
