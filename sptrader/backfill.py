@@ -71,14 +71,20 @@ class Backfill:
         *,
         keep_ticks: Callable[[str], bool] = lambda instrument: False,
         on_progress: Callable[[BackfillProgressed], None] = lambda event: None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
         self.feed_for = feed_for
         self.keep_ticks = keep_ticks
         self.on_progress = on_progress
-        self.sleep = sleep
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        # Waiting between retries ends early when the backfill is cancelled.
+        self.sleep = sleep or self._cancelled.wait
+
+    def cancel(self) -> None:
+        """Stop after the requests in flight (the engine is stopping)."""
+        self._cancelled.set()
 
     def plan(self, instruments: list[str], start_us: int, end_us: int) -> list[_Job]:
         start_us -= start_us % US_PER_MINUTE
@@ -120,13 +126,15 @@ class Backfill:
             for future in futures:
                 future.result()
         for job in jobs:
+            if self._cancelled.is_set() and not job.failed and job.done < job.total:
+                job.failed = "cancelled (the engine stopped); run it again to resume"
             if job.pieces:
                 self._report(job, "failed" if job.failed else "done", job.failed)
         return jobs
 
     def _piece(self, job: _Job, piece: tuple[int, int], limit: threading.Semaphore) -> None:
-        if job.failed:
-            return  # one piece failed for good: do not hammer the source for the rest
+        if job.failed or self._cancelled.is_set():
+            return  # failed for good (do not hammer the source), or cancelled
         start, end = piece
         with limit:
             for attempt in range(1, ATTEMPTS + 1):
@@ -134,6 +142,8 @@ class Backfill:
                     rows = self._fetch_and_store(job, start, end)
                     break
                 except Exception as error:
+                    if self._cancelled.is_set():
+                        return
                     if attempt == ATTEMPTS:
                         with self._lock:
                             job.failed = job.failed or f"{type(error).__name__}: {error}"
@@ -142,6 +152,8 @@ class Backfill:
                     delay = 2.0**attempt
                     log.warning("backfill %s: %s; retrying in %.0fs", job.instrument, error, delay)
                     self.sleep(delay)
+                    if self._cancelled.is_set():
+                        return
         with self._lock:
             job.done += 1
             job.rows += rows

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Iterable
 
 import polars as pl
 
+from sptrader.backfill import Backfill
 from sptrader.bars import BarBuilder
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import now_us
@@ -142,6 +143,7 @@ class Engine:
         self._log_handler: BusLogHandler | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
+        self._backfills: set[Backfill] = set()
         # Instrument -> the minute its stream (re)started in, to fetch again once closed.
         self._refetch: dict[str, int] = {}
         self._wall_clock = time.time
@@ -357,8 +359,13 @@ class Engine:
         for name in self.feeds:
             with contextlib.suppress(SptraderError):
                 await self.supervisor.stop(name)
+        # Backfill threads write to the store: they must finish before it closes.
+        for backfill in list(self._backfills):
+            backfill.cancel()
         for task in list(self._background):
             task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.bar_service.drain()
         log.info("engine stopping: store flushed")
         if self._watch_task is not None:
@@ -486,9 +493,10 @@ class Engine:
         old = self._feed_by_prefix.get(prefix)
         name = old.name if old is not None else None
         if not instruments:
-            if name in self.feeds:
+            if name is not None and name in self.supervisor.names():
                 await self.supervisor.stop(name)
-                del self.feeds[name]
+            self.feeds.pop(name or "", None)
+            self._feed_by_prefix.pop(prefix, None)  # made again on demand for history
             return
         feed = self._make_feed(prefix, instruments)
         self._add_feed(feed)
@@ -512,8 +520,6 @@ class Engine:
     def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
         """Download history in the background; progress goes out as BackfillProgressed
         events (the TUI and an attached `sptrader backfill` show them)."""
-        from sptrader.backfill import Backfill
-
         loop = asyncio.get_running_loop()
         names = [self.check_instrument(name) for name in instruments]
 
@@ -524,9 +530,13 @@ class Engine:
             self.require_store(), self.history_feed, keep_ticks=self.keeps_ticks, on_progress=report
         )
         jobs = backfill.plan(names, start_us, end_us)
+        self._backfills.add(backfill)
 
         async def run() -> None:
-            await run_in_thread(backfill.run, jobs)
+            try:
+                await run_in_thread(backfill.run, jobs)
+            finally:
+                self._backfills.discard(backfill)
             for job in jobs:
                 if job.rows:
                     self.bus.publish_nowait(

@@ -8,6 +8,7 @@ Lists are fetched on first use and refreshed in the background once older than
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from sptrader.engine import Engine
 
 log = logging.getLogger(__name__)
+
+# After a failed fetch of a feed's list, use what is cached for this long before trying again.
+RETRY_AFTER_S = 300.0
 
 SYMBOL_SCHEMA = {
     "feed": pl.String,
@@ -37,6 +41,9 @@ class SymbolDirectory:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # A feed whose list could not be fetched is not asked again for a while: with
+        # the exchange down, every search would otherwise wait for its retries.
+        self._failed: dict[str, tuple[float, Exception]] = {}
 
     @property
     def ttl_us(self) -> int:
@@ -87,10 +94,17 @@ class SymbolDirectory:
         fetched = self.fetched_at(feed.name)
         if not refresh and fetched is not None and now_us() - fetched < self.ttl_us:
             return True
+        failed = self._failed.get(feed.name)
+        if not refresh and failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S:
+            if fetched is None:
+                raise failed[1]
+            return True
         try:
             self.refresh(feed)
+            self._failed.pop(feed.name, None)
             return True
         except Exception as error:  # offline, or the exchange is down
+            self._failed[feed.name] = (time.monotonic(), error)
             if fetched is None:
                 raise
             log.warning(

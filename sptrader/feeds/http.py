@@ -51,11 +51,15 @@ def get_with_retries(
         if status == 404 and missing_ok:
             return None
         if status in (429, 418):
+            if attempt == attempts:
+                break
             wait = _retry_after(response, backoff)
             log.warning("%s: HTTP %d, asked to slow down; waiting %.1fs", what, status, wait)
             sleep(wait)
             continue
         if status >= 500:
+            if attempt == attempts:
+                break
             log.warning("%s: HTTP %d; retrying in %.1fs", what, status, backoff)
             sleep(backoff)
             continue

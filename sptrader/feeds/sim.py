@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -116,6 +117,8 @@ class SimulatedMarket:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self._paths: dict[tuple[str, int], np.ndarray] = {}
+        # History is read from backfill threads while live ticks use today's path.
+        self._paths_lock = threading.Lock()
 
     def _key(self, symbol: str) -> int:
         return zlib.crc32(symbol.encode())
@@ -157,9 +160,10 @@ class SimulatedMarket:
         path = np.exp(start + walk - elapsed * walk[-1] + elapsed * (end - start))
         # One day per instrument is kept (0.7 MB each): live ticks need only today's,
         # and history walks the days in order.
-        for cached in [cached for cached in self._paths if cached[0] == spec.symbol]:
-            del self._paths[cached]
-        self._paths[key] = path
+        with self._paths_lock:
+            for cached in [cached for cached in self._paths if cached[0] == spec.symbol]:
+                del self._paths[cached]
+            self._paths[key] = path
         return path
 
     def mid_at(self, spec: SimInstrument, times_us: np.ndarray) -> np.ndarray:
