@@ -19,12 +19,11 @@ Wire quirks:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from functools import lru_cache
 
@@ -34,7 +33,7 @@ import polars as pl
 from sptrader.clock import now_us
 from sptrader.config import OandaFeedConfig
 from sptrader.errors import SptraderError
-from sptrader.feeds.base import BAR_SCHEMA, Feed, StreamSilent, SymbolInfo
+from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo, Watchdog
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived
 from sptrader.supervisor import ServiceContext
@@ -115,26 +114,17 @@ class OandaFeed(Feed):
         ):
             await self._check_stream_status(response)
             context.mark_running()
-            lines = response.aiter_lines()
-            while True:
-                line = await self._next_line(lines)
-                context.touch()
-                if not line:
-                    continue  # a bare keep-alive newline
-                events = self.parse(line, context)
-                if events:
-                    await context.publish(events)
-
-    async def _next_line(self, lines: AsyncIterator[str]) -> str:
-        """The next line of the stream; StreamSilent after ``watchdog_s`` without one
-        (heartbeats come every 5 s), ConnectionResetError when OANDA ends the stream."""
-        try:
-            async with asyncio.timeout(self.config.watchdog_s):
-                return await anext(lines)
-        except TimeoutError:
-            raise StreamSilent(f"no message for {self.config.watchdog_s:.0f}s") from None
-        except StopAsyncIteration:
-            raise ConnectionResetError("OANDA ended the price stream") from None
+            # Heartbeats come every 5 s: silence for watchdog_s means a dead stream.
+            async with Watchdog(self.config.watchdog_s) as watchdog:
+                async for line in response.aiter_lines():
+                    watchdog.fed()
+                    context.touch()
+                    if not line:
+                        continue  # a bare keep-alive newline
+                    events = self.parse(line, context)
+                    if events:
+                        await context.publish(events)
+            raise ConnectionResetError("OANDA ended the price stream")
 
     async def _check_stream_status(self, response: httpx.Response) -> None:
         """Fail for good on what a retry cannot fix (token, account, instruments);
