@@ -144,8 +144,8 @@ class Engine:
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._backfills: set[Backfill] = set()
-        # Instrument -> the minute its stream (re)started in, to fetch again once closed.
-        self._refetch: dict[str, int] = {}
+        # (instrument, minute its stream (re)started in): fetched again once closed.
+        self._refetch: set[tuple[str, int]] = set()
         self._wall_clock = time.time
         self._monotonic = time.monotonic
         self.started = False
@@ -277,8 +277,7 @@ class Engine:
             )
             await self.bus.publish(fetched)
         if feed.refetch_partial_minute:
-            for instrument in feed.instruments:
-                self._refetch[instrument] = end
+            self._refetch.update((instrument, end) for instrument in feed.instruments)
 
     async def _check_feed_symbols(self, feed: Feed, context: ServiceContext) -> None:
         """Unknown symbols are an error in the services pane; all unknown fails the feed."""
@@ -430,9 +429,9 @@ class Engine:
 
     def _refetch_due(self) -> None:
         now = now_us()
-        for instrument, minute in list(self._refetch.items()):
+        for instrument, minute in list(self._refetch):
             if now >= minute + US_PER_MINUTE + REFETCH_DELAY_US:
-                del self._refetch[instrument]
+                self._refetch.discard((instrument, minute))
                 self._spawn(self._refetch_minute(instrument, minute))
 
     async def _refetch_minute(self, instrument: str, minute: int) -> None:

@@ -78,6 +78,8 @@ class KrakenFeed(Feed):
         self._sleep = sleep
         # BTC/USD -> KRAKEN:BTC/USD
         self._by_symbol = {name.split(":", 1)[1]: name for name in instruments}
+        # Newest trade published per instrument, across reconnects (snapshots repeat).
+        self._last_trade_us: dict[str, int] = {}
         # Symbols Kraken refused on this connection, with its reason.
         self._rejected: dict[str, str] = {}
         self._pairs_lock = threading.Lock()
@@ -164,14 +166,27 @@ class KrakenFeed(Feed):
             )
             for item in message["data"]
         ]
+        last = self._last_trade_us
         if message.get("type") != "snapshot":
+            for event in events:
+                if event.ts_us > last.get(event.instrument, -1):
+                    last[event.instrument] = event.ts_us
             return events
-        # Past trades: keep only the current minute's, which no backfill has stored.
+        # Past trades: keep only the current minute's, which no backfill has stored, and
+        # only those newer than the instrument's last published trade (a reconnect
+        # repeats them).
         now = now_us()
         minute = now - now % US_PER_MINUTE
-        current = [event for event in events if event.ts_us >= minute]
+        current = [
+            event
+            for event in events
+            if event.ts_us >= minute and event.ts_us > last.get(event.instrument, -1)
+        ]
         if len(current) < len(events):
             context.count("snapshot_skipped", len(events) - len(current))
+        for event in current:
+            if event.ts_us > last.get(event.instrument, -1):
+                last[event.instrument] = event.ts_us
         return current
 
     def _on_subscribe_ack(self, message: dict[str, Any], context: ServiceContext) -> None:

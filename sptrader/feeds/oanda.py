@@ -70,6 +70,8 @@ class OandaFeed(Feed):
         self._sleep = sleep
         # EUR_USD -> OANDA:EUR_USD
         self._by_symbol = {name.split(":", 1)[1]: name for name in instruments}
+        # Newest price time per instrument, across reconnects (the stream repeats it).
+        self._last_price_us: dict[str, int] = {}
 
     def price_source(self, instrument: str) -> str:
         # Quotes only: "trade" bars would never get a tick, so it means mid here.
@@ -178,10 +180,20 @@ class OandaFeed(Feed):
             return []
         bid = bids[0]
         ask = asks[0]
+        instrument = self._by_symbol[message["instrument"]]
+        ts_us = rfc3339_us(message["time"])
+        # A (re)connected stream first repeats each instrument's latest price: one
+        # already seen must not count again in the forming bar.
+        last = self._last_price_us.get(instrument, -1)
+        if ts_us == last:
+            context.count("repeated")
+            return []
+        if ts_us > last:
+            self._last_price_us[instrument] = ts_us
         return [
             QuoteReceived(
-                self._by_symbol[message["instrument"]],
-                rfc3339_us(message["time"]),
+                instrument,
+                ts_us,
                 float(bid["price"]),
                 float(ask["price"]),
                 float(bid["liquidity"]),
