@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import fake_coinbase
 import pytest
 from conftest import holding_database
+from fakes import FakeHttpServer
 
 from sptrader import __version__
 from sptrader.cli import main
+from sptrader.store import Store
 
 HEADER = ["ts", "open", "high", "low", "close", "volume", "trades"]
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -466,3 +469,140 @@ def test_entry_point_locked_database(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert str(home.resolve() / "sptrader.duckdb") in lines[0]
     assert str(holder.pid) in lines[0]
+
+
+# --- symbols, backfill, and the symbol check of config check ---------------------------
+
+
+def write_config(home: Path, text: str) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "config.toml"
+    path.write_text(text, "utf-8")
+    return path
+
+
+def test_symbols_searches_the_simulated_market(run) -> None:
+    result = run("symbols", "eur")
+    assert result.code == 0, result.err
+    assert "SIM:EURUSD" in result.out
+    as_json = run("symbols", "btc", "--json")
+    assert as_json.code == 0
+    found = json.loads(as_json.out)
+    assert found[0]["instrument"] == "SIM:BTCUSD"
+    assert set(found[0]) == {"instrument", "description", "kind", "base", "quote"}
+
+
+def test_symbols_says_when_nothing_matches_or_the_feed_is_off(run) -> None:
+    nothing = run("symbols", "zzzz")
+    assert nothing.code == 1
+    assert "no instrument matches 'zzzz'" in nothing.err
+    off = run("symbols", "btc", "--feed", "binance")
+    assert off.code == 2
+    assert off.err.strip() == "sptrader: --feed binance: not an enabled feed (enabled: sim)"
+
+
+def test_symbols_of_an_exchange_are_fetched_once_and_cached(run, home: Path) -> None:
+    with FakeHttpServer(fake_coinbase.history_route) as server:
+        write_config(
+            home,
+            f'[feeds.coinbase]\nenabled = true\nrest_url = "{server.url}"\n'
+            'ws_url = "ws://127.0.0.1:9"\n',
+        )
+        first = run(
+            "--config", str(home / "config.toml"), "symbols", "btcusd", "--feed", "coinbase"
+        )
+        assert first.code == 0, first.err
+        assert first.out.split("\n")[1].split()[0] == "COINBASE:BTC-USD"
+        requests = len(server.requests)
+        again = run("--config", str(home / "config.toml"), "symbols", "btc")
+        assert again.code == 0
+        assert len(server.requests) == requests  # served from the store's cache
+        assert "COINBASE:BTC-USD" in again.out and "SIM:BTCUSD" in again.out
+
+
+def test_config_check_rejects_an_unknown_exchange_symbol(run, home: Path) -> None:
+    with FakeHttpServer(fake_coinbase.history_route) as server:
+        config = write_config(
+            home,
+            'watchlist = ["SIM:EURUSD", "COINBASE:NOPE-USD"]\n'
+            f'[feeds.coinbase]\nenabled = true\nrest_url = "{server.url}"\n'
+            'ws_url = "ws://127.0.0.1:9"\n',
+        )
+        result = run("--config", str(config), "config", "check")
+    assert result.code == 2
+    assert result.err.strip() == (
+        f"sptrader: {config}: watchlist[1]: unknown symbol COINBASE:NOPE-USD (not in"
+        " coinbase's instrument list; search with `sptrader symbols --feed coinbase`)"
+    )
+
+
+def test_config_check_only_reports_a_feed_it_cannot_reach(run, home: Path) -> None:
+    config = write_config(
+        home,
+        'watchlist = ["COINBASE:BTC-USD"]\n'
+        '[feeds.coinbase]\nenabled = true\nrest_url = "http://127.0.0.1:9"\n'
+        'ws_url = "ws://127.0.0.1:9"\n',
+    )
+    result = run("--config", str(config), "config", "check")
+    assert result.code == 0, result.err
+    assert "symbols: could not check coinbase" in result.err
+    assert "is valid" in result.out
+
+
+def stored(home: Path, instrument: str) -> tuple[int, int]:
+    store = Store(home / "sptrader.duckdb")
+    try:
+        return (
+            store.cursor()
+            .execute(
+                "SELECT count(*), count(DISTINCT ts) FROM bars_1m WHERE instrument = ?",
+                [instrument],
+            )
+            .fetchall()[0]
+        )
+    finally:
+        store.close()
+
+
+def test_backfill_downloads_then_resumes(run, home: Path) -> None:
+    first = run(
+        "backfill", "SIM:EURUSD", "SIM:XAUUSD", "--from", "2026-11-01", "--to", "2026-11-03"
+    )
+    assert first.code == 0, first.err
+    lines = first.out.strip().splitlines()
+    assert re.fullmatch(
+        r"SIM:EURUSD: 2,880 bars from 2 ranges \(0 already stored\) in \d+\.\ds", lines[-2]
+    ), first.out
+    assert lines[-1].startswith("SIM:XAUUSD: 2,880 bars from 2 ranges")
+    assert stored(home, "SIM:EURUSD") == (2880, 2880)
+
+    # A wider range: only what is missing is fetched.
+    again = run("backfill", "SIM:EURUSD", "--from", "2026-11-01", "--to", "2026-11-04")
+    assert again.code == 0, again.err
+    assert re.search(r"SIM:EURUSD: 1,440 bars from 1 range \(2 already stored\)", again.out)
+    assert stored(home, "SIM:EURUSD") == (4320, 4320)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["SIM:EURUSD", "--from", "2026-11-01", "--tf", "5m"],
+            "--tf 5m: the store keeps 1m bars and rolls the other timeframes up from them; use --tf 1m",
+        ),
+        (
+            ["SIM:EURUSD", "--from", "2026-11-02", "--to", "2026-11-01"],
+            "--to must be later than --from",
+        ),
+        (["SIM:EURUSD", "--from", "yesterday"], "bad --from time"),
+        (
+            ["BINANCE:BTCUSDT", "--from", "2026-11-01"],
+            "BINANCE:BTCUSDT: nothing stored, and feeds.binance.enabled is false in the config",
+        ),
+    ],
+)
+def test_backfill_mistakes_are_one_line_and_exit_2(run, args: list[str], message: str) -> None:
+    result = run("backfill", *args)
+    assert result.code == 2, result
+    assert len(result.err.strip().splitlines()) == 1
+    assert message in result.err

@@ -481,3 +481,23 @@ def test_candles_while_the_daemon_runs(daemon: Daemon) -> None:
     assert unknown.stdout == ""
 
     assert daemon.status()["services"][0]["state"] == "running"
+
+
+def test_backfill_and_symbols_while_the_daemon_runs(daemon: Daemon) -> None:
+    """The daemon holds the store: both commands go through its API."""
+    daemon.start()
+    result = daemon.run(
+        "backfill", "SIM:GBPUSD", "--from", "2026-11-01", "--to", "2026-11-03", timeout=120
+    )
+    assert result.returncode == 0, describe(result)
+    assert re.search(r"SIM:GBPUSD: 2,880 bars from 2 ranges \(0 already stored\)", result.stdout)
+    again = daemon.run("backfill", "SIM:GBPUSD", "--from", "2026-11-01", "--to", "2026-11-03")
+    assert re.search(r"SIM:GBPUSD: 0 bars from 0 ranges \(2 already stored\)", again.stdout)
+
+    found = daemon.run("symbols", "gbp", "--json")
+    assert found.returncode == 0, describe(found)
+    assert json.loads(found.stdout)[0]["instrument"] == "SIM:GBPUSD"
+
+    bad = daemon.run("backfill", "NOPE:X", "--from", "2026-11-01")
+    assert bad.returncode == 2, describe(bad)
+    assert "NOPE:X" in one_error_line(bad)
