@@ -8,6 +8,7 @@ Lists are fetched on first use and refreshed in the background once older than
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,10 @@ class SymbolDirectory:
         # A feed whose list could not be fetched is not asked again for a while: with
         # the exchange down, every search would otherwise wait for its retries.
         self._failed: dict[str, tuple[float, Exception]] = {}
+        # One fetch of a feed's list at a time (the background refresh and a feed's
+        # symbol check start together).
+        self._fetching: dict[str, threading.Lock] = {}
+        self._fetching_guard = threading.Lock()
 
     @property
     def ttl_us(self) -> int:
@@ -90,7 +95,13 @@ class SymbolDirectory:
 
     def ensure(self, feed: Feed, *, refresh: bool = False) -> bool:
         """Make sure a list of ``feed`` is cached (fetched if missing, expired or
-        ``refresh``); False when there is none and it cannot be fetched."""
+        ``refresh``); raises when there is none and it cannot be fetched."""
+        with self._fetching_guard:
+            lock = self._fetching.setdefault(feed.name, threading.Lock())
+        with lock:
+            return self._ensure(feed, refresh=refresh)
+
+    def _ensure(self, feed: Feed, *, refresh: bool) -> bool:
         fetched = self.fetched_at(feed.name)
         if not refresh and fetched is not None and now_us() - fetched < self.ttl_us:
             return True
