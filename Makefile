@@ -29,6 +29,9 @@ bench: setup
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/tui_rss.py --quick
 	$(BIN)/python bench/daemon_fanout.py
+	$(BIN)/python bench/feeds.py
+	$(BIN)/python bench/dukascopy_decode.py
+	$(BIN)/python bench/backfill.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
