@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from textual.command import CommandList
 from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, Label
+from textual.widgets import Button, DataTable, Label, OptionList
 
 from sptrader.app import SptraderApp
 from sptrader.config import (
@@ -26,7 +26,15 @@ from sptrader.config import (
 )
 from sptrader.feeds.sim import SimFeed
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, ServiceState
-from sptrader.screens import ChartPane, EventLogPane, HelpScreen, ServicesPane, WatchlistPane
+from sptrader.screens import (
+    BackfillsPane,
+    ChartPane,
+    EventLogPane,
+    HelpScreen,
+    ServicesPane,
+    SymbolSearchScreen,
+    WatchlistPane,
+)
 from sptrader.store import Store, queries
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD", "SIM:SPY"]
@@ -456,3 +464,98 @@ async def test_q_quits_and_leaves_the_bars_in_the_store(app: SptraderApp) -> Non
             assert queries.last_bar_ts(store, name) >= ts_us
     finally:
         store.close()
+
+
+# --- instrument search, watchlist changes, backfills, stale rows -------------------------
+
+
+async def test_slash_searches_and_enter_adds_a_streaming_instrument(
+    app: SptraderApp, home: Path
+) -> None:
+    async with running(app) as pilot:
+        await pilot.press("slash")
+        screen = app.screen
+        assert isinstance(screen, SymbolSearchScreen)
+        await pilot.press(*"solusd")
+        results = screen.query_one(OptionList)
+        await wait_for(
+            pilot,
+            lambda: results.option_count == 1 and results.get_option_at_index(0).id == "SIM:SOLUSD",
+            what="the search to find SIM:SOLUSD",
+        )
+        await pilot.press("enter")
+        watchlist = app.query_one(WatchlistPane)
+        await wait_for(
+            pilot, lambda: "SIM:SOLUSD" in watchlist.instruments, what="a SIM:SOLUSD row"
+        )
+        await wait_for(
+            pilot,
+            lambda: _price(watchlist.row_values("SIM:SOLUSD")["bid"]) is not None,
+            what="live SIM:SOLUSD prices",
+        )
+        assert "SIM:SOLUSD" in (home / "watchlist.json").read_text()
+
+        # delete on the selected row takes it out again.
+        table = app.query_one("#watchlist-table", DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("SIM:SOLUSD"))
+        await pilot.press("delete")
+        await wait_for(
+            pilot, lambda: "SIM:SOLUSD" not in watchlist.instruments, what="the row to go"
+        )
+        assert "SIM:SOLUSD" not in (home / "watchlist.json").read_text()
+
+
+async def test_search_escape_adds_nothing(app: SptraderApp) -> None:
+    async with running(app) as pilot:
+        await pilot.press("slash")
+        await pilot.press(*"eur", "escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, SymbolSearchScreen)
+        assert app.query_one(WatchlistPane).instruments == WATCHLIST
+
+
+async def test_a_backfill_from_the_palette_shows_its_progress(app: SptraderApp, home: Path) -> None:
+    async with running(app) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Backfill SIM:SPY: last 7")
+        await wait_for(
+            pilot,
+            lambda: _first_palette_option(app) == "Backfill SIM:SPY: last 7 days",
+            what="the palette to offer the backfill",
+        )
+        await pilot.press("enter")
+        pane = app.query_one(BackfillsPane)
+        await wait_for(
+            pilot,
+            lambda: "SIM:SPY" in pane.progress and pane.progress["SIM:SPY"].state == "done",
+            what="the backfill to finish",
+        )
+        assert pane.display
+        line = str(pane.render())
+        assert "SIM:SPY" in line and "done" in line
+        done = pane.progress["SIM:SPY"]
+        assert done.done == done.total >= 7
+    store = Store(home / "sptrader.duckdb")
+    try:
+        first = queries.first_bar_ts(store, "SIM:SPY")
+    finally:
+        store.close()
+    assert first is not None and first <= time.time() * 1e6 - 6.9 * US_PER_DAY
+
+
+async def test_rows_of_a_stopped_feed_are_marked_stale(app: SptraderApp) -> None:
+    async with running(app) as pilot:
+        watchlist = app.query_one(WatchlistPane)
+        await app.client.stop_service("sim")
+        await wait_for(
+            pilot,
+            lambda: watchlist.row_values("SIM:EURUSD")["instrument"] == "SIM:EURUSD ⚠",
+            what="the stale mark",
+        )
+        await app.client.start_service("sim")
+        await wait_for(
+            pilot,
+            lambda: watchlist.row_values("SIM:EURUSD")["instrument"] == "SIM:EURUSD",
+            what="the mark to go",
+        )
