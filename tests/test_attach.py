@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import OptionList
 
 from sptrader.api.connection import call_daemon
 from sptrader.api.remote import RemoteEngineClient, fetch_welcome
 from sptrader.app import SptraderApp
 from sptrader.config import load_settings
 from sptrader.daemon import running_pid
-from sptrader.screens import ServicesPane, WatchlistPane
+from sptrader.screens import ServicesPane, SymbolSearchScreen, WatchlistPane
 
 CONFIG = """\
 watchlist = ["SIM:EURUSD", "SIM:BTCUSD"]
@@ -132,3 +133,34 @@ async def test_attached_tui_survives_the_daemon_restarting(daemon: tuple[Path, P
         assert client.welcome["pid"] != first_pid
         await pilot.press("q")
         await _wait(pilot, lambda: app.return_code is not None, "the app to exit")
+
+
+async def test_attached_tui_searches_and_adds_an_instrument(daemon: tuple[Path, Path]) -> None:
+    """`/` in an attached TUI searches the daemon's symbol cache and adds to its
+    watchlist; the row appears and streams."""
+    home, config = daemon
+    settings = load_settings(home, config)
+    client = RemoteEngineClient(home, await asyncio.to_thread(fetch_welcome, home))
+    app = SptraderApp(settings, client=client)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await _wait(pilot, lambda: app.engine_ready, "the app to attach")
+        await pilot.press("slash")
+        await pilot.press(*"ethusd")
+        screen = app.screen
+        assert isinstance(screen, SymbolSearchScreen)
+        results = screen.query_one(OptionList)
+        await _wait(
+            pilot,
+            lambda: results.option_count and results.get_option_at_index(0).id == "SIM:ETHUSD",
+            "the daemon's search results",
+        )
+        await pilot.press("enter")
+        watchlist = app.query_one(WatchlistPane)
+        await _wait(pilot, lambda: "SIM:ETHUSD" in watchlist.instruments, "the new row")
+        await _wait(pilot, lambda: watchlist.row_values("SIM:ETHUSD")["bid"] != "…", "its quotes")
+        assert client.watchlist == ["SIM:EURUSD", "SIM:BTCUSD", "SIM:ETHUSD"]
+        await pilot.press("q")
+        await _wait(pilot, lambda: app.return_code is not None, "the app to exit")
+    status = await call_daemon(home, "status")
+    assert status["pid"] == running_pid(home)
+    assert "SIM:ETHUSD" in (home / "watchlist.json").read_text()
