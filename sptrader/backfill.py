@@ -10,6 +10,7 @@ reach the last two minutes: the live edge belongs to the streaming feed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -118,10 +119,13 @@ class Backfill:
             job.started = started
             self._report(job, "running" if job.pieces else "done")
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backfill") as pool:
+            # Round-robin over instruments: all of them progress together.
+            order = itertools.chain.from_iterable(
+                itertools.zip_longest(*[[(job, piece) for piece in job.pieces] for job in jobs])
+            )
             futures = [
                 pool.submit(self._piece, job, piece, limits[job.feed.name])
-                for job in jobs
-                for piece in job.pieces
+                for job, piece in (item for item in order if item is not None)
             ]
             for future in futures:
                 future.result()
