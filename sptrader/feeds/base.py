@@ -8,7 +8,9 @@ and its list of tradable symbols (``symbols``, blocking).
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +140,32 @@ class Feed(ABC):
     def clock_us(self) -> int:
         """The feed's notion of now (wall clock for live feeds)."""
         return now_us()
+
+
+class ExchangeFeed(Feed):
+    """A live exchange feed: the settings every one of them shares (``LiveFeedConfig``),
+    and the seams tests use (an httpx transport for history, a replaceable sleep)."""
+
+    def __init__(
+        self,
+        instruments: list[str],
+        config: Any,
+        *,
+        transport: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(instruments)
+        self.config = config
+        self.stale_after_s = config.stale_after_s
+        self.max_concurrency = config.max_concurrency
+        self._transport = transport
+        # How history waits out a 429 or a 5xx (tests replace it).
+        self.sleep = sleep
+
+    def price_source(self, instrument: str) -> str:
+        # Exchanges print trades: "auto" means bars of trade prices.
+        source = self.config.price_source
+        return "trade" if source == "auto" else source
 
 
 def empty_bars() -> pl.DataFrame:

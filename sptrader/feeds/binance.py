@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from sptrader.clock import now_us
 from sptrader.config import BinanceFeedConfig
-from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo, Watchdog
+from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
@@ -31,9 +31,10 @@ KLINES_LIMIT = 1000
 WEIGHT_LIMIT_1M = 6000
 
 
-class BinanceFeed(Feed):
+class BinanceFeed(ExchangeFeed):
     prefix = "BINANCE"
     name = "binance"
+    config: BinanceFeedConfig
 
     def __init__(
         self,
@@ -42,16 +43,9 @@ class BinanceFeed(Feed):
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(instruments)
-        self.config = config
-        self.stale_after_s = config.stale_after_s
-        self.max_concurrency = config.max_concurrency
-        self._transport = transport
+        super().__init__(instruments, config, transport=transport)
         # btcusdt -> BINANCE:BTCUSDT
         self._by_stream_symbol = {name.split(":", 1)[1].lower(): name for name in instruments}
-
-    def price_source(self, instrument: str) -> str:
-        return self.config.price_source
 
     def stream_url(self) -> str:
         streams = "/".join(

@@ -24,8 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -34,7 +32,7 @@ import polars as pl
 from websockets.asyncio.client import connect
 
 from sptrader.config import CoinbaseFeedConfig
-from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo, Watchdog, empty_bars
+from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog, empty_bars
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
@@ -53,9 +51,10 @@ CANDLES_LIMIT = 350
 WINDOW_US = (CANDLES_LIMIT - 1) * US_PER_MINUTE
 
 
-class CoinbaseFeed(Feed):
+class CoinbaseFeed(ExchangeFeed):
     prefix = "COINBASE"
     name = "coinbase"
+    config: CoinbaseFeedConfig
 
     def __init__(
         self,
@@ -64,22 +63,13 @@ class CoinbaseFeed(Feed):
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(instruments)
-        self.config = config
-        self.stale_after_s = config.stale_after_s
-        self.max_concurrency = config.max_concurrency
-        self._transport = transport
-        # How history waits out a 429 or a 5xx (tests replace it).
-        self.sleep: Callable[[float], None] = time.sleep
+        super().__init__(instruments, config, transport=transport)
         # BTC-USD -> COINBASE:BTC-USD
         self._by_product = {_product_id(name): name for name in instruments}
         # The next sequence_num expected on the current connection (None: none seen).
         self._next_sequence: int | None = None
         # Newest trade time published per instrument, across reconnects.
         self._last_trade_us: dict[str, int] = {}
-
-    def price_source(self, instrument: str) -> str:
-        return self.config.price_source
 
     def subscribe_messages(self) -> list[str]:
         products = list(self._by_product)

@@ -39,7 +39,7 @@ from sptrader.bars import aggregate_ticks
 from sptrader.clock import now_us
 from sptrader.config import KrakenFeedConfig
 from sptrader.errors import SptraderError
-from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo, Watchdog, empty_bars
+from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog, empty_bars
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import US_PER_MINUTE, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
@@ -58,9 +58,10 @@ ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
 FIAT = frozenset({"USD", "EUR", "GBP", "CAD", "JPY", "CHF", "AUD", "NZD", "AED"})
 
 
-class KrakenFeed(Feed):
+class KrakenFeed(ExchangeFeed):
     prefix = "KRAKEN"
     name = "kraken"
+    config: KrakenFeedConfig
 
     def __init__(
         self,
@@ -70,12 +71,7 @@ class KrakenFeed(Feed):
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(instruments)
-        self.config = config
-        self.stale_after_s = config.stale_after_s
-        self.max_concurrency = config.max_concurrency
-        self._transport = transport
-        self._sleep = sleep
+        super().__init__(instruments, config, transport=transport, sleep=sleep)
         # BTC/USD -> KRAKEN:BTC/USD
         self._by_symbol = {name.split(":", 1)[1]: name for name in instruments}
         # Newest trade published per instrument, across reconnects (snapshots repeat).
@@ -84,10 +80,6 @@ class KrakenFeed(Feed):
         self._rejected: dict[str, str] = {}
         self._pairs_lock = threading.Lock()
         self._rest_pairs: dict[str, str] | None = None  # v2 symbol -> REST altname
-
-    def price_source(self, instrument: str) -> str:
-        source = self.config.price_source
-        return "trade" if source == "auto" else source
 
     def subscribe_messages(self) -> list[str]:
         symbols = list(self._by_symbol)
@@ -233,7 +225,7 @@ class KrakenFeed(Feed):
         """The ``result`` of a public call. Kraken reports errors with HTTP 200 in the
         body: rate limits back off and retry, anything else raises SptraderError."""
         for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
-            response = get_with_retries(client, path, params=params, what=what, sleep=self._sleep)
+            response = get_with_retries(client, path, params=params, what=what, sleep=self.sleep)
             assert response is not None
             try:
                 payload = response.json()
@@ -248,7 +240,7 @@ class KrakenFeed(Feed):
             if attempt < RATE_LIMIT_ATTEMPTS:
                 wait = min(30.0, 2.0**attempt)
                 log.warning("%s: %s; retrying in %.0fs", what, text, wait)
-                self._sleep(wait)
+                self.sleep(wait)
         raise SptraderError(f"{what}: {text} (gave up after {RATE_LIMIT_ATTEMPTS} attempts)")
 
     def _asset_pairs(self, client: httpx.Client) -> dict[str, dict[str, Any]]:

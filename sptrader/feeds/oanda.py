@@ -33,7 +33,7 @@ import polars as pl
 from sptrader.clock import now_us
 from sptrader.config import OandaFeedConfig
 from sptrader.errors import SptraderError
-from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo, Watchdog
+from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived
 from sptrader.supervisor import ServiceContext
@@ -48,9 +48,10 @@ FUTURE_MARGIN_US = US_PER_MINUTE
 KINDS = {"CURRENCY": "fx", "METAL": "metal", "CFD": "cfd"}
 
 
-class OandaFeed(Feed):
+class OandaFeed(ExchangeFeed):
     prefix = "OANDA"
     name = "oanda"
+    config: OandaFeedConfig
 
     def __init__(
         self,
@@ -61,13 +62,8 @@ class OandaFeed(Feed):
         rest_transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(instruments)
-        self.config = config
-        self.stale_after_s = config.stale_after_s
-        self.max_concurrency = config.max_concurrency
-        self._transport = transport
+        super().__init__(instruments, config, transport=transport, sleep=sleep)
         self._rest_transport = rest_transport
-        self._sleep = sleep
         # EUR_USD -> OANDA:EUR_USD
         self._by_symbol = {name.split(":", 1)[1]: name for name in instruments}
         # Newest price time per instrument, across reconnects (the stream repeats it).
@@ -227,7 +223,7 @@ class OandaFeed(Feed):
                     params=_window_params(letter, cursor, window_end),
                     headers=headers,
                     what=f"OANDA candles for {symbol}",
-                    sleep=self._sleep,
+                    sleep=self.sleep,
                 )
                 assert response is not None
                 _collect_candles(response, component, cursor, window_end, rows, symbol)
@@ -261,7 +257,7 @@ class OandaFeed(Feed):
                 f"/v3/accounts/{account_id}/instruments",
                 headers=self._headers(),
                 what="OANDA instruments",
-                sleep=self._sleep,
+                sleep=self.sleep,
             )
             assert response is not None
             payload = response.json()
