@@ -1,8 +1,9 @@
 """History backfill: download 1m bars (and, for tick sources, ticks) for instruments
 over a date range, in resumable ranges, a few requests at a time.
 
-Each instrument's range is cut into its feed's ``history_chunk_us`` pieces; a piece
-already recorded in ``backfill_ranges`` is skipped, so an interrupted backfill resumes.
+What is missing of each instrument's range (the coverage lacks it, and the market was
+open) is cut on its feed's ``history_chunk_us`` grid; whatever is covered is skipped, so
+an interrupted backfill resumes.
 Pieces are fetched concurrently (at most the feed's ``max_concurrency`` in flight),
 retried with backoff, and written through the store's idempotent upsert. Ranges never
 reach the last two minutes: the live edge belongs to the streaming feed.
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sptrader.clock import now_us
+from sptrader.data.intervals import clip, split, subtract
 from sptrader.errors import UsageError
 from sptrader.feeds.base import Feed
 from sptrader.models import US_PER_MINUTE, BackfillProgressed
@@ -47,21 +49,28 @@ class _Job:
 
 
 def plan_pieces(
-    start_us: int, end_us: int, chunk_us: int, done: list[tuple[int, int]]
+    gaps: list[tuple[int, int]], start_us: int, end_us: int, chunk_us: int
 ) -> tuple[list[tuple[int, int]], int]:
-    """Pieces of [start, end) aligned to ``chunk_us`` that no finished range covers,
-    and how many were skipped."""
-    pieces: list[tuple[int, int]] = []
-    skipped = 0
-    cursor = start_us - start_us % chunk_us
-    while cursor < end_us:
-        piece = (max(cursor, start_us), min(cursor + chunk_us, end_us))
-        if any(first <= piece[0] and piece[1] <= last for first, last in done):
-            skipped += 1
-        else:
-            pieces.append(piece)
-        cursor += chunk_us
-    return pieces, skipped
+    """The missing ranges of [start, end) cut on a ``chunk_us`` grid, and how many grid
+    chunks of the range had nothing missing (reported as already stored)."""
+    pieces = split(clip(gaps, start_us, end_us), chunk_us)
+    first_chunk = start_us // chunk_us
+    chunks = (end_us - 1) // chunk_us - first_chunk + 1
+    with_gaps = {piece[0] // chunk_us for piece in pieces}
+    return pieces, chunks - len(with_gaps)
+
+
+class InFlight:
+    """One lock per (instrument, chunk): two backfills of the same range (a chart and
+    `data ensure`, say) fetch it once; the second finds it stored and skips it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+
+    def lock(self, instrument: str, chunk: int) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((instrument, chunk), threading.Lock())
 
 
 class Backfill:
@@ -73,9 +82,15 @@ class Backfill:
         keep_ticks: Callable[[str], bool] = lambda instrument: False,
         on_progress: Callable[[BackfillProgressed], None] = lambda event: None,
         sleep: Callable[[float], None] | None = None,
+        gaps: Callable[[str, int, int], list[tuple[int, int]]] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store = store
         self.feed_for = feed_for
+        # What is missing of a range: by default what coverage lacks; the data manager
+        # also leaves out the hours the market is closed.
+        self.gaps = gaps or self._uncovered
+        self.in_flight = in_flight or InFlight()
         self.keep_ticks = keep_ticks
         self.on_progress = on_progress
         self._lock = threading.Lock()
@@ -105,10 +120,13 @@ class Backfill:
                     f"{instrument}: nothing to backfill: --from must be before --to and the past"
                 )
             pieces, skipped = plan_pieces(
-                start_us, last, feed.history_chunk_us, self.store.done_ranges(instrument)
+                self.gaps(instrument, start_us, last), start_us, last, feed.history_chunk_us
             )
             jobs.append(_Job(instrument, feed, pieces, skipped, done=skipped))
         return jobs
+
+    def _uncovered(self, instrument: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
+        return subtract([(start_us, end_us)], self.store.coverage(instrument))
 
     def run(self, jobs: list[_Job]) -> list[_Job]:
         """Fetch and store every piece (blocking); returns the jobs with their outcome."""
@@ -139,25 +157,30 @@ class Backfill:
     def _piece(self, job: _Job, piece: tuple[int, int], limit: threading.Semaphore) -> None:
         if job.failed or self._cancelled.is_set():
             return  # failed for good (do not hammer the source), or cancelled
-        start, end = piece
-        with limit:
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    rows = self._fetch_and_store(job, start, end)
-                    break
-                except Exception as error:
-                    if self._cancelled.is_set():
-                        return
-                    if attempt == ATTEMPTS:
-                        with self._lock:
-                            job.failed = job.failed or f"{type(error).__name__}: {error}"
-                        log.error("backfill %s: %s", job.instrument, error)
-                        return
-                    delay = 2.0**attempt
-                    log.warning("backfill %s: %s; retrying in %.0fs", job.instrument, error, delay)
-                    self.sleep(delay)
-                    if self._cancelled.is_set():
-                        return
+        chunk = piece[0] - piece[0] % job.feed.history_chunk_us
+        rows = 0
+        with limit, self.in_flight.lock(job.instrument, chunk):
+            # Another backfill may have fetched it while this one waited.
+            for sub_start, sub_end in subtract([piece], self.store.coverage(job.instrument)):
+                for attempt in range(1, ATTEMPTS + 1):
+                    try:
+                        rows += self._fetch_and_store(job, sub_start, sub_end)
+                        break
+                    except Exception as error:
+                        if self._cancelled.is_set():
+                            return
+                        if attempt == ATTEMPTS:
+                            with self._lock:
+                                job.failed = job.failed or f"{type(error).__name__}: {error}"
+                            log.error("backfill %s: %s", job.instrument, error)
+                            return
+                        delay = 2.0**attempt
+                        log.warning(
+                            "backfill %s: %s; retrying in %.0fs", job.instrument, error, delay
+                        )
+                        self.sleep(delay)
+                        if self._cancelled.is_set():
+                            return
         with self._lock:
             job.done += 1
             job.rows += rows
@@ -177,7 +200,7 @@ class Backfill:
         if ticks is not None and not ticks.is_empty():
             self.store.replace_ticks(instrument, start, end, ticks)
         # Recorded last: a crash before this line only means the piece is fetched again.
-        self.store.record_backfill(instrument, start, end, rows)
+        self.store.add_coverage(instrument, "1m", feed.name, start, end)
         return rows
 
     def _report(self, job: _Job, state: str, message: str = "") -> None:

@@ -82,6 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", dest="end", metavar="DATE", help="end (exclusive); default now")
     backfill.add_argument("--tf", default="1m", metavar="TF", help="stored timeframe (1m)")
 
+    data = commands.add_parser("data", help="what is stored, what is missing, fetching it")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = data_commands.add_parser(
+        "check",
+        help="list the gaps of a range (exit 0 complete, 1 gaps)",
+        description="Gaps are open market hours that nothing stored covers: a weekend is not a gap for FX, a missing Tuesday hour is.",
+    )
+    check.add_argument("instrument", metavar="INSTRUMENT")
+    check.add_argument("--from", dest="start", required=True, metavar="DATE")
+    check.add_argument("--to", dest="end", metavar="DATE", help="default now")
+    check.add_argument("--tf", default="1m", metavar="TF", help="report gaps in bars of TF")
+    check.add_argument("--format", choices=("table", "json"), default="table")
+    ensure = data_commands.add_parser(
+        "ensure", help="fetch only the missing ranges, then check again (exit 1 if gaps remain)"
+    )
+    ensure.add_argument("instruments", nargs="+", metavar="INSTRUMENT")
+    ensure.add_argument("--from", dest="start", required=True, metavar="DATE")
+    ensure.add_argument("--to", dest="end", metavar="DATE", help="default now")
+    status_data = data_commands.add_parser(
+        "status", help="per instrument: first/last bar, bars, coverage, by-day heatmap"
+    )
+    status_data.add_argument("instruments", nargs="*", metavar="INSTRUMENT")
+    status_data.add_argument("--days", type=int, default=30, help="coverage window (default 30)")
+    status_data.add_argument("--json", action="store_true", help="print JSON")
+
     start = commands.add_parser("start", help="start the headless daemon in the background")
     start.add_argument(
         "--foreground",
@@ -109,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser("migrate", help="apply pending schema migrations")
+    compact = db_commands.add_parser(
+        "compact",
+        help="delete old ticks and shrink the database file",
+        description="Delete ticks older than store.ticks_retention_days (0 keeps them all; bars are always kept), then rewrite the database into a fresh file (bars sorted by instrument and time) to give the space back to the disk. The daemon must be stopped.",
+    )
+    compact.add_argument(
+        "--dry-run", action="store_true", help="say what would be deleted; change nothing"
+    )
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -137,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     from sptrader.config import load_settings
 
     settings = load_settings(args.home, args.config)
-    if args.command in ("candles", "symbols", "backfill", "config"):
+    if args.command in ("candles", "symbols", "backfill", "config", "data"):
         # Feeds log retries and warnings: into the log file, not over the output.
         from sptrader.logs import setup_logging
 
@@ -164,13 +197,19 @@ def _run(args: argparse.Namespace) -> int:
         from sptrader.commands.backfill import run_backfill
 
         return run_backfill(settings, args)
+    if args.command == "data":
+        from sptrader.commands.data import run_data
+
+        return run_data(settings, args)
     if args.command in ("start", "stop", "restart", "status", "service"):
         from sptrader.commands.daemon_control import run_daemon_command
 
         return run_daemon_command(settings, args)
     if args.command == "db":
-        from sptrader.commands.database import run_migrate
+        from sptrader.commands.database import run_compact, run_migrate
 
+        if args.db_command == "compact":
+            return run_compact(settings, args)
         return run_migrate(settings)
     if args.command == "config":
         from sptrader.commands.config_check import run_config_check

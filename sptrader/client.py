@@ -99,7 +99,19 @@ class EngineClient(Protocol):
     async def remove_instrument(self, instrument: str) -> None: ...
 
     async def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
-        """Download history in the background; progress arrives as BackfillProgressed."""
+        """Fetch what is missing of the range in the background (only open market hours
+        the store lacks); progress arrives as BackfillProgressed, then HistoryStored."""
+        ...
+
+    async def data_gaps(self, instrument: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
+        """Open market time in [start, end) that nothing stored covers."""
+        ...
+
+    async def data_status(
+        self, instruments: list[str] | None, start_us: int, end_us: int
+    ) -> list[dict]:
+        """Per instrument: source, first/last bar, bars, coverage_pct, gaps, days (the
+        share of each UTC day's open time covered; -1 for a closed day)."""
         ...
 
 
@@ -174,6 +186,14 @@ class LocalEngineClient:
 
     async def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
         self.engine.start_backfill(instruments, start_us, end_us)
+
+    async def data_gaps(self, instrument: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
+        return await run_in_thread(self.engine.data.gaps, instrument, start_us, end_us)
+
+    async def data_status(
+        self, instruments: list[str] | None, start_us: int, end_us: int
+    ) -> list[dict]:
+        return await run_in_thread(self.engine.data.statuses, instruments, start_us, end_us)
 
     async def summaries(self, instruments: list[str], points: int) -> dict[str, InstrumentSummary]:
         """Session open (first 1m bar of the UTC day), last close and the last ``points``

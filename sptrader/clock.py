@@ -33,3 +33,8 @@ def parse_time(text: str, *, what: str = "time") -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def format_us(ts_us: int) -> str:
+    """ISO 8601 UTC to the second, e.g. 2026-11-20T14:00:00Z."""
+    return datetime.fromtimestamp(ts_us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

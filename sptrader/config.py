@@ -16,7 +16,7 @@ from typing import Literal
 import msgspec
 
 from sptrader.errors import ConfigError
-from sptrader.models import INSTRUMENT_RE, TIMEFRAMES
+from sptrader.models import INSTRUMENT_RE, TIMEFRAMES, timeframe_problem
 
 PriceSource = Literal["auto", "trade", "bid", "mid"]
 
@@ -113,6 +113,8 @@ class StoreConfig(_Section):
     flush_rows: int = 100_000
     seed_days: float = 3.0
     writer_queue: int = 500_000
+    # `sptrader db compact` deletes ticks older than this many days; 0 keeps them forever.
+    ticks_retention_days: float = 0.0
 
 
 class ChartConfig(_Section):
@@ -150,6 +152,15 @@ class DaemonConfig(_Section):
     metrics_host: str = "127.0.0.1"
 
 
+class DataConfig(_Section):
+    # FX, metals and CFDs close for the weekend between these UTC week times.
+    fx_week_close: str = "Fri 22:00"
+    fx_week_open: str = "Sun 22:00"
+    # Market hours by instrument or kind: "24x7", "fx", "nyse", "nasdaq", "lse",
+    # "xetra" or "tse", e.g. {"OANDA:SPX500_USD" = "nyse", "crypto" = "24x7"}.
+    sessions: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class SymbolsConfig(_Section):
     # Feeds' instrument lists are cached in the store and refreshed after this long.
     ttl_hours: float = 24.0
@@ -185,6 +196,7 @@ class Config(_Section):
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     symbols: SymbolsConfig = msgspec.field(default_factory=SymbolsConfig)
+    data: DataConfig = msgspec.field(default_factory=DataConfig)
     keymap: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -306,8 +318,11 @@ def _validate(config: Config) -> str | None:
     if len(set(config.watchlist)) != len(config.watchlist):
         return "watchlist: an instrument is listed twice"
     for index, timeframe in enumerate(config.chart.timeframes):
-        if timeframe not in TIMEFRAMES:
-            return f"chart.timeframes[{index}]: unknown timeframe {timeframe!r} (use {', '.join(TIMEFRAMES)})"
+        problem = timeframe_problem(timeframe)
+        if problem:
+            return f"chart.timeframes[{index}]: {problem}"
+        if timeframe in config.chart.timeframes[:index]:
+            return f"chart.timeframes[{index}]: {timeframe!r} is listed twice"
     if config.chart.default_timeframe not in config.chart.timeframes:
         return f"chart.default_timeframe: {config.chart.default_timeframe!r} is not in chart.timeframes"
     for index, name in enumerate(config.store.keep_ticks):
@@ -353,6 +368,20 @@ def _validate(config: Config) -> str | None:
     for binding_id in config.keymap:
         if binding_id not in BINDING_IDS:
             return f"keymap.{binding_id}: unknown binding id (known: {', '.join(BINDING_IDS)})"
+    from sptrader.data.sessions import SESSIONS, parse_week_time
+
+    for key in ("fx_week_close", "fx_week_open"):
+        try:
+            parse_week_time(getattr(config.data, key), f"data.{key}")
+        except ConfigError as error:
+            return str(error)
+    for name, session in config.data.sessions.items():
+        if session not in SESSIONS:
+            return (
+                f"data.sessions.{name}: unknown session {session!r} (known: {', '.join(SESSIONS)})"
+            )
+    if not config.store.ticks_retention_days >= 0:  # NaN too
+        return f"store.ticks_retention_days: must be 0 (keep forever) or more, got {config.store.ticks_retention_days}"
     if config.supervisor.backoff_factor < 1:
         return "supervisor.backoff_factor: must be at least 1"
     if not 0 <= config.supervisor.backoff_jitter < 1:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Iterable
+from typing import Any
 
 import polars as pl
 
@@ -19,6 +20,7 @@ from sptrader.bars import BarBuilder
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import now_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
+from sptrader.data.manager import DataManager
 from sptrader.errors import SptraderError, UsageError
 from sptrader.feeds import FEED_CLASSES, Feed, FeedService, make_feed
 from sptrader.logs import BusLogHandler
@@ -122,6 +124,10 @@ WAKE_JUMP_S = 30.0
 REFETCH_DELAY_US = 5 * US_PER_SECOND
 
 
+# How often the time streaming feeds were up is recorded as covered.
+LIVE_COVERAGE_EVERY_S = 10
+
+
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -132,6 +138,9 @@ class Engine:
         self.supervisor = Supervisor(self.bus, config.supervisor)
         self.store: Store | None = None
         self.symbols = SymbolDirectory(self)
+        self.data = DataManager(self)
+        # Feed name -> the minute since which it has streamed (covered while running).
+        self._streaming_since: dict[str, int] = {}
         # Streaming feeds by service name, and every feed (streaming or not) by prefix.
         self.feeds: dict[str, Feed] = {}
         self._feed_by_prefix: dict[str, Feed] = {}
@@ -210,8 +219,16 @@ class Engine:
         """Where an instrument's stored bars stop: its newest bar (inclusive, it may be
         partial), or ``store.seed_days`` back on a fresh store."""
         earliest = end_us - int(self.config.store.seed_days * 1440) * US_PER_MINUTE
-        newest = queries.last_bar_ts(self.require_store(), instrument)
-        return earliest if newest is None else max(earliest, newest)
+        store = self.require_store()
+        newest = queries.last_bar_ts(store, instrument)
+        if newest is None:
+            return earliest
+        # Live coverage is recorded every few seconds: refetch from where it ends if
+        # that is older than the newest bar, so coverage has no hole either.
+        covered = store.coverage(instrument)
+        if covered and earliest < covered[-1][1] < newest:
+            newest = covered[-1][1]
+        return max(earliest, newest)
 
     def seed_history(self, instruments: Iterable[str] | None = None) -> int:
         """Fill stored 1m bars up to the current minute, writing directly: for
@@ -232,6 +249,7 @@ class Engine:
             if bars is not None and not bars.is_empty():
                 written += store.upsert_bars(bars)
                 log.info("stored %d history bars of %s", bars.height, instrument)
+            store.add_coverage(instrument, "1m", feed.name, start, end)
         return written
 
     def _fetch_gaps(
@@ -278,6 +296,7 @@ class Engine:
             await self.bus.publish(fetched)
         if feed.refetch_partial_minute:
             self._refetch.update((instrument, end) for instrument in feed.instruments)
+        self._streaming_since[feed.name] = end
 
     async def _check_feed_symbols(self, feed: Feed, context: ServiceContext) -> None:
         """Unknown symbols are an error in the services pane; all unknown fails the feed."""
@@ -355,6 +374,7 @@ class Engine:
                 self.store = None
             return
         self.started = False
+        await run_in_thread(self.record_live_coverage)
         for name in self.feeds:
             with contextlib.suppress(SptraderError):
                 await self.supervisor.stop(name)
@@ -394,6 +414,8 @@ class Engine:
             last_wall, last_mono = wall, mono
             if jump > WAKE_JUMP_S:
                 self._reconnect_after_sleep(jump)
+            if int(mono) % LIVE_COVERAGE_EVERY_S == 0:
+                self._spawn(run_in_thread(self.record_live_coverage))
             await asyncio.sleep(1.0)
 
     def _report_drops(self, reported: dict[str, int]) -> None:
@@ -414,6 +436,23 @@ class Engine:
                 )
         if events:
             self.bus.publish_nowait(events)
+
+    def record_live_coverage(self) -> None:
+        """Streaming feeds cover their instruments from when they (re)started to the
+        last closed minute (quiet minutes without a bar included). Blocking."""
+        store = self.store
+        if store is None:
+            return
+        states = {status.name: status.state for status in self.supervisor.status()}
+        now = now_us()
+        minute = now - now % US_PER_MINUTE
+        ranges = [
+            (instrument, "1m", name, since, minute)
+            for name, since in self._streaming_since.items()
+            if states.get(name) == ServiceState.RUNNING and name in self.feeds
+            for instrument in self.feeds[name].instruments
+        ]
+        store.add_coverage_many(ranges)
 
     def _reconnect_after_sleep(self, jump_s: float) -> None:
         """Connections rarely survive a sleep, and the gap must be filled: restart
@@ -516,6 +555,18 @@ class Engine:
         keep = self.config.store.keep_ticks
         return "*" in keep or instrument in keep
 
+    def make_backfill(self, **options: Any) -> Backfill:
+        """A Backfill that fetches only open market hours the store lacks, sharing the
+        in-flight registry (one fetch for concurrent requests of a range)."""
+        return Backfill(
+            self.require_store(),
+            self.history_feed,
+            keep_ticks=self.keeps_ticks,
+            gaps=self.data.gaps,
+            in_flight=self.data.in_flight,
+            **options,
+        )
+
     def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
         """Download history in the background; progress goes out as BackfillProgressed
         events (the TUI and an attached `sptrader backfill` show them)."""
@@ -525,9 +576,7 @@ class Engine:
         def report(event: BackfillProgressed) -> None:
             loop.call_soon_threadsafe(self.bus.publish_nowait, [event])
 
-        backfill = Backfill(
-            self.require_store(), self.history_feed, keep_ticks=self.keeps_ticks, on_progress=report
-        )
+        backfill = self.make_backfill(on_progress=report)
         jobs = backfill.plan(names, start_us, end_us)
         self._backfills.add(backfill)
 

@@ -20,6 +20,8 @@ US_PER_SECOND = 1_000_000
 US_PER_MINUTE = 60 * US_PER_SECOND
 US_PER_DAY = 1440 * US_PER_MINUTE
 
+# The default chart set. Any "<N>m", "<N>h" or "<N>d" is a timeframe too (3m, 2h, 7d):
+# see timeframe_minutes.
 TIMEFRAMES: dict[str, int] = {
     "1m": 1,
     "5m": 5,
@@ -28,6 +30,10 @@ TIMEFRAMES: dict[str, int] = {
     "4h": 240,
     "1d": 1440,
 }
+
+TIMEFRAME_RE = re.compile(r"([1-9][0-9]{0,5})([mhd])")
+TIMEFRAME_UNITS = {"m": 1, "h": 60, "d": 1440}
+MAX_TIMEFRAME_MINUTES = 366 * 1440
 
 
 def parse_instrument(name: str) -> tuple[str, str]:
@@ -46,12 +52,44 @@ def normalize_instrument(name: str) -> str:
 
 
 def timeframe_minutes(timeframe: str) -> int:
-    try:
-        return TIMEFRAMES[timeframe]
-    except KeyError:
-        raise UsageError(
-            f"unknown timeframe {timeframe!r}: use one of {', '.join(TIMEFRAMES)}"
-        ) from None
+    """Bucket width in minutes of ``<N>m``, ``<N>h`` or ``<N>d`` (N a positive whole
+    number, at most 366 days in all), e.g. 1m 3m 15m 2h 4h 1d 7d.
+
+    Buckets are multiples of the width since the Unix epoch (UTC): 2h bars open at
+    00:00, 02:00 …, 1d bars at 00:00 UTC. A width that does not divide a day (7m, 5h)
+    or a week of days (7d: the epoch was a Thursday, so 7d bars open on Thursdays) is
+    still aligned to the epoch, not to each day or to Mondays.
+    """
+    minutes = _parse_timeframe(timeframe)
+    if minutes is None:
+        raise UsageError(timeframe_problem(timeframe))
+    return minutes
+
+
+def timeframe_problem(timeframe: str) -> str | None:
+    """Why ``timeframe`` is not one (one sentence), or None if it is."""
+    if _parse_timeframe(timeframe) is not None:
+        return None
+    hint = ""
+    if isinstance(timeframe, str) and _parse_timeframe(timeframe.strip().lower()) is not None:
+        hint = f" (write {timeframe.strip().lower()!r}: lowercase, no spaces)"
+    return (
+        f"unknown timeframe {timeframe!r}{hint}: use <N>m, <N>h or <N>d with N a positive"
+        " whole number, at most 366 days in all, e.g. 1m, 3m, 15m, 2h, 4h, 1d"
+    )
+
+
+def _parse_timeframe(timeframe: object) -> int | None:
+    if not isinstance(timeframe, str):
+        return None
+    minutes = TIMEFRAMES.get(timeframe)
+    if minutes is not None:
+        return minutes
+    match = TIMEFRAME_RE.fullmatch(timeframe)
+    if match is None:
+        return None
+    minutes = int(match.group(1)) * TIMEFRAME_UNITS[match.group(2)]
+    return minutes if minutes <= MAX_TIMEFRAME_MINUTES else None
 
 
 # --- market events -------------------------------------------------------------------

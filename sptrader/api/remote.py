@@ -156,6 +156,19 @@ class RemoteEngineClient:
             "start_backfill", instruments=instruments, start_us=start_us, end_us=end_us
         )
 
+    async def data_gaps(self, instrument: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
+        rows = await self._call(
+            "data_gaps", instrument=instrument, start_us=start_us, end_us=end_us
+        )
+        return [(start, end) for start, end in rows]
+
+    async def data_status(
+        self, instruments: list[str] | None, start_us: int, end_us: int
+    ) -> list[dict]:
+        return await self._call(
+            "data_status", instruments=instruments or [], start_us=start_us, end_us=end_us
+        )
+
     # --- connection -------------------------------------------------------------------
 
     async def _call(self, method: str, **params: Any) -> Any:

@@ -240,6 +240,18 @@ class ApiServer:
                 for name in self.engine.watchlist
                 if (bar := client.forming_bar(name)) is not None
             }
+        if method == "data_gaps":
+            instrument = self.engine.check_instrument(str(params["instrument"]))
+            return await run_in_thread(
+                self.engine.data.gaps, instrument, int(params["start_us"]), int(params["end_us"])
+            )
+        if method == "data_status":
+            return await run_in_thread(
+                self.engine.data.statuses,
+                list(params.get("instruments") or []),
+                int(params["start_us"]),
+                int(params["end_us"]),
+            )
         if method == "stale_instruments":
             return sorted(await client.stale_instruments())
         if method == "search_symbols":

@@ -27,10 +27,7 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     end_us = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else now_us()
     if end_us <= start_us:
         raise UsageError("--to must be later than --from")
-    if running_pid(settings.home) is not None:
-        outcome = asyncio.run(_backfill_in_daemon(settings, instruments, start_us, end_us))
-    else:
-        outcome = _backfill_here(settings, instruments, start_us, end_us)
+    outcome = backfill_with_progress(settings, instruments, start_us, end_us)
     failed = False
     for name, event in outcome.items():
         if event.state == "failed":
@@ -45,10 +42,19 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def backfill_with_progress(
+    settings: Settings, instruments: list[str], start_us: int, end_us: int
+) -> dict[str, BackfillProgressed]:
+    """Fetch what is missing of each instrument's range, with a progress bar; in the
+    daemon when one runs (it holds the store). Returns each instrument's last report."""
+    if running_pid(settings.home) is not None:
+        return asyncio.run(_backfill_in_daemon(settings, instruments, start_us, end_us))
+    return _backfill_here(settings, instruments, start_us, end_us)
+
+
 def _backfill_here(
     settings: Settings, instruments: list[str], start_us: int, end_us: int
 ) -> dict[str, BackfillProgressed]:
-    from sptrader.backfill import Backfill
     from sptrader.engine import Engine
 
     engine = Engine(settings)
@@ -56,9 +62,7 @@ def _backfill_here(
     try:
         names = [engine.check_instrument(name) for name in instruments]
         with _progress(len(names)) as show:
-            backfill = Backfill(
-                store, engine.history_feed, keep_ticks=engine.keeps_ticks, on_progress=show
-            )
+            backfill = engine.make_backfill(on_progress=show)
             jobs = backfill.plan(names, start_us, end_us)
             outcome: dict[str, BackfillProgressed] = {}
 

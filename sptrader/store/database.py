@@ -202,14 +202,63 @@ class Store:
             finally:
                 cursor.unregister("incoming_symbols")
 
-    def record_backfill(self, instrument: str, start_us: int, end_us: int, rows: int) -> None:
+    def add_coverage(
+        self, instrument: str, timeframe: str, source: str, start_us: int, end_us: int
+    ) -> None:
+        self.add_coverage_many([(instrument, timeframe, source, start_us, end_us)])
+
+    def add_coverage_many(self, ranges: list[tuple[str, str, str, int, int]]) -> None:
+        """Record stored ranges, merged with what each (instrument, timeframe, source)
+        already covers, in one transaction."""
+        from sptrader.data.intervals import merge
+
+        added: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+        for instrument, timeframe, source, start, end in ranges:
+            if start < end:
+                added.setdefault((instrument, timeframe, source), []).append((start, end))
+        if not added:
+            return
         cursor = self.cursor()
         with self._write_lock:
-            cursor.execute(
-                "INSERT INTO backfill_ranges VALUES"
-                " (?, make_timestamp(?), make_timestamp(?), ?, current_timestamp::TIMESTAMP)",
-                [instrument, start_us, end_us, rows],
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                for (instrument, timeframe, source), new in added.items():
+                    key = [instrument, timeframe, source]
+                    old = cursor.execute(
+                        "SELECT epoch_us(start_ts), epoch_us(end_ts) FROM coverage"
+                        " WHERE instrument = ? AND timeframe = ? AND source = ?",
+                        key,
+                    ).fetchall()
+                    merged = merge([*old, *new])
+                    if merged == sorted(old):
+                        continue
+                    cursor.execute(
+                        "DELETE FROM coverage WHERE instrument = ? AND timeframe = ? AND source = ?",
+                        key,
+                    )
+                    cursor.executemany(
+                        "INSERT INTO coverage VALUES (?, ?, ?, make_timestamp(?), make_timestamp(?))",
+                        [[*key, start, end] for start, end in merged],
+                    )
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+
+    def coverage(self, instrument: str, timeframe: str = "1m") -> list[tuple[int, int]]:
+        """Merged [start, end) ranges stored for ``instrument``, whatever their source."""
+        from sptrader.data.intervals import merge
+
+        rows = (
+            self.cursor()
+            .execute(
+                "SELECT epoch_us(start_ts), epoch_us(end_ts) FROM coverage"
+                " WHERE instrument = ? AND timeframe = ?",
+                [instrument, timeframe],
             )
+            .fetchall()
+        )
+        return merge(rows)
 
     def replace_ticks(
         self, instrument: str, start_us: int, end_us: int, ticks: pl.DataFrame
@@ -235,18 +284,6 @@ class Store:
             finally:
                 cursor.unregister("incoming_ticks")
         return batch.height
-
-    def done_ranges(self, instrument: str) -> list[tuple[int, int]]:
-        """[start, end) ranges a backfill already finished for ``instrument``."""
-        return (
-            self.cursor()
-            .execute(
-                "SELECT epoch_us(start_ts), epoch_us(end_ts) FROM backfill_ranges"
-                " WHERE instrument = ? ORDER BY 1",
-                [instrument],
-            )
-            .fetchall()
-        )
 
     def append_ticks(self, ticks: pl.DataFrame) -> int:
         return self._append(

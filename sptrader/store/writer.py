@@ -168,6 +168,20 @@ class StoreWriter(Service):
         written = 0
         if bars:
             written += self.store.upsert_bars(_ordered_bar_frame(bars))
+            # Fetched history is complete for its range, bars or not (a closed market).
+            self.store.add_coverage_many(
+                [
+                    (
+                        item.fetched.instrument,
+                        "1m",
+                        item.fetched.instrument.split(":", 1)[0].lower(),
+                        item.fetched.start_us,
+                        item.fetched.end_us,
+                    )
+                    for item in bars
+                    if type(item) is HistoryBarsReady
+                ]
+            )
         if ticks:
             written += self.store.append_ticks(ticks_to_frame(ticks))
         if logs:

@@ -1,0 +1,175 @@
+"""The data manager: for any instrument and range, what is stored, what is missing
+(open market hours no coverage holds), and fetching exactly that."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from sptrader.backfill import InFlight
+from sptrader.clock import now_us
+from sptrader.data.intervals import Interval, clip, merge, subtract, total
+from sptrader.data.sessions import KIND_SESSIONS, open_ranges, parse_week_time
+from sptrader.models import US_PER_DAY, US_PER_MINUTE, parse_instrument
+
+if TYPE_CHECKING:
+    from sptrader.engine import Engine
+
+log = logging.getLogger(__name__)
+
+# What a feed's instruments are when its symbol list does not say.
+FEED_KINDS = {"BINANCE": "crypto", "COINBASE": "crypto", "KRAKEN": "crypto", "OANDA": "fx"}
+
+
+@dataclass(slots=True)
+class DataStatus:
+    """One instrument's row in `sptrader data status` and the Data screen."""
+
+    instrument: str
+    source: str
+    first_us: int | None
+    last_us: int | None
+    bars: int
+    coverage_pct: float  # of the window's open market time
+    gaps: list[Interval]
+    days: list[float]  # per UTC day of the window: share of open time covered (-1: closed)
+
+
+class DataManager:
+    """Blocking methods: call them from a thread when a loop is running."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.in_flight = InFlight()
+        data = engine.config.data
+        self._fx_close = parse_week_time(data.fx_week_close, "data.fx_week_close")
+        self._fx_open = parse_week_time(data.fx_week_open, "data.fx_week_open")
+
+    # --- market hours -----------------------------------------------------------------
+
+    def kind_of(self, instrument: str) -> str:
+        prefix = parse_instrument(instrument)[0]
+        if prefix == "SIM":
+            return "sim"
+        store = self.engine.store
+        if store is not None:
+            rows = (
+                store.cursor()
+                .execute("SELECT kind FROM symbols WHERE instrument = ? LIMIT 1", [instrument])
+                .fetchall()
+            )
+            if rows and rows[0][0]:
+                return rows[0][0]
+        if prefix == "DUKASCOPY":
+            from sptrader.feeds.dukascopy_instruments import INSTRUMENTS
+
+            spec = INSTRUMENTS.get(instrument.split(":", 1)[1])
+            return spec.kind if spec is not None else "fx"
+        return FEED_KINDS.get(prefix, "")
+
+    def session_of(self, instrument: str) -> str:
+        """The config's session for the instrument or its kind, else the kind's usual
+        one; the simulator never closes."""
+        sessions = self.engine.config.data.sessions
+        if instrument in sessions:
+            return sessions[instrument]
+        kind = self.kind_of(instrument)
+        if kind in sessions:
+            return sessions[kind]
+        if kind == "sim":
+            return "24x7"
+        return KIND_SESSIONS.get(kind, "24x7")
+
+    def open_ranges(self, instrument: str, start_us: int, end_us: int) -> list[Interval]:
+        return open_ranges(
+            self.session_of(instrument),
+            start_us,
+            end_us,
+            fx_close_us=self._fx_close,
+            fx_open_us=self._fx_open,
+        )
+
+    # --- what is missing --------------------------------------------------------------
+
+    def gaps(self, instrument: str, start_us: int, end_us: int) -> list[Interval]:
+        """Open market time in [start, end) that no stored range covers. The current
+        minute and the future are never gaps."""
+        now = now_us()
+        end_us = min(end_us, now - now % US_PER_MINUTE)
+        opened = self.open_ranges(instrument, start_us, end_us)
+        # Whole minutes only: a session opening at :30 s would leave slivers.
+        opened = [
+            (start - start % US_PER_MINUTE, -(-end // US_PER_MINUTE) * US_PER_MINUTE)
+            for start, end in opened
+        ]
+        store = self.engine.require_store()
+        return clip(subtract(opened, store.coverage(instrument)), start_us, end_us)
+
+    def status(self, instrument: str, start_us: int, end_us: int) -> DataStatus:
+        store = self.engine.require_store()
+        first, last, bars = (
+            store.cursor()
+            .execute(
+                "SELECT epoch_us(min(ts)), epoch_us(max(ts)), count(*) FROM bars_1m"
+                " WHERE instrument = ?",
+                [instrument],
+            )
+            .fetchall()[0]
+        )
+        now = now_us()
+        window_end = min(end_us, now - now % US_PER_MINUTE)
+        opened = self.open_ranges(instrument, start_us, window_end)
+        gaps = self.gaps(instrument, start_us, window_end)
+        open_time = total(opened)
+        covered = 100.0 if open_time == 0 else 100.0 * (1 - total(gaps) / open_time)
+        sources = (
+            store.cursor()
+            .execute(
+                "SELECT DISTINCT source FROM coverage WHERE instrument = ? ORDER BY 1",
+                [instrument],
+            )
+            .fetchall()
+        )
+        return DataStatus(
+            instrument,
+            ", ".join(row[0] for row in sources),
+            first,
+            last,
+            bars,
+            covered,
+            gaps,
+            _daily_shares(opened, gaps, start_us, window_end),
+        )
+
+    def statuses(
+        self, instruments: list[str] | None, start_us: int, end_us: int
+    ) -> list[dict[str, Any]]:
+        """JSON-able status rows: the given instruments, or the watchlist and everything
+        stored."""
+        if not instruments:
+            stored = [
+                row[0]
+                for row in self.engine.require_store()
+                .cursor()
+                .execute("SELECT DISTINCT instrument FROM coverage ORDER BY 1")
+                .fetchall()
+            ]
+            instruments = list(dict.fromkeys([*self.engine.watchlist, *stored]))
+        return [asdict(self.status(name, start_us, end_us)) for name in instruments]
+
+
+def _daily_shares(
+    opened: list[Interval], gaps: list[Interval], start_us: int, end_us: int
+) -> list[float]:
+    """Per UTC day from start: the share of its open time that is covered (-1 when the
+    market was closed all day)."""
+    shares = []
+    day = start_us - start_us % US_PER_DAY
+    opened, gaps = merge(opened), merge(gaps)
+    while day < end_us:
+        open_time = total(clip(opened, day, day + US_PER_DAY))
+        missing = total(clip(gaps, day, day + US_PER_DAY))
+        shares.append(-1.0 if open_time == 0 else 1 - missing / open_time)
+        day += US_PER_DAY
+    return shares
