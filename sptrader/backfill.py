@@ -84,6 +84,7 @@ class Backfill:
         sleep: Callable[[float], None] | None = None,
         gaps: Callable[[str, int, int], list[tuple[int, int]]] | None = None,
         in_flight: InFlight | None = None,
+        live_edge_us: Callable[[str], int] = lambda instrument: 0,
     ) -> None:
         self.store = store
         self.feed_for = feed_for
@@ -91,6 +92,9 @@ class Backfill:
         # also leaves out the hours the market is closed.
         self.gaps = gaps or self._uncovered
         self.in_flight = in_flight or InFlight()
+        # How far behind now to stop: a streaming instrument's last minutes belong to
+        # its live feed (the engine passes LIVE_EDGE_US for those).
+        self.live_edge_us = live_edge_us
         self.keep_ticks = keep_ticks
         self.on_progress = on_progress
         self._lock = threading.Lock()
@@ -113,7 +117,7 @@ class Backfill:
                 )
             # Never reach the live edge, nor history the source has not published yet
             # (an empty answer there would be recorded as done, leaving a hole).
-            last = min(end_us, now_us() - max(LIVE_EDGE_US, feed.history_delay_us))
+            last = min(end_us, now_us() - max(self.live_edge_us(instrument), feed.history_delay_us))
             last -= last % US_PER_MINUTE
             if start_us >= last:
                 raise UsageError(

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     candles = commands.add_parser(
         "candles",
         help="print stored bars of an instrument",
-        description="Print bars of INSTRUMENT (FEED:SYMBOL). SIM: instruments are filled from the simulated market's history on first use.",
+        description="Print bars of INSTRUMENT (FEED:SYMBOL). A range that is not fully stored is fetched from the feed's history: for up to --wait seconds, then in the background.",
     )
     candles.add_argument("instrument", metavar="INSTRUMENT", help="e.g. SIM:EURUSD")
     candles.add_argument(
@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     candles.add_argument(
         "--format", choices=FORMATS, default="table", help="output format (default table)"
+    )
+    candles.add_argument(
+        "--wait",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="fetch missing history for up to S seconds before printing; the rest is"
+        " fetched in the background (default 2; 0 prints what is stored at once)",
     )
 
     symbols = commands.add_parser(

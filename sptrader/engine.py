@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from sptrader.backfill import Backfill
+from sptrader.backfill import LIVE_EDGE_US, Backfill
 from sptrader.bars import BarBuilder
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import now_us
@@ -564,8 +564,13 @@ class Engine:
             keep_ticks=self.keeps_ticks,
             gaps=self.data.gaps,
             in_flight=self.data.in_flight,
+            live_edge_us=self._live_edge_us,
             **options,
         )
+
+    def _live_edge_us(self, instrument: str) -> int:
+        streaming = self.started and instrument in self.watchlist
+        return LIVE_EDGE_US if streaming else 0
 
     def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
         """Download history in the background; progress goes out as BackfillProgressed

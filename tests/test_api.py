@@ -195,7 +195,7 @@ async def test_bad_requests_get_one_line_errors_and_the_connection_survives(home
         assert "bad instrument" in one_line(bad_instrument)
 
         with pytest.raises(SptraderError) as bad_timeframe:
-            await api.call("candles", instrument="SIM:EURUSD", timeframe="2m", last=5)
+            await api.call("candles", instrument="SIM:EURUSD", timeframe="2x", last=5)
         assert "unknown timeframe" in one_line(bad_timeframe)
 
         with pytest.raises(SptraderError) as unknown_service:

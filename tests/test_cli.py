@@ -284,7 +284,7 @@ def test_candles_table_names_the_instrument(run) -> None:
         (["candles", "FOO:BAR"], "FOO:BAR"),
         (["candles", "EURUSD"], "EURUSD"),
         (["candles", "SIM:"], "SIM:"),
-        (["candles", "SIM:EURUSD", "--tf", "2m"], "2m"),
+        (["candles", "SIM:EURUSD", "--tf", "2x"], "2x"),
         (["candles", "SIM:EURUSD", "--from", "yesterday"], "yesterday"),
         (["candles", "SIM:EURUSD", "--from", "2026-01-02", "--to", "2026-01-01"], "--to"),
         (["candles", "SIM:EURUSD", "--to", "2026-01-01"], "--from"),

@@ -217,9 +217,6 @@ class ApiServer:
             instrument = self.engine.check_instrument(str(params["instrument"]))
             timeframe = str(params.get("timeframe", "1m"))
             timeframe_minutes(timeframe)
-            if instrument not in self.engine.watchlist:
-                # Not streamed, so not kept up to date: fill it from its feed's history.
-                await run_in_thread(self.engine.seed_history, [instrument])
             frame = await client.candles(
                 instrument,
                 timeframe,

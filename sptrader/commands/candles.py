@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
+import threading
+import time
 
 import polars as pl
 
-from sptrader.api.connection import call_daemon
 from sptrader.api.protocol import candles_frame
-from sptrader.clock import datetime_to_us, now_us, parse_time
+from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.daemon import running_pid
+from sptrader.data.intervals import total
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
-from sptrader.models import normalize_instrument, timeframe_minutes
+from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
 from sptrader.store import queries
 
 DEFAULT_LAST = 100
@@ -24,11 +27,13 @@ DEFAULT_LAST = 100
 
 def run_candles(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
-    timeframe_minutes(args.tf)
+    minutes = timeframe_minutes(args.tf)
     if args.last is not None and (args.start or args.end):
         raise UsageError("use either --last N or --from/--to, not both")
     if args.last is not None and args.last <= 0:
         raise UsageError(f"--last must be a positive number of bars, got {args.last}")
+    if args.wait < 0:
+        raise UsageError(f"--wait must be 0 or more seconds, got {args.wait}")
     start_us = datetime_to_us(parse_time(args.start, what="--from time")) if args.start else None
     end_us = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else None
     if start_us is not None and end_us is not None and end_us <= start_us:
@@ -38,16 +43,20 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
 
     if running_pid(settings.home) is not None:
         # The daemon holds the store (one writing process): ask it.
-        bars = asyncio.run(
-            _candles_from_daemon(settings, instrument, args.tf, args.last, start_us, end_us)
+        bars, missing = asyncio.run(
+            _candles_from_daemon(
+                settings, instrument, args.tf, args.last, start_us, end_us, args.wait
+            )
         )
         write_bars(bars, args.format, instrument, args.tf)
+        _say_missing(instrument, missing, "the daemon is fetching them")
         return 0
     engine = Engine(settings)
     store = engine.open_store()
     try:
         instrument = engine.check_instrument(instrument)
-        engine.seed_history([instrument])
+        window = _window(engine, instrument, minutes, args.last, start_us, end_us)
+        missing = _fetch_for_a_while(engine, instrument, window, args.wait)
         if start_us is not None:
             bars = queries.bars_between(store, instrument, args.tf, start_us, end_us or now_us())
         else:
@@ -55,7 +64,92 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         store.close()
     write_bars(bars, args.format, instrument, args.tf)
+    if missing:
+        _continue_in_background(settings, instrument, window)
+        _say_missing(instrument, missing, "fetching them in the background")
     return 0
+
+
+def _window(
+    engine: Engine,
+    instrument: str,
+    minutes: int,
+    last: int | None,
+    start_us: int | None,
+    end_us: int | None,
+) -> tuple[int, int]:
+    """The time range the answer needs: the given one, or enough open market time back
+    from now for the last N bars."""
+    now = now_us()
+    if start_us is not None:
+        return start_us, min(end_us or now, now)
+    # One bar more: the current one is still forming, history ends before it.
+    wanted = ((last or DEFAULT_LAST) + 1) * minutes * US_PER_MINUTE
+    start = now - wanted
+    while (
+        total(engine.data.open_ranges(instrument, start, now)) < wanted
+        and now - start < 400 * US_PER_DAY
+    ):
+        start -= wanted
+    return start - start % (minutes * US_PER_MINUTE), now
+
+
+def _fetch_for_a_while(
+    engine: Engine, instrument: str, window: tuple[int, int], wait_s: float
+) -> list[tuple[int, int]]:
+    """Fetch what is missing of ``window`` for at most ``wait_s`` seconds; returns what
+    is still missing (whatever arrived is stored and covered)."""
+    gaps = engine.data.gaps(instrument, *window)
+    if not gaps or wait_s == 0 or engine.history_feed(instrument) is None:
+        return gaps
+    backfill = engine.make_backfill()
+    try:
+        jobs = backfill.plan([instrument], *window)
+    except UsageError:
+        return gaps  # only the live edge is missing
+    worker = threading.Thread(target=backfill.run, args=(jobs,), daemon=True)
+    worker.start()
+    worker.join(wait_s)
+    if worker.is_alive():
+        backfill.cancel()
+        worker.join()
+    return engine.data.gaps(instrument, *window)
+
+
+def _continue_in_background(settings: Settings, instrument: str, window: tuple[int, int]) -> None:
+    """A detached `sptrader data ensure` finishes the fetch after this command exits."""
+    command = [
+        sys.executable,
+        "-m",
+        "sptrader.cli",
+        "--home",
+        str(settings.home),
+        *(["--config", str(settings.config_path)] if settings.config_path else []),
+        "data",
+        "ensure",
+        instrument,
+        "--from",
+        format_us(window[0]),
+        "--to",
+        format_us(window[1]),
+    ]
+    subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _say_missing(instrument: str, missing: list[tuple[int, int]], doing: str) -> None:
+    if missing:
+        minutes = sum(end - start for start, end in missing) // US_PER_MINUTE
+        print(
+            f"{instrument}: {minutes:,} minutes of this range are not stored yet; {doing}"
+            " (run again to see them)",
+            file=sys.stderr,
+        )
 
 
 async def _candles_from_daemon(
@@ -65,15 +159,42 @@ async def _candles_from_daemon(
     last: int | None,
     start_us: int | None,
     end_us: int | None,
-) -> pl.DataFrame:
-    if start_us is not None:
-        window = {"start_us": start_us, "end_us": end_us or now_us()}
-    else:
-        window = {"last": last or DEFAULT_LAST}
-    rows = await call_daemon(
-        settings.home, "candles", instrument=instrument, timeframe=timeframe, **window
+    wait_s: float,
+) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
+    from sptrader.api.connection import ApiConnection
+
+    connection = ApiConnection(settings.home)
+    await connection.open()
+    try:
+        if start_us is not None:
+            window = {"start_us": start_us, "end_us": end_us or now_us()}
+            check = (start_us, min(end_us or now_us(), now_us()))
+        else:
+            window = {"last": last or DEFAULT_LAST}
+            span = ((last or DEFAULT_LAST) + 1) * timeframe_minutes(timeframe) * US_PER_MINUTE
+            check = (now_us() - span, now_us())
+        missing = await _missing(connection, instrument, check)
+        if missing and wait_s > 0:
+            await connection.call(
+                "start_backfill", instruments=[instrument], start_us=check[0], end_us=check[1]
+            )
+            deadline = time.monotonic() + wait_s
+            while missing and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                missing = await _missing(connection, instrument, check)
+        rows = await connection.call(
+            "candles", instrument=instrument, timeframe=timeframe, **window
+        )
+        return candles_frame(rows), missing
+    finally:
+        await connection.close()
+
+
+async def _missing(connection, instrument: str, window: tuple[int, int]) -> list[tuple[int, int]]:
+    rows = await connection.call(
+        "data_gaps", instrument=instrument, start_us=window[0], end_us=window[1]
     )
-    return candles_frame(rows)
+    return [(start, end) for start, end in rows]
 
 
 def _iso_column(bars: pl.DataFrame) -> pl.DataFrame:

@@ -41,7 +41,8 @@ def subtract(intervals: Iterable[Interval], remove: Iterable[Interval]) -> list[
 
 
 def clip(intervals: Iterable[Interval], start: int, end: int) -> list[Interval]:
-    return [(max(s, start), min(e, end)) for s, e in intervals if s < end and e > start]
+    """The non-empty parts of ``intervals`` within [start, end)."""
+    return [(max(s, start), min(e, end)) for s, e in intervals if max(s, start) < min(e, end)]
 
 
 def total(intervals: Iterable[Interval]) -> int:

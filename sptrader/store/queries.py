@@ -32,7 +32,7 @@ ORDER BY ts
 """
 
 _ROLLUP_SQL = """
-SELECT time_bucket(to_minutes($minutes), ts) AS ts,
+SELECT time_bucket(to_minutes($minutes), ts, TIMESTAMP '1970-01-01') AS ts,
        arg_min(open, ts) AS open,
        max(high) AS high,
        min(low) AS low,
