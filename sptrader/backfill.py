@@ -5,8 +5,9 @@ What is missing of each instrument's range (the coverage lacks it, and the marke
 open) is cut on its feed's ``history_chunk_us`` grid; whatever is covered is skipped, so
 an interrupted backfill resumes.
 Pieces are fetched concurrently (at most the feed's ``max_concurrency`` in flight),
-retried with backoff, and written through the store's idempotent upsert. Ranges never
-reach the last two minutes: the live edge belongs to the streaming feed.
+retried with backoff, and written through the store's idempotent upsert. For an
+instrument the engine is streaming, ranges stop two minutes before now: the live edge
+belongs to its feed.
 """
 
 from __future__ import annotations

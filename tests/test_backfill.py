@@ -23,6 +23,7 @@ from polars.testing import assert_frame_equal
 from sptrader import backfill as backfill_module
 from sptrader.backfill import LIVE_EDGE_US, Backfill, plan_pieces
 from sptrader.config import DukascopyFeedConfig, SimFeedConfig
+from sptrader.data.intervals import clip, merge, subtract, total
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
 from sptrader.feeds.base import Feed
@@ -133,6 +134,19 @@ def expected_bars(instrument: str, ranges: list[tuple[int, int]]) -> pl.DataFram
     return pl.concat([frame for frame in frames if frame is not None]).sort("ts")
 
 
+def coverage_rows(store: Store, instrument: str) -> list[tuple[str, int, int]]:
+    """The coverage table's rows of ``instrument``: (source, start, end)."""
+    return (
+        store.cursor()
+        .execute(
+            "SELECT source, epoch_us(start_ts), epoch_us(end_ts) FROM coverage"
+            " WHERE instrument = ? AND timeframe = '1m' ORDER BY 2",
+            [instrument],
+        )
+        .fetchall()
+    )
+
+
 def duplicates(store: Store) -> int:
     return (
         store.cursor()
@@ -150,17 +164,19 @@ def plans(draw):
     start = draw(st.integers(0, 500))
     end = start + draw(st.integers(1, 500))
     bounds = st.integers(-60, 1100)
-    done = [
+    # What is missing, as a gaps function returns it: sorted, disjoint; it may reach
+    # beyond the range.
+    gaps = merge(
         (first, first + length)
         for first, length in draw(st.lists(st.tuples(bounds, st.integers(1, 300)), max_size=6))
-    ]
-    return chunk, start, end, done
+    )
+    return chunk, start, end, gaps
 
 
 @given(plans())
-def test_pieces_and_skipped_cover_the_range_exactly_once(plan) -> None:
-    chunk, start, end, done = plan
-    pieces, skipped = plan_pieces(start, end, chunk, done)
+def test_pieces_tile_the_missing_ranges_on_the_grid(plan) -> None:
+    chunk, start, end, gaps = plan
+    pieces, skipped = plan_pieces(gaps, start, end, chunk)
     # The grid: [start, end) cut at every multiple of chunk.
     grid = []
     cursor = start
@@ -168,25 +184,25 @@ def test_pieces_and_skipped_cover_the_range_exactly_once(plan) -> None:
         boundary = min(end, (cursor // chunk + 1) * chunk)
         grid.append((cursor, boundary))
         cursor = boundary
-    covered = [
-        piece
-        for piece in grid
-        if any(first <= piece[0] and piece[1] <= last for first, last in done)
-    ]
-    # Every grid piece is either fetched or skipped as done, never both, never dropped.
-    assert pieces == [piece for piece in grid if piece not in covered]
-    assert skipped == len(covered)
-    assert len(pieces) + skipped == len(grid)
-    # The grid itself tiles the range: contiguous, aligned, no overlap.
     assert grid[0][0] == start and grid[-1][1] == end
     assert all(left[1] == right[0] for left, right in itertools.pairwise(grid))
+    missing = clip(gaps, start, end)
+    # Exactly the missing part of the range is fetched, cut at the grid: within each
+    # grid chunk the pieces are what is missing of it.
+    assert pieces == [piece for cell in grid for piece in clip(missing, *cell)]
+    assert merge(pieces) == merge(missing)
+    assert total(pieces) == total(missing)  # so no two pieces overlap
     for first, last in pieces:
-        assert first < last
-        assert first == start or first % chunk == 0
-        assert last == end or last % chunk == 0
+        assert start <= first < last <= end
         assert first // chunk == (last - 1) // chunk  # within one chunk
-    # Resuming after those pieces were done: nothing is left.
-    assert plan_pieces(start, end, chunk, done + pieces) == ([], len(grid))
+        assert first % chunk == 0 or any(gap[0] == first for gap in missing)
+        assert last % chunk == 0 or any(gap[1] == last for gap in missing)
+    assert all(left[1] <= right[0] for left, right in itertools.pairwise(pieces))
+    # Skipped: the grid chunks where nothing is missing.
+    assert skipped == sum(1 for cell in grid if not clip(missing, *cell))
+    assert skipped + len({first // chunk for first, _ in pieces}) == len(grid)
+    # Resuming once those pieces are stored: nothing is left.
+    assert plan_pieces(subtract(gaps, pieces), start, end, chunk) == ([], len(grid))
 
 
 def test_plan_cuts_the_range_at_the_feeds_chunks(store: Store) -> None:
@@ -204,12 +220,29 @@ def test_the_live_edge_and_the_sources_delay_are_never_reached(
     start = DAY0 + 8 * US_PER_HOUR
     immediate, delayed = WrappedFeed(sim()), WrappedFeed(sim(), history_delay_us=US_PER_HOUR)
 
+    # An instrument nobody streams: history up to the last closed minute.
     backfill, _, _ = make_backfill(store, immediate)
     [job] = backfill.plan(["SIM:EURUSD"], start, now + US_PER_DAY)
+    assert job.pieces == [(start, DAY0 + 10 * US_PER_HOUR + 30 * US_PER_MINUTE)]
+    with pytest.raises(UsageError, match="nothing to backfill"):
+        backfill.plan(["SIM:EURUSD"], now - 30_000_000, now)  # the current minute
+
+    # A streaming one: its last minutes belong to the live feed.
+    streaming = {"SIM:EURUSD"}
+    backfill, _, _ = make_backfill(
+        store,
+        immediate,
+        live_edge_us=lambda name: LIVE_EDGE_US if name in streaming else 0,
+    )
+    [job, other] = backfill.plan(["SIM:EURUSD", "SIM:GBPUSD"], start, now + US_PER_DAY)
     edge = now - LIVE_EDGE_US
     assert job.pieces == [(start, edge - edge % US_PER_MINUTE)]
     assert job.pieces[0][1] == DAY0 + 10 * US_PER_HOUR + 28 * US_PER_MINUTE
+    assert other.pieces == [(start, DAY0 + 10 * US_PER_HOUR + 30 * US_PER_MINUTE)]
+    with pytest.raises(UsageError, match="nothing to backfill"):
+        backfill.plan(["SIM:EURUSD"], now - US_PER_MINUTE, now)
 
+    # A source that publishes late: its delay is kept off, streaming or not.
     backfill, _, _ = make_backfill(store, delayed)
     [job] = backfill.plan(["SIM:EURUSD"], start, now + US_PER_DAY)
     assert job.pieces == [(start, DAY0 + 9 * US_PER_HOUR + 30 * US_PER_MINUTE)]
@@ -219,8 +252,6 @@ def test_the_live_edge_and_the_sources_delay_are_never_reached(
     # Nothing left once the source's delay is taken off.
     with pytest.raises(UsageError, match="nothing to backfill"):
         backfill.plan(["SIM:EURUSD"], now - 30 * US_PER_MINUTE, now)
-    with pytest.raises(UsageError, match="nothing to backfill"):
-        make_backfill(store, immediate)[0].plan(["SIM:EURUSD"], now - US_PER_MINUTE, now)
 
 
 def test_usage_errors(store: Store) -> None:
@@ -251,7 +282,9 @@ def test_a_backfill_stores_exactly_the_feeds_history_and_reports_progress(store:
         assert expected.height == 2 * 1440 + 30 - 6 * 60
         assert_frame_equal(stored_bars(store, instrument), expected)
         assert job.rows == expected.height
-        assert store.done_ranges(instrument) == PIECES
+        # Coverage: the whole range, merged, recorded under the feed's name.
+        assert store.coverage(instrument) == [(START, END)]
+        assert coverage_rows(store, instrument) == [("sim", START, END)]
         # Progress: running from 0, one event per piece, then done with every row.
         mine = [event for event in events if event.instrument == instrument]
         assert (mine[0].state, mine[0].done, mine[0].total) == ("running", 0, 3)
@@ -264,7 +297,7 @@ def test_a_backfill_stores_exactly_the_feeds_history_and_reports_progress(store:
     assert duplicates(store) == 0
 
 
-def test_a_rerun_skips_every_finished_piece(store: Store) -> None:
+def test_a_rerun_skips_what_is_covered_and_fetches_only_the_rest(store: Store) -> None:
     first = WrappedFeed(sim())
     backfill, _, _ = make_backfill(store, first)
     backfill.run(backfill.plan(INSTRUMENTS, START, END))
@@ -282,18 +315,21 @@ def test_a_rerun_skips_every_finished_piece(store: Store) -> None:
     for name in INSTRUMENTS:
         assert_frame_equal(stored_bars(store, name), before[name])
 
-    # A longer range fetches only what is new: the last (partial) day again, and the next.
-    longer = WrappedFeed(sim())
-    backfill, _, _ = make_backfill(store, longer)
+    # A wider range fetches exactly the minutes that are new, on either side, cut at
+    # the day grid; the day in between has nothing missing and is skipped.
+    wider = WrappedFeed(sim())
+    backfill, events, _ = make_backfill(store, wider)
     end = DAY0 + 3 * US_PER_DAY + US_PER_HOUR
-    backfill.run(backfill.plan(["SIM:EURUSD"], START, end))
-    assert longer.calls == [
-        ("SIM:EURUSD", DAY0 + 2 * US_PER_DAY, DAY0 + 3 * US_PER_DAY),
-        ("SIM:EURUSD", DAY0 + 3 * US_PER_DAY, end),
-    ]
-    assert_frame_equal(
-        stored_bars(store, "SIM:EURUSD"), expected_bars("SIM:EURUSD", [(START, end)])
-    )
+    [job] = backfill.plan(["SIM:EURUSD"], DAY0, end)
+    new = [(DAY0, START), (END, DAY0 + 3 * US_PER_DAY), (DAY0 + 3 * US_PER_DAY, end)]
+    assert (job.pieces, job.skipped, job.done, job.total) == (new, 1, 1, 4)
+    backfill.run([job])
+    assert sorted(wider.calls) == [("SIM:EURUSD", *piece) for piece in new]
+    assert (events[-1].state, events[-1].done, events[-1].total) == ("done", 4, 4)
+    assert job.rows == 6 * 60 + (24 * 60 - 30) + 60
+    assert store.coverage("SIM:EURUSD") == [(DAY0, end)]
+    assert_frame_equal(stored_bars(store, "SIM:EURUSD"), expected_bars("SIM:EURUSD", [(DAY0, end)]))
+    assert_frame_equal(stored_bars(store, "SIM:BTCUSD"), before["SIM:BTCUSD"])
     assert duplicates(store) == 0
 
 
@@ -314,7 +350,7 @@ def test_an_interrupted_backfill_keeps_the_good_pieces_and_resumes(store: Store)
     last = events[-1]
     assert (last.state, last.done, last.total) == ("failed", 1, 3)
     assert last.message == job.failed
-    assert store.done_ranges("SIM:EURUSD") == [PIECES[0]]
+    assert store.coverage("SIM:EURUSD") == [PIECES[0]]  # the failed piece is not covered
     assert_frame_equal(stored_bars(store, "SIM:EURUSD"), expected_bars("SIM:EURUSD", [PIECES[0]]))
 
     healthy = WrappedFeed(sim(), max_concurrency=1)
@@ -324,7 +360,7 @@ def test_an_interrupted_backfill_keeps_the_good_pieces_and_resumes(store: Store)
     backfill.run([job])
     assert healthy.calls == [("SIM:EURUSD", *piece) for piece in PIECES[1:]]
     assert (events[0].done, events[-1].state, events[-1].done) == (1, "done", 3)
-    assert store.done_ranges("SIM:EURUSD") == PIECES
+    assert store.coverage("SIM:EURUSD") == [(START, END)]
     assert_frame_equal(
         stored_bars(store, "SIM:EURUSD"), expected_bars("SIM:EURUSD", [(START, END)])
     )
@@ -340,7 +376,7 @@ def test_a_failing_piece_is_retried_with_backoff_until_it_succeeds(store: Store)
     assert sleeps == [2.0, 4.0]
     assert flaky.calls.count(("SIM:EURUSD", *PIECES[0])) == 3
     assert job.failed == "" and (events[-1].state, events[-1].done) == ("done", 3)
-    assert store.done_ranges("SIM:EURUSD") == PIECES
+    assert store.coverage("SIM:EURUSD") == [(START, END)]
     assert_frame_equal(
         stored_bars(store, "SIM:EURUSD"), expected_bars("SIM:EURUSD", [(START, END)])
     )
@@ -393,13 +429,10 @@ def test_dukascopy_ticks_are_stored_once_and_bars_are_their_aggregate(store: Sto
         backfill.run(backfill.plan([instrument], JAN_2, JAN_2 + 2 * US_PER_DAY))
         ticks = stored_ticks(store)
         bars = stored_bars(store, instrument)
-        assert store.done_ranges(instrument) == [
-            (JAN_2, JAN_2 + US_PER_DAY),
-            (JAN_2 + US_PER_DAY, JAN_2 + 2 * US_PER_DAY),
-        ]
+        assert coverage_rows(store, instrument) == [("dukascopy", JAN_2, JAN_2 + 2 * US_PER_DAY)]
 
-        # Forget the ranges: a second run fetches everything again, and replaces.
-        store.cursor().execute("DELETE FROM backfill_ranges")
+        # Forget the coverage: a second run fetches everything again, and replaces.
+        store.cursor().execute("DELETE FROM coverage")
         backfill, events, _ = make_backfill(store, feed, keep_ticks=lambda name: True)
         [job] = backfill.run(backfill.plan([instrument], JAN_2, JAN_2 + 2 * US_PER_DAY))
     assert job.failed == "" and events[-1].state == "done"

@@ -76,8 +76,12 @@ def test_migrations_apply_once(home: Path) -> None:
     path = home / "sptrader.duckdb"
     fresh = Store(path)
     assert fresh.schema_version() == 0
-    assert fresh.migrate() == ["001_initial.sql", "002_symbols_and_backfills.sql"]
-    assert fresh.schema_version() == 2
+    assert fresh.migrate() == [
+        "001_initial.sql",
+        "002_symbols_and_backfills.sql",
+        "003_coverage.sql",
+    ]
+    assert fresh.schema_version() == 3
     tables = {
         row[0]
         for row in fresh.cursor()
@@ -91,16 +95,22 @@ def test_migrations_apply_once(home: Path) -> None:
         "service_events",
         "symbols",
         "symbol_lists",
-        "backfill_ranges",
+        "coverage",
     } <= tables
+    assert "backfill_ranges" not in tables  # replaced by coverage
+    assert fresh.coverage("SIM:EURUSD") == []  # nothing stored, nothing seeded
     assert fresh.migrate() == []
     fresh.close()
 
     reopened = Store(path)
     assert reopened.migrate() == []
-    assert reopened.schema_version() == 2
+    assert reopened.schema_version() == 3
     rows = reopened.cursor().execute("SELECT version, name FROM schema_version").fetchall()
-    assert rows == [(1, "001_initial.sql"), (2, "002_symbols_and_backfills.sql")]
+    assert rows == [
+        (1, "001_initial.sql"),
+        (2, "002_symbols_and_backfills.sql"),
+        (3, "003_coverage.sql"),
+    ]
     reopened.close()
 
 
