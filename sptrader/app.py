@@ -37,6 +37,7 @@ from sptrader.models import (
 from sptrader.screens import (
     BackfillsPane,
     ChartPane,
+    DataScreen,
     ErrorScreen,
     EventLogPane,
     HelpScreen,
@@ -61,6 +62,7 @@ class SptraderApp(App[int]):
         Binding("v", "focus_pane('services-table')", "Services", show=False, id="focus-services"),
         Binding("e", "focus_pane('events')", "Events", show=False, id="focus-events"),
         Binding("slash", "search_symbols", "Add instrument", key_display="/", id="search-symbols"),
+        Binding("d", "data_screen", "Data", id="data-screen"),
         *[
             Binding(str(index), f"timeframe('{timeframe}')", timeframe, id=f"timeframe-{timeframe}")
             for index, timeframe in enumerate(TIMEFRAMES, start=1)
@@ -148,6 +150,7 @@ class SptraderApp(App[int]):
         logs: list[EngineLogged | EventsDropped] = []
         states_changed = False
         history: set[str] = set()
+        stored: list[HistoryStored] = []
         watchlist_changed: WatchlistChanged | None = None
         backfills: list[BackfillProgressed] = []
         for event in events:
@@ -164,6 +167,7 @@ class SptraderApp(App[int]):
                 states_changed = True
             elif kind is HistoryStored:
                 history.add(event.instrument)
+                stored.append(event)
             elif kind is WatchlistChanged:
                 watchlist_changed = event
             elif kind is BackfillProgressed:
@@ -186,11 +190,18 @@ class SptraderApp(App[int]):
             backfills_pane.apply(backfills)
         elif backfills_pane.progress and self.refreshes % 10 == 0:
             backfills_pane.refresh_lines()  # let finished lines go
+        if stored or backfills:
+            chart.note_history(stored, backfills)
+            data_screen = self._data_screen()
+            if data_screen is not None:
+                with contextlib.suppress(NoMatches):  # still being composed
+                    data_screen.apply_events(backfills, {event.instrument for event in stored})
         if watchlist_changed is not None:
             watchlist.set_instruments(watchlist_changed.instruments)
             history.update(watchlist_changed.instruments)
         if history:
-            # Backfilled bars arrived: charts and sparklines read them again.
+            # Backfilled bars arrived: charts (keeping a panned window) and sparklines
+            # read them again.
             if chart.instrument in history:
                 chart.reload()
             self._load_summaries(sorted(history))
@@ -296,6 +307,21 @@ class SptraderApp(App[int]):
     def action_focus_pane(self, widget_id: str) -> None:
         self.query_one(f"#{widget_id}").focus()
 
+    def _data_screen(self) -> DataScreen | None:
+        """The Data screen, if open (possibly under a modal)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, DataScreen):
+                return screen
+        return None
+
+    def action_data_screen(self) -> None:
+        if self.engine_ready and self._data_screen() is None:
+            self.push_screen(DataScreen(self.client))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that act on the main screen's panes do nothing over the Data screen."""
+        return action not in ("focus_pane", "timeframe") or not isinstance(self.screen, DataScreen)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -338,6 +364,14 @@ class SptraderApp(App[int]):
             )
         yield SystemCommand(
             "Add instrument…", "search the feeds' instruments (/)", self.action_search_symbols
+        )
+        yield SystemCommand(
+            "Data: coverage and gaps",
+            "what is stored of each instrument, day by day; fill the gaps (d)",
+            self.action_data_screen,
+        )
+        yield SystemCommand(
+            "Chart: back to live", "show the newest bars again (End)", chart.action_live
         )
         for instrument in dict.fromkeys([chart.instrument, *self.client.watchlist]):
             if not instrument:

@@ -219,6 +219,15 @@ BINDING_IDS = (
     "service-restart",
     "search-symbols",
     "watchlist-remove",
+    "chart-back",
+    "chart-forward",
+    "chart-oldest",
+    "chart-live",
+    "data-screen",
+    "data-close",
+    "data-fill",
+    "data-shorter",
+    "data-longer",
 )
 
 

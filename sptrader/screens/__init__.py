@@ -2,6 +2,7 @@
 
 from sptrader.screens.backfills import BackfillsPane
 from sptrader.screens.chart import ChartPane
+from sptrader.screens.data import CoverageTable, DataScreen
 from sptrader.screens.error import ErrorScreen
 from sptrader.screens.event_log import EventLogPane
 from sptrader.screens.help import HelpScreen
@@ -12,6 +13,8 @@ from sptrader.screens.watchlist import WatchlistPane
 __all__ = [
     "BackfillsPane",
     "ChartPane",
+    "CoverageTable",
+    "DataScreen",
     "ErrorScreen",
     "EventLogPane",
     "HelpScreen",

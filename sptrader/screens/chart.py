@@ -4,22 +4,51 @@ forming bar updating live. Timeframe buttons (or keys 1..6) switch the timeframe
 State: the complete bars of the window, plus the 1m bars of the newest (current)
 bucket keyed by minute, so the current candle of any timeframe is rebuilt exactly
 from its minutes as forming and closed 1m bars arrive.
+
+Scrollback: left/right (or the mouse wheel) pan by part of the window, home jumps to
+the oldest stored bar (again: a window further back), end returns to live. Panned
+away from live the chart shows a fixed window ``[end - window bars, end)``; live bars
+then only update the price in the title.
+
+Lazy history: whenever the shown window holds open market time the store lacks, the
+chart shows what is stored at once, asks the engine to backfill the missing part
+(once per instrument and range) and reads the window again when HistoryStored says
+the bars are there.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from datetime import UTC, datetime
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, Static
 
 from sptrader.charting import render_candles
 from sptrader.client import EngineClient
+from sptrader.clock import now_us
 from sptrader.formatting import decimals_of
-from sptrader.models import US_PER_MINUTE, Bar, timeframe_minutes
+from sptrader.models import (
+    US_PER_MINUTE,
+    BackfillProgressed,
+    Bar,
+    HistoryStored,
+    timeframe_minutes,
+)
+
+log = logging.getLogger(__name__)
+
+# The newest minutes belong to the live stream (a backfill never fetches them).
+LIVE_EDGE_US = 3 * US_PER_MINUTE
+# A range this chart asked for is not asked for again this soon (the source may not
+# have it); requests are forgotten after REQUEST_MEMORY_S.
+RETRY_AFTER_S = 60.0
+REQUEST_MEMORY_S = 600.0
 
 
 def _rows_to_bars(instrument: str, timeframe: str, frame) -> list[Bar]:
@@ -45,7 +74,19 @@ def _combine(instrument: str, timeframe: str, start_us: int, minutes: list[Bar])
     )
 
 
-class ChartPane(Vertical):
+def _format_time(ts_us: int, minutes: int) -> str:
+    form = "%Y-%m-%d" if minutes >= 1440 else "%Y-%m-%d %H:%M"
+    return datetime.fromtimestamp(ts_us / 1e6, tz=UTC).strftime(form)
+
+
+class ChartPane(Vertical, can_focus=True):
+    BINDINGS = [
+        Binding("left", "pan(-1)", "Back", key_display="←", id="chart-back"),
+        Binding("right", "pan(1)", "Forward", key_display="→", id="chart-forward"),
+        Binding("home", "oldest", "Oldest", id="chart-oldest"),
+        Binding("end", "live", "Live", id="chart-live"),
+    ]
+
     def __init__(
         self, client: EngineClient, timeframes: list[str], timeframe: str, bars: int, **kwargs
     ) -> None:
@@ -55,13 +96,25 @@ class ChartPane(Vertical):
         self.timeframe = timeframe
         self.instrument: str | None = None
         self.window = bars
+        # None: live (the newest bars, the forming one included); else the exclusive
+        # end (µs, on a bar boundary) of the historical window shown.
+        self.history_end: int | None = None
         self.complete: list[Bar] = []
         self.current_minutes: dict[int, Bar] = {}
         self.bucket_start = 0
         self.loaded_key: tuple[str, str] | None = None
+        self.loaded_end: int | None = None  # history_end of what is shown
+        self.loads = 0
         self.renders = 0
         self.last_render_ms = 0.0
+        self.live_close: float | None = None
+        # Backfills this chart asked for: (instrument, start, end) -> when (monotonic),
+        # and the ones no HistoryStored or finished BackfillProgressed answered yet.
+        self.history_requests: dict[tuple[str, int, int], float] = {}
+        self.pending_history: set[tuple[str, int, int]] = set()
+        self._problems_said: set[str] = set()
         self._dirty = False
+        self._title_dirty = False
         self._rendering = False
         self._decimals = 5
         self.border_title = "Chart"
@@ -74,13 +127,21 @@ class ChartPane(Vertical):
                 if timeframe == self.timeframe:
                     button.add_class("-current")
                 yield button
+        # Panned or fetching history: said on a line of its own (shown only then).
+        yield Label("", id="chart-status")
         yield Static("loading…", id="chart-plot")
 
     # --- what to show -----------------------------------------------------------------
 
+    @property
+    def live(self) -> bool:
+        return self.history_end is None
+
     def show_instrument(self, instrument: str) -> None:
         if instrument != self.instrument:
             self.instrument = instrument
+            self.history_end = None
+            self.live_close = None
             self.reload()
 
     def show_timeframe(self, timeframe: str) -> None:
@@ -89,6 +150,11 @@ class ChartPane(Vertical):
         self.timeframe = timeframe
         for button in self.query(".tf-button"):
             button.set_class(button.id == f"tf-{timeframe}", "-current")
+        if self.history_end is not None:
+            # Stay at the same moment, on the new timeframe's bar boundaries.
+            width = self._bar_width()
+            end = -(-self.history_end // width) * width
+            self.history_end = None if end >= self._live_end() else end
         self.reload()
 
     @on(Button.Pressed, ".tf-button")
@@ -97,41 +163,231 @@ class ChartPane(Vertical):
         self.show_timeframe((event.button.id or "").removeprefix("tf-"))
 
     def reload(self) -> None:
+        """Read the shown window again (live, or the historical window panned to)."""
         self._update_title()
         if self.instrument is not None:
-            self._load_bars(self.instrument, self.timeframe)
+            self._load_bars(self.instrument, self.timeframe, self.history_end)
+
+    def _bar_width(self) -> int:
+        return timeframe_minutes(self.timeframe) * US_PER_MINUTE
+
+    def _live_end(self) -> int:
+        """The end of the current (forming) bar's bucket."""
+        width = self._bar_width()
+        now = now_us()
+        return now - now % width + width
+
+    def view_range(self) -> tuple[int, int]:
+        """[start, end) of the window shown (live: the last ``window`` bar slots)."""
+        end = self.history_end if self.history_end is not None else self._live_end()
+        return end - self.window * self._bar_width(), end
+
+    # --- scrollback -------------------------------------------------------------------
+
+    def pan(self, bars: int) -> None:
+        """Move the window by ``bars`` bars: back in time if negative."""
+        if self.instrument is None or bars == 0:
+            return
+        width = self._bar_width()
+        live_end = self._live_end()
+        end = (self.history_end if self.history_end is not None else live_end) + bars * width
+        self._go_to(None if end >= live_end else end)
+
+    def _go_to(self, history_end: int | None) -> None:
+        if history_end == self.history_end:
+            return
+        self.history_end = history_end
+        self.reload()
+
+    def action_pan(self, direction: int) -> None:
+        self.pan(direction * max(1, self.window // 4))
+
+    def action_live(self) -> None:
+        self._go_to(None)
+
+    def action_oldest(self) -> None:
+        if self.instrument is not None:
+            self._jump_to_oldest(self.instrument, self.timeframe)
+
+    @work(exclusive=True, group="chart-oldest", exit_on_error=False)
+    async def _jump_to_oldest(self, instrument: str, timeframe: str) -> None:
+        """To the window starting at the oldest stored bar; from there (or from before
+        it), a whole window further back, where the history is fetched."""
+        now = now_us()
+        statuses = await self.client.data_status([instrument], now - US_PER_MINUTE, now)
+        if (instrument, timeframe) != (self.instrument, self.timeframe):
+            return
+        first = statuses[0]["first_us"] if statuses else None
+        width = self._bar_width()
+        start, _ = self.view_range()
+        if first is not None and first - first % width < start:
+            end = first - first % width + self.window * width
+        else:
+            end = start
+        self._go_to(None if end >= self._live_end() else end)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._wheel(event, -1)
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        self._wheel(event, 1)
+
+    def on_mouse_scroll_left(self, event: events.MouseScrollLeft) -> None:
+        self._wheel(event, -1)
+
+    def on_mouse_scroll_right(self, event: events.MouseScrollRight) -> None:
+        self._wheel(event, 1)
+
+    def _wheel(self, event: events.MouseEvent, direction: int) -> None:
+        """The wheel pans the chart (up or left: back in time) by an eighth of the
+        window per notch."""
+        event.stop()
+        event.prevent_default()
+        self.pan(direction * max(1, self.window // 8))
+
+    # --- reading bars -----------------------------------------------------------------
 
     @work(exclusive=True, group="chart-load", exit_on_error=False)
-    async def _load_bars(self, instrument: str, timeframe: str) -> None:
+    async def _load_bars(self, instrument: str, timeframe: str, history_end: int | None) -> None:
         minutes = timeframe_minutes(timeframe)
-        frame = await self.client.candles(instrument, timeframe, last=self.window)
-        bars = _rows_to_bars(instrument, timeframe, frame)
-        bucket_start = bars[-1].ts_us if bars else 0
+        width = minutes * US_PER_MINUTE
         current: dict[int, Bar] = {}
-        if bars:
-            minute_frame = await self.client.candles(
-                instrument, "1m", start_us=bucket_start, end_us=None
+        if history_end is None:
+            frame = await self.client.candles(instrument, timeframe, last=self.window)
+            bars = _rows_to_bars(instrument, timeframe, frame)
+            bucket_start = bars[-1].ts_us if bars else 0
+            if bars:
+                minute_frame = await self.client.candles(
+                    instrument, "1m", start_us=bucket_start, end_us=None
+                )
+                current = {bar.ts_us: bar for bar in _rows_to_bars(instrument, "1m", minute_frame)}
+        else:
+            start = history_end - self.window * width
+            frame = await self.client.candles(
+                instrument, timeframe, start_us=start, end_us=history_end
             )
-            current = {bar.ts_us: bar for bar in _rows_to_bars(instrument, "1m", minute_frame)}
-            self._decimals = decimals_of([bar.close for bar in bars[-50:]])
-        if (instrument, timeframe) != (self.instrument, self.timeframe):
+            bars = _rows_to_bars(instrument, timeframe, frame)
+            bucket_start = history_end
+        if (instrument, timeframe, history_end) != (
+            self.instrument,
+            self.timeframe,
+            self.history_end,
+        ):
             return  # the user moved on while this was loading
-        forming = self.client.forming_bar(instrument)
-        self.complete = bars[:-1]
+        if bars:
+            self._decimals = decimals_of([bar.close for bar in bars[-50:]])
         self.bucket_start = bucket_start
-        self.current_minutes = current
         self.loaded_key = (instrument, timeframe)
-        if forming is not None:
-            self.add_minute_bar(forming, minutes)
+        self.loaded_end = history_end
+        if history_end is None:
+            self.complete = bars[:-1]
+            self.current_minutes = current
+            forming = self.client.forming_bar(instrument)
+            if forming is not None:
+                self.add_minute_bar(forming, minutes)
+        else:
+            self.complete = bars
+            self.current_minutes = {}
+        self.loads += 1
         self._dirty = True
         self._update_title()
         self.render_if_due()
+        await self._fetch_missing(instrument, history_end, bool(bars))
+
+    async def _fetch_missing(self, instrument: str, history_end: int | None, stored: bool) -> None:
+        """Ask for the window's missing open hours, unless already asked (or, live, when
+        nothing is stored yet: the instrument's feed is seeding it)."""
+        if history_end is None and not stored:
+            return
+        start, end = self.view_range()
+        edge = now_us() - LIVE_EDGE_US
+        end = min(end, edge - edge % US_PER_MINUTE)
+        if end <= start:
+            return
+        gaps = await self.client.data_gaps(instrument, start, end)
+        if not gaps or self._asked_for(instrument, gaps[0][0], gaps[-1][1]):
+            return
+        missing_start, missing_end = gaps[0][0], gaps[-1][1]
+        if history_end is not None:
+            # Panning back goes on: fetch a window more while at it.
+            missing_start -= self.window * self._bar_width()
+        key = (instrument, missing_start, missing_end)
+        self.history_requests[key] = time.monotonic()
+        self.pending_history.add(key)
+        self._update_title()
+        try:
+            await self.client.start_backfill([instrument], missing_start, missing_end)
+        except Exception as error:  # no feed serves it, nothing fetchable yet: said once
+            self.pending_history.discard(key)
+            self._update_title()
+            log.info("no history for %s: %s", instrument, error)
+            if str(error) not in self._problems_said:
+                self._problems_said.add(str(error))
+                self.notify(str(error), title="chart history", severity="warning")
+
+    def _asked_for(self, instrument: str, start: int, end: int) -> bool:
+        """A request of this chart covers [start, end) and is pending or recent (a range
+        the source could not fill is not asked for again at every reload)."""
+        now = time.monotonic()
+        for key, asked in list(self.history_requests.items()):
+            if now - asked > REQUEST_MEMORY_S:
+                del self.history_requests[key]
+                self.pending_history.discard(key)
+                continue
+            name, requested_start, requested_end = key
+            covers = name == instrument and requested_start <= start and requested_end >= end
+            if covers and (key in self.pending_history or now - asked < RETRY_AFTER_S):
+                return True
+        return False
+
+    @property
+    def loading_history(self) -> bool:
+        """A backfill this chart asked for is running over the shown window."""
+        if self.instrument is None:
+            return False
+        start, end = self.view_range()
+        return any(
+            name == self.instrument and requested_start < end and requested_end > start
+            for name, requested_start, requested_end in self.pending_history
+        )
+
+    def note_history(self, stored: list[HistoryStored], progress: list[BackfillProgressed]) -> None:
+        """Engine events about history: answer this chart's pending requests. (The app
+        reloads the chart when bars of its instrument were stored.)"""
+        reload = False
+        for event in stored:
+            self.pending_history.discard((event.instrument, event.start_us, event.end_us))
+        for event in progress:
+            if event.state == "running":
+                continue
+            answered = {key for key in self.pending_history if key[0] == event.instrument}
+            if not answered:
+                continue
+            self.pending_history -= answered
+            if event.instrument == self.instrument and (event.rows == 0 or event.state != "done"):
+                reload = True  # no HistoryStored follows: show what there is
+            if event.state == "failed":
+                self.notify(
+                    f"{event.instrument}: {event.message}",
+                    title="chart history",
+                    severity="warning",
+                )
+        if reload:
+            self.reload()
+        else:
+            self._title_dirty = True
 
     # --- live data --------------------------------------------------------------------
 
     def add_minute_bar(self, bar: Bar, minutes: int | None = None) -> None:
         """A forming or closed 1m bar of the shown instrument."""
         if self.loaded_key is None or bar.instrument != self.instrument:
+            return
+        if self.history_end is not None or self.loaded_end is not None:
+            # A historical window (shown or asked for) stays put; the title still
+            # shows the live price. Back to live, the window is read again.
+            self.live_close = bar.close
+            self._title_dirty = True
             return
         minutes = minutes or timeframe_minutes(self.timeframe)
         width = minutes * US_PER_MINUTE
@@ -145,6 +401,7 @@ class ChartPane(Vertical):
             self.bucket_start = start
             self.current_minutes = {}
         self.current_minutes[bar.ts_us] = bar
+        self.live_close = bar.close
         self._dirty = True
 
     def _current_bar(self) -> Bar:
@@ -158,14 +415,41 @@ class ChartPane(Vertical):
 
     # --- drawing ----------------------------------------------------------------------
 
-    def _update_title(self) -> None:
+    def title_text(self) -> str:
+        """Instrument, timeframe and the live price."""
         title = f"{self.instrument or '—'}  {self.timeframe}"
         if self.current_minutes:
             title += f"  {self._current_bar().close:,.{self._decimals}f}"
-        self.query_one("#chart-title", Label).update(title)
+        elif self.live_close is not None:
+            title += f"  {self.live_close:,.{self._decimals}f}"
+        return title
+
+    def status_text(self) -> str:
+        """The historical window shown, and whether history is being fetched."""
+        parts = []
+        if self.history_end is not None:
+            minutes = timeframe_minutes(self.timeframe)
+            start, end = self.view_range()
+            parts.append(
+                f"{_format_time(start, minutes)} → {_format_time(end, minutes)}"
+                " (history; End for live)"
+            )
+        if self.loading_history:
+            parts.append("loading history…")
+        return "  ·  ".join(parts)
+
+    def _update_title(self) -> None:
+        self._title_dirty = False
+        self.query_one("#chart-title", Label).update(self.title_text())
+        status = self.query_one("#chart-status", Label)
+        status.update(self.status_text())
+        status.set_class(self.history_end is not None, "-history")
+        status.set_class(self.loading_history, "-loading")
 
     def render_if_due(self) -> None:
         """Called at the chart refresh rate: redraw only if something changed."""
+        if self._title_dirty and self.is_attached:
+            self._update_title()
         if not self._dirty or self._rendering or self.loaded_key is None or not self.is_attached:
             return
         plot = self.query_one("#chart-plot", Static)

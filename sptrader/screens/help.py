@@ -16,12 +16,20 @@ HELP = """\
 | anywhere | `1` … `6` | chart timeframe 1m, 5m, 15m, 1h, 4h, 1d |
 | anywhere | `w` `c` `v` `e` | focus watchlist, chart, services, events |
 | anywhere | `/` | search the feeds' instruments; `enter` adds one to the watchlist |
-| anywhere | `ctrl+p` | command palette (instruments, timeframes, services, backfills) |
+| anywhere | `d` | Data screen: stored coverage and gaps of every instrument |
+| anywhere | `ctrl+p` | command palette (instruments, timeframes, services, backfills, data) |
 | anywhere | `?` | this help |
 | anywhere | `q` | quit: stops services, flushes the store |
 | watchlist | click a row, arrows, `enter` | show the instrument in the chart |
 | watchlist | `delete` | remove the selected instrument |
 | chart | click a timeframe button | change the timeframe |
+| chart | `←` / `→`, mouse wheel | pan back / forward in time (a quarter window; a wheel notch an eighth) |
+| chart | `home` | oldest stored bar; again: a window further back (fetched from the feed) |
+| chart | `end` | back to live |
+| data | arrows, `f` | select an instrument; fill its gaps over the window |
+| data | click a day of the heatmap | fill that day only (red / yellow: holes, · market closed) |
+| data | `[` `]` (or `-` `+`) | fewer / more days (7 to 90) |
+| data | `escape` or `d` | back to the main screen |
 | services | click a row, then Start / Stop / Restart | control that service |
 | services | `s` / `x` / `r` | start / stop / restart the selected service |
 
@@ -30,6 +38,11 @@ feed is not delivering (reconnecting, silent or stopped), so its prices are old.
 The watchlist is kept in the home (`watchlist.json`) across restarts. *Chg %* is since the first bar of the
 UTC day. *Last* is the forming bar's close: trades for instruments that trade,
 the bid for quote-only ones (FX, metals).
+
+History loads itself: when the chart shows (or is panned to) hours the store lacks,
+it shows what is there, says *loading history…* and fetches the missing open market
+hours from the instrument's feed in the background. A panned chart says so in its
+title; live prices keep updating, and `end` brings the live window back.
 
 Keys can be remapped in the `[keymap]` table of `config.toml`
 (binding id = keys, e.g. `timeframe-1h = "h"`).
