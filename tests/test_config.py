@@ -163,7 +163,7 @@ def test_replay_instruments_are_accepted_when_enabled(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[chart]\ntimeframes = ['1m', '2m']\n", "chart.timeframes[1]: unknown timeframe '2m'"),
+        ("[chart]\ntimeframes = ['1m', '1x']\n", "chart.timeframes[1]: unknown timeframe '1x'"),
         (
             "[chart]\ndefault_timeframe = '3h'\n",
             "chart.default_timeframe: '3h' is not in chart.timeframes",
