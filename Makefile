@@ -32,6 +32,9 @@ bench: setup
 	$(BIN)/python bench/feeds.py
 	$(BIN)/python bench/dukascopy_decode.py
 	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/reads.py
+	$(BIN)/python bench/gaps.py
+	$(BIN)/python bench/export.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
