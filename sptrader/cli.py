@@ -115,6 +115,38 @@ def build_parser() -> argparse.ArgumentParser:
     status_data.add_argument("--days", type=int, default=30, help="coverage window (default 30)")
     status_data.add_argument("--json", action="store_true", help="print JSON")
 
+    export = commands.add_parser(
+        "export",
+        help="write stored bars to Parquet or CSV files (Hive-partitioned)",
+        description="Write the bars of each INSTRUMENT in [--from, --to) to DIR/instrument=<name>/date=<YYYY-MM-DD>/bars-<tf>.<format>, partition values escaped as Spark does (KRAKEN:BTC/USD -> instrument=KRAKEN%3ABTC%2FUSD); DuckDB, polars and Spark read DIR back with hive partitioning. Days already in DIR are replaced whole; a re-export writes identical files.",
+    )
+    export.add_argument("instruments", nargs="+", metavar="INSTRUMENT", help="e.g. SIM:EURUSD")
+    export.add_argument(
+        "--from", dest="start", required=True, metavar="DATE", help="first UTC day, e.g. 2026-01-01"
+    )
+    export.add_argument(
+        "--to", dest="end", metavar="DATE", help="end UTC day (exclusive); default tomorrow"
+    )
+    export.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet", help="default parquet"
+    )
+    export.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    export.add_argument(
+        "--tf", default="1m", metavar="TF", help="timeframe: 1m 5m 15m 1h 4h 1d (default 1m)"
+    )
+    import_ = commands.add_parser(
+        "import",
+        help="load 1m bars from a CSV or Parquet file into the store",
+        description="Load 1m bars (columns ts, open, high, low, close, volume, optional trades and instrument) from FILE, or from a directory written by `sptrader export`. Every row is checked first: with any bad row nothing is written and the bad rows are listed.",
+    )
+    import_.add_argument("path", metavar="FILE", help="a .csv or .parquet file, or a directory")
+    import_.add_argument(
+        "--instrument", metavar="NAME", help="instrument of every row (e.g. KRAKEN:BTC/USD)"
+    )
+    import_.add_argument(
+        "--format", choices=("csv", "parquet"), help="default: from the file extension"
+    )
+
     start = commands.add_parser("start", help="start the headless daemon in the background")
     start.add_argument(
         "--foreground",
@@ -209,6 +241,14 @@ def _run(args: argparse.Namespace) -> int:
         from sptrader.commands.data import run_data
 
         return run_data(settings, args)
+    if args.command == "export":
+        from sptrader.commands.export_import import run_export
+
+        return run_export(settings, args)
+    if args.command == "import":
+        from sptrader.commands.export_import import run_import
+
+        return run_import(settings, args)
     if args.command in ("start", "stop", "restart", "status", "service"):
         from sptrader.commands.daemon_control import run_daemon_command
 
