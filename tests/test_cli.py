@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -606,3 +607,61 @@ def test_backfill_mistakes_are_one_line_and_exit_2(run, args: list[str], message
     assert result.code == 2, result
     assert len(result.err.strip().splitlines()) == 1
     assert message in result.err
+
+
+# --- data check / ensure / status, lazy candles -----------------------------------------
+
+
+def test_data_check_ensure_status(run, home: Path) -> None:
+    backfill = run("backfill", "SIM:EURUSD", "--from", "2026-11-02", "--to", "2026-11-04")
+    assert backfill.code == 0, backfill.err
+
+    gaps = run("data", "check", "SIM:EURUSD", "--from", "2026-11-01", "--to", "2026-11-05")
+    assert gaps.code == 1
+    assert gaps.out.splitlines() == [
+        "SIM:EURUSD: 2 gaps, 2,880 minutes missing",
+        "  2026-11-01T00:00:00Z  →  2026-11-02T00:00:00Z  (1,440 min)",
+        "  2026-11-04T00:00:00Z  →  2026-11-05T00:00:00Z  (1,440 min)",
+    ]
+    as_json = run(
+        "data", "check", "SIM:EURUSD", "--from", "2026-11-01", "--to", "2026-11-05",
+        "--format", "json", "--tf", "1d",
+    )  # fmt: skip
+    assert as_json.code == 1
+    assert json.loads(as_json.out) == {
+        "instrument": "SIM:EURUSD",
+        "complete": False,
+        "gaps": [
+            {"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z", "minutes": 1440},
+            {"from": "2026-11-04T00:00:00Z", "to": "2026-11-05T00:00:00Z", "minutes": 1440},
+        ],
+    }
+
+    ensure = run("data", "ensure", "SIM:EURUSD", "--from", "2026-11-01", "--to", "2026-11-05")
+    assert ensure.code == 0, ensure.err
+    assert ensure.out.strip().endswith("SIM:EURUSD: complete (fetched 2,880 bars)")
+    done = run("data", "check", "SIM:EURUSD", "--from", "2026-11-01", "--to", "2026-11-05")
+    assert (done.code, done.out.strip()) == (0, "SIM:EURUSD: complete (1m bars, market hours only)")
+
+    status = run("data", "status", "SIM:EURUSD", "--days", "5", "--json")
+    assert status.code == 0, status.err
+    [row] = json.loads(status.out)
+    assert row["instrument"] == "SIM:EURUSD" and row["source"] == "sim"
+    assert row["bars"] == 4 * 1440
+    assert len(row["days"]) == 5
+
+
+def test_candles_with_no_wait_prints_what_is_stored_and_fetches_the_rest(run, home: Path) -> None:
+    lazy = run("candles", "SIM:AAPL", "--last", "30", "--wait", "0", "--format", "csv")
+    assert lazy.code == 0
+    assert lazy.out.strip() == ",".join(HEADER)  # nothing stored yet: printed at once
+    assert "not stored yet; fetching them in the background" in lazy.err
+    # A detached `data ensure` fills the range; the next call shows it.
+    deadline = time.monotonic() + 30
+    while True:
+        again = run("candles", "SIM:AAPL", "--last", "30", "--wait", "0", "--format", "csv")
+        if again.code == 0 and len(_csv_rows(again.out)) == 30:
+            break
+        assert time.monotonic() < deadline, again
+        time.sleep(0.3)
+    assert "not stored yet" not in again.err
