@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,55 @@ async def wait_for_history(engine: Any, instruments: list[str], timeout: float =
         lambda: all(queries.last_bar_ts(store, name) is not None for name in instruments),
         timeout=timeout,
     )
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh home for CLI tests; the working directory is an empty temporary one and
+    neither SPTRADER_HOME nor SPTRADER_CONFIG is set (no ./config.toml is picked up)."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("SPTRADER_HOME", raising=False)
+    monkeypatch.delenv("SPTRADER_CONFIG", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def run(cli_home: Path, capsys: pytest.CaptureFixture[str]):
+    """Run ``sptrader --home HOME ARGS...`` in-process; argparse exits become codes."""
+    from sptrader.cli import main
+
+    def run_cli(*args: str, with_home: bool = True) -> CliResult:
+        argv = ["--home", str(cli_home), *args] if with_home else list(args)
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run_cli
+
+
+async def wait_for(
+    pilot: Any, condition: Callable[[], object], timeout: float = 10, what: str = ""
+) -> None:
+    """Let a Textual app run until ``condition()`` is true; fail clearly after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            description = what or getattr(condition, "__qualname__", repr(condition))
+            pytest.fail(f"timed out after {timeout:g}s waiting for: {description}")
+        await pilot.pause(0.05)
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from textual.command import CommandList
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Label, OptionList
@@ -51,18 +52,6 @@ def app_settings(home: Path, *, supervisor: SupervisorConfig | None = None) -> S
         supervisor=supervisor or SupervisorConfig(),
     )
     return Settings(home=home, config_path=None, config=config)
-
-
-async def wait_for(
-    pilot: Pilot, condition: Callable[[], object], timeout: float = 10, what: str = ""
-) -> None:
-    """Let the app run until ``condition()`` is true; fail clearly after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            description = what or getattr(condition, "__qualname__", repr(condition))
-            pytest.fail(f"timed out after {timeout:g}s waiting for: {description}")
-        await pilot.pause(0.05)
 
 
 def row_offset(table: DataTable, row_key: str, x: int = 2) -> tuple[int, int]:

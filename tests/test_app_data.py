@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import conftest
 import pytest
 from textual import events
 from textual.pilot import Pilot
@@ -53,16 +54,9 @@ def app_settings(home: Path) -> Settings:
     return Settings(home=home, config_path=None, config=config)
 
 
-async def wait_for(
-    pilot: Pilot, condition: Callable[[], object], timeout: float = 15, what: str = ""
-) -> None:
-    """Let the app run until ``condition()`` is true; fail clearly after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            description = what or getattr(condition, "__qualname__", repr(condition))
-            pytest.fail(f"timed out after {timeout:g}s waiting for: {description}")
-        await pilot.pause(0.05)
+async def wait_for(pilot, condition, timeout: float = 15, what: str = "") -> None:
+    """conftest's wait_for with this file's longer default (history fetches)."""
+    await conftest.wait_for(pilot, condition, timeout, what)
 
 
 @contextlib.asynccontextmanager

@@ -14,17 +14,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fake_coinbase
 import pytest
-from conftest import holding_database
+from conftest import CliResult, holding_database
 from fakes import FakeHttpServer
 
 from sptrader import __version__
-from sptrader.cli import main
 from sptrader.store import Store
 
 HEADER = ["ts", "open", "high", "low", "close", "volume", "trades"]
@@ -33,40 +31,10 @@ MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh home; the working directory is an empty temporary one and neither
-    SPTRADER_HOME nor SPTRADER_CONFIG is set."""
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    monkeypatch.delenv("SPTRADER_HOME", raising=False)
-    monkeypatch.delenv("SPTRADER_CONFIG", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def run(home: Path, capsys: pytest.CaptureFixture[str]):
-    """Run ``sptrader --home HOME ARGS...`` in-process; argparse exits become codes."""
-
-    def run_cli(*args: str, with_home: bool = True) -> Result:
-        argv = ["--home", str(home), *args] if with_home else list(args)
-        capsys.readouterr()
-        try:
-            code = main(argv)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run_cli
+def home(cli_home: Path) -> Path:
+    """The CLI's home (see conftest's cli_home: an empty working directory, no env)."""
+    return cli_home
 
 
 def _parse_ts(text: str) -> datetime:
@@ -88,7 +56,7 @@ def _csv_rows(text: str) -> list[dict[str, str]]:
     return list(reader)
 
 
-def _assert_user_error(result: Result, code: int = 2) -> str:
+def _assert_user_error(result: CliResult, code: int = 2) -> str:
     """Exit ``code``, one line on stderr starting with ``sptrader:``, no traceback."""
     assert result.code == code, result
     lines = result.err.strip().splitlines()

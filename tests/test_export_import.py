@@ -11,15 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from conftest import CliResult
 
-from sptrader.cli import main
 from sptrader.data import transfer
 from sptrader.store import BAR_COLUMNS, BAR_SCHEMA, Store, queries
 
@@ -30,43 +29,13 @@ SLASHED = "KRAKEN:BTC/USD"
 INSTRUMENTS = [SLASHED, "SIM:EURUSD", "OANDA:EUR_USD"]
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh home; the working directory is an empty temporary one and neither
-    SPTRADER_HOME nor SPTRADER_CONFIG is set."""
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    monkeypatch.delenv("SPTRADER_HOME", raising=False)
-    monkeypatch.delenv("SPTRADER_CONFIG", raising=False)
-    return tmp_path / "home"
+def home(cli_home: Path) -> Path:
+    """The CLI's home (see conftest's cli_home: an empty working directory, no env)."""
+    return cli_home
 
 
-@pytest.fixture
-def run(home: Path, capsys: pytest.CaptureFixture[str]):
-    """Run ``sptrader --home HOME ARGS...`` in-process; argparse exits become codes."""
-
-    def run_cli(*args: str, with_home: bool = True) -> Result:
-        argv = ["--home", str(home), *args] if with_home else list(args)
-        capsys.readouterr()
-        try:
-            code = main(argv)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run_cli
-
-
-def _assert_user_error(result: Result, code: int = 2) -> str:
+def _assert_user_error(result: CliResult, code: int = 2) -> str:
     """Exit ``code``, the last stderr line starts with ``sptrader:``, no traceback."""
     assert result.code == code, result
     lines = result.err.strip().splitlines()
@@ -75,7 +44,7 @@ def _assert_user_error(result: Result, code: int = 2) -> str:
     return lines[-1]
 
 
-def _one_line_error(result: Result, code: int = 2) -> str:
+def _one_line_error(result: CliResult, code: int = 2) -> str:
     line = _assert_user_error(result, code)
     assert len(result.err.strip().splitlines()) == 1, result.err
     return line
@@ -154,7 +123,7 @@ def filled(home: Path) -> pl.DataFrame:
     return pl.concat(frames).sort("instrument", "ts")
 
 
-def _export(run, out: Path, *extra: str, fmt: str = "parquet") -> Result:
+def _export(run, out: Path, *extra: str, fmt: str = "parquet") -> CliResult:
     return run(
         "export",
         *INSTRUMENTS,
