@@ -1,0 +1,66 @@
+"""The Strategy interface.
+
+A strategy is a class with typed parameters (a msgspec Struct with defaults, validated
+when the config is loaded) and one vectorised method, ``evaluate``, from a bars frame
+(one instrument's closed bars, oldest first, with the indicator columns it asked for)
+to a frame of signals. The same code serves scanners, paper trading and backtests.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import msgspec
+import polars as pl
+
+#: Signal sides: enter long, enter short, and leave whatever position is open.
+SIDES = ("buy", "sell", "exit")
+
+SIGNAL_SCHEMA: dict[str, Any] = {
+    "instrument": pl.String,
+    "ts": pl.Datetime("us"),  # the closed bar the signal was computed on (its open time)
+    "side": pl.String,
+    "strength": pl.Float64,  # 0..1, how strongly the rule fired
+    "reason": pl.String,  # one line a trader reads, e.g. "SMA(10) crossed above SMA(30)"
+    "stop": pl.Float64,  # optional protective stop price (null: none)
+    "target": pl.Float64,  # optional take-profit price (null: none)
+}
+
+
+def empty_signals() -> pl.DataFrame:
+    return pl.DataFrame(schema=SIGNAL_SCHEMA)
+
+
+class NoParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Strategy(ABC):
+    #: Name used in the config (``strategy = "sma_cross"``).
+    name: ClassVar[str] = ""
+    #: Typed parameters with defaults; unknown or mistyped ones are config errors.
+    Params: ClassVar[type[msgspec.Struct]] = NoParams
+
+    def __init__(self, params: msgspec.Struct | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def from_config(cls, params: dict[str, Any]) -> Strategy:
+        """Build from a config table; raises msgspec.ValidationError naming the key."""
+        return cls(msgspec.convert(params, cls.Params, strict=True))
+
+    def indicators(self) -> list[str]:
+        """Indicator specs (``sptrader.indicators``) the bars must carry, e.g. ["sma10"]."""
+        return []
+
+    def warmup_bars(self) -> int:
+        """Closed bars needed before the first signal can be trusted."""
+        return 0
+
+    @abstractmethod
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        """Signals (SIGNAL_SCHEMA) for one instrument's bars: columns ``instrument, ts,
+        open, high, low, close, volume, trades`` plus the indicator columns, oldest
+        first, closed bars only. One row per bar that signals; vectorised, no loop per
+        bar."""
