@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fetch missing history for up to S seconds before printing; the rest is"
         " fetched in the background (default 2; 0 prints what is stored at once)",
     )
+    candles.add_argument(
+        "--with",
+        dest="indicators",
+        metavar="LIST",
+        help="add indicator columns, comma-separated: smaN emaN wmaN rsiN atrN adxN donchianN"
+        " macd bbN stoch vwap (e.g. rsi14,ema20,macd,bb20,atr14); enough older bars are read"
+        " for the first rows to have values",
+    )
 
     symbols = commands.add_parser(
         "symbols",
@@ -183,6 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="say what would be deleted; change nothing"
     )
 
+    scan = commands.add_parser(
+        "scan",
+        help="run a scanner (or every enabled one) now",
+        description="Run scanner NAME (or every enabled scanner) on the stored bars now, after fetching recent history, and print what it found. Instruments whose window has a gap are skipped with the reason. Each run is recorded (see `sptrader runs`).",
+    )
+    scan.add_argument("name", nargs="?", metavar="NAME", help="a [[scanners]] name")
+    runs = commands.add_parser(
+        "runs",
+        help="scanner runs and their lineage",
+        description="`sptrader runs` lists recent scanner runs; `sptrader runs show ID` prints one run's steps with durations, summaries and errors.",
+    )
+    runs.add_argument("--last", type=int, metavar="N", help="the newest N runs (default 20)")
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION")
+    runs_show = runs_commands.add_parser("show", help="one run's step tree")
+    runs_show.add_argument("id", type=int, metavar="ID")
+
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_commands.add_parser("check", help="validate the config and print a summary")
@@ -210,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
     from sptrader.config import load_settings
 
     settings = load_settings(args.home, args.config)
-    if args.command in ("candles", "symbols", "backfill", "config", "data"):
+    if args.command in ("candles", "symbols", "backfill", "config", "data", "scan"):
         # Feeds log retries and warnings: into the log file, not over the output.
         from sptrader.logs import setup_logging
 
@@ -259,6 +283,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.db_command == "compact":
             return run_compact(settings, args)
         return run_migrate(settings)
+    if args.command == "scan":
+        from sptrader.commands.scans import run_scan
+
+        return run_scan(settings, args)
+    if args.command == "runs":
+        from sptrader.commands.scans import run_runs
+
+        return run_runs(settings, args)
     if args.command == "config":
         from sptrader.commands.config_check import run_config_check
 

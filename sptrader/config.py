@@ -173,6 +173,40 @@ class LogConfig(_Section):
     backups: int = 3
 
 
+class ScannerConfig(_Section):
+    """One ``[[scanners]]`` entry: a strategy run on a cron schedule over instruments."""
+
+    name: str
+    strategy: str
+    params: dict[str, object] = msgspec.field(default_factory=dict)
+    instruments: list[str] = msgspec.field(default_factory=list)
+    timeframe: str = "1m"
+    # Standard 5-field crontab (minute hour day month weekday), UTC.
+    schedule: str = "* * * * *"
+    paper: bool = False
+    # The window: this many closed bars of `timeframe`, newest last.
+    bars: int = 200
+    enabled: bool = True
+
+
+class StrategiesConfig(_Section):
+    # User strategy modules: "pkg.mod" (its Strategy subclasses) or "pkg.mod:Class".
+    modules: list[str] = msgspec.field(default_factory=list)
+
+
+class WebhookConfig(_Section):
+    url: str
+    format: Literal["slack", "discord", "ntfy", "json"] = "json"
+
+
+class AlertsConfig(_Section):
+    # Send every signal to the webhooks (false: record only).
+    notify: bool = True
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+    retries: int = 3
+    timeout_s: float = 10.0
+
+
 DEFAULT_WATCHLIST = [
     "SIM:EURUSD",
     "SIM:GBPUSD",
@@ -198,6 +232,9 @@ class Config(_Section):
     symbols: SymbolsConfig = msgspec.field(default_factory=SymbolsConfig)
     data: DataConfig = msgspec.field(default_factory=DataConfig)
     keymap: dict[str, str] = msgspec.field(default_factory=dict)
+    scanners: list[ScannerConfig] = msgspec.field(default_factory=list)
+    strategies: StrategiesConfig = msgspec.field(default_factory=StrategiesConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
 
 
 KNOWN_FEEDS = ("SIM", "REPLAY", "BINANCE", "COINBASE", "KRAKEN", "OANDA", "DUKASCOPY")
@@ -403,6 +440,62 @@ def _validate(config: Config) -> str | None:
             parse_time(config.feeds.replay.start)
         except UsageError as error:
             return f"feeds.replay.start: {error}"
+    return _validate_scanners(config)
+
+
+def _validate_scanners(config: Config) -> str | None:
+    """[[scanners]], [strategies] and [alerts]. A strategy that is not built in may come
+    from a user module, which is only imported when the scanner starts."""
+    for index, spec in enumerate(config.strategies.modules):
+        module, _, cls = spec.partition(":")
+        if not re.fullmatch(r"[A-Za-z_][\w.]*", module) or (":" in spec and not cls.isidentifier()):
+            return f'strategies.modules[{index}]: bad module {spec!r} (expected "pkg.mod" or "pkg.mod:Class")'
+    for index, hook in enumerate(config.alerts.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            return f"alerts.webhooks[{index}].url: must be an http(s) URL, got {hook.url!r}"
+    if config.alerts.retries < 0:
+        return f"alerts.retries: must be 0 or more, got {config.alerts.retries}"
+    if not config.alerts.timeout_s > 0:
+        return f"alerts.timeout_s: must be greater than 0, got {config.alerts.timeout_s}"
+    if not config.scanners:
+        return None
+    from apscheduler.triggers.cron import CronTrigger
+
+    from sptrader.strategies import registry
+
+    seen: set[str] = set()
+    for index, scanner in enumerate(config.scanners):
+        key = f"scanners[{index}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", scanner.name):
+            return f"{key}.name: use letters, digits, '_', '-' or '.', got {scanner.name!r}"
+        if scanner.name in seen:
+            return f"{key}.name: {scanner.name!r} is used by another scanner"
+        seen.add(scanner.name)
+        if not scanner.instruments:
+            return f"{key}.instruments: must name at least one instrument"
+        for position, name in enumerate(scanner.instruments):
+            if not INSTRUMENT_RE.match(name):
+                return f"{key}.instruments[{position}]: bad instrument {name!r} (expected FEED:SYMBOL, e.g. SIM:EURUSD)"
+        problem = timeframe_problem(scanner.timeframe)
+        if problem:
+            return f"{key}.timeframe: {problem}"
+        try:
+            CronTrigger.from_crontab(scanner.schedule, timezone="UTC")
+        except ValueError as error:
+            return f"{key}.schedule: bad cron expression {scanner.schedule!r} ({error}; expected 5 fields: minute hour day month weekday)"
+        if scanner.bars <= 0:
+            return f"{key}.bars: must be greater than 0, got {scanner.bars}"
+        if scanner.strategy in registry.builtin_names() or scanner.strategy in registry.names():
+            try:
+                registry.build(scanner.strategy, scanner.params)
+            except registry.StrategyLoadError as error:
+                return f"{key}.params: {error}"
+        elif not config.strategies.modules:
+            known = ", ".join(registry.builtin_names()) or "none yet"
+            return (
+                f"{key}.strategy: unknown strategy {scanner.strategy!r} (built in: {known};"
+                " a strategy of your own needs its module in [strategies] modules)"
+            )
     return None
 
 

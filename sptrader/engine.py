@@ -158,6 +158,8 @@ class Engine:
         self._wall_clock = time.time
         self._monotonic = time.monotonic
         self.started = False
+        # Scanner services by scanner name (sptrader.scanners), added on start.
+        self.scanners: dict[str, Any] = {}
 
     # --- construction -----------------------------------------------------------------
 
@@ -351,6 +353,7 @@ class Engine:
         self.supervisor.start("bars")
         for name in self.feeds:
             self.supervisor.start(name)
+        self._start_scanners()
         self._watch_task = loop.create_task(self._watch())
         self._spawn(self.symbols.refresh_stale())
         self.started = True
@@ -359,6 +362,24 @@ class Engine:
             len(self.watchlist),
             self.settings.store_path,
         )
+
+    # --- scanners (sptrader.scanners) -------------------------------------------------
+
+    def _start_scanners(self) -> None:
+        """A service per configured scanner; the enabled ones start (the rest can be
+        started from the services pane)."""
+        from sptrader.scanners.service import add_scanners
+
+        self.scanners = add_scanners(self)
+        for service in self.scanners.values():
+            if service.config.enabled:
+                self.supervisor.start(service.name)
+
+    async def run_scanner(self, name: str) -> Any:
+        """Run scanner ``name`` now (after any run in progress); its ScanResult."""
+        from sptrader.scanners.service import find_scanner
+
+        return await find_scanner(self.scanners, name).run_now()
 
     def _spawn(self, coroutine: Coroutine[object, object, object]) -> None:
         """A background job the engine keeps a reference to (and cancels on stop)."""

@@ -219,6 +219,8 @@ async def test_timeframe_keys_reload_the_chart(app: SptraderApp) -> None:
         await pilot.press("3")
         assert chart.timeframe == "15m"
         await wait_for(pilot, lambda: chart.loaded_key == (WATCHLIST[0], "15m"), what="15m bars")
+        # 120 15m bars reach past the seeded history: the chart fetches the rest first.
+        await wait_for(pilot, lambda: not chart.loading_history, what="the history fill")
         assert app.query_one("#tf-15m", Button).has_class("-current")
         assert not app.query_one("#tf-1m", Button).has_class("-current")
         assert len(app.query(".tf-button.-current")) == 1

@@ -80,8 +80,9 @@ def test_migrations_apply_once(home: Path) -> None:
         "001_initial.sql",
         "002_symbols_and_backfills.sql",
         "003_coverage.sql",
+        "004_scans.sql",
     ]
-    assert fresh.schema_version() == 3
+    assert fresh.schema_version() == 4
     tables = {
         row[0]
         for row in fresh.cursor()
@@ -104,12 +105,13 @@ def test_migrations_apply_once(home: Path) -> None:
 
     reopened = Store(path)
     assert reopened.migrate() == []
-    assert reopened.schema_version() == 3
+    assert reopened.schema_version() == 4
     rows = reopened.cursor().execute("SELECT version, name FROM schema_version").fetchall()
     assert rows == [
         (1, "001_initial.sql"),
         (2, "002_symbols_and_backfills.sql"),
         (3, "003_coverage.sql"),
+        (4, "004_scans.sql"),
     ]
     reopened.close()
 

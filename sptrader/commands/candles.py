@@ -19,8 +19,9 @@ from sptrader.daemon import running_pid
 from sptrader.data.intervals import total
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
+from sptrader.indicators import Spec, add_indicators, max_lookback, parse_specs
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
-from sptrader.store import queries
+from sptrader.store import Store, queries
 
 DEFAULT_LAST = 100
 
@@ -40,14 +41,18 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--to must be later than --from")
     if args.end and not args.start:
         raise UsageError("--to needs --from")
+    specs = parse_specs(args.indicators) if getattr(args, "indicators", None) else []
+    # Older bars read so the first printed rows have settled values (indicators.lookback).
+    extra = max_lookback(specs)
 
     if running_pid(settings.home) is not None:
         # The daemon holds the store (one writing process): ask it.
         bars, missing = asyncio.run(
             _candles_from_daemon(
-                settings, instrument, args.tf, args.last, start_us, end_us, args.wait
+                settings, instrument, args.tf, args.last, start_us, end_us, args.wait, extra
             )
         )
+        bars = _with_indicators(bars, specs, start_us, args.last or DEFAULT_LAST)
         write_bars(bars, args.format, instrument, args.tf)
         _say_missing(instrument, missing, "the daemon is fetching them")
         return 0
@@ -55,19 +60,60 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
     store = engine.open_store()
     try:
         instrument = engine.check_instrument(instrument)
-        window = _window(engine, instrument, minutes, args.last, start_us, end_us)
+        last = None if start_us is not None else (args.last or DEFAULT_LAST) + extra
+        window = _window(engine, instrument, minutes, last, start_us, end_us)
+        if start_us is not None and extra:
+            # Roughly the warm-up's time too (gaps may leave it short: then fewer of the
+            # first rows have values); the read below takes whatever is stored before.
+            window = (window[0] - extra * minutes * US_PER_MINUTE, window[1])
         missing = _fetch_for_a_while(engine, instrument, window, args.wait)
         if start_us is not None:
             bars = queries.bars_between(store, instrument, args.tf, start_us, end_us or now_us())
+            if extra:
+                older = _bars_before(store, instrument, args.tf, start_us, extra)
+                bars = pl.concat([older, bars]) if not older.is_empty() else bars
         else:
-            bars = queries.last_bars(store, instrument, args.tf, args.last or DEFAULT_LAST)
+            bars = queries.last_bars(store, instrument, args.tf, last or DEFAULT_LAST)
     finally:
         store.close()
+    if specs:
+        bars = _with_indicators(bars, specs, start_us, args.last or DEFAULT_LAST)
     write_bars(bars, args.format, instrument, args.tf)
     if missing:
         _continue_in_background(settings, instrument, window)
         _say_missing(instrument, missing, "fetching them in the background")
     return 0
+
+
+def _with_indicators(
+    bars: pl.DataFrame, specs: list[Spec], start_us: int | None, last: int = DEFAULT_LAST
+) -> pl.DataFrame:
+    """The indicator columns computed over all of ``bars`` (warm-up rows included), then
+    only the asked-for rows: those from ``start_us`` on, else the newest ``last``."""
+    if not specs:
+        return bars
+    bars = add_indicators(bars, specs)
+    if start_us is not None:
+        return bars.filter(pl.col("ts") >= pl.lit(start_us).cast(pl.Datetime("us")))
+    return bars.tail(last)
+
+
+def _bars_before(
+    store: Store, instrument: str, timeframe: str, start_us: int, count: int
+) -> pl.DataFrame:
+    """Up to ``count`` stored bars opening before ``start_us`` (the newest of them),
+    looking further back (x4 each time) over gaps, as far as the first stored bar."""
+    width = timeframe_minutes(timeframe) * US_PER_MINUTE
+    first = queries.first_bar_ts(store, instrument)
+    start = start_us - start_us % width
+    if first == 0 or first >= start:
+        return queries.empty_bars()
+    span = (count + 1) * width
+    while True:
+        piece = queries.bars_between(store, instrument, timeframe, start - span, start)
+        if piece.height >= count or start - span <= first:
+            return piece.tail(count)
+        span *= 4
 
 
 def _window(
@@ -160,17 +206,21 @@ async def _candles_from_daemon(
     start_us: int | None,
     end_us: int | None,
     wait_s: float,
+    extra: int = 0,
 ) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
     from sptrader.api.connection import ApiConnection
 
     connection = ApiConnection(settings.home)
     await connection.open()
     try:
+        width = timeframe_minutes(timeframe) * US_PER_MINUTE
         if start_us is not None:
-            window = {"start_us": start_us, "end_us": end_us or now_us()}
+            # Warm-up bars: their time with room for a weekend (the caller trims).
+            ahead = 3 * extra * width + 3 * US_PER_DAY if extra else 0
+            window = {"start_us": start_us - ahead, "end_us": end_us or now_us()}
             check = (start_us, min(end_us or now_us(), now_us()))
         else:
-            window = {"last": last or DEFAULT_LAST}
+            window = {"last": (last or DEFAULT_LAST) + extra}
             span = ((last or DEFAULT_LAST) + 1) * timeframe_minutes(timeframe) * US_PER_MINUTE
             check = (now_us() - span, now_us())
         missing = await _missing(connection, instrument, check)
@@ -216,9 +266,12 @@ def write_bars(bars: pl.DataFrame, output_format: str, instrument: str, timefram
         from rich.table import Table
 
         table = Table(title=f"{instrument} {timeframe}", title_justify="left", box=None)
-        for column in ("ts (UTC)", "open", "high", "low", "close", "volume", "trades"):
+        base = ("ts", "open", "high", "low", "close", "volume", "trades")
+        added = [c for c in bars.columns if c not in base]  # indicator columns (--with)
+        for column in ("ts (UTC)", *base[1:], *added):
             table.add_column(column, justify="left" if column.startswith("ts") else "right")
-        for ts, open_, high, low, close, volume, trades in _iso_column(bars).iter_rows():
+        rows = _iso_column(bars).select(*base, *added).iter_rows()
+        for ts, open_, high, low, close, volume, trades, *values in rows:
             table.add_row(
                 ts,
                 f"{open_:g}",
@@ -227,7 +280,14 @@ def write_bars(bars: pl.DataFrame, output_format: str, instrument: str, timefram
                 f"{close:g}",
                 f"{volume:,.2f}",
                 str(trades),
+                *("" if value is None else f"{value:g}" for value in values),
             )
-        Console(file=out, soft_wrap=True).print(table)
+        console = Console(file=out, soft_wrap=True)
+        if added:
+            # Indicator columns make it wide: rather long lines than squeezed numbers.
+            console = Console(
+                file=out, soft_wrap=True, width=max(console.width, 110 + 12 * len(added))
+            )
+        console.print(table)
         if bars.is_empty():
             print("no bars in that range", file=sys.stderr)

@@ -1,0 +1,493 @@
+"""Scanners: one run (``Scanner.scan``, blocking, in a thread) and the service that runs
+it on its cron schedule.
+
+A run, for each instrument: skip it (with the reason recorded) when its feed is stale or
+the window (the last ``bars`` closed bars of ``timeframe``; the forming bar is never
+part of it) has a gap in stored coverage — a signal is never computed from holes; else
+load the bars, add the strategy's indicator columns, evaluate, and keep only the signals
+on the newest closed bar: a scanner acts on what just happened, and older rows of the
+frame were (or would have been) raised by earlier runs. Signals are recorded with the
+run's lineage, published on the bus as SignalRaised and handed to the alerter.
+
+The service: the next fire time comes from the cron expression; a run still going when
+the next one is due makes that one skipped (counter ``skipped_overlap``). Fire times
+missed while the service was stopped (from the last recorded run) or while the machine
+slept are made up by one catch-up run; the counter ``coalesced`` counts the missed fire
+times folded into it. A run that fails is recorded (status failed, the traceback on its
+step) and the service keeps its schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from sptrader.alerts import Alerter
+from sptrader.clock import format_us, now_us
+from sptrader.config import ScannerConfig
+from sptrader.errors import SptraderError
+from sptrader.models import US_PER_MINUTE, timeframe_minutes
+from sptrader.scanners import SignalRaised, lineage
+from sptrader.scanners.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
+from sptrader.store import Store, queries
+from sptrader.strategies import registry
+from sptrader.strategies.base import SIGNAL_SCHEMA, Strategy
+from sptrader.supervisor import Service, ServiceContext
+from sptrader.threads import run_in_thread
+
+if TYPE_CHECKING:
+    from sptrader.engine import Engine
+
+log = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "scanner:"
+
+
+def service_name(scanner: str) -> str:
+    return f"{SERVICE_PREFIX}{scanner}"
+
+
+@dataclass
+class ScanResult:
+    scanner: str
+    run_id: int
+    status: str
+    scanned: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+class _StepFailed(Exception):
+    pass
+
+
+def _to_us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _from_us(ts_us: int) -> datetime:
+    return datetime.fromtimestamp(ts_us / 1_000_000, UTC)
+
+
+class Scanner:
+    """One scanner's runs over the engine's store (blocking: call from a thread)."""
+
+    def __init__(self, engine: Engine, config: ScannerConfig, strategy: Strategy) -> None:
+        self.engine = engine
+        self.config = config
+        self.strategy = strategy
+
+    def window(self, at_us: int) -> tuple[int, int]:
+        """[start, end) of the last ``bars`` closed bars of the timeframe at ``at_us``."""
+        width = timeframe_minutes(self.config.timeframe) * US_PER_MINUTE
+        end = at_us - at_us % width
+        return end - self.config.bars * width, end
+
+    def scan(
+        self,
+        trigger: str,
+        scheduled_us: int | None = None,
+        stale: set[str] | frozenset[str] = frozenset(),
+        at_us: int | None = None,
+    ) -> ScanResult:
+        store = self.engine.require_store()
+        recorder = lineage.RunRecorder(self.config.name, trigger, scheduled_us)
+        start, end = self.window(now_us() if at_us is None else at_us)
+        result = ScanResult(self.config.name, 0, "ok")
+        for instrument in self.config.instruments:
+            reason = self._skip_reason(recorder, instrument, stale, start, end)
+            if reason is not None:
+                if reason:
+                    recorder.skip(instrument, reason)
+                    result.skipped.append((instrument, reason))
+                else:
+                    result.failed.append((instrument, recorder.steps[-1].error or ""))
+                continue
+            try:
+                signals = self._scan_one(store, recorder, instrument, start, end)
+            except _StepFailed as error:
+                result.failed.append((instrument, str(error)))
+                continue
+            result.scanned.append(instrument)
+            result.signals.extend(signals)
+        recorder.signals = result.signals
+        if result.failed:
+            result.status = "partial" if result.scanned else "failed"
+            first = result.failed[0]
+            more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
+            result.error = f"{first[0]}: {first[1].splitlines()[0] if first[1] else 'failed'}{more}"
+        result.run_id = recorder.finish(
+            store,
+            result.status,
+            result.error,
+            instruments=len(self.config.instruments),
+            skipped=len(result.skipped),
+        )
+        for signal in result.signals:
+            signal["run_id"] = result.run_id
+        return result
+
+    def _skip_reason(
+        self,
+        recorder: lineage.RunRecorder,
+        instrument: str,
+        stale: set[str] | frozenset[str],
+        start: int,
+        end: int,
+    ) -> str | None:
+        """Why ``instrument`` is skipped; None to scan it; "" when checking failed (the
+        failure is recorded as a load_bars step)."""
+        if instrument in stale:
+            return "stale: its feed is not delivering live data"
+        try:
+            with recorder.step(instrument, "load_bars", f"coverage check {_span(start, end)}"):
+                gaps = self.engine.data.gaps(instrument, start, end)
+        except Exception:
+            log.exception(
+                "coverage check of %s failed", instrument, extra={"source": self.config.name}
+            )
+            return ""
+        recorder.steps.pop()  # a passing check is part of load_bars below
+        if gaps:
+            minutes = sum(gap_end - gap_start for gap_start, gap_end in gaps) // US_PER_MINUTE
+            first = gaps[0]
+            return (
+                f"gap: {minutes} min missing in the window ({len(gaps)} range"
+                f"{'s' if len(gaps) > 1 else ''}, first {_span(*first)})"
+            )
+        return None
+
+    def _scan_one(
+        self, store: Store, recorder: lineage.RunRecorder, instrument: str, start: int, end: int
+    ) -> list[dict[str, Any]]:
+        strategy = self.strategy
+        timeframe = self.config.timeframe
+        try:
+            with recorder.step(
+                instrument, "load_bars", f"{timeframe} x{self.config.bars} {_span(start, end)}"
+            ) as step:
+                bars = queries.bars_between(store, instrument, timeframe, start, end)
+                bars = bars.select(pl.lit(instrument).alias("instrument"), pl.all())
+                newest = format_us(int(bars["ts"].max().timestamp() * 1e6)) if bars.height else "-"
+                step.output_summary = f"{bars.height} bars, newest {newest}"
+            if bars.is_empty():
+                recorder.steps[-1].output_summary = "no bars (the market was quiet or closed)"
+                return []
+            specs = strategy.indicators()
+            if specs:
+                with recorder.step(instrument, "indicators", ", ".join(specs)) as step:
+                    bars = _add_indicators(bars, specs)
+                    step.output_summary = f"columns: {', '.join(bars.columns[8:])}"
+            with recorder.step(
+                instrument, "evaluate", f"{strategy.name} on {bars.height} bars"
+            ) as step:
+                frame = strategy.evaluate(bars)
+                frame = _check_signals(frame)
+                newest_ts = end - timeframe_minutes(timeframe) * US_PER_MINUTE
+                fresh = frame.filter(
+                    pl.col("ts") == pl.lit(newest_ts).cast(pl.Datetime("us"))
+                ).filter(pl.col("instrument").is_null() | (pl.col("instrument") == instrument))
+                step.output_summary = (
+                    f"{frame.height} signal row{'s' if frame.height != 1 else ''},"
+                    f" {fresh.height} on the newest bar {format_us(newest_ts)}"
+                )
+            if fresh.is_empty():
+                return []
+            with recorder.step(instrument, "emit", f"{fresh.height} signal(s)") as step:
+                created = now_us()
+                signals = [
+                    {
+                        "scanner": self.config.name,
+                        "instrument": instrument,
+                        "ts": format_us(newest_ts),
+                        "ts_us": newest_ts,
+                        "side": row["side"],
+                        "strength": row["strength"],
+                        "reason": row["reason"] or "",
+                        "stop": row["stop"],
+                        "target": row["target"],
+                        "paper": self.config.paper,
+                        "created_us": created,
+                    }
+                    for row in fresh.iter_rows(named=True)
+                ]
+                step.output_summary = ", ".join(
+                    f"{signal['side']}"
+                    + (f" {signal['strength']:.2f}" if signal["strength"] is not None else "")
+                    for signal in signals
+                )
+            return signals
+        except Exception as error:
+            log.error(
+                "%s: %s failed on %s: %s",
+                self.config.name,
+                recorder.steps[-1].step,
+                instrument,
+                error,
+                exc_info=error,
+                extra={"source": service_name(self.config.name)},
+            )
+            raise _StepFailed(
+                f"{recorder.steps[-1].step}: {type(error).__name__}: {error}"
+            ) from None
+
+
+def _span(start: int, end: int) -> str:
+    return f"{format_us(start)} → {format_us(end)}"
+
+
+def _add_indicators(bars: pl.DataFrame, specs: list[str]) -> pl.DataFrame:
+    try:
+        from sptrader import indicators
+    except ModuleNotFoundError as error:
+        if error.name != "sptrader.indicators":
+            raise
+        raise SptraderError(
+            f"the strategy asks for indicators {specs} but sptrader.indicators is not available"
+        ) from None
+    return indicators.add_indicators(bars, specs)
+
+
+def _check_signals(frame: pl.DataFrame) -> pl.DataFrame:
+    if not isinstance(frame, pl.DataFrame):
+        raise TypeError(f"evaluate returned {type(frame).__name__}, not a polars DataFrame")
+    missing = [name for name in ("ts", "side") if name not in frame.columns]
+    if missing:
+        raise ValueError(f"evaluate's frame lacks the column(s) {', '.join(missing)}")
+    for name, dtype in SIGNAL_SCHEMA.items():
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype).alias(name))
+    frame = frame.select(list(SIGNAL_SCHEMA)).cast(SIGNAL_SCHEMA)  # type: ignore[arg-type]
+    bad = frame.filter(~pl.col("side").is_in(["buy", "sell", "exit"]))
+    if bad.height:
+        raise ValueError(f"bad signal side {bad['side'][0]!r} (expected buy, sell or exit)")
+    return frame
+
+
+class ScannerService(Service):
+    kind = "scanner"
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: ScannerConfig,
+        alerter: Alerter | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(service_name(config.name))
+        self.engine = engine
+        self.config = config
+        self.alerter = alerter
+        self.clock: Clock = clock or SystemClock()
+        self.schedule = CronSchedule(config.schedule)
+        self.scanner: Scanner | None = None
+        self.context: ServiceContext | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[ScanResult | None] | None = None
+        #: The fire time the service waits for (None while stopped).
+        self.next_due: datetime | None = None
+
+    # --- strategy ---------------------------------------------------------------------
+
+    async def load(self) -> Scanner:
+        """Build the strategy (importing user modules); a failure is a SptraderError
+        naming the problem, its traceback logged."""
+        modules = self.engine.config.strategies.modules
+        try:
+            strategy = await run_in_thread(
+                registry.build, self.config.strategy, dict(self.config.params), modules
+            )
+        except registry.StrategyLoadError as error:
+            if self.context is not None:
+                self.context.problem = str(error)
+            details = f"\n{error.details}" if error.details else ""
+            log.error("%s%s", error, details, extra={"source": self.name})
+            raise
+        self.scanner = Scanner(self.engine, self.config, strategy)
+        return self.scanner
+
+    # --- the schedule -----------------------------------------------------------------
+
+    async def run(self, context: ServiceContext) -> None:
+        self.context = context
+        context.problem = ""
+        await self.load()
+        context.mark_running()
+        try:
+            store = self.engine.require_store()
+            last = await run_in_thread(lineage.last_scheduled_us, store, self.config.name)
+            now = self.clock.now()
+            if last is not None:
+                missed = self.schedule.count_between(_from_us(last), now)
+                if missed:
+                    context.count("coalesced", missed)
+                    log.info(
+                        "%d scheduled run(s) missed while stopped: one catch-up run",
+                        missed,
+                        extra={"source": self.name},
+                    )
+                    self._launch("catchup", now)
+            due = self.schedule.next_after(now)
+            while due is not None:
+                self.next_due = due
+                await self._sleep_until(due)
+                now = self.clock.now()
+                # Fire times after `due` that passed too (the machine slept): one run.
+                missed = self.schedule.count_between(due, now)
+                trigger = "schedule"
+                if missed:
+                    context.count("coalesced", missed)
+                    trigger = "catchup"
+                    log.info(
+                        "%d scheduled run(s) missed (the machine slept?): one catch-up run",
+                        missed,
+                        extra={"source": self.name},
+                    )
+                if self._lock.locked() or (self._task is not None and not self._task.done()):
+                    context.count("skipped_overlap")
+                    log.warning(
+                        "the run due at %s was skipped: the previous run is still going",
+                        due.strftime("%H:%M:%S"),
+                        extra={"source": self.name},
+                    )
+                else:
+                    self._launch(trigger, now if missed else due)
+                due = self.schedule.next_after(now)
+        finally:
+            self.next_due = None
+            task, self._task = self._task, None
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _sleep_until(self, due: datetime) -> None:
+        while True:
+            left = (due - self.clock.now()).total_seconds()
+            if left <= 0:
+                return
+            await self.clock.sleep(min(left, MAX_SLEEP_S))
+
+    def _launch(self, trigger: str, scheduled: datetime) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._scheduled_run(trigger, _to_us(scheduled)), name=f"{self.name}:run"
+        )
+
+    async def _scheduled_run(self, trigger: str, scheduled_us: int) -> ScanResult | None:
+        try:
+            return await self.run_now(trigger, scheduled_us)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # one bad run must never end the schedule
+            if self.context is not None:
+                self.context.count("runs_failed")
+            log.error("scan run failed: %s", error, exc_info=error, extra={"source": self.name})
+            return None
+
+    # --- one run ----------------------------------------------------------------------
+
+    async def run_now(self, trigger: str = "manual", scheduled_us: int | None = None) -> ScanResult:
+        """Run a scan now (waiting for one in progress: runs never overlap)."""
+        async with self._lock:
+            scanner = self.scanner or await self.load()
+            stale = {name for name in self.config.instruments if self.engine.is_stale(name)}
+            result = await run_in_thread(scanner.scan, trigger, scheduled_us, stale)
+            await self._emit(result)
+            return result
+
+    async def _emit(self, result: ScanResult) -> None:
+        context = self.context
+        if context is not None:
+            context.count("runs")
+            context.count("signals", len(result.signals))
+            context.count("instruments_skipped", len(result.skipped))
+            if result.status != "ok":
+                context.count("runs_" + result.status)
+        if result.status != "ok":
+            log.warning(
+                "run %d %s: %s",
+                result.run_id,
+                result.status,
+                result.error,
+                extra={"source": self.name},
+            )
+        if not result.signals:
+            if context is not None:
+                context.touch()
+            return
+        events = [signal_event(signal) for signal in result.signals]
+        if context is not None:
+            await context.publish(events)
+        else:
+            await self.engine.bus.publish(events)
+        for signal in result.signals:
+            log.info(
+                "%s %s: %s",
+                signal["side"],
+                signal["instrument"],
+                signal["reason"],
+                extra={"source": self.name},
+            )
+        if self.alerter is not None:
+            loop = asyncio.get_running_loop()
+            report = None
+            if context is not None:
+
+                def report(counter: str, context: ServiceContext = context) -> None:
+                    loop.call_soon_threadsafe(context.count, counter)
+
+            for signal in result.signals:
+                self.alerter.submit(alert_payload(signal), report)
+
+
+def signal_event(signal: dict[str, Any]) -> SignalRaised:
+    return SignalRaised(
+        signal["created_us"],
+        signal["scanner"],
+        signal["run_id"],
+        signal["instrument"],
+        signal["ts_us"],
+        signal["side"],
+        signal["strength"],
+        signal["reason"],
+        signal["stop"],
+        signal["target"],
+        signal["paper"],
+    )
+
+
+def alert_payload(signal: dict[str, Any]) -> dict[str, Any]:
+    """The signal as webhooks get it (the generic json format sends exactly this)."""
+    keys = ("scanner", "run_id", "instrument", "ts", "side", "strength", "reason", "stop", "target")
+    return {key: signal.get(key) for key in keys}
+
+
+# --- the engine's side ----------------------------------------------------------------
+
+
+def add_scanners(engine: Engine, clock: Clock | None = None) -> dict[str, ScannerService]:
+    """A service per ``[[scanners]]`` entry, added to the engine's supervisor (the caller
+    starts the enabled ones). One alerter serves them all."""
+    alerter = Alerter(engine.config.alerts)
+    services: dict[str, ScannerService] = {}
+    for config in engine.config.scanners:
+        service = ScannerService(engine, config, alerter, clock)
+        engine.supervisor.add(service)
+        services[config.name] = service
+    return services
+
+
+def find_scanner(services: dict[str, ScannerService], name: str) -> ScannerService:
+    if name not in services:
+        raise SptraderError(
+            f"unknown scanner {name!r} (scanners: {', '.join(services) or 'none configured'})"
+        )
+    return services[name]

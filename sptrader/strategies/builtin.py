@@ -1,0 +1,361 @@
+"""The built-in strategies. Each reads the indicator columns it asks for (see
+``sptrader.indicators``) and compares each bar with the one before it, in polars: no loop
+per bar. A signal is on a closed bar; its ``ts`` is that bar's open time.
+
+Strength is 0..1 and says how far past the trigger the bar went, so a scanner can rank
+signals; its scale is described per strategy.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+import polars as pl
+
+from sptrader.strategies.base import SIGNAL_SCHEMA, Strategy, empty_signals
+from sptrader.strategies.registry import register
+
+
+class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+def _signals(bars: pl.DataFrame, rows: list[tuple[pl.Expr, str, pl.Expr, pl.Expr]]) -> pl.DataFrame:
+    """One frame of signals from (condition, side, strength, reason) rules; stop and
+    target columns, when the rules set them, come from ``_stop``/``_target``."""
+    parts = []
+    for condition, side, strength, reason in rows:
+        # Everything is computed on the whole frame first: shift() must see the bar
+        # before, not the previous signalling bar.
+        parts.append(
+            bars.select(
+                condition.fill_null(False).alias("_fires"),
+                pl.col("instrument"),
+                pl.col("ts"),
+                pl.lit(side).alias("side"),
+                strength.clip(0.0, 1.0).cast(pl.Float64).alias("strength"),
+                reason.alias("reason"),
+                (pl.col("_stop") if "_stop" in bars.columns else pl.lit(None))
+                .cast(pl.Float64)
+                .alias("stop"),
+                (pl.col("_target") if "_target" in bars.columns else pl.lit(None))
+                .cast(pl.Float64)
+                .alias("target"),
+            )
+            .filter(pl.col("_fires"))
+            .drop("_fires")
+        )
+    if not parts:
+        return empty_signals()
+    return pl.concat(parts).cast(SIGNAL_SCHEMA).sort("ts")
+
+
+def _previous(value: pl.Expr | float) -> pl.Expr | float:
+    # A level (a number) is the same on the bar before; shifting a literal gives null.
+    return value.shift(1) if isinstance(value, pl.Expr) else value
+
+
+def _crossed_above(a: pl.Expr, b: pl.Expr | float) -> pl.Expr:
+    return (a > b) & (a.shift(1) <= _previous(b))
+
+
+def _crossed_below(a: pl.Expr, b: pl.Expr | float) -> pl.Expr:
+    return (a < b) & (a.shift(1) >= _previous(b))
+
+
+@register
+class SmaCross(Strategy):
+    """Long when SMA(fast) of closes crosses above SMA(slow); exit when it crosses back
+    below (with ``short``: go short there instead). Strength: the gap between the two
+    averages as a share of 1% of the price."""
+
+    name = "sma_cross"
+
+    class Params(_Params):
+        fast: int = 10
+        slow: int = 30
+        short: bool = False
+
+    def indicators(self) -> list[str]:
+        return [f"sma{self.params.fast}", f"sma{self.params.slow}"]
+
+    def warmup_bars(self) -> int:
+        return self.params.slow + 1
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        fast, slow = self.params.fast, self.params.slow
+        a, b = pl.col(f"sma{fast}"), pl.col(f"sma{slow}")
+        strength = (a - b).abs() / (pl.col("close") * 0.01)
+        up = pl.format("SMA({}) crossed above SMA({})", pl.lit(fast), pl.lit(slow))
+        down = pl.format("SMA({}) crossed below SMA({})", pl.lit(fast), pl.lit(slow))
+        return _signals(
+            bars,
+            [
+                (_crossed_above(a, b), "buy", strength, up),
+                (_crossed_below(a, b), "sell" if self.params.short else "exit", strength, down),
+            ],
+        )
+
+
+@register
+class RsiReversion(Strategy):
+    """Mean reversion on RSI (Wilder): long when RSI climbs back above ``oversold``,
+    exit when it reaches ``exit_level``; with ``short``, short when it falls back below
+    ``overbought`` (exit when it falls to ``exit_level``, also an ``exit``). Strength:
+    how deep the RSI had gone past the level on the previous bar, over 20 points."""
+
+    name = "rsi_reversion"
+
+    class Params(_Params):
+        period: int = 14
+        oversold: float = 30.0
+        overbought: float = 70.0
+        exit_level: float = 50.0
+        short: bool = False
+
+    def indicators(self) -> list[str]:
+        return [f"rsi{self.params.period}"]
+
+    def warmup_bars(self) -> int:
+        return self.params.period + 1
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        p = self.params
+        rsi = pl.col(f"rsi{p.period}")
+        low, high, mid = p.oversold, p.overbought, p.exit_level
+        rules = [
+            (
+                _crossed_above(rsi, low),
+                "buy",
+                (low - rsi.shift(1)) / 20 + 0.5,
+                pl.format(
+                    "RSI({}) back above {} from {}", pl.lit(p.period), low, rsi.shift(1).round(1)
+                ),
+            ),
+            (
+                _crossed_above(rsi, mid),
+                "exit",
+                pl.lit(0.5),
+                pl.format("RSI({}) reached {}", pl.lit(p.period), pl.lit(mid)),
+            ),
+        ]
+        if p.short:
+            rules += [
+                (
+                    _crossed_below(rsi, high),
+                    "sell",
+                    (rsi.shift(1) - high) / 20 + 0.5,
+                    pl.format(
+                        "RSI({}) back below {} from {}",
+                        pl.lit(p.period),
+                        high,
+                        rsi.shift(1).round(1),
+                    ),
+                ),
+                (
+                    _crossed_below(rsi, mid),
+                    "exit",
+                    pl.lit(0.5),
+                    pl.format("RSI({}) fell to {}", pl.lit(p.period), pl.lit(mid)),
+                ),
+            ]
+        return _signals(bars, rules)
+
+
+@register
+class Breakout(Strategy):
+    """Swing breakout: long when the close breaks above the highest high of the
+    ``period`` bars before it (Donchian), with a stop ``stop_atr`` ATRs below the close
+    and a target ``target_r`` times that risk above; with ``short``, the mirror image
+    below the lowest low. Strength: how far past the channel, in ATRs."""
+
+    name = "breakout"
+
+    class Params(_Params):
+        period: int = 20
+        atr: int = 14
+        stop_atr: float = 2.0
+        target_r: float = 2.0
+        short: bool = False
+
+    def indicators(self) -> list[str]:
+        return [f"donchian{self.params.period}", f"atr{self.params.atr}"]
+
+    def warmup_bars(self) -> int:
+        return max(self.params.period + 1, self.params.atr + 1)
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        p = self.params
+        upper = pl.col(f"donchian{p.period}_upper").shift(1)
+        lower = pl.col(f"donchian{p.period}_lower").shift(1)
+        atr = pl.col(f"atr{p.atr}")
+        close = pl.col("close")
+        risk = atr * p.stop_atr
+        longs = bars.with_columns(
+            (close - risk).alias("_stop"), (close + risk * p.target_r).alias("_target")
+        )
+        signals = [
+            _signals(
+                longs,
+                [
+                    (
+                        close > upper,
+                        "buy",
+                        (close - upper) / atr,
+                        pl.format(
+                            "close {} broke the {}-bar high {}", close, pl.lit(p.period), upper
+                        ),
+                    )
+                ],
+            )
+        ]
+        if p.short:
+            shorts = bars.with_columns(
+                (close + risk).alias("_stop"), (close - risk * p.target_r).alias("_target")
+            )
+            signals.append(
+                _signals(
+                    shorts,
+                    [
+                        (
+                            close < lower,
+                            "sell",
+                            (lower - close) / atr,
+                            pl.format(
+                                "close {} broke the {}-bar low {}", close, pl.lit(p.period), lower
+                            ),
+                        )
+                    ],
+                )
+            )
+        return pl.concat(signals).sort("ts")
+
+
+@register
+class Channel(Strategy):
+    """Channel touches: long when the low touches the channel's lower edge and the bar
+    closes back inside, exit when the high touches the upper edge. The channel is the
+    Donchian channel of the ``period`` bars before, or (``kind = "regression"``) the
+    least-squares line of the last ``period`` closes ± ``deviations`` standard deviations
+    of their residuals. Strength: how far inside the close came back, over the width."""
+
+    name = "channel"
+
+    class Params(_Params):
+        period: int = 20
+        kind: Literal["donchian", "regression"] = "donchian"
+        deviations: float = 2.0
+
+    def indicators(self) -> list[str]:
+        return [f"donchian{self.params.period}"] if self.params.kind == "donchian" else []
+
+    def warmup_bars(self) -> int:
+        return self.params.period + 1
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        p = self.params
+        if p.kind == "donchian":
+            bars = bars.with_columns(
+                pl.col(f"donchian{p.period}_upper").shift(1).alias("_upper"),
+                pl.col(f"donchian{p.period}_lower").shift(1).alias("_lower"),
+            )
+        else:
+            bars = bars.with_columns(_regression_channel(p.period, p.deviations))
+        upper, lower = pl.col("_upper"), pl.col("_lower")
+        width = upper - lower
+        return _signals(
+            bars,
+            [
+                (
+                    (pl.col("low") <= lower) & (pl.col("close") > lower),
+                    "buy",
+                    (pl.col("close") - lower) / width,
+                    pl.format(
+                        "low touched the lower {} channel at {}", pl.lit(p.kind), lower.round(6)
+                    ),
+                ),
+                (
+                    (pl.col("high") >= upper) & (pl.col("close") < upper),
+                    "exit",
+                    (upper - pl.col("close")) / width,
+                    pl.format(
+                        "high touched the upper {} channel at {}", pl.lit(p.kind), upper.round(6)
+                    ),
+                ),
+            ],
+        )
+
+
+def _regression_channel(period: int, deviations: float) -> list[pl.Expr]:
+    """The least-squares line through the ``period`` closes before each bar, at that
+    bar, ± ``deviations`` residual standard deviations; from rolling sums (vectorised)."""
+    n = float(period)
+    x = pl.int_range(pl.len()).cast(pl.Float64)
+    y = pl.col("close").shift(1)
+    xs = (x - 1).rolling_sum(period)
+    ys = y.rolling_sum(period)
+    xy = ((x - 1) * y).rolling_sum(period)
+    xx = ((x - 1) ** 2).rolling_sum(period)
+    yy = (y**2).rolling_sum(period)
+    slope = (n * xy - xs * ys) / (n * xx - xs**2)
+    intercept = (ys - slope * xs) / n
+    sse = (
+        yy
+        + n * intercept**2
+        + slope**2 * xx
+        - 2 * intercept * ys
+        - 2 * slope * xy
+        + 2 * intercept * slope * xs
+    )
+    spread = (sse.clip(lower_bound=0) / n).sqrt() * deviations
+    line = intercept + slope * x
+    return [(line + spread).alias("_upper"), (line - spread).alias("_lower")]
+
+
+@register
+class Dca(Strategy):
+    """Dollar-cost averaging: a buy on the first bar of every ``every`` period
+    (strength 0.5 = one unit), and a bigger one (strength 1.0 = ``dip_multiplier``
+    units, capped) when the close is below its SMA(``ma``) by at least ``dip_pct`` %."""
+
+    name = "dca"
+
+    class Params(_Params):
+        every: str = "1d"
+        ma: int = 200
+        dip_pct: float = 0.0
+        dip_multiplier: float = 2.0
+
+    def indicators(self) -> list[str]:
+        return [f"sma{self.params.ma}"]
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        from sptrader.models import US_PER_MINUTE, timeframe_minutes
+
+        p = self.params
+        width = timeframe_minutes(p.every) * US_PER_MINUTE
+        bucket = pl.col("ts").dt.epoch("us") // width
+        first_of_period = (bucket != bucket.shift(1)).fill_null(True)
+        sma = pl.col(f"sma{p.ma}")
+        below = (sma - pl.col("close")) / sma * 100
+        dip = below >= max(p.dip_pct, 1e-12)
+        return _signals(
+            bars,
+            [
+                (
+                    first_of_period & ~dip.fill_null(False),
+                    "buy",
+                    pl.lit(0.5),
+                    pl.format("scheduled buy ({})", pl.lit(p.every)),
+                ),
+                (
+                    first_of_period & dip,
+                    "buy",
+                    pl.lit(min(1.0, 0.5 * p.dip_multiplier)),
+                    pl.format(
+                        "scheduled buy on a dip: {}% below SMA({})", below.round(2), pl.lit(p.ma)
+                    ),
+                ),
+            ],
+        )

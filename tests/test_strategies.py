@@ -1,0 +1,158 @@
+"""Built-in strategies on crafted bars: each must signal where its rule fires, and only
+there."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import polars as pl
+import pytest
+
+from sptrader.indicators import add_indicators
+from sptrader.models import US_PER_MINUTE
+from sptrader.strategies.base import SIGNAL_SCHEMA
+from sptrader.strategies.builtin import Breakout, Channel, Dca, RsiReversion, SmaCross
+
+T0 = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1_000_000)
+
+
+def bars_of(closes: list[float], *, spread: float = 0.5, minutes: int = 1) -> pl.DataFrame:
+    """Bars with these closes; each opens at the previous close, highs and lows a
+    ``spread`` around the body."""
+    opens = [closes[0], *closes[:-1]]
+    return pl.DataFrame(
+        {
+            "instrument": ["SIM:TEST"] * len(closes),
+            "ts": [T0 + i * minutes * US_PER_MINUTE for i in range(len(closes))],
+            "open": opens,
+            "high": [max(o, c) + spread for o, c in zip(opens, closes, strict=True)],
+            "low": [min(o, c) - spread for o, c in zip(opens, closes, strict=True)],
+            "close": closes,
+            "volume": [1.0] * len(closes),
+            "trades": [1] * len(closes),
+        }
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us")))
+
+
+def run(strategy, bars: pl.DataFrame) -> pl.DataFrame:
+    signals = strategy.evaluate(add_indicators(bars, strategy.indicators()))
+    assert dict(signals.schema) == SIGNAL_SCHEMA
+    assert signals["strength"].is_between(0, 1).all()
+    return signals
+
+
+def at(index: int) -> datetime:
+    return datetime.fromtimestamp((T0 + index * US_PER_MINUTE) / 1e6, UTC).replace(tzinfo=None)
+
+
+def test_sma_cross_buys_on_the_cross_up_and_exits_on_the_cross_down() -> None:
+    closes = [100.0] * 10 + [101, 102, 103, 104, 105] + [104, 102, 100, 98, 96, 94]
+    signals = run(SmaCross(SmaCross.Params(fast=2, slow=5)), bars_of(closes))
+    assert signals.select("ts", "side").rows() == [(at(10), "buy"), (at(16), "exit")]
+    assert signals["reason"][0] == "SMA(2) crossed above SMA(5)"
+
+
+def test_sma_cross_short_reverses_instead_of_exiting() -> None:
+    closes = [100.0] * 10 + [101, 102, 103, 104, 105] + [104, 102, 100, 98, 96, 94]
+    signals = run(
+        SmaCross(SmaCross.from_config({"fast": 2, "slow": 5, "short": True}).params),
+        bars_of(closes),
+    )
+    assert signals["side"].to_list() == ["buy", "sell"]
+
+
+def test_sma_cross_is_quiet_on_a_steady_trend_and_during_warm_up() -> None:
+    assert run(
+        SmaCross(SmaCross.Params(fast=2, slow=5)), bars_of([100.0 + i for i in range(40)])
+    ).is_empty()
+    assert run(SmaCross(), bars_of([100.0, 101.0, 99.0])).is_empty()
+
+
+def test_params_are_typed_and_unknown_ones_rejected() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        SmaCross.from_config({"fast": "ten"})
+    with pytest.raises(msgspec.ValidationError):
+        SmaCross.from_config({"fastest": 3})
+
+
+def test_rsi_reversion_buys_when_rsi_comes_back_from_oversold_and_exits_at_50() -> None:
+    closes = [100.0 + (i % 2) * 0.1 for i in range(20)]
+    closes += [closes[-1] - 2 * (i + 1) for i in range(8)]  # a slide: RSI deep below 30
+    closes += [closes[-1] + 1.5 * (i + 1) for i in range(12)]  # the rebound
+    signals = run(RsiReversion(RsiReversion.Params(period=5)), bars_of(closes))
+    # Before the slide RSI wobbles around 50 (exits only, nothing to exit); the only
+    # buy is the rebound out of the slide, and the exit follows it at 50.
+    assert signals.filter(pl.col("side") == "buy")["ts"].to_list() == [at(29)]
+    after = signals.filter(pl.col("ts") >= at(28))
+    assert after.select("ts", "side").rows() == [(at(29), "buy"), (at(31), "exit")]
+    assert after["reason"][0] == "RSI(5) back above 30.0 from 18.7"
+
+
+def test_rsi_reversion_is_quiet_without_an_extreme() -> None:
+    closes = [100.0 + (i % 3) * 0.2 for i in range(60)]
+    assert run(RsiReversion(), bars_of(closes)).filter(pl.col("side") == "buy").is_empty()
+
+
+def test_breakout_buys_above_the_channel_with_an_atr_stop_and_target() -> None:
+    closes = [100.0 + (i % 2) for i in range(30)] + [104.0]
+    signals = run(Breakout(Breakout.Params(period=10, atr=5)), bars_of(closes))
+    [signal] = signals.rows(named=True)
+    assert signal["side"] == "buy" and signal["ts"] == at(30)
+    assert signal["stop"] < 104.0 < signal["target"]
+    assert signal["target"] - 104.0 == pytest.approx(2 * (104.0 - signal["stop"]))
+
+
+def test_breakout_short_and_no_signal_inside_the_channel() -> None:
+    inside = [100.0 + (i % 2) for i in range(40)]
+    assert run(Breakout(Breakout.Params(period=10, atr=5, short=True)), bars_of(inside)).is_empty()
+    down = [*inside, 96.0]
+    [signal] = run(Breakout(Breakout.Params(period=10, atr=5, short=True)), bars_of(down)).rows(
+        named=True
+    )
+    assert signal["side"] == "sell" and signal["stop"] > 96.0 > signal["target"]
+
+
+def test_donchian_channel_touch_of_the_lower_edge_buys() -> None:
+    closes = [100.0 + (i % 5) for i in range(30)]
+    bars = bars_of(closes, spread=0.0)
+    # Bar 30 dips to the channel's low and closes back inside.
+    bars = pl.concat(
+        [
+            bars,
+            bars_of([101.0], spread=0.0).with_columns(
+                pl.lit(T0 + 30 * US_PER_MINUTE).cast(pl.Datetime("us")).alias("ts"),
+                pl.lit(99.0).alias("low"),
+            ),
+        ]
+    )
+    signals = run(Channel(Channel.Params(period=10)), bars)
+    assert (at(30), "buy") in signals.select("ts", "side").rows()
+
+
+def test_regression_channel_touches() -> None:
+    # A rising trend with an alternating ±1 wiggle: the channel is the trend ± 2 sigma.
+    closes = [100.0 + 0.5 * i + (1 if i % 2 else -1) for i in range(40)]
+    bars = bars_of(closes, spread=0.05)
+    strategy = Channel(Channel.Params(period=10, kind="regression", deviations=2.0))
+    assert run(strategy, bars).is_empty()  # every bar stays inside
+    dipped = bars.with_columns(
+        pl.when(pl.int_range(pl.len()) == 35)
+        .then(pl.col("low") - 5)
+        .otherwise(pl.col("low"))
+        .alias("low")
+    )
+    assert run(strategy, dipped).select("ts", "side").rows() == [(at(35), "buy")]
+
+
+def test_dca_buys_every_period_and_more_on_a_dip() -> None:
+    # Hourly bars over three days; day three trades far below its moving average.
+    closes = [100.0] * 48 + [80.0] * 24
+    bars = bars_of(closes, minutes=60)
+    signals = run(Dca(Dca.Params(every="1d", ma=24, dip_pct=5.0)), bars)
+    assert signals.select("ts", "strength").rows() == [
+        (at(0), 0.5),
+        (at(24 * 60), 0.5),
+        (at(48 * 60), 1.0),
+    ]
+    assert "below SMA(24)" in signals["reason"][2]
