@@ -34,6 +34,7 @@ from sptrader.models import (
     ServiceStateChanged,
     WatchlistChanged,
 )
+from sptrader.scanners import SignalRaised
 from sptrader.screens import (
     BackfillsPane,
     ChartPane,
@@ -153,6 +154,7 @@ class SptraderApp(App[int]):
         stored: list[HistoryStored] = []
         watchlist_changed: WatchlistChanged | None = None
         backfills: list[BackfillProgressed] = []
+        signals: list[SignalRaised] = []
         for event in events:
             kind = type(event)
             if kind is QuoteReceived:
@@ -172,6 +174,8 @@ class SptraderApp(App[int]):
                 watchlist_changed = event
             elif kind is BackfillProgressed:
                 backfills.append(event)
+            elif kind is SignalRaised:
+                signals.append(event)
         try:
             watchlist = self.query_one(WatchlistPane)
             chart = self.query_one(ChartPane)
@@ -185,6 +189,13 @@ class SptraderApp(App[int]):
             chart.add_minute_bar(forming[chart.instrument])
         if logs:
             event_log.add(logs)
+        for signal in signals[-5:]:  # a burst is summarised by its newest few
+            self.notify(
+                f"{signal.side.upper()} {signal.instrument}: {signal.reason}",
+                title=f"signal · {signal.scanner}",
+                severity="warning" if signal.side == "sell" else "information",
+                timeout=8,
+            )
         backfills_pane = self.query_one(BackfillsPane)
         if backfills:
             backfills_pane.apply(backfills)

@@ -550,3 +550,25 @@ async def test_rows_of_a_stopped_feed_are_marked_stale(app: SptraderApp) -> None
             lambda: watchlist.row_values("SIM:EURUSD")["instrument"] == "SIM:EURUSD",
             what="the mark to go",
         )
+
+
+async def test_a_scanner_signal_shows_a_notification(app: SptraderApp) -> None:
+    from sptrader.scanners import SignalRaised
+
+    async with running(app) as pilot:
+        app.engine.bus.publish_nowait(
+            [
+                SignalRaised(
+                    0, "crosses", 7, "SIM:EURUSD", 0, "buy", 0.8,
+                    "SMA(10) crossed above SMA(30)", None, None,
+                )
+            ]
+        )  # fmt: skip
+        await wait_for(
+            pilot,
+            lambda: any(
+                "BUY SIM:EURUSD: SMA(10) crossed above SMA(30)" in str(note.message)
+                for note in app._notifications
+            ),
+            what="the signal's notification",
+        )

@@ -32,6 +32,7 @@ from sptrader.models import (
     TradeReceived,
     WatchlistChanged,
 )
+from sptrader.scanners import SignalRaised
 from sptrader.store.queries import empty_bars
 
 PROTOCOL_VERSION = 1
@@ -111,6 +112,8 @@ def encode_event(event: object) -> list[Any] | None:
         return ["w", event.ts_us, event.instruments]
     if kind is BackfillProgressed:
         return ["bf", *astuple(event)]
+    if kind is SignalRaised:
+        return ["sig", *astuple(event)]
     return None
 
 
@@ -139,6 +142,8 @@ def decode_event(fields: list[Any]) -> object:
         return WatchlistChanged(*rest)
     if tag == "bf":
         return BackfillProgressed(*rest)
+    if tag == "sig":
+        return SignalRaised(*rest)
     raise ProtocolError(f"unknown event kind {tag!r}")
 
 
