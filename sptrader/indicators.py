@@ -192,10 +192,38 @@ def warmup(spec: str | Spec) -> int:
 
 
 # --- expressions ------------------------------------------------------------------------
+#
+# Each indicator is built as stages of named intermediate columns (``_Stages.add``): a
+# sub-expression used several times (a smoothed sum, the DI, the MACD line, ...) is then
+# computed once and read back by name, instead of being rebuilt inside one big
+# expression tree. The values are the same: the same operations in the same order.
+
+_ROW = "__row"  # the row number (0-based) of the frame being computed
+
+
+class _Stages:
+    """Intermediate columns of one or more indicators, grouped in levels: a column goes
+    one level after the deepest column it reads, so each level is one ``with_columns``."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.levels: list[list[pl.Expr]] = []
+        self.level_of: dict[str, int] = {}
+
+    def add(self, expr: pl.Expr, name: str | None = None) -> pl.Expr:
+        name = name or f"__{self.tag}_{len(self.level_of)}"
+        level = 1 + max(
+            (self.level_of.get(root, -1) for root in expr.meta.root_names()), default=-1
+        )
+        while len(self.levels) <= level:
+            self.levels.append([])
+        self.levels[level].append(expr.alias(name))
+        self.level_of[name] = level
+        return pl.col(name)
 
 
 def _index() -> pl.Expr:
-    return pl.int_range(pl.len(), dtype=pl.Int64)
+    return pl.col(_ROW)
 
 
 def _seeded_ewm(x: pl.Expr, seed: pl.Expr, at: int, alpha: float) -> pl.Expr:
@@ -227,13 +255,13 @@ def _wma(x: pl.Expr, n: int) -> pl.Expr:
     return x.rolling_sum(n, weights=weights) / (n * (n + 1) / 2)
 
 
-def _rsi(close: pl.Expr, n: int) -> pl.Expr:
-    change = close.diff()
-    gain = change.clip(lower_bound=0.0)
-    loss = (-change).clip(lower_bound=0.0)
-    avg_gain = _seeded_ewm(gain, gain.rolling_mean(n), n, 1.0 / n)
-    avg_loss = _seeded_ewm(loss, loss.rolling_mean(n), n, 1.0 / n)
-    both = avg_gain + avg_loss
+def _rsi(st: _Stages, close: pl.Expr, n: int) -> pl.Expr:
+    change = st.add(close.diff())
+    gain = st.add(change.clip(lower_bound=0.0))
+    loss = st.add((-change).clip(lower_bound=0.0))
+    avg_gain = st.add(_seeded_ewm(gain, gain.rolling_mean(n), n, 1.0 / n))
+    avg_loss = st.add(_seeded_ewm(loss, loss.rolling_mean(n), n, 1.0 / n))
+    both = st.add(avg_gain + avg_loss)
     return pl.when(both.abs() < 1e-14).then(0.0).otherwise(100.0 * avg_gain / both).pipe(_after, n)
 
 
@@ -244,59 +272,63 @@ def _true_range() -> pl.Expr:
     )
 
 
-def _atr(n: int) -> pl.Expr:
-    tr = _true_range()
+def _atr(st: _Stages, n: int) -> pl.Expr:
+    tr = st.add(_true_range())
     return _seeded_ewm(tr, tr.rolling_mean(n), n, 1.0 / n)
 
 
-def _adx(n: int) -> pl.Expr:
+def _adx(st: _Stages, n: int) -> pl.Expr:
     high, low = pl.col("high"), pl.col("low")
-    up = high - high.shift(1)
-    down = low.shift(1) - low
-    minus_dm = pl.when((down > 0) & (up < down)).then(down).otherwise(0.0)
-    plus_dm = pl.when((up > 0) & (up > down)).then(up).otherwise(0.0)
-    tr = _true_range()
+    up = st.add(high - high.shift(1))
+    down = st.add(low.shift(1) - low)
+    minus_dm = st.add(pl.when((down > 0) & (up < down)).then(down).otherwise(0.0))
+    plus_dm = st.add(pl.when((up > 0) & (up > down)).then(up).otherwise(0.0))
+    tr = st.add(_true_range())
 
     # Wilder sums S[t] = S[t-1] - S[t-1]/n + x[t], seeded with the sum of x[1..n-1] at
     # row n-1, equal n times an ewm with alpha 1/n seeded with that sum / n. The DI are
     # ratios of two such sums, so the factor n cancels.
     def wilder_sum_over_n(x: pl.Expr) -> pl.Expr:
-        return _seeded_ewm(x, x.rolling_sum(n - 1) / n, n - 1, 1.0 / n)
+        return st.add(_seeded_ewm(x, x.rolling_sum(n - 1) / n, n - 1, 1.0 / n))
 
     s_minus, s_plus, s_tr = (wilder_sum_over_n(x) for x in (minus_dm, plus_dm, tr))
-    minus_di = 100.0 * s_minus / s_tr
-    plus_di = 100.0 * s_plus / s_tr
-    di_sum = minus_di + plus_di
+    minus_di = st.add(100.0 * s_minus / s_tr)
+    plus_di = st.add(100.0 * s_plus / s_tr)
+    di_sum = st.add(minus_di + plus_di)
     defined = ((s_tr * n).abs() >= 1e-14) & (di_sum.abs() >= 1e-14)
-    dx = pl.when(defined).then(100.0 * (minus_di - plus_di).abs() / di_sum)
+    dx = st.add(pl.when(defined).then(100.0 * (minus_di - plus_di).abs() / di_sum))
     # The seed counts an undefined DX as 0; later an undefined DX keeps the ADX.
-    seed = dx.fill_null(0.0).rolling_mean(n)
-    dx = _after(dx, n)
+    seed = st.add(dx.fill_null(0.0).rolling_mean(n))
+    dx = st.add(_after(dx, n))
     return _seeded_ewm(dx, seed, 2 * n - 1, 1.0 / n).forward_fill().pipe(_after, 2 * n - 1)
 
 
-def _macd(fast: int, slow: int, signal: int) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _macd(st: _Stages, fast: int, slow: int, signal: int) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     close = pl.col("close")
-    line = _ema(close, fast, at=slow - 1) - _ema(close, slow, at=slow - 1)
-    sig = _ema(line, signal, at=slow + signal - 2)
+    fast_ema = st.add(_ema(close, fast, at=slow - 1))
+    slow_ema = st.add(_ema(close, slow, at=slow - 1))
+    line = st.add(fast_ema - slow_ema)
+    sig = st.add(_ema(line, signal, at=slow + signal - 2))
     first = slow + signal - 2
     return _after(line, first), sig, _after(line - sig, first)
 
 
-def _bb(n: int, k: float) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _bb(st: _Stages, n: int, k: float) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     close = pl.col("close")
-    middle = close.rolling_mean(n)
-    width = k * close.rolling_std(n, ddof=0)
+    middle = st.add(close.rolling_mean(n))
+    width = st.add(k * close.rolling_std(n, ddof=0))
     return middle + width, middle, middle - width
 
 
-def _stoch(fastk: int, slowk: int, slowd: int) -> tuple[pl.Expr, pl.Expr]:
-    high_max = pl.col("high").rolling_max(fastk)
-    low_min = pl.col("low").rolling_min(fastk)
-    span = high_max - low_min
-    raw = pl.when(span == 0).then(0.0).otherwise((pl.col("close") - low_min) / (span / 100.0))
-    k = raw.rolling_mean(slowk)
-    d = k.rolling_mean(slowd)
+def _stoch(st: _Stages, fastk: int, slowk: int, slowd: int) -> tuple[pl.Expr, pl.Expr]:
+    high_max = st.add(pl.col("high").rolling_max(fastk))
+    low_min = st.add(pl.col("low").rolling_min(fastk))
+    span = st.add(high_max - low_min)
+    raw = st.add(
+        pl.when(span == 0).then(0.0).otherwise((pl.col("close") - low_min) / (span / 100.0))
+    )
+    k = st.add(raw.rolling_mean(slowk))
+    d = st.add(k.rolling_mean(slowd))
     first = fastk + slowk + slowd - 3
     return _after(k, first), _after(d, first)
 
@@ -313,7 +345,8 @@ def _vwap(ts_dtype: pl.DataType) -> pl.Expr:
     return pl.when(cum_v > 0).then(cum_pv / cum_v)
 
 
-def _exprs(spec: Spec, schema: pl.Schema) -> list[pl.Expr]:
+def _add_spec(st: _Stages, spec: Spec, schema: pl.Schema) -> None:
+    """Add ``spec``'s output columns (and the intermediate ones they read) to ``st``."""
     kind, p = spec.kind, spec.periods
     close = pl.col("close")
     if kind == "sma":
@@ -323,25 +356,38 @@ def _exprs(spec: Spec, schema: pl.Schema) -> list[pl.Expr]:
     elif kind == "wma":
         outputs = (_wma(close, p[0]),)
     elif kind == "rsi":
-        outputs = (_rsi(close, p[0]),)
+        outputs = (_rsi(st, close, p[0]),)
     elif kind == "atr":
-        outputs = (_atr(p[0]),)
+        outputs = (_atr(st, p[0]),)
     elif kind == "adx":
-        outputs = (_adx(p[0]),)
+        outputs = (_adx(st, p[0]),)
     elif kind == "macd":
-        outputs = _macd(*p)
+        outputs = _macd(st, *p)
     elif kind == "bb":
         assert spec.k is not None
-        outputs = _bb(p[0], spec.k)
+        outputs = _bb(st, p[0], spec.k)
     elif kind == "stoch":
-        outputs = _stoch(*p)
+        outputs = _stoch(st, *p)
     elif kind == "donchian":
         outputs = (pl.col("high").rolling_max(p[0]), pl.col("low").rolling_min(p[0]))
     else:
         outputs = (_vwap(schema["ts"]),)
-    return [
-        expr.cast(pl.Float64).alias(name) for expr, name in zip(outputs, spec.columns, strict=True)
-    ]
+    for expr, name in zip(outputs, spec.columns, strict=True):
+        st.add(expr.cast(pl.Float64), name)
+
+
+def _compute(inputs: pl.DataFrame, specs: list[Spec]) -> list[pl.Series]:
+    """The output columns of ``specs`` over ``inputs`` (no row skipping), in one lazy
+    query: one ``with_columns`` per level of intermediate columns."""
+    st = _Stages("t")
+    for spec in specs:
+        st.tag = f"{spec.text}"
+        _add_spec(st, spec, inputs.schema)
+    frame = inputs.lazy().with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW))
+    for level in st.levels:
+        frame = frame.with_columns(level)
+    names = [name for spec in specs for name in spec.columns]
+    return frame.select(names).collect().get_columns()
 
 
 # --- frames -----------------------------------------------------------------------------
@@ -353,7 +399,8 @@ def add_indicators(bars: pl.DataFrame, specs: list[str] | list[Spec]) -> pl.Data
     parsed = [parse_spec(s) if isinstance(s, str) else s for s in specs]
     if not parsed:
         return bars
-    needed = sorted({c for spec in parsed for c in _INPUTS[spec.kind]})
+    unique = list({spec.text: spec for spec in parsed}.values())
+    needed = sorted({c for spec in unique for c in _INPUTS[spec.kind]})
     missing = [c for c in needed if c not in bars.columns]
     if missing:
         raise UsageError(f"the bars have no {', '.join(missing)} column")
@@ -363,23 +410,24 @@ def add_indicators(bars: pl.DataFrame, specs: list[str] | list[Spec]) -> pl.Data
         *[pl.col(c) for c in needed if c == "ts"],
         *[pl.col(c).cast(pl.Float64).fill_nan(None) for c in numeric],
     )
-    schema = inputs.schema
-    # Specs reading the same inputs share one pass (and one compaction if rows are bad).
-    groups: dict[tuple[str, ...], list[Spec]] = {}
-    for spec in parsed:
-        groups.setdefault(_INPUTS[spec.kind], []).append(spec)
     results: list[pl.Series] = []
-    for columns, group in groups.items():
-        exprs = [e for spec in group for e in _exprs(spec, schema)]
-        bad = inputs.select(pl.any_horizontal(pl.col(c).is_null() for c in columns)).to_series()
-        if not bad.any():
-            results.extend(inputs.lazy().select(exprs).collect().get_columns())
-            continue
-        keep = (~bad).arg_true()
-        computed = inputs.filter(~bad).lazy().select(exprs).collect()
-        for series in computed.get_columns():
-            full = pl.Series(series.name, [None] * bars.height, dtype=pl.Float64)
-            results.append(full.scatter(keep, series) if len(keep) else full)
+    if not any(inputs.null_count().row(0)):
+        # Nothing to skip: every spec in one query.
+        results = _compute(inputs, unique)
+    else:
+        # Specs reading the same inputs share one compaction of the rows they can use.
+        groups: dict[tuple[str, ...], list[Spec]] = {}
+        for spec in unique:
+            groups.setdefault(_INPUTS[spec.kind], []).append(spec)
+        for columns, group in groups.items():
+            bad = inputs.select(pl.any_horizontal(pl.col(c).is_null() for c in columns)).to_series()
+            if not bad.any():
+                results.extend(_compute(inputs, group))
+                continue
+            keep = (~bad).arg_true()
+            for series in _compute(inputs.filter(~bad), group):
+                full = pl.Series(series.name, [None] * bars.height, dtype=pl.Float64)
+                results.append(full.scatter(keep, series) if len(keep) else full)
     by_name = {series.name: series for series in results}
     return bars.with_columns(by_name[name] for spec in parsed for name in spec.columns)
 
