@@ -43,6 +43,7 @@ from sptrader.screens import (
     EventLogPane,
     HelpScreen,
     ServicesPane,
+    StrategiesScreen,
     SymbolSearchScreen,
     WatchlistPane,
 )
@@ -64,6 +65,7 @@ class SptraderApp(App[int]):
         Binding("e", "focus_pane('events')", "Events", show=False, id="focus-events"),
         Binding("slash", "search_symbols", "Add instrument", key_display="/", id="search-symbols"),
         Binding("d", "data_screen", "Data", id="data-screen"),
+        Binding("S", "strategies_screen", "Strategies", id="strategies-screen"),
         *[
             Binding(str(index), f"timeframe('{timeframe}')", timeframe, id=f"timeframe-{timeframe}")
             for index, timeframe in enumerate(TIMEFRAMES, start=1)
@@ -176,6 +178,10 @@ class SptraderApp(App[int]):
                 backfills.append(event)
             elif kind is SignalRaised:
                 signals.append(event)
+        if signals or states_changed:
+            strategies_screen = self._strategies_screen()
+            if strategies_screen is not None:
+                strategies_screen.note_changes()  # read again on its next (1 s) tick
         try:
             watchlist = self.query_one(WatchlistPane)
             chart = self.query_one(ChartPane)
@@ -329,9 +335,28 @@ class SptraderApp(App[int]):
         if self.engine_ready and self._data_screen() is None:
             self.push_screen(DataScreen(self.client))
 
+    def _strategies_screen(self) -> StrategiesScreen | None:
+        """The Strategies screen, if open (possibly under a modal)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, StrategiesScreen):
+                return screen
+        return None
+
+    def action_strategies_screen(self) -> None:
+        if self.engine_ready and self._strategies_screen() is None:
+            self.push_screen(StrategiesScreen(self.client), self._signal_chosen)
+
+    def _signal_chosen(self, instrument: str | None) -> None:
+        """A signal chosen on the Strategies screen: its instrument in the chart."""
+        if instrument:
+            self.query_one(ChartPane).show_instrument(instrument)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Keys that act on the main screen's panes do nothing over the Data screen."""
-        return action not in ("focus_pane", "timeframe") or not isinstance(self.screen, DataScreen)
+        """Keys that act on the main screen's panes do nothing over the Data and
+        Strategies screens."""
+        return action not in ("focus_pane", "timeframe") or not isinstance(
+            self.screen, DataScreen | StrategiesScreen
+        )
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -380,6 +405,11 @@ class SptraderApp(App[int]):
             "Data: coverage and gaps",
             "what is stored of each instrument, day by day; fill the gaps (d)",
             self.action_data_screen,
+        )
+        yield SystemCommand(
+            "Strategies: scanners and signals",
+            "run, pause or resume scanners; their signals and run lineage (S)",
+            self.action_strategies_screen,
         )
         yield SystemCommand(
             "Chart: back to live", "show the newest bars again (End)", chart.action_live

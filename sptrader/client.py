@@ -19,9 +19,10 @@ from sptrader.feeds.base import SymbolInfo
 from sptrader.models import (
     US_PER_DAY,
     Bar,
+    ServiceState,
     ServiceStatus,
 )
-from sptrader.store import queries
+from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
 
 
@@ -113,6 +114,71 @@ class EngineClient(Protocol):
         """Per instrument: source, first/last bar, bars, coverage_pct, gaps, days (the
         share of each UTC day's open time covered; -1 for a closed day)."""
         ...
+
+    async def scanners(self) -> list[dict]:
+        """Per configured scanner: name, strategy, instruments, timeframe, schedule,
+        next_run_us, paused (its service stopped) and its newest run (last_run_id,
+        last_status, last_duration_ms, last_started_us; None before the first)."""
+        ...
+
+    async def run_scanner(self, name: str) -> dict:
+        """Run scanner ``name`` now; its run_id, status, signals (a count) and error."""
+        ...
+
+    async def pause_scanner(self, name: str) -> None:
+        """Stop the scanner's service (no more scheduled runs)."""
+        ...
+
+    async def resume_scanner(self, name: str) -> None: ...
+
+    async def recent_signals(self, limit: int = 50) -> list[dict]:
+        """The newest signals, newest first: run_id, scanner, instrument, ts_us (the
+        bar), side, strength, reason, stop, target, created_us."""
+        ...
+
+    async def run_steps(self, run_id: int) -> list[dict]:
+        """A run's lineage steps in order: step_no, instrument, step, duration_ms,
+        input_summary, output_summary, error."""
+        ...
+
+
+def last_runs(store: Store) -> dict[str, dict]:
+    """The newest run of every scanner, by scanner name. Blocking."""
+    frame = (
+        store.cursor()
+        .sql(
+            "SELECT scanner, arg_max(run_id, run_id) AS last_run_id,"
+            " arg_max(status, run_id) AS last_status,"
+            " arg_max(duration_ms, run_id) AS last_duration_ms,"
+            " arg_max(epoch_us(started), run_id) AS last_started_us"
+            " FROM scan_runs GROUP BY scanner"
+        )
+        .pl()
+    )
+    return {row["scanner"]: row for row in frame.to_dicts()}
+
+
+def recent_signals(store: Store, limit: int) -> list[dict]:
+    """The newest ``limit`` signals, newest first. Blocking."""
+    return (
+        store.cursor()
+        .sql(
+            "SELECT run_id, scanner, instrument, epoch_us(ts) AS ts_us, side, strength, reason,"
+            " stop, target, epoch_us(created) AS created_us FROM signals"
+            " ORDER BY created DESC, run_id DESC, instrument LIMIT ?",
+            params=[limit],
+        )
+        .pl()
+        .to_dicts()
+    )
+
+
+def run_steps(store: Store, run_id: int) -> list[dict]:
+    """A run's lineage steps in order. Blocking."""
+    from sptrader.scanners import lineage
+
+    _, steps, _ = lineage.run_detail(store, run_id)
+    return steps.to_dicts()
 
 
 class LocalEngineClient:
@@ -217,3 +283,58 @@ class LocalEngineClient:
             return result
 
         return await run_in_thread(read)
+
+    # --- scanners ---------------------------------------------------------------------
+
+    async def scanners(self) -> list[dict]:
+        store = self.engine.require_store()
+        runs = await run_in_thread(last_runs, store)
+        states = {status.name: status.state for status in self.engine.supervisor.status()}
+        result = []
+        for name, service in self.engine.scanners.items():
+            config = service.config
+            last = runs.get(name, {})
+            result.append(
+                {
+                    "name": name,
+                    "strategy": config.strategy,
+                    "instruments": list(config.instruments),
+                    "timeframe": config.timeframe,
+                    "schedule": config.schedule,
+                    "next_run_us": (
+                        int(service.next_due.timestamp() * 1_000_000) if service.next_due else None
+                    ),
+                    "paused": states.get(service.name) == ServiceState.STOPPED,
+                    "last_run_id": last.get("last_run_id"),
+                    "last_status": last.get("last_status"),
+                    "last_duration_ms": last.get("last_duration_ms"),
+                    "last_started_us": last.get("last_started_us"),
+                }
+            )
+        return result
+
+    async def run_scanner(self, name: str) -> dict:
+        result = await self.engine.run_scanner(name)
+        return {
+            "run_id": result.run_id,
+            "status": result.status,
+            "signals": len(result.signals),
+            "error": result.error,
+        }
+
+    def _scanner_service(self, name: str) -> str:
+        from sptrader.scanners.service import find_scanner
+
+        return find_scanner(self.engine.scanners, name).name
+
+    async def pause_scanner(self, name: str) -> None:
+        await self.engine.supervisor.stop(self._scanner_service(name))
+
+    async def resume_scanner(self, name: str) -> None:
+        self.engine.supervisor.start(self._scanner_service(name))
+
+    async def recent_signals(self, limit: int = 50) -> list[dict]:
+        return await run_in_thread(recent_signals, self.engine.require_store(), limit)
+
+    async def run_steps(self, run_id: int) -> list[dict]:
+        return await run_in_thread(run_steps, self.engine.require_store(), run_id)

@@ -265,6 +265,7 @@ BINDING_IDS = (
     "data-fill",
     "data-shorter",
     "data-longer",
+    "strategies-screen",
 )
 
 

@@ -169,6 +169,24 @@ class RemoteEngineClient:
             "data_status", instruments=instruments or [], start_us=start_us, end_us=end_us
         )
 
+    async def scanners(self) -> list[dict]:
+        return await self._call("scanners")
+
+    async def run_scanner(self, name: str) -> dict:
+        return await self._call("run_scanner", name=name)
+
+    async def pause_scanner(self, name: str) -> None:
+        await self._call("pause_scanner", name=name)
+
+    async def resume_scanner(self, name: str) -> None:
+        await self._call("resume_scanner", name=name)
+
+    async def recent_signals(self, limit: int = 50) -> list[dict]:
+        return await self._call("recent_signals", limit=limit)
+
+    async def run_steps(self, run_id: int) -> list[dict]:
+        return await self._call("run_steps", run_id=run_id)
+
     # --- connection -------------------------------------------------------------------
 
     async def _call(self, method: str, **params: Any) -> Any:

@@ -266,6 +266,20 @@ class ApiServer:
                 list(params["instruments"]), int(params["start_us"]), int(params["end_us"])
             )
             return True
+        if method == "scanners":
+            return await client.scanners()
+        if method == "run_scanner":
+            return await client.run_scanner(str(params["name"]))
+        if method == "pause_scanner":
+            await client.pause_scanner(str(params["name"]))
+            return True
+        if method == "resume_scanner":
+            await client.resume_scanner(str(params["name"]))
+            return True
+        if method == "recent_signals":
+            return await client.recent_signals(int(params.get("limit", 50)))
+        if method == "run_steps":
+            return await client.run_steps(int(params["run_id"]))
         raise SptraderError(f"unknown API method {method!r}")
 
     async def status(self) -> dict[str, Any]:

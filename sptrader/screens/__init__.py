@@ -7,6 +7,7 @@ from sptrader.screens.error import ErrorScreen
 from sptrader.screens.event_log import EventLogPane
 from sptrader.screens.help import HelpScreen
 from sptrader.screens.services import ServicesPane
+from sptrader.screens.strategies import StrategiesScreen
 from sptrader.screens.symbol_search import SymbolSearchScreen
 from sptrader.screens.watchlist import WatchlistPane
 
@@ -19,6 +20,7 @@ __all__ = [
     "EventLogPane",
     "HelpScreen",
     "ServicesPane",
+    "StrategiesScreen",
     "SymbolSearchScreen",
     "WatchlistPane",
 ]

@@ -17,6 +17,7 @@ HELP = """\
 | anywhere | `w` `c` `v` `e` | focus watchlist, chart, services, events |
 | anywhere | `/` | search the feeds' instruments; `enter` adds one to the watchlist |
 | anywhere | `d` | Data screen: stored coverage and gaps of every instrument |
+| anywhere | `S` | Strategies screen: scanners, their signals and run lineage |
 | anywhere | `ctrl+p` | command palette (instruments, timeframes, services, backfills, data) |
 | anywhere | `?` | this help |
 | anywhere | `q` | quit: stops services, flushes the store |
@@ -30,6 +31,9 @@ HELP = """\
 | data | click a day of the heatmap | fill that day only (red / yellow: holes, · market closed) |
 | data | `[` `]` (or `-` `+`) | fewer / more days (7 to 90) |
 | data | `escape` or `d` | back to the main screen |
+| strategies | `r` / `p` | run the selected scanner now / pause or resume it |
+| strategies | `enter` or click on a signal | show its instrument in the chart |
+| strategies | `escape` or `S` | back to the main screen |
 | services | click a row, then Start / Stop / Restart | control that service |
 | services | `s` / `x` / `r` | start / stop / restart the selected service |
 

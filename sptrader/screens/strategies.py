@@ -1,0 +1,284 @@
+"""The ``S`` Strategies screen: the configured scanners, the signals they raised and
+the lineage of a scanner's newest run.
+
+The scanners table (schedule, next run, last run, paused) acts on its selected row:
+``r`` runs it now, ``p`` pauses (stops its service) or resumes it. The lineage tree
+shows the selected scanner's newest run: run → instrument → steps with durations and
+errors. Choosing a signal (``enter`` or a click) closes the screen with its instrument,
+which the app shows in the chart. Rows are read again when the app routes a signal or
+a service state change here, after a run now, and at most once a second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Tree
+
+from sptrader.client import EngineClient
+from sptrader.clock import format_us
+
+SCANNER_COLUMNS = (
+    ("name", "Scanner"),
+    ("strategy", "Strategy"),
+    ("schedule", "Schedule"),
+    ("next", "Next run"),
+    ("last", "Last run"),
+    ("paused", "State"),
+)
+SIGNAL_COLUMNS = (
+    ("time", "Bar"),
+    ("scanner", "Scanner"),
+    ("instrument", "Instrument"),
+    ("side", "Side"),
+    ("strength", "Strength"),
+    ("reason", "Reason"),
+)
+SIGNALS_SHOWN = 100
+STATUS_STYLES = {"ok": "green", "partial": "yellow", "failed": "bold red"}
+
+
+def _when(ts_us: int | None) -> str:
+    return format_us(ts_us)[:19].replace("T", " ") if ts_us else "-"
+
+
+def _last_run(scanner: dict[str, Any]) -> Text:
+    status = scanner.get("last_status")
+    if status is None:
+        return Text("never", style="dim")
+    duration = scanner.get("last_duration_ms") or 0.0
+    return Text(
+        f"{status} · {duration:.0f} ms · {_when(scanner.get('last_started_us'))[11:]}",
+        style=STATUS_STYLES.get(status, ""),
+    )
+
+
+def _scanner_cells(scanner: dict[str, Any]) -> list[object]:
+    paused = scanner["paused"]
+    return [
+        scanner["name"],
+        scanner["strategy"],
+        f"{scanner['schedule']} ({scanner['timeframe']})",
+        "-" if paused else _when(scanner.get("next_run_us")),
+        _last_run(scanner),
+        Text("paused", style="yellow") if paused else Text("active", style="green"),
+    ]
+
+
+def _signal_cells(signal: dict[str, Any]) -> list[object]:
+    side = str(signal["side"])
+    strength = signal.get("strength")
+    return [
+        _when(signal["ts_us"]),
+        signal["scanner"],
+        signal["instrument"],
+        Text(side.upper(), style="red" if side == "sell" else "green"),
+        Text("-" if strength is None else f"{strength:.2f}", justify="right"),
+        signal.get("reason") or "",
+    ]
+
+
+def _step_label(step: dict[str, Any]) -> Text:
+    label = Text(f"{step['step']}  {step['duration_ms']:.1f} ms")
+    summary = step.get("output_summary") or step.get("input_summary")
+    if summary:
+        label.append(f"  {summary}", style="dim")
+    if step.get("error"):
+        label.append(f"  {str(step['error']).splitlines()[0]}", style="bold red")
+    return label
+
+
+class StrategiesScreen(Screen[str | None]):
+    """Dismissed with the instrument of a chosen signal (None: just closed)."""
+
+    BINDINGS = [
+        Binding("escape,S", "close", "Back", key_display="esc", id="strategies-close"),
+        Binding("r", "run_now", "Run now", id="strategies-run"),
+        Binding("p", "toggle_pause", "Pause/resume", id="strategies-pause"),
+    ]
+
+    def __init__(self, client: EngineClient) -> None:
+        super().__init__()
+        self.client = client
+        self.scanners: dict[str, dict[str, Any]] = {}
+        self.signals: list[dict[str, Any]] = []
+        self.loads = 0
+        self.lineage_run_id: int | None = None  # the run the tree shows
+        self.running: set[str] = set()  # scanners this screen asked to run now
+        self._dirty = True
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="strategies-body"):
+            yield Label(
+                "Scanners · r runs the selected one now · p pauses / resumes it · "
+                "enter on a signal shows it in the chart",
+                id="strategies-title",
+            )
+            with Horizontal(id="strategies-top"):
+                yield DataTable(id="scanners-table", cursor_type="row", zebra_stripes=True)
+                yield Tree("no run yet", id="lineage-tree")
+            yield DataTable(id="signals-table", cursor_type="row", zebra_stripes=True)
+            yield Label("", id="strategies-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        scanners = self.query_one("#scanners-table", DataTable)
+        for key, label in SCANNER_COLUMNS:
+            scanners.add_column(label, key=key)
+        signals = self.query_one("#signals-table", DataTable)
+        for key, label in SIGNAL_COLUMNS:
+            signals.add_column(label, key=key)
+        self.query_one("#lineage-tree", Tree).show_root = True
+        scanners.focus()
+        # Reads happen only when something changed, and at most once a second.
+        self.set_interval(1.0, self._reload_if_due, name="strategies-refresh")
+        self._load()
+
+    # --- reading ----------------------------------------------------------------------
+
+    def note_changes(self) -> None:
+        """A signal was raised or a service changed state (the app routes these)."""
+        self._dirty = True
+
+    def _reload_if_due(self) -> None:
+        if self._dirty:
+            self._load()
+
+    @work(exclusive=True, group="strategies-load", exit_on_error=False)
+    async def _load(self) -> None:
+        self._dirty = False
+        scanners = await self.client.scanners()
+        signals = await self.client.recent_signals(SIGNALS_SHOWN)
+        self._show_scanners(scanners)
+        self._show_signals(signals)
+        await self._show_lineage()
+        self.loads += 1
+
+    def _show_scanners(self, scanners: list[dict[str, Any]]) -> None:
+        table = self.query_one("#scanners-table", DataTable)
+        self.scanners = {scanner["name"]: scanner for scanner in scanners}
+        for scanner in scanners:
+            name = scanner["name"]
+            if name not in table.rows:
+                table.add_row(*_scanner_cells(scanner), key=name)
+                continue
+            for (column, _), value in zip(SCANNER_COLUMNS, _scanner_cells(scanner), strict=True):
+                table.update_cell(name, column, value)
+
+    def _show_signals(self, signals: list[dict[str, Any]]) -> None:
+        if signals == self.signals:
+            return
+        table = self.query_one("#signals-table", DataTable)
+        cursor = table.cursor_row
+        self.signals = signals
+        table.clear()
+        for index, signal in enumerate(signals):
+            table.add_row(*_signal_cells(signal), key=str(index))
+        if signals:
+            table.move_cursor(row=min(cursor, len(signals) - 1))
+
+    def selected_scanner(self) -> str | None:
+        table = self.query_one("#scanners-table", DataTable)
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return row_key.value
+
+    async def _show_lineage(self) -> None:
+        """The tree shows the selected scanner's newest run (read when it changed)."""
+        name = self.selected_scanner()
+        scanner = self.scanners.get(name or "")
+        run_id = scanner.get("last_run_id") if scanner else None
+        if run_id == self.lineage_run_id:
+            return
+        tree = self.query_one("#lineage-tree", Tree)
+        tree.clear()
+        self.lineage_run_id = run_id
+        if scanner is None or run_id is None:
+            tree.root.set_label(f"{name or 'no scanner'}: no run yet")
+            return
+        steps = await self.client.run_steps(run_id)
+        tree.root.set_label(
+            Text(
+                f"run {run_id} · {name} · {scanner['last_status']} · "
+                f"{scanner['last_duration_ms'] or 0:.0f} ms",
+                style=STATUS_STYLES.get(scanner["last_status"], ""),
+            )
+        )
+        branches: dict[str, Any] = {}
+        for step in steps:
+            instrument = step.get("instrument") or "(run)"
+            if instrument not in branches:
+                branches[instrument] = tree.root.add(instrument, expand=True)
+            branches[instrument].add_leaf(_step_label(step), data=step)
+        tree.root.expand()
+
+    @on(DataTable.RowHighlighted, "#scanners-table")
+    def _scanner_highlighted(self) -> None:
+        self._dirty = True
+        self._load()
+
+    # --- acting -----------------------------------------------------------------------
+
+    def _say(self, message: str | Text) -> None:
+        self.query_one("#strategies-status", Label).update(message)
+
+    def action_run_now(self) -> None:
+        name = self.selected_scanner()
+        if name is not None and name not in self.running:
+            self._run(name)
+
+    @work(group="strategies-run", exit_on_error=False)
+    async def _run(self, name: str) -> None:
+        self.running.add(name)
+        self._say(f"{name}: running…")
+        try:
+            result = await self.client.run_scanner(name)
+        except Exception as error:  # said, not a crash
+            self._say(Text(f"{name}: {error}", style="red"))
+            return
+        finally:
+            self.running.discard(name)
+        error = f": {result['error']}" if result.get("error") else ""
+        self._say(
+            Text(
+                f"{name}: run {result['run_id']} {result['status']}, "
+                f"{result['signals']} signal(s){error}",
+                style=STATUS_STYLES.get(result["status"], ""),
+            )
+        )
+        self._load()
+
+    def action_toggle_pause(self) -> None:
+        name = self.selected_scanner()
+        if name is not None and name in self.scanners:
+            self._pause(name, not self.scanners[name]["paused"])
+
+    @work(group="strategies-pause", exit_on_error=False)
+    async def _pause(self, name: str, pause: bool) -> None:
+        try:
+            if pause:
+                await self.client.pause_scanner(name)
+            else:
+                await self.client.resume_scanner(name)
+        except Exception as error:
+            self._say(Text(f"{name}: {error}", style="red"))
+            return
+        self._say(f"{name}: {'paused' if pause else 'resumed'}")
+        self._load()
+
+    @on(DataTable.RowSelected, "#signals-table")
+    def _signal_chosen(self, event: DataTable.RowSelected) -> None:
+        index = int(event.row_key.value or 0)
+        if index < len(self.signals):
+            self.dismiss(self.signals[index]["instrument"])
+
+    def action_close(self) -> None:
+        self.dismiss(None)
