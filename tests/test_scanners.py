@@ -284,6 +284,8 @@ def test_stale_and_gapped_instruments_are_skipped_with_reasons(make_engine) -> N
     for name in ("SIM:BTCUSD", "SIM:ETHUSD"):
         store_bars(engine, name)
     store_bars(engine, "SIM:SPY", hole=10)
+    # Streamed: its gap means its feed missed data, so it is skipped, not fetched.
+    engine.watchlist.append("SIM:SPY")
     result = make_scanner(engine).scan("manual", stale={"SIM:ETHUSD"})
     assert result.status == "ok"
     assert result.scanned == ["SIM:BTCUSD"]
@@ -299,6 +301,14 @@ def test_stale_and_gapped_instruments_are_skipped_with_reasons(make_engine) -> N
     assert [row[0] for row in steps] == ["SIM:ETHUSD", "SIM:SPY"]
     assert steps[1][1].startswith("gap")
     assert [signal["instrument"] for signal in result.signals] == ["SIM:BTCUSD"]
+
+
+def test_a_gap_of_an_unstreamed_instrument_is_fetched_before_scanning(make_engine) -> None:
+    engine = make_engine(scanner_table(instruments=["SIM:SPY"], strategy="test_every_bar"))
+    store_bars(engine, "SIM:SPY", hole=10)
+    assert engine.watchlist and "SIM:SPY" not in engine.watchlist
+    result = make_scanner(engine).scan("manual")
+    assert (result.scanned, result.skipped) == (["SIM:SPY"], [])
 
 
 def test_lineage_of_a_successful_run(make_engine) -> None:

@@ -156,6 +156,12 @@ class Scanner:
             )
             return ""
         recorder.steps.pop()  # a passing check is part of load_bars below
+        if gaps and instrument not in self.engine.watchlist:
+            # Not streamed, so nothing keeps it up to date: fetch what is missing first
+            # (a live instrument's gap means its feed is down, and is skipped).
+            remaining = self._fetch_missing(instrument, start, end)
+            if remaining is not None:
+                gaps = remaining
         if gaps:
             minutes = sum(gap_end - gap_start for gap_start, gap_end in gaps) // US_PER_MINUTE
             first = gaps[0]
@@ -164,6 +170,19 @@ class Scanner:
                 f"{'s' if len(gaps) > 1 else ''}, first {_span(*first)})"
             )
         return None
+
+    def _fetch_missing(self, instrument: str, start: int, end: int) -> list[tuple[int, int]] | None:
+        """Fetch the window's missing history from the instrument's feed (blocking);
+        returns what is still missing, or None when nothing could be tried."""
+        if self.engine.history_feed(instrument) is None:
+            return None
+        try:
+            backfill = self.engine.make_backfill()
+            backfill.run(backfill.plan([instrument], start, end))
+        except Exception as error:  # offline: the gap stays, and the reason says so
+            log.warning("could not fetch %s's missing bars: %s", instrument, error)
+            return None
+        return self.engine.data.gaps(instrument, start, end)
 
     def _scan_one(
         self, store: Store, recorder: lineage.RunRecorder, instrument: str, start: int, end: int
