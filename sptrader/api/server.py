@@ -32,7 +32,7 @@ from sptrader.api.protocol import (
 from sptrader.client import LocalEngineClient
 from sptrader.clock import now_us
 from sptrader.engine import Engine
-from sptrader.errors import SptraderError
+from sptrader.errors import SptraderError, UsageError
 from sptrader.models import timeframe_minutes
 from sptrader.store import queries
 from sptrader.threads import run_in_thread
@@ -280,7 +280,39 @@ class ApiServer:
             return await client.recent_signals(int(params.get("limit", 50)))
         if method == "run_steps":
             return await client.run_steps(int(params["run_id"]))
+        if method == "scan":
+            return await self.scan(str(params["name"]))
+        if method == "runs":
+            from sptrader.scanners import lineage
+
+            last = int(params.get("last") or 20)
+            frame = await run_in_thread(lineage.recent_runs, self.engine.require_store(), last)
+            return frame.to_dicts()
+        if method == "run_detail":
+            from sptrader.scanners import lineage
+
+            run, steps, signals = await run_in_thread(
+                lineage.run_detail, self.engine.require_store(), int(params["run_id"])
+            )
+            return {"run": run, "steps": steps.to_dicts(), "signals": signals.to_dicts()}
         raise SptraderError(f"unknown API method {method!r}")
+
+    async def scan(self, name: str) -> dict[str, Any]:
+        """Run scanner ``name`` now (the scan itself runs in a thread: ScannerService.run_now)
+        and return its ScanResult as a JSON-able dict; the service publishes and alerts its
+        signals as a scheduled run's."""
+        from sptrader.commands.scans import scan_result_dict
+
+        if name not in self.engine.scanners:
+            known = ", ".join(self.engine.scanners) or "none configured"
+            raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
+        from sptrader.strategies.registry import StrategyLoadError
+
+        try:
+            result = await self.engine.run_scanner(name)
+        except StrategyLoadError as error:
+            raise SptraderError(f"cannot load its strategy: {error}") from None
+        return scan_result_dict(result)
 
     async def status(self) -> dict[str, Any]:
         store = self.engine.require_store()
