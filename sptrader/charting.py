@@ -14,15 +14,100 @@ from sptrader.models import Bar
 
 _render_lock = threading.Lock()
 
+# Chart overlays, in toggle order: name -> (indicator specs, legend label of each column).
+# "ma" and "bb" are drawn over the candles; "rsi" and "macd" each get a panel of their
+# own between the candles and the volume.
+OVERLAYS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "ma": (("ema20", "sma50"), {"ema20": "EMA20", "sma50": "SMA50"}),
+    "bb": (
+        ("bb20",),
+        {"bb20_upper": "BB20 up", "bb20_middle": "BB20 mid", "bb20_lower": "BB20 low"},
+    ),
+    "rsi": (("rsi14",), {"rsi14": "RSI14"}),
+    "macd": (("macd",), {"macd": "MACD", "macd_signal": "signal", "macd_hist": "hist"}),
+}
+PRICE_OVERLAYS = ("ma", "bb")
+PANEL_OVERLAYS = ("rsi", "macd")
+
+
+def overlay_specs(overlays: Sequence[str]) -> list[str]:
+    """The indicator specs the given overlays need."""
+    return [spec for name in overlays for spec in OVERLAYS[name][0]]
+
+
+def overlay_lookback(overlays: Sequence[str]) -> int:
+    """Bars to read before the window so the overlays' first shown values are settled."""
+    from sptrader.indicators import max_lookback, parse_specs
+
+    specs = overlay_specs(overlays)
+    return max_lookback(parse_specs(specs)) if specs else 0
+
+
+def overlay_series(
+    bars: Sequence[Bar], overlays: Sequence[str], lead: Sequence[Bar] = ()
+) -> dict[str, list[float | None]]:
+    """Indicator column -> its values over ``bars`` (null in the warm-up), computed with
+    :func:`sptrader.indicators.add_indicators` over ``lead`` + ``bars`` (``lead``: the
+    bars just before the window, for the warm-up)."""
+    specs = overlay_specs(overlays)
+    if not specs or not bars:
+        return {}
+    import polars as pl
+
+    from sptrader.indicators import add_indicators, parse_spec
+
+    rows = [*lead, *bars]
+    frame = pl.DataFrame(
+        {
+            "ts": [bar.ts_us for bar in rows],
+            "open": [float(bar.open) for bar in rows],
+            "high": [float(bar.high) for bar in rows],
+            "low": [float(bar.low) for bar in rows],
+            "close": [float(bar.close) for bar in rows],
+            "volume": [float(bar.volume) for bar in rows],
+            "trades": [int(bar.trades) for bar in rows],
+        }
+    ).with_columns(pl.from_epoch("ts", time_unit="us"))
+    result = add_indicators(frame, specs).tail(len(bars))
+    columns = [column for spec in specs for column in parse_spec(spec).columns]
+    return {column: result[column].to_list() for column in columns}
+
+
+def _line(panel, values: Sequence[float | None], label: str | None = None, marker=None):
+    """A line through the non-null values (x = bar position)."""
+    points = [(x, y) for x, y in enumerate(values) if y is not None and y == y]
+    if not points:
+        return
+    signal = panel.signal([x for x, _ in points], [y for _, y in points], marker=marker)
+    signal.lines(True)
+    if label:
+        signal.label(label)
+    panel.draw(signal)
+
 
 def _labels(bars: Sequence[Bar], positions: list[int], minutes: int) -> list[str]:
     form = "%m-%d" if minutes >= 1440 else "%m-%d %H:%M" if minutes >= 60 else "%H:%M"
     return [datetime.fromtimestamp(bars[i].ts_us / 1e6, tz=UTC).strftime(form) for i in positions]
 
 
-def render_candles(bars: Sequence[Bar], width: int, height: int, minutes: int) -> str:
-    """Candles on top, volume bars underneath, x labelled with bar open times (UTC)."""
+def render_candles(
+    bars: Sequence[Bar],
+    width: int,
+    height: int,
+    minutes: int,
+    overlays: Sequence[str] = (),
+    lead: Sequence[Bar] = (),
+) -> str:
+    """Candles on top, volume bars underneath, x labelled with bar open times (UTC).
+
+    ``overlays`` (names of :data:`OVERLAYS`): moving averages and Bollinger bands are
+    drawn over the candles; RSI (with 30/70 guides) and MACD (line, signal, histogram)
+    each get a panel between the candles and the volume. ``lead``: bars before the
+    window, read for the indicators' warm-up (not drawn)."""
     import plotext  # about 65 ms to import: not on the way to the first paint
+
+    series = overlay_series(bars, overlays, lead)
+    lower = [name for name in PANEL_OVERLAYS if name in overlays]
 
     width = max(width, 20)
     height = max(height, 8)
@@ -37,13 +122,29 @@ def render_candles(bars: Sequence[Bar], width: int, height: int, minutes: int) -
             fig.title("no bars stored yet")
             return fig.build().string()
         volume_height = max(4, height // 4)
-        fig.subplots(2, 1)
+        lower_height = max(5, height // 4) if lower else 0
+        price_height = height - volume_height - lower_height * len(lower)
+        if lower and price_height < 8:  # small pane: the volume panel gives way
+            volume_height = 0
+            price_height = height - lower_height * len(lower)
+        rows = 1 + len(lower) + (1 if volume_height else 0)
+        fig.subplots(rows, 1)
         candles = fig.subplot(1, 1)
-        candles.plot_size(width, height - volume_height)
-        volume = fig.subplot(2, 1)
-        volume.plot_size(width, volume_height)
+        candles.plot_size(width, max(4, price_height))
+        panels = [candles]
+        lower_panels = {}
+        for index, name in enumerate(lower):
+            panel = fig.subplot(2 + index, 1)
+            panel.plot_size(width, lower_height)
+            lower_panels[name] = panel
+            panels.append(panel)
+        volume = None
+        if volume_height:
+            volume = fig.subplot(rows, 1)
+            volume.plot_size(width, volume_height)
+            panels.append(volume)
         positions = list(range(len(bars)))
-        for panel in (candles, volume):
+        for panel in panels:
             panel.theme("simple")
             panel.canvas("default")
         candles.draw(
@@ -57,11 +158,34 @@ def render_candles(bars: Sequence[Bar], width: int, height: int, minutes: int) -
                 }
             )
         )
-        volume.draw(volume.bar(positions, [bar.volume for bar in bars], marker="full"))
+        for name in PRICE_OVERLAYS:
+            if name in overlays:
+                for column, label in OVERLAYS[name][1].items():
+                    _line(candles, series[column], label)
+        if any(name in overlays for name in PRICE_OVERLAYS):
+            candles.legend(True)
+        last = max(1, len(bars) - 1)
+        if "rsi" in lower_panels:
+            panel = lower_panels["rsi"]
+            _line(panel, series["rsi14"], "RSI14")
+            for guide in (30.0, 70.0):
+                _line(panel, [guide] * (last + 1), marker="dot")
+            panel.ruler(1).lim(0, 100)
+            panel.legend(True)
+        if "macd" in lower_panels:
+            panel = lower_panels["macd"]
+            hist = [(x, y) for x, y in enumerate(series["macd_hist"]) if y is not None]
+            if hist:
+                panel.draw(panel.bar([x for x, _ in hist], [y for _, y in hist], marker="full"))
+            _line(panel, series["macd"], "MACD")
+            _line(panel, series["macd_signal"], "signal")
+            panel.legend(True)
+        if volume is not None:
+            volume.draw(volume.bar(positions, [bar.volume for bar in bars], marker="full"))
         count = max(2, min(8, width // 12))
         step = max(1, len(bars) // count)
         ticks = list(range(0, len(bars), step))
-        for panel in (candles, volume):
+        for panel in panels:
             panel.ruler(0).ticks(ticks, _labels(bars, ticks, minutes))
             panel.ruler(0).lim(-0.5, len(bars) - 0.5)
         return fig.build().string()

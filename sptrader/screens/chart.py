@@ -14,6 +14,12 @@ Lazy history: whenever the shown window holds open market time the store lacks, 
 chart shows what is stored at once, asks the engine to backfill the missing part
 (once per instrument and range) and reads the window again when HistoryStored says
 the bars are there.
+
+Overlays (keys ``m`` ``b`` ``i`` ``M`` with the chart focused): EMA20 + SMA50 and
+Bollinger(20, 2) over the candles, RSI(14) (30/70 guides) and MACD(12, 26, 9) each in a
+panel between the candles and the volume (the volume panel gives way in a small pane).
+They are computed in the render thread over the shown bars plus ``lead`` bars read
+before the window for the warm-up; the title lists the active ones.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, Static
 
-from sptrader.charting import render_candles
+from sptrader.charting import OVERLAYS, overlay_lookback, render_candles
 from sptrader.client import EngineClient
 from sptrader.clock import now_us
 from sptrader.formatting import decimals_of
@@ -85,7 +91,13 @@ class ChartPane(Vertical, can_focus=True):
         Binding("right", "pan(1)", "Forward", key_display="→", id="chart-forward"),
         Binding("home", "oldest", "Oldest", id="chart-oldest"),
         Binding("end", "live", "Live", id="chart-live"),
+        Binding("m", "overlay('ma')", "MAs", id="chart-ma"),
+        Binding("b", "overlay('bb')", "Bands", id="chart-bands"),
+        Binding("i", "overlay('rsi')", "RSI", id="chart-rsi"),
+        Binding("M", "overlay('macd')", "MACD", id="chart-macd"),
     ]
+
+    OVERLAY_NAMES = {"ma": "EMA20 SMA50", "bb": "BB20", "rsi": "RSI14", "macd": "MACD"}
 
     def __init__(
         self, client: EngineClient, timeframes: list[str], timeframe: str, bars: int, **kwargs
@@ -100,6 +112,10 @@ class ChartPane(Vertical, can_focus=True):
         # end (µs, on a bar boundary) of the historical window shown.
         self.history_end: int | None = None
         self.complete: list[Bar] = []
+        # Bars just before the window, for the overlays' warm-up (not drawn).
+        self.lead: list[Bar] = []
+        self.lead_wanted = 0  # the lead the last load asked for
+        self.overlays: list[str] = []
         self.current_minutes: dict[int, Bar] = {}
         self.bucket_start = 0
         self.loaded_key: tuple[str, str] | None = None
@@ -202,6 +218,22 @@ class ChartPane(Vertical, can_focus=True):
     def action_pan(self, direction: int) -> None:
         self.pan(direction * max(1, self.window // 4))
 
+    def action_overlay(self, name: str) -> None:
+        """Toggle an overlay (see charting.OVERLAYS); reads more bars if its warm-up
+        needs more than were read."""
+        if name not in OVERLAYS:
+            return
+        if name in self.overlays:
+            self.overlays.remove(name)
+        else:
+            self.overlays = [other for other in OVERLAYS if other in {*self.overlays, name}]
+        self._dirty = True
+        self._update_title()
+        if overlay_lookback(self.overlays) > self.lead_wanted:
+            self.reload()
+        else:
+            self.render_if_due()
+
     def action_live(self) -> None:
         self._go_to(None)
 
@@ -252,9 +284,11 @@ class ChartPane(Vertical, can_focus=True):
         minutes = timeframe_minutes(timeframe)
         width = minutes * US_PER_MINUTE
         current: dict[int, Bar] = {}
+        lead_count = overlay_lookback(self.overlays)
         if history_end is None:
-            frame = await self.client.candles(instrument, timeframe, last=self.window)
+            frame = await self.client.candles(instrument, timeframe, last=self.window + lead_count)
             bars = _rows_to_bars(instrument, timeframe, frame)
+            lead, bars = bars[: -self.window], bars[-self.window :]
             bucket_start = bars[-1].ts_us if bars else 0
             if bars:
                 minute_frame = await self.client.candles(
@@ -264,9 +298,11 @@ class ChartPane(Vertical, can_focus=True):
         else:
             start = history_end - self.window * width
             frame = await self.client.candles(
-                instrument, timeframe, start_us=start, end_us=history_end
+                instrument, timeframe, start_us=start - lead_count * width, end_us=history_end
             )
             bars = _rows_to_bars(instrument, timeframe, frame)
+            lead = [bar for bar in bars if bar.ts_us < start][-lead_count:] if lead_count else []
+            bars = [bar for bar in bars if bar.ts_us >= start]
             bucket_start = history_end
         if (instrument, timeframe, history_end) != (
             self.instrument,
@@ -277,6 +313,8 @@ class ChartPane(Vertical, can_focus=True):
         if bars:
             self._decimals = decimals_of([bar.close for bar in bars[-50:]])
         self.bucket_start = bucket_start
+        self.lead = lead
+        self.lead_wanted = lead_count
         self.loaded_key = (instrument, timeframe)
         self.loaded_end = history_end
         if history_end is None:
@@ -397,7 +435,10 @@ class ChartPane(Vertical, can_focus=True):
         if start > self.bucket_start:
             if self.current_minutes:
                 self.complete.append(self._current_bar())
-                del self.complete[: max(0, len(self.complete) - self.window + 1)]
+                dropped = max(0, len(self.complete) - self.window + 1)
+                self.lead.extend(self.complete[:dropped])
+                del self.complete[:dropped]
+                del self.lead[: max(0, len(self.lead) - self.lead_wanted)]
             self.bucket_start = start
             self.current_minutes = {}
         self.current_minutes[bar.ts_us] = bar
@@ -422,6 +463,8 @@ class ChartPane(Vertical, can_focus=True):
             title += f"  {self._current_bar().close:,.{self._decimals}f}"
         elif self.live_close is not None:
             title += f"  {self.live_close:,.{self._decimals}f}"
+        if self.overlays:
+            title += "  [" + ", ".join(self.OVERLAY_NAMES[name] for name in self.overlays) + "]"
         return title
 
     def status_text(self) -> str:
@@ -459,13 +502,29 @@ class ChartPane(Vertical, can_focus=True):
         self._dirty = False
         self._rendering = True
         self._update_title()
-        self._draw_chart(self.shown_bars(), width, height, timeframe_minutes(self.timeframe))
+        self._draw_chart(
+            self.shown_bars(),
+            width,
+            height,
+            timeframe_minutes(self.timeframe),
+            tuple(self.overlays),
+            list(self.lead),
+        )
 
     @work(thread=True, exclusive=True, group="chart-render", exit_on_error=False)
-    def _draw_chart(self, bars: list[Bar], width: int, height: int, minutes: int) -> None:
+    def _draw_chart(
+        self,
+        bars: list[Bar],
+        width: int,
+        height: int,
+        minutes: int,
+        overlays: tuple[str, ...] = (),
+        lead: list[Bar] | None = None,
+    ) -> None:
         started = time.perf_counter()
         try:
-            text = Text.from_ansi(render_candles(bars, width, height, minutes), no_wrap=True)
+            chart = render_candles(bars, width, height, minutes, overlays, lead or [])
+            text = Text.from_ansi(chart, no_wrap=True)
         finally:
             self.app.call_from_thread(self._rendered_done)
         self.app.call_from_thread(self._show_plot, text, (time.perf_counter() - started) * 1000)

@@ -27,6 +27,8 @@ HELP = """\
 | chart | `←` / `→`, mouse wheel | pan back / forward in time (a quarter window; a wheel notch an eighth) |
 | chart | `home` | oldest stored bar; again: a window further back (fetched from the feed) |
 | chart | `end` | back to live |
+| chart | `m` / `b` | toggle EMA20 + SMA50 / Bollinger(20, 2) over the candles |
+| chart | `i` / `M` | toggle an RSI(14) panel (30/70 guides) / a MACD(12, 26, 9) panel |
 | data | arrows, `f` | select an instrument; fill its gaps over the window |
 | data | click a day of the heatmap | fill that day only (red / yellow: holes, · market closed) |
 | data | `[` `]` (or `-` `+`) | fewer / more days (7 to 90) |
