@@ -162,6 +162,27 @@ class ExchangeFeed(Feed):
         # How history waits out a 429 or a 5xx (tests replace it).
         self.sleep = sleep
 
+    async def pump(
+        self,
+        websocket: Any,
+        context: ServiceContext,
+        keep_going: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Receive, parse and publish until the connection fails, the watchdog trips, or
+        ``keep_going()`` turns false."""
+        async with Watchdog(self.config.watchdog_s) as watchdog:
+            while keep_going():
+                raw = await websocket.recv()
+                watchdog.fed()
+                context.touch()
+                events = self.parse(raw, context)
+                if events:
+                    await context.publish(events)
+
+    def parse(self, raw: str | bytes, context: ServiceContext) -> list[object]:
+        """One message to events; anything unexpected is counted and skipped."""
+        raise NotImplementedError
+
     def price_source(self, instrument: str) -> str:
         # Exchanges print trades: "auto" means bars of trade prices.
         source = self.config.price_source

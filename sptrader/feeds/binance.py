@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from sptrader.clock import now_us
 from sptrader.config import BinanceFeedConfig
-from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog
+from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
@@ -61,14 +61,9 @@ class BinanceFeed(ExchangeFeed):
         async with connect(self.stream_url(), max_size=2**22, open_timeout=10) as websocket:
             context.mark_running()
             opened = time.monotonic()
-            async with Watchdog(self.config.watchdog_s) as watchdog:
-                while time.monotonic() - opened < self.config.max_connection_s:
-                    raw = await websocket.recv()
-                    watchdog.fed()
-                    context.touch()
-                    events = self.parse(raw, context)
-                    if events:
-                        await context.publish(events)
+            await self.pump(
+                websocket, context, lambda: time.monotonic() - opened < self.config.max_connection_s
+            )
         # Reconnect before Binance's 24-hour cut-off: returning ends this run and the
         # supervisor's restart opens a new connection.
         raise ConnectionResetError("reconnecting before the 24-hour connection limit")

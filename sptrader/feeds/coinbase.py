@@ -32,7 +32,7 @@ import polars as pl
 from websockets.asyncio.client import connect
 
 from sptrader.config import CoinbaseFeedConfig
-from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog, empty_bars
+from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
@@ -86,14 +86,7 @@ class CoinbaseFeed(ExchangeFeed):
             for message in self.subscribe_messages():
                 await websocket.send(message)
             context.mark_running()
-            async with Watchdog(self.config.watchdog_s) as watchdog:
-                while True:
-                    raw = await websocket.recv()
-                    watchdog.fed()
-                    context.touch()
-                    events = self.parse(raw, context)
-                    if events:
-                        await context.publish(events)
+            await self.pump(websocket, context)
 
     def parse(self, raw: str | bytes, context: ServiceContext) -> list[object]:
         """One websocket message to events; anything unexpected is counted and skipped."""

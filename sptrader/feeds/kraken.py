@@ -39,7 +39,7 @@ from sptrader.bars import aggregate_ticks
 from sptrader.clock import now_us
 from sptrader.config import KrakenFeedConfig
 from sptrader.errors import SptraderError
-from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog, empty_bars
+from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
 from sptrader.models import US_PER_MINUTE, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
@@ -96,14 +96,7 @@ class KrakenFeed(ExchangeFeed):
             for message in self.subscribe_messages():
                 await websocket.send(message)
             # mark_running comes with the first accepted subscription (see parse).
-            async with Watchdog(self.config.watchdog_s) as watchdog:
-                while True:
-                    raw = await websocket.recv()
-                    watchdog.fed()
-                    context.touch()
-                    events = self.parse(raw, context)
-                    if events:
-                        await context.publish(events)
+            await self.pump(websocket, context)
 
     def parse(self, raw: str | bytes, context: ServiceContext) -> list[object]:
         """One websocket message to events; anything unexpected is counted and skipped.
