@@ -65,6 +65,7 @@ class FakeRequest:
     path: str
     query: dict[str, str]  # first value of each parameter
     headers: dict[str, str]
+    body: bytes = b""
 
 
 @dataclass(slots=True)
@@ -92,12 +93,19 @@ class FakeHttpServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                self._handle("GET", b"")
+
+            def do_POST(self) -> None:
+                self._handle("POST", self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            def _handle(self, method: str, body: bytes) -> None:
                 parts = urlsplit(self.path)
                 request = FakeRequest(
-                    "GET",
+                    method,
                     parts.path,
                     {key: values[0] for key, values in parse_qs(parts.query).items()},
                     {key.lower(): value for key, value in self.headers.items()},
+                    body,
                 )
                 fake.requests.append(request)
                 response = fake.route(request) or FakeResponse(404, "not found")

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
+from fakes import FakeHttpServer, FakeRequest, FakeResponse
 
 from sptrader.alerts import Alerter, webhook_request
 from sptrader.config import AlertsConfig, WebhookConfig
@@ -28,46 +27,18 @@ SIGNAL = {
 }
 
 
-class PostServer:
+def post_server(answers: list[int], gate: threading.Event | None = None) -> FakeHttpServer:
     """A local HTTP server answering POSTs with the statuses of ``answers`` in turn
     (the last one repeats); ``gate``, when given, holds every answer until set."""
+    served: list[FakeRequest] = []
 
-    def __init__(self, answers: list[int], gate: threading.Event | None = None) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        fake = self
+    def route(request: FakeRequest) -> FakeResponse:
+        served.append(request)
+        if gate is not None:
+            gate.wait(10)
+        return FakeResponse(answers[min(len(served), len(answers)) - 1])
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests.append(
-                    (self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                )
-                if gate is not None:
-                    gate.wait(10)
-                status = answers[min(len(fake.requests), len(answers)) - 1]
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    def __enter__(self) -> PostServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    return FakeHttpServer(route)
 
 
 def alerts(*hooks: tuple[str, str], retries: int = 3) -> AlertsConfig:
@@ -120,7 +91,7 @@ def test_bodies_per_format(fmt: str, check: Callable[[httpx.Request], bool]) -> 
 
 def test_retries_with_exponential_backoff_then_succeeds() -> None:
     delays: list[float] = []
-    with PostServer([500, 429, 200]) as server:
+    with post_server([500, 429, 200]) as server:
         alerter = Alerter(
             alerts((server.url + "/hook", "slack")), sleep=delays.append, retry_delay_s=0.5
         )
@@ -134,7 +105,7 @@ def test_retries_with_exponential_backoff_then_succeeds() -> None:
 
 def test_gives_up_after_the_retries_and_a_refusal_is_not_retried(caplog) -> None:
     delays: list[float] = []
-    with PostServer([503]) as failing, PostServer([400]) as refusing:
+    with post_server([503]) as failing, post_server([400]) as refusing:
         alerter = Alerter(
             alerts((failing.url + "/a?secret=1", "json"), (refusing.url, "discord"), retries=2),
             sleep=delays.append,
@@ -150,7 +121,7 @@ def test_gives_up_after_the_retries_and_a_refusal_is_not_retried(caplog) -> None
 
 def test_a_hanging_webhook_never_blocks_the_caller() -> None:
     gate = threading.Event()
-    with PostServer([200], gate=gate) as server:
+    with post_server([200], gate=gate) as server:
         alerter = Alerter(alerts((server.url, "json")))
         counted, report = collect()
         for _ in range(3):
@@ -181,7 +152,7 @@ async def test_a_hanging_webhook_does_not_hold_up_a_scan(home) -> None:
     from sptrader.scanners.service import ScannerService
 
     gate = threading.Event()
-    with PostServer([200], gate=gate) as server:
+    with post_server([200], gate=gate) as server:
         settings = make_settings(
             home,
             watchlist=["SIM:EURUSD"],
@@ -203,7 +174,7 @@ async def test_a_hanging_webhook_does_not_hold_up_a_scan(home) -> None:
             assert "alerts_sent" not in context.counters
             gate.set()
             await wait_until(lambda: context.counters.get("alerts_sent") == 1)
-            assert json.loads(server.requests[0][2])["text"].startswith("BUY SIM:BTCUSD")
+            assert json.loads(server.requests[0].body)["text"].startswith("BUY SIM:BTCUSD")
         finally:
             gate.set()
             engine.require_store().close()
