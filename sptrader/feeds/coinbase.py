@@ -21,20 +21,19 @@ Wire quirks:
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from datetime import date
 from typing import Any
 
 import httpx
 import polars as pl
 from websockets.asyncio.client import connect
 
+from sptrader.clock import rfc3339_to_us
 from sptrader.config import CoinbaseFeedConfig
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
-from sptrader.models import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
+from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -279,40 +278,3 @@ def _symbol_info(entry: dict[str, Any]) -> SymbolInfo:
     quote = entry.get("quote_currency_id") or product.partition("-")[2]
     description = f"{entry.get('base_name') or base} / {entry.get('quote_name') or quote}"
     return SymbolInfo(f"COINBASE:{product}", description, "crypto", base, quote)
-
-
-# --- timestamps -----------------------------------------------------------------------
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-@functools.lru_cache(maxsize=64)
-def _day_start_us(day: str) -> int:
-    return (date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL) * US_PER_DAY
-
-
-def rfc3339_to_us(text: str) -> int:
-    """``2023-02-09T20:30:37.167359596Z`` (any number of fractional digits, ``Z`` or
-    ``±HH:MM``) to integer microseconds since the epoch; digits past the microsecond are
-    dropped. ValueError when it is not of that form."""
-    if len(text) < 20 or text[10] not in "Tt " or text[13] != ":" or text[16] != ":":
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    us = (
-        _day_start_us(text[:10])
-        + (int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])) * US_PER_SECOND
-    )
-    rest = text[19:]
-    if rest[-1:] in ("Z", "z"):
-        fraction = rest[:-1]
-    elif len(rest) >= 6 and rest[-6] in "+-" and rest[-3] == ":":
-        fraction = rest[:-6]
-        offset_us = (int(rest[-5:-3]) * 3600 + int(rest[-2:]) * 60) * US_PER_SECOND
-        us += offset_us if rest[-6] == "-" else -offset_us
-    else:
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    if fraction:
-        digits = fraction[1:]
-        if fraction[0] != "." or not digits.isdigit():
-            raise ValueError(f"not an RFC 3339 time: {text!r}")
-        us += int(digits[:6].ljust(6, "0"))
-    return us

@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import date
 from typing import Any
 
 import httpx
@@ -36,7 +35,7 @@ import polars as pl
 from websockets.asyncio.client import connect
 
 from sptrader.bars import aggregate_ticks
-from sptrader.clock import now_us
+from sptrader.clock import now_us, rfc3339_to_us
 from sptrader.config import KrakenFeedConfig
 from sptrader.errors import SptraderError
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
@@ -395,40 +394,3 @@ def _pair_rows(result: dict[str, Any]) -> list[list[Any]]:
 
 
 # --- time -----------------------------------------------------------------------------
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_day_start_us: dict[str, int] = {}
-
-
-def rfc3339_to_us(text: str) -> int:
-    """``2023-09-25T07:48:36.925533Z`` to integer µs since the epoch, without a datetime
-    per call: any fraction length (nanoseconds are truncated), ``Z`` or ``±HH:MM``."""
-    day = text[:10]
-    day_us = _day_start_us.get(day)
-    if day_us is None:
-        day_us = (date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL) * 86_400_000_000
-        if len(_day_start_us) < 10_000:
-            _day_start_us[day] = day_us
-    if text[10] not in "Tt " or text[13] != ":" or text[16] != ":":
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    seconds = int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-    tail = text[19:]
-    if tail[-1:] in ("Z", "z"):
-        fraction, tail = tail[:-1], ""
-    else:
-        cut = max(tail.rfind("+"), tail.rfind("-"))
-        if cut < 0:
-            raise ValueError(f"no time zone in {text!r}")
-        fraction, tail = tail[:cut], tail[cut:]
-    micros = 0
-    if fraction:
-        digits = fraction[1:]
-        if fraction[0] != "." or not digits.isdigit():
-            raise ValueError(f"bad fraction in {text!r}")
-        micros = int(digits[:6].ljust(6, "0"))
-    if tail:
-        if len(tail) != 6 or tail[3] != ":":
-            raise ValueError(f"bad time zone in {text!r}")
-        offset = int(tail[1:3]) * 3600 + int(tail[4:6]) * 60
-        seconds -= offset if tail[0] == "+" else -offset
-    return day_us + seconds * 1_000_000 + micros

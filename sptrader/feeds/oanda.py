@@ -24,18 +24,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from functools import lru_cache
 
 import httpx
 import polars as pl
 
-from sptrader.clock import now_us
+from sptrader.clock import format_us, now_us, rfc3339_to_us
 from sptrader.config import OandaFeedConfig
 from sptrader.errors import SptraderError
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog
 from sptrader.feeds.http import get_with_retries
-from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived
+from sptrader.models import US_PER_MINUTE, QuoteReceived
 from sptrader.supervisor import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -339,32 +337,10 @@ def _ceil_minute(ts_us: int) -> int:
     return -(-ts_us // US_PER_MINUTE) * US_PER_MINUTE
 
 
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-@lru_cache(maxsize=16)
-def _days_since_epoch(day: str) -> int:
-    # Cached: a stream's timestamps share a handful of dates.
-    return date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL
-
-
 def rfc3339_us(text: str) -> int:
-    """``2019-01-31T18:16:38.818627106Z`` to integer UTC microseconds (fractions of
-    any length up to nanoseconds; digits past microseconds are truncated). Raises
-    ValueError for anything else. No datetime per message: this is the hot path."""
-    if len(text) < 20 or text[-1] != "Z" or text[10] != "T" or text[13] != ":" or text[16] != ":":
-        raise ValueError(f"not an RFC 3339 UTC time: {text!r}")
-    seconds = int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-    micros = 0
-    if len(text) > 20:
-        fraction = text[20:-1]
-        if text[19] != "." or not (fraction.isascii() and fraction.isdigit()):
-            raise ValueError(f"not an RFC 3339 UTC time: {text!r}")
-        micros = int(fraction[:6].ljust(6, "0"))
-    return (_days_since_epoch(text[:10]) * 86_400 + seconds) * US_PER_SECOND + micros
+    """OANDA's times: always UTC with ``Z``, up to nanoseconds (truncated)."""
+    return rfc3339_to_us(text, utc_only=True)
 
 
-def format_rfc3339(ts_us: int) -> str:
-    """Whole-second RFC 3339 in UTC, as OANDA's ``from``/``to`` take it."""
-    moment = datetime.fromtimestamp(ts_us // US_PER_SECOND, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+# Whole-second RFC 3339 in UTC, as OANDA's ``from``/``to`` take it.
+format_rfc3339 = format_us
