@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import polars as pl
 import pytest
 
 from sptrader.config import Config, Settings, parse_config
+from sptrader.models import US_PER_MINUTE
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +111,38 @@ async def wait_for(
             description = what or getattr(condition, "__qualname__", repr(condition))
             pytest.fail(f"timed out after {timeout:g}s waiting for: {description}")
         await pilot.pause(0.05)
+
+
+def rollup_by_hand(bars: pl.DataFrame, minutes: int) -> pl.DataFrame:
+    """The reference for SQL rollups: buckets on epoch multiples of the width,
+    open=first, high=max, low=min, close=last, volume=sum, trades=sum."""
+    width = minutes * US_PER_MINUTE
+    epoch = pl.col("ts").dt.epoch("us")
+    return (
+        bars.sort("ts")
+        .with_columns((epoch - epoch % width).cast(pl.Datetime("us")).alias("bucket"))
+        .group_by("bucket", maintain_order=True)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.col("trades").sum(),
+        )
+        .rename({"bucket": "ts"})
+    )
+
+
+def assert_same_bars(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
+    """Equal bars in the query output layout (volume compared approximately: sums)."""
+    from sptrader.store import queries
+
+    assert actual.columns == queries.OUTPUT_COLUMNS
+    assert actual.schema["ts"] == pl.Datetime("us")
+    exact = ["ts", "open", "high", "low", "close", "trades"]
+    assert actual.select(exact).to_dicts() == expected.select(exact).to_dicts()
+    assert actual["volume"].to_list() == pytest.approx(expected["volume"].to_list())
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import make_config
+from conftest import assert_same_bars, make_config, rollup_by_hand
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,36 +138,6 @@ def make_bars(instrument: str, minute_ts: list[int], seed: int = 0) -> pl.DataFr
     )
 
 
-def rollup_in_polars(bars: pl.DataFrame, minutes: int) -> pl.DataFrame:
-    """The reference: buckets on epoch multiples of the width, open=first, high=max,
-    low=min, close=last, volume=sum, trades=sum."""
-    width = minutes * US_PER_MINUTE
-    epoch = pl.col("ts").dt.epoch("us")
-    return (
-        bars.sort("ts")
-        .with_columns(((epoch // width) * width).cast(pl.Datetime("us")).alias("bucket"))
-        .group_by("bucket", maintain_order=True)
-        .agg(
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.col("volume").sum(),
-            pl.col("trades").sum(),
-        )
-        .rename({"bucket": "ts"})
-        .select(queries.OUTPUT_COLUMNS)
-    )
-
-
-def assert_same_bars(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
-    assert actual.columns == queries.OUTPUT_COLUMNS
-    assert actual.schema["ts"] == pl.Datetime("us")
-    exact = ["ts", "open", "high", "low", "close", "trades"]
-    assert actual.select(exact).to_dicts() == expected.select(exact).to_dicts()
-    assert actual["volume"].to_list() == pytest.approx(expected["volume"].to_list())
-
-
 def assert_aligned(frame: pl.DataFrame, minutes: int) -> None:
     width = minutes * US_PER_MINUTE
     assert all(ts % width == 0 for ts in frame["ts"].dt.epoch("us").to_list())
@@ -214,7 +184,7 @@ def test_sql_rollups_equal_a_polars_group_by(
     bars = make_bars(instrument, minute_ts, seed)
     shared_store.upsert_bars(bars)
     minutes = timeframe_minutes(timeframe)
-    expected = rollup_in_polars(bars, minutes)
+    expected = rollup_by_hand(bars, minutes)
 
     actual = queries.bars_between(shared_store, instrument, timeframe, None, None)
     assert_same_bars(actual, expected)
@@ -242,7 +212,7 @@ def test_last_bars_are_exactly_the_newest_n(
         shared_store.upsert_bars(make_bars(fresh_instrument(), list(around)))
     shared_store.upsert_bars(bars)
     minutes = timeframe_minutes(timeframe)
-    expected = rollup_in_polars(bars, minutes).tail(count)
+    expected = rollup_by_hand(bars, minutes).tail(count)
 
     actual = queries.last_bars(shared_store, instrument, timeframe, count)
     assert_same_bars(actual, expected)
@@ -271,7 +241,7 @@ def test_bars_between_gives_whole_bars_opening_in_the_range(
     bucket_start = start_us - start_us % width
     epoch = pl.col("ts").dt.epoch("us")
     # Every bar opening in [start's bucket, end), made of all of its minutes.
-    expected = rollup_in_polars(bars, minutes).filter((epoch >= bucket_start) & (epoch < end_us))
+    expected = rollup_by_hand(bars, minutes).filter((epoch >= bucket_start) & (epoch < end_us))
 
     actual = queries.bars_between(shared_store, instrument, timeframe, start_us, end_us)
     assert_same_bars(actual, expected)
@@ -324,7 +294,7 @@ def test_the_last_bar_of_a_custom_timeframe_is_whole(store: Store) -> None:
 def test_last_bars_of_a_short_history_are_all_of_it(store: Store) -> None:
     bars = make_bars("SIM:SPY", [DAY0_US + m * 7 * US_PER_MINUTE for m in range(500)])
     store.upsert_bars(bars)
-    assert_same_bars(queries.last_bars(store, "SIM:SPY", "1d", 1000), rollup_in_polars(bars, 1440))
+    assert_same_bars(queries.last_bars(store, "SIM:SPY", "1d", 1000), rollup_by_hand(bars, 1440))
     assert_same_bars(queries.last_bars(store, "SIM:SPY", "1m", 1000), bars.drop("instrument"))
 
 
@@ -337,7 +307,7 @@ def test_last_bars_jump_a_gap_longer_than_the_window(store: Store) -> None:
         make_bars("SIM:AAPL", [DAY0_US - US_PER_DAY + m * US_PER_MINUTE for m in range(50)])
     )
     for timeframe in ("1m", "7m", "1h"):
-        expected = rollup_in_polars(bars, timeframe_minutes(timeframe)).tail(20)
+        expected = rollup_by_hand(bars, timeframe_minutes(timeframe)).tail(20)
         assert_same_bars(queries.last_bars(store, "SIM:SPY", timeframe, 20), expected)
 
 

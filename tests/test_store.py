@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import holding_database
+from conftest import assert_same_bars, holding_database, rollup_by_hand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -240,33 +240,6 @@ def test_upserts_equal_last_write_wins_dict(batches) -> None:
 
 
 # --- rollups and reads -------------------------------------------------------------------
-
-
-def rollup_by_hand(bars: pl.DataFrame, minutes: int) -> pl.DataFrame:
-    width = minutes * US_PER_MINUTE
-    epoch = pl.col("ts").dt.epoch("us")
-    return (
-        bars.sort("ts")
-        .with_columns((epoch - epoch % width).cast(pl.Datetime("us")).alias("bucket"))
-        .group_by("bucket", maintain_order=True)
-        .agg(
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.col("volume").sum(),
-            pl.col("trades").sum(),
-        )
-        .rename({"bucket": "ts"})
-    )
-
-
-def assert_same_bars(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
-    assert actual.columns == queries.OUTPUT_COLUMNS
-    assert actual.schema["ts"] == pl.Datetime("us")
-    exact = ["ts", "open", "high", "low", "close", "trades"]
-    assert actual.select(exact).to_dicts() == expected.select(exact).to_dicts()
-    assert actual["volume"].to_list() == pytest.approx(expected["volume"].to_list())
 
 
 @pytest.fixture
