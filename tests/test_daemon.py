@@ -168,10 +168,17 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    with daemon_home(tmp_path, CONFIG) as control:
+        yield control
+
+
+@contextlib.contextmanager
+def daemon_home(tmp_path: Path, config_text: str) -> Iterator[Daemon]:
+    """A home with ``config_text`` as its config, and the daemon cleaned up after."""
     home = tmp_path / "home"
     home.mkdir()
     config = home / "config.toml"
-    config.write_text(CONFIG)
+    config.write_text(config_text)
     control = Daemon(tmp_path, home, config)
     try:
         yield control

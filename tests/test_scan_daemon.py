@@ -12,18 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon import Daemon, describe, one_error_line
+from test_daemon import CONFIG as DAEMON_CONFIG
+from test_daemon import Daemon, daemon_home, describe, one_error_line
 
-CONFIG = """\
-watchlist = ["SIM:EURUSD", "SIM:BTCUSD"]
-
-[store]
-seed_days = 0.05
-flush_interval_ms = 50
-
-[feeds.sim]
-tick_rate = 5.0
-
+CONFIG = (
+    DAEMON_CONFIG
+    + """
 [[scanners]]
 name = "cross"
 strategy = "sma_cross"
@@ -31,6 +25,7 @@ instruments = ["SIM:EURUSD", "SIM:BTCUSD"]
 schedule = "0 0 1 1 *"
 bars = 30
 """
+)
 SUMMARY = re.compile(
     r"^cross: run (\d+) (ok|partial|failed): (\d+) scanned, (\d+) skipped, (\d+) failed,"
     r" (\d+) signals?$",
@@ -40,16 +35,9 @@ SUMMARY = re.compile(
 
 @pytest.fixture
 def scan_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    home = tmp_path / "home"
-    home.mkdir()
-    config = home / "config.toml"
-    config.write_text(CONFIG)
-    control = Daemon(tmp_path, home, config)
-    try:
+    with daemon_home(tmp_path, CONFIG) as control:
         control.start()
         yield control
-    finally:
-        control.cleanup()
 
 
 def test_scan_runs_and_show_through_the_daemon(scan_daemon: Daemon) -> None:
