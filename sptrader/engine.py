@@ -424,9 +424,11 @@ class Engine:
 
     async def _watch(self) -> None:
         """Once a second: report subscribers that dropped events, re-fetch partly seen
-        minutes once closed, and notice the machine waking from sleep."""
+        minutes once closed, notice the machine waking from sleep, and (every few
+        seconds) record what live feeds covered."""
         reported: dict[str, int] = {}
         last_wall, last_mono = self._wall_clock(), self._monotonic()
+        coverage_due = last_mono + LIVE_COVERAGE_EVERY_S
         while True:
             self._report_drops(reported)
             self._refetch_due()
@@ -435,7 +437,9 @@ class Engine:
             last_wall, last_mono = wall, mono
             if jump > WAKE_JUMP_S:
                 self._reconnect_after_sleep(jump)
-            if int(mono) % LIVE_COVERAGE_EVERY_S == 0:
+            # A deadline, not `int(mono) % 10`: a late tick could skip or repeat it.
+            if mono >= coverage_due:
+                coverage_due = mono + LIVE_COVERAGE_EVERY_S
                 self._spawn(run_in_thread(self.record_live_coverage))
             await asyncio.sleep(1.0)
 
