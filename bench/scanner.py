@@ -3,12 +3,15 @@
 A temporary store gets 1,000 closed 1m bars (random walks) for each of 100 SIM
 instruments (SIM:S000..S099), fully covered so nothing is skipped for gaps. For each
 strategy a Config with one ``[[scanners]]`` entry is built and ``Scanner.scan`` runs it
-(the code path of ``sptrader scan`` after its history fetch): per instrument the coverage
-check, load_bars, indicators, evaluate (and emit), then the lineage write. Prints the
-p50 of the runs and the split per step from ``scan_steps`` (summed over the instruments).
-``check+other`` is the run's recorded duration minus its steps (the coverage checks, which
-are not kept as steps when they pass, and the per-instrument overhead); ``lineage`` is
-the wall time minus the recorded duration (writing scan_runs/scan_steps/signals).
+(the code path of ``sptrader scan`` after its history fetch): the coverage check of all
+instruments, load_bars (one query), indicators (one polars query over the stacked
+instruments), evaluate and emit (one call: the built-ins are ``stacked``), then the
+lineage write. Prints the p50 of the runs and the split per step from ``scan_steps``
+(summed over a step's rows: one per run for the batched steps, one per instrument for a
+strategy evaluated instrument by instrument). ``check+other`` is the run's recorded
+duration minus its steps (the coverage check, which is not kept as a step when it
+passes, and the rest); ``lineage`` is the wall time minus the recorded duration
+(writing scan_runs/scan_steps/signals); ``steps`` the step rows the run recorded.
 
 Run: .venv/bin/python bench/scanner.py [--instruments N] [--bars N] [--runs R]
 """
@@ -93,14 +96,14 @@ def main() -> None:
     store.add_coverage_many(cover)
     print(f"store: {len(instruments)} x {args.bars} bars in {time.perf_counter() - started:.2f} s")
     print(f"{len(instruments)} instruments x {args.bars} 1m bars, p50 of {args.runs} runs (ms)")
-    header = ["strategy", "p50", "min", "check+other", *STEPS, "lineage", "signals"]
+    header = ["strategy", "p50", "min", "check+other", *STEPS, "lineage", "signals", "steps"]
     print("".join(f"{h:>12}" if i else f"{h:<14}" for i, h in enumerate(header)))
     cursor = store.cursor()
     try:
         for config in engine.config.scanners:
             strategy = registry.build(config.strategy, dict(config.params), [])
             scanner = Scanner(engine, config, strategy)
-            walls, splits, signals = [], [], 0
+            walls, splits, signals, rows = [], [], 0, 0
             for _ in range(args.runs):
                 started = time.perf_counter()
                 result = scanner.scan("manual", at_us=at)
@@ -120,6 +123,9 @@ def main() -> None:
                         [result.run_id],
                     ).fetchall()
                 )
+                rows = cursor.execute(
+                    "SELECT count(*) FROM scan_steps WHERE run_id = ?", [result.run_id]
+                ).fetchall()[0][0]
                 steps = [per_step.get(step, 0.0) for step in STEPS]
                 walls.append(wall)
                 splits.append([recorded - sum(steps), *steps, wall - recorded])
@@ -130,7 +136,7 @@ def main() -> None:
             print(
                 f"{config.strategy:<14}"
                 + "".join(f"{value:>12.1f}" for value in row)
-                + f"{signals:>12}"
+                + f"{signals:>12}{rows:>12}"
             )
     finally:
         store.close()

@@ -3,6 +3,10 @@
 Input: a bars ``DataFrame`` of one instrument, oldest first, with the columns ``ts, open,
 high, low, close, volume, trades``. :func:`add_indicators` returns it with one or more
 columns added per spec (see :func:`parse_spec` for the forms and :data:`KNOWN_FORMS`).
+With ``over="instrument"`` the frame may hold several instruments stacked (each one's
+rows oldest first, e.g. sorted by instrument, ts): every window is then computed within
+each instrument's rows, in one polars query, and the values are exactly those of
+calling it on each instrument's rows alone.
 
 Definitions follow TA-Lib's (default "compatibility" mode, unstable period 0), so after
 the warm-up the values agree with TA-Lib to about 1e-12 (the tests compare against the
@@ -203,20 +207,27 @@ _ROW = "__row"  # the row number (0-based) of the frame being computed
 
 class _Stages:
     """Intermediate columns of one or more indicators, grouped in levels: a column goes
-    one level after the deepest column it reads, so each level is one ``with_columns``."""
+    one level after the deepest column it reads, so each level is one ``with_columns``.
 
-    def __init__(self, tag: str) -> None:
+    With ``over`` (a column naming each row's group, e.g. "instrument"), every column is
+    computed within its group (``expr.over(over)``), as if each group were a frame of
+    its own; an expression that groups itself (``grouped=True``) is taken as it is."""
+
+    def __init__(self, tag: str, over: str | None = None) -> None:
         self.tag = tag
+        self.over = over
         self.levels: list[list[pl.Expr]] = []
         self.level_of: dict[str, int] = {}
 
-    def add(self, expr: pl.Expr, name: str | None = None) -> pl.Expr:
+    def add(self, expr: pl.Expr, name: str | None = None, *, grouped: bool = False) -> pl.Expr:
         name = name or f"__{self.tag}_{len(self.level_of)}"
         level = 1 + max(
             (self.level_of.get(root, -1) for root in expr.meta.root_names()), default=-1
         )
         while len(self.levels) <= level:
             self.levels.append([])
+        if self.over is not None and not grouped:
+            expr = expr.over(self.over)
         self.levels[level].append(expr.alias(name))
         self.level_of[name] = level
         return pl.col(name)
@@ -333,15 +344,16 @@ def _stoch(st: _Stages, fastk: int, slowk: int, slowd: int) -> tuple[pl.Expr, pl
     return _after(k, first), _after(d, first)
 
 
-def _vwap(ts_dtype: pl.DataType) -> pl.Expr:
+def _vwap(ts_dtype: pl.DataType, over: str | None = None) -> pl.Expr:
     ts = pl.col("ts")
     if isinstance(ts_dtype, pl.Datetime) and ts_dtype.time_zone is not None:
         ts = ts.dt.convert_time_zone("UTC")
     day = ts.dt.truncate("1d")
+    session = [day] if over is None else [pl.col(over), day]
     typical = (pl.col("high") + pl.col("low") + pl.col("close")) / 3.0
     volume = pl.col("volume")
-    cum_pv = (typical * volume).cum_sum().over(day)
-    cum_v = volume.cum_sum().over(day)
+    cum_pv = (typical * volume).cum_sum().over(session)
+    cum_v = volume.cum_sum().over(session)
     return pl.when(cum_v > 0).then(cum_pv / cum_v)
 
 
@@ -371,37 +383,54 @@ def _add_spec(st: _Stages, spec: Spec, schema: pl.Schema) -> None:
     elif kind == "donchian":
         outputs = (pl.col("high").rolling_max(p[0]), pl.col("low").rolling_min(p[0]))
     else:
-        outputs = (_vwap(schema["ts"]),)
+        # The session windows group by (instrument, day) themselves.
+        st.add(_vwap(schema["ts"], st.over).cast(pl.Float64), spec.columns[0], grouped=True)
+        return
     for expr, name in zip(outputs, spec.columns, strict=True):
         st.add(expr.cast(pl.Float64), name)
 
 
-def _compute(inputs: pl.DataFrame, specs: list[Spec]) -> list[pl.Series]:
+def _compute(inputs: pl.DataFrame, specs: list[Spec], over: str | None = None) -> list[pl.Series]:
     """The output columns of ``specs`` over ``inputs`` (no row skipping), in one lazy
-    query: one ``with_columns`` per level of intermediate columns."""
-    st = _Stages("t")
+    query: one ``with_columns`` per level of intermediate columns (each computed within
+    its ``over`` group when given)."""
+    st = _Stages("t", over)
     for spec in specs:
         st.tag = f"{spec.text}"
         _add_spec(st, spec, inputs.schema)
-    frame = inputs.lazy().with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW))
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    if over is not None:
+        row = row.over(over)
+    frame = inputs.lazy().with_columns(row.alias(_ROW))
     for level in st.levels:
         frame = frame.with_columns(level)
     names = [name for spec in specs for name in spec.columns]
-    return frame.select(names).collect().get_columns()
+    # In memory: the streaming engine's rolling kernels round differently (1e-14) from the
+    # in-memory ones that `.over` uses, and a stacked frame must give exactly the values
+    # of each instrument alone.
+    return frame.select(names).collect(engine="in-memory").get_columns()
 
 
 # --- frames -----------------------------------------------------------------------------
 
 
-def add_indicators(bars: pl.DataFrame, specs: list[str] | list[Spec]) -> pl.DataFrame:
+def add_indicators(
+    bars: pl.DataFrame, specs: list[str] | list[Spec], *, over: str | None = None
+) -> pl.DataFrame:
     """``bars`` with the columns of each spec added (see the module doc for the names,
-    definitions and how missing inputs are handled)."""
+    definitions and how missing inputs are handled).
+
+    ``over``: the column naming each row's instrument when ``bars`` holds several
+    stacked (each one's rows oldest first): the values are then those of each
+    instrument's rows alone, computed in one query."""
     parsed = [parse_spec(s) if isinstance(s, str) else s for s in specs]
     if not parsed:
         return bars
     unique = list({spec.text: spec for spec in parsed}.values())
     needed = sorted({c for spec in unique for c in _INPUTS[spec.kind]})
     missing = [c for c in needed if c not in bars.columns]
+    if over is not None and over not in bars.columns:
+        missing.append(over)
     if missing:
         raise UsageError(f"the bars have no {', '.join(missing)} column")
     numeric = [c for c in needed if c != "ts"]
@@ -410,10 +439,13 @@ def add_indicators(bars: pl.DataFrame, specs: list[str] | list[Spec]) -> pl.Data
         *[pl.col(c) for c in needed if c == "ts"],
         *[pl.col(c).cast(pl.Float64).fill_nan(None) for c in numeric],
     )
+    complete = not any(inputs.null_count().row(0))
+    if over is not None:
+        inputs = inputs.with_columns(bars[over])
     results: list[pl.Series] = []
-    if not any(inputs.null_count().row(0)):
+    if complete:
         # Nothing to skip: every spec in one query.
-        results = _compute(inputs, unique)
+        results = _compute(inputs, unique, over)
     else:
         # Specs reading the same inputs share one compaction of the rows they can use.
         groups: dict[tuple[str, ...], list[Spec]] = {}
@@ -422,14 +454,14 @@ def add_indicators(bars: pl.DataFrame, specs: list[str] | list[Spec]) -> pl.Data
         for columns, group in groups.items():
             bad = inputs.select(pl.any_horizontal(pl.col(c).is_null() for c in columns)).to_series()
             if not bad.any():
-                results.extend(_compute(inputs, group))
+                results.extend(_compute(inputs, group, over))
                 continue
             keep = (~bad).arg_true()
-            for series in _compute(inputs.filter(~bad), group):
+            for series in _compute(inputs.filter(~bad), group, over):
                 full = pl.Series(series.name, [None] * bars.height, dtype=pl.Float64)
                 results.append(full.scatter(keep, series) if len(keep) else full)
     by_name = {series.name: series for series in results}
-    return bars.with_columns(by_name[name] for spec in parsed for name in spec.columns)
+    return bars.with_columns(by_name[name] for spec in unique for name in spec.columns)
 
 
 def lookback(spec: str | Spec) -> int:

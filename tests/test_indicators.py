@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from sptrader.errors import UsageError
 from sptrader.indicators import add_indicators, lookback, parse_spec, parse_specs, warmup
@@ -261,6 +262,62 @@ def test_a_missing_high_does_not_touch_close_indicators() -> None:
     out = add_indicators(bars.with_columns(pl.Series("high", highs)), ["sma20", "atr14"])
     assert out["sma20"].null_count() == 19
     assert out["atr14"].null_count() == 15 and out["atr14"][60] is None
+
+
+# --- several instruments stacked ---------------------------------------------------------
+
+# Every form of KNOWN_FORMS, with default and explicit parameters.
+EVERY_FORM = [*ALL, "sma5", "ema3", "wma2", "rsi5", "atr3", "adx5", "donchian3"]
+EVERY_FORM += ["macd_5_10_4", "bb10_2.5", "stoch_5_2_4", "stoch_5_1_1"]
+
+
+def stacked_bars() -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Instruments of different lengths (one shorter than any warm-up, one of one bar),
+    random walks of different scales, some with missing inputs (null and NaN), one
+    crossing UTC midnight at another time than the others; stacked by instrument, ts."""
+    parts = []
+    for index, (n, scale) in enumerate(
+        [(600, 1.0), (250, 0.01), (40, 600.0), (1, 1.0), (300, 5.0)]
+    ):
+        bars = make_bars(n, seed=index, scale=scale)
+        if index == 4:
+            bars = bars.with_columns(pl.col("ts") + timedelta(hours=5, minutes=17))
+        if index in (1, 4):
+            closes, highs = bars["close"].to_list(), bars["high"].to_list()
+            closes[30], closes[120] = None, float("nan")
+            highs[75] = None
+            bars = bars.with_columns(
+                pl.Series("close", closes, dtype=pl.Float64),
+                pl.Series("high", highs, dtype=pl.Float64),
+            )
+        parts.append(bars.select(pl.lit(f"SIM:I{index}").alias("instrument"), pl.all()))
+    return pl.concat(parts), parts
+
+
+@pytest.mark.parametrize("spec", EVERY_FORM)
+def test_stacked_instruments_give_exactly_each_instrument_alone(spec: str) -> None:
+    stacked, parts = stacked_bars()
+    alone = pl.concat([add_indicators(part, [spec]) for part in parts])
+    together = add_indicators(stacked, [spec], over="instrument")
+    assert_frame_equal(together, alone, check_exact=True)
+
+
+def test_stacked_instruments_with_every_form_at_once() -> None:
+    stacked, parts = stacked_bars()
+    alone = pl.concat([add_indicators(part, EVERY_FORM) for part in parts])
+    assert_frame_equal(
+        add_indicators(stacked, EVERY_FORM, over="instrument"), alone, check_exact=True
+    )
+    # Without missing inputs too (the one-query path).
+    clean = [part for index, part in enumerate(parts) if index not in (1, 4)]
+    alone = pl.concat([add_indicators(part, EVERY_FORM) for part in clean])
+    together = add_indicators(pl.concat(clean), EVERY_FORM, over="instrument")
+    assert_frame_equal(together, alone, check_exact=True)
+
+
+def test_stacked_needs_its_instrument_column() -> None:
+    with pytest.raises(UsageError, match="no instrument column"):
+        add_indicators(make_bars(10), ["sma5"], over="instrument")
 
 
 # --- specs ------------------------------------------------------------------------------

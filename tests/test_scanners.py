@@ -64,6 +64,53 @@ class Boom(Strategy):
         raise ValueError("boom")
 
 
+@registry.register
+class StackedEveryBar(Strategy):
+    """Every bar, for all instruments at once; strength from an indicator."""
+
+    name = "test_stacked_every_bar"
+    stacked = True
+
+    def indicators(self) -> list[str]:
+        return ["sma3"]
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        return _signals(bars, "every bar").with_columns(
+            (bars["sma3"] / 1000).alias("strength"),
+            pl.format("sma3 {} after {}", bars["sma3"], pl.col("ts").shift(1).over("instrument"))
+            .fill_null("first")
+            .alias("reason"),
+        )
+
+
+class PerInstrumentEveryBar(StackedEveryBar):
+    name = "test_per_instrument_every_bar"
+    stacked = False
+
+
+registry.register(PerInstrumentEveryBar)
+
+
+@registry.register
+class StackedBoom(StackedEveryBar):
+    """Stacked, and raises when BTCUSD is among the instruments it gets."""
+
+    name = "test_stacked_boom"
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        if "SIM:BTCUSD" in bars["instrument"].to_list():
+            raise ValueError("boom on BTCUSD")
+        return super().evaluate(bars)
+
+
+@registry.register
+class BadSpecs(StackedEveryBar):
+    name = "test_bad_specs"
+
+    def indicators(self) -> list[str]:
+        raise RuntimeError("no specs")
+
+
 class Slow(Strategy):
     name = "test_slow"
     entered = threading.Event()
@@ -318,8 +365,10 @@ def test_lineage_of_a_successful_run(make_engine) -> None:
     assert result.status == "ok" and len(result.signals) == 1  # the newest bar only
     run, steps, signals = lineage.run_detail(engine.require_store(), result.run_id)
     assert run is not None and run["status"] == "ok" and run["signals"] == 1
+    # Loaded for the whole run; a strategy that is not stacked is evaluated per instrument.
     assert steps["step"].to_list() == ["load_bars", "evaluate", "emit"]
-    assert steps["output_summary"][0].startswith("30 bars")
+    assert steps["instrument"].to_list() == [None, "SIM:BTCUSD", "SIM:BTCUSD"]
+    assert steps["output_summary"][0].startswith("1 instrument, 30 bars")
     assert "1 on the newest bar" in steps["output_summary"][1]
     assert steps["error"].null_count() == 3
     assert signals.height == 1 and signals["side"][0] == "buy"
@@ -346,6 +395,161 @@ def test_lineage_of_failing_and_partly_failing_runs(make_engine) -> None:
     partial = make_scanner(engine, 1).scan("manual")
     assert partial.status == "partial"
     assert partial.scanned == ["SIM:ETHUSD"] and len(partial.signals) == 1
+
+
+def step_rows(engine: Engine, run_id: int) -> list[tuple]:
+    _, steps, _ = lineage.run_detail(engine.require_store(), run_id)
+    return steps.select("instrument", "step").rows()
+
+
+def test_a_stacked_strategy_runs_once_for_all_instruments(make_engine) -> None:
+    instruments = ["SIM:BTCUSD", "SIM:ETHUSD", "SIM:SPY", "SIM:XAUUSD", "SIM:QUIET"]
+    engine = make_engine(scanner_table(instruments=instruments, strategy="test_stacked_every_bar"))
+    for name in ("SIM:BTCUSD", "SIM:ETHUSD", "SIM:XAUUSD"):
+        store_bars(engine, name)
+    store_bars(engine, "SIM:SPY", hole=10)
+    engine.watchlist.append("SIM:SPY")  # streamed: its gap is skipped, not fetched
+    # Covered but no bars stored: scanned, without signals.
+    now = now_us()
+    engine.require_store().add_coverage(
+        "SIM:QUIET", "1m", "sim", now - 60 * US_PER_MINUTE, now + 5 * US_PER_MINUTE
+    )
+    result = make_scanner(engine).scan("manual", stale={"SIM:ETHUSD"})
+    assert result.status == "ok"
+    assert result.scanned == ["SIM:BTCUSD", "SIM:XAUUSD", "SIM:QUIET"]
+    assert [name for name, _ in result.skipped] == ["SIM:ETHUSD", "SIM:SPY"]
+    assert [signal["instrument"] for signal in result.signals] == ["SIM:BTCUSD", "SIM:XAUUSD"]
+    assert all(signal["reason"].startswith("sma3 101.0 after") for signal in result.signals)
+    run, steps, signals = lineage.run_detail(engine.require_store(), result.run_id)
+    assert run is not None and run["instruments"] == 5 and run["skipped"] == 2
+    # Skips per instrument; the rest once for the run (instrument NULL).
+    assert steps.select("instrument", "step").rows() == [
+        ("SIM:ETHUSD", "skip"),
+        ("SIM:SPY", "skip"),
+        (None, "load_bars"),
+        (None, "indicators"),
+        (None, "evaluate"),
+        (None, "emit"),
+    ]
+    load, indicators, evaluate, emit = steps.slice(2).rows(named=True)
+    assert load["input_summary"].startswith("3 instruments (SIM:BTCUSD, SIM:XAUUSD, SIM:QUIET)")
+    assert load["output_summary"].startswith("3 instruments, 60 bars, newest")
+    assert load["output_summary"].endswith("no bars for SIM:QUIET")
+    assert indicators["output_summary"] == "columns: sma3"
+    assert "on 2 instruments, 60 bars" in evaluate["input_summary"]
+    assert "60 signal rows, 2 on the newest bar" in evaluate["output_summary"]
+    assert emit["output_summary"] == "SIM:BTCUSD buy 0.10, SIM:XAUUSD buy 0.10"
+    assert signals["instrument"].to_list() == ["SIM:BTCUSD", "SIM:XAUUSD"]
+    assert steps["error"].null_count() == steps.height
+
+
+def test_stacked_and_per_instrument_runs_raise_the_same_signals(make_engine) -> None:
+    instruments = ["SIM:BTCUSD", "SIM:ETHUSD", "SIM:XAUUSD"]
+    engine = make_engine(
+        scanner_table("stacked", "test_stacked_every_bar", instruments=instruments),
+        scanner_table("each", "test_per_instrument_every_bar", instruments=instruments),
+    )
+    for name in instruments:
+        store_bars(engine, name)
+    at_us = now_us()
+    stacked = make_scanner(engine, 0).scan("manual", at_us=at_us)
+    each = make_scanner(engine, 1).scan("manual", at_us=at_us)
+    keys = ("instrument", "ts_us", "side", "strength", "reason", "stop", "target")
+    assert [[signal[key] for key in keys] for signal in stacked.signals] == [
+        [signal[key] for key in keys] for signal in each.signals
+    ]
+    assert len(stacked.signals) == 3 and stacked.scanned == each.scanned == instruments
+    assert [row[0] for row in step_rows(engine, each.run_id)] == [
+        None,
+        None,
+        *[name for name in instruments for _ in ("evaluate", "emit")],
+    ]
+
+
+def test_a_failing_stacked_evaluate_falls_back_to_each_instrument(make_engine) -> None:
+    engine = make_engine(
+        scanner_table(instruments=["SIM:BTCUSD", "SIM:ETHUSD"], strategy="test_stacked_boom")
+    )
+    for name in ("SIM:BTCUSD", "SIM:ETHUSD"):
+        store_bars(engine, name)
+    result = make_scanner(engine).scan("manual")
+    assert result.status == "partial"
+    assert result.scanned == ["SIM:ETHUSD"]
+    assert result.failed == [("SIM:BTCUSD", "evaluate: ValueError: boom on BTCUSD")]
+    assert [signal["instrument"] for signal in result.signals] == ["SIM:ETHUSD"]
+    run, steps, signals = lineage.run_detail(engine.require_store(), result.run_id)
+    assert run is not None and run["status"] == "partial" and run["signals"] == 1
+    assert steps.select("instrument", "step").rows() == [
+        (None, "load_bars"),
+        (None, "indicators"),
+        (None, "evaluate"),  # failed: then instrument by instrument
+        ("SIM:BTCUSD", "evaluate"),
+        ("SIM:ETHUSD", "evaluate"),
+        ("SIM:ETHUSD", "emit"),
+    ]
+    errors = steps["error"].to_list()
+    assert errors[2].startswith("ValueError: boom on BTCUSD") and "Traceback" in errors[2]
+    assert errors[3].startswith("ValueError: boom on BTCUSD") and "Traceback" in errors[3]
+    assert errors[4] is None and errors[5] is None
+    assert signals["instrument"].to_list() == ["SIM:ETHUSD"]
+
+
+def test_failing_batched_indicators_and_coverage_checks_fall_back(
+    make_engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sptrader import indicators
+
+    instruments = ["SIM:BTCUSD", "SIM:ETHUSD"]
+    engine = make_engine(scanner_table(instruments=instruments, strategy="test_stacked_every_bar"))
+    for name in instruments:
+        store_bars(engine, name)
+    add_indicators = indicators.add_indicators
+
+    def only_one(bars: pl.DataFrame, specs: list, *, over: str | None = None) -> pl.DataFrame:
+        if over is not None:
+            raise RuntimeError("no stacking today")
+        return add_indicators(bars, specs)
+
+    def no_batch(*args: object) -> None:
+        raise RuntimeError("no batched coverage")
+
+    monkeypatch.setattr(indicators, "add_indicators", only_one)
+    monkeypatch.setattr(engine.data, "gaps_many", no_batch)
+    result = make_scanner(engine).scan("manual")
+    assert result.status == "ok" and result.scanned == instruments
+    assert len(result.signals) == 2
+    _, steps, _ = lineage.run_detail(engine.require_store(), result.run_id)
+    assert steps.select("instrument", "step").rows() == [
+        (None, "load_bars"),  # the coverage check, failed: then one by one
+        (None, "load_bars"),
+        (None, "indicators"),  # failed: then one by one, each evaluated alone
+        *[(name, step) for name in instruments for step in ("indicators", "evaluate", "emit")],
+    ]
+    errors = steps["error"].to_list()
+    assert errors[0].startswith("RuntimeError: no batched coverage")
+    assert steps["input_summary"][0].startswith("coverage check of 2 instruments")
+    assert errors[2].startswith("RuntimeError: no stacking today")
+    assert steps["error"].null_count() == steps.height - 2
+
+
+def test_a_strategy_whose_indicators_raise_fails_every_instrument(make_engine) -> None:
+    engine = make_engine(
+        scanner_table(instruments=["SIM:BTCUSD", "SIM:ETHUSD"], strategy="test_bad_specs")
+    )
+    for name in ("SIM:BTCUSD", "SIM:ETHUSD"):
+        store_bars(engine, name)
+    result = make_scanner(engine).scan("manual")
+    assert result.status == "failed" and result.scanned == []
+    assert result.failed == [
+        ("SIM:BTCUSD", "indicators: RuntimeError: no specs"),
+        ("SIM:ETHUSD", "indicators: RuntimeError: no specs"),
+    ]
+    rows = step_rows(engine, result.run_id)
+    assert rows == [(None, "load_bars"), (None, "indicators")]
+    _, steps, _ = lineage.run_detail(engine.require_store(), result.run_id)
+    assert (
+        steps["error"][1].startswith("RuntimeError: no specs") and "Traceback" in steps["error"][1]
+    )
 
 
 async def test_a_failing_run_does_not_stop_the_service_and_signals_are_published(

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import msgspec
+import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from sptrader.indicators import add_indicators
 from sptrader.models import US_PER_MINUTE
@@ -156,3 +158,71 @@ def test_dca_buys_every_period_and_more_on_a_dip() -> None:
         (at(48 * 60), 1.0),
     ]
     assert "below SMA(24)" in signals["reason"][2]
+
+
+# --- several instruments stacked ---------------------------------------------------------
+
+
+def instrument_bars(name: str, closes: list[float], **options) -> pl.DataFrame:
+    return bars_of(closes, **options).with_columns(pl.lit(name).alias("instrument"))
+
+
+def signalling_instruments(minutes: int = 1) -> list[pl.DataFrame]:
+    """Instruments whose bars make every built-in fire somewhere (the crafted series
+    above, and random walks), of different lengths, one of one bar."""
+    rng = np.random.default_rng(11)
+    cross = [100.0] * 10 + [101, 102, 103, 104, 105] + [104, 102, 100, 98, 96, 94]
+    slide = [100.0 + (i % 2) * 0.1 for i in range(20)]
+    slide += [slide[-1] - 2 * (i + 1) for i in range(8)]
+    slide += [slide[-1] + 1.5 * (i + 1) for i in range(12)]
+    breakout = [100.0 + (i % 2) for i in range(30)] + [104.0, 96.0, 106.0]
+    walks = [list(100 + np.cumsum(rng.normal(0, 1, n))) for n in (400, 250, 90)]
+    series = [cross, slide, [100.0], breakout, *walks]
+    return [
+        instrument_bars(f"SIM:S{index}", closes, minutes=minutes)
+        for index, closes in enumerate(series)
+    ]
+
+
+BUILTINS = [
+    SmaCross(SmaCross.Params(fast=2, slow=5)),
+    SmaCross(SmaCross.Params(fast=3, slow=8, short=True)),
+    SmaCross(),
+    RsiReversion(RsiReversion.Params(period=5)),
+    RsiReversion(RsiReversion.Params(period=5, short=True, oversold=40, overbought=60)),
+    Breakout(Breakout.Params(period=10, atr=5)),
+    Breakout(Breakout.Params(period=10, atr=5, short=True)),
+    Channel(Channel.Params(period=10)),
+    Channel(Channel.Params(period=10, kind="regression", deviations=1.0)),
+    Dca(Dca.Params(every="1h", ma=24, dip_pct=1.0)),
+]
+
+
+@pytest.mark.parametrize("strategy", BUILTINS, ids=lambda s: f"{s.name}:{s.params}")
+def test_builtins_give_the_same_signals_stacked_as_per_instrument(strategy) -> None:
+    assert strategy.stacked
+    minutes = 7 if strategy.name == "dca" else 1
+    parts = [
+        add_indicators(part, strategy.indicators()) for part in signalling_instruments(minutes)
+    ]
+    alone = pl.concat([strategy.evaluate(part) for part in parts])
+    # The scanner's path: indicators of all instruments at once, then one evaluate.
+    bars = pl.concat(signalling_instruments(minutes))
+    stacked = add_indicators(bars, strategy.indicators(), over="instrument")
+    assert_frame_equal(stacked, pl.concat(parts), check_exact=True)
+    together = strategy.evaluate(stacked)
+    assert dict(together.schema) == SIGNAL_SCHEMA
+    assert together["instrument"].n_unique() > 1  # it fires on several
+    assert together["instrument"].null_count() == 0
+    assert_frame_equal(together, alone, check_exact=True)
+    # Nothing reaches across instruments: no signal on an instrument's first bar (it
+    # has no bar before), except DCA's first-of-period buy.
+    if strategy.name != "dca":
+        firsts = pl.concat(part.head(1).select("instrument", "ts") for part in parts)
+        assert together.join(firsts, on=["instrument", "ts"]).is_empty()
+
+
+def test_user_strategies_are_per_instrument_by_default() -> None:
+    from sptrader.strategies.base import Strategy
+
+    assert Strategy.stacked is False

@@ -207,7 +207,7 @@ def _print_detail(
     for step in steps:
         if step["instrument"] != instrument:
             instrument = step["instrument"]
-            print(f"  {instrument}")
+            print(f"  {instrument or '(run: all instruments)'}")
         line = f"    {step['step_no']:>3}. {step['step']:<10} {_ms(step['duration_ms']):>8}"
         if step["input_summary"]:
             line += f"  in: {step['input_summary']}"

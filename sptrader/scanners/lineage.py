@@ -1,9 +1,17 @@
 """Lineage of scanner runs (tables of migration 004): what each run did, step by step,
 and the signals it raised.
 
+A step belongs to one instrument, or (instrument NULL) to the whole run: a run that
+loads, computes and evaluates all its instruments at once records those steps once,
+their summaries covering every instrument ("100 instruments, 100000 bars"); skips, and
+the steps of strategies evaluated instrument by instrument (and of a fallback after a
+failed batched step), are per instrument.
+
 A ``RunRecorder`` collects a run's steps in memory and writes the run, its steps and its
 signals in one transaction when the run ends (a run is short; a half-written run is
-never visible). Blocking: call from a thread.
+never visible), the steps and signals each with one INSERT from a polars frame. The
+reads below serve ``sptrader runs``, the Strategies screen and the API. Blocking: call
+from a thread.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from sptrader.clock import now_us
@@ -112,48 +121,97 @@ class RunRecorder:
                     ],
                 )
                 if self.steps:
-                    cursor.executemany(
-                        "INSERT INTO scan_steps VALUES (?, ?, ?, ?, make_timestamp(?), ?, ?, ?, ?)",
-                        [
-                            [
-                                run_id,
-                                number,
-                                step.instrument,
-                                step.step,
-                                step.started_us,
-                                step.duration_ms,
-                                step.input_summary,
-                                step.output_summary,
-                                step.error,
-                            ]
-                            for number, step in enumerate(self.steps, start=1)
-                        ],
-                    )
+                    _insert(cursor, "scan_steps", self._steps_frame(run_id))
                 if self.signals:
-                    cursor.executemany(
-                        "INSERT INTO signals VALUES (?, ?, ?, make_timestamp(?), ?, ?, ?, ?, ?,"
-                        " make_timestamp(?))",
-                        [
-                            [
-                                run_id,
-                                self.scanner,
-                                signal["instrument"],
-                                signal["ts_us"],
-                                signal["side"],
-                                signal["strength"],
-                                signal["reason"],
-                                signal["stop"],
-                                signal["target"],
-                                signal["created_us"],
-                            ]
-                            for signal in self.signals
-                        ],
-                    )
+                    _insert(cursor, "signals", self._signals_frame(run_id))
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
         return int(run_id)
+
+    def _steps_frame(self, run_id: int) -> pl.DataFrame:
+        steps = self.steps
+        return pl.DataFrame(
+            {
+                "run_id": [run_id] * len(steps),
+                "step_no": list(range(1, len(steps) + 1)),
+                "instrument": [step.instrument for step in steps],
+                "step": [step.step for step in steps],
+                "started": [step.started_us for step in steps],
+                "duration_ms": [step.duration_ms for step in steps],
+                "input_summary": [step.input_summary for step in steps],
+                "output_summary": [step.output_summary for step in steps],
+                "error": [step.error for step in steps],
+            },
+            schema=_STEP_SCHEMA,
+        )
+
+    def _signals_frame(self, run_id: int) -> pl.DataFrame:
+        signals = self.signals
+        return pl.DataFrame(
+            {
+                "run_id": [run_id] * len(signals),
+                "scanner": [self.scanner] * len(signals),
+                **{
+                    column: [signal[key] for signal in signals]
+                    for column, key in _SIGNAL_KEYS.items()
+                },
+            },
+            schema=_SIGNAL_SCHEMA,
+        )
+
+
+_STEP_SCHEMA = {
+    "run_id": pl.Int64,
+    "step_no": pl.Int32,
+    "instrument": pl.String,
+    "step": pl.String,
+    "started": pl.Int64,  # µs, made a TIMESTAMP by _insert
+    "duration_ms": pl.Float64,
+    "input_summary": pl.String,
+    "output_summary": pl.String,
+    "error": pl.String,
+}
+_SIGNAL_SCHEMA = {
+    "run_id": pl.Int64,
+    "scanner": pl.String,
+    "instrument": pl.String,
+    "ts": pl.Int64,
+    "side": pl.String,
+    "strength": pl.Float64,
+    "reason": pl.String,
+    "stop": pl.Float64,
+    "target": pl.Float64,
+    "created": pl.Int64,
+}
+# signals columns from the keys of a scanner's signal dicts
+_SIGNAL_KEYS = {
+    "instrument": "instrument",
+    "ts": "ts_us",
+    "side": "side",
+    "strength": "strength",
+    "reason": "reason",
+    "stop": "stop",
+    "target": "target",
+    "created": "created_us",
+}
+_TIMESTAMPS = {"started", "ts", "created"}
+
+
+def _insert(cursor: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """``INSERT INTO table SELECT ... FROM frame`` (columns by name; µs integers in the
+    timestamp columns): one statement, however many rows."""
+    name = f"incoming_{table}"
+    columns = ", ".join(frame.columns)
+    values = ", ".join(
+        f"make_timestamp({column})" if column in _TIMESTAMPS else column for column in frame.columns
+    )
+    cursor.register(name, frame)
+    try:
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM {name}")
+    finally:
+        cursor.unregister(name)
 
 
 # --- reads ----------------------------------------------------------------------------
@@ -210,3 +268,41 @@ def run_detail(
         params=[run_id],
     ).pl()
     return runs.row(0, named=True), steps, signals
+
+
+def last_runs(store: Store) -> dict[str, dict]:
+    """The newest run of every scanner, by scanner name: last_run_id, last_status,
+    last_duration_ms, last_started_us."""
+    frame = (
+        store.cursor()
+        .sql(
+            "SELECT scanner, arg_max(run_id, run_id) AS last_run_id,"
+            " arg_max(status, run_id) AS last_status,"
+            " arg_max(duration_ms, run_id) AS last_duration_ms,"
+            " arg_max(epoch_us(started), run_id) AS last_started_us"
+            " FROM scan_runs GROUP BY scanner"
+        )
+        .pl()
+    )
+    return {row["scanner"]: row for row in frame.to_dicts()}
+
+
+def recent_signals(store: Store, limit: int) -> list[dict]:
+    """The newest ``limit`` signals, newest first."""
+    return (
+        store.cursor()
+        .sql(
+            "SELECT run_id, scanner, instrument, epoch_us(ts) AS ts_us, side, strength, reason,"
+            " stop, target, epoch_us(created) AS created_us FROM signals"
+            " ORDER BY created DESC, run_id DESC, instrument LIMIT ?",
+            params=[limit],
+        )
+        .pl()
+        .to_dicts()
+    )
+
+
+def run_steps(store: Store, run_id: int) -> list[dict]:
+    """A run's lineage steps in order (instrument None: a step of the whole run)."""
+    _, steps, _ = run_detail(store, run_id)
+    return steps.to_dicts()

@@ -1,13 +1,22 @@
 """Scanners: one run (``Scanner.scan``, blocking, in a thread) and the service that runs
 it on its cron schedule.
 
-A run, for each instrument: skip it (with the reason recorded) when its feed is stale or
-the window (the last ``bars`` closed bars of ``timeframe``; the forming bar is never
-part of it) has a gap in stored coverage — a signal is never computed from holes; else
-load the bars, add the strategy's indicator columns, evaluate, and keep only the signals
-on the newest closed bar: a scanner acts on what just happened, and older rows of the
-frame were (or would have been) raised by earlier runs. Signals are recorded with the
-run's lineage, published on the bus as SignalRaised and handed to the alerter.
+A run: skip each instrument (with the reason recorded) whose feed is stale or whose
+window (the last ``bars`` closed bars of ``timeframe``; the forming bar is never part of
+it) has a gap in stored coverage — a signal is never computed from holes; then load the
+bars, add the strategy's indicator columns, evaluate, and keep only the signals on the
+newest closed bar: a scanner acts on what just happened, and older rows of the frame
+were (or would have been) raised by earlier runs. Signals are recorded with the run's
+lineage, published on the bus as SignalRaised and handed to the alerter.
+
+Batched: the coverage of all instruments is checked at once, their bars are loaded in
+one query (stacked, sorted by instrument, ts) and their indicators computed in one
+polars query (``.over("instrument")``); a ``stacked`` strategy (all built-ins) evaluates
+them in one call. Those steps are recorded once for the run (instrument NULL); skips
+are recorded per instrument, and so are the evaluate/emit steps of a strategy that is
+not stacked, which gets one instrument's bars per call. A batched step that raises is
+recorded with its traceback and the run goes on instrument by instrument, so one bad
+instrument fails only itself (the run is then "partial").
 
 The service: the next fire time comes from the cron expression; a run still going when
 the next one is due makes that one skipped (counter ``skipped_overlap``). Fire times
@@ -102,22 +111,19 @@ class Scanner:
         recorder = lineage.RunRecorder(self.config.name, trigger, scheduled_us)
         start, end = self.window(now_us() if at_us is None else at_us)
         result = ScanResult(self.config.name, 0, "ok")
-        for instrument in self.config.instruments:
-            reason = self._skip_reason(recorder, instrument, stale, start, end)
-            if reason is not None:
-                if reason:
-                    recorder.skip(instrument, reason)
-                    result.skipped.append((instrument, reason))
-                else:
-                    result.failed.append((instrument, recorder.steps[-1].error or ""))
-                continue
-            try:
-                signals = self._scan_one(store, recorder, instrument, start, end)
-            except _StepFailed as error:
-                result.failed.append((instrument, str(error)))
-                continue
-            result.scanned.append(instrument)
-            result.signals.extend(signals)
+        reasons, errors = self._skip_reasons(recorder, stale, start, end)
+        to_scan = []
+        for instrument in dict.fromkeys(self.config.instruments):
+            reason = reasons[instrument]
+            if reason is None:
+                to_scan.append(instrument)
+            elif reason:
+                recorder.skip(instrument, reason)
+                result.skipped.append((instrument, reason))
+            else:
+                result.failed.append((instrument, errors.get(instrument, "")))
+        if to_scan:
+            self._scan_all(store, recorder, result, to_scan, start, end)
         recorder.signals = result.signals
         if result.failed:
             result.status = "partial" if result.scanned else "failed"
@@ -134,6 +140,43 @@ class Scanner:
         for signal in result.signals:
             signal["run_id"] = result.run_id
         return result
+
+    # --- coverage ---------------------------------------------------------------------
+
+    def _skip_reasons(
+        self,
+        recorder: lineage.RunRecorder,
+        stale: set[str] | frozenset[str],
+        start: int,
+        end: int,
+    ) -> tuple[dict[str, str | None], dict[str, str]]:
+        """Per instrument, why it is skipped (None: scan it; "": checking failed), and
+        the errors of the failed checks. All instruments' coverage in one check; if that
+        fails (recorded as a run step), instrument by instrument."""
+        instruments = list(dict.fromkeys(self.config.instruments))
+        checked = [name for name in instruments if name not in stale]
+        gaps: dict[str, list[tuple[int, int]]] | None = None
+        if checked:
+            try:
+                with recorder.step(
+                    None, "load_bars", f"coverage check of {_count(checked)} {_span(start, end)}"
+                ):
+                    gaps = self.engine.data.gaps_many(checked, start, end)
+            except Exception as error:
+                self._batch_failed("the coverage check", error)
+            else:
+                recorder.steps.pop()  # a passing check is part of load_bars below
+        reasons: dict[str, str | None] = {}
+        errors: dict[str, str] = {}
+        for instrument in instruments:
+            if instrument in stale or gaps is None:
+                reason = self._skip_reason(recorder, instrument, stale, start, end)
+                if reason == "":
+                    errors[instrument] = recorder.steps[-1].error or ""
+            else:
+                reason = self._gap_reason(instrument, gaps.get(instrument, []), start, end)
+            reasons[instrument] = reason
+        return reasons, errors
 
     def _skip_reason(
         self,
@@ -156,6 +199,12 @@ class Scanner:
             )
             return ""
         recorder.steps.pop()  # a passing check is part of load_bars below
+        return self._gap_reason(instrument, gaps, start, end)
+
+    def _gap_reason(
+        self, instrument: str, gaps: list[tuple[int, int]], start: int, end: int
+    ) -> str | None:
+        """The skip reason for the window's ``gaps`` (None: none left to skip for)."""
         if gaps and instrument not in self.engine.watchlist:
             # Not streamed, so nothing keeps it up to date: fetch what is missing first
             # (a live instrument's gap means its feed is down, and is skipped).
@@ -184,24 +233,208 @@ class Scanner:
             return None
         return self.engine.data.gaps(instrument, start, end)
 
-    def _scan_one(
-        self, store: Store, recorder: lineage.RunRecorder, instrument: str, start: int, end: int
+    # --- the batched steps ------------------------------------------------------------
+
+    def _scan_all(
+        self,
+        store: Store,
+        recorder: lineage.RunRecorder,
+        result: ScanResult,
+        instruments: list[str],
+        start: int,
+        end: int,
+    ) -> None:
+        """Load, compute and (for a stacked strategy) evaluate ``instruments`` at once;
+        instrument by instrument from the first batched step that fails."""
+        timeframe = self.config.timeframe
+        bars: pl.DataFrame | None = None
+        try:
+            with recorder.step(
+                None,
+                "load_bars",
+                f"{_count(instruments)} ({_names(instruments)}): {timeframe}"
+                f" x{self.config.bars} {_span(start, end)}",
+            ) as step:
+                bars = queries.bars_between_many(store, instruments, timeframe, start, end)
+                step.output_summary = _loaded(bars, instruments)
+        except Exception as error:
+            self._batch_failed("load_bars", error)
+        if bars is None:
+            self._scan_each(store, recorder, result, instruments, start, end, None, False)
+            return
+        if bars.is_empty():
+            result.scanned.extend(instruments)  # nothing to evaluate, as for one instrument
+            return
+        try:
+            specs = self._specs(recorder, None)
+        except Exception as error:  # the same for every instrument: they all fail
+            self._batch_failed("indicators", error)
+            message = f"indicators: {type(error).__name__}: {error}"
+            result.failed.extend((instrument, message) for instrument in instruments)
+            return
+        with_indicators = not specs
+        if specs:
+            try:
+                with recorder.step(None, "indicators", ", ".join(specs)) as step:
+                    bars = _add_indicators(bars, specs, over="instrument")
+                    step.output_summary = f"columns: {', '.join(bars.columns[8:])}"
+                with_indicators = True
+            except Exception as error:
+                self._batch_failed("indicators", error)
+        if with_indicators and self.strategy.stacked:
+            try:
+                signals = self._evaluate_stacked(recorder, bars, instruments, end)
+            except Exception as error:
+                self._batch_failed("evaluate", error)
+            else:
+                result.scanned.extend(instruments)
+                result.signals.extend(signals)
+                return
+        self._scan_each(store, recorder, result, instruments, start, end, bars, with_indicators)
+
+    def _evaluate_stacked(
+        self, recorder: lineage.RunRecorder, bars: pl.DataFrame, instruments: list[str], end: int
     ) -> list[dict[str, Any]]:
+        strategy = self.strategy
+        newest_ts = end - timeframe_minutes(self.config.timeframe) * US_PER_MINUTE
+        loaded = bars["instrument"].n_unique()
+        with recorder.step(
+            None,
+            "evaluate",
+            f"{strategy.name} on {_count(loaded)}, {bars.height} bars (stacked)",
+        ) as step:
+            frame = _check_signals(strategy.evaluate(bars))
+            if frame["instrument"].null_count():
+                raise ValueError("a stacked evaluate must fill in each signal's instrument")
+            strays = set(frame["instrument"].unique()) - set(instruments)
+            if strays:
+                raise ValueError(f"evaluate signalled instruments it was not given: {strays}")
+            fresh = frame.filter(pl.col("ts") == pl.lit(newest_ts).cast(pl.Datetime("us")))
+            step.output_summary = (
+                f"{frame.height} signal row{'s' if frame.height != 1 else ''},"
+                f" {fresh.height} on the newest bar {format_us(newest_ts)}"
+                f" ({_count(fresh['instrument'].n_unique())})"
+            )
+        if fresh.is_empty():
+            return []
+        with recorder.step(None, "emit", f"{fresh.height} signal(s)") as step:
+            order = {name: index for index, name in enumerate(instruments)}
+            signals = sorted(
+                self._signals(fresh, newest_ts), key=lambda signal: order[signal["instrument"]]
+            )
+            shown = [f"{signal['instrument']} {_side(signal)}" for signal in signals[:10]]
+            if len(signals) > 10:
+                shown.append(f"and {len(signals) - 10} more")
+            step.output_summary = ", ".join(shown)
+        return signals
+
+    def _specs(self, recorder: lineage.RunRecorder, instrument: str | None) -> list[str]:
+        """The strategy's indicator specs; if asking for them raises, that is recorded
+        as a failed indicators step (and raised)."""
+        try:
+            return self.strategy.indicators()
+        except Exception:
+            with recorder.step(instrument, "indicators", f"{self.strategy.name}.indicators()"):
+                raise
+
+    def _batch_failed(self, step: str, error: Exception) -> None:
+        log.error(
+            "%s: %s of all instruments at once failed (%s: %s); going on instrument by instrument",
+            self.config.name,
+            step,
+            type(error).__name__,
+            error,
+            exc_info=error,
+            extra={"source": service_name(self.config.name)},
+        )
+
+    def _signals(self, fresh: pl.DataFrame, newest_ts: int) -> list[dict[str, Any]]:
+        """Signal dicts of ``fresh`` (rows of SIGNAL_SCHEMA on the newest bar)."""
+        created = now_us()
+        return [
+            {
+                "scanner": self.config.name,
+                "instrument": row["instrument"],
+                "ts": format_us(newest_ts),
+                "ts_us": newest_ts,
+                "side": row["side"],
+                "strength": row["strength"],
+                "reason": row["reason"] or "",
+                "stop": row["stop"],
+                "target": row["target"],
+                "paper": self.config.paper,
+                "created_us": created,
+            }
+            for row in fresh.iter_rows(named=True)
+        ]
+
+    # --- instrument by instrument -----------------------------------------------------
+
+    def _scan_each(
+        self,
+        store: Store,
+        recorder: lineage.RunRecorder,
+        result: ScanResult,
+        instruments: list[str],
+        start: int,
+        end: int,
+        bars: pl.DataFrame | None,
+        with_indicators: bool,
+    ) -> None:
+        """Each instrument on its own (its bars taken from ``bars`` when loaded, else
+        read); one that fails fails alone."""
+        parts: dict[str, pl.DataFrame] = {}
+        if bars is not None:
+            parts = {
+                str(key[0]): part
+                for key, part in bars.partition_by(
+                    "instrument", as_dict=True, maintain_order=True
+                ).items()
+            }
+        for instrument in instruments:
+            own = None if bars is None else parts.get(instrument, bars.clear())
+            try:
+                signals = self._scan_one(
+                    store, recorder, instrument, start, end, own, with_indicators
+                )
+            except _StepFailed as error:
+                result.failed.append((instrument, str(error)))
+                continue
+            result.scanned.append(instrument)
+            result.signals.extend(signals)
+
+    def _scan_one(
+        self,
+        store: Store,
+        recorder: lineage.RunRecorder,
+        instrument: str,
+        start: int,
+        end: int,
+        bars: pl.DataFrame | None = None,
+        with_indicators: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One instrument's steps: load its bars (unless given), add the indicators
+        (unless ``with_indicators``), evaluate and emit."""
         strategy = self.strategy
         timeframe = self.config.timeframe
         try:
-            with recorder.step(
-                instrument, "load_bars", f"{timeframe} x{self.config.bars} {_span(start, end)}"
-            ) as step:
-                bars = queries.bars_between(store, instrument, timeframe, start, end)
-                bars = bars.select(pl.lit(instrument).alias("instrument"), pl.all())
-                newest = format_us(int(bars["ts"].max().timestamp() * 1e6)) if bars.height else "-"
-                step.output_summary = f"{bars.height} bars, newest {newest}"
-            if bars.is_empty():
-                recorder.steps[-1].output_summary = "no bars (the market was quiet or closed)"
-                return []
-            specs = strategy.indicators()
-            if specs:
+            if bars is None:
+                with recorder.step(
+                    instrument, "load_bars", f"{timeframe} x{self.config.bars} {_span(start, end)}"
+                ) as step:
+                    bars = queries.bars_between(store, instrument, timeframe, start, end)
+                    bars = bars.select(pl.lit(instrument).alias("instrument"), pl.all())
+                    newest = (
+                        format_us(int(bars["ts"].max().timestamp() * 1e6)) if bars.height else "-"
+                    )
+                    step.output_summary = f"{bars.height} bars, newest {newest}"
+                if bars.is_empty():
+                    recorder.steps[-1].output_summary = "no bars (the market was quiet or closed)"
+                    return []
+            elif bars.is_empty():
+                return []  # the run's load_bars step says it had none
+            specs = self._specs(recorder, instrument)
+            if specs and not with_indicators:
                 with recorder.step(instrument, "indicators", ", ".join(specs)) as step:
                     bars = _add_indicators(bars, specs)
                     step.output_summary = f"columns: {', '.join(bars.columns[8:])}"
@@ -221,28 +454,9 @@ class Scanner:
             if fresh.is_empty():
                 return []
             with recorder.step(instrument, "emit", f"{fresh.height} signal(s)") as step:
-                created = now_us()
-                signals = [
-                    {
-                        "scanner": self.config.name,
-                        "instrument": instrument,
-                        "ts": format_us(newest_ts),
-                        "ts_us": newest_ts,
-                        "side": row["side"],
-                        "strength": row["strength"],
-                        "reason": row["reason"] or "",
-                        "stop": row["stop"],
-                        "target": row["target"],
-                        "paper": self.config.paper,
-                        "created_us": created,
-                    }
-                    for row in fresh.iter_rows(named=True)
-                ]
-                step.output_summary = ", ".join(
-                    f"{signal['side']}"
-                    + (f" {signal['strength']:.2f}" if signal["strength"] is not None else "")
-                    for signal in signals
-                )
+                fresh = fresh.with_columns(pl.lit(instrument).alias("instrument"))
+                signals = self._signals(fresh, newest_ts)
+                step.output_summary = ", ".join(_side(signal) for signal in signals)
             return signals
         except Exception as error:
             log.error(
@@ -259,11 +473,40 @@ class Scanner:
             ) from None
 
 
+def _count(instruments: list[str] | int) -> str:
+    n = instruments if isinstance(instruments, int) else len(instruments)
+    return f"{n} instrument{'s' if n != 1 else ''}"
+
+
+def _names(instruments: list[str], shown: int = 3) -> str:
+    """The first few names, e.g. "SIM:A, SIM:B, SIM:C and 97 more"."""
+    names = ", ".join(instruments[:shown])
+    return names if len(instruments) <= shown else f"{names} and {len(instruments) - shown} more"
+
+
+def _loaded(bars: pl.DataFrame, instruments: list[str]) -> str:
+    """The run's load_bars output: how many bars of how many instruments, which had none."""
+    if bars.is_empty():
+        return f"{_count(instruments)}, no bars (the market was quiet or closed)"
+    newest = format_us(int(bars["ts"].max().timestamp() * 1e6))
+    summary = f"{_count(instruments)}, {bars.height} bars, newest {newest}"
+    present = set(bars["instrument"].unique())
+    without = [name for name in instruments if name not in present]
+    if without:
+        summary += f"; no bars for {_names(without)}"
+    return summary
+
+
+def _side(signal: dict[str, Any]) -> str:
+    strength = signal["strength"]
+    return signal["side"] + (f" {strength:.2f}" if strength is not None else "")
+
+
 def _span(start: int, end: int) -> str:
     return f"{format_us(start)} → {format_us(end)}"
 
 
-def _add_indicators(bars: pl.DataFrame, specs: list[str]) -> pl.DataFrame:
+def _add_indicators(bars: pl.DataFrame, specs: list[str], over: str | None = None) -> pl.DataFrame:
     try:
         from sptrader import indicators
     except ModuleNotFoundError as error:
@@ -272,7 +515,7 @@ def _add_indicators(bars: pl.DataFrame, specs: list[str]) -> pl.DataFrame:
         raise SptraderError(
             f"the strategy asks for indicators {specs} but sptrader.indicators is not available"
         ) from None
-    return indicators.add_indicators(bars, specs)
+    return indicators.add_indicators(bars, specs, over=over)
 
 
 def _check_signals(frame: pl.DataFrame) -> pl.DataFrame:

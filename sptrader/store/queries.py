@@ -11,6 +11,11 @@ Rolled-up buckets are multiples of the timeframe's width since the Unix epoch, i
 (time_bucket with an explicit epoch origin: DuckDB's default origin, Monday 2000-01-03,
 shifts widths that do not divide 10,959 days, such as 2d, 7d or 7m) and in Python
 (_bucket_start), so a bar's bounds agree everywhere, the chart's live bucket included.
+A rolled-up volume is summed in time order (``sum(volume ORDER BY ts)``): a plain float
+sum adds the partial sums of parallel threads in any order, so the same bar could come
+out a few ulps different from one read to the next, or between ``bars_between`` and
+``bars_between_many``; ordered, it is always the same (about +3 ms on a 30-day 1h
+rollup).
 """
 
 from __future__ import annotations
@@ -39,12 +44,37 @@ SELECT time_bucket(to_minutes($minutes), ts, TIMESTAMP '1970-01-01') AS ts,
        max(high) AS high,
        min(low) AS low,
        arg_max(close, ts) AS close,
-       sum(volume) AS volume,
+       sum(volume ORDER BY ts) AS volume,
        sum(trades)::BIGINT AS trades
 FROM bars_1m
 WHERE instrument = $instrument AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
 GROUP BY 1
 ORDER BY 1
+"""
+
+# The same, for several instruments at once (stacked, sorted by instrument, ts).
+_ONE_MINUTE_MANY_SQL = """
+SELECT instrument, ts, open, high, low, close, volume, trades
+FROM bars_1m
+WHERE instrument IN (SELECT unnest($instruments))
+  AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
+ORDER BY instrument, ts
+"""
+
+_ROLLUP_MANY_SQL = """
+SELECT instrument,
+       time_bucket(to_minutes($minutes), ts, TIMESTAMP '1970-01-01') AS ts,
+       arg_min(open, ts) AS open,
+       max(high) AS high,
+       min(low) AS low,
+       arg_max(close, ts) AS close,
+       sum(volume ORDER BY ts) AS volume,
+       sum(trades)::BIGINT AS trades
+FROM bars_1m
+WHERE instrument IN (SELECT unnest($instruments))
+  AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
+GROUP BY 1, 2
+ORDER BY 1, 2
 """
 
 _FAR_FUTURE_US = 253_402_300_799_000_000  # 9999-12-31
@@ -75,6 +105,38 @@ def bars_between(
         frame = frame.filter(pl.col("ts") < pl.lit(end).cast(pl.Datetime("us")))
     if frame.is_empty():
         return empty_bars()
+    return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")))
+
+
+def bars_between_many(
+    store: Store,
+    instruments: list[str],
+    timeframe: str,
+    start_us: int | None,
+    end_us: int | None,
+) -> pl.DataFrame:
+    """:func:`bars_between` of several instruments in one query: the bars stacked, with
+    an ``instrument`` column first, sorted by instrument, ts (an instrument with no
+    bars has no rows). Each instrument's rows are exactly its ``bars_between``."""
+    minutes = timeframe_minutes(timeframe)
+    if not instruments:
+        return empty_bars_many()
+    start = 0 if start_us is None else _bucket_start(start_us, minutes)
+    end = _FAR_FUTURE_US if end_us is None else end_us
+    names = list(dict.fromkeys(instruments))
+    if minutes == 1:
+        params = {"instruments": names, "start": start, "end": end}
+        frame = store.cursor().sql(_ONE_MINUTE_MANY_SQL, params=params).pl()
+    else:
+        # As bars_between: whole buckets up to the one holding `end`, then those that
+        # open before it.
+        width = minutes * US_PER_MINUTE
+        rows_end = min(_FAR_FUTURE_US, -(-end // width) * width)
+        params = {"instruments": names, "start": start, "end": rows_end, "minutes": minutes}
+        frame = store.cursor().sql(_ROLLUP_MANY_SQL, params=params).pl()
+        frame = frame.filter(pl.col("ts") < pl.lit(end).cast(pl.Datetime("us")))
+    if frame.is_empty():
+        return empty_bars_many()
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")))
 
 
@@ -218,3 +280,8 @@ def empty_bars() -> pl.DataFrame:
     return pl.DataFrame(
         schema={name: kind for name, kind in BAR_SCHEMA.items() if name != "instrument"}
     )
+
+
+def empty_bars_many() -> pl.DataFrame:
+    """No bars, with the ``instrument`` column of :func:`bars_between_many`."""
+    return pl.DataFrame(schema=BAR_SCHEMA)

@@ -4,6 +4,18 @@ A strategy is a class with typed parameters (a msgspec Struct with defaults, val
 when the config is loaded) and one vectorised method, ``evaluate``, from a bars frame
 (one instrument's closed bars, oldest first, with the indicator columns it asked for)
 to a frame of signals. The same code serves scanners, paper trading and backtests.
+
+Stacked evaluation: a strategy whose class sets ``stacked = True`` promises that
+``evaluate`` also handles a frame of several instruments stacked (sorted by
+``instrument, ts``) and returns, for each instrument, exactly the signals a call on that
+instrument's bars alone returns, each row with its ``instrument`` filled in. That holds
+when every window op (``shift``, ``diff``, ``rolling_*``, ``cum_*``, ``ewm_*``,
+``int_range(pl.len())``, ...) runs per instrument with ``.over("instrument")``, e.g.
+``pl.col("close").shift(1).over("instrument")``; elementwise ops need nothing. A scanner
+then evaluates all its instruments in one call (much faster than one call each). The
+default is False: ``evaluate`` gets one instrument at a time, as written above. If a
+stacked call raises, the scanner records the error and evaluates instrument by
+instrument, so one bad instrument fails only itself.
 """
 
 from __future__ import annotations
@@ -41,6 +53,10 @@ class Strategy(ABC):
     name: ClassVar[str] = ""
     #: Typed parameters with defaults; unknown or mistyped ones are config errors.
     Params: ClassVar[type[msgspec.Struct]] = NoParams
+    #: True when ``evaluate`` handles several instruments stacked (sorted by instrument,
+    #: ts) because its window ops use ``.over("instrument")`` (see the module doc);
+    #: False (the default): it is called with one instrument's bars at a time.
+    stacked: ClassVar[bool] = False
 
     def __init__(self, params: msgspec.Struct | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -63,4 +79,5 @@ class Strategy(ABC):
         """Signals (SIGNAL_SCHEMA) for one instrument's bars: columns ``instrument, ts,
         open, high, low, close, volume, trades`` plus the indicator columns, oldest
         first, closed bars only. One row per bar that signals; vectorised, no loop per
-        bar."""
+        bar. With ``stacked = True``: the bars of several instruments, sorted by
+        instrument, ts, and the signals of all of them (``instrument`` filled in)."""

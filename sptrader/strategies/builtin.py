@@ -4,6 +4,11 @@ per bar. A signal is on a closed bar; its ``ts`` is that bar's open time.
 
 Strength is 0..1 and says how far past the trigger the bar went, so a scanner can rank
 signals; its scale is described per strategy.
+
+All of them are ``stacked``: every window op (shift, rolling sums, row numbers) runs
+``.over("instrument")``, so one call evaluates a frame of many instruments stacked
+(sorted by instrument, ts) and gives, per instrument, exactly what a call on that
+instrument's bars alone gives.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from sptrader.strategies.registry import register
 
 class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
+
+
+def _each(expr: pl.Expr) -> pl.Expr:
+    """``expr`` computed within each instrument's rows (a window op must never reach
+    into the instrument stacked before it)."""
+    return expr.over("instrument")
 
 
 def _signals(bars: pl.DataFrame, rows: list[tuple[pl.Expr, str, pl.Expr, pl.Expr]]) -> pl.DataFrame:
@@ -48,20 +59,29 @@ def _signals(bars: pl.DataFrame, rows: list[tuple[pl.Expr, str, pl.Expr, pl.Expr
         )
     if not parts:
         return empty_signals()
-    return pl.concat(parts).cast(SIGNAL_SCHEMA).sort("ts")
+    return _in_order(pl.concat(parts).cast(SIGNAL_SCHEMA))
+
+
+def _in_order(signals: pl.DataFrame) -> pl.DataFrame:
+    return signals.sort("instrument", "ts", maintain_order=True)
+
+
+def _prev(value: pl.Expr) -> pl.Expr:
+    """The value on the instrument's bar before (null on its first bar)."""
+    return _each(value.shift(1))
 
 
 def _previous(value: pl.Expr | float) -> pl.Expr | float:
     # A level (a number) is the same on the bar before; shifting a literal gives null.
-    return value.shift(1) if isinstance(value, pl.Expr) else value
+    return _prev(value) if isinstance(value, pl.Expr) else value
 
 
 def _crossed_above(a: pl.Expr, b: pl.Expr | float) -> pl.Expr:
-    return (a > b) & (a.shift(1) <= _previous(b))
+    return (a > b) & (_prev(a) <= _previous(b))
 
 
 def _crossed_below(a: pl.Expr, b: pl.Expr | float) -> pl.Expr:
-    return (a < b) & (a.shift(1) >= _previous(b))
+    return (a < b) & (_prev(a) >= _previous(b))
 
 
 @register
@@ -71,6 +91,7 @@ class SmaCross(Strategy):
     averages as a share of 1% of the price."""
 
     name = "sma_cross"
+    stacked = True
 
     class Params(_Params):
         fast: int = 10
@@ -106,6 +127,7 @@ class RsiReversion(Strategy):
     how deep the RSI had gone past the level on the previous bar, over 20 points."""
 
     name = "rsi_reversion"
+    stacked = True
 
     class Params(_Params):
         period: int = 14
@@ -128,9 +150,9 @@ class RsiReversion(Strategy):
             (
                 _crossed_above(rsi, low),
                 "buy",
-                (low - rsi.shift(1)) / 20 + 0.5,
+                (low - _prev(rsi)) / 20 + 0.5,
                 pl.format(
-                    "RSI({}) back above {} from {}", pl.lit(p.period), low, rsi.shift(1).round(1)
+                    "RSI({}) back above {} from {}", pl.lit(p.period), low, _prev(rsi).round(1)
                 ),
             ),
             (
@@ -145,12 +167,12 @@ class RsiReversion(Strategy):
                 (
                     _crossed_below(rsi, high),
                     "sell",
-                    (rsi.shift(1) - high) / 20 + 0.5,
+                    (_prev(rsi) - high) / 20 + 0.5,
                     pl.format(
                         "RSI({}) back below {} from {}",
                         pl.lit(p.period),
                         high,
-                        rsi.shift(1).round(1),
+                        _prev(rsi).round(1),
                     ),
                 ),
                 (
@@ -171,6 +193,7 @@ class Breakout(Strategy):
     below the lowest low. Strength: how far past the channel, in ATRs."""
 
     name = "breakout"
+    stacked = True
 
     class Params(_Params):
         period: int = 20
@@ -187,8 +210,8 @@ class Breakout(Strategy):
 
     def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
         p = self.params
-        upper = pl.col(f"donchian{p.period}_upper").shift(1)
-        lower = pl.col(f"donchian{p.period}_lower").shift(1)
+        upper = _prev(pl.col(f"donchian{p.period}_upper"))
+        lower = _prev(pl.col(f"donchian{p.period}_lower"))
         atr = pl.col(f"atr{p.atr}")
         close = pl.col("close")
         risk = atr * p.stop_atr
@@ -229,7 +252,7 @@ class Breakout(Strategy):
                     ],
                 )
             )
-        return pl.concat(signals).sort("ts")
+        return _in_order(pl.concat(signals))
 
 
 @register
@@ -241,6 +264,7 @@ class Channel(Strategy):
     of their residuals. Strength: how far inside the close came back, over the width."""
 
     name = "channel"
+    stacked = True
 
     class Params(_Params):
         period: int = 20
@@ -257,11 +281,11 @@ class Channel(Strategy):
         p = self.params
         if p.kind == "donchian":
             bars = bars.with_columns(
-                pl.col(f"donchian{p.period}_upper").shift(1).alias("_upper"),
-                pl.col(f"donchian{p.period}_lower").shift(1).alias("_lower"),
+                _prev(pl.col(f"donchian{p.period}_upper")).alias("_upper"),
+                _prev(pl.col(f"donchian{p.period}_lower")).alias("_lower"),
             )
         else:
-            bars = bars.with_columns(_regression_channel(p.period, p.deviations))
+            bars = _regression_channel(bars, p.period, p.deviations)
         upper, lower = pl.col("_upper"), pl.col("_lower")
         width = upper - lower
         return _signals(
@@ -287,17 +311,24 @@ class Channel(Strategy):
         )
 
 
-def _regression_channel(period: int, deviations: float) -> list[pl.Expr]:
-    """The least-squares line through the ``period`` closes before each bar, at that
-    bar, ± ``deviations`` residual standard deviations; from rolling sums (vectorised)."""
+def _regression_channel(bars: pl.DataFrame, period: int, deviations: float) -> pl.DataFrame:
+    """``bars`` with ``_upper``/``_lower``: the least-squares line through the ``period``
+    closes before each bar, at that bar, ± ``deviations`` residual standard deviations;
+    from rolling sums (vectorised; x counts each instrument's bars from 0)."""
     n = float(period)
-    x = pl.int_range(pl.len()).cast(pl.Float64)
-    y = pl.col("close").shift(1)
-    xs = (x - 1).rolling_sum(period)
-    ys = y.rolling_sum(period)
-    xy = ((x - 1) * y).rolling_sum(period)
-    xx = ((x - 1) ** 2).rolling_sum(period)
-    yy = (y**2).rolling_sum(period)
+    bars = bars.with_columns(
+        _each(pl.int_range(pl.len())).cast(pl.Float64).alias("_x"),
+        _prev(pl.col("close")).alias("_y"),
+    )
+    x, y = pl.col("_x"), pl.col("_y")
+    bars = bars.with_columns(
+        _each((x - 1).rolling_sum(period)).alias("_xs"),
+        _each(y.rolling_sum(period)).alias("_ys"),
+        _each(((x - 1) * y).rolling_sum(period)).alias("_xy"),
+        _each(((x - 1) ** 2).rolling_sum(period)).alias("_xx"),
+        _each((y**2).rolling_sum(period)).alias("_yy"),
+    )
+    xs, ys, xy, xx, yy = (pl.col(name) for name in ("_xs", "_ys", "_xy", "_xx", "_yy"))
     slope = (n * xy - xs * ys) / (n * xx - xs**2)
     intercept = (ys - slope * xs) / n
     sse = (
@@ -310,7 +341,7 @@ def _regression_channel(period: int, deviations: float) -> list[pl.Expr]:
     )
     spread = (sse.clip(lower_bound=0) / n).sqrt() * deviations
     line = intercept + slope * x
-    return [(line + spread).alias("_upper"), (line - spread).alias("_lower")]
+    return bars.with_columns((line + spread).alias("_upper"), (line - spread).alias("_lower"))
 
 
 @register
@@ -320,6 +351,7 @@ class Dca(Strategy):
     units, capped) when the close is below its SMA(``ma``) by at least ``dip_pct`` %."""
 
     name = "dca"
+    stacked = True
 
     class Params(_Params):
         every: str = "1d"
@@ -336,7 +368,7 @@ class Dca(Strategy):
         p = self.params
         width = timeframe_minutes(p.every) * US_PER_MINUTE
         bucket = pl.col("ts").dt.epoch("us") // width
-        first_of_period = (bucket != bucket.shift(1)).fill_null(True)
+        first_of_period = (bucket != _prev(bucket)).fill_null(True)
         sma = pl.col(f"sma{p.ma}")
         below = (sma - pl.col("close")) / sma * 100
         dip = below >= max(p.dip_pct, 1e-12)
