@@ -8,11 +8,48 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sptrader.models import Bar
+from sptrader.models import US_PER_MINUTE, Bar
 
 _render_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class SignalMark:
+    """A scanner's signal marked on the chart at its bar (``ts_us``: the bar's open time
+    in the scanner's ``timeframe``, None when the scanner is no longer configured)."""
+
+    instrument: str
+    ts_us: int
+    side: str  # buy, sell or exit
+    scanner: str
+    reason: str = ""
+    stop: float | None = None
+    target: float | None = None
+    timeframe: str | None = None
+
+
+# How each side is marked: glyph, colour, and whether it sits below the low (else above
+# the high).
+SIGNAL_GLYPHS: dict[str, tuple[str, str, bool]] = {
+    "buy": ("▲", "green", True),
+    "sell": ("▼", "red", False),
+    "exit": ("◆", "yellow", False),
+}
+
+
+def signal_position(bars: Sequence[Bar], ts_us: int, minutes: int) -> int | None:
+    """The index of the bar of ``bars`` (``minutes`` wide, in time order) whose span holds
+    ``ts_us``; None when no shown bar does."""
+    width = minutes * US_PER_MINUTE
+    for index in range(len(bars) - 1, -1, -1):
+        start = bars[index].ts_us
+        if start <= ts_us:
+            return index if ts_us < start + width else None
+    return None
+
 
 # Chart overlays, in toggle order: name -> (indicator specs, legend label of each column).
 # "ma" and "bb" are drawn over the candles; "rsi" and "macd" each get a panel of their
@@ -90,6 +127,40 @@ def _labels(bars: Sequence[Bar], positions: list[int], minutes: int) -> list[str
     return [datetime.fromtimestamp(bars[i].ts_us / 1e6, tz=UTC).strftime(form) for i in positions]
 
 
+def _mark_signal(plotext, candles, bars: Sequence[Bar], mark: SignalMark, index: int, rows: int):
+    """The signal's glyph below the low (buy) or above the high of bar ``index``, and
+    short dashed, labelled lines at its stop and target from that bar on."""
+    levels = [level for level in (mark.stop, mark.target) if level is not None]
+    top = max([bar.high for bar in bars] + levels)
+    bottom = min([bar.low for bar in bars] + levels)
+    # About one text row of the price panel, so the glyph clears the candle's wick.
+    offset = (top - bottom) / max(4, rows - 3) or abs(bars[index].close) * 1e-4 or 1.0
+    glyph, colour, below = SIGNAL_GLYPHS.get(mark.side, ("✕", "magenta", False))
+    bar = bars[index]
+    price = bar.low - offset if below else bar.high + offset
+    candles.draw(
+        candles.signal([index], [price], marker=plotext.marker(glyph, plotext.pixel(colour)))
+    )
+    last = len(bars) - 1
+    span = max(3, len(bars) // 12)
+    start, end = max(0, index - 1), min(last, index + span)
+    for name, level, tint in (("stop", mark.stop, "red"), ("target", mark.target, "green")):
+        if level is None:
+            continue
+        xs = list(range(start, end + 1))
+        dashes = candles.signal(
+            xs, [level] * len(xs), marker=plotext.marker("╌", plotext.pixel(tint))
+        )
+        dashes.lines(True)
+        candles.draw(dashes)
+        label = plotext.colorize(f" {name} {level:g} ", plotext.pixel(tint))
+        # The label after the dashes, or before them when the bar is near the right edge.
+        if end + 1 + len(bars) // 6 <= last:
+            candles.draw(candles.text(end + 1, level, label, alignment="left"))
+        else:
+            candles.draw(candles.text(max(0, start - 1), level, label, alignment="right"))
+
+
 def render_candles(
     bars: Sequence[Bar],
     width: int,
@@ -97,13 +168,15 @@ def render_candles(
     minutes: int,
     overlays: Sequence[str] = (),
     lead: Sequence[Bar] = (),
+    signal: SignalMark | None = None,
 ) -> str:
     """Candles on top, volume bars underneath, x labelled with bar open times (UTC).
 
     ``overlays`` (names of :data:`OVERLAYS`): moving averages and Bollinger bands are
     drawn over the candles; RSI (with 30/70 guides) and MACD (line, signal, histogram)
     each get a panel between the candles and the volume. ``lead``: bars before the
-    window, read for the indicators' warm-up (not drawn)."""
+    window, read for the indicators' warm-up (not drawn). ``signal``: marked at its bar
+    (see :data:`SIGNAL_GLYPHS`) when that bar is shown."""
     import plotext  # about 65 ms to import: not on the way to the first paint
 
     series = overlay_series(bars, overlays, lead)
@@ -164,6 +237,9 @@ def render_candles(
                     _line(candles, series[column], label)
         if any(name in overlays for name in PRICE_OVERLAYS):
             candles.legend(True)
+        index = None if signal is None else signal_position(bars, signal.ts_us, minutes)
+        if signal is not None and index is not None:
+            _mark_signal(plotext, candles, bars, signal, index, max(4, price_height))
         last = max(1, len(bars) - 1)
         if "rsi" in lower_panels:
             panel = lower_panels["rsi"]

@@ -1,6 +1,6 @@
 """Chart overlays: the series drawn equal add_indicators' columns (warm-up from the lead
 bars), render_candles draws them with their legend labels, and the chart's toggle keys
-switch them on and off and re-render."""
+switch them on and off and re-render. A signal's marker is drawn at its bar."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from rich.text import Text
 from test_app_data import WINDOW, running, wait_for
 
 from sptrader.app import SptraderApp
-from sptrader.charting import overlay_series, render_candles
+from sptrader.charting import SignalMark, overlay_series, render_candles, signal_position
 from sptrader.indicators import add_indicators
 from sptrader.models import Bar
 from sptrader.screens import ChartPane
@@ -80,6 +81,50 @@ def test_render_candles_draws_the_overlays_with_legends() -> None:
     assert "┌" in render_candles(bars[-40:], 60, 16, 1, ["rsi", "macd"], bars[:-40])
 
 
+def test_signal_position_finds_the_bar_holding_the_time() -> None:
+    bars = make_bars(10)
+    assert signal_position(bars, bars[4].ts_us, 1) == 4
+    assert signal_position(bars, bars[4].ts_us + 59_000_000, 1) == 4
+    assert signal_position(bars, bars[0].ts_us - 1, 1) is None
+    assert signal_position(bars, bars[-1].ts_us + 60_000_000, 1) is None
+    # A 5m bar holds the 1m signal times inside it; a hole in the bars holds none.
+    five = [bar for bar in make_bars(60) if bar.ts_us % 300_000_000 == 0]
+    assert signal_position(five, 7 * 60_000_000, 5) == 1
+    assert signal_position([bars[0], bars[5]], bars[3].ts_us, 1) is None
+    assert signal_position([], 0, 1) is None
+
+
+@pytest.mark.parametrize(
+    ("side", "glyph", "colour"), [("buy", "▲", 2), ("sell", "▼", 1), ("exit", "◆", 11)]
+)
+def test_render_candles_marks_a_signal_at_its_bar(side: str, glyph: str, colour: int) -> None:
+    bars = make_bars(80)
+    bar = bars[50]
+    stop = bar.low - 1
+    mark = SignalMark("SIM:X", bar.ts_us, side, "cross", "why", stop=stop, target=None)
+    text = render_candles(bars, 140, 40, 1, ["ma"], [], mark)
+    assert text.count(glyph) == 1
+    # Drawn in its colour (green, red, yellow).
+    before = text[: text.index(glyph)]
+    assert before[before.rindex("\x1b[") :].startswith(f"\x1b[38;5;{colour}m")
+    assert f"stop {stop:g}" in text and "target" not in text
+    # Below the bar's low for a buy, above its high otherwise: the glyph's row against
+    # the rows of the candles drawn in its column.
+    lines = Text.from_ansi(text).plain.splitlines()
+    row = next(index for index, line in enumerate(lines) if glyph in line)
+    column = lines[row].index(glyph)
+    candle = [
+        index
+        for index, line in enumerate(lines[: row + 12])
+        if index > row - 12 and line[column : column + 1] in ("│", "█")
+    ]
+    assert candle
+    assert row > max(candle) if side == "buy" else row < min(candle)
+    # Not drawn when its bar is not shown.
+    outside = SignalMark("SIM:X", bars[-1].ts_us + 3_600_000_000, side, "cross")
+    assert glyph not in render_candles(bars, 140, 40, 1, [], [], outside)
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> SptraderApp:
     from test_app_data import app_settings
@@ -97,7 +142,7 @@ async def test_toggle_keys_switch_overlays_and_rerender(app: SptraderApp) -> Non
         await wait_for(pilot, lambda: chart.renders > 0, what="a first render")
         for key, name, label in (
             ("m", "ma", "EMA20 SMA50"),
-            ("b", "bb", "BB20"),
+            ("B", "bb", "BB20"),
             ("i", "rsi", "RSI14"),
             ("M", "macd", "MACD"),
         ):
@@ -115,6 +160,6 @@ async def test_toggle_keys_switch_overlays_and_rerender(app: SptraderApp) -> Non
         assert chart.overlays == ["ma", "bb", "rsi"]
         assert "MACD" not in chart.title_text()
         await wait_for(pilot, lambda: chart.renders > renders, what="a render without MACD")
-        await pilot.press("m", "b", "i")
+        await pilot.press("m", "B", "i")
         assert chart.overlays == []
         assert "[" not in chart.title_text()

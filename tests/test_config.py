@@ -322,3 +322,23 @@ def test_checked_in_example_config_parses() -> None:
     config = load_config(REPO_CONFIG)
     assert config.watchlist
     assert config.chart.default_timeframe in config.chart.timeframes
+
+
+@pytest.mark.skipif(
+    not REPO_CONFIG.exists(), reason="the example config.toml is not checked in yet"
+)
+def test_example_config_documents_every_binding_id() -> None:
+    text = REPO_CONFIG.read_text("utf-8")
+    keymap = text[text.index("[keymap]") : text.index("\n[", text.index("[keymap]") + 1)]
+    first, *_, last = TIMEFRAMES
+    assert f"timeframe-{first} ... timeframe-{last}" in keymap
+    for binding_id in config_module.BINDING_IDS:
+        if not binding_id.startswith("timeframe-"):
+            assert binding_id in keymap, f"config.toml's [keymap] does not list {binding_id}"
+
+
+def test_strategies_screen_keys_are_remappable(tmp_path: Path) -> None:
+    for binding_id in ("strategies-run", "strategies-pause", "strategies-close"):
+        assert binding_id in config_module.BINDING_IDS
+    config = load_config(write(tmp_path / "c.toml", '[keymap]\n"strategies-run" = "x"\n'))
+    assert config.keymap == {"strategies-run": "x"}

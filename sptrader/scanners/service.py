@@ -645,6 +645,8 @@ class ScannerService(Service):
 
     async def _scheduled_run(self, trigger: str, scheduled_us: int) -> ScanResult | None:
         try:
+            # Fired on the minute: the bar that just closed is still on its way to the store.
+            await self.engine.settle_bars()
             return await self.run_now(trigger, scheduled_us)
         except asyncio.CancelledError:
             raise
@@ -660,6 +662,7 @@ class ScannerService(Service):
         """Run a scan now (waiting for one in progress: runs never overlap)."""
         async with self._lock:
             scanner = self.scanner or await self.load()
+            await self.engine.settle_bars(wait=False)  # live coverage up to the last minute
             stale = {name for name in self.config.instruments if self.engine.is_stale(name)}
             result = await run_in_thread(scanner.scan, trigger, scheduled_us, stale)
             await self._emit(result)

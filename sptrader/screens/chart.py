@@ -19,13 +19,23 @@ Overlays (keys ``m`` ``b`` ``i`` ``M`` with the chart focused): EMA20 + SMA50 an
 Bollinger(20, 2) over the candles, RSI(14) (30/70 guides) and MACD(12, 26, 9) each in a
 panel between the candles and the volume (the volume panel gives way in a small pane).
 They are computed in the render thread over the shown bars plus ``lead`` bars read
-before the window for the warm-up; the title lists the active ones.
+before the window for the warm-up; the title lists the active ones. The overlays and the
+timeframe chosen are announced (``ViewChanged``) for the app to keep across restarts.
+
+A signal chosen on the Strategies screen (``show_signal``) switches to its instrument
+and its scanner's timeframe, places the window so that its bar sits about three quarters
+across (live if it is among the newest bars) and marks the bar: ▲ below a buy, ▼ above a
+sell, ◆ above an exit, with its stop and target as short dashed lines. The status line
+says what is marked; the mark scrolls with the chart and stays until another instrument
+is shown or ``escape`` clears it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from rich.text import Text
@@ -33,9 +43,16 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import Button, Label, Static
 
-from sptrader.charting import OVERLAYS, overlay_lookback, render_candles
+from sptrader.charting import (
+    OVERLAYS,
+    SignalMark,
+    overlay_lookback,
+    render_candles,
+    signal_position,
+)
 from sptrader.client import EngineClient
 from sptrader.clock import now_us
 from sptrader.formatting import decimals_of
@@ -92,15 +109,31 @@ class ChartPane(Vertical, can_focus=True):
         Binding("home", "oldest", "Oldest", id="chart-oldest"),
         Binding("end", "live", "Live", id="chart-live"),
         Binding("m", "overlay('ma')", "MAs", id="chart-ma"),
-        Binding("b", "overlay('bb')", "Bands", id="chart-bands"),
+        Binding("B", "overlay('bb')", "Bands", id="chart-bands"),
         Binding("i", "overlay('rsi')", "RSI", id="chart-rsi"),
         Binding("M", "overlay('macd')", "MACD", id="chart-macd"),
+        Binding(
+            "escape", "clear_signal", "Clear signal", key_display="esc", id="chart-clear-signal"
+        ),
     ]
 
     OVERLAY_NAMES = {"ma": "EMA20 SMA50", "bb": "BB20", "rsi": "RSI14", "macd": "MACD"}
 
+    @dataclass
+    class ViewChanged(Message):
+        """The user changed the overlays or the timeframe (the app keeps them)."""
+
+        overlays: list[str]
+        timeframe: str
+
     def __init__(
-        self, client: EngineClient, timeframes: list[str], timeframe: str, bars: int, **kwargs
+        self,
+        client: EngineClient,
+        timeframes: list[str],
+        timeframe: str,
+        bars: int,
+        overlays: Sequence[str] = (),
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.client = client
@@ -115,7 +148,11 @@ class ChartPane(Vertical, can_focus=True):
         # Bars just before the window, for the overlays' warm-up (not drawn).
         self.lead: list[Bar] = []
         self.lead_wanted = 0  # the lead the last load asked for
-        self.overlays: list[str] = []
+        self.overlays: list[str] = [name for name in OVERLAYS if name in overlays]
+        # The signal marked (see show_signal), and the open time of the bar it was drawn
+        # at in the last render (None: not drawn, its bar is not in the window).
+        self.signal: SignalMark | None = None
+        self.signal_drawn_at: int | None = None
         self.current_minutes: dict[int, Bar] = {}
         self.bucket_start = 0
         self.loaded_key: tuple[str, str] | None = None
@@ -158,20 +195,67 @@ class ChartPane(Vertical, can_focus=True):
             self.instrument = instrument
             self.history_end = None
             self.live_close = None
+            if self.signal is not None:
+                self.signal = None  # it was another instrument's
+                self.refresh_bindings()
             self.reload()
+
+    def show_signal(self, signal: SignalMark) -> None:
+        """Chart the signal's instrument, in its scanner's timeframe when the chart has
+        it, with the window placed so that its bar is shown, and mark that bar."""
+        if signal.instrument != self.instrument:
+            self.instrument = signal.instrument
+            self.live_close = None
+        if signal.timeframe in self.timeframes and signal.timeframe != self.timeframe:
+            self._set_timeframe(signal.timeframe)
+        self.signal = signal
+        self.refresh_bindings()  # escape now clears it
+        self.history_end = self._end_showing(signal.ts_us)
+        self._dirty = True
+        self.reload()
+
+    def _end_showing(self, ts_us: int) -> int | None:
+        """The window that shows the bar holding ``ts_us``: live when that bar is among
+        the newest bars (not at the very left edge), else the window with the bar about
+        three quarters across."""
+        width = self._bar_width()
+        bar_start = ts_us - ts_us % width
+        live_end = self._live_end()
+        if bar_start >= live_end - (self.window - self.window // 8) * width:
+            return None
+        end = bar_start + (self.window - (3 * self.window) // 4) * width
+        return None if end >= live_end else end
+
+    def action_clear_signal(self) -> None:
+        if self.signal is not None:
+            self.signal = None
+            self.refresh_bindings()
+            self._dirty = True
+            self._update_title()
+            self.render_if_due()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``escape`` clears a marked signal (and is left to others when none is)."""
+        return action != "clear_signal" or self.signal is not None
 
     def show_timeframe(self, timeframe: str) -> None:
         if timeframe not in self.timeframes or timeframe == self.timeframe:
             return
+        self._set_timeframe(timeframe)
+        self.reload()
+
+    def _set_timeframe(self, timeframe: str) -> None:
+        """Switch to ``timeframe`` (keeping a historical window at the same moment)
+        without reading the bars."""
         self.timeframe = timeframe
         for button in self.query(".tf-button"):
             button.set_class(button.id == f"tf-{timeframe}", "-current")
+        self.post_message(self.ViewChanged(list(self.overlays), timeframe))
         if self.history_end is not None:
             # Stay at the same moment, on the new timeframe's bar boundaries.
             width = self._bar_width()
             end = -(-self.history_end // width) * width
             self.history_end = None if end >= self._live_end() else end
-        self.reload()
 
     @on(Button.Pressed, ".tf-button")
     def _timeframe_clicked(self, event: Button.Pressed) -> None:
@@ -227,6 +311,7 @@ class ChartPane(Vertical, can_focus=True):
             self.overlays.remove(name)
         else:
             self.overlays = [other for other in OVERLAYS if other in {*self.overlays, name}]
+        self.post_message(self.ViewChanged(list(self.overlays), self.timeframe))
         self._dirty = True
         self._update_title()
         if overlay_lookback(self.overlays) > self.lead_wanted:
@@ -467,9 +552,24 @@ class ChartPane(Vertical, can_focus=True):
             title += "  [" + ", ".join(self.OVERLAY_NAMES[name] for name in self.overlays) + "]"
         return title
 
+    def signal_text(self) -> str:
+        """What is marked: side, scanner, bar time, reason, stop and target."""
+        signal = self.signal
+        if signal is None:
+            return ""
+        when = _format_time(signal.ts_us, timeframe_minutes(signal.timeframe or self.timeframe))
+        text = f"signal: {signal.side.upper()} {signal.scanner} {when}"
+        if signal.reason:
+            text += f" — {signal.reason}"
+        for name, level in (("stop", signal.stop), ("target", signal.target)):
+            if level is not None:
+                text += f", {name} {level:,.{self._decimals}f}"
+        return text + " (esc clears)"
+
     def status_text(self) -> str:
-        """The historical window shown, and whether history is being fetched."""
-        parts = []
+        """The signal marked, the historical window shown, and whether history is being
+        fetched."""
+        parts = [self.signal_text()] if self.signal is not None else []
         if self.history_end is not None:
             minutes = timeframe_minutes(self.timeframe)
             start, end = self.view_range()
@@ -488,6 +588,7 @@ class ChartPane(Vertical, can_focus=True):
         status.update(self.status_text())
         status.set_class(self.history_end is not None, "-history")
         status.set_class(self.loading_history, "-loading")
+        status.set_class(self.signal is not None, "-signal")
 
     def render_if_due(self) -> None:
         """Called at the chart refresh rate: redraw only if something changed."""
@@ -509,6 +610,7 @@ class ChartPane(Vertical, can_focus=True):
             timeframe_minutes(self.timeframe),
             tuple(self.overlays),
             list(self.lead),
+            self.signal,
         )
 
     @work(thread=True, exclusive=True, group="chart-render", exit_on_error=False)
@@ -520,21 +622,27 @@ class ChartPane(Vertical, can_focus=True):
         minutes: int,
         overlays: tuple[str, ...] = (),
         lead: list[Bar] | None = None,
+        signal: SignalMark | None = None,
     ) -> None:
         started = time.perf_counter()
         try:
-            chart = render_candles(bars, width, height, minutes, overlays, lead or [])
+            chart = render_candles(bars, width, height, minutes, overlays, lead or [], signal)
             text = Text.from_ansi(chart, no_wrap=True)
+            position = None if signal is None else signal_position(bars, signal.ts_us, minutes)
+            drawn_at = None if position is None else bars[position].ts_us
         finally:
             self.app.call_from_thread(self._rendered_done)
-        self.app.call_from_thread(self._show_plot, text, (time.perf_counter() - started) * 1000)
+        self.app.call_from_thread(
+            self._show_plot, text, (time.perf_counter() - started) * 1000, drawn_at
+        )
 
     def _rendered_done(self) -> None:
         self._rendering = False
 
-    def _show_plot(self, text: Text, elapsed_ms: float) -> None:
+    def _show_plot(self, text: Text, elapsed_ms: float, signal_drawn_at: int | None) -> None:
         if not self.is_attached:
             return  # the app is closing
+        self.signal_drawn_at = signal_drawn_at
         self.query_one("#chart-plot", Static).update(text)
         self.renders += 1
         self.last_render_ms = elapsed_ms

@@ -2,11 +2,13 @@
 the lineage of a scanner's newest run.
 
 The scanners table (schedule, next run, last run, paused) acts on its selected row:
-``r`` runs it now, ``p`` pauses (stops its service) or resumes it. The lineage tree
-shows the selected scanner's newest run: run → instrument → steps with durations and
-errors. Choosing a signal (``enter`` or a click) closes the screen with its instrument,
-which the app shows in the chart. Rows are read again when the app routes a signal or
-a service state change here, after a run now, and at most once a second.
+``r`` runs it now, ``p`` pauses (stops its service) or resumes it (keys remappable in
+``[keymap]``: strategies-run, strategies-pause, strategies-close). The lineage tree
+shows the selected scanner's newest run: its steps with durations and errors (an
+instrument's own steps, such as a skip, under the instrument). Choosing a signal (``enter`` or one click) closes the screen with it, as a
+SignalMark the app shows and marks in the chart. Rows are read again when the app
+routes a signal or a service state change here, after a run now, and at most once a
+second.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Tree
 
+from sptrader.charting import SignalMark
 from sptrader.client import EngineClient
 from sptrader.clock import format_us
 
@@ -94,8 +98,39 @@ def _step_label(step: dict[str, Any]) -> Text:
     return label
 
 
-class StrategiesScreen(Screen[str | None]):
-    """Dismissed with the instrument of a chosen signal (None: just closed)."""
+def _signal_mark(signal: dict[str, Any], timeframe: str | None) -> SignalMark:
+    """A row of recent_signals as the chart marks it."""
+    return SignalMark(
+        instrument=signal["instrument"],
+        ts_us=int(signal["ts_us"]),
+        side=str(signal["side"]),
+        scanner=signal["scanner"],
+        reason=signal.get("reason") or "",
+        stop=signal.get("stop"),
+        target=signal.get("target"),
+        timeframe=timeframe,
+    )
+
+
+# The scanners table is read again at least this often (seconds).
+RELOAD_EVERY_S = 5
+
+
+class SignalsTable(DataTable):
+    """One click on a signal chooses it (a DataTable selects only a row clicked while
+    already under the cursor; a click here means "show me this one")."""
+
+    def _on_click(self, event: events.Click) -> None:
+        # Runs before DataTable's own click handler (Textual calls each class's in MRO
+        # order): with the cursor already on the clicked cell, that one selects it.
+        meta = event.style.meta
+        row, column = meta.get("row"), meta.get("column")
+        if isinstance(row, int) and isinstance(column, int) and row >= 0 and column >= 0:
+            self.cursor_coordinate = Coordinate(row, column)
+
+
+class StrategiesScreen(Screen[SignalMark | None]):
+    """Dismissed with the chosen signal (None: just closed)."""
 
     BINDINGS = [
         Binding("escape,S", "close", "Back", key_display="esc", id="strategies-close"),
@@ -112,19 +147,16 @@ class StrategiesScreen(Screen[str | None]):
         self.lineage_run_id: int | None = None  # the run the tree shows
         self.running: set[str] = set()  # scanners this screen asked to run now
         self._dirty = True
+        self._ticks_since_load = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="strategies-body"):
-            yield Label(
-                "Scanners · r runs the selected one now · p pauses / resumes it · "
-                "enter on a signal shows it in the chart",
-                id="strategies-title",
-            )
+            yield Label("Scanners", id="strategies-title")
             with Horizontal(id="strategies-top"):
                 yield DataTable(id="scanners-table", cursor_type="row", zebra_stripes=True)
                 yield Tree("no run yet", id="lineage-tree")
-            yield DataTable(id="signals-table", cursor_type="row", zebra_stripes=True)
+            yield SignalsTable(id="signals-table", cursor_type="row", zebra_stripes=True)
             yield Label("", id="strategies-status")
         yield Footer()
 
@@ -136,10 +168,25 @@ class StrategiesScreen(Screen[str | None]):
         for key, label in SIGNAL_COLUMNS:
             signals.add_column(label, key=key)
         self.query_one("#lineage-tree", Tree).show_root = True
+        run, pause = self.key_for("strategies-run"), self.key_for("strategies-pause")
+        self.query_one("#strategies-title", Label).update(
+            f"Scanners · {run} runs the selected one now · {pause} pauses / resumes it · "
+            "click a signal (or enter on it) to mark it in the chart"
+        )
         scanners.focus()
         # Reads happen only when something changed, and at most once a second.
         self.set_interval(1.0, self._reload_if_due, name="strategies-refresh")
         self._load()
+
+    def key_for(self, binding_id: str) -> str:
+        """How the key of one of this screen's bindings is shown, as remapped in
+        ``[keymap]``."""
+        for key, active in self.active_bindings.items():
+            if active.node is self and active.binding.id == binding_id:
+                return self.app.get_key_display(active.binding) or key
+        # Shadowed by a focused widget's binding of the same key: the default.
+        default = next(binding for binding in self.BINDINGS if binding.id == binding_id)
+        return self.app.get_key_display(default)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -148,7 +195,11 @@ class StrategiesScreen(Screen[str | None]):
         self._dirty = True
 
     def _reload_if_due(self) -> None:
-        if self._dirty:
+        # Quiet runs (no signal, no state change) still move "last run" and "next run":
+        # re-read every few seconds even when nothing was routed here.
+        self._ticks_since_load += 1
+        if self._dirty or self._ticks_since_load >= RELOAD_EVERY_S:
+            self._ticks_since_load = 0
             self._load()
 
     @work(exclusive=True, group="strategies-load", exit_on_error=False)
@@ -212,9 +263,14 @@ class StrategiesScreen(Screen[str | None]):
                 style=STATUS_STYLES.get(scanner["last_status"], ""),
             )
         )
+        # Steps of the whole run (a stacked strategy's, over all its instruments) hang
+        # from the run; an instrument's own steps (skips, unstacked strategies) from it.
         branches: dict[str, Any] = {}
         for step in steps:
-            instrument = step.get("instrument") or "(run)"
+            instrument = step.get("instrument")
+            if not instrument:
+                tree.root.add_leaf(_step_label(step), data=step)
+                continue
             if instrument not in branches:
                 branches[instrument] = tree.root.add(instrument, expand=True)
             branches[instrument].add_leaf(_step_label(step), data=step)
@@ -278,7 +334,9 @@ class StrategiesScreen(Screen[str | None]):
     def _signal_chosen(self, event: DataTable.RowSelected) -> None:
         index = int(event.row_key.value or 0)
         if index < len(self.signals):
-            self.dismiss(self.signals[index]["instrument"])
+            signal = self.signals[index]
+            scanner = self.scanners.get(signal["scanner"])
+            self.dismiss(_signal_mark(signal, scanner["timeframe"] if scanner else None))
 
     def action_close(self) -> None:
         self.dismiss(None)
