@@ -219,6 +219,37 @@ DEFAULT_WATCHLIST = [
 ]
 
 
+class BrokerConfig(_Section):
+    """The paper broker (sptrader.broker)."""
+
+    enabled: bool = True
+    starting_cash: float = 100_000.0
+    currency: str = "USD"
+    # Market and stop fills move this much against the trader (limits fill at their price).
+    slippage_bps: float = 1.0
+    fee_bps: float = 0.0
+    fee_per_unit: float = 0.0
+    # Size of a scanner's order when its signal has no stop to size from (in money).
+    signal_notional: float = 10_000.0
+
+
+class RiskConfig(_Section):
+    """Limits every entry passes (0 = no limit); see sptrader.broker.risk."""
+
+    max_open_positions: int = 0
+    max_position_notional: float = 0.0
+    max_total_notional: float = 0.0
+    # Open positions' notional at most this many times equity (a paper account has no
+    # margin call; this stops a typo'd quantity from betting the account 1000x over).
+    max_leverage: float = 10.0
+    # Sizing by risk: equity % lost if the stop is hit; also the cap for orders with a stop.
+    risk_per_trade_pct: float = 1.0
+    # Day P&L (money) at which new entries stop until 00:00 UTC.
+    daily_loss_limit: float = 0.0
+    # Largest position (units) per instrument, e.g. {"SIM:EURUSD" = 100000}.
+    max_qty: dict[str, float] = msgspec.field(default_factory=dict)
+
+
 class Config(_Section):
     watchlist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_WATCHLIST))
     feeds: FeedsConfig = msgspec.field(default_factory=FeedsConfig)
@@ -235,6 +266,8 @@ class Config(_Section):
     scanners: list[ScannerConfig] = msgspec.field(default_factory=list)
     strategies: StrategiesConfig = msgspec.field(default_factory=StrategiesConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
 
 
 KNOWN_FEEDS = ("SIM", "REPLAY", "BINANCE", "COINBASE", "KRAKEN", "OANDA", "DUKASCOPY")
@@ -264,12 +297,26 @@ BINDING_IDS = (
     "chart-bands",
     "chart-rsi",
     "chart-macd",
+    "chart-clear-signal",
     "data-screen",
     "data-close",
     "data-fill",
     "data-shorter",
     "data-longer",
     "strategies-screen",
+    "strategies-close",
+    "strategies-run",
+    "strategies-pause",
+    "order-buy",
+    "order-sell",
+    "focus-positions",
+    "focus-orders",
+    "position-close",
+    "order-cancel",
+    "ticket-close",
+    "journal-screen",
+    "journal-close",
+    "journal-note",
 )
 
 
@@ -445,7 +492,40 @@ def _validate(config: Config) -> str | None:
             parse_time(config.feeds.replay.start)
         except UsageError as error:
             return f"feeds.replay.start: {error}"
-    return _validate_scanners(config)
+    return _validate_broker(config) or _validate_scanners(config)
+
+
+def _validate_broker(config: Config) -> str | None:
+    """[broker] and [risk]: money and limits are numbers of the right sign."""
+    if not config.broker.starting_cash > 0:
+        return f"broker.starting_cash: must be greater than 0, got {config.broker.starting_cash}"
+    if not config.broker.signal_notional > 0:
+        return (
+            f"broker.signal_notional: must be greater than 0, got {config.broker.signal_notional}"
+        )
+    for key in ("slippage_bps", "fee_bps", "fee_per_unit"):
+        value = getattr(config.broker, key)
+        if not value >= 0:
+            return f"broker.{key}: must be 0 or more, got {value}"
+    for key in (
+        "max_open_positions",
+        "max_position_notional",
+        "max_total_notional",
+        "max_leverage",
+        "risk_per_trade_pct",
+        "daily_loss_limit",
+    ):
+        value = getattr(config.risk, key)
+        if not value >= 0:
+            return f"risk.{key}: must be 0 (no limit) or more, got {value}"
+    if config.risk.risk_per_trade_pct > 100:
+        return f"risk.risk_per_trade_pct: a percentage of at most 100, got {config.risk.risk_per_trade_pct}"
+    for name, qty in config.risk.max_qty.items():
+        if not INSTRUMENT_RE.match(name):
+            return f"risk.max_qty.{name}: bad instrument (expected FEED:SYMBOL)"
+        if not qty > 0:
+            return f"risk.max_qty.{name}: must be greater than 0, got {qty}"
+    return None
 
 
 def _validate_scanners(config: Config) -> str | None:

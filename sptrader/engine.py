@@ -17,6 +17,7 @@ import polars as pl
 
 from sptrader.backfill import LIVE_EDGE_US, Backfill
 from sptrader.bars import BarBuilder
+from sptrader.broker.service import PaperBroker
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import now_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
@@ -129,11 +130,17 @@ LIVE_COVERAGE_EVERY_S = 10
 
 
 class Engine:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, instruments: list[str] | None = None) -> None:
         self.settings = settings
         config = settings.config
         self.config = config
-        self.watchlist = load_watchlist(settings)
+        # ``instruments``: stream just these (a one-shot command such as `sptrader
+        # order`), leaving the saved watchlist as it is.
+        self.watchlist = (
+            load_watchlist(settings)
+            if instruments is None
+            else list(dict.fromkeys(map(normalize_instrument, instruments)))
+        )
         self.bus = Bus()
         self.supervisor = Supervisor(self.bus, config.supervisor)
         self.store: Store | None = None
@@ -160,6 +167,11 @@ class Engine:
         self.started = False
         # Scanner services by scanner name (sptrader.scanners), added on start.
         self.scanners: dict[str, Any] = {}
+        # The paper broker (sptrader.broker), loaded from the store on start; None when
+        # [broker] enabled = false. It taps the bus from here on, so no quote is missed.
+        self.broker: PaperBroker | None = None
+        if config.broker.enabled:
+            self.broker = PaperBroker(self.bus, config.broker, config.risk, engine=self)
 
     # --- construction -----------------------------------------------------------------
 
@@ -347,10 +359,16 @@ class Engine:
         self.writer = StoreWriter(self.require_store(), self.bus, self.config.store)
         self.supervisor.add(self.writer)
         self.supervisor.add(self.bar_service)
+        if self.broker is not None:
+            # Before the scanners (their signals go to it) and the feeds.
+            await self.broker.open(self.require_store())
+            self.supervisor.add(self.broker)
         for feed in self.feeds.values():
             self.supervisor.add(FeedService(feed, self._before_stream))
         self.supervisor.start("store")
         self.supervisor.start("bars")
+        if self.broker is not None:
+            self.supervisor.start(self.broker.name)
         for name in self.feeds:
             self.supervisor.start(name)
         self._start_scanners()
@@ -413,6 +431,9 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         await self.supervisor.stop_all()
+        if self.broker is not None:
+            # Its last quotes and signals handled, every change stored.
+            await self.broker.drain()
         if self.writer is not None:
             await self.writer.drain()
         if self._log_handler is not None:
@@ -478,6 +499,19 @@ class Engine:
             for instrument in self.feeds[name].instruments
         ]
         store.add_coverage_many(ranges)
+
+    async def settle_bars(self, *, wait: bool = True) -> None:
+        """Let the minute that just closed reach the store and its coverage, so a scan
+        fired at the minute boundary sees that bar instead of a one-minute "gap": bars
+        close within a second of their minute (BarService's clock check) and the writer
+        stores them within its flush interval. ``wait=False`` only records coverage."""
+        if not self.started:
+            return
+        if wait:
+            await asyncio.sleep(1.0 + self.config.store.flush_interval_ms / 1000 + 0.25)
+            if self.writer is not None:
+                await self.writer.drain()
+        await run_in_thread(self.record_live_coverage)
 
     def _reconnect_after_sleep(self, jump_s: float) -> None:
         """Connections rarely survive a sleep, and the gap must be filled: restart

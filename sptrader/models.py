@@ -245,6 +245,23 @@ class EventsDropped:
 
 
 @dataclass(slots=True)
+class OrderUpdated:
+    """A paper order was placed or changed state (filled, cancelled, rejected, expired):
+    ``order`` is its state as stored (``Order.to_dict()``: times in UTC µs)."""
+
+    ts_us: int
+    order: dict[str, object]
+
+
+@dataclass(slots=True)
+class FillExecuted:
+    """A paper order filled (``Fill.to_dict()``), once it is stored."""
+
+    ts_us: int
+    fill: dict[str, object]
+
+
+@dataclass(slots=True)
 class ServiceStatus:
     """A snapshot of one service for the services pane and ``status``."""
 

@@ -100,13 +100,18 @@ async def test_welcome_status_services_and_candles(home: Path) -> None:
             assert status["pid"] == os.getpid()
             assert 0 <= status["uptime_s"] < 120
             assert status["clients"] == 1
-            assert [service["name"] for service in status["services"]] == ["store", "bars", "sim"]
+            assert [service["name"] for service in status["services"]] == [
+                "store",
+                "bars",
+                "broker",
+                "sim",
+            ]
             assert status["store"]["rows"]["bars_1m"] >= len(WATCHLIST)
             assert status["store"]["size_bytes"] > 0
             json.dumps(status)  # plain JSON all the way down
 
             services = [decode_status(data) for data in await connection.call("services")]
-            assert {service.name for service in services} == {"store", "bars", "sim"}
+            assert {service.name for service in services} == {"store", "bars", "broker", "sim"}
             assert {service.name: service.stoppable for service in services}["store"] is False
 
             rows = await connection.call("candles", instrument="SIM:EURUSD", timeframe="1m", last=5)

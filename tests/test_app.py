@@ -298,6 +298,7 @@ async def test_stop_and_start_the_sim_feed_from_the_services_pane(app: SptraderA
         assert states == {
             "store": ServiceState.RUNNING,
             "bars": ServiceState.RUNNING,
+            "broker": ServiceState.RUNNING,
             "sim": ServiceState.STOPPED,
         }
         await wait_for(pilot, lambda: not start.disabled, what="Start to be enabled")
@@ -318,8 +319,8 @@ async def test_store_and_bars_services_cannot_be_stopped(app: SptraderApp) -> No
     async with running(app) as pilot:
         services = app.query_one(ServicesPane)
         table = app.query_one("#services-table", DataTable)
-        await wait_for(pilot, lambda: len(services.statuses) == 3, what="three service rows")
-        for name in ("store", "bars"):
+        await wait_for(pilot, lambda: len(services.statuses) == 4, what="four service rows")
+        for name in ("store", "bars", "broker"):
             assert await pilot.click("#services-table", offset=row_offset(table, name))
             assert services.selected == name
             for button in ("#service-stop", "#service-start", "#service-restart"):

@@ -41,7 +41,7 @@ tick_rate = 5.0
 """
 SEED_MINUTES = 72  # store.seed_days = 0.05
 STARTED = re.compile(r"started \(pid (\d+)\) in (\d+\.\d+)s")
-SERVICES = ("store", "bars", "sim")
+SERVICES = ("store", "bars", "broker", "sim")
 
 
 # --- processes ---------------------------------------------------------------------------

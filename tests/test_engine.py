@@ -129,9 +129,10 @@ async def test_engine_seeds_streams_stores_and_restarts_without_duplicates(home:
     assert first["statuses"] == {
         "store": ServiceState.RUNNING,
         "bars": ServiceState.RUNNING,
+        "broker": ServiceState.RUNNING,
         "sim": ServiceState.RUNNING,
     }
-    assert [status.state for status in engine.supervisor.status()] == [ServiceState.STOPPED] * 3
+    assert [status.state for status in engine.supervisor.status()] == [ServiceState.STOPPED] * 4
     assert first["candles"].height == 10
     assert first["summaries"]["SIM:EURUSD"].last is not None
     assert len(first["summaries"]["SIM:BTCUSD"].closes) == 5
@@ -406,3 +407,27 @@ async def test_replay_with_nothing_stored_fails(home: Path) -> None:
     finally:
         engine.store.close()
         engine.store = None
+
+
+async def test_settle_bars_records_live_coverage_to_the_last_closed_minute(home: Path) -> None:
+    """A scan fired on the minute must not see the minute that just closed as a gap."""
+    engine = Engine(engine_settings(home))
+    await engine.start()
+    try:
+        store = engine.store
+        assert store is not None
+        await wait_until(
+            lambda: (
+                {s.name: s.state for s in engine.supervisor.status()}["sim"] == ServiceState.RUNNING
+            )
+        )
+        await wait_until(lambda: all(store.coverage(name) for name in WATCHLIST))
+        await engine.settle_bars()
+        now = now_us()
+        minute = now - now % US_PER_MINUTE
+        for name in WATCHLIST:
+            covered = store.coverage(name)
+            assert covered and covered[-1][1] >= minute, (name, covered, minute)
+            assert engine.data.gaps(name, minute - 5 * US_PER_MINUTE, minute) == []
+    finally:
+        await engine.stop()

@@ -81,8 +81,9 @@ def test_migrations_apply_once(home: Path) -> None:
         "002_symbols_and_backfills.sql",
         "003_coverage.sql",
         "004_scans.sql",
+        "005_broker.sql",
     ]
-    assert fresh.schema_version() == 4
+    assert fresh.schema_version() == 5
     tables = {
         row[0]
         for row in fresh.cursor()
@@ -97,6 +98,9 @@ def test_migrations_apply_once(home: Path) -> None:
         "symbols",
         "symbol_lists",
         "coverage",
+        "orders",
+        "fills",
+        "journal_notes",
     } <= tables
     assert "backfill_ranges" not in tables  # replaced by coverage
     assert fresh.coverage("SIM:EURUSD") == []  # nothing stored, nothing seeded
@@ -105,13 +109,14 @@ def test_migrations_apply_once(home: Path) -> None:
 
     reopened = Store(path)
     assert reopened.migrate() == []
-    assert reopened.schema_version() == 4
+    assert reopened.schema_version() == 5
     rows = reopened.cursor().execute("SELECT version, name FROM schema_version").fetchall()
     assert rows == [
         (1, "001_initial.sql"),
         (2, "002_symbols_and_backfills.sql"),
         (3, "003_coverage.sql"),
         (4, "004_scans.sql"),
+        (5, "005_broker.sql"),
     ]
     reopened.close()
 

@@ -24,7 +24,9 @@ from sptrader.models import (
     BarUpdated,
     EngineLogged,
     EventsDropped,
+    FillExecuted,
     HistoryStored,
+    OrderUpdated,
     QuoteReceived,
     ServiceState,
     ServiceStateChanged,
@@ -114,6 +116,10 @@ def encode_event(event: object) -> list[Any] | None:
         return ["bf", *astuple(event)]
     if kind is SignalRaised:
         return ["sig", *astuple(event)]
+    if kind is OrderUpdated:
+        return ["ou", event.ts_us, event.order]
+    if kind is FillExecuted:
+        return ["fx", event.ts_us, event.fill]
     return None
 
 
@@ -144,6 +150,10 @@ def decode_event(fields: list[Any]) -> object:
         return BackfillProgressed(*rest)
     if tag == "sig":
         return SignalRaised(*rest)
+    if tag == "ou":
+        return OrderUpdated(*rest)
+    if tag == "fx":
+        return FillExecuted(*rest)
     raise ProtocolError(f"unknown event kind {tag!r}")
 
 

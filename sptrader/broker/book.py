@@ -1,0 +1,464 @@
+"""The paper account in memory: open orders matched against quotes, positions, risk.
+
+Synchronous and free of I/O (the service persists what it returns), so the same code is
+tested directly, run on the engine's loop, and benchmarked. Every call that changes
+something returns a ``Changes``: the orders whose state changed and the new fills.
+
+Orders fill whole (the paper book has no depth to model partial fills). Positions are
+marked where they could be closed: longs at the bid, shorts at the ask (or, until an
+instrument's first live quote, at ``fallback_marks``). A fill that leaves a position
+flat or reverses it cancels the old position's stop-losses and take-profits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sptrader.broker import risk
+from sptrader.broker.fill_model import FillModel
+from sptrader.broker.ledger import QTY_EPSILON, Ledger
+from sptrader.broker.orders import (
+    Fill,
+    Order,
+    OrderRequest,
+    OrderResult,
+    Rejection,
+    opposite,
+    side_sign,
+    validate,
+)
+from sptrader.config import BrokerConfig, RiskConfig
+from sptrader.errors import UsageError
+from sptrader.models import US_PER_DAY
+
+
+@dataclass(slots=True)
+class Quote:
+    bid: float
+    ask: float
+    ts_us: int
+
+
+@dataclass
+class Changes:
+    orders: dict[int, Order] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.orders or self.fills)
+
+    def add(self, other: Changes) -> None:
+        self.orders.update(other.orders)
+        self.fills.extend(other.fills)
+
+
+def day_start(ts_us: int) -> int:
+    return ts_us - ts_us % US_PER_DAY
+
+
+class PaperBook:
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        limits: RiskConfig,
+        *,
+        ledger: Ledger | None = None,
+        open_orders: list[Order] | None = None,
+        next_order_id: int = 1,
+        next_fill_id: int = 1,
+        stale: Callable[[str], str | None] = lambda instrument: None,
+    ) -> None:
+        self.config = broker
+        self.limits = limits
+        self.model = FillModel(broker.slippage_bps, broker.fee_bps, broker.fee_per_unit)
+        self.ledger = ledger if ledger is not None else Ledger(broker.starting_cash)
+        self.orders: dict[int, Order] = {order.order_id: order for order in open_orders or []}
+        #: Open orders by instrument (read-only outside the book: the service checks it
+        #: per quote to skip instruments with nothing working).
+        self.working: dict[str, dict[int, Order]] = {}
+        for order in self.orders.values():
+            self.working.setdefault(order.instrument, {})[order.order_id] = order
+        self.next_order_id = next_order_id
+        self.next_fill_id = next_fill_id
+        self.quotes: dict[str, Quote] = {}
+        #: Marks for positions without a live quote yet (the last stored close after a
+        #: restart); never used to fill or to pass the no-quote rule.
+        self.fallback_marks: dict[str, float] = {}
+        #: Per instrument with working orders, the touch prices between which none of
+        #: them triggers (see ``_trigger_bounds``): a quote inside is two comparisons.
+        self._bounds: dict[str, tuple[float, float, float, float, float]] = {}
+        #: Why the last order refused when it triggered was refused (see ``place``).
+        self._last_rejection: Rejection | None = None
+        #: Why an instrument's quotes cannot be trusted (None: live); the engine's view.
+        self.stale = stale
+        self.day_start_us: int | None = None
+        self.day_start_equity: float | None = None
+
+    # --- the account ------------------------------------------------------------------
+
+    def mark(self, instrument: str) -> float | None:
+        position = self.ledger.positions.get(instrument)
+        quote = self.quotes.get(instrument)
+        if quote is None:
+            return self.fallback_marks.get(instrument)
+        if position is not None and position.qty < 0:
+            return quote.ask
+        return quote.bid
+
+    def marks(self) -> dict[str, float | None]:
+        return {p.instrument: self.mark(p.instrument) for p in self.ledger.open_positions()}
+
+    def equity(self) -> float:
+        return self.ledger.equity(self.marks())
+
+    def roll_day(self, now_us: int, start_equity: float | None = None) -> None:
+        """Start a new UTC day's P&L at ``now_us``'s day (equity now, or the given one:
+        the service passes the equity at midnight rebuilt from fills after a restart)."""
+        start = day_start(now_us)
+        if self.day_start_us != start:
+            self.day_start_us = start
+            self.day_start_equity = self.equity() if start_equity is None else start_equity
+
+    def day_pnl(self) -> float:
+        if self.day_start_equity is None:
+            return 0.0
+        return self.equity() - self.day_start_equity
+
+    def account(self) -> dict[str, float | int | str]:
+        marks = self.marks()
+        unrealized = self.ledger.unrealized(marks)
+        return {
+            "currency": self.config.currency,
+            "starting_cash": self.ledger.starting_cash,
+            "cash": self.ledger.cash(),
+            "equity": self.ledger.cash() + unrealized,
+            "unrealized": unrealized,
+            "realized": self.ledger.realized,
+            "fees": self.ledger.fees,
+            "exposure": self.ledger.exposure(marks),
+            "day_pnl": self.day_pnl(),
+            "open_positions": len(self.ledger.open_positions()),
+            "open_orders": sum(1 for order in self.orders.values() if order.is_open),
+        }
+
+    def positions(self) -> list[dict[str, object]]:
+        return [
+            p.to_dict(self.mark(p.instrument))
+            for p in sorted(self.ledger.open_positions(), key=lambda p: p.instrument)
+        ]
+
+    def open_orders(self) -> list[Order]:
+        return sorted(
+            (order for order in self.orders.values() if order.is_open),
+            key=lambda order: order.order_id,
+        )
+
+    # --- placing and cancelling -------------------------------------------------------
+
+    def place(self, request: OrderRequest, now_us: int) -> tuple[OrderResult, Changes]:
+        """Validate, size, check the limits, then fill at once (market, or a limit or
+        stop already crossed) or rest. A UsageError is raised for a malformed request;
+        a refused one comes back as a rejected order."""
+        quote = self.quotes.get(request.instrument)
+        reference = None if quote is None else (quote.ask if request.side == "buy" else quote.bid)
+        validate(request, reference)
+        self.roll_day(now_us)
+        self._last_rejection = None
+        changes = Changes()
+        expected = request.price if request.type != "market" else reference
+        qty = request.qty
+        if request.risk_pct is not None:
+            assert request.sl is not None  # validate() requires it
+            if expected is None:
+                raise UsageError(f"no quote for {request.instrument} yet to size the order from")
+            qty = risk.size_from_risk(self.equity(), request.risk_pct, expected, request.sl)
+            if qty <= 0:
+                raise UsageError("the stop is at the entry price: no size can be computed")
+        assert qty is not None
+        qty = float(qty)
+        order = Order(
+            order_id=self._take_order_id(),
+            instrument=request.instrument,
+            side=request.side,
+            qty=qty,
+            type=request.type,
+            price=request.price,
+            tif=request.tif,
+            created_us=now_us,
+            updated_us=now_us,
+            sl=request.sl,
+            tp=request.tp,
+            role=request.role,
+            source=request.source,
+            expires_us=day_start(now_us) + US_PER_DAY if request.tif == "day" else None,
+        )
+        rejection = self._check(order, expected)
+        if rejection is not None:
+            self._finish(order, "rejected", now_us, rejection.message, changes)
+            return OrderResult(order, [], rejection), changes
+        self._rest(order, changes)
+        if quote is not None:
+            changes.add(self._try_fill(order, quote, now_us))
+        result_fills = [fill for fill in changes.fills if fill.order_id == order.order_id]
+        rejected = None
+        if order.status == "rejected":
+            rejected = self._last_rejection or Rejection("risk", order.reason)
+        return OrderResult(order, result_fills, rejected), changes
+
+    def refuse(
+        self, request: OrderRequest, now_us: int, limit: str, message: str
+    ) -> tuple[OrderResult, Changes]:
+        """Record a request that cannot even be placed (a scanner's signal with no price
+        to size from, or a malformed one) as a rejected order, so it shows in the order
+        history with its reason."""
+        changes = Changes()
+        order = Order(
+            order_id=self._take_order_id(),
+            instrument=request.instrument,
+            side=request.side,
+            qty=request.qty if request.qty is not None else 0.0,
+            type=request.type,
+            price=request.price,
+            tif=request.tif,
+            created_us=now_us,
+            updated_us=now_us,
+            sl=request.sl,
+            tp=request.tp,
+            role=request.role,
+            source=request.source,
+        )
+        self._finish(order, "rejected", now_us, message, changes)
+        return OrderResult(order, [], Rejection(limit, message)), changes
+
+    def cancel(
+        self, order_id: int, now_us: int, reason: str = "cancelled"
+    ) -> tuple[Order, Changes]:
+        order = self.orders.get(order_id)
+        if order is None or not order.is_open:
+            known = "not open" if order is not None else "not an open order"
+            raise UsageError(f"order {order_id} is {known}")
+        changes = Changes()
+        self._finish(order, "cancelled", now_us, reason, changes)
+        return order, changes
+
+    def close_position(
+        self, instrument: str, now_us: int, source: str = "close"
+    ) -> tuple[OrderResult, Changes]:
+        """A market order for the whole position; once it fills, the position's
+        stop-loss and take-profit go (if it is refused, they stay: the position is
+        still open and still protected)."""
+        position = self.ledger.positions.get(instrument)
+        if position is None or position.is_flat:
+            raise UsageError(f"no open position in {instrument}")
+        request = OrderRequest(
+            instrument,
+            "sell" if position.qty > 0 else "buy",
+            qty=abs(position.qty),
+            role="close",
+            source=source,
+        )
+        return self.place(request, now_us)
+
+    def set_quote(self, instrument: str, ts_us: int, bid: float, ask: float) -> None:
+        """Record a quote without matching (for marks: an instrument with no working
+        orders, whose every quote need not be checked)."""
+        quote = self.quotes.get(instrument)
+        if quote is None:
+            self.quotes[instrument] = Quote(bid, ask, ts_us)
+        else:
+            quote.bid, quote.ask, quote.ts_us = bid, ask, ts_us
+
+    # --- quotes -----------------------------------------------------------------------
+
+    def on_quote(self, instrument: str, ts_us: int, bid: float, ask: float) -> Changes | None:
+        """Record the quote and fill what it triggers (None: nothing changed)."""
+        quote = self.quotes.get(instrument)
+        if quote is None:
+            quote = self.quotes[instrument] = Quote(bid, ask, ts_us)
+        else:
+            quote.bid, quote.ask, quote.ts_us = bid, ask, ts_us
+        working = self.working.get(instrument)
+        if not working:
+            return None
+        bounds = self._bounds.get(instrument)
+        if bounds is None:
+            bounds = self._bounds[instrument] = _trigger_bounds(working.values())
+        buy_limit, buy_stop, sell_limit, sell_stop, expires = bounds
+        if buy_limit < ask < buy_stop and sell_stop < bid < sell_limit and ts_us < expires:
+            return None  # the common case: nothing here triggers on this quote
+        changes: Changes | None = None
+        for order in list(working.values()):
+            if not order.is_open:
+                continue
+            if order.expires_us is not None and ts_us >= order.expires_us:
+                changes = changes or Changes()
+                self._finish(order, "expired", ts_us, "day order expired", changes)
+                continue
+            if self.model.quote_fill(order.side, order.type, order.price, bid, ask) is None:
+                continue
+            changes = changes or Changes()
+            changes.add(self._try_fill(order, quote, ts_us))
+        return changes
+
+    def expire(self, now_us: int) -> Changes:
+        """Day orders past their day (also called on a timer: quiet markets expire too)."""
+        changes = Changes()
+        for order in list(self.orders.values()):
+            if order.is_open and order.expires_us is not None and now_us >= order.expires_us:
+                self._finish(order, "expired", now_us, "day order expired", changes)
+        return changes
+
+    # --- inside -----------------------------------------------------------------------
+
+    def _take_order_id(self) -> int:
+        order_id = self.next_order_id
+        self.next_order_id += 1
+        return order_id
+
+    def _rest(self, order: Order, changes: Changes) -> None:
+        self._bounds.pop(order.instrument, None)
+        self.orders[order.order_id] = order
+        self.working.setdefault(order.instrument, {})[order.order_id] = order
+        changes.orders[order.order_id] = order
+
+    def _finish(
+        self, order: Order, status: str, now_us: int, reason: str, changes: Changes
+    ) -> None:
+        order.status = status
+        order.updated_us = now_us
+        order.reason = reason
+        self._bounds.pop(order.instrument, None)
+        self.orders.pop(order.order_id, None)
+        working = self.working.get(order.instrument)
+        if working is not None:
+            working.pop(order.order_id, None)
+        changes.orders[order.order_id] = order
+
+    def _check(self, order: Order, expected: float | None) -> Rejection | None:
+        stale = self.stale(order.instrument)
+        if stale is None and order.instrument not in self.quotes and order.type == "market":
+            stale = "no quote yet"
+        if expected is None:
+            expected = order.price or 0.0
+        signed = order.qty * side_sign(order.side)
+        marks = self.marks()  # once: equity and the day's P&L are at the same marks
+        equity = self.ledger.equity(marks)
+        start = self.day_start_equity
+        return risk.check(
+            risk.Proposal(order.instrument, signed, expected, order.sl),
+            self.limits,
+            self.ledger,
+            marks,
+            equity=equity,
+            day_pnl=0.0 if start is None else equity - start,
+            stale=stale,
+        )
+
+    def _try_fill(self, order: Order, quote: Quote, now_us: int) -> Changes:
+        changes = Changes()
+        price = self.model.quote_fill(order.side, order.type, order.price, quote.bid, quote.ask)
+        if price is None:
+            return changes
+        if order.role in ("sl", "tp"):
+            # Protective orders close what is left of the position, never flip it.
+            position = self.ledger.positions.get(order.instrument)
+            left = 0.0 if position is None else -position.qty * side_sign(order.side)
+            if left <= QTY_EPSILON:
+                self._finish(order, "cancelled", now_us, "position already closed", changes)
+                return changes
+            order.qty = min(order.qty, left)
+        elif order.type != "market":
+            # A resting entry is checked again when it triggers: the account has moved
+            # (and a new UTC day may have begun since the last order).
+            self.roll_day(now_us)
+            rejection = self._check(order, price)
+            self._last_rejection = rejection
+            if rejection is not None:
+                self._finish(order, "rejected", now_us, rejection.message, changes)
+                return changes
+        fill = Fill(
+            self.next_fill_id,
+            order.order_id,
+            order.instrument,
+            order.side,
+            order.qty,
+            price,
+            self.model.fee(order.qty, price),
+            now_us,
+        )
+        self.next_fill_id += 1
+        position = self.ledger.position(order.instrument)
+        before = position.qty
+        self.ledger.apply(fill)
+        changes.fills.append(fill)
+        order.filled_qty = order.qty
+        order.avg_price = price
+        self._finish(order, "filled", now_us, "", changes)
+        if order.role in ("sl", "tp") and order.parent_id is not None:
+            for sibling in list(self.working.get(order.instrument, {}).values()):
+                if sibling.parent_id == order.parent_id and sibling.is_open:
+                    filled = "stop-loss" if order.role == "sl" else "take-profit"
+                    self._finish(sibling, "cancelled", now_us, f"{filled} filled", changes)
+        flipped = abs(before) > QTY_EPSILON and before * position.qty < 0
+        if position.is_flat or flipped:
+            # The old position's stop-losses and take-profits protect nothing now (an
+            # entry's own, for the new position, come below).
+            for other in list(self.working.get(order.instrument, {}).values()):
+                if other.role in ("sl", "tp") and other.is_open:
+                    why = "position closed" if position.is_flat else "position reversed"
+                    self._finish(other, "cancelled", now_us, why, changes)
+        if order.role == "entry" and (order.sl is not None or order.tp is not None):
+            self._protect(order, quote, now_us, changes)
+        return changes
+
+    def _protect(self, entry: Order, quote: Quote, now_us: int, changes: Changes) -> None:
+        """The entry's stop-loss and take-profit, for the filled quantity, OCO."""
+        for role, order_type, price in (("sl", "stop", entry.sl), ("tp", "limit", entry.tp)):
+            if price is None:
+                continue
+            child = Order(
+                order_id=self._take_order_id(),
+                instrument=entry.instrument,
+                side=opposite(entry.side),
+                qty=entry.filled_qty,
+                type=order_type,
+                price=price,
+                tif="gtc",
+                created_us=now_us,
+                updated_us=now_us,
+                role=role,
+                parent_id=entry.order_id,
+                source=entry.source,
+            )
+            self._rest(child, changes)
+        # A stop already crossed at the entry's own fill triggers at once.
+        for child in [o for o in changes.orders.values() if o.parent_id == entry.order_id]:
+            if child.is_open:
+                changes.add(self._try_fill(child, quote, now_us))
+
+
+def _trigger_bounds(orders: Iterable[Order]) -> tuple[float, float, float, float, float]:
+    """(highest buy limit, lowest buy stop, lowest sell limit, highest sell stop, first
+    expiry) of working orders: a quote with ``buy limit < ask < buy stop``, ``sell stop <
+    bid < sell limit`` and a time before the expiry triggers none of them (the same
+    rules as ``FillModel.quote_fill``). A working market order triggers on anything."""
+    inf = math.inf
+    buy_limit, buy_stop, sell_limit, sell_stop, expires = -inf, inf, inf, -inf, inf
+    for order in orders:
+        if order.expires_us is not None:
+            expires = min(expires, order.expires_us)
+        price = order.price
+        if order.type == "market" or price is None:
+            return inf, -inf, -inf, inf, expires
+        if order.side == "buy":
+            if order.type == "limit":
+                buy_limit = max(buy_limit, price)
+            else:
+                buy_stop = min(buy_stop, price)
+        elif order.type == "limit":
+            sell_limit = min(sell_limit, price)
+        else:
+            sell_stop = max(sell_stop, price)
+    return buy_limit, buy_stop, sell_limit, sell_stop, expires
