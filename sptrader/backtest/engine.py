@@ -1,0 +1,738 @@
+"""The backtest engine: one strategy over one instrument's bars, with the paper broker's
+fill model (:class:`~sptrader.broker.fill_model.FillModel`) and risk limits.
+
+Semantics
+---------
+
+- **Signals.** The strategy's ``evaluate`` runs once over all the bars (warm-up bars
+  included, with the indicator columns it asks for). A signal on bar t is acted on at
+  the open of bar t+1 (``FillModel.open_fill``: the open moved against the trader by
+  ``slippage_bps``), and pays ``fee_bps`` of the notional plus ``fee_per_unit`` per
+  unit. A signal on the last bar has no next bar and is not filled. Signals on bars
+  before ``start_us`` (the warm-up) are ignored. Several signals on one bar: the last one
+  (in the strategy's output order) counts.
+- **Sides.** ``buy`` = be long (a short is closed first: a reversal), ``sell`` = be short
+  (a long is closed first), ``exit`` = be flat. A signal in the direction of the
+  position held is ignored (no adding); ``exit`` while flat is ignored. One position at
+  a time.
+- **Size.** A signal with a stop (and ``risk.risk_per_trade_pct`` > 0) is sized so that
+  hitting the stop loses that % of equity: ``size_from_risk(equity, pct, fill price,
+  stop)``; without a stop, ``broker.signal_notional / fill price``. Equity is the cash
+  after any close at the same open (the account is flat when an entry is sized).
+- **Risk limits.** Every entry passes :func:`sptrader.broker.risk.check`
+  (max_position_notional, max_total_notional, max_qty, max_open_positions,
+  risk_per_trade_pct, daily_loss_limit: the day's P&L, against the equity marked at the
+  close of the day's last bar before 00:00 UTC, blocks entries until the next UTC day).
+  Quotes are never stale in a backtest. Closing is always allowed. A rejected entry
+  leaves the account flat (after a reversal's close) and is listed in ``rejected``. So
+  is an entry whose stop (or target) is on the wrong side of its fill price (as the paper
+  broker refuses it) or that computes to no size.
+- **Stop and target.** The signal's ``stop`` and ``target`` become a stop order and a
+  limit order, one-cancels-the-other, working from the entry bar on (after the entry
+  filled at its open: the entry bar's high and low count). A bar whose range reaches the
+  stop fills it at the stop price, or at the open when the bar opened beyond it (a gap:
+  the worse price), with slippage (``FillModel.stop_fill``); the target fills at its
+  price, or at a better open, without slippage (``FillModel.limit_fill``). When one bar
+  reaches both, the stop is assumed to fill first (the conservative choice; we cannot
+  know the order inside a bar), unless the bar opened beyond the target. At a bar where
+  a signal's order fills at the open, resting stops and targets that the open already
+  crossed fill first (they were there first), then the signal acts.
+- **End.** A position still open after the last bar is closed at the last bar's close
+  (with slippage and fees; ``exit_reason`` "end"), so the trades' P&L adds up to the
+  change in equity.
+- **Equity.** Marked at each bar's close: cash (starting cash + realized P&L - fees) plus
+  the open position's unrealized P&L at the close. ``exposure`` is the share of bars that
+  closed with a position open. Returns for Sharpe/Sortino are per bar, annualised for
+  the timeframe (:func:`sptrader.performance.periods_per_year`).
+- **Gaps.** ``gaps`` (missing [start, end) µs ranges of the window): every trade whose
+  holding period [entry bar open, exit bar open) overlaps one gets ``spans_gap`` and
+  the ``gap_minutes`` it overlaps.
+
+Speed: indicators and signals are vectorised (polars); the simulation does Python work
+only per signal and per trade; stop/target hits between events are found with numpy
+searches over slices of the bars (doubling chunks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import polars as pl
+
+from sptrader.broker import risk as risk_limits
+from sptrader.broker.fill_model import FillModel
+from sptrader.broker.ledger import Ledger
+from sptrader.config import BrokerConfig, RiskConfig
+from sptrader.indicators import add_indicators
+from sptrader.models import US_PER_DAY, US_PER_MINUTE, timeframe_minutes
+from sptrader.performance import (
+    equity_returns,
+    max_drawdown,
+    periods_per_year,
+    sharpe,
+    sortino,
+    trade_stats,
+)
+from sptrader.strategies.base import Strategy
+
+__all__ = ["TRADE_COLUMNS", "BacktestResult", "run_backtest"]
+
+NAN = math.nan
+_SIDE_CODES = {"buy": 1, "sell": -1, "exit": 0}
+
+#: The columns of ``BacktestResult.trades`` (the first nine as in
+#: :data:`sptrader.performance.TRADE_SCHEMA`).
+TRADE_SCHEMA: dict[str, Any] = {
+    "instrument": pl.String,
+    "side": pl.String,  # long / short
+    "qty": pl.Float64,
+    "entry_time_us": pl.Int64,
+    "entry_price": pl.Float64,
+    "exit_time_us": pl.Int64,  # the open time of the bar it left in
+    "exit_price": pl.Float64,
+    "pnl": pl.Float64,  # net of both fees
+    "fees": pl.Float64,
+    "exit_reason": pl.String,  # signal, reverse, stop, target, end
+    "stop": pl.Float64,
+    "target": pl.Float64,
+    "bars": pl.Int64,  # bars from the entry bar to the exit bar
+    "reason": pl.String,  # the entry signal's reason
+    "spans_gap": pl.Boolean,
+    "gap_minutes": pl.Int64,
+}
+TRADE_COLUMNS = tuple(TRADE_SCHEMA)
+
+FILL_SCHEMA: dict[str, Any] = {
+    "fill_id": pl.Int64,
+    "order_id": pl.Int64,
+    "instrument": pl.String,
+    "side": pl.String,
+    "qty": pl.Float64,
+    "price": pl.Float64,
+    "fee": pl.Float64,
+    "ts_us": pl.Int64,
+}
+
+
+@dataclass
+class BacktestResult:
+    strategy: str
+    params: dict[str, Any]
+    instrument: str
+    timeframe: str
+    start_us: int  # the first traded bar's open time
+    end_us: int  # the last bar's close time
+    summary: dict[str, Any]
+    trades: pl.DataFrame  # TRADE_SCHEMA
+    fills: pl.DataFrame  # FILL_SCHEMA (sptrader.performance.round_trips reads it)
+    equity: pl.DataFrame  # ts (Datetime us), equity, position (signed qty at the close)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def strategy_params(strategy: Strategy) -> dict[str, Any]:
+    params = strategy.params
+    return msgspec.to_builtins(params) if isinstance(params, msgspec.Struct) else {}
+
+
+def run_backtest(
+    strategy: Strategy,
+    bars: pl.DataFrame,
+    broker_cfg: BrokerConfig | None = None,
+    risk_cfg: RiskConfig | None = None,
+    timeframe: str = "1m",
+    *,
+    instrument: str | None = None,
+    start_us: int | None = None,
+    gaps: Sequence[tuple[int, int]] = (),
+) -> BacktestResult:
+    """Run ``strategy`` over ``bars`` (one instrument, oldest first: ``ts`` and OHLC,
+    plus ``volume``/``trades`` when its indicators need them) and return the trades, the
+    equity curve and the summary. Bars opening before ``start_us`` only warm the
+    indicators up. ``gaps`` marks trades that span missing data (see the module doc)."""
+    started = time.perf_counter()
+    broker_cfg = broker_cfg or BrokerConfig()
+    risk_cfg = risk_cfg or RiskConfig()
+    width_us = timeframe_minutes(timeframe) * US_PER_MINUTE
+    frame = _prepared(bars, instrument)
+    name = instrument or (frame["instrument"][0] if frame.height else "BACKTEST")
+    ts = frame["ts"].dt.epoch("us").to_numpy()
+    first = 0 if start_us is None else int(np.searchsorted(ts, start_us))
+    count = frame.height
+    if count - first <= 0:
+        return _empty_result(strategy, name, timeframe, start_us or 0, broker_cfg, started)
+
+    # The same spec twice (sma_cross with fast == slow) is one set of columns.
+    specs = list(dict.fromkeys(strategy.indicators()))
+    with_indicators = add_indicators(frame, specs) if specs else frame
+    signals = strategy.evaluate(with_indicators)
+    events = _events(signals, ts, first)
+
+    arrays = tuple(
+        frame[column].cast(pl.Float64).to_numpy() for column in ("open", "high", "low", "close")
+    )
+    sim = _Simulation(name, arrays, ts, first, broker_cfg, risk_cfg)
+    sim.run(events)
+
+    trades = sim.trades_frame(gaps)
+    equity, position = sim.equity_curve()
+    summary = summarize(
+        trades["pnl"],
+        equity,
+        position,
+        broker_cfg.starting_cash,
+        timeframe,
+        fees=float(trades["fees"].sum()),
+    )
+    elapsed = time.perf_counter() - started
+    summary.update(
+        signals=len(events[0]),
+        rejected=len(sim.rejected),
+        trades_spanning_gaps=int(trades["spans_gap"].sum()),
+        elapsed_s=elapsed,
+        bars_per_s=(count / elapsed) if elapsed > 0 else None,
+    )
+    return BacktestResult(
+        strategy=strategy.name,
+        params=strategy_params(strategy),
+        instrument=name,
+        timeframe=timeframe,
+        start_us=int(ts[first]),
+        end_us=int(ts[-1]) + width_us,
+        summary=summary,
+        trades=trades,
+        fills=_frame(sim.fills, FILL_SCHEMA),
+        equity=pl.DataFrame(
+            {
+                "ts": pl.Series(ts[first:]).cast(pl.Datetime("us")),
+                "equity": equity,
+                "position": position,
+            }
+        ),
+        rejected=sim.rejected,
+    )
+
+
+def summarize(
+    pnl: pl.Series | Sequence[float],
+    equity: np.ndarray,
+    position: np.ndarray,
+    starting_cash: float,
+    timeframe: str,
+    *,
+    fees: float = 0.0,
+) -> dict[str, Any]:
+    """The report's figures from the trades' P&L and the per-bar equity curve."""
+    stats = trade_stats(pnl)
+    curve = np.concatenate(([starting_cash], equity))
+    drawdown, drawdown_fraction = max_drawdown(curve)
+    returns = equity_returns(equity, start=starting_cash)
+    per_year = periods_per_year(timeframe)
+    final = float(equity[-1]) if equity.size else starting_cash
+    return {
+        "bars": int(equity.size),
+        **stats,
+        "return_pct": (final - starting_cash) / starting_cash * 100 if starting_cash else None,
+        "fees": fees,
+        "max_drawdown": drawdown,
+        "max_drawdown_pct": drawdown_fraction * 100,
+        "sharpe": sharpe(returns, per_year),
+        "sortino": sortino(returns, per_year),
+        "exposure_pct": float(np.count_nonzero(position) / position.size * 100)
+        if position.size
+        else 0.0,
+        "starting_cash": starting_cash,
+        "final_equity": final,
+    }
+
+
+def _prepared(bars: pl.DataFrame, instrument: str | None) -> pl.DataFrame:
+    missing = [c for c in ("ts", "open", "high", "low", "close") if c not in bars.columns]
+    if missing:
+        raise ValueError(f"the bars have no {', '.join(missing)} column")
+    frame = bars
+    if frame.schema["ts"] != pl.Datetime("us"):
+        ts = frame["ts"]
+        frame = frame.with_columns(
+            (ts.cast(pl.Datetime("us")) if ts.dtype.is_temporal() else ts.cast(pl.Int64))
+            .cast(pl.Datetime("us"))
+            .alias("ts")
+        )
+    if "instrument" in frame.columns:
+        names = frame["instrument"].unique()
+        if names.len() > 1:
+            raise ValueError(f"the bars hold {names.len()} instruments: backtest one at a time")
+        if instrument is not None:
+            frame = frame.with_columns(pl.lit(instrument).alias("instrument"))
+    else:
+        frame = frame.with_columns(pl.lit(instrument or "BACKTEST").alias("instrument"))
+    for column, value in (("volume", 0.0), ("trades", 0)):
+        if column not in frame.columns:
+            frame = frame.with_columns(pl.lit(value).alias(column))
+    frame = frame.select(
+        "instrument",
+        "ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "trades",
+        *[c for c in frame.columns if c not in _BAR_COLUMNS],
+    )
+    if frame.height > 1 and not frame["ts"].is_sorted():
+        frame = frame.sort("ts")
+    return frame
+
+
+_BAR_COLUMNS = ("instrument", "ts", "open", "high", "low", "close", "volume", "trades")
+
+
+def _events(
+    signals: pl.DataFrame, ts: np.ndarray, first: int
+) -> tuple[list[int], list[int], list[float], list[float], list[str]]:
+    """The signals to act on, one per bar (the last of each), in time order: their bar
+    index, side code (1 buy, -1 sell, 0 exit), stop, target (NaN: none) and reason."""
+    empty: tuple[list[int], list[int], list[float], list[float], list[str]] = ([], [], [], [], [])
+    if signals is None or signals.is_empty():
+        return empty
+    for column in ("ts", "side"):
+        if column not in signals.columns:
+            raise ValueError(f"the strategy's signals have no {column!r} column")
+    sides = signals["side"].cast(pl.String)
+    unknown = sides.filter(~sides.is_in(list(_SIDE_CODES))).unique().to_list()
+    if unknown:
+        raise ValueError(f"the strategy returned signal side(s) {unknown}: use buy, sell or exit")
+    at = signals["ts"]
+    at_us = (at.cast(pl.Datetime("us")).dt.epoch("us") if at.dtype.is_temporal() else at).to_numpy()
+    index = np.searchsorted(ts, at_us)
+    inside = index < ts.size
+    found = np.zeros(index.size, dtype=bool)
+    found[inside] = ts[index[inside]] == at_us[inside]
+    # Acted on at the next bar's open: that bar must exist; warm-up bars do not trade.
+    usable = found & (index >= first) & (index + 1 < ts.size)
+    if not usable.any():
+        return empty
+
+    def column(name: str) -> pl.Series:
+        if name in signals.columns:
+            return signals[name].cast(pl.Float64).fill_null(NAN)
+        return pl.Series(name, [NAN] * signals.height, dtype=pl.Float64)
+
+    table = (
+        pl.DataFrame(
+            {
+                "bar": index,
+                "side": sides.replace_strict(_SIDE_CODES, return_dtype=pl.Int8),
+                "stop": column("stop"),
+                "target": column("target"),
+                "reason": signals["reason"].cast(pl.String).fill_null("")
+                if "reason" in signals.columns
+                else pl.Series("reason", [""] * signals.height),
+            }
+        )
+        .filter(pl.Series(usable))
+        .unique("bar", keep="last", maintain_order=True)
+        .sort("bar", maintain_order=True)
+    )
+    return (
+        table["bar"].to_list(),
+        table["side"].to_list(),
+        table["stop"].to_list(),
+        table["target"].to_list(),
+        table["reason"].to_list(),
+    )
+
+
+class _Simulation:
+    """The account through the events: Python per event, numpy between them."""
+
+    def __init__(
+        self,
+        instrument: str,
+        arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        ts: np.ndarray,
+        first: int,
+        broker: BrokerConfig,
+        limits: RiskConfig,
+    ) -> None:
+        self.instrument = instrument
+        self.open, self.high, self.low, self.close = arrays
+        self.ts = ts
+        self.first = first
+        self.count = ts.size
+        self.broker = broker
+        self.limits = limits
+        self.model = FillModel(broker.slippage_bps, broker.fee_bps, broker.fee_per_unit)
+        self.ledger = Ledger(broker.starting_cash)
+        self.book = self.ledger.position(instrument)
+        # The open position: direction (1, -1; 0 flat), size, fill, bar, fee, orders.
+        self.direction = 0
+        self.qty = 0.0
+        self.entry_price = 0.0
+        self.entry_bar = -1
+        self.entry_fee = 0.0
+        self.stop = NAN
+        self.target = NAN
+        self.protected = False  # a position with a stop or a target
+        self.reason = ""
+        self.fills: list[tuple] = []
+        # The columns of TRADE_SCHEMA up to "reason", then entry bar, exit bar, entry fee.
+        self.trades: list[tuple] = []
+        self.rejected: list[dict[str, Any]] = []
+        self.next_id = 1
+        # Daily loss limit: the UTC day being traded and the equity it started with.
+        self.watch_day = limits.daily_loss_limit > 0
+        self.day = -1
+        self.day_start_equity = broker.starting_cash
+
+    # --- the event loop ---------------------------------------------------------------
+
+    def run(self, events: tuple[list[int], list[int], list[float], list[float], list[str]]) -> None:
+        bars, sides, stops, targets, reasons = events
+        opens = self.open
+        searched = self.first  # protective orders are checked on bars from here on
+        for bar, side, stop, target, reason in zip(
+            bars, sides, stops, targets, reasons, strict=True
+        ):
+            fill_bar = bar + 1
+            if self.protected:
+                self.protect(searched, fill_bar)
+                if self.protected:
+                    self.open_crossed(fill_bar)
+            if self.watch_day:
+                self.roll_day(fill_bar)
+            if side == 0:
+                if self.direction:
+                    self.exit(
+                        fill_bar,
+                        self.model.open_fill(self._closing_side(), opens[fill_bar]),
+                        "signal",
+                    )
+            elif side != self.direction:
+                if self.direction:
+                    self.exit(
+                        fill_bar,
+                        self.model.open_fill(self._closing_side(), opens[fill_bar]),
+                        "reverse",
+                    )
+                self.enter(fill_bar, side, stop, target, reason)
+            searched = fill_bar
+        if self.direction:
+            if self.protected:
+                self.protect(searched, self.count)
+            if self.direction:
+                last = self.count - 1
+                price = self.model.slipped(self._closing_side(), float(self.close[last]))
+                self.exit(last, price, "end")
+
+    def _closing_side(self) -> str:
+        return "sell" if self.direction > 0 else "buy"
+
+    # --- entries and exits ------------------------------------------------------------
+
+    def enter(self, bar: int, direction: int, stop: float, target: float, reason: str) -> None:
+        side = "buy" if direction > 0 else "sell"
+        open_ = float(self.open[bar])
+        price = self.model.open_fill(side, open_)
+        # Flat here: equity is the cash (the ledger's, for its one position).
+        book = self.book
+        equity = self.broker.starting_cash + book.realized - book.fees
+        has_stop = not math.isnan(stop)
+        has_target = not math.isnan(target)
+        if has_stop and (stop >= price if direction > 0 else stop <= price):
+            where = "below" if direction > 0 else "above"
+            return self.reject(
+                bar,
+                side,
+                "invalid_stop",
+                f"the stop {stop:g} is not {where} the entry fill {price:g}",
+            )
+        if has_target and (target <= price if direction > 0 else target >= price):
+            where = "above" if direction > 0 else "below"
+            return self.reject(
+                bar,
+                side,
+                "invalid_target",
+                f"the target {target:g} is not {where} the entry fill {price:g}",
+            )
+        pct = self.limits.risk_per_trade_pct
+        if has_stop and pct > 0:
+            qty = risk_limits.size_from_risk(equity, pct, price, stop)
+        else:
+            qty = self.broker.signal_notional / price if price > 0 else 0.0
+        if not qty > 0:
+            return self.reject(bar, side, "size", f"no size: equity {equity:,.2f}, price {price:g}")
+        rejection = risk_limits.check(
+            risk_limits.Proposal(
+                self.instrument, qty * direction, price, stop if has_stop else None
+            ),
+            self.limits,
+            self.ledger,
+            {self.instrument: open_},
+            equity=equity,
+            day_pnl=equity - self.day_start_equity if self.watch_day else 0.0,
+        )
+        if rejection is not None:
+            return self.reject(bar, side, rejection.limit, rejection.message)
+        fee = self.model.fee(qty, price)
+        self.fill(side, qty, price, fee, bar)
+        self.direction = direction
+        self.qty = qty
+        self.entry_price = price
+        self.entry_bar = bar
+        self.entry_fee = fee
+        self.stop = stop
+        self.target = target
+        self.protected = has_stop or has_target
+        self.reason = reason
+
+    def exit(self, bar: int, price: float, why: str) -> None:
+        side = self._closing_side()
+        qty = self.qty
+        fee = self.model.fee(qty, price)
+        self.fill(side, qty, price, fee, bar)
+        gross = (price - self.entry_price) * qty * self.direction
+        self.trades.append(
+            (
+                self.instrument,
+                "long" if self.direction > 0 else "short",
+                qty,
+                int(self.ts[self.entry_bar]),
+                self.entry_price,
+                int(self.ts[bar]),
+                price,
+                gross - self.entry_fee - fee,
+                self.entry_fee + fee,
+                why,
+                None if math.isnan(self.stop) else self.stop,
+                None if math.isnan(self.target) else self.target,
+                bar - self.entry_bar,
+                self.reason,
+                self.entry_bar,
+                bar,
+                self.entry_fee,
+            )
+        )
+        self.direction = 0
+        self.qty = 0.0
+        self.stop = self.target = NAN
+        self.protected = False
+
+    def fill(self, side: str, qty: float, price: float, fee: float, bar: int) -> None:
+        fill_id = self.next_id
+        self.next_id += 1
+        ts_us = int(self.ts[bar])
+        self.fills.append((fill_id, fill_id, self.instrument, side, qty, price, fee, ts_us))
+        self.book.apply(qty if side == "buy" else -qty, price, fee, ts_us)
+
+    def reject(self, bar: int, side: str, limit: str, message: str) -> None:
+        self.rejected.append(
+            {"ts_us": int(self.ts[bar]), "side": side, "limit": limit, "message": message}
+        )
+
+    def roll_day(self, bar: int) -> None:
+        """Start the UTC day of ``bar`` with the equity marked at the close of the bar
+        before its first bar (the position held then is the one held now: this runs
+        before every event)."""
+        day = int(self.ts[bar]) // US_PER_DAY
+        if day == self.day:
+            return
+        self.day = day
+        first_of_day = int(np.searchsorted(self.ts, day * US_PER_DAY))
+        before = first_of_day - 1
+        if before < self.first:
+            self.day_start_equity = self.broker.starting_cash
+            return
+        equity = self.ledger.cash()
+        if self.direction:
+            equity += (float(self.close[before]) - self.entry_price) * self.qty * self.direction
+        self.day_start_equity = equity
+
+    # --- stops and targets ------------------------------------------------------------
+
+    def protect(self, start: int, end: int) -> None:
+        """Fill the stop or target at the first bar of [start, end) that reaches one."""
+        hit = self.first_hit(start, end)
+        if hit < 0:
+            return
+        if self.watch_day:
+            self.roll_day(hit)
+        o, h, lo = float(self.open[hit]), float(self.high[hit]), float(self.low[hit])
+        side = self._closing_side()
+        stop_price = (
+            None if math.isnan(self.stop) else self.model.stop_fill(side, self.stop, o, h, lo)
+        )
+        target_price = (
+            None if math.isnan(self.target) else self.model.limit_fill(side, self.target, o, h, lo)
+        )
+        opened_past_target = target_price is not None and (
+            o >= self.target if self.direction > 0 else o <= self.target
+        )
+        if target_price is not None and (opened_past_target or stop_price is None):
+            self.exit(hit, target_price, "target")
+        elif stop_price is not None:
+            self.exit(hit, stop_price, "stop")
+
+    def open_crossed(self, bar: int) -> None:
+        """Stops and targets the open of ``bar`` already crossed fill there (before the
+        market order decided on the bar before)."""
+        o = float(self.open[bar])
+        long = self.direction > 0
+        side = self._closing_side()
+        if not math.isnan(self.target) and (o >= self.target if long else o <= self.target):
+            if self.watch_day:
+                self.roll_day(bar)
+            self.exit(bar, o, "target")
+        elif not math.isnan(self.stop) and (o <= self.stop if long else o >= self.stop):
+            if self.watch_day:
+                self.roll_day(bar)
+            self.exit(bar, self.model.slipped(side, o), "stop")
+
+    def first_hit(self, start: int, end: int) -> int:
+        """The first bar in [start, end) whose range reaches the stop or the target of
+        the position, or -1; searched in growing chunks (a hit is usually near)."""
+        stop, target = self.stop, self.target
+        long = self.direction > 0
+        # For a long the stop is below (lows reach it) and the target above (highs).
+        toward_stop = self.low if long else self.high
+        toward_target = self.high if long else self.low
+        size = 64
+        while start < end:
+            stop_at = min(end, start + size)
+            if long:
+                reached = (toward_stop[start:stop_at] <= stop) | (
+                    toward_target[start:stop_at] >= target
+                )
+            else:
+                reached = (toward_stop[start:stop_at] >= stop) | (
+                    toward_target[start:stop_at] <= target
+                )
+            found = int(reached.argmax())
+            if reached[found]:
+                return start + found
+            start = stop_at
+            size *= 4
+        return -1
+
+    # --- results ----------------------------------------------------------------------
+
+    def trades_frame(self, gaps: Sequence[tuple[int, int]]) -> pl.DataFrame:
+        frame = _frame(self.trades, {name: TRADE_SCHEMA[name] for name in TRADE_COLUMNS[:14]})
+        minutes = _gap_minutes(
+            gaps, frame["entry_time_us"].to_numpy(), frame["exit_time_us"].to_numpy()
+        )
+        return frame.with_columns(
+            pl.Series("spans_gap", minutes > 0, dtype=pl.Boolean),
+            pl.Series("gap_minutes", minutes, dtype=pl.Int64),
+        )
+
+    def equity_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Equity and the signed position at each traded bar's close (vectorised from
+        the trades: a trade is held at the closes of its entry bar up to the bar before
+        its exit bar)."""
+        count, first = self.count, self.first
+        cash_change = np.zeros(count)
+        held = np.zeros(count + 1, dtype=np.int64)  # +trade number at entry, - at exit
+        if self.trades:
+            columns = list(zip(*self.trades, strict=True))
+            long = np.array([side == "long" for side in columns[1]])
+            signed = np.where(long, 1.0, -1.0) * np.array(columns[2])
+            entry_price = np.array(columns[4])
+            exit_price = np.array(columns[6])
+            fees = np.array(columns[8])
+            entry_bar = np.array(columns[14], dtype=np.int64)
+            exit_bar = np.array(columns[15], dtype=np.int64)
+            entry_fee = np.array(columns[16])
+            gross = (exit_price - entry_price) * signed
+            # Cash moves by the entry fee at the entry bar, by the P&L less the exit fee
+            # at the exit bar.
+            np.add.at(cash_change, entry_bar, -entry_fee)
+            np.add.at(cash_change, exit_bar, gross - (fees - entry_fee))
+            number = np.arange(1, len(self.trades) + 1, dtype=np.int64)
+            np.add.at(held, entry_bar, number)
+            np.add.at(held, exit_bar, -number)
+            trade_at = np.cumsum(held[:count])  # 1-based trade held at each close, 0: flat
+            holding = trade_at > 0
+            index = np.maximum(trade_at - 1, 0)
+            position = np.where(holding, signed[index], 0.0)
+            unrealized = np.where(holding, (self.close - entry_price[index]) * signed[index], 0.0)
+        else:
+            position = np.zeros(count)
+            unrealized = np.zeros(count)
+        cash = self.broker.starting_cash + np.cumsum(cash_change)
+        equity = cash + unrealized
+        return equity[first:], position[first:]
+
+
+def _frame(rows: list[tuple], schema: dict[str, Any]) -> pl.DataFrame:
+    """A frame of the first ``len(schema)`` fields of ``rows``, built column by column
+    (faster than polars' row path)."""
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    columns = list(zip(*rows, strict=True))
+    return pl.DataFrame(
+        [pl.Series(name, columns[i], dtype=dtype) for i, (name, dtype) in enumerate(schema.items())]
+    )
+
+
+def _gap_minutes(
+    gaps: Sequence[tuple[int, int]], starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """Per [start, end) holding period: minutes of ``gaps`` inside it."""
+    if not gaps or starts.size == 0:
+        return np.zeros(starts.size, dtype=np.int64)
+    ordered = sorted(gaps)
+    gap_start = np.array([g[0] for g in ordered], dtype=np.int64)
+    gap_end = np.array([g[1] for g in ordered], dtype=np.int64)
+    before = np.concatenate(([0], np.cumsum(gap_end - gap_start)))
+
+    def missing_before(moments: np.ndarray) -> np.ndarray:
+        # Gap time before each moment: whole gaps that started before it, clipped.
+        k = np.searchsorted(gap_start, moments, side="right")
+        last = np.maximum(k - 1, 0)
+        partial = np.where(
+            k > 0, np.clip(moments - gap_start[last], 0, gap_end[last] - gap_start[last]), 0
+        )
+        return np.where(k > 0, before[last], 0) + partial
+
+    overlap = missing_before(ends) - missing_before(starts)
+    return overlap // US_PER_MINUTE + (overlap % US_PER_MINUTE > 0)
+
+
+def _empty_result(
+    strategy: Strategy,
+    instrument: str,
+    timeframe: str,
+    start_us: int,
+    broker_cfg: BrokerConfig,
+    started: float,
+) -> BacktestResult:
+    empty = np.zeros(0)
+    summary = summarize([], empty, empty, broker_cfg.starting_cash, timeframe)
+    summary.update(
+        signals=0,
+        rejected=0,
+        trades_spanning_gaps=0,
+        elapsed_s=time.perf_counter() - started,
+        bars_per_s=None,
+    )
+    return BacktestResult(
+        strategy=strategy.name,
+        params=strategy_params(strategy),
+        instrument=instrument,
+        timeframe=timeframe,
+        start_us=start_us,
+        end_us=start_us,
+        summary=summary,
+        trades=pl.DataFrame(schema=TRADE_SCHEMA),
+        fills=pl.DataFrame(schema=FILL_SCHEMA),
+        equity=pl.DataFrame(
+            schema={"ts": pl.Datetime("us"), "equity": pl.Float64, "position": pl.Float64}
+        ),
+    )

@@ -1,0 +1,246 @@
+"""Parameter sweeps: ``--param NAME=VALUE`` values, ranges and lists, their cartesian
+product, and running every combination over the same bars on all cores.
+
+Forms of a ``--param`` value:
+
+- ``fast=10``: one value;
+- ``fast=5..30:5``: ``start..stop:step``, both ends included (``:step`` defaults to 1;
+  integers when all three are whole numbers, else floats);
+- ``fast=5,10,20``: a list.
+
+Values are converted to the strategy's typed ``Params`` (msgspec, lax: ``"5"`` -> 5 for
+an int, ``"true"`` -> True for a bool); a bad or unknown name is a UsageError (exit 2).
+
+The sweep runs in a ``ProcessPoolExecutor`` (``os.cpu_count()`` workers, at most one per
+combination) started with the *spawn* method: polars keeps a thread pool, and a forked
+child of a process whose threads hold locks can deadlock. The bars are loaded once in
+the parent and handed to each worker once, as Arrow IPC bytes, by the pool's
+initializer; each task then carries only the strategy (a small pickle) and returns only
+the summary. Each worker gets its share of the cores for polars' thread pool
+(POLARS_MAX_THREADS, unless set already). A combination whose strategy raises gets
+its error in its row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import math
+import multiprocessing
+import os
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from sptrader.config import BrokerConfig, RiskConfig
+from sptrader.errors import UsageError
+from sptrader.strategies.base import Strategy
+
+__all__ = [
+    "MAX_COMBINATIONS",
+    "SweepRow",
+    "build_strategy",
+    "combinations",
+    "parse_params",
+    "run_sweep",
+]
+
+MAX_COMBINATIONS = 10_000
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_USAGE = "use NAME=VALUE, NAME=START..STOP:STEP or NAME=A,B,C"
+
+
+def parse_params(texts: Sequence[str]) -> dict[str, list[str]]:
+    """``["fast=5..15:5", "slow=30"]`` -> ``{"fast": ["5", "10", "15"], "slow": ["30"]}``
+    (values stay text: the strategy's Params convert them)."""
+    grid: dict[str, list[str]] = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise UsageError(f"bad --param {text!r}: {_USAGE}")
+        if name in grid:
+            raise UsageError(f"--param {name} is given twice (give a list: {name}=A,B,C)")
+        if ".." in value:
+            values = expand_range(name, value)
+        elif "," in value:
+            values = [part.strip() for part in value.split(",")]
+            if any(not part for part in values):
+                raise UsageError(f"bad --param {text!r}: an empty value in the list")
+        else:
+            values = [value]
+        grid[name] = list(dict.fromkeys(values))
+    return grid
+
+
+def expand_range(name: str, text: str) -> list[str]:
+    """``"5..30:5"`` -> ``["5", "10", ..., "30"]`` (stop included when a step lands on
+    it); ``"0.5..1.5:0.25"`` -> floats."""
+    low, _, rest = text.partition("..")
+    high, _, step = rest.partition(":")
+    parts = [low.strip(), high.strip(), step.strip() or "1"]
+    whole = all(_INTEGER.match(part) for part in parts)
+    try:
+        numbers = [int(part) if whole else float(part) for part in parts]
+    except ValueError:
+        raise UsageError(
+            f"bad --param {name}={text}: a range is START..STOP:STEP of numbers"
+        ) from None
+    start, stop, step_value = numbers
+    if not all(math.isfinite(number) for number in numbers):
+        raise UsageError(f"bad --param {name}={text}: a range needs finite numbers")
+    if step_value <= 0:
+        raise UsageError(f"bad --param {name}={text}: the step must be above 0")
+    if stop < start:
+        raise UsageError(f"bad --param {name}={text}: the range ends before it starts")
+    count = math.floor((stop - start) / step_value + 1e-9) + 1
+    if count > MAX_COMBINATIONS:
+        raise UsageError(
+            f"--param {name}={text} gives {count:,} values; at most {MAX_COMBINATIONS:,}"
+        )
+    if whole:
+        return [str(start + i * step_value) for i in range(count)]
+    return [_number_text(start + i * step_value) for i in range(count)]
+
+
+def _number_text(value: float) -> str:
+    # 0.1 + 2 * 0.1 is 0.30000000000000004: twelve significant digits are plenty.
+    return f"{round(value, 12):.12g}"
+
+
+def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """The cartesian product of the values, the first parameter varying slowest."""
+    names = list(grid)
+    total = math.prod(len(values) for values in grid.values())
+    if total > MAX_COMBINATIONS:
+        raise UsageError(f"the sweep has {total:,} combinations; at most {MAX_COMBINATIONS:,}")
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def build_strategy(cls: type[Strategy], params: dict[str, str]) -> Strategy:
+    """An instance of ``cls`` with ``params`` converted to its typed Params; a bad or
+    unknown one is a UsageError naming the strategy's parameters."""
+    try:
+        typed = msgspec.convert(params, cls.Params, strict=False)
+    except msgspec.ValidationError as error:
+        fields = msgspec.structs.fields(cls.Params)
+        known = ", ".join(f"{f.name}={_default_text(f)}" for f in fields) or "none"
+        raise UsageError(f"bad --param for {cls.name}: {error} (its params: {known})") from None
+    return cls(typed)
+
+
+def _default_text(field: Any) -> str:
+    if field.default is not msgspec.NODEFAULT:
+        return str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
+    return "?"
+
+
+@dataclass
+class SweepRow:
+    params: dict[str, Any]
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def sort_key(self) -> tuple[int, float]:
+        if self.summary is None:
+            return (1, 0.0)
+        return (0, -(self.summary.get("net_pnl") or 0.0))
+
+
+# --- workers ------------------------------------------------------------------------
+
+_shared: dict[str, Any] = {}
+
+
+def _init_worker(bars_ipc: bytes, context: dict[str, Any]) -> None:
+    _shared["bars"] = pl.read_ipc(io.BytesIO(bars_ipc))
+    _shared.update(context)
+
+
+def _run_one(strategy: Strategy) -> SweepRow:
+    from sptrader.backtest.engine import run_backtest, strategy_params
+
+    params = strategy_params(strategy)
+    try:
+        result = run_backtest(
+            strategy,
+            _shared["bars"],
+            _shared["broker"],
+            _shared["risk"],
+            _shared["timeframe"],
+            instrument=_shared["instrument"],
+            start_us=_shared["start_us"],
+            gaps=_shared["gaps"],
+        )
+    except Exception as error:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return SweepRow(params, error=f"{type(error).__name__}: {first_line}")
+    return SweepRow(params, summary=result.summary)
+
+
+@contextlib.contextmanager
+def _polars_threads(count: int) -> Iterator[None]:
+    """Workers started inside get ``count`` polars threads each (the cores shared out
+    rather than every worker's pool competing for all of them), unless the user set
+    POLARS_MAX_THREADS. Spawned children read it when they import polars."""
+    if "POLARS_MAX_THREADS" in os.environ:
+        yield
+        return
+    os.environ["POLARS_MAX_THREADS"] = str(count)
+    try:
+        yield
+    finally:
+        os.environ.pop("POLARS_MAX_THREADS", None)
+
+
+def run_sweep(
+    strategies: Sequence[Strategy],
+    bars: pl.DataFrame,
+    broker_cfg: BrokerConfig,
+    risk_cfg: RiskConfig,
+    timeframe: str,
+    *,
+    instrument: str | None = None,
+    start_us: int | None = None,
+    gaps: Sequence[tuple[int, int]] = (),
+    workers: int | None = None,
+) -> list[SweepRow]:
+    """Every strategy over ``bars``, in worker processes when there are several, rows
+    sorted by net P&L (best first; failed runs last)."""
+    context = {
+        "broker": broker_cfg,
+        "risk": risk_cfg,
+        "timeframe": timeframe,
+        "instrument": instrument,
+        "start_us": start_us,
+        "gaps": list(gaps),
+    }
+    workers = max(1, min(workers or os.cpu_count() or 1, len(strategies)))
+    if workers == 1:
+        _shared.clear()
+        _shared.update(context, bars=bars)
+        try:
+            rows = [_run_one(strategy) for strategy in strategies]
+        finally:
+            _shared.clear()
+    else:
+        buffer = io.BytesIO()
+        bars.write_ipc(buffer)
+        with (
+            _polars_threads(max(1, (os.cpu_count() or 1) // workers)),
+            ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(buffer.getvalue(), context),
+            ) as pool,
+        ):
+            rows = list(pool.map(_run_one, strategies))
+    return sorted(rows, key=lambda row: row.sort_key)

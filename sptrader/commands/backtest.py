@@ -1,0 +1,293 @@
+"""``sptrader backtest STRATEGY INSTRUMENT [--tf TF] --from T [--to T] [--param k=v]...
+[--format table|json] [--plot] [--allow-gaps]``.
+
+The data: the window's missing history is fetched first, as ``sptrader data ensure``
+does (through the daemon when one runs: it holds the store), then the bars are read
+(from the store, or through the daemon's API), with up to the strategy's warm-up of
+bars stored before ``--from`` (for its indicators; they are not traded). If open market
+time of the window is still missing, the backtest refuses to run (exit 1) unless
+``--allow-gaps``; then trades whose holding period spans a gap are marked. The report
+gives the window's coverage either way.
+
+Several values for a parameter (``--param fast=5..30:5``, ``slow=20,40``) make a sweep:
+every combination runs on all cores and one table row shows each (sptrader.backtest.sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from typing import Any
+
+import polars as pl
+
+from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
+from sptrader.config import Settings
+from sptrader.daemon import running_pid
+from sptrader.errors import SptraderError, UsageError
+from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
+
+log = logging.getLogger(__name__)
+
+
+class _Data:
+    def __init__(
+        self,
+        instrument: str,
+        bars: pl.DataFrame,
+        gaps: list[tuple[int, int]],
+        coverage_pct: float | None,
+        seconds: float,
+    ) -> None:
+        self.instrument = instrument
+        self.bars = bars
+        self.gaps = gaps
+        self.coverage_pct = coverage_pct
+        self.seconds = seconds
+
+
+def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
+    from sptrader.backtest import report, sweep
+    from sptrader.indicators import max_lookback, parse_specs
+    from sptrader.strategies import registry
+
+    cls = registry.resolve(args.strategy, settings.config.strategies.modules)
+    grid = sweep.parse_params(args.params or [])
+    combos = sweep.combinations(grid)
+    strategies = [sweep.build_strategy(cls, combo) for combo in combos]
+    varied = [name for name, values in grid.items() if len(values) > 1]
+    instrument = normalize_instrument(args.instrument)
+    timeframe_minutes(args.tf)
+    start = datetime_to_us(parse_time(args.start, what="--from time"))
+    end = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else now_us()
+    if end <= start:
+        raise UsageError("--to must be later than --from")
+    if args.plot and (args.format == "json" or len(strategies) > 1):
+        raise UsageError(
+            "--plot draws one run's equity curve: use it with --format table, no sweep"
+        )
+    warmup = 0
+    for strategy, combo in zip(strategies, combos, strict=True):
+        try:
+            specs = parse_specs(strategy.indicators())
+        except Exception as error:
+            given = " ".join(f"{key}={value}" for key, value in combo.items())
+            raise UsageError(
+                f"strategy {cls.name} cannot run with {given or 'its defaults'}: {error}"
+            ) from None
+        warmup = max(warmup, strategy.warmup_bars(), max_lookback(specs))
+
+    data = _load(settings, instrument, args.tf, start, end, warmup)
+    instrument = data.instrument
+    if data.gaps and not args.allow_gaps:
+        raise SptraderError(_refusal(instrument, start, end, data.gaps))
+    traded = data.bars.filter(pl.col("ts") >= pl.lit(start).cast(pl.Datetime("us")))
+    if traded.is_empty():
+        raise SptraderError(
+            f"no {args.tf} bars of {instrument} stored between {format_us(start)} and"
+            f" {format_us(end)}"
+        )
+    coverage = {
+        "from_us": start,
+        "to_us": end,
+        "coverage_pct": data.coverage_pct,
+        "gaps": data.gaps,
+        "allow_gaps": args.allow_gaps,
+    }
+    config = settings.config
+    if len(strategies) == 1:
+        from sptrader.backtest import run_backtest
+
+        try:
+            result = run_backtest(
+                strategies[0],
+                data.bars,
+                config.broker,
+                config.risk,
+                args.tf,
+                instrument=instrument,
+                start_us=start,
+                gaps=data.gaps,
+            )
+        except SptraderError:
+            raise
+        except Exception as error:
+            log.exception("backtest of %s failed", cls.name)
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise SptraderError(
+                f"strategy {cls.name} failed: {type(error).__name__}: {first_line}"
+            ) from None
+        if args.format == "json":
+            report.write_json(report.result_json(result, coverage, data.seconds))
+        else:
+            report.print_result(result, coverage, data_s=data.seconds, plot=args.plot)
+        return 0
+
+    import os
+
+    workers = max(1, min(os.cpu_count() or 1, len(strategies)))
+    started = time.perf_counter()
+    rows = sweep.run_sweep(
+        strategies,
+        data.bars,
+        config.broker,
+        config.risk,
+        args.tf,
+        instrument=instrument,
+        start_us=start,
+        gaps=data.gaps,
+        workers=workers,
+    )
+    elapsed = time.perf_counter() - started
+    context: dict[str, Any] = {
+        "strategy": cls.name,
+        "instrument": instrument,
+        "timeframe": args.tf,
+        "coverage": coverage,
+        "elapsed_s": elapsed,
+    }
+    if args.format == "json":
+        report.write_json(report.sweep_json(rows, **context))
+    else:
+        report.print_sweep(rows, varied=varied, workers=workers, **context)
+    return 0
+
+
+def _refusal(instrument: str, start: int, end: int, gaps: list[tuple[int, int]]) -> str:
+    minutes = sum(e - s for s, e in gaps) // US_PER_MINUTE
+    first = gaps[0]
+    count = len(gaps)
+    return (
+        f"{instrument}: {minutes:,} minutes of open market time in the window are not stored"
+        f" ({count} gap{'s' if count != 1 else ''}, the first {format_us(first[0])} →"
+        f" {format_us(first[1])}); fetch them with `sptrader data ensure {instrument}"
+        f" --from {format_us(start)} --to {format_us(end)}` or run with --allow-gaps"
+    )
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def _load(
+    settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
+) -> _Data:
+    if running_pid(settings.home) is not None:
+        return asyncio.run(_load_from_daemon(settings, instrument, timeframe, start, end, warmup))
+    return _load_here(settings, instrument, timeframe, start, end, warmup)
+
+
+def _fetch(settings: Settings, instrument: str, start: int, end: int) -> None:
+    """Fetch what is missing as `sptrader data ensure` does (in the daemon when one
+    runs); its progress bar goes to stderr, keeping stdout for the report."""
+    from sptrader.commands.backfill import backfill_with_progress
+
+    print(f"{instrument}: fetching missing history…", file=sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            outcome = backfill_with_progress(settings, [instrument], start, end)
+    except SptraderError as error:
+        # Nothing the feed can serve (the live edge only, no history feed...): the gap
+        # check that follows says what is missing.
+        log.info("no backfill of %s: %s", instrument, error)
+        return
+    event = outcome.get(instrument)
+    if event is not None and event.state == "failed":
+        print(f"sptrader: fetching {instrument} failed: {event.message}", file=sys.stderr)
+
+
+def _load_here(
+    settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
+) -> _Data:
+    from sptrader.engine import Engine
+
+    engine = Engine(settings)
+    store = engine.open_store()
+    try:
+        instrument = engine.check_instrument(instrument)
+        gaps = engine.data.gaps(instrument, start, end)
+        if gaps and engine.history_feed(instrument) is not None:
+            # The fetch opens the store itself (as `data ensure` does): let go of it.
+            store.close()
+            _fetch(settings, instrument, start, end)
+            engine = Engine(settings)
+            store = engine.open_store()
+        started = time.perf_counter()
+        status = engine.data.status(instrument, start, end)
+        bars = _read(store, instrument, timeframe, start, end, warmup)
+    finally:
+        store.close()
+    return _Data(
+        instrument,
+        bars,
+        [tuple(gap) for gap in status.gaps],
+        status.coverage_pct,
+        time.perf_counter() - started,
+    )
+
+
+def _read(
+    store: Any, instrument: str, timeframe: str, start: int, end: int, warmup: int
+) -> pl.DataFrame:
+    from sptrader.store import queries
+
+    bars = queries.bars_between(store, instrument, timeframe, start, end)
+    if warmup <= 0:
+        return bars
+    # Up to `warmup` stored bars before the window, looking further back over gaps.
+    width = timeframe_minutes(timeframe) * US_PER_MINUTE
+    first = queries.first_bar_ts(store, instrument)
+    edge = start - start % width
+    if first == 0 or first >= edge:
+        return bars
+    span = (warmup + 1) * width
+    while True:
+        older = queries.bars_between(store, instrument, timeframe, edge - span, edge)
+        if older.height >= warmup or edge - span <= first:
+            break
+        span *= 4
+    older = older.tail(warmup)
+    return pl.concat([older, bars]) if older.height else bars
+
+
+async def _load_from_daemon(
+    settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
+) -> _Data:
+    from sptrader.api.connection import ApiConnection
+    from sptrader.api.protocol import candles_frame
+
+    async def call(method: str, **params: Any) -> Any:
+        connection = ApiConnection(settings.home)
+        await connection.open()
+        try:
+            return await connection.call(method, **params)
+        finally:
+            await connection.close()
+
+    gaps = await call("data_gaps", instrument=instrument, start_us=start, end_us=end)
+    if gaps:
+        await asyncio.to_thread(_fetch, settings, instrument, start, end)
+    started = time.perf_counter()
+    statuses = await call("data_status", instruments=[instrument], start_us=start, end_us=end)
+    status = statuses[0] if statuses else {"gaps": [], "coverage_pct": None}
+    width = timeframe_minutes(timeframe) * US_PER_MINUTE
+    # Warm-up bars: their time with room for a weekend (trimmed below).
+    ahead = 3 * warmup * width + 3 * US_PER_DAY if warmup else 0
+    rows = await call(
+        "candles", instrument=instrument, timeframe=timeframe, start_us=start - ahead, end_us=end
+    )
+    bars = candles_frame(rows)
+    if warmup:
+        edge = pl.lit(start - start % width).cast(pl.Datetime("us"))
+        older = bars.filter(pl.col("ts") < edge).tail(warmup)
+        bars = pl.concat([older, bars.filter(pl.col("ts") >= edge)])
+    return _Data(
+        instrument,
+        bars,
+        [tuple(gap) for gap in status["gaps"]],
+        status["coverage_pct"],
+        time.perf_counter() - started,
+    )
