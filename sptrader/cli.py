@@ -197,6 +197,42 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run scanner NAME (or every enabled scanner) on the stored bars now, after fetching recent history, and print what it found. Instruments whose window has a gap are skipped with the reason. Each run is recorded (see `sptrader runs`).",
     )
     scan.add_argument("name", nargs="?", metavar="NAME", help="a [[scanners]] name")
+    backtest = commands.add_parser(
+        "backtest",
+        help="run a strategy over stored bars with the paper broker's fills",
+        description="Run STRATEGY over INSTRUMENT's bars of [--from, --to) with the paper broker's fill model and risk limits ([broker], [risk]): a signal on a bar fills at the next bar's open, plus slippage and fees; stops inside a bar fill at the stop or a worse open. Missing history is fetched first; a window that still has gaps is refused unless --allow-gaps. Several values for a --param make a sweep over every combination, on all cores.",
+    )
+    backtest.add_argument("strategy", metavar="STRATEGY", help="e.g. sma_cross")
+    backtest.add_argument("instrument", metavar="INSTRUMENT", help="e.g. SIM:EURUSD")
+    backtest.add_argument(
+        "--tf", default="1m", metavar="TF", help="timeframe: 1m 5m 15m 1h 4h 1d (default 1m)"
+    )
+    backtest.add_argument(
+        "--from", dest="start", required=True, metavar="TIME", help="start, ISO 8601 UTC"
+    )
+    backtest.add_argument(
+        "--to", dest="end", metavar="TIME", help="end (exclusive), ISO 8601 UTC; default now"
+    )
+    backtest.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a strategy parameter (repeatable); a range START..STOP:STEP or a list A,B,C"
+        " sweeps it, e.g. --param fast=5..30:5 --param slow=50,100",
+    )
+    backtest.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output format (default table)"
+    )
+    backtest.add_argument(
+        "--plot", action="store_true", help="draw the equity curve (table format, one run)"
+    )
+    backtest.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="run even if the window has missing data; trades across a gap are marked",
+    )
     runs = commands.add_parser(
         "runs",
         help="scanner runs and their lineage",
@@ -207,10 +243,73 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show = runs_commands.add_parser("show", help="one run's step tree")
     runs_show.add_argument("id", type=int, metavar="ID")
 
+    _add_trading_parsers(commands)
+
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_commands.add_parser("check", help="validate the config and print a summary")
     return parser
+
+
+def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
+    """order, orders, positions, cancel, close, journal (sptrader.commands.trading and
+    sptrader.commands.journal): through the daemon's API while one runs."""
+    order = commands.add_parser(
+        "order",
+        help="place a paper order",
+        description="Place a paper order: market, or --limit/--stop; --sl/--tp attach a stop-loss and a take-profit to the entry. Size it by QTY, or by --risk PCT of equity lost at --sl. Without a daemon an engine starts here, streams just INSTRUMENT, waits up to --wait seconds for its first quote, places the order and stops; an order that rests is stored and worked whenever an engine runs. A rejected order prints the limit and the numbers (exit 1).",
+    )
+    # Checked by the command (one line, exit 2), not by argparse (usage text).
+    order.add_argument("side", metavar="buy|sell")
+    order.add_argument("instrument", metavar="INSTRUMENT", help="e.g. SIM:EURUSD")
+    order.add_argument("qty", nargs="?", metavar="QTY", help="quantity (units)")
+    order.add_argument("--limit", metavar="P", help="a limit order at P")
+    order.add_argument(
+        "--stop", metavar="P", help="a stop order triggering at P (not with --limit)"
+    )
+    order.add_argument("--sl", metavar="P", help="stop-loss price")
+    order.add_argument("--tp", metavar="P", help="take-profit price")
+    order.add_argument("--risk", metavar="PCT", help="size from --sl: lose PCT %% of equity there")
+    order.add_argument("--day", action="store_true", help="expire at 00:00 UTC (default: gtc)")
+    order.add_argument(
+        "--wait", type=float, default=10.0, metavar="S", help="wait for a quote (default 10)"
+    )
+    order.add_argument("--json", action="store_true", help="print JSON")
+    orders = commands.add_parser("orders", help="open paper orders (--all: every order)")
+    orders.add_argument("--all", action="store_true", help="every status, newest first")
+    orders.add_argument("--limit", type=int, default=100, metavar="N", help="with --all (100)")
+    orders.add_argument("--format", choices=FORMATS, default="table")
+    positions = commands.add_parser(
+        "positions", help="open paper positions and the account (equity, cash, exposure, P&L)"
+    )
+    positions.add_argument("--format", choices=FORMATS, default="table")
+    cancel = commands.add_parser("cancel", help="cancel an open paper order")
+    cancel.add_argument("id", metavar="ID", help="order id (see `sptrader orders`)")
+    cancel.add_argument("--json", action="store_true", help="print JSON")
+    close = commands.add_parser(
+        "close", help="flatten a paper position with a market order (needs a quote, see order)"
+    )
+    close.add_argument("instrument", metavar="INSTRUMENT")
+    close.add_argument("--wait", type=float, default=10.0, metavar="S")
+    close.add_argument("--json", action="store_true", help="print JSON")
+    journal = commands.add_parser(
+        "journal",
+        help="notes, paper trades and their statistics",
+        description="The journal of UTC days --from..--to (both included; YYYY-MM-DD, today or yesterday): per day the closed trades, their P&L and the notes; every trade (a round trip, flat to flat) with its P&L net of fees; win rate, average win/loss, profit factor, expectancy, max drawdown. --format csv prints the trades.",
+    )
+    journal.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
+    journal.add_argument("--to", dest="end", metavar="DAY", help="last UTC day (included)")
+    journal.add_argument("--format", choices=FORMATS, default="table")
+    journal_commands = journal.add_subparsers(dest="journal_command", metavar="ACTION")
+    add = journal_commands.add_parser("add", help="write a note about a day")
+    add.add_argument("text", metavar="TEXT")
+    add.add_argument("--day", metavar="DAY", help="the UTC day (default today)")
+    stats = journal_commands.add_parser(
+        "stats", help="statistics only", argument_default=argparse.SUPPRESS
+    )
+    stats.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
+    stats.add_argument("--to", dest="end", metavar="DAY", help="last UTC day (included)")
+    stats.add_argument("--format", choices=FORMATS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,13 +327,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sptrader candles ... | head`): not an error. Point
+        # stdout at devnull so the interpreter's final flush does not complain either.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from sptrader.config import load_settings
 
     settings = load_settings(args.home, args.config)
-    if args.command in ("candles", "symbols", "backfill", "config", "data", "scan"):
+    if args.command in (
+        *("candles", "symbols", "backfill", "config", "data", "scan", "backtest"),
+        *("order", "close"),
+    ):
         # Feeds log retries and warnings: into the log file, not over the output.
         from sptrader.logs import setup_logging
 
@@ -287,6 +396,18 @@ def _run(args: argparse.Namespace) -> int:
         from sptrader.commands.scans import run_scan
 
         return run_scan(settings, args)
+    if args.command == "backtest":
+        from sptrader.commands.backtest import run_backtest_command
+
+        return run_backtest_command(settings, args)
+    if args.command in ("order", "orders", "positions", "cancel", "close"):
+        from sptrader.commands import trading
+
+        return getattr(trading, f"run_{args.command}")(settings, args)
+    if args.command == "journal":
+        from sptrader.commands.journal import run_journal
+
+        return run_journal(settings, args)
     if args.command == "runs":
         from sptrader.commands.scans import run_runs
 

@@ -12,9 +12,12 @@ from typing import Protocol
 
 import polars as pl
 
+from sptrader.broker.orders import OrderRequest
+from sptrader.broker.service import PaperBroker
 from sptrader.bus import Subscription
 from sptrader.clock import now_us
 from sptrader.engine import Engine
+from sptrader.errors import SptraderError, UsageError
 from sptrader.feeds.base import SymbolInfo
 from sptrader.models import (
     US_PER_DAY,
@@ -22,7 +25,8 @@ from sptrader.models import (
     ServiceState,
     ServiceStatus,
 )
-from sptrader.store import Store, queries
+from sptrader.scanners import lineage
+from sptrader.store import queries
 from sptrader.threads import run_in_thread
 
 
@@ -141,44 +145,76 @@ class EngineClient(Protocol):
         input_summary, output_summary, error."""
         ...
 
+    # --- the paper broker (every one raises an SptraderError when it is disabled) -----
 
-def last_runs(store: Store) -> dict[str, dict]:
-    """The newest run of every scanner, by scanner name. Blocking."""
-    frame = (
-        store.cursor()
-        .sql(
-            "SELECT scanner, arg_max(run_id, run_id) AS last_run_id,"
-            " arg_max(status, run_id) AS last_status,"
-            " arg_max(duration_ms, run_id) AS last_duration_ms,"
-            " arg_max(epoch_us(started), run_id) AS last_started_us"
-            " FROM scan_runs GROUP BY scanner"
-        )
-        .pl()
-    )
-    return {row["scanner"]: row for row in frame.to_dicts()}
+    async def place_order(self, request: dict) -> dict:
+        """Place an order (``OrderRequest`` fields: instrument, side, qty or risk_pct,
+        type, price, tif, sl, tp). Returns ``OrderResult.to_dict()``: ``order``,
+        ``fills``, ``rejected`` ({"limit", "message"} or None). A malformed request
+        raises a UsageError (one line)."""
+        ...
+
+    async def cancel_order(self, order_id: int) -> dict:
+        """Cancel an open order; the order as it is now (``Order.to_dict()``)."""
+        ...
+
+    async def close_position(self, instrument: str) -> dict:
+        """A market order flattening the position; ``OrderResult.to_dict()``."""
+        ...
+
+    async def account(self) -> dict:
+        """currency, starting_cash, cash, equity, unrealized, realized, fees, exposure,
+        day_pnl, open_positions, open_orders (at the newest quotes)."""
+        ...
+
+    async def positions(self) -> list[dict]:
+        """Open positions: instrument, side, qty, avg_price, mark, unrealized, realized,
+        fees, notional, opened_us."""
+        ...
+
+    async def open_orders(self) -> list[dict]:
+        """Working orders, oldest first (``Order.to_dict()``)."""
+        ...
+
+    async def order_history(self, limit: int = 100) -> list[dict]:
+        """The newest ``limit`` orders of any status, newest first."""
+        ...
+
+    async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
+        """Fills at or after ``since_us``, oldest first (the newest ``limit``)."""
+        ...
+
+    async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
+        """The journal of the UTC days from ``day_from`` to ``day_to`` (both included;
+        YYYY-MM-DD, open ends when None): notes, trades with their P&L, stats,
+        cumulative P&L points and a per-day summary (``sptrader.broker.journal``)."""
+        ...
+
+    async def add_journal_note(self, text: str, day: str | None = None) -> dict:
+        """Store a note about ``day`` (YYYY-MM-DD, default today UTC); the note."""
+        ...
 
 
-def recent_signals(store: Store, limit: int) -> list[dict]:
-    """The newest ``limit`` signals, newest first. Blocking."""
-    return (
-        store.cursor()
-        .sql(
-            "SELECT run_id, scanner, instrument, epoch_us(ts) AS ts_us, side, strength, reason,"
-            " stop, target, epoch_us(created) AS created_us FROM signals"
-            " ORDER BY created DESC, run_id DESC, instrument LIMIT ?",
-            params=[limit],
-        )
-        .pl()
-        .to_dicts()
-    )
+BROKER_DISABLED = "the paper broker is disabled ([broker] enabled = false)"
 
 
-def run_steps(store: Store, run_id: int) -> list[dict]:
-    """A run's lineage steps in order. Blocking."""
-    from sptrader.scanners import lineage
-
-    _, steps, _ = lineage.run_detail(store, run_id)
-    return steps.to_dicts()
+def order_request(data: object) -> OrderRequest:
+    """An OrderRequest from a dict (a client's or the API's); a malformed one is a
+    one-line UsageError."""
+    if not isinstance(data, dict):
+        raise UsageError("an order request must be an object of OrderRequest fields")
+    for name in ("instrument", "side"):
+        if not isinstance(data.get(name), str):
+            raise UsageError(
+                f"an order needs an {name}"
+                if name == "instrument"
+                else "an order needs a side (buy or sell)"
+            )
+    for name in ("qty", "price", "sl", "tp", "risk_pct"):
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UsageError(f"{name} must be a number, not {value!r}")
+    return OrderRequest.from_dict(data)
 
 
 class LocalEngineClient:
@@ -288,7 +324,7 @@ class LocalEngineClient:
 
     async def scanners(self) -> list[dict]:
         store = self.engine.require_store()
-        runs = await run_in_thread(last_runs, store)
+        runs = await run_in_thread(lineage.last_runs, store)
         states = {status.name: status.state for status in self.engine.supervisor.status()}
         result = []
         for name, service in self.engine.scanners.items():
@@ -334,7 +370,75 @@ class LocalEngineClient:
         self.engine.supervisor.start(self._scanner_service(name))
 
     async def recent_signals(self, limit: int = 50) -> list[dict]:
-        return await run_in_thread(recent_signals, self.engine.require_store(), limit)
+        return await run_in_thread(lineage.recent_signals, self.engine.require_store(), limit)
 
     async def run_steps(self, run_id: int) -> list[dict]:
-        return await run_in_thread(run_steps, self.engine.require_store(), run_id)
+        return await run_in_thread(lineage.run_steps, self.engine.require_store(), run_id)
+
+    # --- the paper broker -------------------------------------------------------------
+
+    def _broker(self) -> PaperBroker:
+        broker = self.engine.broker
+        if broker is None:
+            raise SptraderError(BROKER_DISABLED)
+        return broker
+
+    async def place_order(self, request: dict) -> dict:
+        broker = self._broker()
+        result = await broker.place(order_request(request))
+        return result.to_dict()
+
+    async def cancel_order(self, order_id: int) -> dict:
+        broker = self._broker()
+        try:
+            order = await broker.cancel(int(order_id))
+        except UsageError:
+            # Say what the order is (filled, cancelled ...) or that there is none, as
+            # `sptrader cancel` does without a daemon.
+            from sptrader.broker import offline
+
+            await broker.order_history(1)  # stores what is not stored yet
+            store = self.engine.require_store()
+            raise await run_in_thread(offline.not_open, store, int(order_id)) from None
+        return order.to_dict()
+
+    async def close_position(self, instrument: str) -> dict:
+        result = await self._broker().close_position(instrument)
+        return result.to_dict()
+
+    async def account(self) -> dict:
+        return self._broker().account()
+
+    async def positions(self) -> list[dict]:
+        return self._broker().positions()
+
+    async def open_orders(self) -> list[dict]:
+        return self._broker().open_orders()
+
+    async def order_history(self, limit: int = 100) -> list[dict]:
+        return await self._broker().order_history(int(limit))
+
+    async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
+        return await self._broker().fills(since_us, limit)
+
+    async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
+        from sptrader.broker import journal, records
+
+        store = self.engine.require_store()
+        first, last = (
+            journal.parse_day(day_from, "--from day"),
+            journal.parse_day(day_to, "--to day"),
+        )
+        broker = self.engine.broker
+        # The broker's fills read flushes what it has not stored yet first.
+        fills = await (
+            broker.fills() if broker is not None else run_in_thread(records.fills, store)
+        )
+        notes = await run_in_thread(journal.notes, store, first, last)
+        starting_cash = self.engine.config.broker.starting_cash
+        return await run_in_thread(journal.summarize, fills, notes, first, last, starting_cash)
+
+    async def add_journal_note(self, text: str, day: str | None = None) -> dict:
+        from sptrader.broker import journal
+
+        return await run_in_thread(journal.add_note, self.engine.require_store(), text, day)

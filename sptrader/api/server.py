@@ -39,6 +39,42 @@ from sptrader.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 
+BROKER_METHODS = frozenset(
+    {
+        "place_order",
+        "cancel_order",
+        "close_position",
+        "account",
+        "positions",
+        "open_orders",
+        "order_history",
+        "fills",
+        "journal",
+        "add_journal_note",
+    }
+)
+_REQUIRED = object()
+
+
+def _integer(params: dict[str, Any], name: str, default: Any = _REQUIRED) -> Any:
+    """A whole-number parameter (a one-line UsageError when missing or not one)."""
+    value = params.get(name)
+    if value is None:
+        if default is _REQUIRED:
+            raise UsageError(f"missing parameter {name!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise UsageError(f"{name} must be a whole number, not {value!r}")
+    return int(value)
+
+
+def _text(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str):
+        raise UsageError(f"missing parameter {name!r}")
+    return value
+
+
 HELLO_TIMEOUT_S = 5.0
 MAX_EVENTS_PER_FRAME = 5000
 
@@ -282,6 +318,8 @@ class ApiServer:
             return await client.run_steps(int(params["run_id"]))
         if method == "scan":
             return await self.scan(str(params["name"]))
+        if method in BROKER_METHODS:
+            return await self._broker_call(method, params)
         if method == "runs":
             from sptrader.scanners import lineage
 
@@ -296,6 +334,33 @@ class ApiServer:
             )
             return {"run": run, "steps": steps.to_dicts(), "signals": signals.to_dicts()}
         raise SptraderError(f"unknown API method {method!r}")
+
+    async def _broker_call(self, method: str, params: dict[str, Any]) -> Any:
+        """The paper broker's and the journal's methods (see EngineClient)."""
+        client = self.client
+        if method == "place_order":
+            return await client.place_order(params.get("request"))  # type: ignore[arg-type]
+        if method == "cancel_order":
+            return await client.cancel_order(_integer(params, "order_id"))
+        if method == "close_position":
+            return await client.close_position(_text(params, "instrument"))
+        if method == "account":
+            return await client.account()
+        if method == "positions":
+            return await client.positions()
+        if method == "open_orders":
+            return await client.open_orders()
+        if method == "order_history":
+            return await client.order_history(_integer(params, "limit", 100))
+        if method == "fills":
+            return await client.fills(
+                _integer(params, "since_us", None), _integer(params, "limit", None)
+            )
+        if method == "journal":
+            return await client.journal(params.get("day_from"), params.get("day_to"))
+        if method == "add_journal_note":
+            return await client.add_journal_note(_text(params, "text"), params.get("day"))
+        raise AssertionError(method)
 
     async def scan(self, name: str) -> dict[str, Any]:
         """Run scanner ``name`` now (the scan itself runs in a thread: ScannerService.run_now)

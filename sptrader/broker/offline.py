@@ -1,0 +1,93 @@
+"""The paper account without an engine: what the CLI reads and changes on a store that
+no daemon (and no TUI) holds.
+
+Positions are rebuilt from every stored fill and marked at each instrument's last
+stored 1m close (there are no live quotes without an engine). Cancelling an order
+changes its stored row; the next engine to load the account no longer works it.
+Blocking DuckDB work, like ``records``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sptrader.broker import records
+from sptrader.broker.book import day_start
+from sptrader.broker.ledger import Ledger
+from sptrader.broker.orders import Order
+from sptrader.clock import now_us
+from sptrader.config import BrokerConfig
+from sptrader.errors import UsageError
+from sptrader.store import Store
+
+
+def orders(store: Store, *, every: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+    """Open orders (oldest first, as the broker lists them), or with ``every`` the
+    newest ``limit`` orders of any status (newest first)."""
+    if every:
+        return records.orders(store, None, limit)
+    return sorted(records.orders(store, "open", 1_000_000), key=lambda order: order["order_id"])
+
+
+def account(
+    store: Store, broker: BrokerConfig, now: int | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the account summary, the open positions) with the keys the broker's
+    ``account()`` and ``positions()`` give, marked at the last stored closes. The day's
+    P&L is the equity now less the equity at 00:00 UTC (the fills before then, marked
+    at the closes before then)."""
+    now = now_us() if now is None else now
+    ledger, marks = records.offline_account(store, broker, now)
+    midnight = day_start(now)
+    fills = records.all_fills(store)
+    at_midnight = Ledger.from_fills((f for f in fills if f.ts_us < midnight), broker.starting_cash)
+    held = [p.instrument for p in at_midnight.open_positions()]
+    start_equity = at_midnight.equity(records.last_closes(store, held, midnight))
+    open_positions = sorted(ledger.open_positions(), key=lambda p: p.instrument)
+    unrealized = ledger.unrealized(marks)
+    equity = ledger.cash() + unrealized
+    open_orders = store.cursor().execute("SELECT count(*) FROM orders WHERE status = 'open'")
+    summary = {
+        "currency": broker.currency,
+        "starting_cash": ledger.starting_cash,
+        "cash": ledger.cash(),
+        "equity": equity,
+        "unrealized": unrealized,
+        "realized": ledger.realized,
+        "fees": ledger.fees,
+        "exposure": ledger.exposure(marks),
+        "day_pnl": equity - start_equity,
+        "open_positions": len(open_positions),
+        "open_orders": int(open_orders.fetchall()[0][0]),
+    }
+    return summary, [p.to_dict(marks.get(p.instrument)) for p in open_positions]
+
+
+def cancel(store: Store, order_id: int, now: int | None = None) -> dict[str, Any]:
+    """Cancel a stored open order; returns it as ``Order.to_dict()``. An order that is
+    not open (or not there) is a one-line UsageError."""
+    now = now_us() if now is None else now
+    found_open = [
+        row for row in records.orders(store, "open", 1_000_000) if row["order_id"] == order_id
+    ]
+    if not found_open:
+        raise not_open(store, order_id)
+    order = Order(**found_open[0])
+    order.status = "cancelled"
+    order.updated_us = now
+    order.reason = "cancelled"
+    records.save_changes(store, ([records.order_row(order)], []))
+    return order.to_dict()
+
+
+def not_open(store: Store, order_id: int) -> UsageError:
+    """The error for cancelling an order that is not open: what it is, or that there
+    is no such order."""
+    found = (
+        store.cursor()
+        .execute("SELECT status FROM orders WHERE order_id = ?", [order_id])
+        .fetchall()
+    )
+    if not found:
+        return UsageError(f"no order {order_id} (see `sptrader orders --all`)")
+    return UsageError(f"order {order_id} is {found[0][0]}, not open")

@@ -1,0 +1,226 @@
+"""``sptrader journal [--from DAY] [--to DAY]``, ``journal add TEXT [--day DAY]`` and
+``journal stats``: the trader's notes and the paper trades with their statistics.
+
+Through the daemon's API while one runs (it holds the store); on the store otherwise.
+Days are UTC dates (YYYY-MM-DD, or ``today``/``yesterday``); ``--to`` is included.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sptrader.commands.trading import (
+    call,
+    daemon_running,
+    fmt_money,
+    fmt_num,
+    iso_fields,
+    open_store,
+    print_table,
+    write_csv,
+    write_json,
+)
+from sptrader.config import Settings
+
+TRADE_COLUMNS = (
+    "day",
+    "instrument",
+    "side",
+    "qty",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "pnl",
+    "fees",
+)
+STAT_KEYS = (
+    "trades",
+    "wins",
+    "losses",
+    "breakeven",
+    "win_rate",
+    "avg_win",
+    "avg_loss",
+    "profit_factor",
+    "expectancy",
+    "net_pnl",
+    "gross_profit",
+    "gross_loss",
+    "largest_win",
+    "largest_loss",
+    "fees",
+    "max_drawdown",
+    "max_drawdown_pct",
+)
+
+
+def run_journal(settings: Settings, args: argparse.Namespace) -> int:
+    if args.journal_command == "add":
+        return _add(settings, args.text, args.day)
+    data = read_journal(settings, args.start, args.end)
+    if args.journal_command == "stats":
+        return _print_stats(data, args.format, settings.config.broker.currency)
+    return _print_journal(data, args.format, settings.config.broker.currency)
+
+
+def read_journal(settings: Settings, day_from: str | None, day_to: str | None) -> dict[str, Any]:
+    from sptrader.broker import journal
+
+    # Checked here too: a bad day is the same one line with or without a daemon.
+    first = journal.parse_day(day_from, "--from day")
+    last = journal.parse_day(day_to, "--to day")
+    day_from = None if first is None else first.isoformat()
+    day_to = None if last is None else last.isoformat()
+    if daemon_running(settings):
+        return call(settings, "journal", day_from=day_from, day_to=day_to)
+    store = open_store(settings)
+    try:
+        return journal.read(store, day_from, day_to, settings.config.broker.starting_cash)
+    finally:
+        store.close()
+
+
+def _add(settings: Settings, text: str, day: str | None) -> int:
+    from sptrader.broker import journal
+
+    if day is not None:
+        day = journal.parse_day(day).isoformat()  # type: ignore[union-attr]
+    if daemon_running(settings):
+        note = call(settings, "add_journal_note", text=text, day=day)
+    else:
+        store = open_store(settings)
+        try:
+            note = journal.add_note(store, text, day)
+        finally:
+            store.close()
+    print(f"note {note['note_id']} for {note['day']} saved")
+    return 0
+
+
+def _range_title(data: dict[str, Any]) -> str:
+    first, last = data.get("from"), data.get("to")
+    if first and last:
+        return f"{first} to {last}" if first != last else first
+    if first:
+        return f"from {first}"
+    if last:
+        return f"up to {last}"
+    return "all days"
+
+
+def _print_journal(data: dict[str, Any], output_format: str, currency: str) -> int:
+    trades = [iso_fields(trade) for trade in data["trades"]]
+    if output_format == "csv":
+        write_csv(trades, TRADE_COLUMNS)
+        return 0
+    if output_format == "json":
+        write_json(
+            {
+                "from": data["from"],
+                "to": data["to"],
+                "stats": iso_fields(data["stats"]),
+                "days": data["days"],
+                "trades": trades,
+                "notes": [iso_fields(note) for note in data["notes"]],
+                "cumulative": [iso_fields(point) for point in data["cumulative"]],
+            }
+        )
+        return 0
+    print(f"journal: {_range_title(data)} (UTC days)")
+    if not data["days"]:
+        print("no trades closed and no notes in this range")
+        return 0
+    rows = [
+        (
+            day["day"],
+            str(day["trades"]),
+            f"{day['wins']}/{day['losses']}",
+            fmt_money(day["pnl"], signed=True) if day["trades"] else "",
+            " | ".join(day["notes"]),
+        )
+        for day in data["days"]
+    ]
+    print_table(
+        None, ("DAY", "TRADES", "WON/LOST", "P&L", "NOTES"), rows, left=("DAY", "NOTES"), width=120
+    )
+    if data["trades"]:
+        print()
+        print_table(
+            "trades",
+            (
+                "CLOSED (UTC)",
+                "INSTRUMENT",
+                "SIDE",
+                "QTY",
+                "ENTRY",
+                "EXIT",
+                "P&L",
+                "FEES",
+                "CUM P&L",
+            ),
+            [
+                (
+                    trade["exit_time"],
+                    trade["instrument"],
+                    trade["side"],
+                    fmt_num(trade["qty"]),
+                    fmt_num(trade["entry_price"]),
+                    fmt_num(trade["exit_price"]),
+                    fmt_money(trade["pnl"], signed=True),
+                    fmt_money(trade["fees"]),
+                    fmt_money(point["cum_pnl"], signed=True),
+                )
+                for trade, point in zip(trades, data["cumulative"], strict=True)
+            ],
+            left=("CLOSED (UTC)", "INSTRUMENT", "SIDE"),
+            width=120,
+        )
+    print()
+    for line in stats_lines(data["stats"], currency):
+        print(line)
+    return 0
+
+
+def _print_stats(data: dict[str, Any], output_format: str, currency: str) -> int:
+    stats = iso_fields(data["stats"])
+    if output_format == "json":
+        write_json({"from": data["from"], "to": data["to"], **stats})
+    elif output_format == "csv":
+        write_csv([stats], STAT_KEYS)
+    else:
+        print(f"journal: {_range_title(data)} (UTC days)")
+        for line in stats_lines(data["stats"], currency):
+            print(line)
+    return 0
+
+
+def stats_lines(stats: dict[str, Any], currency: str) -> list[str]:
+    """The statistics, a few lines of text."""
+    count = stats["trades"]
+    if not count:
+        return ["no closed trades"]
+
+    def money(key: str, signed: bool = True) -> str:
+        value = stats.get(key)
+        return "-" if value is None else fmt_money(value, signed=signed)
+
+    win_rate = stats["win_rate"]
+    factor = stats["profit_factor"]
+    if factor is None:
+        factor_text = "∞ (no losing trade)" if stats["wins"] else "-"
+    else:
+        factor_text = f"{factor:.2f}"
+    drawdown = money("max_drawdown", signed=False)
+    if stats.get("max_drawdown_pct") is not None:
+        drawdown += f" ({stats['max_drawdown_pct']:.2f}% of equity)"
+    return [
+        f"trades {count}: {stats['wins']} won, {stats['losses']} lost"
+        + (f", {stats['breakeven']} even" if stats["breakeven"] else "")
+        + f" · win rate {win_rate * 100:.1f}%",
+        f"net P&L {money('net_pnl')} {currency} (fees {money('fees', signed=False)})"
+        f" · average win {money('avg_win')} · average loss {money('avg_loss')}",
+        f"profit factor {factor_text} · expectancy {money('expectancy')} per trade"
+        f" · max drawdown {drawdown}",
+    ]
