@@ -18,9 +18,12 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
+from sptrader.chart_prefs import ChartPrefs, load_chart_prefs, save_chart_prefs
+from sptrader.charting import SignalMark
 from sptrader.client import EngineClient, LocalEngineClient
 from sptrader.config import Settings
 from sptrader.engine import Engine
+from sptrader.formatting import decimals_of
 from sptrader.models import (
     TIMEFRAMES,
     BackfillProgressed,
@@ -29,7 +32,9 @@ from sptrader.models import (
     BarUpdated,
     EngineLogged,
     EventsDropped,
+    FillExecuted,
     HistoryStored,
+    OrderUpdated,
     QuoteReceived,
     ServiceStateChanged,
     WatchlistChanged,
@@ -47,22 +52,46 @@ from sptrader.screens import (
     SymbolSearchScreen,
     WatchlistPane,
 )
+from sptrader.screens.account import AccountBar
+from sptrader.screens.journal import JournalScreen
+from sptrader.screens.order_ticket import OrderTicket
+from sptrader.screens.orders import OrdersPane, describe_order
+from sptrader.screens.positions import PositionsPane
 
 log = logging.getLogger(__name__)
+
+# How often the account, positions and orders are read (and at once on an order event).
+TRADING_REFRESH_S = 0.5
+# Order updates the app notifies (fills and rejections of orders it did not place
+# itself: scanners', stop-losses', the CLI's through a daemon, resting orders').
+NOTIFIED_STATUSES = ("filled", "rejected", "expired")
 
 
 class SptraderApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "SPtrader"
+    # Short terminals (e.g. 36 rows) give the services, positions/orders and events
+    # panes fewer rows (app.tcss), so the watchlist and chart keep theirs.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (44, "-tall")]
+    # The order keys are app-wide, but a focused pane's own keys come first: `s` in the
+    # services pane starts a service, `b` with the chart focused toggles its bands
+    # (check_action keeps a disabled pane key from falling through to the ticket).
     BINDINGS = [
         Binding("q", "quit", "Quit", id="quit"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("b", "order_ticket('buy')", "Buy", id="order-buy"),
+        Binding("s", "order_ticket('sell')", "Sell", id="order-sell"),
         Binding(
             "w", "focus_pane('watchlist-table')", "Watchlist", show=False, id="focus-watchlist"
         ),
         Binding("c", "focus_pane('chart')", "Chart", show=False, id="focus-chart"),
         Binding("v", "focus_pane('services-table')", "Services", show=False, id="focus-services"),
         Binding("e", "focus_pane('events')", "Events", show=False, id="focus-events"),
+        Binding(
+            "p", "focus_pane('positions-table')", "Positions", show=False, id="focus-positions"
+        ),
+        Binding("o", "focus_pane('orders-table')", "Orders", show=False, id="focus-orders"),
+        Binding("J", "journal_screen", "Journal", id="journal-screen"),
         Binding("slash", "search_symbols", "Add instrument", key_display="/", id="search-symbols"),
         Binding("d", "data_screen", "Data", id="data-screen"),
         Binding("S", "strategies_screen", "Strategies", id="strategies-screen"),
@@ -86,6 +115,19 @@ class SptraderApp(App[int]):
         self.refreshes = 0
         self._stopping = False
         self._refresh_timers: list[Timer] = []
+        # The newest (bid, ask) and the display decimals of each instrument (the order
+        # ticket's estimate, the trading panes' prices).
+        self.quotes: dict[str, tuple[float, float]] = {}
+        self.price_decimals: dict[str, int] = {}
+        # (order id, status) the user was shown by the ticket or a click, and those a
+        # notification said: an order's update is notified once, whichever (its event
+        # or the call's result, over a daemon's socket) comes first.
+        self._told: set[tuple[int, str]] = set()
+        self._notified: set[tuple[int, str]] = set()
+        self._trading_busy = False
+        self._trading_again = False
+        # The last ticket's sizing and size per instrument (prefilled next time).
+        self.ticket_sizes: dict[str, tuple[str, str]] = {}
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
 
@@ -93,6 +135,9 @@ class SptraderApp(App[int]):
 
     def compose(self) -> ComposeResult:
         chart = self.config.chart
+        # The overlays and timeframe of the last session (kept in this TUI's home).
+        prefs = load_chart_prefs(self.settings.home)
+        timeframe = prefs.timeframe if prefs.timeframe in chart.timeframes else None
         yield Header(show_clock=True)
         with Horizontal(id="main"):
             with Vertical(id="left"):
@@ -102,8 +147,17 @@ class SptraderApp(App[int]):
                 yield ServicesPane(id="services")
                 yield BackfillsPane(id="backfills")
             yield ChartPane(
-                self.client, list(chart.timeframes), chart.default_timeframe, chart.bars, id="chart"
+                self.client,
+                list(chart.timeframes),
+                timeframe or chart.default_timeframe,
+                chart.bars,
+                overlays=prefs.overlays,
+                id="chart",
             )
+        yield AccountBar(id="account")
+        with Horizontal(id="trading"):
+            yield PositionsPane(id="positions")
+            yield OrdersPane(id="orders")
         yield EventLogPane(id="events")
         yield Footer()
 
@@ -130,7 +184,9 @@ class SptraderApp(App[int]):
             ),
             self.set_interval(1.0, self._poll_services, name="services-refresh"),
             self.set_interval(1.0, self._show_mode, name="mode-refresh"),
+            self.set_interval(TRADING_REFRESH_S, self._refresh_trading, name="trading-refresh"),
         ]
+        self._refresh_trading()
         await self._poll_services()
         await self._drain_events()
         # Everything built so far (widgets, caches, modules) lives as long as the app:
@@ -157,6 +213,8 @@ class SptraderApp(App[int]):
         watchlist_changed: WatchlistChanged | None = None
         backfills: list[BackfillProgressed] = []
         signals: list[SignalRaised] = []
+        order_updates: list[dict] = []
+        fills = False
         for event in events:
             kind = type(event)
             if kind is QuoteReceived:
@@ -178,6 +236,17 @@ class SptraderApp(App[int]):
                 backfills.append(event)
             elif kind is SignalRaised:
                 signals.append(event)
+            elif kind is OrderUpdated:
+                order_updates.append(event.order)
+            elif kind is FillExecuted:
+                fills = True
+        self._note_quotes(quotes)
+        if order_updates or fills:
+            self._refresh_trading()  # at once, not on the next tick
+            journal = self._journal_screen()
+            if journal is not None and fills:
+                journal.note_changes()
+        self._notify_orders(order_updates)
         if signals or states_changed:
             strategies_screen = self._strategies_screen()
             if strategies_screen is not None:
@@ -225,6 +294,201 @@ class SptraderApp(App[int]):
         if states_changed:
             await self._poll_services()
             watchlist.mark_stale(await self.client.stale_instruments())
+
+    def _note_quotes(self, quotes: dict[str, QuoteReceived]) -> None:
+        """Keep the newest bid/ask of every instrument, and the most decimals its
+        quotes used (1.05600 says 3, 1.05617 says 5)."""
+        for name, quote in quotes.items():
+            self.quotes[name] = (quote.bid, quote.ask)
+            places = decimals_of([quote.bid, quote.ask])
+            if places > self.price_decimals.get(name, -1):
+                self.price_decimals[name] = places
+
+    # --- paper trading ----------------------------------------------------------------
+
+    def _refresh_trading(self) -> None:
+        """Read the account, positions and open orders again (never two reads at once:
+        one asked for during a read runs right after it)."""
+        if not self.engine_ready or self._stopping or self._exit:
+            return
+        if self._trading_busy:
+            self._trading_again = True
+            return
+        self._trading_busy = True
+        self._read_trading()
+
+    @work(group="trading", exit_on_error=False)
+    async def _read_trading(self) -> None:
+        try:
+            while True:
+                self._trading_again = False
+                try:
+                    account = await self.client.account()
+                    positions = await self.client.positions()
+                    orders = await self.client.open_orders()
+                except Exception as error:  # broker disabled, daemon gone: said in the strip
+                    with contextlib.suppress(NoMatches):
+                        self.query_one(AccountBar).show_problem(str(error))
+                else:
+                    with contextlib.suppress(NoMatches):  # the widgets are going away
+                        self.query_one(AccountBar).show(account)
+                        self.query_one(PositionsPane).show(positions, self.price_decimals.get)
+                        self.query_one(OrdersPane).show(orders, self.price_decimals.get)
+                if not self._trading_again or self._stopping or self._exit:
+                    break
+        finally:
+            self._trading_busy = False
+
+    def _notify_orders(self, orders: list[dict]) -> None:
+        """Fills, rejections and expiries the user has not been told of yet (a burst is
+        summarised by its newest few)."""
+        notable = []
+        for order in orders:
+            key = (int(order["order_id"]), str(order["status"]))
+            if order["status"] in NOTIFIED_STATUSES and key not in self._told | self._notified:
+                self._notified.add(key)
+                notable.append(order)
+        for order in notable[-5:]:
+            source = str(order.get("source") or "manual")
+            self.notify(
+                describe_order(order, self.price_decimals.get(str(order["instrument"]))),
+                title=f"{order['side']} {order['instrument']}"
+                + ("" if source == "manual" else f" · {source}"),
+                severity="error" if order["status"] == "rejected" else "information",
+                timeout=8,
+            )
+
+    def _told_result(self, result: dict) -> None:
+        """An order result the user was just shown (ticket, close, cancel)."""
+        order = result.get("order")
+        if order:
+            self._told.add((int(order["order_id"]), str(order["status"])))
+
+    def _notify_result(self, order: dict, title: str) -> None:
+        """Say what became of an order this app placed, closed or cancelled (unless its
+        event, over a daemon's socket, already did)."""
+        key = (int(order["order_id"]), str(order["status"]))
+        self._told.add(key)
+        if key in self._notified:
+            return
+        self._notified.add(key)
+        self.notify(
+            describe_order(order, self.price_decimals.get(str(order["instrument"]))), title=title
+        )
+
+    def _ticket_instrument(self) -> str | None:
+        """The selected position's or order's instrument when that pane is focused,
+        else the watchlist's selected row or the chart's."""
+        focused = self.focused
+        positions = self.query_one(PositionsPane)
+        orders = self.query_one(OrdersPane)
+        if focused is positions.table and positions.selected:
+            return positions.selected
+        if focused is orders.table and orders.selected is not None:
+            return str(orders.orders[orders.selected]["instrument"])
+        watchlist = self.query_one(WatchlistPane).table
+        if focused is watchlist and watchlist.row_count:
+            row_key, _ = watchlist.coordinate_to_cell_key(watchlist.cursor_coordinate)
+            if row_key.value:
+                return row_key.value
+        chart = self.query_one(ChartPane)
+        return chart.instrument or next(iter(self.client.watchlist), None)
+
+    def action_order_ticket(self, side: str) -> None:
+        if not self.engine_ready:
+            return
+        account = self.query_one(AccountBar)
+        if account.account is None and account.problem:
+            # The broker is disabled (or the daemon gone): say so instead of a ticket.
+            self.notify(account.problem, title="no paper trading", severity="warning")
+            return
+        instrument = self._ticket_instrument() or ""
+        sizing, size = self.ticket_sizes.get(instrument, ("qty", ""))
+        ticket = OrderTicket(
+            self.client,
+            instrument=instrument,
+            side=side,
+            streamed=self.client.watchlist,
+            quote=self.quotes.get,
+            account=self.query_one(AccountBar).account,
+            decimals=self.price_decimals.get,
+            size=size,
+            sizing=sizing,
+            told=self._told_result,
+        )
+        self.push_screen(ticket, lambda result: self._ticket_done(ticket, result))
+
+    def _ticket_done(self, ticket: OrderTicket, result: dict | None) -> None:
+        """The ticket placed an order: say what became of it."""
+        if result is None:
+            return
+        order = result["order"]
+        self.ticket_sizes[str(order["instrument"])] = (ticket.form.sizing, ticket.form.size)
+        self._notify_result(order, f"{order['side']} {order['instrument']}")
+        self._refresh_trading()
+
+    @on(PositionsPane.CloseRequested)
+    def _close_requested(self, event: PositionsPane.CloseRequested) -> None:
+        self._close_position(event.instrument)
+
+    @work(group="trading-actions", exit_on_error=False)
+    async def _close_position(self, instrument: str) -> None:
+        try:
+            result = await self.client.close_position(instrument)
+        except Exception as error:  # no position any more, broker disabled: said
+            self.notify(str(error), title=f"close {instrument}", severity="error")
+            return
+        rejected = result.get("rejected")
+        if rejected:
+            self._told_result(result)
+            self.notify(
+                rejected["message"], title=f"{instrument} not closed", severity="error", timeout=8
+            )
+        else:
+            self._notify_result(result["order"], f"closed {instrument}")
+        self._refresh_trading()
+
+    @on(OrdersPane.CancelRequested)
+    def _cancel_requested(self, event: OrdersPane.CancelRequested) -> None:
+        self._cancel_order(event.order_id)
+
+    @work(group="trading-actions", exit_on_error=False)
+    async def _cancel_order(self, order_id: int) -> None:
+        try:
+            order = await self.client.cancel_order(order_id)
+        except Exception as error:  # filled meanwhile, not open: said
+            self.notify(str(error), title=f"cancel order {order_id}", severity="error")
+            return
+        self._notify_result(order, "order cancelled")
+        self._refresh_trading()
+
+    def _journal_screen(self) -> JournalScreen | None:
+        """The Journal screen, if open (possibly under a modal)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, JournalScreen):
+                return screen
+        return None
+
+    def action_journal_screen(self) -> None:
+        if self.engine_ready and self._journal_screen() is None:
+            self.push_screen(JournalScreen(self.client, self.config.broker.currency))
+
+    def _pane_key_shadows(self, binding_id: str) -> bool:
+        """Whether the focused pane binds one of this app binding's keys itself (then
+        that key is the pane's even when its action is disabled, e.g. `s` on a running
+        service)."""
+        keys = {
+            key
+            for key, bindings in self._bindings.key_to_bindings.items()
+            for binding in bindings
+            if binding.id == binding_id
+        }
+        node = self.focused
+        while node is not None and node is not self.screen:
+            if any(key in node._bindings.key_to_bindings for key in keys):
+                return True
+            node = node.parent
+        return False
 
     @work(group="summaries", exit_on_error=False)
     async def _load_summaries(self, instruments: list[str]) -> None:
@@ -346,16 +610,33 @@ class SptraderApp(App[int]):
         if self.engine_ready and self._strategies_screen() is None:
             self.push_screen(StrategiesScreen(self.client), self._signal_chosen)
 
-    def _signal_chosen(self, instrument: str | None) -> None:
-        """A signal chosen on the Strategies screen: its instrument in the chart."""
-        if instrument:
-            self.query_one(ChartPane).show_instrument(instrument)
+    def _signal_chosen(self, signal: SignalMark | None) -> None:
+        """A signal chosen on the Strategies screen: the chart shows and marks its bar
+        (the chart focused, so that escape clears the mark)."""
+        if signal is not None:
+            chart = self.query_one(ChartPane)
+            chart.show_signal(signal)
+            # After the main screen has given the focus back to where it was.
+            self.call_after_refresh(chart.focus)
+
+    @on(ChartPane.ViewChanged)
+    def _save_chart_view(self, event: ChartPane.ViewChanged) -> None:
+        """Kept for the next start; a home that cannot be written is logged, not said."""
+        try:
+            save_chart_prefs(self.settings.home, ChartPrefs(event.overlays, event.timeframe))
+        except OSError as error:
+            log.warning("could not save the chart's overlays and timeframe: %s", error)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Keys that act on the main screen's panes do nothing over the Data and
-        Strategies screens."""
+        """Keys that act on the main screen's panes do nothing over the Data, Strategies
+        and Journal screens; the order ticket opens from the main screen only, and not
+        with a key the focused pane has bound for itself."""
+        if action == "order_ticket":
+            return self.screen is self.screen_stack[0] and not self._pane_key_shadows(
+                f"order-{parameters[0]}"
+            )
         return action not in ("focus_pane", "timeframe") or not isinstance(
-            self.screen, DataScreen | StrategiesScreen
+            self.screen, DataScreen | StrategiesScreen | JournalScreen
         )
 
     def action_help(self) -> None:
@@ -411,6 +692,32 @@ class SptraderApp(App[int]):
             "run, pause or resume scanners; their signals and run lineage (S)",
             self.action_strategies_screen,
         )
+        yield SystemCommand(
+            "Journal: trades, notes, statistics",
+            "the paper trades and notes of each day, win rate, profit factor, P&L (J)",
+            self.action_journal_screen,
+        )
+        if self.engine_ready:
+            yield SystemCommand(
+                "Buy…", "open the order ticket to buy (b)", lambda: self.action_order_ticket("buy")
+            )
+            yield SystemCommand(
+                "Sell…",
+                "open the order ticket to sell (s)",
+                lambda: self.action_order_ticket("sell"),
+            )
+        for instrument in self.query_one(PositionsPane).positions:
+            yield SystemCommand(
+                f"Close position {instrument}",
+                "flatten it with a market order",
+                lambda name=instrument: self._close_position(name),
+            )
+        for order_id, order in self.query_one(OrdersPane).orders.items():
+            yield SystemCommand(
+                f"Cancel order {order_id}",
+                f"{order['side']} {order['qty']:g} {order['instrument']} {order['type']}",
+                lambda number=order_id: self._cancel_order(number),
+            )
         yield SystemCommand(
             "Chart: back to live", "show the newest bars again (End)", chart.action_live
         )

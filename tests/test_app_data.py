@@ -34,8 +34,13 @@ from sptrader.screens import (
     DataScreen,
     ErrorScreen,
     ServicesPane,
+    StrategiesScreen,
     WatchlistPane,
 )
+from sptrader.screens.journal import JournalScreen
+from sptrader.screens.order_ticket import OrderTicket
+from sptrader.screens.orders import OrdersPane
+from sptrader.screens.positions import PositionsPane
 
 WATCHLIST = ["SIM:EURUSD", "SIM:SPY"]
 TERMINAL_SIZE = (160, 48)
@@ -134,7 +139,18 @@ def app(home: Path) -> SptraderApp:
 def test_remappable_binding_ids_are_the_ones_the_app_defines() -> None:
     defined = [
         binding.id
-        for owner in (SptraderApp, WatchlistPane, ServicesPane, ChartPane, DataScreen)
+        for owner in (
+            SptraderApp,
+            WatchlistPane,
+            ServicesPane,
+            ChartPane,
+            DataScreen,
+            StrategiesScreen,
+            PositionsPane,
+            OrdersPane,
+            OrderTicket,
+            JournalScreen,
+        )
         for binding in owner.BINDINGS
         if binding.id is not None
     ]

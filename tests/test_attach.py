@@ -93,8 +93,14 @@ async def test_attached_tui_streams_and_controls_the_daemon(daemon: tuple[Path, 
         services = app.query_one(ServicesPane)
         await _wait(pilot, lambda: "sim" in services.statuses, "the services pane")
         table = services.query_one("#services-table")
-        row = table.get_row_index("sim")
-        await pilot.click("#services-table", offset=(2, table.header_height + row))
+        # Panes can still move (the backfills pane appears when the daemon's first
+        # backfill reports): click again where the row is now until it is selected.
+        for _ in range(10):
+            row = table.get_row_index("sim")
+            await pilot.click("#services-table", offset=(2, table.header_height + row))
+            await pilot.pause(0.2)
+            if services.selected == "sim":
+                break
         await _wait(pilot, lambda: services.selected == "sim", "the sim row to be selected")
         await pilot.click("#service-stop")
         await _wait(pilot, lambda: services.statuses["sim"].state.value == "stopped", "sim to stop")

@@ -14,10 +14,12 @@ HELP = """\
 | Where | Key / mouse | Does |
 |---|---|---|
 | anywhere | `1` … `6` | chart timeframe 1m, 5m, 15m, 1h, 4h, 1d |
-| anywhere | `w` `c` `v` `e` | focus watchlist, chart, services, events |
+| anywhere | `w` `c` `v` `e` `p` `o` | focus watchlist, chart, services, events, positions, orders |
+| anywhere | `b` / `s` | order ticket to buy / sell (the chart's instrument, or the selected position's or order's) |
 | anywhere | `/` | search the feeds' instruments; `enter` adds one to the watchlist |
 | anywhere | `d` | Data screen: stored coverage and gaps of every instrument |
 | anywhere | `S` | Strategies screen: scanners, their signals and run lineage |
+| anywhere | `J` | Journal screen: trades and notes per day, statistics, cumulative P&L |
 | anywhere | `ctrl+p` | command palette (instruments, timeframes, services, backfills, data) |
 | anywhere | `?` | this help |
 | anywhere | `q` | quit: stops services, flushes the store |
@@ -38,12 +40,27 @@ HELP = """\
 | strategies | `escape` or `S` | back to the main screen |
 | services | click a row, then Start / Stop / Restart | control that service |
 | services | `s` / `x` / `r` | start / stop / restart the selected service |
+| positions | click ✕ close, or `x` | flatten the position with a market order |
+| orders | click ✕ cancel, or `x` | cancel the order |
+| order ticket | `tab`, click; `enter` or Submit | move between fields; place the order (checked as you type) |
+| order ticket | `escape` | close it without an order |
+| journal | arrows, click a day | that day's notes, trades and statistics (*All days*: every one) |
+| journal | `n`, then `enter` | write a note about the selected day (today for *All days*) |
+| journal | `escape` or `J` | back to the main screen |
 
 Prices flash green or red as they move. A dimmed row marked ⚠ is stale: its
 feed is not delivering (reconnecting, silent or stopped), so its prices are old.
 The watchlist is kept in the home (`watchlist.json`) across restarts. *Chg %* is since the first bar of the
 UTC day. *Last* is the forming bar's close: trades for instruments that trade,
 the bid for quote-only ones (FX, metals).
+
+Paper trading: the strip above the positions shows equity, cash, exposure and the
+day's P&L. The ticket sizes an order by quantity (`1000`, `10k`) or by the % of equity
+lost at the stop-loss; a field's problem shows in red under it and keeps Submit
+disabled. An order a risk limit refuses keeps the ticket open with the limit and its
+numbers. Fills and rejections of orders placed elsewhere (scanners, stops, the CLI)
+pop up as notifications. A focused pane's own keys come first: `s` starts a service
+in the services pane.
 
 History loads itself: when the chart shows (or is panned to) hours the store lacks,
 it shows what is there, says *loading history…* and fetches the missing open market
