@@ -204,3 +204,43 @@ def holding_database(path: Path) -> Iterator[subprocess.Popen[str]]:
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+def run_cli(home: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sptrader --home HOME --config CONFIG ARGS...` in a subprocess, free of SPTRADER_*."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SPTRADER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sptrader.cli", "--home", str(home), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=home.parent,
+    )
+
+
+@contextlib.contextmanager
+def running_daemon(
+    tmp_path: Path, config_text: str, home_name: str = "home"
+) -> Iterator[tuple[Path, Path]]:
+    """A real daemon (`sptrader start`) on a fresh home with this config; stopped (and
+    killed if it lingers) afterwards. Yields (home, config path)."""
+    import os
+    import signal
+
+    from sptrader.daemon import running_pid
+
+    home = tmp_path / home_name
+    config = tmp_path / "config.toml"
+    config.write_text(config_text)
+    started = run_cli(home, config, "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        yield home, config
+    finally:
+        run_cli(home, config, "stop")
+        pid = running_pid(home)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import conftest
 import pytest
-from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Label, Static, Tree
 
@@ -32,16 +31,9 @@ from sptrader.models import US_PER_MINUTE, ServiceState
 from sptrader.scanners import SignalRaised
 from sptrader.screens import (
     ChartPane,
-    DataScreen,
     ErrorScreen,
-    ServicesPane,
     StrategiesScreen,
-    WatchlistPane,
 )
-from sptrader.screens.journal import JournalScreen
-from sptrader.screens.order_ticket import OrderTicket
-from sptrader.screens.orders import OrdersPane
-from sptrader.screens.positions import PositionsPane
 
 WATCHLIST = ["SIM:EURUSD", "SIM:SPY"]
 TERMINAL_SIZE = (160, 48)
@@ -124,28 +116,6 @@ def service_state(app: SptraderApp) -> ServiceState:
 def test_the_strategies_key_is_remappable() -> None:
     assert "strategies-screen" in BINDING_IDS
     assert any(binding.id == "strategies-screen" for binding in SptraderApp.BINDINGS)
-
-
-def test_every_binding_id_is_remappable() -> None:
-    """Every binding with an id, the Strategies screen's included, is a [keymap] id."""
-    defined = [
-        binding.id
-        for owner in (
-            SptraderApp,
-            WatchlistPane,
-            ServicesPane,
-            ChartPane,
-            DataScreen,
-            StrategiesScreen,
-            PositionsPane,
-            OrdersPane,
-            OrderTicket,
-            JournalScreen,
-        )
-        for binding in owner.BINDINGS
-        if isinstance(binding, Binding) and binding.id is not None
-    ]
-    assert sorted(defined) == sorted(BINDING_IDS)
 
 
 async def test_run_now_shows_the_run_and_its_lineage(app: SptraderApp) -> None:

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import conftest
 import msgspec
 import pytest
+from conftest import running_daemon
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Label
 
@@ -432,34 +429,10 @@ seed_days = 0.02
 """
 
 
-def _cli(home: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SPTRADER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "sptrader.cli", "--home", str(home), "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=home.parent,
-    )
-
-
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    from sptrader.daemon import running_pid
-
-    home = tmp_path / "daemon-home"
-    config = tmp_path / "config.toml"
-    config.write_text(DAEMON_CONFIG)
-    started = _cli(home, config, "start")
-    assert started.returncode == 0, started.stderr
-    try:
-        yield home, config
-    finally:
-        _cli(home, config, "stop")
-        pid = running_pid(home)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+    with running_daemon(tmp_path, DAEMON_CONFIG, "daemon-home") as started:
+        yield started
 
 
 async def test_the_ticket_trades_through_the_daemon(daemon: tuple[Path, Path]) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_cli, running_daemon
 from textual.widgets import OptionList
 
 from sptrader.api.connection import call_daemon
@@ -29,32 +28,10 @@ seed_days = 0.05
 """
 
 
-def _cli(home: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SPTRADER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "sptrader.cli", "--home", str(home), "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=home.parent,
-    )
-
-
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    home = tmp_path / "home"
-    config = tmp_path / "config.toml"
-    config.write_text(CONFIG)
-    started = _cli(home, config, "start")
-    assert started.returncode == 0, started.stderr
-    try:
-        yield home, config
-    finally:
-        _cli(home, config, "stop")
-        pid = running_pid(home)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+    with running_daemon(tmp_path, CONFIG) as started:
+        yield started
 
 
 async def _wait(pilot, condition, what: str, timeout: float = 10.0) -> None:
@@ -133,7 +110,7 @@ async def test_attached_tui_survives_the_daemon_restarting(daemon: tuple[Path, P
         assert "gone" in client.mode
         # The last data stays on screen.
         assert watchlist.row_values("SIM:EURUSD")["bid"] != "…"
-        restarted = await asyncio.to_thread(_cli, home, config, "start")
+        restarted = await asyncio.to_thread(run_cli, home, config, "start")
         assert restarted.returncode == 0, restarted.stderr
         await _wait(pilot, lambda: client.connected, "the reconnect", timeout=20)
         assert client.welcome["pid"] != first_pid
