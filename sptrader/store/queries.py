@@ -85,24 +85,45 @@ def _bucket_start(ts_us: int, minutes: int) -> int:
     return ts_us - ts_us % width
 
 
-def bars_between(
-    store: Store, instrument: str, timeframe: str, start_us: int | None, end_us: int | None
+def _read_window(
+    store: Store,
+    one_minute_sql: str,
+    rollup_sql: str,
+    params: dict[str, object],
+    timeframe: str,
+    start_us: int | None,
+    end_us: int | None,
 ) -> pl.DataFrame:
-    """Bars whose open time is in [start, end); higher timeframes rolled up from 1m."""
+    """Bars opening in [start, end) by ``one_minute_sql`` (1m) or ``rollup_sql``
+    (higher timeframes); ``params`` names the instrument(s)."""
     minutes = timeframe_minutes(timeframe)
     start = 0 if start_us is None else _bucket_start(start_us, minutes)
     end = _FAR_FUTURE_US if end_us is None else end_us
     if minutes == 1:
-        params = {"instrument": instrument, "start": start, "end": end}
-        frame = store.cursor().sql(_ONE_MINUTE_SQL, params=params).pl()
-    else:
-        # Read the 1m rows up to the end of the bucket that holds `end`, so the last
-        # bar is whole, then keep the buckets that open before `end`.
-        width = minutes * US_PER_MINUTE
-        rows_end = min(_FAR_FUTURE_US, -(-end // width) * width)
-        params = {"instrument": instrument, "start": start, "end": rows_end, "minutes": minutes}
-        frame = store.cursor().sql(_ROLLUP_SQL, params=params).pl()
-        frame = frame.filter(pl.col("ts") < pl.lit(end).cast(pl.Datetime("us")))
+        frame = store.cursor().sql(one_minute_sql, params={**params, "start": start, "end": end})
+        return frame.pl()
+    # Read the 1m rows up to the end of the bucket that holds `end`, so the last bar is
+    # whole, then keep the buckets that open before `end`.
+    width = minutes * US_PER_MINUTE
+    rows_end = min(_FAR_FUTURE_US, -(-end // width) * width)
+    window = {**params, "start": start, "end": rows_end, "minutes": minutes}
+    frame = store.cursor().sql(rollup_sql, params=window).pl()
+    return frame.filter(pl.col("ts") < pl.lit(end).cast(pl.Datetime("us")))
+
+
+def bars_between(
+    store: Store, instrument: str, timeframe: str, start_us: int | None, end_us: int | None
+) -> pl.DataFrame:
+    """Bars whose open time is in [start, end); higher timeframes rolled up from 1m."""
+    frame = _read_window(
+        store,
+        _ONE_MINUTE_SQL,
+        _ROLLUP_SQL,
+        {"instrument": instrument},
+        timeframe,
+        start_us,
+        end_us,
+    )
     if frame.is_empty():
         return empty_bars()
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")))
@@ -118,23 +139,18 @@ def bars_between_many(
     """:func:`bars_between` of several instruments in one query: the bars stacked, with
     an ``instrument`` column first, sorted by instrument, ts (an instrument with no
     bars has no rows). Each instrument's rows are exactly its ``bars_between``."""
-    minutes = timeframe_minutes(timeframe)
+    timeframe_minutes(timeframe)  # a bad timeframe is an error even with no instruments
     if not instruments:
         return empty_bars_many()
-    start = 0 if start_us is None else _bucket_start(start_us, minutes)
-    end = _FAR_FUTURE_US if end_us is None else end_us
-    names = list(dict.fromkeys(instruments))
-    if minutes == 1:
-        params = {"instruments": names, "start": start, "end": end}
-        frame = store.cursor().sql(_ONE_MINUTE_MANY_SQL, params=params).pl()
-    else:
-        # As bars_between: whole buckets up to the one holding `end`, then those that
-        # open before it.
-        width = minutes * US_PER_MINUTE
-        rows_end = min(_FAR_FUTURE_US, -(-end // width) * width)
-        params = {"instruments": names, "start": start, "end": rows_end, "minutes": minutes}
-        frame = store.cursor().sql(_ROLLUP_MANY_SQL, params=params).pl()
-        frame = frame.filter(pl.col("ts") < pl.lit(end).cast(pl.Datetime("us")))
+    frame = _read_window(
+        store,
+        _ONE_MINUTE_MANY_SQL,
+        _ROLLUP_MANY_SQL,
+        {"instruments": list(dict.fromkeys(instruments))},
+        timeframe,
+        start_us,
+        end_us,
+    )
     if frame.is_empty():
         return empty_bars_many()
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")))
