@@ -310,6 +310,16 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
     stats.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
     stats.add_argument("--to", dest="end", metavar="DAY", help="last UTC day (included)")
     stats.add_argument("--format", choices=FORMATS)
+    curve = journal_commands.add_parser(
+        "equity",
+        help="the account's equity curve",
+        description="The paper account's mark-to-market equity per --tf bucket (default 1h) of UTC days --from..--to (both included; default from the first fill to now): cash (starting cash + realized P&L - fees), unrealized P&L of the open positions at the last stored 1m close before each bucket's end, exposure and equity.",
+        argument_default=argparse.SUPPRESS,
+    )
+    curve.add_argument("--tf", dest="timeframe", metavar="TF", help="bucket width (default 1h)")
+    curve.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
+    curve.add_argument("--to", dest="end", metavar="DAY", help="last UTC day (included)")
+    curve.add_argument("--format", choices=FORMATS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

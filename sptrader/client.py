@@ -190,6 +190,15 @@ class EngineClient(Protocol):
         cumulative P&L points and a per-day summary (``sptrader.broker.journal``)."""
         ...
 
+    async def equity_curve(
+        self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
+    ) -> list[dict]:
+        """The paper account's mark-to-market equity per ``timeframe`` bucket opening in
+        [start_us, end_us) (default: from the first fill to now), each valued at its end:
+        ``ts_us`` (the bucket's open), ``equity``, ``cash``, ``unrealized``, ``exposure``
+        (``sptrader.broker.equity``)."""
+        ...
+
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:
         """Store a note about ``day`` (YYYY-MM-DD, default today UTC); the note."""
         ...
@@ -437,6 +446,20 @@ class LocalEngineClient:
         notes = await run_in_thread(journal.notes, store, first, last)
         starting_cash = self.engine.config.broker.starting_cash
         return await run_in_thread(journal.summarize, fills, notes, first, last, starting_cash)
+
+    async def equity_curve(
+        self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
+    ) -> list[dict]:
+        from sptrader.broker import equity
+
+        store = self.engine.require_store()
+        broker = self.engine.broker
+        if broker is not None:
+            await broker.fills(limit=1)  # stores the fills it has not stored yet
+        starting_cash = self.engine.config.broker.starting_cash
+        return await run_in_thread(
+            equity.curve_points, store, starting_cash, start_us, end_us, timeframe
+        )
 
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:
         from sptrader.broker import journal

@@ -317,6 +317,7 @@ BINDING_IDS = (
     "journal-screen",
     "journal-close",
     "journal-note",
+    "journal-equity",
 )
 
 

@@ -19,7 +19,14 @@ from test_app_trading import (
 from textual.widgets import DataTable, Input, Static
 
 from sptrader.app import SptraderApp
-from sptrader.screens.journal import ALL, JournalScreen, render_pnl_chart, stats_text, today
+from sptrader.screens.journal import (
+    ALL,
+    JournalScreen,
+    render_equity_chart,
+    render_pnl_chart,
+    stats_text,
+    today,
+)
 
 __all__ = ["TERMINAL_SIZE", "WATCHLIST"]
 
@@ -73,6 +80,15 @@ def test_the_pnl_chart_draws_from_zero() -> None:
     assert "no closed trades" in render_pnl_chart([], 60, 12)
 
 
+def test_the_equity_chart_names_the_last_equity() -> None:
+    points = [
+        {"ts_us": 1_700_000_000_000_000, "equity": 10_000.0},
+        {"ts_us": 1_700_003_600_000_000, "equity": 10_123.5},
+    ]
+    assert "equity 10,123.50" in render_equity_chart(points, 60, 12)
+    assert "no equity curve" in render_equity_chart([], 60, 12)
+
+
 async def test_the_journal_shows_a_closed_trade_its_stats_and_a_new_note(
     app: SptraderApp,
 ) -> None:
@@ -104,7 +120,19 @@ async def test_the_journal_shows_a_closed_trade_its_stats_and_a_new_note(
         assert "Win rate" in stats and "Profit factor" in stats and "Max drawdown" in stats
         assert f"Net P&L       {pnl:+,.2f}" in stats
         await wait_for(pilot, lambda: screen.charts > 0, what="the P&L chart")
-        assert "cumulative P&L" in str(screen.query_one("#journal-chart", Static).content)
+        chart = screen.query_one("#journal-chart", Static)
+        assert "cumulative P&L" in str(chart.content)
+
+        # `e` switches the chart to the equity curve, and back.
+        await pilot.press("e")
+        await wait_for(pilot, lambda: "equity " in str(chart.content), what="the equity chart")
+        assert chart.border_title == "Equity"
+        assert screen.chart_mode == "equity"
+        await pilot.press("e")
+        await wait_for(
+            pilot, lambda: "cumulative P&L" in str(chart.content), what="the P&L chart again"
+        )
+        assert chart.border_title == "Cumulative P&L"
 
         # A note about today: `n` goes to the input, enter saves it.
         await pilot.press("n")

@@ -216,6 +216,13 @@ class RemoteEngineClient:
     async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
         return await self._call_usage("journal", day_from=day_from, day_to=day_to)
 
+    async def equity_curve(
+        self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
+    ) -> list[dict]:
+        return await self._call_usage(
+            "equity_curve", start_us=start_us, end_us=end_us, timeframe=timeframe
+        )
+
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:
         return await self._call_usage("add_journal_note", text=text, day=day)
 

@@ -50,6 +50,7 @@ BROKER_METHODS = frozenset(
         "order_history",
         "fills",
         "journal",
+        "equity_curve",
         "add_journal_note",
     }
 )
@@ -358,6 +359,13 @@ class ApiServer:
             )
         if method == "journal":
             return await client.journal(params.get("day_from"), params.get("day_to"))
+        if method == "equity_curve":
+            timeframe = params.get("timeframe") or "1h"
+            if not isinstance(timeframe, str):
+                raise UsageError(f"timeframe must be text, not {timeframe!r}")
+            return await client.equity_curve(
+                _integer(params, "start_us", None), _integer(params, "end_us", None), timeframe
+            )
         if method == "add_journal_note":
             return await client.add_journal_note(_text(params, "text"), params.get("day"))
         raise AssertionError(method)

@@ -1,5 +1,6 @@
-"""``sptrader journal [--from DAY] [--to DAY]``, ``journal add TEXT [--day DAY]`` and
-``journal stats``: the trader's notes and the paper trades with their statistics.
+"""``sptrader journal [--from DAY] [--to DAY]``, ``journal add TEXT [--day DAY]``,
+``journal stats`` and ``journal equity [--tf 1h]``: the trader's notes, the paper trades
+with their statistics, and the account's equity curve.
 
 Through the daemon's API while one runs (it holds the store); on the store otherwise.
 Days are UTC dates (YYYY-MM-DD, or ``today``/``yesterday``); ``--to`` is included.
@@ -59,6 +60,9 @@ STAT_KEYS = (
 def run_journal(settings: Settings, args: argparse.Namespace) -> int:
     if args.journal_command == "add":
         return _add(settings, args.text, args.day)
+    if args.journal_command == "equity":
+        points = read_equity(settings, args.start, args.end, getattr(args, "timeframe", "1h"))
+        return _print_equity(points, args.format, settings.config.broker.currency)
     data = read_journal(settings, args.start, args.end)
     if args.journal_command == "stats":
         return _print_stats(data, args.format, settings.config.broker.currency)
@@ -80,6 +84,67 @@ def read_journal(settings: Settings, day_from: str | None, day_to: str | None) -
         return journal.read(store, day_from, day_to, settings.config.broker.starting_cash)
     finally:
         store.close()
+
+
+EQUITY_COLUMNS = ("ts", "equity", "cash", "unrealized", "exposure")
+
+
+def read_equity(
+    settings: Settings, day_from: str | None, day_to: str | None, timeframe: str
+) -> list[dict[str, Any]]:
+    """The equity curve of UTC days ``day_from``..``day_to`` (open ends: the first fill,
+    now), through the daemon while one runs."""
+    from sptrader.broker import equity, journal
+    from sptrader.clock import now_us
+    from sptrader.models import US_PER_DAY, timeframe_minutes
+
+    timeframe_minutes(timeframe)  # the same one line with or without a daemon
+    first, last = journal._range(day_from, day_to)
+    now = now_us()
+    start_us = None if first is None else journal.day_start_us(first)
+    # Up to the end of the last day, never past now (the last bucket is valued as of now).
+    end_us = now + 1 if last is None else min(journal.day_start_us(last) + US_PER_DAY, now + 1)
+    if start_us is not None and end_us <= start_us:
+        return []
+    if daemon_running(settings):
+        return call(settings, "equity_curve", start_us=start_us, end_us=end_us, timeframe=timeframe)
+    store = open_store(settings)
+    try:
+        return equity.curve_points(
+            store, settings.config.broker.starting_cash, start_us, end_us, timeframe
+        )
+    finally:
+        store.close()
+
+
+def _print_equity(points: list[dict[str, Any]], output_format: str, currency: str) -> int:
+    rows = [iso_fields(point) for point in points]
+    if output_format == "csv":
+        write_csv(rows, EQUITY_COLUMNS)
+        return 0
+    if output_format == "json":
+        write_json(rows)
+        return 0
+    if not rows:
+        print("no equity curve: no fills in this range")
+        return 0
+    print_table(
+        f"equity ({currency}, each bucket valued at its end)",
+        ("BUCKET (UTC)", "EQUITY", "CASH", "UNREALIZED", "EXPOSURE"),
+        [
+            (
+                row["ts"],
+                fmt_money(row["equity"]),
+                fmt_money(row["cash"]),
+                fmt_money(row["unrealized"], signed=True),
+                fmt_money(row["exposure"]),
+            )
+            for row in rows
+        ],
+        left=("BUCKET (UTC)",),
+        width=120,
+    )
+    return 0
 
 
 def _add(settings: Settings, text: str, day: str | None) -> int:

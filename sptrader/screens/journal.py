@@ -5,7 +5,9 @@ days" row: trades, P&L and notes of each. The selected day (or all of them) show
 notes with an input to add one (enter saves it, about the selected day; about today
 for "All days"), the statistics of its trades (win rate, average win and loss, profit
 factor, expectancy, max drawdown, net P&L), the trades themselves (instrument, side,
-quantity, entry and exit time and price, P&L) and the cumulative P&L as a chart.
+quantity, entry and exit time and price, P&L) and a chart: the cumulative realized P&L,
+or (``e`` switches) the account's mark-to-market equity curve over the same days
+(15-minute buckets for one day, hourly for all of them).
 A trade belongs to the day it closed. The screen reads the journal again when a fill
 happens (the app routes those here), at most once a second.
 """
@@ -154,10 +156,53 @@ def render_pnl_chart(points: list[dict[str, Any]], width: int, height: int) -> s
         return fig.build().string()
 
 
+def render_equity_chart(points: list[dict[str, Any]], width: int, height: int) -> str:
+    """The equity curve (``EngineClient.equity_curve`` rows, one per bucket, valued at
+    its end) as plotext text (ANSI colours)."""
+    import plotext
+
+    from sptrader.charting import _render_lock  # plotext has one global figure
+
+    width, height = max(width, 20), max(height, 6)
+    with _render_lock:
+        fig = plotext.figure
+        fig.clear()
+        plotext.terminal.limit(False, False)
+        fig.plot_size(width, height)
+        fig.theme("simple")
+        fig.canvas("default")
+        if not points:
+            fig.title("no fills: no equity curve")
+            return fig.build().string()
+        values = [float(point["equity"]) for point in points]
+        positions = list(range(len(values)))
+        line = fig.signal(positions, values)
+        line.lines(True)
+        fig.draw(line)
+        low, high = min(values), max(values)
+        if high > low:
+            ticks = [low + (high - low) * i / 3 for i in range(4)]
+            fig.ruler(1).ticks(ticks, [f"{tick:,.2f}" for tick in ticks])
+        times = [int(point["ts_us"]) for point in points]
+        count = max(2, min(5, width // 14))
+        last = len(values) - 1
+        xs = sorted({round(i * last / (count - 1)) for i in range(count)})
+        form = "%H:%M" if times[-1] - times[0] < US_PER_DAY else "%m-%d"
+        labels = [datetime.fromtimestamp(times[x] / 1e6, UTC).strftime(form) for x in xs]
+        fig.ruler(0).ticks(xs, labels)
+        fig.ruler(0).lim(-0.5, last + 0.5)
+        fig.title(f"equity {values[-1]:,.2f}")
+        return fig.build().string()
+
+
+CHART_TITLES = {"pnl": "Cumulative P&L", "equity": "Equity"}
+
+
 class JournalScreen(Screen[None]):
     BINDINGS = [
         Binding("escape,J", "close", "Back", key_display="esc", id="journal-close"),
         Binding("n", "write_note", "Write a note", id="journal-note"),
+        Binding("e", "toggle_chart", "P&L/equity", id="journal-equity"),
     ]
 
     def __init__(self, client: EngineClient, currency: str = "") -> None:
@@ -170,7 +215,9 @@ class JournalScreen(Screen[None]):
         self.loads = 0
         self.charts = 0
         self._dirty = False
+        self.chart_mode = "pnl"  # or "equity"
         self._chart_points: list[dict[str, Any]] | None = None
+        self._chart: tuple[str, list[dict[str, Any]]] | None = None  # (mode, points) drawn
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -204,7 +251,7 @@ class JournalScreen(Screen[None]):
         trades.border_title = "Trades"
         self.query_one("#journal-day").border_title = "Notes"
         self.query_one("#journal-stats").border_title = "Statistics"
-        self.query_one("#journal-chart").border_title = "Cumulative P&L"
+        self.query_one("#journal-chart").border_title = CHART_TITLES[self.chart_mode]
         self.query_one("#journal-title", Label).update(
             "Journal · UTC days (a trade counts on the day it closed) · "
             f"{self._key_for('journal-note')} writes a note, enter saves it"
@@ -237,6 +284,8 @@ class JournalScreen(Screen[None]):
             overview = await self.client.journal()
             day = self.selected_day
             shown = overview if day == ALL else await self.client.journal(day, day)
+            if self.chart_mode == "equity":
+                shown = {**shown, "equity": await self._read_equity(day)}
         except Exception as error:  # the broker disabled, the daemon gone: said here
             self._say(Text(f"the journal cannot be read: {error}", style="red"))
             return
@@ -245,6 +294,15 @@ class JournalScreen(Screen[None]):
         if day == self.selected_day:
             self._show_day(day, shown)
         self.loads += 1
+
+    async def _read_equity(self, day: str) -> list[dict[str, Any]]:
+        if day == ALL:
+            return await self.client.equity_curve(timeframe="1h")
+        start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()) * 1_000_000
+        end = min(start + US_PER_DAY, now_us() + 1)
+        if end <= start:
+            return []
+        return await self.client.equity_curve(start, end, "15m")
 
     def _day_rows(self, overview: dict[str, Any]) -> list[tuple[str, list[object]]]:
         days = {row["day"]: row for row in overview.get("days", [])}
@@ -327,9 +385,15 @@ class JournalScreen(Screen[None]):
             stats_text(journal.get("stats", {}), self.currency)
         )
         self._show_trades(trades, with_day=everything)
-        points = journal.get("cumulative", [])
-        if points != self._chart_points:
-            self._chart_points = points
+        self._chart_points = journal.get("cumulative", [])
+        if self.chart_mode == "equity":
+            if "equity" not in journal:
+                return  # read on the next load
+            chart = ("equity", journal["equity"])
+        else:
+            chart = ("pnl", self._chart_points)
+        if chart != self._chart:
+            self._chart = chart
             self._draw_chart()
 
     def _show_trades(self, trades: list[dict[str, Any]], with_day: bool) -> None:
@@ -367,11 +431,15 @@ class JournalScreen(Screen[None]):
         width, height = chart.content_size.width, chart.content_size.height
         if width < 10 or height < 4:
             return
-        self._render_chart(list(self._chart_points or []), width, height)
+        mode, points = self._chart or ("pnl", [])
+        self._render_chart(mode, list(points), width, height)
 
     @work(thread=True, exclusive=True, group="journal-chart", exit_on_error=False)
-    def _render_chart(self, points: list[dict[str, Any]], width: int, height: int) -> None:
-        text = Text.from_ansi(render_pnl_chart(points, width, height), no_wrap=True)
+    def _render_chart(
+        self, mode: str, points: list[dict[str, Any]], width: int, height: int
+    ) -> None:
+        render = render_equity_chart if mode == "equity" else render_pnl_chart
+        text = Text.from_ansi(render(points, width, height), no_wrap=True)
         self.app.call_from_thread(self._show_chart, text)
 
     def _show_chart(self, text: Text) -> None:
@@ -380,8 +448,18 @@ class JournalScreen(Screen[None]):
             self.charts += 1
 
     def on_resize(self) -> None:
-        if self._chart_points is not None:
+        if self._chart is not None:
             self.call_after_refresh(self._draw_chart)
+
+    def action_toggle_chart(self) -> None:
+        """Switch the chart between the cumulative P&L and the equity curve."""
+        self.chart_mode = "equity" if self.chart_mode == "pnl" else "pnl"
+        self.query_one("#journal-chart").border_title = CHART_TITLES[self.chart_mode]
+        if self.chart_mode == "pnl":
+            self._chart = ("pnl", list(self._chart_points or []))
+            self._draw_chart()
+        else:
+            self._load()
 
     # --- acting -----------------------------------------------------------------------
 
