@@ -35,6 +35,8 @@ bench: setup
 	$(BIN)/python bench/reads.py
 	$(BIN)/python bench/gaps.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/indicators.py
+	$(BIN)/python bench/scanner.py
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/broker.py
 
