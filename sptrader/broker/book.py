@@ -178,22 +178,7 @@ class PaperBook:
                 raise UsageError("the stop is at the entry price: no size can be computed")
         assert qty is not None
         qty = float(qty)
-        order = Order(
-            order_id=self._take_order_id(),
-            instrument=request.instrument,
-            side=request.side,
-            qty=qty,
-            type=request.type,
-            price=request.price,
-            tif=request.tif,
-            created_us=now_us,
-            updated_us=now_us,
-            sl=request.sl,
-            tp=request.tp,
-            role=request.role,
-            source=request.source,
-            expires_us=day_start(now_us) + US_PER_DAY if request.tif == "day" else None,
-        )
+        order = self._new_order(request, qty, now_us)
         rejection = self._check(order, expected)
         if rejection is not None:
             self._finish(order, "rejected", now_us, rejection.message, changes)
@@ -214,21 +199,7 @@ class PaperBook:
         to size from, or a malformed one) as a rejected order, so it shows in the order
         history with its reason."""
         changes = Changes()
-        order = Order(
-            order_id=self._take_order_id(),
-            instrument=request.instrument,
-            side=request.side,
-            qty=request.qty if request.qty is not None else 0.0,
-            type=request.type,
-            price=request.price,
-            tif=request.tif,
-            created_us=now_us,
-            updated_us=now_us,
-            sl=request.sl,
-            tp=request.tp,
-            role=request.role,
-            source=request.source,
-        )
+        order = self._new_order(request, request.qty if request.qty is not None else 0.0, now_us)
         self._finish(order, "rejected", now_us, message, changes)
         return OrderResult(order, [], Rejection(limit, message)), changes
 
@@ -311,6 +282,24 @@ class PaperBook:
         return changes
 
     # --- inside -----------------------------------------------------------------------
+
+    def _new_order(self, request: OrderRequest, qty: float, now_us: int) -> Order:
+        return Order(
+            order_id=self._take_order_id(),
+            instrument=request.instrument,
+            side=request.side,
+            qty=qty,
+            type=request.type,
+            price=request.price,
+            tif=request.tif,
+            created_us=now_us,
+            updated_us=now_us,
+            sl=request.sl,
+            tp=request.tp,
+            role=request.role,
+            source=request.source,
+            expires_us=day_start(now_us) + US_PER_DAY if request.tif == "day" else None,
+        )
 
     def _take_order_id(self) -> int:
         order_id = self.next_order_id

@@ -110,6 +110,17 @@ def stats_text(stats: dict[str, Any], currency: str = "") -> Text:
     return text
 
 
+def _blank_figure(plotext: Any, width: int, height: int) -> Any:
+    """plotext's one global figure, cleared and sized (call under charting's lock)."""
+    fig = plotext.figure
+    fig.clear()
+    plotext.terminal.limit(False, False)
+    fig.plot_size(width, height)
+    fig.theme("simple")
+    fig.canvas("default")
+    return fig
+
+
 def render_pnl_chart(points: list[dict[str, Any]], width: int, height: int) -> str:
     """The cumulative realized P&L, one point per closed trade (from 0 before the first),
     as plotext text (ANSI colours)."""
@@ -119,12 +130,7 @@ def render_pnl_chart(points: list[dict[str, Any]], width: int, height: int) -> s
 
     width, height = max(width, 20), max(height, 6)
     with _render_lock:
-        fig = plotext.figure
-        fig.clear()
-        plotext.terminal.limit(False, False)
-        fig.plot_size(width, height)
-        fig.theme("simple")
-        fig.canvas("default")
+        fig = _blank_figure(plotext, width, height)
         if not points:
             fig.title("no closed trades")
             return fig.build().string()
@@ -165,12 +171,7 @@ def render_equity_chart(points: list[dict[str, Any]], width: int, height: int) -
 
     width, height = max(width, 20), max(height, 6)
     with _render_lock:
-        fig = plotext.figure
-        fig.clear()
-        plotext.terminal.limit(False, False)
-        fig.plot_size(width, height)
-        fig.theme("simple")
-        fig.canvas("default")
+        fig = _blank_figure(plotext, width, height)
         if not points:
             fig.title("no fills: no equity curve")
             return fig.build().string()
