@@ -55,6 +55,13 @@ class BarBuilder:
         state = self._forming.get(instrument)
         return None if state is None else _to_bar(instrument, state)
 
+    def bar_at(self, instrument: str, minute_us: int) -> Bar | None:
+        """This builder's bar of one minute (forming, or recently closed), if it has one."""
+        state = self._forming.get(instrument)
+        if state is None or state[_MINUTE] != minute_us:
+            state = self._recent.get(instrument, {}).get(minute_us)
+        return None if state is None else _to_bar(instrument, state)
+
     def process(self, events: Iterable[object]) -> list[object]:
         """Feed events in; return BarClosed events (oldest first) then one BarUpdated per
         instrument whose forming bar changed."""

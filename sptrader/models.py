@@ -105,12 +105,26 @@ class QuoteReceived:
     ask_size: float
 
 
+#: The aggressor (taker) side of a trade: who crossed the spread.
+SIDE_BUY = 1
+SIDE_SELL = -1
+SIDE_UNKNOWN = 0
+#: A trade whose venue gives no per-symbol trade id.
+NO_TRADE_ID = -1
+
+
 @dataclass(slots=True)
 class TradeReceived:
     instrument: str
     ts_us: int
     price: float
     size: float
+    #: SIDE_BUY, SIDE_SELL or SIDE_UNKNOWN (the taker's side).
+    side: int = SIDE_UNKNOWN
+    #: The venue's per-symbol sequential trade id (Binance ``t``, Coinbase
+    #: ``trade_id``, Kraken ``trade_id``), NO_TRADE_ID where there is none: duplicates
+    #: are dropped and holes in the ids mean lost trades (see feeds.sequence).
+    trade_id: int = NO_TRADE_ID
 
 
 @dataclass(slots=True)
