@@ -244,3 +244,25 @@ def running_daemon(
         pid = running_pid(home)
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
+
+
+#: Real messages recorded from the live services by other projects (``../shared/wire``,
+#: beside the checkout; SOURCES.md says where each came from). Read there, never copied.
+WIRE_DIR = Path(__file__).resolve().parents[2] / "shared" / "wire"
+
+
+def wire_path(*parts: str) -> Path:
+    """A recorded sample under ``../shared/wire``; the test is skipped without it."""
+    path = WIRE_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"recorded sample {path} is not beside the checkout")
+    return path
+
+
+def wire_bytes(*parts: str) -> bytes:
+    """A recorded sample's bytes (``.gz`` files unpacked)."""
+    import gzip
+
+    path = wire_path(*parts)
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
