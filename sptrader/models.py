@@ -128,6 +128,17 @@ class TradeReceived:
 
 
 @dataclass(slots=True)
+class LastPriceReceived:
+    """The venue's last trade price from a ticker that carries no best bid/ask: never a
+    bar, never a fill (it repeats a trade the trade channel already gave, or one it
+    did not: either way it is not a tick to count)."""
+
+    instrument: str
+    ts_us: int
+    price: float
+
+
+@dataclass(slots=True)
 class Bar:
     """One OHLCV bar, labelled by its open time (``ts_us``)."""
 
@@ -152,6 +163,18 @@ class BarUpdated:
 @dataclass(slots=True)
 class BarClosed:
     bar: Bar
+
+
+@dataclass(slots=True)
+class VenueBarClosed:
+    """The venue's own closed 1m bar, as its stream sent it (Binance ``kline_1m`` with
+    ``x: true``): compared with the bar built from trades, and taken when they differ."""
+
+    bar: Bar
+
+    @property
+    def ts_us(self) -> int:
+        return self.bar.ts_us
 
 
 @dataclass(slots=True)
