@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sptrader.bus import Bus
 from sptrader.clock import now_us
@@ -111,9 +111,19 @@ class _Supervised:
 
 
 class Supervisor:
-    def __init__(self, bus: Bus, config: SupervisorConfig) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        config: SupervisorConfig,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bus = bus
         self.config = config
+        # How a restart waits out its backoff, and the clock of stable runs (tests fake them).
+        self._sleep = sleep
+        self._monotonic = monotonic
         self._services: dict[str, _Supervised] = {}
         self._stats_task: asyncio.Task[None] | None = None
 
@@ -209,7 +219,7 @@ class Supervisor:
         attempt = 0
         while True:
             self._set_state(entry, ServiceState.STARTING, "")
-            started = time.monotonic()
+            started = self._monotonic()
             entry.context.running = False
             entry.context._on_running = lambda: self._mark_running(entry)
             try:
@@ -226,7 +236,7 @@ class Supervisor:
             except Exception as error:  # a crashed service must never take the engine down
                 entry.errors += 1
                 entry.last_error = f"{type(error).__name__}: {error}"
-                if time.monotonic() - started >= self.config.stable_after_s:
+                if self._monotonic() - started >= self.config.stable_after_s:
                     attempt = 0
                 attempt += 1
                 delay = self.backoff_delay(attempt)
@@ -237,7 +247,7 @@ class Supervisor:
                     level="ERROR",
                     exc_info=error,
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 entry.restarts += 1
                 continue
             self._set_state(entry, ServiceState.STOPPED, "finished")
