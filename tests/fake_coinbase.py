@@ -59,6 +59,8 @@ def envelope(channel: str, sequence: int, events: list[dict], ts_us: int | None 
 
 
 def trade(ts_us: int, price: float, size: float, trade_id: int, product: str = PRODUCT_ID) -> dict:
+    """A ``market_trades`` element; its ``side`` is the MAKER's, as Coinbase sends it
+    (BUY for odd ids, SELL for even ones)."""
     return {
         "trade_id": str(trade_id),
         "product_id": product,

@@ -19,8 +19,16 @@ from sptrader.clock import now_us
 from sptrader.config import CoinbaseFeedConfig, SupervisorConfig
 from sptrader.errors import SptraderError
 from sptrader.feeds.base import BAR_SCHEMA, FeedService
-from sptrader.feeds.coinbase import CHANNELS, CoinbaseFeed, rfc3339_to_us
-from sptrader.models import US_PER_MINUTE, QuoteReceived, ServiceState, TradeReceived
+from sptrader.feeds.coinbase import CHANNELS, CoinbaseFeed, rfc3339_to_us, taker_side
+from sptrader.models import (
+    SIDE_BUY,
+    SIDE_SELL,
+    US_PER_MINUTE,
+    LastPriceReceived,
+    QuoteReceived,
+    ServiceState,
+    TradeReceived,
+)
 from sptrader.supervisor import ServiceContext, Supervisor
 
 # Copied from Coinbase's documentation of the Advanced Trade channels.
@@ -101,6 +109,9 @@ SUBSCRIPTIONS = {
     "events": [{"subscriptions": {"ticker": ["BTC-USD", "ETH-USD"]}}],
 }
 INSTRUMENTS = ["COINBASE:BTC-USD", "COINBASE:ETH-USD"]
+#: Feed clocks for the documented messages: live times must be near the feed's clock.
+TICKER_US = 1675974637_167359
+TRADES_US = 1565815347_265000
 
 
 def make_feed(
@@ -108,10 +119,23 @@ def make_feed(
     rest_url: str = "http://127.0.0.1:1",
     *,
     transport: httpx.BaseTransport | None = None,
+    clock_us: int | None = None,
     **options: Any,
 ) -> CoinbaseFeed:
     config = CoinbaseFeedConfig(**fake.config_section(live_url, rest_url), **options)
-    return CoinbaseFeed(INSTRUMENTS, config, transport=transport)
+    feed = CoinbaseFeed(INSTRUMENTS, config, transport=transport)
+    if clock_us is not None:
+        feed.clock_us = lambda: clock_us  # type: ignore[method-assign]
+    return feed
+
+
+def expected_trade(
+    instrument: str, ts_us: int, price: float, size: float, trade_id: int
+) -> TradeReceived:
+    """The trade ``fake.trade`` sends, as the feed must publish it: the fake's ``side``
+    is the maker's, so the taker's is the opposite."""
+    maker = "BUY" if trade_id % 2 else "SELL"
+    return TradeReceived(instrument, ts_us, price, size, taker_side(maker), trade_id)
 
 
 def parse(feed: CoinbaseFeed, message: Any, context: ServiceContext) -> list[object]:
@@ -163,7 +187,7 @@ def test_one_subscribe_message_per_channel() -> None:
 
 
 def test_parse_ticker_into_a_quote_stamped_with_the_message_time() -> None:
-    feed, context = make_feed(), ServiceContext("coinbase", Bus())
+    feed, context = make_feed(clock_us=TICKER_US), ServiceContext("coinbase", Bus())
     [quote] = parse(feed, TICKER, context)
     assert quote == QuoteReceived(
         "COINBASE:BTC-USD", 1675974637_167359, 21931.98, 21933.98, 8000.21, 8038.07
@@ -171,11 +195,35 @@ def test_parse_ticker_into_a_quote_stamped_with_the_message_time() -> None:
 
 
 def test_parse_market_trades_into_trades_oldest_first() -> None:
-    feed, context = make_feed(), ServiceContext("coinbase", Bus())
+    feed, context = make_feed(clock_us=TRADES_US), ServiceContext("coinbase", Bus())
+    # ``side`` is the maker's: a SELL maker means a buyer took it.
     assert parse(feed, MARKET_TRADES, context) == [
-        TradeReceived("COINBASE:ETH-USD", 1565815347_160000, 1260.00, 0.1),
-        TradeReceived("COINBASE:ETH-USD", 1565815347_265000, 1260.01, 0.3),
+        TradeReceived("COINBASE:ETH-USD", 1565815347_160000, 1260.00, 0.1, SIDE_BUY, 0),
+        TradeReceived("COINBASE:ETH-USD", 1565815347_265000, 1260.01, 0.3, SIDE_SELL, 1),
     ]
+
+
+def test_the_taker_side_is_the_opposite_of_coinbases_maker_side() -> None:
+    assert (taker_side("SELL"), taker_side("BUY")) == (SIDE_BUY, SIDE_SELL)
+    assert taker_side("UNKNOWN_ORDER_SIDE") == taker_side(None) == 0
+
+
+def test_trades_of_one_instant_are_in_trade_id_order() -> None:
+    feed, context = make_feed(clock_us=TRADES_US), ServiceContext("coinbase", Bus())
+    ts = TRADES_US - 1000
+    trades = [fake.trade(ts, 10.0, 1.0, index) for index in (12, 10, 11)]
+    events = parse(feed, fake.trades_message(trades, 0), context)
+    assert [event.trade_id for event in events] == [10, 11, 12]
+
+
+def test_a_ticker_without_best_bid_and_ask_gives_its_last_price() -> None:
+    feed, context = make_feed(clock_us=TICKER_US), ServiceContext("coinbase", Bus())
+    ticker = {"type": "ticker", "product_id": "BTC-USD", "price": "21932.98", "volume_24_h": "1"}
+    message = {**TICKER, "events": [{"type": "update", "tickers": [ticker]}]}
+    assert parse(feed, message, context) == [
+        LastPriceReceived("COINBASE:BTC-USD", TICKER_US, 21932.98)
+    ]
+    assert context.counters == {}
 
 
 def test_heartbeats_and_subscriptions_are_counted_only() -> None:
@@ -213,9 +261,78 @@ def test_unknown_channels_are_counted_unexpected() -> None:
     ],
 )  # fmt: skip
 def test_malformed_messages_are_counted_and_skipped(raw: str) -> None:
-    feed, context = make_feed(), ServiceContext("coinbase", Bus())
+    feed, context = make_feed(clock_us=TICKER_US), ServiceContext("coinbase", Bus())
     assert feed.parse(raw, context) == []
     assert context.counters["malformed"] == 1
+
+
+MEGA_DIGITS = "1" * 1_000_000
+IMPOSSIBLE_PRICES = ["NaN", float("nan"), "Infinity", "1e400", MEGA_DIGITS, "-1.5", "0", True]
+IMPOSSIBLE_SIZES = ["NaN", "-0.3", "0", "1e300"]
+IMPOSSIBLE_TIMES = ["1970-01-01T00:00:00Z", "1969-12-31T23:59:59.5Z", "3000-01-01T00:00:00Z"]
+
+
+def _one_trade(**changes: Any) -> dict:
+    trade = {**MARKET_TRADES["events"][0]["trades"][0], **changes}  # type: ignore[index]
+    return {**MARKET_TRADES, "events": [{"type": "update", "trades": [trade]}]}
+
+
+def _one_ticker(**changes: Any) -> dict:
+    ticker = {**TICKER["events"][0]["tickers"][0], **changes}  # type: ignore[index]
+    return {**TICKER, "events": [{"type": "update", "tickers": [ticker]}]}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        *(_one_trade(price=value) for value in IMPOSSIBLE_PRICES),
+        *(_one_trade(size=value) for value in IMPOSSIBLE_SIZES),
+        *(_one_trade(time=value) for value in IMPOSSIBLE_TIMES),
+        *(_one_ticker(best_bid=value) for value in IMPOSSIBLE_PRICES),
+        *(_one_ticker(best_ask=value) for value in IMPOSSIBLE_PRICES),
+        _one_ticker(best_bid_quantity="-1"),
+        _one_ticker(best_ask_quantity="NaN"),
+        *(_one_ticker(best_bid=None, best_ask=None, price=value) for value in IMPOSSIBLE_PRICES),
+        *({**TICKER, "timestamp": value} for value in IMPOSSIBLE_TIMES),
+    ],
+)
+def test_impossible_values_are_counted_invalid_and_publish_nothing(message: dict) -> None:
+    # Trades of 2019 against a clock of 2019, tickers of 2023 against one of 2023.
+    clock = TRADES_US if message["channel"] == "market_trades" else TICKER_US
+    feed, context = make_feed(clock_us=clock), ServiceContext("coinbase", Bus())
+    assert parse(feed, message, context) == []
+    assert context.counters == {"invalid": 1}
+
+
+def test_one_impossible_trade_does_not_cost_its_neighbours() -> None:
+    feed, context = make_feed(clock_us=TRADES_US), ServiceContext("coinbase", Bus())
+    good = MARKET_TRADES["events"][0]["trades"]  # type: ignore[index]
+    bad = {**good[0], "price": "NaN", "trade_id": "000000002"}
+    message = {**MARKET_TRADES, "events": [{"type": "update", "trades": [bad, *good]}]}
+    assert [event.trade_id for event in parse(feed, message, context)] == [0, 1]
+    assert context.counters == {"invalid": 1}
+
+
+def test_live_times_far_from_the_clock_are_invalid() -> None:
+    feed, context = make_feed(), ServiceContext("coinbase", Bus())  # the wall clock
+    assert parse(feed, MARKET_TRADES, context) == []  # trades of 2019
+    assert context.counters == {"invalid": 2}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000,
+        '{"channel": "ticker", "events": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        b"\xff\xfe\x00\xc3garbage",
+        b'{"channel": "market_trades", "events": "\xff"}',
+        '{"channel": "market_trades", "sequence_num": ' + MEGA_DIGITS + "}",
+    ],
+)
+def test_unreadable_messages_are_counted_malformed_without_raising(raw: str | bytes) -> None:
+    feed, context = make_feed(clock_us=TRADES_US), ServiceContext("coinbase", Bus())
+    assert feed.parse(raw, context) == []
+    assert context.counters == {"malformed": 1}
 
 
 def test_a_sequence_gap_is_counted() -> None:
@@ -282,7 +399,8 @@ async def test_live_session_with_a_disconnect_and_reconnect() -> None:
         bus = Bus()
         received = bus.subscribe("test", maxsize=1000, types=(QuoteReceived, TradeReceived))
         supervisor = Supervisor(bus, SupervisorConfig(backoff_initial_s=0.05, backoff_jitter=0.0))
-        supervisor.add(FeedService(make_feed(f"ws://127.0.0.1:{port}")))
+        feed = make_feed(f"ws://127.0.0.1:{port}", clock_us=base + 1_000_000)
+        supervisor.add(FeedService(feed))
         supervisor.start("coinbase")
         events: list[object] = []
 
@@ -303,10 +421,10 @@ async def test_live_session_with_a_disconnect_and_reconnect() -> None:
     assert status.restarts >= 1
     assert events == [
         QuoteReceived("COINBASE:BTC-USD", base, 100.0, 100.5, 2.0, 3.0),
-        TradeReceived("COINBASE:BTC-USD", base + 1, 100.25, 0.5),
+        expected_trade("COINBASE:BTC-USD", base + 1, 100.25, 0.5, 1),
         QuoteReceived("COINBASE:BTC-USD", base, 100.0, 100.5, 2.0, 3.0),
-        TradeReceived("COINBASE:BTC-USD", base + 2, 100.25, 0.5),
-        TradeReceived("COINBASE:BTC-USD", base + 9, 99.0, 1.5),
+        expected_trade("COINBASE:BTC-USD", base + 2, 100.25, 0.5, 2),
+        expected_trade("COINBASE:BTC-USD", base + 9, 99.0, 1.5, 9),
     ]
     counters = status.counters
     assert counters["malformed"] == 2
@@ -339,7 +457,9 @@ async def test_serve_session_plays_live_messages_as_trades() -> None:
         await wait_until(got_all, timeout=10)
         [status] = supervisor.status()
         await supervisor.stop_all()
-    assert events == [TradeReceived(fake.INSTRUMENT, *tick) for tick in ticks]
+    assert events == [
+        expected_trade(fake.INSTRUMENT, *tick, index + 1) for index, tick in enumerate(ticks)
+    ]
     assert "sequence_gaps" not in status.counters and "malformed" not in status.counters
 
 
@@ -415,6 +535,42 @@ def test_history_of_a_range_with_no_candles_is_empty() -> None:
     feed = make_feed(transport=httpx.MockTransport(respond))
     bars = feed.history("COINBASE:BTC-USD", 0, 10 * US_PER_MINUTE)
     assert bars is not None and bars.is_empty() and bars.schema == BAR_SCHEMA
+
+
+def test_impossible_candles_are_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    minute = 1_700_000_040_000_000 - 1_700_000_040_000_000 % US_PER_MINUTE
+    good = {"low": "99", "high": "101", "open": "100", "close": "100.5", "volume": "2.5"}
+
+    def candle(index: int, **changes: Any) -> dict:
+        start = (minute + index * US_PER_MINUTE) // 1_000_000
+        return {"start": str(start), **good, **changes}
+
+    candles = [
+        candle(0),
+        candle(1, open="NaN"),
+        candle(2, high="1e400"),
+        candle(3, low="-1"),
+        candle(4, close="0"),
+        candle(5, volume="-2"),
+        candle(6, volume="Infinity"),
+        candle(7, open="1" * 1_000_000),
+        {**candle(8), "start": "0"},  # 1970
+        {**candle(9), "start": "-60"},
+        {**candle(10), "start": str(32_503_680_000)},  # year 3000
+        {"start": str((minute + 11 * US_PER_MINUTE) // 1_000_000)},  # no prices at all
+        candle(12, volume="0"),  # a minute without trades: a real bar
+    ]
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"candles": candles})
+
+    feed = make_feed(transport=httpx.MockTransport(respond), clock_us=minute + 20 * US_PER_MINUTE)
+    bars = feed.history("COINBASE:BTC-USD", minute, minute + 20 * US_PER_MINUTE)
+    assert bars is not None
+    assert bars["ts"].dt.epoch("us").to_list() == [minute, minute + 12 * US_PER_MINUTE]
+    assert bars["volume"].to_list() == [2.5, 0.0]
+    warnings = [record for record in caplog.records if "dropped" in record.getMessage()]
+    assert len(warnings) == 1 and "dropped 11 " in warnings[0].getMessage()
 
 
 def test_history_honours_retry_after() -> None:

@@ -14,6 +14,13 @@ Wire quirks:
   trade already published are passed on: older ones would start a partial bar for a
   minute the history backfill already stored, and those already seen (after a
   reconnect) would be counted twice.
+- ``market_trades`` ``side`` is the MAKER's side (see ``taker_side``): the taker, whose
+  side ``TradeReceived.side`` carries, is the opposite. ``trade_id`` is a string of
+  digits, sequential per product.
+- A ``ticker`` element may come without ``best_bid``/``best_ask`` (seen live in 2023):
+  its ``price`` (the last trade's) is passed on as ``LastPriceReceived``, never a quote.
+- Every price, size and time is checked (``feeds.validate``): an impossible one is
+  counted ``invalid`` and its trade, quote or candle is dropped.
 - Candles come newest first, at most 350 a request, ``start``/``end`` in unix seconds;
   whether ``end``'s own bucket is included is not documented, so the windows work
   either way. Minutes without trades are left out; there is no trade count.
@@ -31,9 +38,19 @@ from websockets.asyncio.client import connect
 
 from sptrader.clock import rfc3339_to_us
 from sptrader.config import CoinbaseFeedConfig
+from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
-from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
+from sptrader.feeds.validate import BadValue
+from sptrader.models import (
+    NO_TRADE_ID,
+    SIDE_UNKNOWN,
+    US_PER_MINUTE,
+    US_PER_SECOND,
+    LastPriceReceived,
+    QuoteReceived,
+    TradeReceived,
+)
 from sptrader.supervisor import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -105,13 +122,23 @@ class CoinbaseFeed(ExchangeFeed):
             if channel == "market_trades":
                 return self._trades(message, context)
             if channel == "ticker":
-                return self._quotes(message)
+                return self._quotes(message, context)
             if channel == "heartbeats" or channel == "subscriptions":
                 context.count(channel)
                 return []
             context.skipped("unexpected", f"a Coinbase message on channel {channel!r}")
             return []
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except BadValue as error:  # before ValueError: it is one
+            _invalid(context, error)
+            return []
+        except (
+            ValueError,  # bad JSON, bad UTF-8 (UnicodeDecodeError), bad times
+            KeyError,
+            TypeError,
+            AttributeError,
+            RecursionError,  # nested too deep for the JSON decoder
+            OverflowError,
+        ):
             context.skipped("malformed", "a malformed Coinbase message")
             return []
 
@@ -130,27 +157,25 @@ class CoinbaseFeed(ExchangeFeed):
             )
         self._next_sequence = sequence + 1
 
-    def _quotes(self, message: dict[str, Any]) -> list[object]:
-        ts_us = rfc3339_to_us(message["timestamp"])
+    def _quotes(self, message: dict[str, Any], context: ServiceContext) -> list[object]:
+        """Quotes of a ticker message; a ticker without best bid/ask gives its last
+        trade price instead. One impossible ticker is skipped, not the message."""
+        ts_us = validate.live_time(rfc3339_to_us(message["timestamp"]), self.clock_us())
         quotes: list[object] = []
         for event in message["events"]:
             for ticker in event["tickers"]:
-                quotes.append(
-                    QuoteReceived(
-                        self._by_product[ticker["product_id"]],
-                        ts_us,
-                        float(ticker["best_bid"]),
-                        float(ticker["best_ask"]),
-                        float(ticker["best_bid_quantity"]),
-                        float(ticker["best_ask_quantity"]),
-                    )
-                )
+                instrument = self._by_product[ticker["product_id"]]
+                try:
+                    quotes.append(_quote(instrument, ts_us, ticker))
+                except BadValue as error:
+                    _invalid(context, error)
         return quotes
 
     def _trades(self, message: dict[str, Any], context: ServiceContext) -> list[object]:
         last_trade_us = self._last_trade_us
         seen_before: dict[str, int] = {}
         minute_start_us = -1  # set on the first snapshot event
+        clock_us = self.clock_us()
         trades: list[Any] = []
         for event in message["events"]:
             snapshot = event.get("type") == "snapshot"
@@ -158,11 +183,15 @@ class CoinbaseFeed(ExchangeFeed):
                 # Snapshots are rare (one per subscription): compare their trades with
                 # what was published before this message, not with each other.
                 seen_before = dict(last_trade_us)
-                now = self.clock_us()
-                minute_start_us = now - now % US_PER_MINUTE
+                minute_start_us = clock_us - clock_us % US_PER_MINUTE
             for trade in event["trades"]:
                 instrument = self._by_product[trade["product_id"]]
-                ts_us = rfc3339_to_us(trade["time"])
+                try:
+                    received = _trade(instrument, trade, clock_us)
+                except BadValue as error:
+                    _invalid(context, error)
+                    continue
+                ts_us = received.ts_us
                 if snapshot and (
                     ts_us < minute_start_us or ts_us <= seen_before.get(instrument, -1)
                 ):
@@ -170,11 +199,9 @@ class CoinbaseFeed(ExchangeFeed):
                     continue
                 if ts_us > last_trade_us.get(instrument, -1):
                     last_trade_us[instrument] = ts_us
-                trades.append(
-                    TradeReceived(instrument, ts_us, float(trade["price"]), float(trade["size"]))
-                )
+                trades.append(received)
         if len(trades) > 1:
-            trades.sort(key=_trade_time)  # snapshots list the newest first
+            trades.sort(key=_trade_order)  # snapshots list the newest first
         return trades
 
     # --- history ----------------------------------------------------------------------
@@ -187,18 +214,33 @@ class CoinbaseFeed(ExchangeFeed):
         most 350 minutes, honouring 429 ``Retry-After``. Coinbase gives no trade count:
         ``trades`` is 0."""
         product = _product_id(instrument)
+        clock_us = self.clock_us()
         # Closed bars only: the newest one may open a minute before now.
-        last_open_us = min(end_us - 1, self.clock_us() - US_PER_MINUTE)
+        last_open_us = min(end_us - 1, clock_us - US_PER_MINUTE)
         cursor_us = -(-start_us // US_PER_MINUTE) * US_PER_MINUTE
-        bars: dict[int, dict[str, Any]] = {}
+        bars: dict[int, tuple[float, float, float, float, float]] = {}
+        dropped: list[str] = []
         with self._client() as client:
             while cursor_us <= last_open_us:
                 window_end_us = min(cursor_us + WINDOW_US, last_open_us)
                 for candle in self._candles(client, product, cursor_us, window_end_us):
-                    bars[int(candle["start"]) * US_PER_SECOND] = candle
+                    try:
+                        ts_us, values = _candle(candle, clock_us)
+                    except (BadValue, KeyError, TypeError, ValueError) as error:
+                        dropped.append(_reason(error))
+                        continue
+                    bars[ts_us] = values
                 cursor_us += WINDOW_US
+        if dropped:
+            log.warning(
+                "Coinbase candles for %s: dropped %d impossible or malformed candle(s) (first: %s)",
+                product,
+                len(dropped),
+                dropped[0],
+                extra={"source": self.name},
+            )
         rows = sorted(
-            (ts_us, candle) for ts_us, candle in bars.items() if start_us <= ts_us <= last_open_us
+            (ts_us, values) for ts_us, values in bars.items() if start_us <= ts_us <= last_open_us
         )
         if not rows:
             return empty_bars()
@@ -206,11 +248,11 @@ class CoinbaseFeed(ExchangeFeed):
             {
                 "instrument": [instrument] * len(rows),
                 "ts": [ts_us for ts_us, _ in rows],
-                "open": [float(candle["open"]) for _, candle in rows],
-                "high": [float(candle["high"]) for _, candle in rows],
-                "low": [float(candle["low"]) for _, candle in rows],
-                "close": [float(candle["close"]) for _, candle in rows],
-                "volume": [float(candle["volume"]) for _, candle in rows],
+                "open": [values[0] for _, values in rows],
+                "high": [values[1] for _, values in rows],
+                "low": [values[2] for _, values in rows],
+                "close": [values[3] for _, values in rows],
+                "volume": [values[4] for _, values in rows],
                 "trades": [0] * len(rows),
             },
             schema=BAR_SCHEMA,
@@ -259,8 +301,91 @@ def _product_id(instrument: str) -> str:
     return instrument.split(":", 1)[1].upper()
 
 
-def _trade_time(trade: TradeReceived) -> int:
-    return trade.ts_us
+def _trade_order(trade: TradeReceived) -> tuple[int, int]:
+    # Time, then id: trades of one instant stay in id order (the sequence check needs it).
+    return trade.ts_us, trade.trade_id
+
+
+def taker_side(word: object) -> int:
+    """The taker's side of a ``market_trades`` trade, whose ``side`` is the MAKER's.
+
+    Coinbase does not say so on the Advanced Trade channel page, so the reading rests
+    on: (1) its Exchange API, the same matching engine, documents "The side of a trade
+    indicates the maker order side" (docs.cdp.coinbase.com, Exchange REST "Get product
+    trades"; its websocket ``match`` likewise); (2) nautilus_trader's Coinbase adapter,
+    ``coinbase_side_to_aggressor``: "Coinbase reports the maker side on public market
+    trades, so the aggressor is the opposite side", and bbgo PR c9s/bbgo#2509 "[coinbase]
+    correct market trade side to taker side"; (3) the live capture in ccxt issue
+    ccxt/ccxt#27606 (BTC-USD, 2025-12-31): ids 929248657-8 ``SELL`` at 88355.59 and
+    929248659 ``BUY`` at 88355.58 a second later. As maker sides that is a buyer lifting
+    the 88355.59 offer and a seller hitting the 88355.58 bid, a one-cent spread; read
+    as taker sides a buyer would have paid a cent less than sellers got, a crossed book.
+    (A generated third-party schema, schemas.apis.io's "Taker side of the trade", says
+    otherwise without a source.) Unknown words give SIDE_UNKNOWN, not a dropped trade.
+    """
+    try:
+        # SELL: a resting sell order was lifted by a buyer; BUY: a resting bid was hit.
+        return -validate.side_from_word(word)
+    except BadValue:
+        return SIDE_UNKNOWN
+
+
+def _trade(instrument: str, trade: dict[str, Any], clock_us: int) -> TradeReceived:
+    """One ``market_trades`` element, every value checked (BadValue if impossible)."""
+    ts_us = validate.live_time(rfc3339_to_us(trade["time"]), clock_us, "trade time")
+    trade_id = trade.get("trade_id")
+    return TradeReceived(
+        instrument,
+        ts_us,
+        validate.price(trade["price"]),
+        validate.size(trade["size"]),
+        taker_side(trade.get("side")),
+        NO_TRADE_ID if trade_id is None else validate.integer(trade_id, "trade_id"),
+    )
+
+
+def _present(value: object) -> bool:
+    return value is not None and value != ""
+
+
+def _quote(instrument: str, ts_us: int, ticker: dict[str, Any]) -> object:
+    """A ticker element as a quote, or as the last trade price when it has no best
+    bid/ask (BadValue if a value is impossible)."""
+    bid, ask = ticker.get("best_bid"), ticker.get("best_ask")
+    if _present(bid) and _present(ask):
+        return QuoteReceived(
+            instrument,
+            ts_us,
+            validate.price(bid, "best_bid"),
+            validate.price(ask, "best_ask"),
+            validate.book_size(ticker["best_bid_quantity"], "best_bid_quantity"),
+            validate.book_size(ticker["best_ask_quantity"], "best_ask_quantity"),
+        )
+    return LastPriceReceived(instrument, ts_us, validate.price(ticker["price"]))
+
+
+def _candle(
+    candle: dict[str, Any], clock_us: int
+) -> tuple[int, tuple[float, float, float, float, float]]:
+    """A candle's open time and (open, high, low, close, volume), checked."""
+    ts_us = validate.history_time(
+        validate.integer(candle["start"], "candle start") * US_PER_SECOND, clock_us
+    )
+    return ts_us, (
+        validate.price(candle["open"], "open"),
+        validate.price(candle["high"], "high"),
+        validate.price(candle["low"], "low"),
+        validate.price(candle["close"], "close"),
+        validate.book_size(candle["volume"], "volume"),
+    )
+
+
+def _reason(error: Exception) -> str:
+    return str(error) if isinstance(error, BadValue) else f"{type(error).__name__}: {error}"
+
+
+def _invalid(context: ServiceContext, error: BadValue) -> None:
+    context.skipped("invalid", f"a Coinbase message with an impossible value ({error})")
 
 
 def _is_trading(entry: dict[str, Any]) -> bool:
