@@ -21,13 +21,15 @@ from sptrader.broker.service import PaperBroker
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import now_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
+from sptrader.data.intervals import subtract
 from sptrader.data.manager import DataManager
+from sptrader.data.owed import OwedRefetches, remove_coverage
 from sptrader.errors import SptraderError, UsageError
 from sptrader.feeds import FEED_CLASSES, Feed, FeedService, make_feed
+from sptrader.feeds.base import ExchangeFeed
 from sptrader.logs import BusLogHandler
 from sptrader.models import (
     US_PER_MINUTE,
-    US_PER_SECOND,
     BackfillProgressed,
     Bar,
     EventsDropped,
@@ -120,9 +122,6 @@ class BarService(Service):
 # A wall-clock jump this much larger than the monotonic clock's means the machine slept:
 # streams are reconnected, and reconnecting backfills the gap.
 WAKE_JUMP_S = 30.0
-# A minute a stream (re)started in was only partly seen live: fetch it again this long
-# after it closes, when the exchange's own bar is final.
-REFETCH_DELAY_US = 5 * US_PER_SECOND
 
 
 # How often the time streaming feeds were up is recorded as covered.
@@ -160,8 +159,9 @@ class Engine:
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._backfills: set[Backfill] = set()
-        # (instrument, minute its stream (re)started in): fetched again once closed.
-        self._refetch: set[tuple[str, int]] = set()
+        # Ranges known to be short (trades lost, a minute seen only in part): fetched
+        # again until that succeeds, persisted, and not covered meanwhile.
+        self.owed = OwedRefetches(clock=lambda: now_us())
         self._wall_clock = time.time
         self._monotonic = time.monotonic
         self.started = False
@@ -182,7 +182,10 @@ class Engine:
             return ReplayFeed(
                 instruments, self.config.feeds.replay, self._load_stored, self._first_stored
             )
-        return make_feed(prefix, instruments, feed_config(self.config, prefix))
+        feed = make_feed(prefix, instruments, feed_config(self.config, prefix))
+        if isinstance(feed, ExchangeFeed):
+            feed.on_lost_trades = self._trades_lost
+        return feed
 
     def _add_feed(self, feed: Feed) -> None:
         self.feeds[feed.name] = feed
@@ -309,7 +312,10 @@ class Engine:
             )
             await self.bus.publish(fetched)
         if feed.refetch_partial_minute:
-            self._refetch.update((instrument, end) for instrument in feed.instruments)
+            await self._owe_many(
+                [(instrument, end, end + US_PER_MINUTE) for instrument in feed.instruments],
+                "a stream joined mid-minute",
+            )
         self._streaming_since[feed.name] = end
 
     async def _check_feed_symbols(self, feed: Feed, context: ServiceContext) -> None:
@@ -356,6 +362,9 @@ class Engine:
             package_logger.setLevel(logging.INFO)
         package_logger.addHandler(self._log_handler)
         await run_in_thread(self.open_store)
+        owed = await run_in_thread(self.owed.load, self.require_store())
+        if owed:
+            log.info("%d ranges are still owed a re-fetch from the last run", owed)
         self.writer = StoreWriter(self.require_store(), self.bus, self.config.store)
         self.supervisor.add(self.writer)
         self.supervisor.add(self.bar_service)
@@ -436,6 +445,7 @@ class Engine:
             await self.broker.drain()
         if self.writer is not None:
             await self.writer.drain()
+        await run_in_thread(self.owed.sync, self.require_store())
         if self._log_handler is not None:
             logging.getLogger("sptrader").removeHandler(self._log_handler)
             self._log_handler = None
@@ -453,6 +463,7 @@ class Engine:
         while True:
             self._report_drops(reported)
             self._refetch_due()
+            self._show_owed()
             wall, mono = self._wall_clock(), self._monotonic()
             jump = (wall - last_wall) - (mono - last_mono)
             last_wall, last_mono = wall, mono
@@ -485,20 +496,53 @@ class Engine:
 
     def record_live_coverage(self) -> None:
         """Streaming feeds cover their instruments from when they (re)started to the
-        last closed minute (quiet minutes without a bar included). Blocking."""
+        last closed minute they demonstrably delivered: up to the minute in which they
+        last heard anything (a silent connection proves nothing), less the ranges owed
+        a re-fetch. Blocking."""
         store = self.store
         if store is None:
             return
         states = {status.name: status.state for status in self.supervisor.status()}
         now = now_us()
         minute = now - now % US_PER_MINUTE
-        ranges = [
-            (instrument, "1m", name, since, minute)
-            for name, since in self._streaming_since.items()
-            if states.get(name) == ServiceState.RUNNING and name in self.feeds
-            for instrument in self.feeds[name].instruments
-        ]
+        ranges: list[tuple[str, str, str, int, int]] = []
+        for name, since in self._streaming_since.items():
+            if states.get(name) != ServiceState.RUNNING or name not in self.feeds:
+                continue
+            end = min(minute, self._heard_until(name))
+            for instrument in self.feeds[name].instruments:
+                owed = self.owed.ranges(instrument)
+                ranges.extend(
+                    (instrument, "1m", name, start, stop)
+                    for start, stop in subtract([(since, end)], owed)
+                )
         store.add_coverage_many(ranges)
+        self._uncover_owed({entry[0] for entry in ranges})
+
+    def _heard_until(self, feed_name: str) -> int:
+        """The start of the minute in which the feed last received a message: minutes
+        before it were delivered (a message after them proves the connection was up)."""
+        if feed_name not in self.supervisor.names():
+            return 0
+        service = self.supervisor.service(feed_name)
+        context = getattr(service, "context", None)
+        seen = context.last_seen_us if context is not None else None
+        if seen is None:
+            return 0
+        return seen - seen % US_PER_MINUTE
+
+    def _uncover_owed(self, instruments: set[str]) -> None:
+        """A range that became owed while coverage was being recorded is taken out
+        again (blocking)."""
+        store = self.require_store()
+        for instrument in instruments:
+            owed = self.owed.ranges(instrument)
+            if not owed:
+                continue
+            with store._write_lock:  # the store's one-writer-at-a-time lock
+                cursor = store.cursor()
+                for start, end in owed:
+                    remove_coverage(cursor, instrument, start, end)
 
     async def settle_bars(self, *, wait: bool = True) -> None:
         """Let the minute that just closed reach the store and its coverage, so a scan
@@ -525,26 +569,56 @@ class Engine:
             ):
                 self._spawn(self.supervisor.restart(name))
 
-    def _refetch_due(self) -> None:
-        now = now_us()
-        for instrument, minute in list(self._refetch):
-            if now >= minute + US_PER_MINUTE + REFETCH_DELAY_US:
-                self._refetch.discard((instrument, minute))
-                self._spawn(self._refetch_minute(instrument, minute))
+    # --- owed re-fetches (sptrader.data.owed) ----------------------------------------
 
-    async def _refetch_minute(self, instrument: str, minute: int) -> None:
-        feed = self.history_feed(instrument)
+    def _trades_lost(self, instrument: str, start_us: int, end_us: int, missing: int) -> None:
+        """A feed proved trades lost (a hole in the venue's trade ids): those minutes are
+        owed a re-fetch. Called on the loop, from the feed's receive loop."""
+        owed = self.owed.owe(instrument, start_us, end_us, f"{missing} trades lost")
+        if owed is None:
+            return
+        log.warning(
+            "%s: %d trades lost in the stream; re-fetching %d minutes from history",
+            instrument,
+            missing,
+            (owed.end_us - owed.start_us) // US_PER_MINUTE,
+            extra={"source": instrument.split(":", 1)[0].lower()},
+        )
+        self._spawn(run_in_thread(self.owed.save, self.require_store(), owed))
+
+    async def _owe_many(self, ranges: list[tuple[str, int, int]], reason: str) -> None:
+        store = self.require_store()
+        for instrument, start, end in ranges:
+            owed = self.owed.owe(instrument, start, end, reason)
+            if owed is not None:
+                await run_in_thread(self.owed.save, store, owed)
+
+    def _show_owed(self) -> None:
+        """Each feed's ranges still owed a re-fetch, in its status counters."""
+        for name, feed in self.feeds.items():
+            if name not in self.supervisor.names():
+                continue
+            context = getattr(self.supervisor.service(name), "context", None)
+            if context is None:
+                continue
+            owed = self.owed.count(feed.instruments)
+            if owed or "refetch_owed" in context.counters:
+                context.counters["refetch_owed"] = owed
+
+    def _refetch_due(self) -> None:
+        for owed in self.owed.due():
+            self._spawn(self._refetch(owed))
+
+    async def _refetch(self, owed: Any) -> None:
+        feed = self.history_feed(owed.instrument)
         if feed is None:
+            # The feed was disabled since: the range stays owed (and uncovered).
+            self.owed.fetch(owed, _no_history)
             return
-        try:
-            bars = await run_in_thread(feed.history, instrument, minute, minute + US_PER_MINUTE)
-        except Exception as error:
-            log.warning("could not re-fetch %s's partly seen minute: %s", instrument, error)
-            return
-        if bars is not None and not bars.is_empty():
-            await self.bus.publish(
-                [HistoryFetched(instrument, minute, minute + US_PER_MINUTE, bars)]
-            )
+        fetched = await run_in_thread(self.owed.fetch, owed, feed.history)
+        if fetched is not None:
+            await self.bus.publish([fetched])
+        await run_in_thread(self.owed.sync, self.require_store())
 
     # --- the watchlist ----------------------------------------------------------------
 
@@ -695,6 +769,10 @@ class Engine:
 
     def forming_bar(self, instrument: str) -> Bar | None:
         return self.builder.forming(instrument)
+
+
+def _no_history(instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
+    raise SptraderError(f"no enabled feed serves {instrument}'s history")
 
 
 def _by_prefix(instruments: Iterable[str]) -> dict[str, list[str]]:

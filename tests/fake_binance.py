@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -261,12 +262,15 @@ def kline_message(open_us: int, closed: bool, symbol: str = SYMBOL) -> str:
     return json.dumps({"stream": f"{symbol.lower()}@kline_1m", "data": data})
 
 
+# Binance numbers each symbol's trades sequentially, across connections: so does the
+# fake (the feed drops a repeated id and treats a hole as lost trades).
+_trade_ids = itertools.count(1000)
+
+
 def live_messages(ticks: list[tuple[int, float, float]]) -> list[str]:
-    """One trade message per (ts_us, price, size) tick (times cut to milliseconds)."""
-    return [
-        trade_message(ts_us, price, size, 1000 + index)
-        for index, (ts_us, price, size) in enumerate(ticks)
-    ]
+    """One trade message per (ts_us, price, size) tick (times cut to milliseconds),
+    with the next trade ids."""
+    return [trade_message(ts_us, price, size, next(_trade_ids)) for ts_us, price, size in ticks]
 
 
 def requested_streams(path: str) -> list[str]:

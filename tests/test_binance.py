@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -15,19 +16,21 @@ from sptrader.bus import Bus
 from sptrader.config import BinanceFeedConfig, SupervisorConfig
 from sptrader.feeds.base import FeedService
 from sptrader.feeds.binance import BinanceFeed
-from sptrader.models import QuoteReceived, ServiceState, TradeReceived
+from sptrader.models import SIDE_SELL, QuoteReceived, ServiceState, TradeReceived
 from sptrader.supervisor import ServiceContext, Supervisor
 
+# Live messages must be stamped near the feed's clock: these are stamped at import.
+NOW_MS = int(time.time() * 1000)
 TRADE = {
     "stream": "btcusdt@trade",
     "data": {
         "e": "trade",
-        "E": 1672515782136,
+        "E": NOW_MS,
         "s": "BTCUSDT",
         "t": 12345,
         "p": "16500.10",
         "q": "0.25",
-        "T": 1672515782136,
+        "T": NOW_MS,
         "m": True,
         "M": True,
     },
@@ -74,7 +77,10 @@ def test_stream_url_names_every_channel_in_lower_case() -> None:
 def test_parse_routes_by_stream_name() -> None:
     feed, context = make_feed(), ServiceContext("binance", Bus())
     [trade] = feed.parse(json.dumps(TRADE), context)
-    assert trade == TradeReceived("BINANCE:BTCUSDT", 1672515782136000, 16500.10, 0.25)
+    # m = true: the buyer was the maker, so the taker sold.
+    assert trade == TradeReceived(
+        "BINANCE:BTCUSDT", NOW_MS * 1000, 16500.10, 0.25, SIDE_SELL, 12345
+    )
     [quote] = feed.parse(json.dumps(BOOK), context)
     assert isinstance(quote, QuoteReceived)
     assert (quote.bid, quote.ask, quote.bid_size, quote.ask_size) == (
@@ -133,7 +139,8 @@ async def test_live_stream_through_the_supervisor_with_a_reconnect() -> None:
 
         def got_both_connections() -> bool:
             events.extend(received.get_nowait())
-            return len(connections) == 2 and len(events) >= 4
+            # Both connections send the same trade: the second copy is a repeat.
+            return len(connections) == 2 and len(events) >= 3
 
         await wait_until(got_both_connections, timeout=10)
         [status] = supervisor.status()
@@ -141,7 +148,8 @@ async def test_live_stream_through_the_supervisor_with_a_reconnect() -> None:
     assert connections[0].startswith("/stream?streams=")
     assert status.restarts >= 1
     assert status.counters["malformed"] >= 2
-    assert [type(event) for event in events[:2]] == [QuoteReceived, TradeReceived]
+    assert status.counters["duplicate_trades"] == 1
+    assert [type(event) for event in events] == [QuoteReceived, TradeReceived, QuoteReceived]
 
 
 async def test_a_silent_stream_trips_the_watchdog() -> None:

@@ -661,18 +661,24 @@ async def test_the_minute_a_stream_started_in_is_fetched_again_once_closed(
         async with started(engine):
             filled = await backfilled(engine, watcher, market)
             started_in = filled.end_us
-            assert engine._refetch == {(market.instrument, started_in)}
+            span = (started_in, started_in + US_PER_MINUTE)
+            assert engine.owed.ranges(market.instrument) == [span]
             # Two ticks of that minute seen live: a partial bar, closed by the clock.
             ticks = [(started_in + 50_000_000, 700.0, 1.0), (started_in + 55_000_000, 701.0, 2.0)]
             exchange.push(*market.fake.live_messages(ticks))
             partial = (700.0, 701.0, 700.0, 701.0, 3.0, 2)
             await wait_until(lambda: stored_bar(engine, market.instrument, started_in) == partial)
             engine._refetch_due()  # not due by the engine's clock yet
-            assert engine._refetch == {(market.instrument, started_in)}
+            assert engine.owed.ranges(market.instrument) == [span]
+            # Owed: not covered until fetched again.
+            engine.record_live_coverage()
+            assert started_in + US_PER_MINUTE not in [
+                end for _, end in engine.require_store().coverage(market.instrument)
+            ]
 
             behind[0] = 0
             engine._refetch_due()
-            assert engine._refetch == set()
+            await wait_until(lambda: engine.owed.ranges(market.instrument) == [])
             await wait_until(lambda: len(watcher.stored(market.instrument)) == 2)
             refetched = watcher.stored(market.instrument)[1]
             assert (refetched.start_us, refetched.end_us, refetched.rows) == (

@@ -17,7 +17,9 @@ from typing import Any
 import polars as pl
 
 from sptrader.clock import now_us
-from sptrader.models import US_PER_DAY
+from sptrader.errors import SptraderError
+from sptrader.feeds.sequence import LostTrades, TradeSequence
+from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.supervisor import Service, ServiceContext
 
 #: Column layout of 1m bars as ``history`` returns them and the store keeps them.
@@ -161,6 +163,10 @@ class ExchangeFeed(Feed):
         self._transport = transport
         # How history waits out a 429 or a 5xx (tests replace it).
         self.sleep = sleep
+        # Repeated trades dropped, holes in trade ids reported (see feeds.sequence).
+        self.sequence = TradeSequence()
+        #: Told of trades proven lost (set by the engine: it re-fetches those minutes).
+        self.on_lost_trades: LostTrades | None = None
 
     async def pump(
         self,
@@ -169,15 +175,42 @@ class ExchangeFeed(Feed):
         keep_going: Callable[[], bool] = lambda: True,
     ) -> None:
         """Receive, parse and publish until the connection fails, the watchdog trips, or
-        ``keep_going()`` turns false."""
+        ``keep_going()`` turns false. A message that cannot be parsed, whatever is wrong
+        with it (bad UTF-8, nesting too deep, a number too large), is counted and
+        skipped: it never costs the connection."""
+        now = now_us()
+        self.sequence.connected(now - now % US_PER_MINUTE)
         async with Watchdog(self.config.watchdog_s) as watchdog:
             while keep_going():
-                raw = await websocket.recv()
+                # Undecoded: the parsers read bytes, and a frame that is not UTF-8 is one
+                # malformed message, not a failed connection.
+                raw = await websocket.recv(decode=False)
                 watchdog.fed()
                 context.touch()
-                events = self.parse(raw, context)
+                events = self.parse_safely(raw, context)
                 if events:
                     await context.publish(events)
+
+    def parse_safely(self, raw: str | bytes, context: ServiceContext) -> list[object]:
+        """``parse``, with anything it lets escape counted as malformed (except the
+        signals it raises on purpose: a server shutdown, or a problem for the user),
+        and repeated trades dropped."""
+        try:
+            events = self.parse(raw, context)
+        except (ConnectionResetError, SptraderError):
+            raise
+        except Exception as error:  # RecursionError, OverflowError, a parser bug
+            context.skipped(
+                "malformed", f"an unreadable {self.name} message ({type(error).__name__})"
+            )
+            return []
+        if events:
+            sequence = self.sequence
+            events = sequence.check(events, self.on_lost_trades)
+            if sequence.duplicates or sequence.lost:
+                context.counters["duplicate_trades"] = sequence.duplicates
+                context.counters["lost_trades"] = sequence.lost
+        return events
 
     def parse(self, raw: str | bytes, context: ServiceContext) -> list[object]:
         """One message to events; anything unexpected is counted and skipped."""
@@ -204,8 +237,11 @@ class FeedService(Service):
         self.feed = feed
         self.before_stream = before_stream
         self.stale_after_s = feed.stale_after_s
+        self.context: ServiceContext | None = None
 
     async def run(self, context: ServiceContext) -> None:
+        # The engine reads when the feed last heard anything (live coverage).
+        self.context = context
         if self.before_stream is not None:
             await self.before_stream(self.feed, context)
         await self.feed.stream(context)

@@ -20,9 +20,18 @@ from websockets.asyncio.client import connect
 
 from sptrader.clock import now_us
 from sptrader.config import BinanceFeedConfig
+from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo
 from sptrader.feeds.http import get_with_retries
-from sptrader.models import QuoteReceived, TradeReceived
+from sptrader.models import (
+    SIDE_BUY,
+    SIDE_SELL,
+    US_PER_MINUTE,
+    Bar,
+    QuoteReceived,
+    TradeReceived,
+    VenueBarClosed,
+)
 from sptrader.supervisor import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -69,7 +78,9 @@ class BinanceFeed(ExchangeFeed):
         raise ConnectionResetError("reconnecting before the 24-hour connection limit")
 
     def parse(self, raw: str | bytes, context: ServiceContext) -> list[object]:
-        """One stream message to events; anything unexpected is counted and skipped."""
+        """One stream message to events; anything unexpected is counted and skipped,
+        and a message with an impossible value (a NaN price, a trade stamped 1970 or
+        3000) is counted as invalid: it never becomes a trade, a quote or a bar."""
         try:
             message = json.loads(raw)
             if (
@@ -82,32 +93,75 @@ class BinanceFeed(ExchangeFeed):
             symbol, _, channel = stream.partition("@")
             instrument = self._by_stream_symbol[symbol]
             if channel == "trade":
-                return [
-                    TradeReceived(
-                        instrument, int(data["T"]) * 1000, float(data["p"]), float(data["q"])
-                    )
-                ]
+                return [self._trade(instrument, data)]
             if channel == "bookTicker":
                 # bookTicker carries no time: stamp it on arrival.
                 return [
                     QuoteReceived(
                         instrument,
                         now_us(),
-                        float(data["b"]),
-                        float(data["a"]),
-                        float(data["B"]),
-                        float(data["A"]),
+                        validate.price(data["b"], "bid"),
+                        validate.price(data["a"], "ask"),
+                        validate.book_size(data["B"], "bid size"),
+                        validate.book_size(data["A"], "ask size"),
                     )
                 ]
             if channel == "kline_1m":
                 context.count("klines")
+                kline = data["k"]
+                if kline["x"] is True:
+                    return [VenueBarClosed(self._kline_bar(instrument, kline))]
                 return []
             raise KeyError(channel)
         except ConnectionResetError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except validate.BadValue as error:
+            context.skipped("invalid", f"a Binance message with an impossible value ({error})")
+            return []
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
             context.skipped("malformed", "a malformed Binance message")
             return []
+
+    def _trade(self, instrument: str, data: dict[str, Any]) -> TradeReceived:
+        ts_us = validate.live_time(validate.epoch_ms(data["T"], "trade time"), self.clock_us())
+        maker = data["m"]
+        if type(maker) is not bool:
+            raise validate.BadValue(f"buyer-is-maker {maker!r} is not true or false")
+        # ``m`` true: the buyer's order was resting, so the taker sold.
+        return TradeReceived(
+            instrument,
+            ts_us,
+            validate.price(data["p"]),
+            validate.size(data["q"]),
+            SIDE_SELL if maker else SIDE_BUY,
+            validate.integer(data["t"], "trade id"),
+        )
+
+    def _kline_bar(self, instrument: str, kline: dict[str, Any]) -> Bar:
+        open_us = validate.epoch_ms(kline["t"], "kline open time")
+        if open_us % US_PER_MINUTE or kline["i"] != "1m":
+            raise validate.BadValue(f"kline {kline['i']!r} at {open_us} µs is not a 1m bar")
+        validate.live_time(open_us, self.clock_us(), "kline open time")
+        high = validate.price(kline["h"], "kline high")
+        low = validate.price(kline["l"], "kline low")
+        bar_open = validate.price(kline["o"], "kline open")
+        close = validate.price(kline["c"], "kline close")
+        if not low <= min(bar_open, close) <= max(bar_open, close) <= high:
+            raise validate.BadValue("kline prices are not low <= open, close <= high")
+        volume = validate.number(kline["v"], "kline volume")
+        if volume < 0:
+            raise validate.BadValue(f"kline volume {volume} is negative")
+        return Bar(
+            instrument,
+            "1m",
+            open_us,
+            bar_open,
+            high,
+            low,
+            close,
+            volume,
+            validate.integer(kline["n"], "kline trades"),
+        )
 
     # --- history ----------------------------------------------------------------------
 
