@@ -55,9 +55,30 @@ QUIET_COUNTERS = frozenset(
 )
 
 
+def one_line(text: str, limit: int = 120) -> str:
+    """The first non-blank line of ``text`` (a polars error runs to a dozen lines), marked
+    `` …`` when lines were left out and cut to ``limit`` characters: what a table cell or
+    a pane shows of an error. The full text belongs in the log file."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0] + (" …" if len(lines) > 1 else "")
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def disconnect_note(reason: str) -> str:
+    """What a service shows after an ordinary disconnect (not an error)."""
+    return f"disconnected ({reason})"
+
+
+def is_disconnect_note(text: str) -> bool:
+    return text.startswith("disconnected (")
+
+
 def service_notes(counters: dict[str, int], last_error: str = "") -> str:
-    """One line for a service: its last error, then its non-zero counters."""
-    parts = [last_error] if last_error else []
+    """One line for a service: its last error (its first line), then its non-zero
+    counters."""
+    parts = [one_line(last_error)] if last_error.strip() else []
     ordered = [name for name in PROBLEM_COUNTERS if counters.get(name)]
     ordered += sorted(
         name

@@ -2,26 +2,160 @@
 
 Every feed (and later every scanner) is a Service: a coroutine with a state, counters
 and restart-with-backoff. A service that raises is restarted after an exponentially
-growing, jittered delay; one that runs long enough without failing is considered
-stable again and its delay resets.
+growing, jittered delay; a run that delivered data (or ran long enough without failing)
+proves the service working again, and the next failure starts from the initial delay.
+
+How a run ended decides how it is reported (``is_disconnect``): an ordinary disconnect
+(the server closed the connection, a reset, a refusal, the feed's watchdog) is one INFO
+line naming the reason and is counted in the ``disconnects`` counter; anything else is
+a crash, a bug, logged as an ERROR with its traceback and counted in ``errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
+import socket
+import ssl
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 
 from sptrader.bus import Bus
 from sptrader.clock import now_us
 from sptrader.config import SupervisorConfig
 from sptrader.errors import SptraderError
+from sptrader.formatting import disconnect_note, one_line
 from sptrader.models import ServiceState, ServiceStateChanged, ServiceStatus
 
 log = logging.getLogger(__name__)
+
+#: Failures in a row without data after which a disconnect is a WARNING, not INFO: the
+#: source has been unreachable for a while (about 15 s with the default backoff).
+WARN_AFTER_ATTEMPTS = 5
+#: The same crash again logs its traceback only once this long after the last one.
+TRACEBACK_AGAIN_AFTER_S = 3600.0
+
+# OS errors that mean the network or the other end let the connection go.
+_NETWORK_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNREFUSED",
+        "ECONNRESET",
+        "ECONNABORTED",
+        "EPIPE",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "ENETRESET",
+        "EHOSTUNREACH",
+        "EHOSTDOWN",
+        "ETIMEDOUT",
+        "ENOTCONN",
+        "ESHUTDOWN",
+    )
+    if hasattr(errno, name)
+)
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Whether a service's run ended in an ordinary disconnect (reconnect and say so in
+    one line) rather than a crash (a bug: log the traceback). The one place that decides.
+
+    Disconnects: websocket closes of any code (``ConnectionClosed``), the feeds' watchdog
+    (``StreamSilent``), ``ConnectionError`` and its resets and refusals (feeds raise
+    ``ConnectionResetError`` for Binance's ``serverShutdown`` and the 24-hour limit),
+    time-outs, network ``OSError``s (unreachable, DNS), httpx transport errors, and a
+    websocket handshake answered 429 or 5xx or cut off. Not a disconnect: a malformed URL,
+    a certificate that does not verify, a 404 handshake, and everything else.
+    """
+    import httpx
+    from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
+
+    from sptrader.feeds.base import StreamSilent
+
+    if isinstance(error, BaseExceptionGroup):
+        return all(is_disconnect(inner) for inner in error.exceptions)
+    if isinstance(
+        error,
+        (
+            ConnectionClosed,
+            StreamSilent,
+            ConnectionError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            InvalidMessage,
+            socket.gaierror,
+            ssl.SSLEOFError,
+            ssl.SSLZeroReturnError,
+        ),
+    ):
+        return True
+    if isinstance(error, InvalidStatus):
+        status = error.response.status_code
+        return status == 429 or status >= 500
+    if isinstance(error, httpx.TransportError):
+        return not isinstance(error, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))
+    if isinstance(error, OSError):
+        # asyncio joins the failures of every address it tried (::1 and 127.0.0.1) into
+        # one OSError without an errno.
+        return error.errno in _NETWORK_ERRNOS or (
+            error.errno is None and str(error).startswith("Multiple exceptions: ")
+        )
+    return False
+
+
+def disconnect_reason(error: BaseException) -> str:
+    """A disconnect in a few words, for the log line and the services pane:
+    ``server closed the connection: 1001 going away``, ``connection refused``."""
+    import httpx
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    if isinstance(error, BaseExceptionGroup) and error.exceptions:
+        return disconnect_reason(error.exceptions[0])
+    if isinstance(error, ConnectionClosed):
+        if error.rcvd is not None:
+            return f"server closed the connection: {_close_text(error.rcvd)}"
+        if error.sent is not None:
+            return f"closed the connection: {_close_text(error.sent)}"
+        return "connection lost (no close frame)"
+    if isinstance(error, InvalidStatus):
+        return f"server answered HTTP {error.response.status_code}"
+    text = one_line(str(error), 200)
+    if isinstance(error, httpx.TransportError):
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, OSError):
+        if error.errno is None and text.startswith("Multiple exceptions: "):
+            if f"[Errno {errno.ECONNREFUSED}]" in text:
+                return "connection refused"
+            return f"cannot connect: {text.removeprefix('Multiple exceptions: ')}"
+        if error.strerror:
+            # "[Errno 104] Connection reset by peer" -> "connection reset by peer"
+            return error.strerror[:1].lower() + error.strerror[1:]
+    if isinstance(error, TimeoutError) and not text:
+        return "timed out"
+    return text or type(error).__name__
+
+
+def _close_text(close: object) -> str:
+    from websockets.frames import CLOSE_CODE_EXPLANATIONS
+
+    code: int = close.code  # type: ignore[attr-defined]
+    reason: str = close.reason  # type: ignore[attr-defined]
+    if code in CLOSE_CODE_EXPLANATIONS:
+        explanation = CLOSE_CODE_EXPLANATIONS[code].removesuffix(" [internal]")  # type: ignore[index]
+    elif 3000 <= code < 4000:
+        explanation = "registered"
+    elif 4000 <= code < 5000:
+        explanation = "private use"
+    else:
+        explanation = "unknown"
+    text = f"{code} {explanation}"
+    return f"{text}, {one_line(reason, 120)}" if reason.strip() else text
 
 
 class ServiceContext:
@@ -38,6 +172,8 @@ class ServiceContext:
         # A problem the service lives with (unknown symbols), shown until it starts again.
         self.problem = ""
         self.running = False
+        # Whether this run published anything: a run that delivered resets the backoff.
+        self.delivered = False
         self._on_running: Callable[[], None] | None = None
 
     def mark_running(self) -> None:
@@ -52,6 +188,7 @@ class ServiceContext:
             return
         if not self.running:
             self.mark_running()
+        self.delivered = True
         self.events += len(events)
         self.last_event_us = last_event_us if last_event_us is not None else now_us()
         await self.bus.publish(events)
@@ -108,6 +245,9 @@ class _Supervised:
         self._rate_events = 0
         self._rate_time = time.monotonic()
         self.running_since_us = 0
+        # Which crash last logged its traceback, and when (the same one is not repeated).
+        self.traceback_key: tuple[object, ...] | None = None
+        self.traceback_at = 0.0
 
 
 class Supervisor:
@@ -217,13 +357,17 @@ class Supervisor:
 
     async def _keep_running(self, entry: _Supervised) -> None:
         attempt = 0
+        context = entry.context
         while True:
-            self._set_state(entry, ServiceState.STARTING, "")
+            # After a backoff the line that announced the restart said it all.
+            level = "DEBUG" if entry.state is ServiceState.BACKOFF else "INFO"
+            self._set_state(entry, ServiceState.STARTING, "", level=level)
             started = self._monotonic()
-            entry.context.running = False
-            entry.context._on_running = lambda: self._mark_running(entry)
+            context.running = False
+            context.delivered = False
+            context._on_running = lambda: self._mark_running(entry)
             try:
-                await entry.service.run(entry.context)
+                await entry.service.run(context)
             except asyncio.CancelledError:
                 raise
             except SptraderError as error:
@@ -234,24 +378,59 @@ class Supervisor:
                 self._set_state(entry, ServiceState.FAILED, str(error), level="ERROR")
                 return
             except Exception as error:  # a crashed service must never take the engine down
-                entry.errors += 1
-                entry.last_error = f"{type(error).__name__}: {error}"
-                if self._monotonic() - started >= self.config.stable_after_s:
+                # A run that delivered data (or stayed up a while) was a working
+                # connection: this failure is a first one again. A source that never
+                # delivers is retried ever more slowly.
+                if context.delivered or self._monotonic() - started >= self.config.stable_after_s:
                     attempt = 0
                 attempt += 1
                 delay = self.backoff_delay(attempt)
-                self._set_state(
-                    entry,
-                    ServiceState.BACKOFF,
-                    f"crashed ({entry.last_error}); restart in {delay:.1f}s",
-                    level="ERROR",
-                    exc_info=error,
-                )
+                if is_disconnect(error):
+                    self._disconnected(entry, error, attempt, delay)
+                else:
+                    self._crashed(entry, error, delay)
                 await self._sleep(delay)
                 entry.restarts += 1
                 continue
             self._set_state(entry, ServiceState.STOPPED, "finished")
             return
+
+    def _disconnected(
+        self, entry: _Supervised, error: BaseException, attempt: int, delay: float
+    ) -> None:
+        """An ordinary disconnect: one line with the reason, counted apart from errors."""
+        entry.context.count("disconnects")
+        entry.last_error = disconnect_note(disconnect_reason(error))
+        message = f"{entry.last_error}; reconnecting in {delay:.1f}s"
+        level = "INFO"
+        if attempt >= WARN_AFTER_ATTEMPTS:
+            message += f" ({attempt} attempts without data)"
+            level = "WARNING"
+        self._set_state(entry, ServiceState.BACKOFF, message, level=level, plain=True)
+
+    def _crashed(self, entry: _Supervised, error: BaseException, delay: float) -> None:
+        """A bug: an ERROR with the traceback (once for the same crash again and again;
+        the headline stays one line, the traceback carries the full text)."""
+        entry.errors += 1
+        entry.last_error = one_line(f"{type(error).__name__}: {error}", 500)
+        message = f"crashed ({one_line(entry.last_error)}); restart in {delay:.1f}s"
+        frames = traceback.extract_tb(error.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno) if frames else None
+        key = (type(error), where)
+        now = self._monotonic()
+        repeated = key == entry.traceback_key and now - entry.traceback_at < TRACEBACK_AGAIN_AFTER_S
+        if repeated:
+            message += " (same traceback as before)"
+        else:
+            entry.traceback_key, entry.traceback_at = key, now
+        self._set_state(
+            entry,
+            ServiceState.BACKOFF,
+            message,
+            level="ERROR",
+            exc_info=None if repeated else error,
+            plain=True,
+        )
 
     def _mark_running(self, entry: _Supervised) -> None:
         entry.running_since_us = now_us()
@@ -276,7 +455,11 @@ class Supervisor:
         message: str,
         level: str = "INFO",
         exc_info: BaseException | None = None,
+        plain: bool = False,
     ) -> None:
+        """Change a service's state, tell the bus, and log one line. The record carries
+        the service's name as ``source``: the log pane and the log file name it (see
+        sptrader.logs). ``plain``: the line is ``message`` alone, without the arrow."""
         previous = entry.state
         if previous == state and not message:
             return
@@ -285,7 +468,10 @@ class Supervisor:
         self.bus.publish_nowait(
             [ServiceStateChanged(entry.service.name, now_us(), state, previous, message)]
         )
-        text = f"{previous.value} → {state.value}" + (f" ({message})" if message else "")
+        if plain:
+            text = message
+        else:
+            text = f"{previous.value} → {state.value}" + (f" ({message})" if message else "")
         # The log record reaches the log pane and the store through BusLogHandler.
         log.log(
             logging.getLevelName(level),

@@ -343,3 +343,103 @@ async def test_unknown_and_duplicate_services_are_errors(supervisor: Supervisor)
     with pytest.raises(SptraderError, match="unknown service"):
         await supervisor.stop("nope")
     assert supervisor.names() == ["feed"]
+
+
+class FakeTime:
+    """The supervisor's clock and sleep: sleeping records the delay and moves the clock,
+    without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.delays: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class ScriptedService(Service):
+    """Each run follows the next step of a script: ``refuse`` (fail at once), ``connect``
+    (mark running, then drop without data) or ``deliver`` (publish, then drop); after the
+    script it delivers and stays up."""
+
+    def __init__(self, name: str, script: list[str]) -> None:
+        super().__init__(name)
+        self.script = list(script)
+        self.runs = 0
+
+    async def run(self, context: ServiceContext) -> None:
+        self.runs += 1
+        step = self.script.pop(0) if self.script else "stay"
+        if step == "refuse":
+            raise ConnectionRefusedError(111, "Connection refused")
+        context.mark_running()
+        if step == "connect":
+            raise ConnectionResetError("server shut down")
+        await context.publish([QuoteReceived("SIM:EURUSD", 1, 1.0, 1.1, 1.0, 1.0)], 1)
+        if step == "deliver":
+            raise ConnectionResetError("server shut down")
+        await asyncio.Event().wait()
+
+
+BACKOFF = SupervisorConfig(
+    backoff_initial_s=1.0,
+    backoff_max_s=30.0,
+    backoff_factor=2.0,
+    backoff_jitter=0.0,
+    stable_after_s=30.0,
+)
+
+
+async def run_script(script: list[str]) -> list[float]:
+    clock = FakeTime()
+    supervisor = Supervisor(Bus(), BACKOFF, sleep=clock.sleep, monotonic=clock.monotonic)
+    service = ScriptedService("binance", script)
+    supervisor.add(service)
+    supervisor.start("binance")
+    try:
+        await wait_until(
+            lambda: (
+                service.runs == len(script) + 1
+                and supervisor.status()[0].state is ServiceState.RUNNING
+            )
+        )
+    finally:
+        await supervisor.stop_all()
+    return clock.delays
+
+
+async def test_backoff_resets_once_a_connection_delivers_data() -> None:
+    # Connections that drop after delivering, seconds apart (far less than stable_after_s),
+    # reconnect after the initial delay every time: the fault test saw 19-25 s waits.
+    assert await run_script(["deliver"] * 6) == [1.0] * 6
+
+
+async def test_delay_grows_while_nothing_is_delivered_and_resets_after_data() -> None:
+    delays = await run_script(["refuse", "refuse", "refuse", "deliver", "refuse", "refuse"])
+    # The run that delivered then dropped is a first failure again; the refusals after
+    # it grow from there.
+    assert delays == [1.0, 2.0, 4.0, 1.0, 2.0, 4.0]
+
+
+async def test_connecting_without_data_does_not_reset_the_backoff() -> None:
+    # mark_running alone (a handshake, a subscription) proves nothing: a server that
+    # accepts then drops at once is not hammered at the initial delay.
+    assert await run_script(["connect"] * 5) == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+async def test_a_crash_without_data_keeps_growing_its_delay() -> None:
+    clock = FakeTime()
+    supervisor = Supervisor(Bus(), BACKOFF, sleep=clock.sleep, monotonic=clock.monotonic)
+    service = CrashingService("flaky", crashes=6)
+    supervisor.add(service)
+    supervisor.start("flaky")
+    try:
+        await wait_until(lambda: supervisor.status()[0].state is ServiceState.RUNNING)
+    finally:
+        await supervisor.stop_all()
+    assert clock.delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
