@@ -16,7 +16,16 @@ from pathlib import Path
 from sptrader.bus import Bus
 from sptrader.models import EngineLogged
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_FORMAT = "%(asctime)s %(levelname)s %(who)s: %(message)s"
+
+
+class _Formatter(logging.Formatter):
+    """Names what a line is about as the log pane does: the ``source`` a record carries
+    (the service, ``extra={"source": "binance"}``), else the logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.who = getattr(record, "source", None) or record.name
+        return super().format(record)
 
 
 def setup_logging(
@@ -32,12 +41,12 @@ def setup_logging(
     file_handler = logging.handlers.RotatingFileHandler(
         log_path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
     )
-    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    file_handler.setFormatter(_Formatter(_FORMAT))
     file_handler._sptrader_owned = True  # type: ignore[attr-defined]
     root.addHandler(file_handler)
     if stderr:
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(logging.Formatter(_FORMAT))
+        stream.setFormatter(_Formatter(_FORMAT))
         stream._sptrader_owned = True  # type: ignore[attr-defined]
         root.addHandler(stream)
     root.propagate = False
