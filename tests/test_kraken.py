@@ -20,7 +20,15 @@ from sptrader.config import KrakenFeedConfig, SupervisorConfig
 from sptrader.errors import SptraderError
 from sptrader.feeds.base import BAR_SCHEMA, FeedService
 from sptrader.feeds.kraken import KrakenFeed, rfc3339_to_us
-from sptrader.models import US_PER_MINUTE, QuoteReceived, ServiceState, TradeReceived
+from sptrader.models import (
+    SIDE_BUY,
+    SIDE_SELL,
+    US_PER_MINUTE,
+    LastPriceReceived,
+    QuoteReceived,
+    ServiceState,
+    TradeReceived,
+)
 from sptrader.supervisor import ServiceContext, Supervisor
 
 # Messages as Kraken's v2 documentation shows them.
@@ -50,6 +58,8 @@ ACK = {
 REJECTED = {"error": "Currency pair not supported FOO/BAR", "method": "subscribe", "success": False, "symbol": "FOO/BAR", "time_in": "2023-09-25T07:48:36.925533Z", "time_out": "2023-09-25T07:48:36.925633Z"}  # fmt: skip
 
 INSTRUMENTS = ["KRAKEN:BTC/USD", "KRAKEN:ETH/USD"]
+#: A feed clock a second after TRADE's trades: live times must be near the clock.
+TRADE_CLOCK_US = 1695628118_000000
 
 
 def make_feed(
@@ -59,11 +69,15 @@ def make_feed(
     rest_url: str = "https://api.kraken.com",
     transport: httpx.BaseTransport | None = None,
     sleeps: list[float] | None = None,
+    clock_us: int | None = None,
     **options: Any,
 ) -> KrakenFeed:
     config = KrakenFeedConfig(enabled=True, ws_url=ws_url, rest_url=rest_url, **options)
     record = sleeps if sleeps is not None else []
-    return KrakenFeed(instruments or INSTRUMENTS, config, transport=transport, sleep=record.append)
+    feed = KrakenFeed(instruments or INSTRUMENTS, config, transport=transport, sleep=record.append)
+    if clock_us is not None:
+        feed.clock_us = lambda: clock_us  # type: ignore[method-assign]
+    return feed
 
 
 def context() -> ServiceContext:
@@ -90,11 +104,27 @@ def test_ticker_becomes_a_quote_stamped_on_arrival() -> None:
     assert before <= quote.ts_us <= time.time_ns() // 1000
 
 
+def test_ticker_with_a_timestamp_is_stamped_with_it() -> None:
+    ticker = {**TICKER, "data": [{**TICKER["data"][0], "timestamp": "2023-09-25T09:04:31.742648Z"}]}  # type: ignore[dict-item]
+    feed = make_feed(clock_us=1695632672_000000)
+    [quote] = feed.parse(json.dumps(ticker), context())
+    assert quote == QuoteReceived("KRAKEN:BTC/USD", 1695632671742648, 105944.2, 105944.3, 2.5, 3.2)
+
+
+def test_ticker_without_bid_and_ask_gives_its_last_price() -> None:
+    item = {"symbol": "BTC/USD", "last": 105899.4, "volume": 163.28}
+    feed = make_feed(clock_us=TRADE_CLOCK_US)
+    message = {"channel": "ticker", "type": "update", "data": [item]}
+    assert feed.parse(json.dumps(message), context()) == [
+        LastPriceReceived("KRAKEN:BTC/USD", TRADE_CLOCK_US, 105899.4)
+    ]
+
+
 def test_each_trade_of_a_message_becomes_an_event() -> None:
-    events = make_feed().parse(json.dumps(TRADE), context())
+    events = make_feed(clock_us=TRADE_CLOCK_US).parse(json.dumps(TRADE), context())
     assert events == [
-        TradeReceived("KRAKEN:BTC/USD", rfc3339_to_us("2023-09-25T07:48:36.925533Z"), 105944.3, 0.0123),
-        TradeReceived("KRAKEN:ETH/USD", 1695628117000001, 2500.0, 1.0),
+        TradeReceived("KRAKEN:BTC/USD", rfc3339_to_us("2023-09-25T07:48:36.925533Z"), 105944.3, 0.0123, SIDE_BUY, 4665846),
+        TradeReceived("KRAKEN:ETH/USD", 1695628117000001, 2500.0, 1.0, SIDE_SELL, 4665847),
     ]  # fmt: skip
     assert events[0].ts_us == 1695628116925533
 
@@ -128,14 +158,78 @@ def test_heartbeat_status_pong_and_acks_publish_nothing() -> None:
         json.dumps({"channel": "ticker", "type": "update", "data": [{"symbol": "BTC/USD", "bid": 1.0}]}),
         json.dumps({"channel": "trade", "type": "update", "data": [dict(TRADE["data"][0], timestamp="yesterday")]}),
         json.dumps({"channel": "trade", "type": "update", "data": [dict(TRADE["data"][0], symbol="XRP/USD")]}),
-        json.dumps({"channel": "trade", "type": "update", "data": [dict(TRADE["data"][0], price=None)]}),
         json.dumps({"channel": "ticker", "type": "update", "data": None}),
+        "[" * 100_000,
+        '{"channel": "trade", "data": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        b"\xff\xfe\x00\xc3garbage",
+        b'{"channel": "trade", "data": "\xff"}',
+        '{"channel": "trade", "type": "update", "data": [{"symbol": "BTC/USD", "price": ' + "1" * 1_000_000 + "}]}",
     ],
 )  # fmt: skip
-def test_malformed_messages_are_counted_and_skipped(raw: str) -> None:
-    feed, ctx = make_feed(), context()
+def test_malformed_messages_are_counted_and_skipped(raw: str | bytes) -> None:
+    feed, ctx = make_feed(clock_us=TRADE_CLOCK_US), context()
     assert feed.parse(raw, ctx) == []
     assert ctx.counters == {"malformed": 1}
+
+
+IMPOSSIBLE_PRICES = [
+    None,
+    "NaN",
+    float("nan"),
+    "Infinity",
+    float("inf"),
+    1e400,
+    "1" * 1_000_000,
+    -1.5,
+    0,
+    True,
+]
+IMPOSSIBLE_SIZES = [float("nan"), -0.3, 0, 1e300]
+IMPOSSIBLE_TIMES = ["1970-01-01T00:00:00Z", "1969-12-31T23:59:59.5Z", "3000-01-01T00:00:00Z"]
+
+
+def _trade(**changes: Any) -> dict:
+    return {"channel": "trade", "type": "update", "data": [{**TRADE["data"][0], **changes}]}  # type: ignore[dict-item]
+
+
+def _ticker(**changes: Any) -> dict:
+    item = {**TICKER["data"][0], "timestamp": "2023-09-25T07:48:37.5Z", **changes}  # type: ignore[dict-item]
+    return {"channel": "ticker", "type": "update", "data": [item]}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        *(_trade(price=value) for value in IMPOSSIBLE_PRICES),
+        *(_trade(qty=value) for value in IMPOSSIBLE_SIZES),
+        *(_trade(timestamp=value) for value in IMPOSSIBLE_TIMES),
+        *(_ticker(bid=value) for value in IMPOSSIBLE_PRICES if value is not None),
+        *(_ticker(ask=value) for value in IMPOSSIBLE_PRICES if value is not None),
+        _ticker(bid_qty=-1.0),
+        _ticker(ask_qty=float("nan")),
+        *(_ticker(bid=None, ask=None, last=value) for value in IMPOSSIBLE_PRICES),
+        *(_ticker(timestamp=value) for value in IMPOSSIBLE_TIMES),
+    ],
+)  # fmt: skip
+def test_impossible_values_are_counted_invalid_and_publish_nothing(message: dict) -> None:
+    # json.dumps writes NaN, Infinity and 1e400 (inf) as the bare words JSON parsers take.
+    feed, ctx = make_feed(clock_us=TRADE_CLOCK_US), context()
+    assert feed.parse(json.dumps(message), ctx) == []
+    assert ctx.counters == {"invalid": 1}
+
+
+def test_one_impossible_trade_does_not_cost_the_others() -> None:
+    bad = {**TRADE["data"][0], "price": float("nan"), "trade_id": 4665845}  # type: ignore[dict-item]
+    message = {**TRADE, "data": [bad, *TRADE["data"]]}  # type: ignore[list-item]
+    feed, ctx = make_feed(clock_us=TRADE_CLOCK_US), context()
+    assert [event.trade_id for event in feed.parse(json.dumps(message), ctx)] == [4665846, 4665847]
+    assert ctx.counters == {"invalid": 1}
+
+
+def test_trades_far_from_the_feeds_clock_are_invalid() -> None:
+    feed, ctx = make_feed(), context()  # the wall clock; TRADE's trades are of 2023
+    assert feed.parse(json.dumps(TRADE), ctx) == []
+    assert ctx.counters == {"invalid": 2}
 
 
 @pytest.mark.parametrize(
@@ -213,13 +307,16 @@ async def test_live_session_subscribes_streams_and_reconnects() -> None:
         bus = Bus()
         received = bus.subscribe("test", maxsize=1000, types=(QuoteReceived, TradeReceived))
         supervisor = Supervisor(bus, SupervisorConfig(backoff_initial_s=0.05, backoff_jitter=0.0))
-        supervisor.add(FeedService(make_feed(ws_url=f"ws://127.0.0.1:{port}")))
+        feed = make_feed(ws_url=f"ws://127.0.0.1:{port}", clock_us=TRADE_CLOCK_US)
+        supervisor.add(FeedService(feed))
         supervisor.start("kraken")
         events: list[object] = []
 
         def got_both_sessions() -> bool:
             events.extend(received.get_nowait())
-            return len(connections) == 2 and len(events) >= 6
+            # The second session repeats the trades (same ids: dropped as repeats).
+            quotes = sum(isinstance(event, QuoteReceived) for event in events)
+            return len(connections) == 2 and quotes >= 2
 
         await wait_until(got_both_sessions, timeout=10)
         [status] = supervisor.status()
@@ -236,8 +333,8 @@ async def test_live_session_subscribes_streams_and_reconnects() -> None:
     trades = [event for event in events if isinstance(event, TradeReceived)]
     assert quotes[0].bid == 105944.2 and quotes[0].instrument == "KRAKEN:BTC/USD"
     assert trades[:2] == [
-        TradeReceived("KRAKEN:BTC/USD", trade_ts, 105944.3, 0.0123),
-        TradeReceived("KRAKEN:ETH/USD", 1695628117000001, 2500.0, 1.0),
+        TradeReceived("KRAKEN:BTC/USD", trade_ts, 105944.3, 0.0123, SIDE_BUY, 4665846),
+        TradeReceived("KRAKEN:ETH/USD", 1695628117000001, 2500.0, 1.0, SIDE_SELL, 4665847),
     ]
 
 
@@ -289,7 +386,11 @@ async def test_a_partly_rejected_subscription_keeps_streaming() -> None:
         bus = Bus()
         received = bus.subscribe("test", maxsize=100, types=(TradeReceived,))
         supervisor = Supervisor(bus, SupervisorConfig(backoff_initial_s=5.0))
-        feed = make_feed(["KRAKEN:BTC/USD", "KRAKEN:FOO/BAR"], ws_url=f"ws://127.0.0.1:{port}")
+        feed = make_feed(
+            ["KRAKEN:BTC/USD", "KRAKEN:FOO/BAR"],
+            ws_url=f"ws://127.0.0.1:{port}",
+            clock_us=TRADE_CLOCK_US,
+        )
         supervisor.add(FeedService(feed))
         supervisor.start("kraken")
         events: list[object] = []
@@ -306,7 +407,9 @@ async def test_a_partly_rejected_subscription_keeps_streaming() -> None:
     assert (
         status.last_error == "Kraken rejected KRAKEN:FOO/BAR: Currency pair not supported FOO/BAR"
     )
-    assert events == [TradeReceived("KRAKEN:BTC/USD", 1695628116925533, 105944.3, 0.5)]
+    assert events == [
+        TradeReceived("KRAKEN:BTC/USD", 1695628116925533, 105944.3, 0.5, SIDE_BUY, 1000)
+    ]
 
 
 # --- history --------------------------------------------------------------------------
@@ -419,6 +522,78 @@ def test_history_leaves_out_the_forming_bar() -> None:
     bars = feed.history("KRAKEN:BTC/USD", start_s * 1_000_000, (current_s + 60) * 1_000_000)
     assert bars is not None
     assert bars["ts"].dt.epoch("s").to_list() == [start_s, start_s + 60]
+
+
+def test_impossible_ohlc_rows_are_dropped_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    current_s = _minute_now() // 1_000_000
+    start_s = current_s - 20 * 60
+    rows = _ohlc_rows(start_s, 14)
+    changes = [
+        (1, 1, "NaN"),
+        (2, 2, "1e400"),
+        (3, 3, "-1"),
+        (4, 4, "0"),
+        (5, 6, "-2"),
+        (6, 1, "1" * 1_000_000),
+        (7, 0, 0),  # 1970
+        (8, 0, -60),
+        (9, 0, 32_503_680_000),  # year 3000
+        (10, 7, -1),  # a negative trade count
+        (11, 1, True),
+    ]
+    for index, column, value in changes:
+        rows[index][column] = value
+    rows[12] = rows[12][:3]  # cut short
+    rows[13][6] = "0.00000000"  # a minute without trades: a real bar
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        return _kraken({"XXBTZUSD": rows, "last": current_s - 60})
+
+    feed = make_feed(transport=_mock(respond))
+    bars = feed.history("KRAKEN:BTC/USD", start_s * 1_000_000, current_s * 1_000_000)
+    assert bars is not None
+    assert bars["ts"].dt.epoch("s").to_list() == [start_s, start_s + 13 * 60]
+    assert bars["volume"].to_list() == [10.0, 0.0]
+    warnings = [record for record in caplog.records if "dropped" in record.getMessage()]
+    assert len(warnings) == 1 and "dropped 12 " in warnings[0].getMessage()
+
+
+def test_impossible_rest_trades_are_dropped_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    start_s = (_minute_now() - 3 * 1440 * US_PER_MINUTE) // 1_000_000
+    good = [["100.0", "1.0", start_s + 1.5, "b", "m", "", 500], ["101.0", "2.0", start_s + 2.5, "s", "l", "", 501]]  # fmt: skip
+    bad = [
+        ["NaN", "1.0", start_s + 3.5, "b", "m", "", 502],
+        ["1e400", "1.0", start_s + 4.5, "b", "m", "", 503],
+        ["-1", "1.0", start_s + 5.5, "b", "m", "", 504],
+        ["0", "1.0", start_s + 6.5, "b", "m", "", 505],
+        ["1" * 1_000_000, "1.0", start_s + 7.5, "b", "m", "", 506],
+        ["100.0", "NaN", start_s + 8.5, "b", "m", "", 507],
+        ["100.0", "-1", start_s + 9.5, "b", "m", "", 508],
+        ["100.0", "0", start_s + 10.5, "b", "m", "", 509],
+        ["100.0", "1e300", start_s + 11.5, "b", "m", "", 510],
+        ["100.0", "1.0", 0, "b", "m", "", 511],
+        ["100.0", "1.0", -1.5, "b", "m", "", 512],
+        ["100.0", "1.0", 32_503_680_000.5, "b", "m", "", 513],
+        [True, "1.0", start_s + 12.5, "b", "m", "", 514],
+    ]
+    pages = [[*good, *bad]]
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        page = pages.pop(0) if pages else []
+        return _kraken({"XXBTZUSD": page, "last": str((start_s + 13) * 1_000_000_000)})
+
+    feed = make_feed(transport=_mock(respond))
+    bars = feed.history("KRAKEN:BTC/USD", start_s * 1_000_000, (start_s + 60) * 1_000_000)
+    assert bars is not None
+    assert bars.select("open", "high", "low", "close", "volume", "trades").rows() == [
+        (100.0, 101.0, 100.0, 101.0, 3.0, 2)
+    ]
+    warnings = [record for record in caplog.records if "dropped" in record.getMessage()]
+    assert len(warnings) == 1 and "dropped 13 " in warnings[0].getMessage()
 
 
 def test_a_rate_limit_error_body_is_retried_with_backoff() -> None:

@@ -7,7 +7,11 @@ Wire quirks:
   (v2 rejects ``XBT/USD``); REST requests use the pair's ``altname`` (``XBTUSD``) and
   answer under Kraken's own pair key (``XXBTZUSD``), which may differ from what was sent.
 - Numbers on the websocket are JSON numbers; REST prices and volumes are strings.
-  Ticker messages carry no time (stamped on arrival); trades carry RFC 3339 times.
+  Trades and tickers carry RFC 3339 times (a ticker without one is stamped on
+  arrival). A ticker without bid/ask gives its ``last`` price as LastPriceReceived.
+- Trade ``side`` is the taker's; ``trade_id`` is sequential per pair.
+- Every price, size and time is checked (``feeds.validate``): an impossible one is
+  counted ``invalid`` and its trade, quote or bar is dropped.
 - Every subscribe is acknowledged per symbol; a rejected one (``success: false``) is
   logged and counted, and when every symbol is rejected the service fails with
   Kraken's reason (restarting cannot fix an unknown symbol).
@@ -15,7 +19,9 @@ Wire quirks:
   published. Older minutes are the gap backfill's; a partial bar rebuilt from a few
   snapshot trades would replace the complete stored one.
 - REST ``OHLC`` gives only the last 720 bars (the newest still forming); older ranges
-  are rebuilt from ``Trades`` (1000 per page, nanosecond ``last`` cursor).
+  are rebuilt from ``Trades`` (1000 per page, nanosecond ``last`` cursor). Trade times
+  are JSON numbers with up to 7 decimals of seconds: read as decimal text and rounded
+  to the microsecond exactly (through float, 6% of them land 1 µs off).
 - REST errors come with HTTP 200 in the body's ``error`` list; rate limits
   (``EAPI:Rate limit exceeded``, ``EGeneral:Too many requests``) are retried with
   backoff, anything else is one SptraderError line.
@@ -35,12 +41,23 @@ import polars as pl
 from websockets.asyncio.client import connect
 
 from sptrader.bars import aggregate_ticks
-from sptrader.clock import now_us, rfc3339_to_us
+from sptrader.clock import rfc3339_to_us
 from sptrader.config import KrakenFeedConfig
 from sptrader.errors import SptraderError
+from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
-from sptrader.models import US_PER_MINUTE, QuoteReceived, TradeReceived
+from sptrader.feeds.validate import BadValue
+from sptrader.models import (
+    NO_TRADE_ID,
+    SIDE_BUY,
+    SIDE_SELL,
+    SIDE_UNKNOWN,
+    US_PER_MINUTE,
+    LastPriceReceived,
+    QuoteReceived,
+    TradeReceived,
+)
 from sptrader.supervisor import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -104,7 +121,7 @@ class KrakenFeed(ExchangeFeed):
             message = json.loads(raw)
             channel = message.get("channel")
             if channel == "ticker":
-                return self._quotes(message["data"])
+                return self._quotes(message["data"], context)
             if channel == "trade":
                 return self._trades(message, context)
             if channel == "heartbeat":
@@ -121,35 +138,44 @@ class KrakenFeed(ExchangeFeed):
                     return []
             context.skipped("unexpected", "an unexpected Kraken message")
             return []
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        except BadValue as error:  # before ValueError: it is one
+            _invalid(context, error)
+            return []
+        except (
+            ValueError,  # bad JSON, bad UTF-8 (UnicodeDecodeError), bad times
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            RecursionError,  # nested too deep for the JSON decoder
+            OverflowError,
+        ):
             context.skipped("malformed", "a malformed Kraken message")
             return []
 
-    def _quotes(self, data: list[dict[str, Any]]) -> list[object]:
-        # Ticker carries no time: stamp it on arrival.
-        stamp = now_us()
-        return [
-            QuoteReceived(
-                self._by_symbol[item["symbol"]],
-                stamp,
-                float(item["bid"]),
-                float(item["ask"]),
-                float(item["bid_qty"]),
-                float(item["ask_qty"]),
-            )
-            for item in data
-        ]
+    def _quotes(self, data: list[dict[str, Any]], context: ServiceContext) -> list[object]:
+        """Quotes stamped with the ticker's ``timestamp`` (on arrival when it has none);
+        a ticker without bid/ask gives its ``last`` price. One impossible ticker is
+        skipped, not the message."""
+        clock_us = self.clock_us()
+        quotes: list[object] = []
+        for item in data:
+            instrument = self._by_symbol[item["symbol"]]
+            try:
+                quotes.append(_quote(instrument, item, clock_us))
+            except BadValue as error:
+                _invalid(context, error)
+        return quotes
 
     def _trades(self, message: dict[str, Any], context: ServiceContext) -> list[object]:
-        events = [
-            TradeReceived(
-                self._by_symbol[item["symbol"]],
-                rfc3339_to_us(item["timestamp"]),
-                float(item["price"]),
-                float(item["qty"]),
-            )
-            for item in message["data"]
-        ]
+        clock_us = self.clock_us()
+        events: list[TradeReceived] = []
+        for item in message["data"]:
+            instrument = self._by_symbol[item["symbol"]]
+            try:
+                events.append(_trade(instrument, item, clock_us))
+            except BadValue as error:
+                _invalid(context, error)
         last = self._last_trade_us
         if message.get("type") != "snapshot":
             for event in events:
@@ -159,8 +185,7 @@ class KrakenFeed(ExchangeFeed):
         # Past trades: keep only the current minute's, which no backfill has stored, and
         # only those newer than the instrument's last published trade (a reconnect
         # repeats them).
-        now = now_us()
-        minute = now - now % US_PER_MINUTE
+        minute = clock_us - clock_us % US_PER_MINUTE
         current = [
             event
             for event in events
@@ -212,17 +237,23 @@ class KrakenFeed(ExchangeFeed):
         return httpx.Client(base_url=self.config.rest_url, transport=self._transport, timeout=10)
 
     def _result(
-        self, client: httpx.Client, path: str, params: dict[str, Any] | None, what: str
+        self,
+        client: httpx.Client,
+        path: str,
+        params: dict[str, Any] | None,
+        what: str,
+        parse_float: Callable[[str], Any] = float,
     ) -> dict[str, Any]:
-        """The ``result`` of a public call. Kraken reports errors with HTTP 200 in the
-        body: rate limits back off and retry, anything else raises SptraderError."""
+        """The ``result`` of a public call (JSON numbers with a fraction read by
+        ``parse_float``). Kraken reports errors with HTTP 200 in the body: rate limits
+        back off and retry, anything else raises SptraderError."""
         for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
             response = get_with_retries(client, path, params=params, what=what, sleep=self.sleep)
             assert response is not None
             try:
-                payload = response.json()
+                payload = json.loads(response.content, parse_float=parse_float)
                 errors = [str(error) for error in payload.get("error") or []]
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 raise SptraderError(f"{what}: not a Kraken answer") from None
             if not errors:
                 return payload["result"]
@@ -260,7 +291,7 @@ class KrakenFeed(ExchangeFeed):
         """Closed 1m bars in [start, end): OHLC where its last 720 bars reach, the rest
         rebuilt from public trades."""
         symbol = instrument.split(":", 1)[1]
-        now = now_us()
+        now = self.clock_us()
         end_us = min(end_us, now - now % US_PER_MINUTE)  # closed bars only
         if start_us >= end_us:
             return empty_bars()
@@ -285,21 +316,30 @@ class KrakenFeed(ExchangeFeed):
         # ``since`` is exclusive: one minute earlier includes the bar opening at start.
         params = {"pair": pair, "interval": 1, "since": start_us // 1_000_000 - 60}
         result = self._result(client, "/0/public/OHLC", params, f"Kraken OHLC for {pair}")
-        rows = _pair_rows(result)
+        raw_rows = _pair_rows(result)
+        clock_us = self.clock_us()
+        rows: list[tuple[int, float, float, float, float, float, int]] = []
+        dropped: list[str] = []
+        for raw in raw_rows:
+            try:
+                rows.append(_ohlc_row(raw, clock_us))
+            except (BadValue, ValueError, TypeError, IndexError) as error:
+                dropped.append(_reason(error))
+        _warn_dropped(f"Kraken OHLC for {pair}", dropped, "bar")
         covered_from = start_us
-        if rows and len(rows) >= OHLC_LIMIT - 1 and int(rows[0][0]) * 1_000_000 > start_us:
-            covered_from = int(rows[0][0]) * 1_000_000  # the window was cut: older is lost
-        rows = [row for row in rows if covered_from <= int(row[0]) * 1_000_000 < end_us]
+        if rows and len(raw_rows) >= OHLC_LIMIT - 1 and rows[0][0] > start_us:
+            covered_from = rows[0][0]  # the window was cut: older is lost
+        rows = [row for row in rows if covered_from <= row[0] < end_us]
         frame = pl.DataFrame(
             {
                 "instrument": [instrument] * len(rows),
-                "ts": [int(row[0]) * 1_000_000 for row in rows],
-                "open": [float(row[1]) for row in rows],
-                "high": [float(row[2]) for row in rows],
-                "low": [float(row[3]) for row in rows],
-                "close": [float(row[4]) for row in rows],
-                "volume": [float(row[6]) for row in rows],
-                "trades": [int(row[7]) for row in rows],
+                "ts": [row[0] for row in rows],
+                "open": [row[1] for row in rows],
+                "high": [row[2] for row in rows],
+                "low": [row[3] for row in rows],
+                "close": [row[4] for row in rows],
+                "volume": [row[5] for row in rows],
+                "trades": [row[6] for row in rows],
             },
             schema=BAR_SCHEMA,
         )
@@ -313,32 +353,43 @@ class KrakenFeed(ExchangeFeed):
         times: list[int] = []
         prices: list[float] = []
         sizes: list[float] = []
+        sides: list[int] = []
+        dropped: list[str] = []
+        clock_us = self.clock_us()
         cursor = str(start_us * 1000 - 1)  # ``since`` is exclusive
         last_id = -1
         while True:
             params = {"pair": pair, "since": cursor, "count": TRADES_PAGE}
-            result = self._result(client, "/0/public/Trades", params, f"Kraken trades for {pair}")
+            # Times as decimal text: through float, 60 of 1000 real ones land 1 µs off.
+            result = self._result(
+                client, "/0/public/Trades", params, f"Kraken trades for {pair}", parse_float=str
+            )
             rows = _pair_rows(result)
             reached_end = False
             for row in rows:
+                try:
+                    ts, price, size, side, trade_id = _rest_trade(row, clock_us)
+                except (BadValue, ValueError, TypeError, IndexError) as error:
+                    dropped.append(_reason(error))
+                    continue
                 # Trade ids are sequential per pair: skip any a page repeats.
-                if len(row) > 6:
-                    trade_id = int(row[6])
+                if trade_id != NO_TRADE_ID:
                     if trade_id <= last_id:
                         continue
                     last_id = trade_id
-                ts = round(float(row[2]) * 1_000_000)
                 if ts >= end_us:
                     reached_end = True
                     break
                 if ts >= start_us:
                     times.append(ts)
-                    prices.append(float(row[0]))
-                    sizes.append(float(row[1]))
+                    prices.append(price)
+                    sizes.append(size)
+                    sides.append(side)
             next_cursor = str(result.get("last", cursor))
             if reached_end or not rows or next_cursor == cursor:
                 break
             cursor = next_cursor
+        _warn_dropped(f"Kraken trades for {pair}", dropped, "trade")
         if not times:
             return empty_bars()
         ticks = pl.DataFrame(
@@ -347,15 +398,19 @@ class KrakenFeed(ExchangeFeed):
                 "ts_us": times,
                 "price": prices,
                 "size": sizes,
+                # The taker's side (1 buy, -1 sell): buy and sell volume per bar.
+                "side": sides,
             },
             schema={
                 "instrument": pl.String,
                 "ts_us": pl.Int64,
                 "price": pl.Float64,
                 "size": pl.Float64,
+                "side": pl.Int8,
             },
         )
-        return aggregate_ticks(ticks).cast(BAR_SCHEMA)
+        bars = aggregate_ticks(ticks)
+        return bars.select(list(BAR_SCHEMA)).cast(BAR_SCHEMA)
 
     # --- symbols ----------------------------------------------------------------------
 
@@ -393,4 +448,99 @@ def _pair_rows(result: dict[str, Any]) -> list[list[Any]]:
     return []
 
 
-# --- time -----------------------------------------------------------------------------
+# --- values ---------------------------------------------------------------------------
+
+
+def _taker_side(word: object) -> int:
+    """Kraken's ``side`` ("buy"/"sell") is the taker's; anything else is unknown."""
+    try:
+        return validate.side_from_word(word)
+    except BadValue:
+        return SIDE_UNKNOWN
+
+
+def _trade(instrument: str, item: dict[str, Any], clock_us: int) -> TradeReceived:
+    """One v2 ``trade`` element, every value checked (BadValue if impossible)."""
+    trade_id = item.get("trade_id")
+    return TradeReceived(
+        instrument,
+        validate.live_time(rfc3339_to_us(item["timestamp"]), clock_us, "trade time"),
+        validate.price(item["price"]),
+        validate.size(item["qty"], "qty"),
+        _taker_side(item.get("side")),
+        NO_TRADE_ID if trade_id is None else validate.integer(trade_id, "trade_id"),
+    )
+
+
+def _quote(instrument: str, item: dict[str, Any], clock_us: int) -> object:
+    """A v2 ``ticker`` element as a quote stamped with its ``timestamp`` (the arrival
+    time when it has none), or its ``last`` price when it has no bid/ask."""
+    stamp = item.get("timestamp")
+    ts_us = (
+        clock_us
+        if stamp is None
+        else validate.live_time(rfc3339_to_us(stamp), clock_us, "ticker time")
+    )
+    bid, ask = item.get("bid"), item.get("ask")
+    if bid is None or ask is None:
+        return LastPriceReceived(instrument, ts_us, validate.price(item["last"], "last"))
+    return QuoteReceived(
+        instrument,
+        ts_us,
+        validate.price(bid, "bid"),
+        validate.price(ask, "ask"),
+        validate.book_size(item["bid_qty"], "bid_qty"),
+        validate.book_size(item["ask_qty"], "ask_qty"),
+    )
+
+
+def _ohlc_row(row: list[Any], clock_us: int) -> tuple[int, float, float, float, float, float, int]:
+    """An OHLC entry ``[time, open, high, low, close, vwap, volume, count]`` as (open
+    time µs, open, high, low, close, volume, trades), checked."""
+    ts_us = validate.history_time(validate.integer(row[0], "bar time") * 1_000_000, clock_us)
+    trades = validate.integer(row[7], "trade count")
+    if trades < 0:
+        raise BadValue(f"trade count {trades} is negative")
+    return (
+        ts_us,
+        validate.price(row[1], "open"),
+        validate.price(row[2], "high"),
+        validate.price(row[3], "low"),
+        validate.price(row[4], "close"),
+        validate.book_size(row[6], "volume"),
+        trades,
+    )
+
+
+def _rest_trade(row: list[Any], clock_us: int) -> tuple[int, float, float, int, int]:
+    """A REST ``Trades`` row ``[price, volume, time, side, type, misc, trade_id]`` (time
+    as decimal text) as (µs, price, size, taker side, trade id), checked."""
+    ts_us = validate.history_time(validate.decimal_seconds_to_us(row[2]), clock_us, "trade time")
+    side = row[3] if len(row) > 3 else None
+    return (
+        ts_us,
+        validate.price(row[0]),
+        validate.size(row[1], "volume"),
+        SIDE_BUY if side == "b" else SIDE_SELL if side == "s" else SIDE_UNKNOWN,
+        validate.integer(row[6], "trade_id") if len(row) > 6 else NO_TRADE_ID,
+    )
+
+
+def _reason(error: Exception) -> str:
+    return str(error) if isinstance(error, BadValue) else f"{type(error).__name__}: {error}"
+
+
+def _warn_dropped(what: str, dropped: list[str], kind: str) -> None:
+    """One warning for the impossible rows of one history call, not one per row."""
+    if dropped:
+        log.warning(
+            "%s: dropped %d impossible or malformed %s row(s) (first: %s)",
+            what,
+            len(dropped),
+            kind,
+            dropped[0],
+        )
+
+
+def _invalid(context: ServiceContext, error: BadValue) -> None:
+    context.skipped("invalid", f"a Kraken message with an impossible value ({error})")
