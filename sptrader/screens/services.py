@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import Button, DataTable
 
 from sptrader.clock import now_us
-from sptrader.formatting import format_age, service_notes
+from sptrader.formatting import format_age, is_disconnect_note, service_notes
 from sptrader.models import ServiceState, ServiceStatus
 
 STATE_STYLES = {
@@ -25,6 +25,13 @@ STATE_STYLES = {
 }
 COLUMNS = ("name", "state", "rate", "age", "errors", "restarts", "notes")
 LABELS = ("Service", "State", "Ev/s", "Last", "Err", "Rst", "Notes")
+
+
+def _notes_style(last_error: str) -> str:
+    """Red for an error; an ordinary disconnect (the service reconnects) is no error."""
+    if not last_error or is_disconnect_note(last_error):
+        return "dim"
+    return "red"
 
 
 class ServicesPane(Vertical):
@@ -97,7 +104,7 @@ class ServicesPane(Vertical):
                 "restarts": Text(str(status.restarts), justify="right"),
                 "notes": Text(
                     service_notes(status.counters, status.last_error),
-                    style="red" if status.last_error else "dim",
+                    style=_notes_style(status.last_error),
                 ),
             }
             if status.name not in self.statuses:
