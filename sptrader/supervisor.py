@@ -414,9 +414,11 @@ class Supervisor:
         entry.errors += 1
         entry.last_error = one_line(f"{type(error).__name__}: {error}", 500)
         message = f"crashed ({one_line(entry.last_error)}); restart in {delay:.1f}s"
-        frames = traceback.extract_tb(error.__traceback__)
-        where = (frames[-1].filename, frames[-1].lineno) if frames else None
-        key = (type(error), where)
+        # The same crash: the same exception type from the same code path.
+        path = tuple(
+            (frame.filename, frame.lineno) for frame in traceback.extract_tb(error.__traceback__)
+        )
+        key = (type(error), path)
         now = self._monotonic()
         repeated = key == entry.traceback_key and now - entry.traceback_at < TRACEBACK_AGAIN_AFTER_S
         if repeated:

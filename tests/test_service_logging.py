@@ -222,6 +222,21 @@ async def test_a_disconnect_shows_as_reconnecting_with_the_reason(
         await supervisor.stop_all()
 
 
+async def test_a_source_unreachable_for_many_attempts_is_a_warning(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sptrader")
+    refusals = [ConnectionRefusedError(errno.ECONNREFUSED, "refused") for _ in range(6)]
+    status = await run_until_running(supervisor, FailsThenRuns("oanda", refusals))
+    lines = [r for r in supervisor_records(caplog) if "disconnected" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["INFO"] * 4 + ["WARNING"] * 2
+    assert lines[4].getMessage() == (
+        "disconnected (connection refused); reconnecting in 19.2s (5 attempts without data)"
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert status.errors == 0 and status.counters == {"disconnects": 6}
+
+
 def test_bugs_are_not_disconnects() -> None:
     for error in [
         RuntimeError("boom"),
@@ -291,6 +306,31 @@ async def test_the_same_crash_again_logs_its_traceback_once(
     assert "same traceback as before" in errors[1].getMessage()
     assert caplog.text.count("Traceback") == 2
     assert status.errors == 4
+
+
+async def test_the_same_crash_an_hour_later_logs_its_traceback_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="sptrader")
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += 1800.0  # each wait stands for half an hour
+        await asyncio.sleep(0)
+
+    def crash() -> BaseException:
+        try:
+            raise RuntimeError("same bug")
+        except RuntimeError as error:
+            return error
+
+    supervisor = Supervisor(Bus(), CONFIG, sleep=sleep, monotonic=lambda: now[0])
+    try:
+        await run_until_running(supervisor, FailsThenRuns("sim", [crash() for _ in range(4)]))
+    finally:
+        await supervisor.stop_all()
+    errors = [r for r in supervisor_records(caplog) if r.levelno >= logging.ERROR]
+    assert [r.exc_info is not None for r in errors] == [True, False, True, False]
 
 
 async def test_a_multi_line_error_logs_a_one_line_headline(
