@@ -42,12 +42,16 @@ def make_feed(
     instruments: tuple[str, ...] = ("OANDA:EUR_USD", "OANDA:USD_CAD"),
     **options: Any,
 ) -> OandaFeed:
+    """A feed whose clock is a second after PRICE (live times must be near it)."""
     transport = options.pop("rest_transport", None)
     sleep = options.pop("sleep", None)
+    clock_us = options.pop("clock_us", PRICE_US + 1_000_000)
     options.setdefault("account_id", ACCOUNT)
     config = OandaFeedConfig(enabled=True, stream_url=url, rest_url=url, **options)
     extra = {"sleep": sleep} if sleep else {}
-    return OandaFeed(list(instruments), config, rest_transport=transport, **extra)
+    feed = OandaFeed(list(instruments), config, rest_transport=transport, **extra)
+    feed.clock_us = lambda: clock_us  # type: ignore[method-assign]
+    return feed
 
 
 def make_supervisor(bus: Bus | None = None, backoff_s: float = 0.05) -> Supervisor:
@@ -103,6 +107,66 @@ def test_non_tradeable_prices_are_counted_not_published() -> None:
     assert context.counters == {"non_tradeable": 1}
 
 
+@pytest.mark.parametrize("status", ["non-tradeable", "invalid"])
+def test_older_streams_status_alone_says_non_tradeable(status: str) -> None:
+    feed, context = make_feed(), ServiceContext("oanda", Bus())
+    old = {key: value for key, value in PRICE.items() if key != "tradeable"}
+    assert feed.parse(json.dumps({**old, "status": status}), context) == []
+    assert context.counters == {"non_tradeable": 1}
+    [quote] = feed.parse(json.dumps({**old, "status": "tradeable"}), context)
+    assert quote.bid == 0.72711
+
+
+MEGA_DIGITS = "1" * 1_000_000
+IMPOSSIBLE_PRICES = ["x", "NaN", float("nan"), "Infinity", "1e400", MEGA_DIGITS, "-0.7", "0", True]
+IMPOSSIBLE_TIMES = ["1970-01-01T00:00:00Z", "1969-12-31T23:59:59.5Z", "3000-01-01T00:00:00Z"]
+
+
+def _price(side: str = "bids", **changes: Any) -> dict:
+    level = {**PRICE[side][0], **changes}  # type: ignore[index]
+    return {**PRICE, side: [level]}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        *(_price("bids", price=value) for value in IMPOSSIBLE_PRICES),
+        *(_price("asks", price=value) for value in IMPOSSIBLE_PRICES),
+        *(_price("bids", liquidity=value) for value in (float("nan"), -1, 1e300, True)),
+        *({**PRICE, "time": value} for value in IMPOSSIBLE_TIMES),
+    ],
+)
+def test_impossible_values_are_counted_invalid_and_publish_nothing(message: dict) -> None:
+    feed, context = make_feed(), ServiceContext("oanda", Bus())
+    assert feed.parse(json.dumps(message), context) == []
+    assert context.counters == {"invalid": 1}
+    # The impossible price was not "seen": the same time with good prices is published.
+    if message["time"] == PRICE["time"]:
+        assert len(feed.parse(json.dumps(PRICE), context)) == 1
+
+
+def test_prices_far_from_the_feeds_clock_are_invalid() -> None:
+    feed, context = make_feed(clock_us=now_us()), ServiceContext("oanda", Bus())
+    assert feed.parse(json.dumps(PRICE), context) == []  # a price of 2019
+    assert context.counters == {"invalid": 1}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000,
+        '{"type": "PRICE", "bids": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        b"\xff\xfe\x00\xc3garbage",
+        b'{"type": "PRICE", "time": "\xff"}',
+        '{"type": "PRICE", "bids": [{"price": "1", "liquidity": ' + MEGA_DIGITS + "}]}",
+    ],
+)
+def test_unreadable_lines_are_counted_malformed_without_raising(raw: str | bytes) -> None:
+    feed, context = make_feed(), ServiceContext("oanda", Bus())
+    assert feed.parse(raw, context) == []
+    assert context.counters == {"malformed": 1}
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -112,7 +176,6 @@ def test_non_tradeable_prices_are_counted_not_published() -> None:
         json.dumps({"time": "2019-01-31T18:16:38Z"}),  # no type
         json.dumps({**PRICE, "instrument": "GBP_USD"}),  # not subscribed
         json.dumps({**PRICE, "time": "yesterday"}),
-        json.dumps({**PRICE, "bids": [{"price": "x", "liquidity": 1}]}),
         json.dumps({key: value for key, value in PRICE.items() if key != "asks"}),
     ],
 )
@@ -397,6 +460,37 @@ def test_history_keeps_complete_candles_in_range_once() -> None:
     assert bars is not None
     assert bars["ts"].dt.epoch("us").to_list() == [times[0], times[1], times[3]]
     assert bars.row(0)[2:] == (1.1, 1.1005, 1.0995, 1.1002, 132.0, 132)
+
+
+def test_impossible_candles_are_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    start = datetime_to_us(datetime(2016, 10, 17, 19, 35, tzinfo=UTC))
+    times = [start + index * US_PER_MINUTE for index in range(12)]
+    payload = candles_payload(times)
+    bad = [
+        ("o", "NaN"),
+        ("h", "1e400"),
+        ("l", "-1.1"),
+        ("c", "0"),
+        ("o", MEGA_DIGITS),
+        ("h", True),
+        ("c", "Infinity"),
+    ]
+    for candle, (key, value) in zip(payload["candles"][1:], bad, strict=False):
+        candle["bid"] = {**candle["bid"], key: value}
+    payload["candles"][8]["volume"] = -5
+    payload["candles"][9]["volume"] = 1.5
+    payload["candles"][10]["volume"] = 0  # a quiet minute: a real candle
+    payload["candles"][11]["time"] = "3000-01-01T00:00:00.000000000Z"
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=payload)
+
+    feed = make_feed(rest_transport=httpx.MockTransport(respond))
+    bars = feed.history("OANDA:EUR_USD", start, start + 12 * US_PER_MINUTE)
+    assert bars is not None
+    assert bars["ts"].dt.epoch("us").to_list() == [times[0], times[10]]
+    warnings = [record for record in caplog.records if "dropped" in record.getMessage()]
+    assert len(warnings) == 1 and "dropped 9 " in warnings[0].getMessage()
 
 
 def test_history_honours_retry_after() -> None:

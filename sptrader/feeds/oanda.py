@@ -13,6 +13,11 @@ Wire quirks:
   rejected, so history pages in windows of at most 5000 minutes; a ``to`` in the
   future is rejected too, so the window reaching the present asks by ``count``.
   Weekends simply have no candles; the newest candle may be ``complete: false``.
+- A price is tradeable when ``tradeable`` says so; older streams (2016) have only
+  ``status`` ("tradeable", "non-tradeable", "invalid"), which is read when
+  ``tradeable`` is absent.
+- Every price, liquidity and time is checked (``feeds.validate``): an impossible one is
+  counted ``invalid``; a candle with one is dropped (one warning per history call).
 - OANDA has quotes, not trades: bars are built of bids (``price_source = "bid"``) or
   mids; ``trade`` (which makes no sense here) means mid.
 """
@@ -31,8 +36,10 @@ import polars as pl
 from sptrader.clock import format_us, now_us, rfc3339_to_us
 from sptrader.config import OandaFeedConfig
 from sptrader.errors import SptraderError
+from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog
 from sptrader.feeds.http import get_with_retries
+from sptrader.feeds.validate import BadValue
 from sptrader.models import US_PER_MINUTE, QuoteReceived
 from sptrader.supervisor import ServiceContext
 
@@ -153,7 +160,18 @@ class OandaFeed(ExchangeFeed):
             if kind == "HEARTBEAT":
                 context.count("heartbeats")
                 return []
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        except BadValue as error:  # before ValueError: it is one
+            context.skipped("invalid", f"an OANDA message with an impossible value ({error})")
+            return []
+        except (
+            ValueError,  # bad JSON, bad UTF-8 (UnicodeDecodeError), bad times
+            KeyError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            RecursionError,  # nested too deep for the JSON decoder
+            OverflowError,
+        ):
             context.skipped("malformed", "a malformed OANDA message")
             return []
         context.skipped("unexpected", f"an OANDA message of type {str(kind)[:40]!r}")
@@ -164,7 +182,7 @@ class OandaFeed(ExchangeFeed):
         # price stamped with its old time: as a tick it would rebuild a past minute
         # from one price over the stored candle, and the paper broker must not fill
         # on it. Count it and keep the stored bars.
-        if message.get("tradeable") is False:
+        if not _tradeable(message):
             context.count("non_tradeable")
             return []
         bids = message["bids"]
@@ -175,25 +193,25 @@ class OandaFeed(ExchangeFeed):
         bid = bids[0]
         ask = asks[0]
         instrument = self._by_symbol[message["instrument"]]
-        ts_us = rfc3339_us(message["time"])
+        ts_us = validate.live_time(rfc3339_us(message["time"]), self.clock_us(), "price time")
         # A (re)connected stream first repeats each instrument's latest price: one
         # already seen must not count again in the forming bar.
         last = self._last_price_us.get(instrument, -1)
         if ts_us == last:
             context.count("repeated")
             return []
+        quote = QuoteReceived(
+            instrument,
+            ts_us,
+            validate.price(bid["price"], "bid"),
+            validate.price(ask["price"], "ask"),
+            validate.book_size(bid["liquidity"], "bid liquidity"),
+            validate.book_size(ask["liquidity"], "ask liquidity"),
+        )
+        # Checked before the time is remembered: an impossible price is not "seen".
         if ts_us > last:
             self._last_price_us[instrument] = ts_us
-        return [
-            QuoteReceived(
-                instrument,
-                ts_us,
-                float(bid["price"]),
-                float(ask["price"]),
-                float(bid["liquidity"]),
-                float(ask["liquidity"]),
-            )
-        ]
+        return [quote]
 
     # --- history ----------------------------------------------------------------------
 
@@ -209,23 +227,35 @@ class OandaFeed(ExchangeFeed):
         letter, component = ("B", "bid") if self.price_source(instrument) == "bid" else ("M", "mid")
         headers = self._headers()
         # Candles opening at or after now cannot be complete.
-        stop = min(end_us, now_us())
+        clock_us = self.clock_us()
+        stop = min(end_us, clock_us)
         cursor = _ceil_minute(start_us)
         rows: dict[int, tuple[float, float, float, float, int]] = {}
+        dropped: list[str] = []
         with self._client() as client:
             while cursor < stop:
                 window_end = min(cursor + MAX_CANDLES * US_PER_MINUTE, stop)
                 response = get_with_retries(
                     client,
                     f"/v3/instruments/{symbol}/candles",
-                    params=_window_params(letter, cursor, window_end),
+                    params=_window_params(letter, cursor, window_end, clock_us),
                     headers=headers,
                     what=f"OANDA candles for {symbol}",
                     sleep=self.sleep,
                 )
                 assert response is not None
-                _collect_candles(response, component, cursor, window_end, rows, symbol)
+                _collect_candles(
+                    response, component, cursor, window_end, rows, symbol, clock_us, dropped
+                )
                 cursor = window_end
+        if dropped:
+            log.warning(
+                "OANDA candles for %s: dropped %d impossible candle(s) (first: %s)",
+                symbol,
+                len(dropped),
+                dropped[0],
+                extra={"source": self.name},
+            )
         if not rows:
             return None
         times = sorted(rows)
@@ -278,15 +308,18 @@ class OandaFeed(ExchangeFeed):
 # --- helpers --------------------------------------------------------------------------
 
 
-def _window_params(letter: str, start_us: int, end_us: int) -> dict[str, str | int]:
+def _window_params(
+    letter: str, start_us: int, end_us: int, clock_us: int | None = None
+) -> dict[str, str | int]:
     """Candle query for the window [start, end): from/to in the past, from/count when
     the window reaches the present (``to`` must not be in the future)."""
+    now = now_us() if clock_us is None else clock_us
     params: dict[str, str | int] = {
         "price": letter,
         "granularity": "M1",
         "from": format_rfc3339(start_us),
     }
-    if end_us <= now_us() - FUTURE_MARGIN_US:
+    if end_us <= now - FUTURE_MARGIN_US:
         params["to"] = format_rfc3339(_ceil_minute(end_us))
     else:
         params["count"] = -(-(end_us - start_us) // US_PER_MINUTE)
@@ -300,9 +333,13 @@ def _collect_candles(
     end_us: int,
     rows: dict[int, tuple[float, float, float, float, int]],
     symbol: str,
+    clock_us: int | None = None,
+    dropped: list[str] | None = None,
 ) -> None:
     """Add the complete candles opening in [start, end) to ``rows`` (keyed by open
-    time, so a candle served twice is kept once)."""
+    time, so a candle served twice is kept once). A candle with an impossible value
+    is left out, its reason added to ``dropped``."""
+    clock = now_us() if clock_us is None else clock_us
     try:
         for candle in response.json()["candles"]:
             if not candle.get("complete"):
@@ -310,18 +347,43 @@ def _collect_candles(
             ts = rfc3339_us(candle["time"])
             if not start_us <= ts < end_us:
                 continue  # e.g. the candle at an inclusive ``to``
-            prices = candle[component]
-            rows[ts] = (
-                float(prices["o"]),
-                float(prices["h"]),
-                float(prices["l"]),
-                float(prices["c"]),
-                int(candle["volume"]),
-            )
-    except (ValueError, KeyError, TypeError) as error:
+            try:
+                rows[ts] = _candle_values(candle, component, ts, clock)
+            except BadValue as error:
+                if dropped is not None:
+                    dropped.append(str(error))
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise SptraderError(
             f"OANDA candles for {symbol}: unexpected answer ({type(error).__name__}: {error})"
         ) from None
+
+
+def _candle_values(
+    candle: dict, component: str, ts: int, clock_us: int
+) -> tuple[float, float, float, float, int]:
+    """A complete candle's (open, high, low, close, tick volume), checked."""
+    validate.history_time(ts, clock_us)
+    prices = candle[component]
+    volume = validate.integer(candle["volume"], "volume")
+    if volume < 0:
+        raise BadValue(f"volume {volume} is negative")
+    return (
+        validate.price(prices["o"], "open"),
+        validate.price(prices["h"], "high"),
+        validate.price(prices["l"], "low"),
+        validate.price(prices["c"], "close"),
+        volume,
+    )
+
+
+def _tradeable(message: dict) -> bool:
+    """Whether a PRICE may be traded on: its ``tradeable`` flag, or on streams too old
+    to have one, its ``status`` ("tradeable"; not "non-tradeable" or "invalid")."""
+    tradeable = message.get("tradeable")
+    if tradeable is not None:
+        return tradeable is True
+    status = message.get("status")
+    return status is None or status == "tradeable"
 
 
 def _error_detail(response: httpx.Response) -> str:
