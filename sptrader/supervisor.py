@@ -120,7 +120,7 @@ def disconnect_reason(error: BaseException) -> str:
             return f"server closed the connection: {_close_text(error.rcvd)}"
         if error.sent is not None:
             return f"closed the connection: {_close_text(error.sent)}"
-        return "connection lost (no close frame)"
+        return "connection lost without a close frame"
     if isinstance(error, InvalidStatus):
         return f"server answered HTTP {error.response.status_code}"
     text = one_line(str(error), 200)

@@ -112,7 +112,7 @@ DISCONNECTS = [
         ConnectionClosedOK(Close(1001, "maintenance"), None),
         "server closed the connection: 1001 going away, maintenance",
     ),
-    (ConnectionClosedError(None, None), "connection lost (no close frame)"),
+    (ConnectionClosedError(None, None), "connection lost without a close frame"),
     (
         ConnectionClosedError(Close(1011, "boom"), None),
         "server closed the connection: 1011 internal error, boom",
@@ -482,3 +482,95 @@ async def test_services_pane_notes_are_one_line_and_a_disconnect_is_not_red() ->
         disconnect = table.get_cell("binance", "notes")
         assert disconnect.plain.startswith("disconnected (")
         assert "red" not in str(disconnect.style)
+
+
+# --- the real exceptions a websocket client sees ---------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class WebsocketClient(Service):
+    """Connects, publishes what it receives, and ends with whatever the connection
+    raises: the exceptions a real feed's run ends with."""
+
+    kind = "feed"
+
+    def __init__(self, url: str) -> None:
+        super().__init__("ws")
+        self.url = url
+        self.failures: list[BaseException] = []
+
+    async def run(self, context: ServiceContext) -> None:
+        from websockets.asyncio.client import connect
+
+        try:
+            async with connect(self.url, open_timeout=2) as websocket:
+                context.mark_running()
+                while True:
+                    await websocket.recv()
+                    await context.publish([QuoteReceived("SIM:EURUSD", 1, 1.0, 1.1, 1.0, 1.0)])
+        except Exception as error:
+            self.failures.append(error)
+            raise
+
+
+async def test_real_server_closes_and_drops_are_disconnects(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    caplog.set_level(logging.INFO, logger="sptrader")
+    connections = 0
+
+    async def handler(websocket: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await websocket.send("{}")
+        if connections == 1:
+            await websocket.close(1001)  # going away, as a server restarting says
+        elif connections == 2:
+            websocket.transport.abort()  # the TCP connection is cut
+        else:
+            await websocket.wait_closed()
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port):
+        client = WebsocketClient(f"ws://127.0.0.1:{port}")
+        supervisor.add(client)
+        supervisor.start("ws")
+        await wait_until(lambda: connections == 3)
+        await wait_until(lambda: status_of(supervisor, "ws").state is ServiceState.RUNNING)
+        status = status_of(supervisor, "ws")
+        await supervisor.stop_all()
+
+    assert [type(error) for error in client.failures] == [
+        ConnectionClosedOK,
+        ConnectionClosedError,
+    ]
+    assert status.errors == 0 and status.counters == {"disconnects": 2}
+    lines = [r.getMessage() for r in supervisor_records(caplog) if "disconnected" in r.getMessage()]
+    assert lines == [
+        "disconnected (server closed the connection: 1001 going away); reconnecting in 1.2s",
+        # Each run delivered a message before it dropped: the backoff starts over.
+        "disconnected (connection lost without a close frame); reconnecting in 1.2s",
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+async def test_a_refused_connection_is_a_disconnect(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sptrader")
+    client = WebsocketClient(f"ws://localhost:{free_port()}")
+    supervisor.add(client)
+    supervisor.start("ws")
+    await wait_until(lambda: len(client.failures) >= 2)
+    await supervisor.stop_all()
+    assert all(is_disconnect(error) for error in client.failures), client.failures
+    assert [disconnect_reason(error) for error in client.failures[:2]] == ["connection refused"] * 2
+    assert status_of(supervisor, "ws").errors == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
