@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import math
 import time
 from datetime import UTC, datetime
 
@@ -276,6 +277,60 @@ def test_a_malformed_hour_is_an_error_naming_it() -> None:
         pytest.raises(SptraderError, match=r"EURUSD 2024-01-02 13:00Z"),
     ):
         make_feed(server.url).history_ticks("DUKASCOPY:EURUSD", JAN_2_13H, JAN_2_14H)
+
+
+IMPOSSIBLE_TICKS: list[Tick] = [
+    (2_000, 1.10461, 0.0, 1.0, 1.0),  # a zero bid
+    (3_000, 0.0, 1.10455, 1.0, 1.0),  # a zero ask
+    (4_000, 1.10461, 1.10455, -1.0, 1.0),  # a negative size
+    (5_000, 1.10461, 1.10455, 1.0, float("nan")),
+    (6_000, 1.10461, 1.10455, float("inf"), 1.0),
+    (7_000, 1.10461, 1.10455, 1.0, 3e38),  # float32's largest: above MAX_SIZE
+]
+
+
+@pytest.mark.parametrize("fmt", ["bi5", "json"])
+def test_impossible_ticks_are_dropped_with_one_warning(
+    fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    good: list[Tick] = [(1_000, 1.10461, 1.10455, 1.0, 2.0), (9_000, 1.10462, 1.10456, 0.0, 0.0)]
+    # JSON has no NaN or Infinity: Dukascopy cannot send those there.
+    bad = [tick for tick in IMPOSSIBLE_TICKS if fmt == "bi5" or all(map(math.isfinite, tick))]
+    first_hour = route({JAN_2_13H: sorted([*good, *bad])}, fmt)
+    if fmt == "bi5":
+        # Milliseconds past the hour's end (the record's field would allow 49 days).
+        late = bi5_hour([(3_600_000, 1.1, 1.0, 1.0, 1.0), (9_999_999, 1.1, 1.0, 1.0, 1.0)], 100_000)
+    else:
+        late = json.dumps(json_hour(good, JAN_2_13H, 100_000)).encode()  # stamped an hour early
+
+    def serve(request: FakeRequest) -> FakeResponse | None:
+        named = parse_hour(request.path, fmt)
+        if named is not None and named[1] == JAN_2_14H:
+            return FakeResponse(200, late)
+        return first_hour(request)
+
+    with FakeHttpServer(serve) as server:
+        feed = make_feed(server.url, fmt)
+        bars, ticks = feed.history_with_ticks(
+            "DUKASCOPY:EURUSD", JAN_2_13H, JAN_2_14H + US_PER_HOUR
+        )
+    assert ticks["ts"].to_list() == [
+        datetime(2024, 1, 2, 13, 0, 1),
+        datetime(2024, 1, 2, 13, 0, 9),
+    ]
+    assert ticks["bid"].to_list() == [1.10455, 1.10456]
+    assert bars["trades"].to_list() == [2]
+    warnings = [record for record in caplog.records if "dropped" in record.getMessage()]
+    assert len(warnings) == 1
+    assert f"dropped {len(bad) + 2} impossible" in warnings[0].getMessage()
+
+
+def test_drop_impossible_keeps_good_ticks_untouched() -> None:
+    ticks = decode_bi5(bi5_hour(EURUSD_TICKS, 100_000), JAN_2_13H, 100_000)
+    kept, dropped = dukascopy.drop_impossible(ticks, JAN_2_13H)
+    assert dropped == 0 and kept is ticks
+    kept, dropped = dukascopy.drop_impossible(ticks, JAN_2_14H)  # all in the wrong hour
+    assert dropped == len(EURUSD_TICKS) and len(kept.ts_us) == 0
 
 
 def test_hour_requests_in_flight_stay_within_max_concurrency() -> None:

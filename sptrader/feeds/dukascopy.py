@@ -20,6 +20,11 @@ base of either:
   integer points so prices come out exact; volumes are in units (divided by 1e6 here, to
   match bi5's millions). A closed hour is ``"times": []`` with null prices, or a 404.
 
+Every decoded tick is checked (``drop_impossible``): prices positive, finite and at most
+``validate.MAX_PRICE``, sizes finite and in [0, ``validate.MAX_SIZE``], the time inside
+the hour asked for. An impossible tick is dropped, never a bar; one warning per history
+call says how many.
+
 Both services throttle with 503s and time-outs: requests retry with backoff, and one
 semaphore per feed bounds the hour requests in flight (``max_concurrency``) however many
 backfill chunks run at once. Weekend hours of non-crypto instruments (all of Saturday,
@@ -32,6 +37,7 @@ count either way, exactly as the live BarBuilder makes bars of the same quotes.
 
 from __future__ import annotations
 
+import logging
 import lzma
 import threading
 import time
@@ -52,9 +58,12 @@ from sptrader.errors import SptraderError
 from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo
 from sptrader.feeds.dukascopy_instruments import INSTRUMENTS, DukascopyInstrument, lookup
 from sptrader.feeds.http import get_with_retries
+from sptrader.feeds.validate import EARLIEST_US, MAX_PRICE, MAX_SIZE
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.store.database import TICK_SCHEMA
 from sptrader.supervisor import ServiceContext
+
+log = logging.getLogger(__name__)
 
 US_PER_HOUR = 60 * US_PER_MINUTE
 
@@ -174,6 +183,24 @@ def decode_json_hour(payload: bytes, divisor: int) -> TickArrays:
     return TickArrays(ts_us, bid, ask, bid_size, ask_size)
 
 
+def drop_impossible(ticks: TickArrays, hour_start_us: int) -> tuple[TickArrays, int]:
+    """The hour's ticks without impossible ones (a price not positive, not finite or
+    above MAX_PRICE, a size negative, not finite or above MAX_SIZE, a time outside the
+    hour), and how many were dropped. Vectorised: NaN fails every comparison."""
+    count = len(ticks.ts_us)
+    if count == 0:
+        return ticks, 0
+    bid, ask, bid_size, ask_size = ticks.bid, ticks.ask, ticks.bid_size, ticks.ask_size
+    ts = ticks.ts_us
+    keep = (bid > 0.0) & (bid <= MAX_PRICE) & (ask > 0.0) & (ask <= MAX_PRICE)
+    keep &= (bid_size >= 0.0) & (bid_size <= MAX_SIZE) & (ask_size >= 0.0) & (ask_size <= MAX_SIZE)
+    keep &= (ts >= max(hour_start_us, EARLIEST_US)) & (ts < hour_start_us + US_PER_HOUR)
+    kept = int(np.count_nonzero(keep))
+    if kept == count:
+        return ticks, 0
+    return TickArrays(*(column[keep] for column in ticks)), count - kept
+
+
 def join_ticks(parts: list[TickArrays], start_us: int, end_us: int) -> TickArrays:
     """Hours in order to one set of columns: ticks in [start, end), sorted by time."""
     parts = [part for part in parts if len(part.ts_us)]
@@ -192,18 +219,23 @@ def join_ticks(parts: list[TickArrays], start_us: int, end_us: int) -> TickArray
 
 
 def ticks_frame(instrument: str, ticks: TickArrays) -> pl.DataFrame:
-    """Columns to the store's ``ticks`` layout (quotes: price and size are null)."""
+    """Columns to the store's ``ticks`` layout (quotes: price, size and any other
+    trade column are null)."""
     count = len(ticks.ts_us)
+    columns = {
+        "instrument": pl.repeat(instrument, count, dtype=pl.String, eager=True),
+        "ts": pl.Series(ticks.ts_us, dtype=pl.Int64).cast(pl.Datetime("us")),
+        "bid": ticks.bid,
+        "ask": ticks.ask,
+        "bid_size": ticks.bid_size,
+        "ask_size": ticks.ask_size,
+    }
     return pl.DataFrame(
         {
-            "instrument": pl.repeat(instrument, count, dtype=pl.String, eager=True),
-            "ts": pl.Series(ticks.ts_us, dtype=pl.Int64).cast(pl.Datetime("us")),
-            "bid": ticks.bid,
-            "ask": ticks.ask,
-            "bid_size": ticks.bid_size,
-            "ask_size": ticks.ask_size,
-            "price": pl.repeat(None, count, dtype=pl.Float64, eager=True),
-            "size": pl.repeat(None, count, dtype=pl.Float64, eager=True),
+            name: columns[name]
+            if name in columns
+            else pl.repeat(None, count, dtype=dtype, eager=True)
+            for name, dtype in TICK_SCHEMA.items()
         },
         schema=TICK_SCHEMA,
     )
@@ -317,12 +349,26 @@ class DukascopyFeed(Feed):
         with self._client() as client, ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(self._fetch_hour, client, entry, hour) for hour in hours]
             try:
-                parts = [future.result() for future in futures]
+                checked = [
+                    drop_impossible(future.result(), hour)
+                    for future, hour in zip(futures, hours, strict=True)
+                ]
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
-        return join_ticks(parts, start_us, end_us)
+        dropped = sum(count for _, count in checked)
+        if dropped:
+            log.warning(
+                "Dukascopy %s %s to %s: dropped %d impossible tick(s) (a price not positive"
+                " or not finite, a negative size, a time outside its hour)",
+                entry.symbol,
+                _hour_label(hours[0]),
+                _hour_label(hours[-1]),
+                dropped,
+                extra={"source": self.name},
+            )
+        return join_ticks([ticks for ticks, _ in checked], start_us, end_us)
 
     def _client(self) -> httpx.Client:
         return httpx.Client(

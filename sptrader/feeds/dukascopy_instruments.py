@@ -3,9 +3,10 @@
 Dukascopy has no public list endpoint worth depending on, so the table is built in.
 The divisor turns the integer prices of the tick files into prices (EURUSD 114277 ->
 1.14277): 100000 for most FX pairs, 1000 for JPY crosses, HUF pairs, gold, silver and
-the CFD indices, 10 for BTC, ETH and BCH; CZK, RON and THB pairs, EOS and natural gas
-have 10000. Values checked against dukascopy-node's instrument metadata
-(``decimalFactor``), which is generated from Dukascopy's own instrument list.
+the CFD indices, 10 for BTC, ETH and BCH; CZK and THB pairs and natural gas have 10000
+(USDRON is 100000, like most FX). Every entry is checked against dukascopy-node's
+instrument metadata (``decimalFactor`` as its bi5 engine divided by, generated from
+Dukascopy's own instrument list) in tests/test_wire_samples.py.
 The JSON name is Dukascopy's ``BASE/QUOTE`` name with ``-`` for ``/`` (EUR-USD,
 USA500.IDX-USD, XAU-USD).
 """
@@ -102,7 +103,7 @@ _TABLE = [
     _fx("USDCNH", 100_000, "US Dollar vs Offshore Chinese Renminbi"),
     _fx("USDILS", 100_000, "US Dollar vs Israeli Shekel"),
     _fx("USDTHB", 10_000, "US Dollar vs Thai Baht"),
-    _fx("USDRON", 10_000, "US Dollar vs Romanian Leu"),
+    _fx("USDRON", 100_000, "US Dollar vs Romanian Leu"),
     # Metals
     DukascopyInstrument("XAUUSD", "XAU-USD", 1_000, "metal", "Spot gold"),
     DukascopyInstrument("XAGUSD", "XAG-USD", 1_000, "metal", "Spot silver"),
