@@ -23,7 +23,14 @@ import polars as pl
 from sptrader.clock import now_us
 from sptrader.config import SimFeedConfig
 from sptrader.feeds.base import Feed, SymbolInfo
-from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
+from sptrader.models import (
+    SIDE_BUY,
+    SIDE_SELL,
+    US_PER_MINUTE,
+    US_PER_SECOND,
+    QuoteReceived,
+    TradeReceived,
+)
 from sptrader.supervisor import ServiceContext
 
 SECONDS_PER_DAY = 86_400
@@ -231,6 +238,8 @@ class SimFeed(Feed):
         self.market = SimulatedMarket(config.seed)
         self._rng = np.random.default_rng([config.seed, 3])
         self._specs = {name: instrument_spec(name.split(":", 1)[1]) for name in self.instruments}
+        # The next trade id per instrument: sequential, as a venue numbers its trades.
+        self._next_trade_id: dict[str, int] = {}
 
     def symbols(self) -> list[SymbolInfo]:
         kinds = {"equity": "equity", "fx": "fx", "metal": "metal", "crypto": "crypto"}
@@ -272,7 +281,11 @@ class SimFeed(Feed):
 
     def generate(self, start_us: int, end_us: int) -> list[object]:
         """Quotes (and trades, for instruments that trade) in (start, end], time-ordered
-        per instrument. Deterministic for a given seed and sequence of calls."""
+        per instrument. Deterministic for a given seed and sequence of calls.
+
+        A trade lifts the ask (taker side buy) or hits the bid (sell); its id follows the
+        instrument's previous one. Ids start at the first call's time in milliseconds,
+        so a feed started later (a restart) continues above any id given before."""
         if end_us <= start_us:
             return []
         rng = self._rng
@@ -308,14 +321,20 @@ class SimFeed(Feed):
                 continue
             trade_draw = rng.random(count).tolist()
             trade_sizes = np.round(spec.size * rng.lognormal(-1.0, 0.8, count), 4).tolist()
+            trade_id = self._next_trade_id.get(instrument, start_us // 1000 + 1)
             for (ts, bid, ask, bid_size, ask_size), draw, trade_size in zip(
                 rows, trade_draw, trade_sizes, strict=True
             ):
                 events.append(QuoteReceived(instrument, ts, bid, ask, bid_size, ask_size))
                 if draw < TRADE_SHARE:
                     # Buyer-initiated half the time (lifts the ask), seller the other half.
-                    price = ask if draw < TRADE_SHARE / 2 else bid
-                    events.append(TradeReceived(instrument, ts, price, trade_size))
+                    if draw < TRADE_SHARE / 2:
+                        price, side = ask, SIDE_BUY
+                    else:
+                        price, side = bid, SIDE_SELL
+                    events.append(TradeReceived(instrument, ts, price, trade_size, side, trade_id))
+                    trade_id += 1
+            self._next_trade_id[instrument] = trade_id
         return events
 
     async def stream(self, context: ServiceContext) -> None:
