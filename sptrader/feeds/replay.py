@@ -20,7 +20,13 @@ from sptrader.clock import datetime_to_us, parse_time
 from sptrader.config import ReplayFeedConfig
 from sptrader.errors import SptraderError
 from sptrader.feeds.base import Feed
-from sptrader.models import US_PER_MINUTE, US_PER_SECOND, QuoteReceived, TradeReceived
+from sptrader.models import (
+    SIDE_UNKNOWN,
+    US_PER_MINUTE,
+    US_PER_SECOND,
+    QuoteReceived,
+    TradeReceived,
+)
 from sptrader.supervisor import ServiceContext
 from sptrader.threads import run_in_thread
 
@@ -131,14 +137,26 @@ def _bar_events(instrument: str, bars: pl.DataFrame) -> list[object]:
 
 
 def _tick_events(instrument: str, ticks: pl.DataFrame) -> list[object]:
+    """Stored ticks as events; trades keep their taker side where the store has a
+    ``side`` column (NULL or absent: unknown). Stored ticks have no venue trade id."""
+    side = (
+        pl.col("side").fill_null(SIDE_UNKNOWN) if "side" in ticks.columns else pl.lit(SIDE_UNKNOWN)
+    )
     events: list[object] = []
-    for ts, bid, ask, bid_size, ask_size, price, size in ticks.select(
-        pl.col("ts").dt.epoch("us"), "bid", "ask", "bid_size", "ask_size", "price", "size"
+    for ts, bid, ask, bid_size, ask_size, price, size, taker in ticks.select(
+        pl.col("ts").dt.epoch("us"),
+        "bid",
+        "ask",
+        "bid_size",
+        "ask_size",
+        "price",
+        "size",
+        side.cast(pl.Int64).alias("taker"),
     ).iter_rows():
         if price is None:
             events.append(QuoteReceived(instrument, ts, bid, ask, bid_size or 0.0, ask_size or 0.0))
         else:
-            events.append(TradeReceived(instrument, ts, price, size or 0.0))
+            events.append(TradeReceived(instrument, ts, price, size or 0.0, int(taker)))
     return events
 
 
