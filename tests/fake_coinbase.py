@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -129,14 +130,32 @@ def error_message(text: str) -> dict:
     return {"type": "error", "message": text}
 
 
+#: Trade ids as Coinbase numbers a product's trades: one sequence for the whole test
+#: run, so trades of later calls are never taken for repeats of earlier ones.
+_TRADE_IDS = itertools.count(1)
+
+
 def live_messages(ticks: list[tuple[int, float, float]]) -> list[str]:
     """One ``market_trades`` update per (ts_us, price, size) tick, numbered as they
-    follow the subscription answers of one session."""
+    follow the subscription answers of one session; trade ids continue from the last
+    call's (``trade_ids`` of the returned messages tells them)."""
     return [
         json.dumps(
-            trades_message([trade(ts_us, price, size, index + 1)], FIRST_DATA_SEQUENCE + index)
+            trades_message(
+                [trade(ts_us, price, size, next(_TRADE_IDS))], FIRST_DATA_SEQUENCE + index
+            )
         )
         for index, (ts_us, price, size) in enumerate(ticks)
+    ]
+
+
+def trade_ids(messages: list[str]) -> list[int]:
+    """The trade ids in ``market_trades`` messages, in order."""
+    return [
+        int(trade["trade_id"])
+        for message in messages
+        for event in json.loads(message)["events"]
+        for trade in event["trades"]
     ]
 
 

@@ -196,9 +196,16 @@ def _rfc3339(ts_us: int) -> str:
     return datetime.fromtimestamp(ts_us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: Trade ids as Kraken numbers a pair's trades: one sequence for the whole test run, so
+#: trades of later calls are never taken for repeats of earlier ones.
+_TRADE_IDS = itertools.count(1000)
+
+
 def trade_message(
     trades: list[tuple[int, float, float]], symbol: str = SYMBOL, kind: str = "update"
 ) -> str:
+    """A v2 ``trade`` message of (ts_us, price, size) trades: taker side buy, ids
+    continuing from the last call's."""
     data = [
         {
             "symbol": symbol,
@@ -206,10 +213,10 @@ def trade_message(
             "price": price,
             "qty": size,
             "ord_type": "market",
-            "trade_id": 1000 + index,
+            "trade_id": next(_TRADE_IDS),
             "timestamp": _rfc3339(ts_us),
         }
-        for index, (ts_us, price, size) in enumerate(trades)
+        for ts_us, price, size in trades
     ]
     return json.dumps({"channel": "trade", "type": kind, "data": data})
 

@@ -437,8 +437,12 @@ async def test_serve_session_plays_live_messages_as_trades() -> None:
     start = now_us()
     ticks = [(start + index * 1000, 100.0 + index / 100, 0.5 + index) for index in range(20)]
 
+    messages = fake.live_messages(ticks)
+    ids = fake.trade_ids(messages)
+    assert ids == list(range(ids[0], ids[0] + len(ticks)))
+
     async def handler(websocket: ServerConnection) -> None:
-        await fake.serve_session(websocket, fake.live_messages(ticks))
+        await fake.serve_session(websocket, messages)
         await websocket.wait_closed()
 
     port = free_port()
@@ -458,7 +462,8 @@ async def test_serve_session_plays_live_messages_as_trades() -> None:
         [status] = supervisor.status()
         await supervisor.stop_all()
     assert events == [
-        expected_trade(fake.INSTRUMENT, *tick, index + 1) for index, tick in enumerate(ticks)
+        expected_trade(fake.INSTRUMENT, *tick, trade_id)
+        for tick, trade_id in zip(ticks, ids, strict=True)
     ]
     assert "sequence_gaps" not in status.counters and "malformed" not in status.counters
 

@@ -376,6 +376,7 @@ async def test_an_unknown_symbol_fails_the_service_with_krakens_reason() -> None
 
 async def test_a_partly_rejected_subscription_keeps_streaming() -> None:
     trade = fake_kraken.trade_message([(1695628116925533, 105944.3, 0.5)])
+    trade_id = json.loads(trade)["data"][0]["trade_id"]
 
     async def handler(websocket: ServerConnection) -> None:
         await fake_kraken.serve_session(websocket, [trade])
@@ -408,7 +409,7 @@ async def test_a_partly_rejected_subscription_keeps_streaming() -> None:
         status.last_error == "Kraken rejected KRAKEN:FOO/BAR: Currency pair not supported FOO/BAR"
     )
     assert events == [
-        TradeReceived("KRAKEN:BTC/USD", 1695628116925533, 105944.3, 0.5, SIDE_BUY, 1000)
+        TradeReceived("KRAKEN:BTC/USD", 1695628116925533, 105944.3, 0.5, SIDE_BUY, trade_id)
     ]
 
 
