@@ -14,6 +14,7 @@ from conftest import wait_until
 from fakes import FakeHttpServer, FakeRequest, FakeResponse, free_port, minute_bars
 from websockets.asyncio.server import ServerConnection, serve
 
+from sptrader.api.protocol import encode_event
 from sptrader.bus import Bus
 from sptrader.clock import now_us
 from sptrader.config import CoinbaseFeedConfig, SupervisorConfig
@@ -245,6 +246,16 @@ def test_unknown_channels_are_counted_unexpected() -> None:
     status = {"channel": "status", "timestamp": TICKER["timestamp"], "sequence_num": 0}
     assert parse(feed, {**status, "events": [{"type": "snapshot", "products": []}]}, context) == []
     assert context.counters == {"unexpected": 1}
+
+
+async def test_a_last_price_is_never_a_bar_a_tick_or_an_api_event() -> None:
+    bus = Bus()
+    ticks = bus.subscribe("builder", types=(QuoteReceived, TradeReceived))
+    everything = bus.subscribe("ui")
+    last = LastPriceReceived("COINBASE:BTC-USD", TICKER_US, 21932.98)
+    await bus.publish([last])
+    assert ticks.get_nowait() == [] and everything.get_nowait() == [last]
+    assert encode_event(last) is None  # remote clients are not sent it (yet)
 
 
 @pytest.mark.parametrize(
