@@ -464,7 +464,7 @@ def test_older_history_is_rebuilt_from_trades_over_several_pages() -> None:
         bars = feed.history("KRAKEN:BTC/USD", start, end)
     assert bars is not None
     # OHLCV exactly; the fake trades every minute at least 4 times.
-    assert bars.equals(_expected("BTC/USD", start, end, min_trades=4))
+    assert bars.select(list(BAR_SCHEMA)).equals(_expected("BTC/USD", start, end, min_trades=4))
     paths = _paths(server)
     assert paths[0] == "AssetPairs" and "OHLC" not in paths
     assert paths.count("Trades") >= 2  # about 1500 trades: paged
@@ -487,7 +487,7 @@ def test_history_across_the_ohlc_window_joins_trades_and_ohlc_without_duplicates
     # OHLCV of every bar matches the fake market, whichever endpoint it came from.
     last = int(ts.max()) + US_PER_MINUTE
     expected = _expected("BTC/USD", start, last)
-    assert bars.drop("trades").equals(expected.drop("trades"))
+    assert bars.select(list(BAR_SCHEMA)).drop("trades").equals(expected.drop("trades"))
     assert {"OHLC", "Trades"} <= set(_paths(server))
 
 
@@ -509,6 +509,24 @@ def _mock(respond: Callable[[httpx.Request], httpx.Response]) -> httpx.MockTrans
 
 def _ohlc_rows(start_s: int, count: int) -> list[list[Any]]:
     return [[start_s + 60 * index, "1.0", "2.0", "0.5", "1.5", "1.2", "10.00000000", 7] for index in range(count)]  # fmt: skip
+
+
+def test_bars_rebuilt_from_trades_carry_the_takers_buy_and_sell_volume() -> None:
+    start = _minute_now() - 2 * 1440 * US_PER_MINUTE
+    end = start + 30 * US_PER_MINUTE
+    with FakeHttpServer(fake_kraken.history_route) as server:
+        bars = make_feed(rest_url=server.url).history("KRAKEN:BTC/USD", start, end)
+    assert bars is not None
+    if "buy_volume" not in bars.columns:
+        pytest.skip("aggregate_ticks sums no order flow yet")
+    # The fake's trades: odd ids bought ("b"), even ids sold ("s"), every side known.
+    for bar in bars.with_columns(pl.col("ts").dt.epoch("us")).iter_rows(named=True):
+        trades = fake_kraken.minute_trades("BTC/USD", bar["ts"])
+        bought = sum(size for _, _, size, trade_id in trades if trade_id % 2)
+        sold = sum(size for _, _, size, trade_id in trades if not trade_id % 2)
+        assert bar["buy_volume"] == pytest.approx(bought) and bar["sell_volume"] == pytest.approx(
+            sold
+        )
 
 
 def test_history_leaves_out_the_forming_bar() -> None:

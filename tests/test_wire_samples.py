@@ -338,6 +338,11 @@ def test_kraken_rest_trade_times_are_exact_to_the_microsecond(
         assert exact(bar["open"], prices[0]) and exact(bar["close"], prices[-1])
         assert exact(bar["high"], max(prices, key=Decimal))
         assert exact(bar["low"], min(prices, key=Decimal))
+    if "buy_volume" in bars.columns:  # order flow, once aggregate_ticks sums it
+        bought = sum(Decimal(row[1]) for row in rows if row[3] == "b")
+        sold = sum(Decimal(row[1]) for row in rows if row[3] == "s")
+        assert bars["buy_volume"].sum() == pytest.approx(float(bought), rel=1e-12)
+        assert bars["sell_volume"].sum() == pytest.approx(float(sold), rel=1e-12)
 
 
 # --- OANDA ----------------------------------------------------------------------------

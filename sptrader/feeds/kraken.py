@@ -305,8 +305,9 @@ class KrakenFeed(ExchangeFeed):
                 frames.append(ohlc)
             if start_us < covered_from:
                 frames.insert(0, self._trade_bars(client, instrument, pair, start_us, covered_from))
-        # End was cut at the current minute, so OHLC's forming entry is left out.
-        return pl.concat(frames).sort("ts") if frames else empty_bars()
+        # End was cut at the current minute, so OHLC's forming entry is left out. Bars
+        # rebuilt from trades may carry buy/sell volume that OHLC bars do not: NULL there.
+        return pl.concat(frames, how="diagonal").sort("ts") if frames else empty_bars()
 
     def _ohlc_bars(
         self, client: httpx.Client, instrument: str, pair: str, start_us: int, end_us: int
@@ -409,8 +410,9 @@ class KrakenFeed(ExchangeFeed):
                 "side": pl.Int8,
             },
         )
-        bars = aggregate_ticks(ticks)
-        return bars.select(list(BAR_SCHEMA)).cast(BAR_SCHEMA)
+        # Any order-flow columns aggregate_ticks makes of ``side`` (buy/sell volume) are
+        # kept: OHLC bars beside them get NULLs (history concatenates diagonally).
+        return aggregate_ticks(ticks).cast(BAR_SCHEMA)
 
     # --- symbols ----------------------------------------------------------------------
 
