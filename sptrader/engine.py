@@ -19,7 +19,7 @@ from sptrader.backfill import LIVE_EDGE_US, Backfill
 from sptrader.bars import BarBuilder
 from sptrader.broker.service import PaperBroker
 from sptrader.bus import Bus, Subscription
-from sptrader.clock import now_us
+from sptrader.clock import format_us, now_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
 from sptrader.data.intervals import subtract
 from sptrader.data.manager import DataManager
@@ -32,6 +32,7 @@ from sptrader.models import (
     US_PER_MINUTE,
     BackfillProgressed,
     Bar,
+    BarClosed,
     EventsDropped,
     HistoryBarsReady,
     HistoryFetched,
@@ -39,6 +40,7 @@ from sptrader.models import (
     QuoteReceived,
     ServiceState,
     TradeReceived,
+    VenueBarClosed,
     WatchlistChanged,
     normalize_instrument,
     parse_instrument,
@@ -68,26 +70,59 @@ class BarService(Service):
             "bars",
             maxsize=queue,
             policy="block",
-            types=(QuoteReceived, TradeReceived, HistoryFetched),
+            types=(QuoteReceived, TradeReceived, HistoryFetched, VenueBarClosed),
         )
+        # The venue's closed bars that equalled the one built from trades, and those
+        # that did not (the venue's was taken).
+        self.venue_bars_matched = 0
+        self.venue_bars_replaced = 0
 
     def process(self, events: list[object]) -> list[object]:
-        if not any(type(event) is HistoryFetched for event in events):
+        if not any(type(event) in (HistoryFetched, VenueBarClosed) for event in events):
             return self.builder.process(events)
-        # Fetched history takes its place in the stream: ticks before it are built
-        # (and written) first, then the fetched bars replace them.
+        # Fetched history and the venue's bars take their place in the stream: ticks
+        # before them are built (and written) first, then the venue's bars replace them.
         out: list[object] = []
         run: list[object] = []
         for event in events:
-            if type(event) is HistoryFetched:
+            kind = type(event)
+            if kind is HistoryFetched:
                 out.extend(self.builder.process(run))
                 run = []
                 self.builder.accept_history(event.instrument, event.start_us, event.end_us)
                 out.append(HistoryBarsReady(event))
+            elif kind is VenueBarClosed:
+                out.extend(self.builder.process(run))
+                run = []
+                out.extend(self._take_venue_bar(event.bar))
             else:
                 run.append(event)
         out.extend(self.builder.process(run))
         return out
+
+    def _take_venue_bar(self, bar: Bar) -> list[object]:
+        """The venue's closed bar is the record: compare it with the one built from its
+        trades and publish the venue's unless the built one was closed and equal. Its
+        minute is final from here on (later trades for it are only counted late)."""
+        built = self.builder.bar_at(bar.instrument, bar.ts_us)
+        forming = self.builder.forming(bar.instrument)
+        still_forming = forming is not None and forming.ts_us == bar.ts_us
+        self.builder.accept_history(bar.instrument, bar.ts_us, bar.ts_us + US_PER_MINUTE)
+        if built is not None and same_bar(built, bar):
+            self.venue_bars_matched += 1
+            return [BarClosed(bar)] if still_forming else []
+        self.venue_bars_replaced += 1
+        if built is not None:
+            log.info(
+                "%s %s: the venue's bar differs from the one built from its trades"
+                " (built %s, venue %s); the venue's is stored",
+                bar.instrument,
+                format_us(bar.ts_us),
+                _bar_text(built),
+                _bar_text(bar),
+                extra={"source": "bars"},
+            )
+        return [BarClosed(bar)]
 
     def close_due(self) -> list[object]:
         closed: list[object] = []
@@ -112,6 +147,9 @@ class BarService(Service):
                 await self.bus.publish(out)
             context.counters["late_ticks"] = self.builder.late_ticks
             context.counters["late_applied"] = self.builder.late_applied
+            if self.venue_bars_matched or self.venue_bars_replaced:
+                context.counters["venue_bars_matched"] = self.venue_bars_matched
+                context.counters["venue_bars_replaced"] = self.venue_bars_replaced
 
     async def drain(self) -> None:
         events = self.subscription.get_nowait()
@@ -119,6 +157,27 @@ class BarService(Service):
             self.bus.publish_nowait(self.process(events))
 
 
+def same_bar(built: Bar, venue: Bar) -> bool:
+    """Equal prices and trade count, and volume equal but for float summation noise."""
+    return (
+        built.open == venue.open
+        and built.high == venue.high
+        and built.low == venue.low
+        and built.close == venue.close
+        and built.trades == venue.trades
+        and abs(built.volume - venue.volume) <= 1e-9 * max(abs(venue.volume), 1e-12)
+    )
+
+
+def _bar_text(bar: Bar) -> str:
+    return (
+        f"O {bar.open!r} H {bar.high!r} L {bar.low!r} C {bar.close!r}"
+        f" V {bar.volume!r} n {bar.trades}"
+    )
+
+
+# How long a (re)connecting stream waits for its gap fill before streaming anyway.
+GAP_FILL_WAIT_S = 3.0
 # A wall-clock jump this much larger than the monotonic clock's means the machine slept:
 # streams are reconnected, and reconnecting backfills the gap.
 WAKE_JUMP_S = 30.0
@@ -162,6 +221,8 @@ class Engine:
         # Ranges known to be short (trades lost, a minute seen only in part): fetched
         # again until that succeeds, persisted, and not covered meanwhile.
         self.owed = OwedRefetches(clock=lambda: now_us())
+        # Gap fills still running (a slow history API lets the stream go ahead).
+        self._gap_fills: set[asyncio.Future[Any]] = set()
         self._wall_clock = time.time
         self._monotonic = time.monotonic
         self.started = False
@@ -271,10 +332,11 @@ class Engine:
 
     def _fetch_gaps(
         self, feed: Feed, instruments: list[str], end_us: int
-    ) -> tuple[list[HistoryFetched], list[str]]:
-        """History since each instrument's newest stored bar (blocking)."""
+    ) -> tuple[list[HistoryFetched], list[tuple[str, int, int, str]]]:
+        """History since each instrument's newest stored bar (blocking); the ranges that
+        could not be fetched, with why."""
         fetched: list[HistoryFetched] = []
-        problems: list[str] = []
+        problems: list[tuple[str, int, int, str]] = []
         for instrument in instruments:
             start = self._gap_start(instrument, end_us)
             if start >= end_us:
@@ -282,7 +344,7 @@ class Engine:
             try:
                 bars = feed.history(instrument, start, end_us)
             except Exception as error:  # the stream may still work: report, go on
-                problems.append(f"{instrument}: {error}")
+                problems.append((instrument, start, end_us, str(error).splitlines()[0]))
                 continue
             if bars is not None and not bars.is_empty():
                 fetched.append(HistoryFetched(instrument, start, end_us, bars))
@@ -296,12 +358,58 @@ class Engine:
             return
         now = now_us()
         end = now - now % US_PER_MINUTE
-        fetched, problems = await run_in_thread(self._fetch_gaps, feed, list(feed.instruments), end)
-        for problem in problems:
+        # Normally the gap is filled before live bars continue. When the history API is
+        # slow (retrying 503s, 429s) the stream must not wait for it, losing live data
+        # meanwhile: it streams, and the fill lands when it is done (fetched bars still
+        # win over any built ones of those minutes).
+        filling = asyncio.ensure_future(
+            run_in_thread(self._fetch_gaps, feed, list(feed.instruments), end)
+        )
+        self._gap_fills.add(filling)
+        filling.add_done_callback(self._gap_fills.discard)
+        done, _ = await asyncio.wait([filling], timeout=GAP_FILL_WAIT_S)
+        if done:
+            await self._gap_filled(feed, context, *filling.result())
+        else:
+            log.info(
+                "the backfill is slow (history API trouble?): streaming while it goes on",
+                extra={"source": feed.name},
+            )
+            self._spawn(self._gap_filled_later(feed, context, filling))
+        if feed.refetch_partial_minute:
+            await self._owe_many(
+                [(instrument, end, end + US_PER_MINUTE) for instrument in feed.instruments],
+                "a stream joined mid-minute",
+            )
+        self._streaming_since[feed.name] = end
+
+    async def _gap_filled_later(
+        self, feed: Feed, context: ServiceContext, filling: asyncio.Future[Any]
+    ) -> None:
+        fetched, problems = await filling
+        await self._gap_filled(feed, context, fetched, problems)
+
+    async def _gap_filled(
+        self,
+        feed: Feed,
+        context: ServiceContext,
+        fetched: list[HistoryFetched],
+        problems: list[tuple[str, int, int, str]],
+    ) -> None:
+        for instrument, _start, _stop, problem in problems:
             context.count("gap_fill_errors")
             log.warning(
-                "could not backfill %s; streaming anyway", problem, extra={"source": feed.name}
+                "could not backfill %s (%s); streaming anyway, the gap is owed a re-fetch",
+                instrument,
+                problem,
+                extra={"source": feed.name},
             )
+        # The next start would backfill from the newest stored bar, past this gap: keep
+        # it as owed work instead.
+        await self._owe_many(
+            [(instrument, start, stop) for instrument, start, stop, _ in problems],
+            "the backfill before streaming failed",
+        )
         if fetched:
             context.count("gap_fills", len(fetched))
             log.info(
@@ -311,12 +419,10 @@ class Engine:
                 extra={"source": feed.name},
             )
             await self.bus.publish(fetched)
-        if feed.refetch_partial_minute:
-            await self._owe_many(
-                [(instrument, end, end + US_PER_MINUTE) for instrument in feed.instruments],
-                "a stream joined mid-minute",
-            )
-        self._streaming_since[feed.name] = end
+
+    def catching_up(self) -> bool:
+        """True while gap fills or owed re-fetches are outstanding."""
+        return bool(self._gap_fills) or self.owed.count() > 0
 
     async def _check_feed_symbols(self, feed: Feed, context: ServiceContext) -> None:
         """Unknown symbols are an error in the services pane; all unknown fails the feed."""
