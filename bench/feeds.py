@@ -68,7 +68,8 @@ from sptrader.models import QuoteReceived, TradeReceived
 from sptrader.supervisor import ServiceContext, Supervisor
 
 FEEDS = ("binance", "coinbase", "kraken", "oanda")
-START_US = 1_767_225_600_000_000  # 2026-01-01T00:00Z
+# An hour ago, on the minute: feeds reject live messages stamped far from their clock.
+START_US = (time.time_ns() // 60_000_000_000 - 60) * 60_000_000
 TICK_TYPES = (TradeReceived, QuoteReceived)
 
 

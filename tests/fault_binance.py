@@ -312,7 +312,7 @@ class FaultyBinance:
             for trade in self.trades[symbol][-count:]
         ]
         self._send(messages)
-        self.faults.add("duplicate", len(messages))
+        self.faults.add("duplicate", len(messages) * len(self._listeners))
 
     def bad(self, kind: str) -> None:
         template = BAD_MESSAGES[kind]
