@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python bench/tui_rss.py --quick
 	$(BIN)/python bench/daemon_fanout.py
 	$(BIN)/python bench/feeds.py
+	$(BIN)/python bench/fault_feed.py
 	$(BIN)/python bench/dukascopy_decode.py
 	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/reads.py
