@@ -18,7 +18,7 @@ from sptrader.models import ServiceState, ServiceStatus
 STATE_STYLES = {
     ServiceState.RUNNING: "green",
     ServiceState.STARTING: "yellow",
-    ServiceState.BACKOFF: "bold red",
+    ServiceState.BACKOFF: "yellow",  # reconnecting: a disconnect, or a crash (then Err counts)
     ServiceState.FAILED: "bold red",
     ServiceState.STOPPED: "dim",
     ServiceState.STALE: "bold yellow",
