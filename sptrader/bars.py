@@ -3,15 +3,24 @@ aggregation. Both give the same bars for the same ticks (a property test checks 
 
 Price source per instrument: ``trade`` (trade price and size), ``bid`` (bid and bid
 size, as FX charts and Dukascopy's candles do; ``trades`` then counts ticks) or ``mid``.
+
+Order flow: a trade-sourced bar also sums the size of trades whose taker bought
+(``buy_volume``) and sold (``sell_volume``); trades of unknown side count in neither.
+A bar none of whose trades had a known side, and every quote-built bar, has None
+(NULL) for both rather than 0: "nobody said" is not "nobody bought".
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import polars as pl
 
 from sptrader.models import (
+    SIDE_BUY,
+    SIDE_SELL,
+    SIDE_UNKNOWN,
     US_PER_MINUTE,
     Bar,
     BarClosed,
@@ -19,13 +28,33 @@ from sptrader.models import (
     QuoteReceived,
     TradeReceived,
 )
-from sptrader.store.database import BAR_SCHEMA
+from sptrader.schema import BAR_COLUMNS, ORDER_FLOW_COLUMNS, STORED_BAR_SCHEMA
 
 # A bar is closed by the clock only this long after its minute ends, so a tick stamped
 # just before the boundary that arrives just after it still lands in its own bar.
 CLOSE_GRACE_US = 1_000_000
 
-_MINUTE, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _TRADES, _LAST_TS, _FIRST_TS = range(9)
+# A bar's state: a list indexed by these. A tick's size is also added to state[side]:
+# index 1 (SIDE_BUY) is the buy volume, -1 (SIDE_SELL, the last) the sell volume and 0
+# (SIDE_UNKNOWN, quotes too) a scratch sum never read: order flow costs one addition a
+# tick and no branch. Buy and sell start at -0.0, which adding any size >= 0 turns into
+# +0.0 or more: still -0.0 means no trade of that side came.
+(
+    _UNSIDED,
+    _BUY,
+    _MINUTE,
+    _OPEN,
+    _HIGH,
+    _LOW,
+    _CLOSE,
+    _VOLUME,
+    _TRADES,
+    _LAST_TS,
+    _FIRST_TS,
+    _SELL,
+) = range(12)
+assert (_BUY, _SELL - 12, _UNSIDED) == (SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN)
+_UNTOUCHED = -0.0
 # Closed bars kept in memory per instrument so that out-of-order trades can still
 # correct them (the corrected bar is re-published and upserted over the stored one).
 RECENT_CLOSED = 10
@@ -80,6 +109,7 @@ class BarBuilder:
                     continue
                 price = event.bid if source == "bid" else (event.bid + event.ask) * 0.5
                 size = event.bid_size
+                side = 0
             elif kind is TradeReceived:
                 instrument = event.instrument
                 source = sources.get(instrument) or self._resolve(instrument)
@@ -87,6 +117,7 @@ class BarBuilder:
                     continue
                 price = event.price
                 size = event.size
+                side = event.side
             else:
                 continue
             ticks += 1
@@ -106,25 +137,26 @@ class BarBuilder:
                     state[_FIRST_TS] = ts
                 state[_VOLUME] += size
                 state[_TRADES] += 1
+                state[side] += size
             elif (state is None or minute > state[_MINUTE]) and minute > self._closed_by_clock.get(
                 instrument, -1
             ):
                 if state is not None:
                     closed.append(BarClosed(_to_bar(instrument, state)))
                     self._remember_closed(instrument, state)
-                state = [minute, price, price, price, price, size, 1, ts, ts]
+                state = _new_state(minute, ts, price, size, side)
                 forming[instrument] = state
             else:
                 # Older than the forming bar: correct its closed bar if still in memory.
                 old = self._recent.get(instrument, {}).get(minute)
                 if old is None and minute > self._closed_by_clock.get(instrument, -1):
                     # A minute nothing had been seen for (nor fetched): it gets a bar.
-                    old = [minute, price, price, price, price, 0.0, 0, ts, ts]
+                    old = _new_state(minute, ts, price, 0.0, 0, trades=0)
                     self._remember_closed(instrument, old)
                 if old is None:
                     self.late_ticks += 1
                 else:
-                    _apply_late(old, ts, price, size)
+                    _apply_late(old, ts, price, size, side)
                     corrected[(instrument, minute)] = old
                     self.late_applied += 1
                 continue
@@ -183,7 +215,14 @@ class BarBuilder:
         return source
 
 
-def _apply_late(state: list, ts: int, price: float, size: float) -> None:
+def _new_state(minute: int, ts: int, price: float, size: float, side: int, trades: int = 1) -> list:
+    """A bar's state from its first tick (``trades=0``, ``size=0.0``: an empty bar)."""
+    state = [0.0, _UNTOUCHED, minute, price, price, price, price, size, trades, ts, ts, _UNTOUCHED]
+    state[side] += size
+    return state
+
+
+def _apply_late(state: list, ts: int, price: float, size: float, side: int) -> None:
     """Fold an out-of-order tick into a closed bar's state."""
     if price > state[_HIGH]:
         state[_HIGH] = price
@@ -197,9 +236,18 @@ def _apply_late(state: list, ts: int, price: float, size: float) -> None:
         state[_FIRST_TS] = ts
     state[_VOLUME] += size
     state[_TRADES] += 1
+    state[side] += size
 
 
 def _to_bar(instrument: str, state: list) -> Bar:
+    buy = state[_BUY]
+    sell = state[_SELL]
+    # Both still -0.0: no trade had a known side. -0.0 + 0.0 is 0.0; any other x + 0.0 is x.
+    if buy or sell or _copysign(1.0, buy) > 0 or _copysign(1.0, sell) > 0:
+        buy += 0.0
+        sell += 0.0
+    else:
+        buy = sell = None
     return Bar(
         instrument,
         "1m",
@@ -210,12 +258,29 @@ def _to_bar(instrument: str, state: list) -> Bar:
         state[_CLOSE],
         state[_VOLUME],
         state[_TRADES],
+        buy,
+        sell,
     )
+
+
+_copysign = math.copysign
 
 
 def aggregate_ticks(ticks: pl.DataFrame) -> pl.DataFrame:
     """Batch version: ``instrument, ts_us, price, size`` ticks (in arrival order) into
-    ``instrument, ts, open, high, low, close, volume, trades`` 1m bars."""
+    ``instrument, ts, open, high, low, close, volume, trades`` 1m bars.
+
+    With a ``side`` column (SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN or null) the bars also
+    have ``buy_volume`` and ``sell_volume``, as the BarBuilder sums them: known sides
+    only, null in a minute with no known side."""
+    flow: list[pl.Expr] = []
+    if "side" in ticks.columns:
+        side = pl.col("side")
+        known = (side == SIDE_BUY) | (side == SIDE_SELL)
+        flow = [
+            pl.when(known.any()).then(pl.col("size").filter(side == wanted).sum()).alias(name)
+            for wanted, name in zip((SIDE_BUY, SIDE_SELL), ORDER_FLOW_COLUMNS, strict=True)
+        ]
     return (
         ticks.lazy()
         .with_columns((pl.col("ts_us") - pl.col("ts_us") % US_PER_MINUTE).alias("minute"))
@@ -227,16 +292,17 @@ def aggregate_ticks(ticks: pl.DataFrame) -> pl.DataFrame:
             pl.col("price").last().alias("close"),
             pl.col("size").sum().alias("volume"),
             pl.len().cast(pl.Int64).alias("trades"),
+            *flow,
         )
         .with_columns(pl.col("minute").cast(pl.Datetime("us")).alias("ts"))
-        .select("instrument", "ts", "open", "high", "low", "close", "volume", "trades")
+        .select(*BAR_COLUMNS, *(ORDER_FLOW_COLUMNS if flow else []))
         .sort("instrument", "ts")
         .collect()
     )
 
 
 def bars_to_frame(bars: Iterable[Bar]) -> pl.DataFrame:
-    """Bar objects to a frame in the store's bar layout."""
+    """Bar objects to a frame in the store's bar layout (STORED_BAR_SCHEMA)."""
     rows = list(bars)
     return pl.DataFrame(
         {
@@ -248,6 +314,8 @@ def bars_to_frame(bars: Iterable[Bar]) -> pl.DataFrame:
             "close": [bar.close for bar in rows],
             "volume": [float(bar.volume) for bar in rows],
             "trades": pl.Series([bar.trades for bar in rows], dtype=pl.Int64),
+            "buy_volume": pl.Series([bar.buy_volume for bar in rows], dtype=pl.Float64),
+            "sell_volume": pl.Series([bar.sell_volume for bar in rows], dtype=pl.Float64),
         },
-        schema=BAR_SCHEMA,
+        schema=STORED_BAR_SCHEMA,
     )

@@ -151,6 +151,10 @@ class Bar:
     close: float
     volume: float
     trades: int
+    #: Volume of the trades whose taker bought / sold (known sides only: buy + sell <=
+    #: volume); None when the source does not say (quotes, candles without it).
+    buy_volume: float | None = None
+    sell_volume: float | None = None
 
 
 @dataclass(slots=True)

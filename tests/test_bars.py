@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from sptrader.bars import CLOSE_GRACE_US, BarBuilder, aggregate_ticks, bars_to_frame
 from sptrader.clock import datetime_to_us
 from sptrader.models import (
+    SIDE_BUY,
+    SIDE_SELL,
+    SIDE_UNKNOWN,
     US_PER_MINUTE,
     US_PER_SECOND,
     Bar,
@@ -56,6 +59,7 @@ tick_steps = st.lists(
         st.floats(0.01, 100_000.0, allow_nan=False, allow_infinity=False),
         st.floats(0.0, 1_000.0, allow_nan=False, allow_infinity=False),
         st.booleans(),  # also send a quote (a trade-priced builder must ignore it)
+        st.sampled_from([SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN]),  # the taker's side
     ),
     min_size=1,
     max_size=120,
@@ -66,17 +70,19 @@ tick_steps = st.lists(
 @given(steps=tick_steps, start_offset=st.integers(0, US_PER_MINUTE - 1), data=st.data())
 def test_builder_matches_batch_aggregation(steps, start_offset, data) -> None:
     events: list[object] = []
-    rows = {"instrument": [], "ts_us": [], "price": [], "size": []}
+    rows = {"instrument": [], "ts_us": [], "price": [], "size": [], "side": []}
     ts = BASE_US + start_offset
-    for instrument, step, price, size, with_quote in steps:
+    for instrument, step, price, size, with_quote, side in steps:
         ts += step
         if with_quote:
             events.append(QuoteReceived(instrument, ts, price * 0.99, price * 1.01, 5.0, 5.0))
-        events.append(TradeReceived(instrument, ts, price, size))
+        events.append(TradeReceived(instrument, ts, price, size, side))
         rows["instrument"].append(instrument)
         rows["ts_us"].append(ts)
         rows["price"].append(price)
         rows["size"].append(size)
+        # The batch side column may say "unknown" as 0 or as null.
+        rows["side"].append(None if side == SIDE_UNKNOWN and size > 500 else side)
 
     # Feed the builder in arbitrary batches: batch boundaries must not matter.
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=6)))
@@ -96,6 +102,7 @@ def test_builder_matches_batch_aggregation(steps, start_offset, data) -> None:
                 "ts_us": pl.Int64,
                 "price": pl.Float64,
                 "size": pl.Float64,
+                "side": pl.Int8,
             },
         )
     )
@@ -104,10 +111,20 @@ def test_builder_matches_batch_aggregation(steps, start_offset, data) -> None:
     exact = ["instrument", "ts", "open", "high", "low", "close", "trades"]
     assert live_frame.select(exact).to_dicts() == batch.select(exact).to_dicts()
     assert live_frame["volume"].to_list() == pytest.approx(batch["volume"].to_list())
+    for column in ("buy_volume", "sell_volume"):
+        assert_same_flow(live_frame[column].to_list(), batch[column].to_list())
     assert builder.late_ticks == 0
     assert builder.ticks == len(steps)
     # Bars are labelled by their minute's open time.
     assert all(bar.ts_us % US_PER_MINUTE == 0 for bar in live)
+
+
+def assert_same_flow(live: list[float | None], batch: list[float | None]) -> None:
+    """Order-flow volumes agree: None in the same bars, sums approximately elsewhere."""
+    assert [value is None for value in live] == [value is None for value in batch]
+    assert [value for value in live if value is not None] == pytest.approx(
+        [value for value in batch if value is not None]
+    )
 
 
 # --- single behaviours -----------------------------------------------------------------
@@ -239,7 +256,12 @@ def test_fetched_history_owns_its_minutes() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(0, 5 * 60_000), st.floats(1, 1000), st.floats(0.01, 10)),
+        st.tuples(
+            st.integers(0, 5 * 60_000),
+            st.floats(1, 1000),
+            st.floats(0.01, 10),
+            st.sampled_from([SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN]),
+        ),
         min_size=1,
         max_size=80,
         unique_by=lambda tick: tick[0],
@@ -256,7 +278,9 @@ def test_out_of_order_arrival_gives_the_bars_of_the_sorted_ticks(ticks, rng) -> 
             arrival[index], arrival[index + 1] = arrival[index + 1], arrival[index]
     builder = builder_with("trade")
     latest: dict[int, Bar] = {}
-    events = [TradeReceived("SIM:BTCUSD", at(0) + ms * 1000, p, q) for ms, p, q in arrival]
+    events = [
+        TradeReceived("SIM:BTCUSD", at(0) + ms * 1000, p, q, side) for ms, p, q, side in arrival
+    ]
     for event in events:
         for out in builder.process([event]):
             latest[out.bar.ts_us] = out.bar
@@ -266,9 +290,10 @@ def test_out_of_order_arrival_gives_the_bars_of_the_sorted_ticks(ticks, rng) -> 
         pl.DataFrame(
             {
                 "instrument": ["SIM:BTCUSD"] * len(in_order),
-                "ts_us": [at(0) + ms * 1000 for ms, _, _ in in_order],
-                "price": [p for _, p, _ in in_order],
-                "size": [q for _, _, q in in_order],
+                "ts_us": [at(0) + ms * 1000 for ms, _, _, _ in in_order],
+                "price": [p for _, p, _, _ in in_order],
+                "size": [q for _, _, q, _ in in_order],
+                "side": [side for _, _, _, side in in_order],
             }
         )
     )
@@ -285,6 +310,7 @@ def test_out_of_order_arrival_gives_the_bars_of_the_sorted_ticks(ticks, rng) -> 
             row["trades"],
         )
         assert bar.volume == pytest.approx(row["volume"])
+        assert_same_flow([bar.buy_volume, bar.sell_volume], [row["buy_volume"], row["sell_volume"]])
 
 
 def test_bid_price_source_uses_quote_bids() -> None:
@@ -360,4 +386,108 @@ def test_aggregate_ticks_keeps_arrival_order_for_open_and_close() -> None:
     assert bars.rows() == [
         ("SIM:AAPL", datetime(2026, 3, 2, 14, 2), 7.0, 7.0, 7.0, 7.0, 4.0, 1),
         ("SIM:SPY", datetime(2026, 3, 2, 14, 0), 3.0, 3.0, 1.0, 2.0, 6.0, 3),
+    ]
+
+
+# --- order flow: the taker's side ------------------------------------------------------
+
+
+def test_trade_sides_sum_into_buy_and_sell_volume() -> None:
+    builder = builder_with("trade")
+    builder.process(
+        [
+            TradeReceived("SIM:BTCUSD", at(0, 1), 100.0, 1.5, SIDE_BUY),
+            TradeReceived("SIM:BTCUSD", at(0, 2), 99.0, 2.0, SIDE_SELL),
+            TradeReceived("SIM:BTCUSD", at(0, 3), 99.5, 4.0, SIDE_UNKNOWN),  # in neither
+            TradeReceived("SIM:BTCUSD", at(0, 4), 100.5, 0.25, SIDE_BUY),
+        ]
+    )
+    bar = builder.forming("SIM:BTCUSD")
+    assert (bar.volume, bar.buy_volume, bar.sell_volume) == (7.75, 1.75, 2.0)
+    assert builder.bar_at("SIM:BTCUSD", at(0)) == bar
+
+
+def test_a_bar_without_a_known_side_has_no_flow_not_zero() -> None:
+    builder = builder_with("trade")
+    builder.process(
+        [
+            TradeReceived("SIM:BTCUSD", at(0, 1), 100.0, 1.0),  # side unknown (the default)
+            TradeReceived("SIM:BTCUSD", at(0, 2), 100.0, 2.0, SIDE_UNKNOWN),
+            # One side only: the other is a known 0.0, also when the size is 0.
+            TradeReceived("SIM:ETHUSD", at(0, 1), 10.0, 0.0, SIDE_SELL),
+            TradeReceived("SIM:SPY", at(0, 1), 10.0, 3.0, SIDE_UNKNOWN),
+            TradeReceived("SIM:SPY", at(0, 2), 10.0, 0.5, SIDE_BUY),
+        ]
+    )
+    unknown = builder.forming("SIM:BTCUSD")
+    assert (unknown.volume, unknown.buy_volume, unknown.sell_volume) == (3.0, None, None)
+    zero = builder.forming("SIM:ETHUSD")
+    assert (zero.buy_volume, zero.sell_volume) == (0.0, 0.0)
+    assert str(zero.buy_volume) == "0.0" and str(zero.sell_volume) == "0.0"  # not -0.0
+    mixed = builder.forming("SIM:SPY")
+    assert (mixed.volume, mixed.buy_volume, mixed.sell_volume) == (3.5, 0.5, 0.0)
+
+
+def test_quote_built_bars_have_no_flow() -> None:
+    builder = builder_with("bid")
+    builder.process(
+        [
+            QuoteReceived(EURUSD, at(0, 1), 1.1, 1.2, 2.0, 3.0),
+            TradeReceived(EURUSD, at(0, 2), 1.15, 100.0, SIDE_BUY),  # ignored: bid-priced
+        ]
+    )
+    bar = builder.forming(EURUSD)
+    assert (bar.volume, bar.buy_volume, bar.sell_volume) == (2.0, None, None)
+
+
+def test_a_late_trade_corrects_the_closed_bars_flow() -> None:
+    builder = builder_with("trade")
+    builder.process(
+        [
+            TradeReceived("SIM:BTCUSD", at(0, 10), 100.0, 1.0, SIDE_UNKNOWN),
+            TradeReceived("SIM:BTCUSD", at(1, 10), 101.0, 1.0, SIDE_BUY),
+        ]
+    )
+    assert builder.bar_at("SIM:BTCUSD", at(0)).buy_volume is None
+    [late] = builder.process([TradeReceived("SIM:BTCUSD", at(0, 20), 100.0, 2.5, SIDE_SELL)])
+    assert (late.bar.buy_volume, late.bar.sell_volume) == (0.0, 2.5)
+    [later] = builder.process([TradeReceived("SIM:BTCUSD", at(0, 30), 100.0, 1.0, SIDE_BUY)])
+    assert (later.bar.volume, later.bar.buy_volume, later.bar.sell_volume) == (4.5, 1.0, 2.5)
+    assert builder.bar_at("SIM:BTCUSD", at(0)) == later.bar
+    # A late trade for a minute never seen makes its bar, with its side.
+    builder.process([TradeReceived("SIM:BTCUSD", at(3, 1), 102.0, 1.0)])
+    [fresh] = builder.process([TradeReceived("SIM:BTCUSD", at(2, 30), 99.0, 3.0, SIDE_SELL)])
+    assert (fresh.bar.ts_us, fresh.bar.trades) == (at(2), 1)
+    assert (fresh.bar.buy_volume, fresh.bar.sell_volume) == (0.0, 3.0)
+
+
+def test_bars_to_frame_keeps_flow_and_its_nulls() -> None:
+    frame = bars_to_frame(
+        [
+            Bar("SIM:BTCUSD", "1m", at(0), 1.0, 2.0, 0.5, 1.5, 10.0, 3, 6.0, 4.0),
+            Bar("SIM:BTCUSD", "1m", at(1), 1.0, 2.0, 0.5, 1.5, 10.0, 3),
+        ]
+    )
+    assert frame.columns[-2:] == ["buy_volume", "sell_volume"]
+    assert frame.schema["buy_volume"] == pl.Float64
+    assert frame.select("buy_volume", "sell_volume").rows() == [(6.0, 4.0), (None, None)]
+
+
+def test_aggregate_ticks_sums_known_sides() -> None:
+    ticks = pl.DataFrame(
+        {
+            "instrument": ["SIM:SPY"] * 4 + ["SIM:AAPL"] * 2,
+            "ts_us": [at(0, 1), at(0, 2), at(0, 3), at(1, 0), at(0, 1), at(0, 2)],
+            "price": [1.0] * 6,
+            "size": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+            "side": [SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN, SIDE_BUY, SIDE_UNKNOWN, None],
+        },
+        schema_overrides={"side": pl.Int8},
+    )
+    bars = aggregate_ticks(ticks)
+    assert bars.columns[-2:] == ["buy_volume", "sell_volume"]
+    assert bars.select("instrument", "volume", "buy_volume", "sell_volume").rows() == [
+        ("SIM:AAPL", 48.0, None, None),
+        ("SIM:SPY", 7.0, 1.0, 2.0),
+        ("SIM:SPY", 8.0, 8.0, 0.0),
     ]

@@ -22,7 +22,8 @@ from sptrader.cli import main
 from sptrader.clock import datetime_to_us
 from sptrader.errors import ConfigError, UsageError
 from sptrader.models import TIMEFRAMES, US_PER_DAY, US_PER_MINUTE, timeframe_minutes
-from sptrader.store import BAR_SCHEMA, Store, queries
+from sptrader.schema import STORED_BAR_SCHEMA
+from sptrader.store import Store, queries
 
 DAY0_US = datetime_to_us(datetime(2026, 3, 2, tzinfo=UTC))  # a Monday
 _names = itertools.count()
@@ -117,12 +118,19 @@ def fresh_instrument() -> str:
     return f"SIM:T{next(_names)}"
 
 
-def make_bars(instrument: str, minute_ts: list[int], seed: int = 0) -> pl.DataFrame:
-    """Plausible 1m bars opening at each of the given epoch minutes (µs)."""
+def make_bars(
+    instrument: str, minute_ts: list[int], seed: int = 0, flow_share: float = 0.7
+) -> pl.DataFrame:
+    """Plausible 1m bars opening at each of the given epoch minutes (µs); about
+    ``flow_share`` of them have buy/sell volume (the others NULL: a source that does not
+    say, or bars stored before migration 006)."""
     rng = np.random.default_rng(seed)
     count = len(minute_ts)
     opens = 100 + rng.normal(0, 1, count).cumsum()
     closes = opens + rng.normal(0, 0.2, count)
+    volume = rng.uniform(0, 1000, count)
+    bought = rng.uniform(0, 1, count)
+    known = rng.uniform(0, 1, count) < flow_share
     return pl.DataFrame(
         {
             "instrument": [instrument] * count,
@@ -131,11 +139,38 @@ def make_bars(instrument: str, minute_ts: list[int], seed: int = 0) -> pl.DataFr
             "high": np.maximum(opens, closes) + rng.exponential(0.1, count),
             "low": np.minimum(opens, closes) - rng.exponential(0.1, count),
             "close": closes,
-            "volume": rng.uniform(0, 1000, count),
+            "volume": volume,
             "trades": rng.integers(1, 50, count),
+            "buy_volume": np.where(known, volume * bought, np.nan),
+            "sell_volume": np.where(known, volume * (1 - bought) * 0.9, np.nan),
         },
-        schema=BAR_SCHEMA,
+        schema=STORED_BAR_SCHEMA,
+        nan_to_null=True,
     )
+
+
+def flow_by_hand(bars: pl.DataFrame, minutes: int) -> pl.DataFrame:
+    """The reference for rolled-up order flow: per bucket the sum of the minutes that
+    have it, NULL when none has."""
+    width = minutes * US_PER_MINUTE
+    epoch = pl.col("ts").dt.epoch("us")
+    return (
+        bars.sort("ts")
+        .group_by((epoch - epoch % width).cast(pl.Datetime("us")).alias("ts"), maintain_order=True)
+        .agg(
+            pl.when(pl.col(name).is_not_null().any()).then(pl.col(name).sum()).alias(name)
+            for name in ("buy_volume", "sell_volume")
+        )
+    )
+
+
+def assert_same_flow(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
+    assert actual["ts"].to_list() == expected["ts"].to_list()
+    for name in ("buy_volume", "sell_volume"):
+        assert actual[name].is_null().to_list() == expected[name].is_null().to_list(), name
+        assert actual[name].drop_nulls().to_list() == pytest.approx(
+            expected[name].drop_nulls().to_list()
+        )
 
 
 def assert_aligned(frame: pl.DataFrame, minutes: int) -> None:
@@ -176,18 +211,24 @@ def minute_sets(draw: st.DrawFn) -> list[int]:
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(minute_ts=minute_sets(), timeframe=timeframes, seed=st.integers(0, 1000))
+@given(
+    minute_ts=minute_sets(),
+    timeframe=timeframes,
+    seed=st.integers(0, 1000),
+    flow_share=st.sampled_from([0.0, 0.05, 0.7, 1.0]),
+)
 def test_sql_rollups_equal_a_polars_group_by(
-    shared_store: Store, minute_ts: list[int], timeframe: str, seed: int
+    shared_store: Store, minute_ts: list[int], timeframe: str, seed: int, flow_share: float
 ) -> None:
     instrument = fresh_instrument()
-    bars = make_bars(instrument, minute_ts, seed)
+    bars = make_bars(instrument, minute_ts, seed, flow_share)
     shared_store.upsert_bars(bars)
     minutes = timeframe_minutes(timeframe)
     expected = rollup_by_hand(bars, minutes)
 
     actual = queries.bars_between(shared_store, instrument, timeframe, None, None)
     assert_same_bars(actual, expected)
+    assert_same_flow(actual, flow_by_hand(bars, minutes))
     assert_aligned(actual, minutes)
 
 
@@ -326,6 +367,23 @@ def test_last_bar_ts_is_exact_after_the_newest_bars_are_deleted_or_added(store: 
     assert queries.last_bars(store, "SIM:SPY", "3m", 10).is_empty()
 
 
+def test_rolled_up_order_flow_sums_the_minutes_that_have_it(store: Store) -> None:
+    """A 5m bar's buy/sell volume is the sum over its minutes that know it; NULL only
+    when none does (and the 1m reads keep each minute's NULL)."""
+    minutes = [DAY0_US + m * US_PER_MINUTE for m in range(10)]
+    bars = make_bars("SIM:SPY", minutes, flow_share=0.0).with_columns(
+        buy_volume=pl.Series([None, 2.0, None, 0.5, None] + [None] * 5, dtype=pl.Float64),
+        sell_volume=pl.Series([None, 1.0, None, 0.0, None] + [None] * 5, dtype=pl.Float64),
+    )
+    store.upsert_bars(bars)
+    five = queries.bars_between(store, "SIM:SPY", "5m", None, None)
+    assert five.select("buy_volume", "sell_volume").rows() == [(2.5, 1.0), (None, None)]
+    assert five["volume"].to_list() == pytest.approx(rollup_by_hand(bars, 5)["volume"].to_list())
+    one = queries.bars_between(store, "SIM:SPY", "1m", None, None)
+    assert one["buy_volume"].to_list() == bars["buy_volume"].to_list()
+    assert queries.last_bars(store, "SIM:SPY", "5m", 1)["buy_volume"].to_list() == [None]
+
+
 def test_last_bars_rejects_a_bad_timeframe(store: Store) -> None:
     with pytest.raises(UsageError, match="unknown timeframe '1x'"):
         queries.last_bars(store, "SIM:SPY", "1x", 10)
@@ -401,7 +459,7 @@ def test_bars_between_many_is_bars_between_of_each_instrument(
 def test_bars_between_many_of_nothing(store: Store) -> None:
     assert queries.bars_between_many(store, [], "1m", None, None).columns[0] == "instrument"
     empty = queries.bars_between_many(store, ["SIM:NONE"], "5m", 0, DAY0_US)
-    assert empty.is_empty() and dict(empty.schema) == dict(BAR_SCHEMA)
+    assert empty.is_empty() and dict(empty.schema) == dict(STORED_BAR_SCHEMA)
 
 
 def test_rollups_of_many_row_groups_are_the_same_every_time(store: Store) -> None:

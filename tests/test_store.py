@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sptrader.clock import datetime_to_us
 from sptrader.errors import SptraderError, StoreLockedError
 from sptrader.models import TIMEFRAMES, US_PER_DAY, US_PER_MINUTE
+from sptrader.schema import STORED_TICK_COLUMNS, stored_bars
 from sptrader.store import BAR_SCHEMA, Store, database, queries
 
 DAY0_US = datetime_to_us(datetime(2026, 3, 2, tzinfo=UTC))  # a Monday
@@ -60,6 +61,11 @@ def all_bars(store: Store) -> pl.DataFrame:
     return store.cursor().sql("SELECT * FROM bars_1m ORDER BY instrument, ts").pl()
 
 
+def as_stored(bars: pl.DataFrame) -> pl.DataFrame:
+    """Bars without order flow as the store keeps them (buy/sell volume NULL)."""
+    return stored_bars(bars)
+
+
 def count_rows(store: Store) -> tuple[int, int]:
     """(rows, distinct (instrument, ts) keys) in bars_1m."""
     return (
@@ -76,14 +82,18 @@ def test_migrations_apply_once(home: Path) -> None:
     path = home / "sptrader.duckdb"
     fresh = Store(path)
     assert fresh.schema_version() == 0
-    assert fresh.migrate() == [
+    names = [name for _, name, _ in database.available_migrations()]
+    latest = database.available_migrations()[-1][0]
+    assert names[:6] == [
         "001_initial.sql",
         "002_symbols_and_backfills.sql",
         "003_coverage.sql",
         "004_scans.sql",
         "005_broker.sql",
+        "006_trade_side.sql",
     ]
-    assert fresh.schema_version() == 5
+    assert fresh.migrate() == names
+    assert fresh.schema_version() == latest
     tables = {
         row[0]
         for row in fresh.cursor()
@@ -109,15 +119,9 @@ def test_migrations_apply_once(home: Path) -> None:
 
     reopened = Store(path)
     assert reopened.migrate() == []
-    assert reopened.schema_version() == 5
+    assert reopened.schema_version() == latest
     rows = reopened.cursor().execute("SELECT version, name FROM schema_version").fetchall()
-    assert rows == [
-        (1, "001_initial.sql"),
-        (2, "002_symbols_and_backfills.sql"),
-        (3, "003_coverage.sql"),
-        (4, "004_scans.sql"),
-        (5, "005_broker.sql"),
-    ]
+    assert rows == [(version, name) for version, name, _ in database.available_migrations()]
     reopened.close()
 
 
@@ -154,6 +158,43 @@ def test_failed_migration_rolls_back(home: Path, monkeypatch: pytest.MonkeyPatch
     store.close()
 
 
+def test_migration_006_adds_order_flow_to_a_store_with_data(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bars and ticks stored before 006 stay as they were, with NULL order flow and side;
+    bars written after it keep theirs."""
+    path = home / "sptrader.duckdb"
+    real = database.available_migrations()
+    monkeypatch.setattr(database, "available_migrations", lambda: [m for m in real if m[0] <= 5])
+    old = Store(path)
+    old.migrate()
+    before = make_bars("SIM:SPY", list(range(5)))
+    cursor = old.cursor()
+    cursor.register("before", before)
+    cursor.execute("INSERT INTO bars_1m SELECT * FROM before")  # the 005 layout
+    cursor.execute(
+        "INSERT INTO ticks VALUES ('SIM:SPY', TIMESTAMP '2026-03-02 00:00:01',"
+        " NULL, NULL, NULL, NULL, 100.0, 2.0)"
+    )
+    old.close()
+
+    monkeypatch.setattr(database, "available_migrations", lambda: real)
+    store = Store(path)
+    assert "006_trade_side.sql" in store.migrate()
+    stored = all_bars(store)
+    assert stored.columns == [*BAR_SCHEMA, "buy_volume", "sell_volume"]
+    assert stored.equals(as_stored(before))  # the old rows as they were, flow NULL
+    ticks = store.cursor().sql("SELECT * FROM ticks").pl()
+    assert ticks.columns == STORED_TICK_COLUMNS
+    assert ticks["side"].to_list() == [None] and ticks.schema["side"] == pl.Int8
+
+    newer = before.head(2).with_columns(buy_volume=pl.lit(1.5), sell_volume=pl.lit(0.0))
+    store.upsert_bars(newer)
+    flow = all_bars(store).select("buy_volume", "sell_volume").rows()
+    assert flow == [(1.5, 0.0), (1.5, 0.0), (None, None), (None, None), (None, None)]
+    store.close()
+
+
 # --- idempotent upserts ------------------------------------------------------------------
 
 
@@ -164,7 +205,7 @@ def test_same_bars_twice_are_stored_once(store: Store) -> None:
     assert store.upsert_bars(bars) == 150
     assert store.upsert_bars(bars) == 150
     assert count_rows(store) == (150, 150)
-    assert all_bars(store).equals(bars.sort("instrument", "ts"))
+    assert all_bars(store).equals(as_stored(bars.sort("instrument", "ts")))
 
 
 def test_newer_version_replaces_older(store: Store) -> None:
@@ -176,21 +217,79 @@ def test_newer_version_replaces_older(store: Store) -> None:
     store.upsert_bars(newer)
     stored = all_bars(store)
     assert count_rows(store) == (10, 10)
-    assert stored.slice(3, 4).equals(newer)
-    assert stored.slice(0, 3).equals(older.slice(0, 3))
-    assert stored.slice(7).equals(older.slice(7))
+    assert stored.slice(3, 4).equals(as_stored(newer))
+    assert stored.slice(0, 3).equals(as_stored(older.slice(0, 3)))
+    assert stored.slice(7).equals(as_stored(older.slice(7)))
 
 
 def test_within_a_batch_the_last_version_wins(store: Store) -> None:
     first = make_bars("SIM:SPY", [0, 1])
     second = first.with_columns(pl.col("close") * 2)
     store.upsert_bars(pl.concat([first, second]))
-    assert all_bars(store).equals(second)
+    assert all_bars(store).equals(as_stored(second))
 
 
 def test_upsert_of_nothing_writes_nothing(store: Store) -> None:
     assert store.upsert_bars(make_bars("SIM:SPY", [])) == 0
     assert count_rows(store) == (0, 0)
+
+
+def test_upserts_name_columns_and_fill_missing_order_flow(store: Store) -> None:
+    """Frames with or without buy/sell volume, with columns in any order (and extra
+    ones), land in the right columns: the insert names them rather than SELECT *."""
+    bars = make_bars("SIM:SPY", [0, 1, 2])
+    with_flow = bars.with_columns(
+        sell_volume=pl.Series([1.0, None, 3.0]), buy_volume=pl.Series([0.5, None, 0.0])
+    )
+    shuffled = with_flow.select(
+        "sell_volume", "trades", "ts", "volume", "close", "buy_volume", "low",
+        "instrument", "high", "open", pl.lit("x").alias("extra"),
+    )  # fmt: skip
+    store.upsert_bars(shuffled)
+    assert all_bars(store).equals(as_stored(with_flow))
+    # History without order flow (Coinbase, OANDA candles) replaces a bar as a whole.
+    store.upsert_bars(bars.slice(0, 1))
+    assert all_bars(store)["buy_volume"].to_list() == [None, None, 0.0]
+
+
+def test_ticks_keep_the_trade_side(store: Store) -> None:
+    from sptrader.models import SIDE_BUY, SIDE_SELL, QuoteReceived, TradeReceived
+    from sptrader.store.writer import ticks_to_frame
+
+    events = [
+        QuoteReceived("SIM:SPY", DAY0_US, 99.0, 101.0, 1.0, 2.0),
+        TradeReceived("SIM:SPY", DAY0_US + 1, 101.0, 3.0, SIDE_BUY),
+        TradeReceived("SIM:SPY", DAY0_US + 2, 99.0, 4.0, SIDE_SELL),
+        TradeReceived("SIM:SPY", DAY0_US + 3, 100.0, 5.0),  # side unknown
+    ]
+    frame = ticks_to_frame(events)
+    assert frame.columns == STORED_TICK_COLUMNS
+    assert frame["side"].to_list() == [None, 1, -1, None]
+    assert store.append_ticks(frame) == 4
+    # A frame without a side (Dukascopy's quotes), or saying 0 for unknown.
+    store.replace_ticks(
+        "SIM:EURUSD",
+        DAY0_US,
+        DAY0_US + US_PER_MINUTE,
+        frame.drop("side").with_columns(instrument=pl.lit("SIM:EURUSD")),
+    )
+    store.append_ticks(frame.tail(1).with_columns(side=pl.lit(0, dtype=pl.Int8)))
+    rows = (
+        store.cursor()
+        .execute("SELECT instrument, price, size, side FROM ticks ORDER BY instrument, ts, side")
+        .fetchall()
+    )
+    assert rows == [
+        ("SIM:EURUSD", None, None, None),
+        ("SIM:EURUSD", 101.0, 3.0, None),
+        ("SIM:EURUSD", 99.0, 4.0, None),
+        ("SIM:EURUSD", 100.0, 5.0, None),
+        ("SIM:SPY", None, None, None),
+        ("SIM:SPY", 101.0, 3.0, 1),
+        ("SIM:SPY", 99.0, 4.0, -1),
+        ("SIM:SPY", 100.0, 5.0, None),
+        ("SIM:SPY", 100.0, 5.0, None),
+    ]
 
 
 upsert_batches = st.lists(
@@ -310,10 +409,10 @@ def test_last_bars_returns_n_newest_across_a_multi_day_gap(store: Store) -> None
 
     last = queries.last_bars(store, "SIM:SPY", "1m", 20)
     assert last.height == 20
-    expected = pl.concat([old.tail(15), new]).drop("instrument")
+    expected = as_stored(pl.concat([old.tail(15), new])).drop("instrument")
     assert last.equals(expected)
 
-    assert queries.last_bars(store, "SIM:SPY", "1m", 5).equals(new.drop("instrument"))
+    assert queries.last_bars(store, "SIM:SPY", "1m", 5).equals(as_stored(new).drop("instrument"))
     assert queries.last_bars(store, "SIM:SPY", "1m", 1000).height == 35  # all there is
     assert queries.last_bars(store, "SIM:SPY", "1m", 0).is_empty()
     hourly = queries.last_bars(store, "SIM:SPY", "1h", 2)
@@ -361,3 +460,24 @@ def test_locked_store_names_file_and_holder(home: Path) -> None:
     # Once the holder is gone the file opens normally.
     reopened = Store(path)
     reopened.close()
+
+
+def test_the_writers_bar_frame_mixes_live_bars_and_history_without_flow() -> None:
+    from sptrader.models import Bar, HistoryBarsReady, HistoryFetched
+    from sptrader.store.writer import _ordered_bar_frame
+
+    history = make_bars("SIM:SPY", [1])  # a feed's history: no order-flow columns
+    live = [
+        Bar("SIM:SPY", "1m", DAY0_US, 1.0, 2.0, 0.5, 1.5, 10.0, 3, 6.0, 4.0),
+        Bar("SIM:SPY", "1m", DAY0_US + 2 * US_PER_MINUTE, 1.0, 2.0, 0.5, 1.5, 10.0, 3),
+    ]
+    fetched = HistoryFetched(
+        "SIM:SPY", DAY0_US + US_PER_MINUTE, DAY0_US + 2 * US_PER_MINUTE, history
+    )
+    frame = _ordered_bar_frame([live[0], HistoryBarsReady(fetched), live[1]])
+    assert frame.columns == [*BAR_SCHEMA, "buy_volume", "sell_volume"]
+    assert frame.select("buy_volume", "sell_volume").rows() == [
+        (6.0, 4.0),
+        (None, None),
+        (None, None),
+    ]

@@ -20,19 +20,8 @@ from sptrader.clock import now_us
 from sptrader.errors import SptraderError
 from sptrader.feeds.sequence import LostTrades, TradeSequence
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
+from sptrader.schema import BAR_SCHEMA  # the bars history() returns: see sptrader.schema
 from sptrader.supervisor import Service, ServiceContext
-
-#: Column layout of 1m bars as ``history`` returns them and the store keeps them.
-BAR_SCHEMA: dict[str, Any] = {
-    "instrument": pl.String,
-    "ts": pl.Datetime("us"),
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Float64,
-    "trades": pl.Int64,
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,31 +18,35 @@ import polars as pl
 
 from sptrader.errors import SptraderError, StoreLockedError
 
+# The layouts live in sptrader.schema; these names stay importable from here.
+from sptrader.schema import (  # noqa: F401
+    BAR_COLUMNS,
+    BAR_SCHEMA,
+    ORDER_FLOW_COLUMNS,
+    STORED_BAR_COLUMNS,
+    STORED_BAR_SCHEMA,
+    STORED_TICK_COLUMNS,
+    STORED_TICK_SCHEMA,
+    TICK_COLUMNS,
+    TICK_SCHEMA,
+    stored_bars,
+    stored_ticks,
+)
+
 log = logging.getLogger(__name__)
 
-BAR_COLUMNS = ["instrument", "ts", "open", "high", "low", "close", "volume", "trades"]
-TICK_COLUMNS = ["instrument", "ts", "bid", "ask", "bid_size", "ask_size", "price", "size"]
+# Inserts name their columns: a SELECT * is positional, and a table's column order is
+# the order migrations added them in.
+_INSERT_BARS = (
+    f"INSERT INTO bars_1m ({', '.join(STORED_BAR_COLUMNS)})"
+    f" SELECT {', '.join(STORED_BAR_COLUMNS)} FROM incoming_bars"
+)
 
-BAR_SCHEMA = {
-    "instrument": pl.String,
-    "ts": pl.Datetime("us"),
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Float64,
-    "trades": pl.Int64,
-}
-TICK_SCHEMA = {
-    "instrument": pl.String,
-    "ts": pl.Datetime("us"),
-    "bid": pl.Float64,
-    "ask": pl.Float64,
-    "bid_size": pl.Float64,
-    "ask_size": pl.Float64,
-    "price": pl.Float64,
-    "size": pl.Float64,
-}
+
+def _insert_ticks(source: str) -> str:
+    columns = ", ".join(STORED_TICK_COLUMNS)
+    return f"INSERT INTO ticks ({columns}) SELECT {columns} FROM {source}"
+
 
 _LOCK_PID_RE = re.compile(r"\(PID (\d+)\)")
 
@@ -151,12 +155,12 @@ class Store:
 
     def upsert_bars(self, bars: pl.DataFrame) -> int:
         """Write 1m bars idempotently: a bar already stored (same instrument and ts) is
-        replaced by the new version; within the batch the last version wins."""
+        replaced by the new version; within the batch the last version wins. ``bars``
+        needs BAR_COLUMNS; buy_volume and sell_volume are NULL where it has none."""
         if bars.is_empty():
             return 0
         batch = (
-            bars.select(BAR_COLUMNS)
-            .cast(BAR_SCHEMA)
+            stored_bars(bars)
             .unique(subset=["instrument", "ts"], keep="last", maintain_order=True)
             .sort("instrument", "ts")
         )
@@ -172,7 +176,7 @@ class Store:
                     " AND bars_1m.ts BETWEEN (SELECT min(ts) FROM incoming_bars)"
                     " AND (SELECT max(ts) FROM incoming_bars)"
                 )
-                cursor.execute("INSERT INTO bars_1m SELECT * FROM incoming_bars")
+                cursor.execute(_INSERT_BARS)
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
@@ -265,7 +269,7 @@ class Store:
     ) -> int:
         """Store one instrument's ticks of [start, end) idempotently (a backfill rerun
         replaces them rather than appending twice)."""
-        batch = ticks.select(TICK_COLUMNS).cast(TICK_SCHEMA)
+        batch = stored_ticks(ticks)
         cursor = self.cursor()
         with self._write_lock:
             cursor.register("incoming_ticks", batch)
@@ -276,7 +280,7 @@ class Store:
                     " AND ts >= make_timestamp(?) AND ts < make_timestamp(?)",
                     [instrument, start_us, end_us],
                 )
-                cursor.execute("INSERT INTO ticks SELECT * FROM incoming_ticks")
+                cursor.execute(_insert_ticks("incoming_ticks"))
                 cursor.execute("COMMIT")
             except BaseException:
                 cursor.execute("ROLLBACK")
@@ -286,10 +290,8 @@ class Store:
         return batch.height
 
     def append_ticks(self, ticks: pl.DataFrame) -> int:
-        return self._append(
-            ticks.select(TICK_COLUMNS).cast(TICK_SCHEMA),
-            "INSERT INTO ticks SELECT * FROM incoming",
-        )
+        """Append quotes and trades (TICK_COLUMNS, and ``side`` where known)."""
+        return self._append(stored_ticks(ticks), _insert_ticks("incoming"))
 
     def append_service_events(self, events: pl.DataFrame) -> int:
         return self._append(

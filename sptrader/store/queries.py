@@ -16,6 +16,13 @@ sum adds the partial sums of parallel threads in any order, so the same bar coul
 out a few ulps different from one read to the next, or between ``bars_between`` and
 ``bars_between_many``; ordered, it is always the same (about +3 ms on a 30-day 1h
 rollup).
+
+Order flow (``buy_volume``, ``sell_volume``: NULL in a 1m bar whose source did not say)
+rolls up as the sum of the minutes that have it, NULL only when none of the bucket's
+minutes has it; that is SQL's own ``sum``, which skips NULLs. Like a 1m bar's known
+sides, a rolled-up bar's buy + sell then counts only what is known (a day with one
+minute fetched from candles that lack it keeps the rest of its order flow), rather than
+a NULL spreading from one minute to the whole day or week.
 """
 
 from __future__ import annotations
@@ -27,12 +34,14 @@ import polars as pl
 
 from sptrader.clock import now_us
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, timeframe_minutes
-from sptrader.store.database import BAR_SCHEMA, Store
+from sptrader.schema import STORED_BAR_COLUMNS, STORED_BAR_SCHEMA
+from sptrader.store.database import Store
 
-OUTPUT_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "trades"]
+#: The columns of bars_between and last_bars (bars_between_many: instrument first).
+OUTPUT_COLUMNS = [name for name in STORED_BAR_COLUMNS if name != "instrument"]
 
 _ONE_MINUTE_SQL = """
-SELECT ts, open, high, low, close, volume, trades
+SELECT ts, open, high, low, close, volume, trades, buy_volume, sell_volume
 FROM bars_1m
 WHERE instrument = $instrument AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
 ORDER BY ts
@@ -45,7 +54,9 @@ SELECT time_bucket(to_minutes($minutes), ts, TIMESTAMP '1970-01-01') AS ts,
        min(low) AS low,
        arg_max(close, ts) AS close,
        sum(volume ORDER BY ts) AS volume,
-       sum(trades)::BIGINT AS trades
+       sum(trades)::BIGINT AS trades,
+       sum(buy_volume ORDER BY ts) AS buy_volume,
+       sum(sell_volume ORDER BY ts) AS sell_volume
 FROM bars_1m
 WHERE instrument = $instrument AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
 GROUP BY 1
@@ -54,7 +65,7 @@ ORDER BY 1
 
 # The same, for several instruments at once (stacked, sorted by instrument, ts).
 _ONE_MINUTE_MANY_SQL = """
-SELECT instrument, ts, open, high, low, close, volume, trades
+SELECT instrument, ts, open, high, low, close, volume, trades, buy_volume, sell_volume
 FROM bars_1m
 WHERE instrument IN (SELECT unnest($instruments))
   AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
@@ -69,7 +80,9 @@ SELECT instrument,
        min(low) AS low,
        arg_max(close, ts) AS close,
        sum(volume ORDER BY ts) AS volume,
-       sum(trades)::BIGINT AS trades
+       sum(trades)::BIGINT AS trades,
+       sum(buy_volume ORDER BY ts) AS buy_volume,
+       sum(sell_volume ORDER BY ts) AS sell_volume
 FROM bars_1m
 WHERE instrument IN (SELECT unnest($instruments))
   AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
@@ -293,11 +306,9 @@ def table_counts(store: Store) -> dict[str, int]:
 
 
 def empty_bars() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={name: kind for name, kind in BAR_SCHEMA.items() if name != "instrument"}
-    )
+    return pl.DataFrame(schema={name: STORED_BAR_SCHEMA[name] for name in OUTPUT_COLUMNS})
 
 
 def empty_bars_many() -> pl.DataFrame:
     """No bars, with the ``instrument`` column of :func:`bars_between_many`."""
-    return pl.DataFrame(schema=BAR_SCHEMA)
+    return pl.DataFrame(schema=STORED_BAR_SCHEMA)

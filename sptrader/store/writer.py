@@ -29,7 +29,8 @@ from sptrader.models import (
     QuoteReceived,
     TradeReceived,
 )
-from sptrader.store.database import BAR_COLUMNS, BAR_SCHEMA, TICK_SCHEMA, Store
+from sptrader.schema import STORED_TICK_SCHEMA, stored_bars
+from sptrader.store.database import Store
 from sptrader.supervisor import Service, ServiceContext
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,8 @@ class StoreWriter(Service):
 
 def _ordered_bar_frame(items: list[Bar | HistoryBarsReady]) -> pl.DataFrame:
     """One frame of live bars and fetched history in arrival order (the upsert keeps
-    the last version of each bar)."""
+    the last version of each bar), in the store's layout: history without order-flow
+    columns gets NULL buy/sell volume."""
     frames: list[pl.DataFrame] = []
     run: list[Bar] = []
     for item in items:
@@ -215,11 +217,12 @@ def _ordered_bar_frame(items: list[Bar | HistoryBarsReady]) -> pl.DataFrame:
             run.append(item)
     if run:
         frames.append(bars_to_frame(run))
-    return pl.concat([frame.select(BAR_COLUMNS).cast(BAR_SCHEMA) for frame in frames])
+    return pl.concat([stored_bars(frame) for frame in frames])
 
 
 def ticks_to_frame(events: list[object]) -> pl.DataFrame:
-    """Quotes and trades to the ticks table's layout (columns built in one pass each)."""
+    """Quotes and trades to the ticks table's layout (columns built in one pass each);
+    a trade keeps its taker side (NULL when unknown, and for quotes)."""
     is_quote = [type(event) is QuoteReceived for event in events]
 
     def column(getter: Callable[[object], float], quotes: bool) -> list[float | None]:
@@ -240,6 +243,7 @@ def ticks_to_frame(events: list[object]) -> pl.DataFrame:
             "ask_size": column(lambda event: event.ask_size, True),
             "price": column(lambda event: event.price, False),
             "size": column(lambda event: event.size, False),
+            "side": column(lambda event: event.side or None, False),
         },
-        schema=TICK_SCHEMA,
+        schema=STORED_TICK_SCHEMA,
     )
