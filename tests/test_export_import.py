@@ -20,7 +20,10 @@ import pytest
 from conftest import CliResult
 
 from sptrader.data import transfer
-from sptrader.store import BAR_COLUMNS, BAR_SCHEMA, Store, queries
+from sptrader.schema import ORDER_FLOW_COLUMNS
+from sptrader.schema import STORED_BAR_COLUMNS as BAR_COLUMNS
+from sptrader.schema import STORED_BAR_SCHEMA as BAR_SCHEMA
+from sptrader.store import Store, queries
 
 DAY_US = 86_400_000_000
 MINUTE_US = 60_000_000
@@ -54,7 +57,8 @@ def _one_line_error(result: CliResult, code: int = 2) -> str:
 
 
 def _bars(instrument: str, start_us: int, minutes: int, seed: int) -> pl.DataFrame:
-    """Valid 1m bars whose floats use every bit of the mantissa (and some edge values)."""
+    """Valid 1m bars whose floats use every bit of the mantissa (and some edge values);
+    about a third have no order flow (NULL buy/sell volume)."""
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, minutes)))
     open_ = np.roll(close, 1) * (1 + rng.normal(0, 1e-4, minutes))
@@ -64,6 +68,9 @@ def _bars(instrument: str, start_us: int, minutes: int, seed: int) -> pl.DataFra
     volume[:4] = [0.0, 5e-324, 0.1 + 0.2, 3277.2887290000003]
     trades = rng.integers(0, 10_000, minutes)
     trades[0] = 2**53 + 1
+    buy = volume * rng.random(minutes)
+    sell = (volume - buy) * rng.random(minutes)
+    known = rng.random(minutes) < 2 / 3
     return pl.DataFrame(
         {
             "instrument": [instrument] * minutes,
@@ -76,7 +83,10 @@ def _bars(instrument: str, start_us: int, minutes: int, seed: int) -> pl.DataFra
             "close": close,
             "volume": volume,
             "trades": trades,
-        }
+            "buy_volume": np.where(known, buy, np.nan),
+            "sell_volume": np.where(known, sell, np.nan),
+        },
+        nan_to_null=True,
     ).cast(BAR_SCHEMA)
 
 
@@ -111,6 +121,11 @@ def _assert_bits_equal(left: pl.DataFrame, right: pl.DataFrame) -> None:
     for name in ("open", "high", "low", "close", "volume"):
         ours = left[name].to_numpy().view(np.int64)
         theirs = right[name].to_numpy().view(np.int64)
+        assert (ours == theirs).all(), name
+    for name in ORDER_FLOW_COLUMNS:  # nulls where they were, the other values bit for bit
+        assert left[name].is_null().to_list() == right[name].is_null().to_list(), name
+        ours = left[name].fill_null(0.0).to_numpy().view(np.int64)
+        theirs = right[name].fill_null(0.0).to_numpy().view(np.int64)
         assert (ours == theirs).all(), name
 
 
@@ -218,6 +233,8 @@ def test_duckdb_and_polars_read_the_export_with_hive_partitioning(
             "close": "DOUBLE",
             "volume": "DOUBLE",
             "trades": "BIGINT",
+            "buy_volume": "DOUBLE",
+            "sell_volume": "DOUBLE",
             "instrument": "VARCHAR",
             "date": "DATE",
         }
@@ -242,7 +259,7 @@ def test_duckdb_reads_the_csv_export_with_hive_partitioning(
     out = tmp_path / "export"
     assert _export(run, out, fmt="csv").code == 0
     header = (out / "instrument=SIM%3AEURUSD" / "date=2026-01-01" / "bars-1m.csv").read_text()
-    assert header.splitlines()[0] == "ts,open,high,low,close,volume,trades"
+    assert header.splitlines()[0] == "ts,open,high,low,close,volume,trades,buy_volume,sell_volume"
     assert header.splitlines()[1].startswith("2026-01-01T00:00:00Z,")
     with duckdb.connect() as connection:
         seen = connection.sql(
@@ -365,8 +382,12 @@ def test_a_failed_export_leaves_the_directory_as_it_was(
         real_write(frame, path, output_format)
 
     monkeypatch.setattr(transfer, "_write_file", failing_write)
-    with pytest.raises(OSError, match="No space left"):
-        _export(run, out)
+    try:
+        result = _export(run, out)
+    except OSError as error:  # the CLI let it through
+        assert "No space left" in str(error)
+    else:  # the CLI said it in one line
+        assert result.code == 1 and "No space left" in result.err, result
     assert _digests(out) == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cwd", "export", "home"]
 
@@ -480,6 +501,63 @@ def test_import_with_bad_rows_writes_nothing_and_names_the_lines(
     assert "same instrument and ts as line 2 but different values" in listed[10]
     assert "high" in listed[11] and "not finite" in listed[11]
     _assert_bits_equal(_stored(home), before)
+
+
+def test_import_takes_order_flow_when_the_file_has_it(run, home: Path, tmp_path: Path) -> None:
+    """buy_volume/sell_volume are optional (files from before them, or other tools);
+    an empty field is unknown; a value must be a finite number >= 0 within the volume."""
+    old = _write(tmp_path / "old.csv", [HEADER, GOOD])
+    assert run("import", str(old)).code == 0, "an export from before order flow"
+    flow_header = HEADER + ",buy_volume,sell_volume"
+    lines = [
+        flow_header,
+        "2026-01-01T00:01:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,6,4",
+        "2026-01-01T00:02:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,,",  # unknown
+        "2026-01-01T00:03:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD, 2.5 ,0",
+    ]
+    result = run("import", str(_write(tmp_path / "flow.csv", lines)))
+    assert result.code == 0, result
+    stored = _stored(home)
+    assert stored.select("buy_volume", "sell_volume").rows() == [
+        (None, None),
+        (6.0, 4.0),
+        (None, None),
+        (2.5, 0.0),
+    ]
+
+    bad = [
+        flow_header,
+        "2026-01-01T00:04:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,-1,4",  # line 2
+        "2026-01-01T00:05:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,lots,4",  # 3
+        "2026-01-01T00:06:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,7,4",  # 4: 11 > 10
+        "2026-01-01T00:07:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,inf,",  # 5
+        "2026-01-01T00:01:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,,",  # 6: ok alone
+        "2026-01-01T00:01:00Z,1.0,1.5,0.5,1.2,10,3,SIM:EURUSD,5,5",  # 7: conflicts with 6
+    ]
+    result = run("import", str(_write(tmp_path / "bad.csv", bad)))
+    _assert_user_error(result, 2)
+    listed = result.err.strip().splitlines()[:-1]
+    assert [line.split(":")[0] for line in listed] == [f"line {n}" for n in (2, 3, 4, 5, 7)]
+    assert "buy_volume -1.0 < 0" in listed[0]
+    assert "buy_volume 'lots' is not a number" in listed[1]
+    assert "buy_volume + sell_volume 11.0 > volume 10.0" in listed[2]
+    assert "buy_volume inf is not finite" in listed[3]
+    assert "same instrument and ts as line 6 but different values" in listed[4]
+    assert _stored(home).equals(stored)
+
+
+def test_parquet_without_or_with_empty_order_flow_imports(run, home: Path, tmp_path: Path) -> None:
+    bars = _bars("SIM:EURUSD", START_US, 20, 5)
+    bars.drop(ORDER_FLOW_COLUMNS).write_parquet(tmp_path / "bare.parquet")
+    assert run("import", str(tmp_path / "bare.parquet")).code == 0
+    assert _stored(home)["buy_volume"].null_count() == 20
+    nulls = bars.with_columns(pl.lit(None).alias(name) for name in ORDER_FLOW_COLUMNS)
+    assert nulls.schema["buy_volume"] == pl.Null
+    nulls.write_parquet(tmp_path / "nulls.parquet")
+    assert run("import", str(tmp_path / "nulls.parquet")).code == 0
+    bars.write_parquet(tmp_path / "flow.parquet")
+    assert run("import", str(tmp_path / "flow.parquet")).code == 0
+    _assert_bits_equal(_stored(home), bars)
 
 
 def test_import_lists_twenty_bad_rows_then_a_count(run, home: Path, tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ Export layout (Hive partitioning, as Spark, DuckDB and polars write and read it)
 - One file per instrument and UTC day (the day of each bar's open time). Its columns:
   ``ts`` (TIMESTAMP without time zone, microseconds, holding UTC; in CSV ISO 8601 with
   ``Z``), ``open high low close volume`` (DOUBLE; in CSV the shortest text that reads
-  back to the same float), ``trades`` (BIGINT). ``instrument`` and ``date`` live only in
-  the directory names.
+  back to the same float), ``trades`` (BIGINT), ``buy_volume sell_volume`` (DOUBLE, the
+  volume of trades whose taker bought / sold; null, in CSV an empty field, where the
+  source does not say). ``instrument`` and ``date`` live only in the directory names.
 - Partition values are escaped as Hive/Spark's ``escapePathName`` does: ``%XX`` for
   control characters and ``"#%'*/:=?\\{[]^`` (of the characters an instrument name may
   hold, ``:`` and ``/``), so ``KRAKEN:BTC/USD`` is the directory
@@ -53,11 +54,18 @@ import polars as pl
 
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import INSTRUMENT_RE, US_PER_DAY, US_PER_MINUTE
-from sptrader.store.database import BAR_COLUMNS, BAR_SCHEMA, Store
+from sptrader.schema import (
+    ORDER_FLOW_COLUMNS,
+    ORDER_FLOW_SCHEMA,
+    STORED_BAR_COLUMNS,
+    STORED_BAR_SCHEMA,
+    stored_bars,
+)
+from sptrader.store.database import Store
 
 FORMATS = ("parquet", "csv")
-DATA_COLUMNS = [name for name in BAR_COLUMNS if name != "instrument"]
-DATA_SCHEMA = {name: BAR_SCHEMA[name] for name in DATA_COLUMNS}
+DATA_COLUMNS = [name for name in STORED_BAR_COLUMNS if name != "instrument"]
+DATA_SCHEMA = {name: STORED_BAR_SCHEMA[name] for name in DATA_COLUMNS}
 CSV_TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 CHUNK_DAYS = 31  # bars read (from the store or the daemon) per instrument at a time
 
@@ -91,8 +99,9 @@ def file_name(timeframe: str, output_format: str) -> str:
 # --- export ------------------------------------------------------------------------------
 
 BarReader = Callable[[str, int, int], pl.DataFrame]
-"""(instrument, start_us, end_us) -> bars with open time in [start, end): DATA_COLUMNS,
-ascending ts (``queries.bars_between`` or the daemon's ``candles``)."""
+"""(instrument, start_us, end_us) -> bars with open time in [start, end): DATA_COLUMNS
+(without order flow: written as nulls), ascending ts (``queries.bars_between`` or the
+daemon's ``candles``)."""
 
 
 @dataclass
@@ -155,7 +164,7 @@ def export_bars(
                     # Bars that open in the chunk: with a timeframe that does not divide a
                     # day, the reader also returns the bar open at its start.
                     frame = (
-                        read(instrument, chunk_start, chunk_end)
+                        _with_flow(read(instrument, chunk_start, chunk_end))
                         .select(DATA_COLUMNS)
                         .cast(DATA_SCHEMA)
                         .filter(pl.col("ts") >= pl.lit(chunk_start).cast(pl.Datetime("us")))
@@ -186,6 +195,16 @@ def export_bars(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+def _with_flow(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with null order-flow columns where it has none."""
+    missing = [
+        pl.lit(None, dtype=kind).alias(name)
+        for name, kind in ORDER_FLOW_SCHEMA.items()
+        if name not in frame.columns
+    ]
+    return frame.with_columns(missing) if missing else frame
 
 
 def _day_of(ts_us: int) -> date:
@@ -297,8 +316,10 @@ def _move_into_place(
 # --- import ------------------------------------------------------------------------------
 
 REQUIRED_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
-OPTIONAL_COLUMNS = ["trades", "instrument", "date"]
+OPTIONAL_COLUMNS = ["trades", "instrument", "date", *ORDER_FLOW_COLUMNS]
 PRICE_COLUMNS = ["open", "high", "low", "close", "volume"]
+# Order flow may be null (unknown) in any row, or absent from a file.
+FLOW_COLUMNS = ORDER_FLOW_COLUMNS
 MAX_LISTED = 20
 _EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _TIME_UNIT_US = {"ns": 1 / 1000, "us": 1, "ms": 1000}
@@ -312,7 +333,7 @@ class BadRow:
 
 @dataclass
 class LoadedBars:
-    """Valid bars (BAR_COLUMNS, unique by instrument and ts), or the bad rows."""
+    """Valid bars (STORED_BAR_COLUMNS, unique by instrument and ts), or the bad rows."""
 
     bars: pl.DataFrame
     bad: list[BadRow]  # at most MAX_LISTED, in file order
@@ -381,11 +402,12 @@ def load_bars(path: Path, input_format: str | None, instrument: str | None) -> L
     """Read and check the bars in ``path`` (a file, or a directory of files).
 
     Columns (names case-insensitive): ``ts open high low close volume`` required;
-    ``trades`` optional (0 when absent); ``instrument`` optional when ``instrument`` is
-    given (which then overrides it; a file of several instruments cannot be renamed to
-    one) or when the path has an ``instrument=`` directory; ``date`` optional (a
-    partition column: each row's ts must fall on that UTC date). Any other column is an
-    error naming it.
+    ``trades`` optional (0 when absent); ``buy_volume sell_volume`` optional (null when
+    absent or empty: unknown); ``instrument`` optional when ``instrument`` is given
+    (which then overrides it; a file of several instruments cannot be renamed to one)
+    or when the path has an ``instrument=`` directory; ``date`` optional (a partition
+    column: each row's ts must fall on that UTC date). Any other column is an error
+    naming it.
 
     ``ts``: ISO 8601 (``2026-01-02T03:04:00Z``, ``2026-01-02 03:04``, ``...+01:00``, a
     date; without an offset it is UTC) or an epoch integer whose unit follows from its
@@ -395,6 +417,7 @@ def load_bars(path: Path, input_format: str | None, instrument: str | None) -> L
 
     Each row is checked: ts as above, open..volume finite numbers, low <= min(open,
     close), high >= max(open, close), volume >= 0, trades a whole number >= 0,
+    buy_volume and sell_volume null or finite >= 0 with buy + sell <= volume,
     instrument ``FEED:SYMBOL`` (upper-cased). Rows repeating an (instrument, ts) with
     identical values are kept once; with different values they are bad rows (there is
     no telling which is right). Bad rows are located by CSV line (the header is line 1;
@@ -485,7 +508,7 @@ def _check_columns(
     if problems:
         raise UsageError(
             f"{file}: {'; '.join(problems)} (expected ts, open, high, low, close, volume;"
-            " optional trades, instrument, date)"
+            " optional trades, buy_volume, sell_volume, instrument, date)"
         )
     if not has_instrument and "instrument" not in columns and "instrument" not in hive:
         raise UsageError(f"{file} has no instrument column: give --instrument NAME")
@@ -511,7 +534,7 @@ Check = tuple[pl.Expr, "pl.Expr | str"]
 def _read_group(
     group: _FileGroup, input_format: str, root: Path | None, override: str | None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The group's good rows (``__file``, ``__row``, BAR_COLUMNS, ``__original``) and
+    """The group's good rows (``__file``, ``__row``, STORED_BAR_COLUMNS, ``__original``) and
     bad rows (``__file``, ``__row``, ``__reason``)."""
     paths = [str(file) for file in group.files]
     try:
@@ -531,7 +554,7 @@ def _read_group(
     if dtypes["ts"] == pl.String:
         value, off = _parse_ts_text(raw["ts"])
         raw = raw.with_columns(value.alias("__ts"), off.alias("__ts_off"))
-    for name in PRICE_COLUMNS:
+    for name in PRICE_COLUMNS + [name for name in FLOW_COLUMNS if name in dtypes]:
         if dtypes[name] == pl.String:
             raw = raw.with_columns(_text_to_float(raw[name]).alias(f"__{name}"))
     if dtypes.get("trades") == pl.String:
@@ -549,6 +572,12 @@ def _read_group(
         checks += column_checks
     else:
         values["__trades"] = pl.lit(0, dtype=pl.Int64)
+    for name in FLOW_COLUMNS:
+        if name in dtypes:
+            values[f"__{name}"], column_checks = _flow_expr(name, dtypes[name], first)
+            checks += column_checks
+        else:
+            values[f"__{name}"] = pl.lit(None, dtype=pl.Float64)
     values["__instrument"] = _instrument_expr("instrument" in dtypes, override)
     staged = raw.with_columns(**values)
     checks += _instrument_checks(staged, "instrument" in dtypes, override)
@@ -575,6 +604,7 @@ def _read_group(
         pl.col("__ts").cast(pl.Datetime("us")).alias("ts"),
         *[pl.col(f"__{name}").alias(name) for name in PRICE_COLUMNS],
         pl.col("__trades").alias("trades"),
+        *[pl.col(f"__{name}").alias(name) for name in FLOW_COLUMNS],
         original.alias("__original"),
     )
     return good, bad
@@ -783,6 +813,27 @@ def _number_expr(name: str, dtype: pl.DataType, file: Path) -> tuple[pl.Expr, li
     return value, checks
 
 
+def _flow_expr(name: str, dtype: pl.DataType, file: Path) -> tuple[pl.Expr, list[Check]]:
+    """buy_volume / sell_volume: null (unknown) allowed, else a finite number >= 0."""
+    column = pl.col(name)
+    parsed = pl.col(f"__{name}")
+    if dtype == pl.String:
+        value = parsed  # parsed up front
+        text = column.str.strip_chars()
+        unreadable = (text != "") & parsed.is_null()
+        checks: list[Check] = [(unreadable, pl.format(f"{name} '{{}}' is not a number", text))]
+    elif dtype.is_numeric() or dtype == pl.Null:
+        value = column.cast(pl.Float64)
+        checks = []
+    else:
+        raise UsageError(f"{file}: column {name} is {dtype}; expected numbers")
+    checks += [
+        (~parsed.is_finite(), pl.format(f"{name} {{}} is not finite", _shown(parsed))),
+        (parsed < 0, pl.format(f"{name} {{}} < 0", parsed)),
+    ]
+    return value, checks
+
+
 def _trades_expr(dtype: pl.DataType, file: Path) -> tuple[pl.Expr, list[Check]]:
     column = pl.col("trades")
     missing = column.is_null()
@@ -843,10 +894,16 @@ def _bar_checks() -> list[Check]:
     open_, high, low, close, volume = (pl.col(f"__{name}") for name in PRICE_COLUMNS)
     lowest = pl.min_horizontal(open_, close)
     highest = pl.max_horizontal(open_, close)
+    # Known sides are part of the volume (a little float slack: they are sums too).
+    sided = pl.sum_horizontal(*(pl.col(f"__{name}") for name in FLOW_COLUMNS))
     return [
         (low > lowest, pl.format("low {} > min(open, close) {}", low, lowest)),
         (high < highest, pl.format("high {} < max(open, close) {}", high, highest)),
         (volume < 0, pl.format("volume {} < 0", volume)),
+        (
+            sided > volume * (1 + 1e-9) + 1e-12,
+            pl.format("buy_volume + sell_volume {} > volume {}", sided, volume),
+        ),
     ]
 
 
@@ -898,8 +955,8 @@ def _finish(
             pl.col("__row").first().over(keys).alias("__first_row"),
             pl.any_horizontal(
                 *[
-                    pl.col(name).first().over(keys) != pl.col(name)
-                    for name in [*PRICE_COLUMNS, "trades"]
+                    pl.col(name).first().over(keys).ne_missing(pl.col(name))
+                    for name in [*PRICE_COLUMNS, "trades", *FLOW_COLUMNS]
                 ]
             ).alias("__conflict"),
         ).filter(pl.col("__conflict"))
@@ -928,8 +985,8 @@ def _finish(
                     " but different values"
                 )
             listed.append(BadRow(_where(files, root, input_format, file_id, row), reason))
-        return LoadedBars(pl.DataFrame(schema=BAR_SCHEMA), listed, bad.height, 0)
-    return LoadedBars(bars.select(BAR_COLUMNS).cast(BAR_SCHEMA), [], 0, good.height - bars.height)
+        return LoadedBars(pl.DataFrame(schema=STORED_BAR_SCHEMA), listed, bad.height, 0)
+    return LoadedBars(stored_bars(bars), [], 0, good.height - bars.height)
 
 
 def _where(files: list[Path], root: Path | None, input_format: str, file_id: int, row: int) -> str:
