@@ -230,6 +230,32 @@ def test_crafted_bars_give_the_hand_computed_trades() -> None:
     assert again["entry_price"].to_list() == pytest.approx(result.trades["entry_price"].to_list())
 
 
+class Seeing(Scripted):
+    """Remembers the bars it was given."""
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        self.seen = bars
+        return super().evaluate(bars)
+
+
+def test_strategies_see_order_flow_null_unless_the_bars_have_it() -> None:
+    strategy = Seeing({})
+    run_backtest(strategy, make_bars(CRAFTED[:3]), BROKER, RISK, "1m", instrument="T:X")
+    assert strategy.seen.columns == [
+        "instrument", "ts", "open", "high", "low", "close", "volume", "trades",
+        "buy_volume", "sell_volume",
+    ]  # fmt: skip
+    assert strategy.seen["buy_volume"].null_count() == 3
+    assert strategy.seen.schema["sell_volume"] == pl.Float64
+
+    flow = make_bars(CRAFTED[:3]).with_columns(
+        pl.lit("x").alias("note"), sell_volume=pl.lit(0.25), buy_volume=pl.lit(0.5)
+    )
+    run_backtest(strategy, flow, BROKER, RISK, "1m", instrument="T:X")
+    assert strategy.seen.columns[-3:] == ["buy_volume", "sell_volume", "note"]
+    assert strategy.seen.select("buy_volume", "sell_volume").row(0) == (0.5, 0.25)
+
+
 def test_the_summary_matches_the_hand_computation() -> None:
     bars = make_bars(CRAFTED)
     result = run_backtest(Scripted(SCRIPT), bars, BROKER, RISK, "1m", instrument="T:X")

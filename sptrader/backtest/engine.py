@@ -79,6 +79,7 @@ from sptrader.performance import (
     sortino,
     trade_stats,
 )
+from sptrader.schema import ORDER_FLOW_SCHEMA, STORED_BAR_COLUMNS
 from sptrader.strategies.base import Strategy
 
 __all__ = ["TRADE_COLUMNS", "BacktestResult", "run_backtest"]
@@ -274,23 +275,18 @@ def _prepared(bars: pl.DataFrame, instrument: str | None) -> pl.DataFrame:
     for column, value in (("volume", 0.0), ("trades", 0)):
         if column not in frame.columns:
             frame = frame.with_columns(pl.lit(value).alias(column))
+    # Order flow is unknown (NULL) unless the bars have it: strategies see one layout.
+    frame = frame.with_columns(
+        pl.lit(None, dtype=kind).alias(column)
+        for column, kind in ORDER_FLOW_SCHEMA.items()
+        if column not in frame.columns
+    )
     frame = frame.select(
-        "instrument",
-        "ts",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "trades",
-        *[c for c in frame.columns if c not in _BAR_COLUMNS],
+        *STORED_BAR_COLUMNS, *[c for c in frame.columns if c not in STORED_BAR_COLUMNS]
     )
     if frame.height > 1 and not frame["ts"].is_sorted():
         frame = frame.sort("ts")
     return frame
-
-
-_BAR_COLUMNS = ("instrument", "ts", "open", "high", "low", "close", "volume", "trades")
 
 
 def _events(
