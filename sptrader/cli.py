@@ -328,8 +328,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    import os
+
     from sptrader.errors import SptraderError
 
+    # Orders, fills, journal notes and the API token are nobody else's business: every
+    # file and directory this process (and the daemon or helper it starts) creates is
+    # its owner's only, whatever the login umask. DuckDB creates its file and WAL with
+    # the umask too. Put back on return, for callers that run main() in-process.
+    umask = os.umask(PRIVATE_UMASK)
     try:
         return _run(args)
     except SptraderError as error:
@@ -340,16 +347,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`sptrader candles ... | head`): not an error. Point
         # stdout at devnull so the interpreter's final flush does not complain either.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:
+        # A file or directory the system refused (permissions, a full disk, a path that
+        # cannot exist): one line naming it; the traceback goes to the log, if any.
+        import logging
+
+        logging.getLogger("sptrader.cli").debug("%s failed", args.command, exc_info=True)
+        print(f"sptrader: {describe_os_error(error)}", file=sys.stderr)
+        return 1
+    finally:
+        os.umask(umask)
+
+
+PRIVATE_UMASK = 0o077
+
+
+def describe_os_error(error: OSError) -> str:
+    """``cannot use PATH: Permission denied``, or the error's own words without a path."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.filename is None:
+        return reason
+    return f"cannot use {error.filename}: {reason}"
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sptrader.config import load_settings
+    from sptrader.config import load_settings, prepare_home
 
     settings = load_settings(args.home, args.config)
+    prepare_home(settings)
     if args.command in (
         *("candles", "symbols", "backfill", "config", "data", "scan", "backtest"),
         *("order", "close"),

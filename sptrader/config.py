@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-from sptrader.errors import ConfigError
+from sptrader.errors import ConfigError, UsageError
 from sptrader.models import INSTRUMENT_RE, TIMEFRAMES, timeframe_problem
 
 PriceSource = Literal["auto", "trade", "bid", "mid"]
@@ -349,6 +350,46 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("sptrader", appauthor=False))
+
+
+def prepare_home(settings: Settings) -> None:
+    """Create the home as a private directory (0700), or check that it is a directory;
+    an existing home, and the files SPtrader keeps (the store and its WAL, the logs,
+    state files, wherever the config puts them), lose any group or other permission.
+
+    New files are private through the process umask (``cli.main``); this tightens what
+    an older version, or another umask, left readable."""
+    home = settings.home
+    where = "(--home or SPTRADER_HOME)"
+    if home.exists() and not home.is_dir():
+        raise UsageError(f"the home {home} is not a directory {where}")
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the home {home}: {error.strerror} {where}") from None
+    _make_private(home)
+    with os.scandir(home) as entries:
+        files = [Path(entry.path) for entry in entries if entry.is_file(follow_symlinks=False)]
+    for path in (settings.store_path, settings.log_path):
+        files += [path, *path.parent.glob(f"{glob_escape(path.name)}.*")]
+    for path in files:
+        _make_private(path)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _make_private(path: Path) -> None:
+    """Drop group and other permissions of ``path`` (not followed if a symlink), if this
+    user owns it; anything else is left as it is."""
+    try:
+        info = path.lstat()
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077 and not stat.S_ISLNK(info.st_mode) and info.st_uid == os.getuid():
+            os.chmod(path, mode & 0o700)
+    except OSError:
+        pass
 
 
 def resolve_config_path(home: Path, config: str | os.PathLike[str] | None = None) -> Path | None:

@@ -37,11 +37,13 @@ def running_pid(home: Path) -> int | None:
 
 def _claim_pid_file(home: Path) -> None:
     path = paths.pid_path(home)
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     other = running_pid(home)
     if other is not None and other != os.getpid():
         raise SptraderError(f"a daemon is already running for {home} (pid {other})")
-    path.write_text(f"{os.getpid()}\n")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
 
 
 def _release_pid_file(home: Path) -> None:
@@ -56,6 +58,16 @@ def _release_pid_file(home: Path) -> None:
 
 def run_foreground(settings: Settings) -> int:
     """Run the engine and the API until SIGTERM or SIGINT."""
+    # The store, its WAL, the log and the socket: the owner's only (as cli.main does;
+    # also when this is called without it).
+    umask = os.umask(0o077)
+    try:
+        return _run_foreground(settings)
+    finally:
+        os.umask(umask)
+
+
+def _run_foreground(settings: Settings) -> int:
     from sptrader.logs import setup_logging
 
     config = settings.config
@@ -113,7 +125,7 @@ def start_background(settings: Settings, config_path: Path | None) -> int:
     if pid is not None:
         print(f"sptrader daemon already running (pid {pid})")
         return 0
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     command = [sys.executable, "-m", "sptrader.cli", "--home", str(home)]
     if config_path is not None:
         command += ["--config", str(config_path)]

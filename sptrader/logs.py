@@ -8,8 +8,11 @@ The TUI owns the terminal, so nothing here writes to stdout or stderr unless ask
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import logging.handlers
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -38,7 +41,7 @@ def setup_logging(
             root.removeHandler(handler)
             handler.close()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = PrivateRotatingFileHandler(
         log_path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
     )
     file_handler.setFormatter(_Formatter(_FORMAT))
@@ -50,6 +53,23 @@ def setup_logging(
         stream._sptrader_owned = True  # type: ignore[attr-defined]
         root.addHandler(stream)
     root.propagate = False
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files are the owner's only (0600), whatever the umask: the
+    log names instruments, orders and fills. Rotated files keep the mode (renamed)."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            mode = stat.S_IMODE(os.fstat(descriptor).st_mode)
+            if mode & 0o077:  # an older log, written under a looser umask
+                with contextlib.suppress(OSError):  # someone else's: left as it is
+                    os.fchmod(descriptor, mode & 0o700)
+            return open(descriptor, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(descriptor)
+            raise
 
 
 class BusLogHandler(logging.Handler):
