@@ -31,24 +31,29 @@ TICKS = 2_000_000
 
 
 def make_ticks(rows: int, end: datetime, days: float = DAYS) -> pl.DataFrame:
-    """``rows`` quotes spread evenly over ``days`` before ``end``, in time order (as a
-    live feed stores them), round-robin over INSTRUMENTS."""
+    """``rows`` ticks spread evenly over ``days`` before ``end``, in time order (as a
+    live feed stores them), round-robin over INSTRUMENTS: quotes, and every 8th a trade
+    with its taker side (1, -1, or NULL unknown)."""
     start = np.datetime64(end - timedelta(days=days), "us")
     step = int(days * 86_400_000_000 / rows)
     ts = start + np.arange(rows, dtype=np.int64).astype("timedelta64[us]") * step
     rng = np.random.default_rng(7)
     bid = 1.0 + rng.random(rows)
+    trade = np.arange(rows) % 8 == 5
+    side = rng.choice(np.array([1, -1, 0], dtype=np.int8), rows)
     return pl.DataFrame(
         {
             "instrument": np.array(INSTRUMENTS)[np.arange(rows) % len(INSTRUMENTS)],
             "ts": ts,
-            "bid": bid,
-            "ask": bid + 0.0002,
-            "bid_size": rng.random(rows),
-            "ask_size": rng.random(rows),
-            "price": None,
-            "size": None,
-        }
+            "bid": np.where(trade, np.nan, bid),
+            "ask": np.where(trade, np.nan, bid + 0.0002),
+            "bid_size": np.where(trade, np.nan, rng.random(rows)),
+            "ask_size": np.where(trade, np.nan, rng.random(rows)),
+            "price": np.where(trade, bid + 0.0001, np.nan),
+            "size": np.where(trade, rng.random(rows), np.nan),
+            "side": pl.Series(np.where(trade & (side != 0), side, 0)).replace(0, None),
+        },
+        nan_to_null=True,
     )
 
 
@@ -78,6 +83,9 @@ def make_bars(end: datetime) -> list[pl.DataFrame]:
                         "close": opens + 0.1,
                         "volume": np.arange(minutes, dtype=np.float64) + 1,
                         "trades": np.arange(minutes, dtype=np.int64) + day,
+                        # Order flow on the crypto bars only (NULL on the others).
+                        "buy_volume": np.arange(minutes) * 0.25 if ":BTC" in name else None,
+                        "sell_volume": np.arange(minutes) * 0.5 if ":BTC" in name else None,
                     }
                 )
             )
@@ -188,8 +196,10 @@ def test_deletes_only_ticks_older_than_the_retention_and_keeps_every_bar(db: Pat
         .cast(dict(kept.schema))
         .sort("ts", "instrument", maintain_order=True)
     )
+    assert kept["side"].drop_nulls().unique().sort().to_list() == [-1, 1]  # trades' sides
     bars_after = frame(db, "SELECT * FROM bars_1m ORDER BY instrument, ts")
-    assert bars_after.equals(bars_before)
+    assert bars_after.equals(bars_before)  # order flow included, NULLs where it was NULL
+    assert bars_after["buy_volume"].null_count() == bars_after.height // 2
     assert bars_after.height == DAYS * 24 * 60 * len(INSTRUMENTS)
     # Older bars than the tick cutoff are all still there.
     assert bars_after["ts"].min() == NOW - timedelta(days=DAYS)
