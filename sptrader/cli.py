@@ -8,12 +8,27 @@ import sys
 from collections.abc import Sequence
 
 from sptrader import __version__
+from sptrader.commands.arguments import MAX_DAYS, Refused, count, output_dir, seconds, whole_id
 
 FORMATS = ("table", "csv", "json")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake said in one line (exit 2) instead of the usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # Called while argparse handles the ArgumentError; a Refused value (an argument
+        # type in sptrader.commands.arguments) is already a whole sentence.
+        error = sys.exc_info()[1]
+        if isinstance(error, argparse.ArgumentError) and isinstance(error.__context__, Refused):
+            message = str(error.__context__)
+        else:
+            message = f"{message} (see `{self.prog} --help`)"
+        self.exit(2, f"sptrader: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sptrader",
         description="SPtrader: a terminal control center for traders.",
     )
@@ -41,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     candles.add_argument(
         "--tf", default="1m", metavar="TF", help="timeframe: 1m 5m 15m 1h 4h 1d (default 1m)"
     )
-    candles.add_argument("--last", type=int, metavar="N", help="the newest N bars (default 100)")
+    candles.add_argument(
+        "--last", type=count("--last"), metavar="N", help="the newest N bars (default 100)"
+    )
     candles.add_argument(
         "--from",
         dest="start",
@@ -56,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     candles.add_argument(
         "--wait",
-        type=float,
+        type=seconds("--wait", zero=True),
         default=2.0,
         metavar="S",
         help="fetch missing history for up to S seconds before printing; the rest is"
@@ -79,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     symbols.add_argument("query", nargs="?", default="", metavar="QUERY", help="e.g. btc or eurusd")
     symbols.add_argument("--feed", metavar="NAME", help="only this feed, e.g. binance")
     symbols.add_argument(
-        "--limit", type=int, default=50, metavar="N", help="at most N (default 50)"
+        "--limit", type=count("--limit"), default=50, metavar="N", help="at most N (default 50)"
     )
     symbols.add_argument("--refresh", action="store_true", help="fetch the lists again now")
     symbols.add_argument("--json", action="store_true", help="print JSON")
@@ -120,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="per instrument: first/last bar, bars, coverage, by-day heatmap"
     )
     status_data.add_argument("instruments", nargs="*", metavar="INSTRUMENT")
-    status_data.add_argument("--days", type=int, default=30, help="coverage window (default 30)")
+    status_data.add_argument(
+        "--days",
+        type=count("--days", MAX_DAYS),
+        default=30,
+        help="coverage window (default 30)",
+    )
     status_data.add_argument("--json", action="store_true", help="print JSON")
 
     export = commands.add_parser(
@@ -138,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format", choices=("parquet", "csv"), default="parquet", help="default parquet"
     )
-    export.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    export.add_argument(
+        "--out", required=True, type=output_dir("--out"), metavar="DIR", help="output directory"
+    )
     export.add_argument(
         "--tf", default="1m", metavar="TF", help="timeframe: 1m 5m 15m 1h 4h 1d (default 1m)"
     )
@@ -238,10 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="scanner runs and their lineage",
         description="`sptrader runs` lists recent scanner runs; `sptrader runs show ID` prints one run's steps with durations, summaries and errors.",
     )
-    runs.add_argument("--last", type=int, metavar="N", help="the newest N runs (default 20)")
+    runs.add_argument(
+        "--last", type=count("--last"), metavar="N", help="the newest N runs (default 20)"
+    )
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     runs_show = runs_commands.add_parser("show", help="one run's step tree")
-    runs_show.add_argument("id", type=int, metavar="ID")
+    runs_show.add_argument("id", type=whole_id("a run ID"), metavar="ID")
 
     _add_trading_parsers(commands)
 
@@ -272,25 +298,33 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
     order.add_argument("--risk", metavar="PCT", help="size from --sl: lose PCT %% of equity there")
     order.add_argument("--day", action="store_true", help="expire at 00:00 UTC (default: gtc)")
     order.add_argument(
-        "--wait", type=float, default=10.0, metavar="S", help="wait for a quote (default 10)"
+        "--wait",
+        type=seconds("--wait"),
+        default=10.0,
+        metavar="S",
+        help="wait for a quote (default 10)",
     )
     order.add_argument("--json", action="store_true", help="print JSON")
     orders = commands.add_parser("orders", help="open paper orders (--all: every order)")
     orders.add_argument("--all", action="store_true", help="every status, newest first")
-    orders.add_argument("--limit", type=int, default=100, metavar="N", help="with --all (100)")
+    orders.add_argument(
+        "--limit", type=count("--limit"), default=100, metavar="N", help="with --all (100)"
+    )
     orders.add_argument("--format", choices=FORMATS, default="table")
     positions = commands.add_parser(
         "positions", help="open paper positions and the account (equity, cash, exposure, P&L)"
     )
     positions.add_argument("--format", choices=FORMATS, default="table")
     cancel = commands.add_parser("cancel", help="cancel an open paper order")
-    cancel.add_argument("id", metavar="ID", help="order id (see `sptrader orders`)")
+    cancel.add_argument(
+        "id", type=whole_id("an order id"), metavar="ID", help="order id (see `sptrader orders`)"
+    )
     cancel.add_argument("--json", action="store_true", help="print JSON")
     close = commands.add_parser(
         "close", help="flatten a paper position with a market order (needs a quote, see order)"
     )
     close.add_argument("instrument", metavar="INSTRUMENT")
-    close.add_argument("--wait", type=float, default=10.0, metavar="S")
+    close.add_argument("--wait", type=seconds("--wait"), default=10.0, metavar="S")
     close.add_argument("--json", action="store_true", help="print JSON")
     journal = commands.add_parser(
         "journal",

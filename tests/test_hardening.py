@@ -118,6 +118,62 @@ tcp_port = {free_port()}
         assert stat.S_IMODE(paths.socket_path(home).stat().st_mode) == 0o600
 
 
+# --- 2. arguments: bounded, one line, at parse time --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        (["candles", "SIM:EURUSD", "--last", HUGE], "--last"),
+        (["candles", "SIM:EURUSD", "--last", "-1"], "--last"),
+        (["candles", "SIM:EURUSD", "--last", "2.5"], "--last"),
+        (["candles", "SIM:EURUSD", "--wait", "nan"], "--wait"),
+        (["candles", "SIM:EURUSD", "--wait", "inf"], "--wait"),
+        (["candles", "SIM:EURUSD", "--wait", "-1"], "--wait"),
+        (["candles", "SIM:EURUSD", "--wait", "1e12"], "--wait"),
+        (["symbols", "eur", "--limit", HUGE], "--limit"),
+        (["symbols", "eur", "--limit", "0"], "--limit"),
+        (["data", "status", "--days", HUGE], "--days"),
+        (["data", "status", "--days", "-5"], "--days"),
+        (["orders", "--all", "--limit", HUGE], "--limit"),
+        (["runs", "--last", HUGE], "--last"),
+        (["runs", "--last", "-1"], "--last"),
+        (["runs", "show", HUGE], "ID"),
+        (["runs", "show", "-1"], "ID"),
+        (["order", "buy", "SIM:EURUSD", "1", "--wait", "nan"], "--wait"),
+        (["order", "buy", "SIM:EURUSD", "1", "--wait", "0"], "--wait must be a positive"),
+        (["close", "SIM:EURUSD", "--wait", "-1"], "--wait"),
+        (["cancel", HUGE], "an order id is a positive whole number"),
+        (["cancel", "abc"], "an order id is a positive whole number"),
+        (["export", "SIM:EURUSD", "--from", "2026-01-01", "--out", "/proc/nope"], "/proc"),
+        (["candles", "SIM:EURUSD", "--format", "yaml"], "--format"),
+        (["candles"], "INSTRUMENT"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_bad_arguments_are_one_line_at_parse_time(
+    run, cli_home: Path, args: list[str], mentions: str
+) -> None:
+    line = one_line(run(*args))
+    assert mentions in line
+    # Refused before anything ran: the home was not even created.
+    assert not cli_home.exists()
+
+
+def test_export_into_a_file_is_one_line(run, cli_home: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    for out in (blocker, blocker / "below"):
+        line = one_line(run("export", "SIM:EURUSD", "--from", "2026-01-01", "--out", str(out)))
+        assert str(blocker) in line and "not a directory" in line
+    assert blocker.read_text() == "not a directory\n"
+
+
+def test_import_of_an_unreadable_directory_is_one_line(run) -> None:
+    line = one_line(run("import", "/proc"), code=1)
+    assert "/proc" in line
+
+
 def test_a_home_that_is_a_file_is_one_line(run, tmp_path: Path, monkeypatch) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("mine\n")

@@ -29,12 +29,9 @@ DEFAULT_LAST = 100
 def run_candles(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
     minutes = timeframe_minutes(args.tf)
+    # --last and --wait are bounded by their argument types (commands.arguments).
     if args.last is not None and (args.start or args.end):
         raise UsageError("use either --last N or --from/--to, not both")
-    if args.last is not None and args.last <= 0:
-        raise UsageError(f"--last must be a positive number of bars, got {args.last}")
-    if args.wait < 0:
-        raise UsageError(f"--wait must be 0 or more seconds, got {args.wait}")
     start_us = datetime_to_us(parse_time(args.start, what="--from time")) if args.start else None
     end_us = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else None
     if start_us is not None and end_us is not None and end_us <= start_us:
@@ -133,11 +130,13 @@ def _window(
     wanted = ((last or DEFAULT_LAST) + 1) * minutes * US_PER_MINUTE
     start = now - wanted
     while (
-        total(engine.data.open_ranges(instrument, start, now)) < wanted
+        start > 0
+        and total(engine.data.open_ranges(instrument, max(start, 0), now)) < wanted
         and now - start < 400 * US_PER_DAY
     ):
         start -= wanted
-    return start - start % (minutes * US_PER_MINUTE), now
+    # Nothing is older than 1970 (many daily bars back would be).
+    return max(0, start - start % (minutes * US_PER_MINUTE)), now
 
 
 def _fetch_for_a_while(
@@ -222,7 +221,7 @@ async def _candles_from_daemon(
         else:
             window = {"last": (last or DEFAULT_LAST) + extra}
             span = ((last or DEFAULT_LAST) + 1) * timeframe_minutes(timeframe) * US_PER_MINUTE
-            check = (now_us() - span, now_us())
+            check = (max(0, now_us() - span), now_us())
         missing = await _missing(connection, instrument, check)
         if missing and wait_s > 0:
             await connection.call(

@@ -115,9 +115,7 @@ def _ensure(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    days = args.days
-    if days <= 0:
-        raise UsageError(f"--days must be positive, got {days}")
+    days = args.days  # 1 to arguments.MAX_DAYS
     now = now_us()
     end = now - now % US_PER_DAY + US_PER_DAY
     start = end - days * US_PER_DAY

@@ -142,8 +142,6 @@ def _print_result(name: str, result: dict[str, Any]) -> bool:
 
 
 def run_runs(settings: Settings, args: argparse.Namespace) -> int:
-    if args.runs_command != "show" and args.last is not None and args.last <= 0:
-        raise UsageError(f"--last must be positive, got {args.last}")
     if _daemon_running(settings):
         if args.runs_command == "show":
             detail = _call(settings, "run_detail", run_id=args.id)

@@ -15,9 +15,16 @@ from sptrader.errors import UsageError
 from sptrader.feeds.base import SymbolInfo
 
 
+def check_feed(engine: Engine, feed: str | None) -> None:
+    """A --feed that is not enabled is a usage error (here and in the daemon's API)."""
+    names = [item.name for item in engine.enabled_feeds()]
+    if feed is not None and feed not in names:
+        raise UsageError(
+            f"--feed {feed}: not an enabled feed (enabled: {', '.join(names) or 'none'})"
+        )
+
+
 def run_symbols(settings: Settings, args: argparse.Namespace) -> int:
-    if args.limit <= 0:
-        raise UsageError(f"--limit must be positive, got {args.limit}")
     feed = args.feed.lower() if args.feed else None
     if running_pid(settings.home) is not None:
         # The daemon holds the store (and the cache): ask it.
@@ -31,11 +38,7 @@ def run_symbols(settings: Settings, args: argparse.Namespace) -> int:
         engine = Engine(settings)
         store = engine.open_store()
         try:
-            names = [item.name for item in engine.enabled_feeds()]
-            if feed is not None and feed not in names:
-                raise UsageError(
-                    f"--feed {feed}: not an enabled feed (enabled: {', '.join(names) or 'none'})"
-                )
+            check_feed(engine, feed)
             if args.refresh:
                 for item in engine.enabled_feeds():
                     if feed is None or item.name == feed:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import dataclasses
 import json
@@ -183,7 +182,6 @@ def order_request(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_order(settings: Settings, args: argparse.Namespace) -> int:
     request = order_request(args)
-    _check_wait(args.wait)
     if daemon_running(settings):
         result = call(settings, "place_order", request=request)
         children = _children(call(settings, "open_orders"), result)
@@ -198,7 +196,6 @@ def run_order(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_close(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
-    _check_wait(args.wait)
     if daemon_running(settings):
         result = call(settings, "close_position", instrument=instrument)
         return print_result(result, [], settings, args.json, resting="working in the daemon")
@@ -215,11 +212,6 @@ def run_close(settings: Settings, args: argparse.Namespace) -> int:
         in_process(settings, instrument, args.wait, close, before_quote=has_position)
     )
     return print_result(result, [], settings, args.json, resting=RESTING_OFFLINE)
-
-
-def _check_wait(wait: float) -> None:
-    if not (math.isfinite(wait) and wait > 0):
-        raise UsageError(f"--wait must be a positive number of seconds, got {wait}")
 
 
 def _children(open_orders: list[dict[str, Any]], result: dict[str, Any]) -> list[dict]:
@@ -391,8 +383,6 @@ ORDER_COLUMNS = (
 
 
 def run_orders(settings: Settings, args: argparse.Namespace) -> int:
-    if args.limit <= 0:
-        raise UsageError(f"--limit must be positive, got {args.limit}")
     if daemon_running(settings):
         if args.all:
             rows = call(settings, "order_history", limit=args.limit)
@@ -553,7 +543,7 @@ def account_line(account: dict[str, Any]) -> str:
 
 
 def run_cancel(settings: Settings, args: argparse.Namespace) -> int:
-    order_id = _order_id(args.id)
+    order_id = args.id  # arguments.whole_id
     if daemon_running(settings):
         order = call(settings, "cancel_order", order_id=order_id)
     else:
@@ -570,11 +560,3 @@ def run_cancel(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(f"cancelled order {order['order_id']}: {describe_order(order)}")
     return 0
-
-
-def _order_id(text: str) -> int:
-    with contextlib.suppress(ValueError):
-        value = int(text)
-        if value > 0:
-            return value
-    raise UsageError(f"an order id is a positive whole number, not {text!r}")
