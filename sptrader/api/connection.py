@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from sptrader.api import paths
 from sptrader.api.protocol import PROTOCOL_VERSION, ProtocolError, decode, decode_event, encode
-from sptrader.errors import SptraderError
+from sptrader.errors import SptraderError, UsageError
 
 EventsCallback = Callable[[list[object], int], None]
 
@@ -70,14 +70,18 @@ class ApiConnection:
             ) from None
         except (OSError, TimeoutError) as error:
             raise DaemonUnavailable(f"no daemon answers for {self.home} ({error})") from None
-        await self._websocket.send(encode({"type": "hello", "protocol": self.protocol}))
+        except InvalidHandshake as error:
+            raise DaemonUnavailable(
+                f"the daemon for {self.home} did not complete the connection ({error})"
+            ) from None
         try:
+            await self._websocket.send(encode({"type": "hello", "protocol": self.protocol}))
             welcome = decode(await asyncio.wait_for(self._websocket.recv(), timeout))
         except (ConnectionClosed, TimeoutError, ProtocolError) as error:
             raise DaemonUnavailable(f"the daemon did not greet us ({error})") from None
-        if welcome.get("type") == "error":
+        if welcome.get("type") != "welcome":
             await self._websocket.close()
-            raise SptraderError(str(welcome.get("error")))
+            raise SptraderError(str(welcome.get("error") or f"unexpected {welcome['type']!r}"))
         self.welcome = welcome
         self._reader = asyncio.create_task(self._read())
         return welcome
@@ -92,9 +96,7 @@ class ApiConnection:
                     future = self._pending.pop(message.get("id"), None)
                     if future is not None and not future.done():
                         if "error" in message:
-                            error = SptraderError(message["error"])
-                            error.exit_code = int(message.get("exit_code", 1))
-                            future.set_exception(error)
+                            future.set_exception(_remote_error(message))
                         else:
                             future.set_result(message.get("result"))
                 elif kind == "events" and self.on_events is not None:
@@ -130,6 +132,19 @@ class ApiConnection:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+
+
+def _remote_error(message: dict[str, Any]) -> SptraderError:
+    """The daemon's one-line error as the exception the local path raises: a usage
+    error (exit 2) is a UsageError, anything else keeps the daemon's exit code."""
+    text = str(message["error"])
+    code = message.get("exit_code", 1)
+    if code == UsageError.exit_code:
+        return UsageError(text)
+    error = SptraderError(text)
+    if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 256:
+        error.exit_code = code
+    return error
 
 
 async def call_daemon(home: Path, method: str, **params: Any) -> Any:

@@ -53,6 +53,8 @@ def decode(text: str | bytes) -> dict[str, Any]:
         message = json.loads(text)
     except ValueError as error:
         raise ProtocolError(f"not JSON: {error}") from None
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
     if not isinstance(message, dict) or "type" not in message:
         raise ProtocolError("a message must be a JSON object with a 'type'")
     return message

@@ -20,7 +20,7 @@ from sptrader.api.protocol import candles_frame, decode_status
 from sptrader.bus import Bus, Subscription
 from sptrader.client import InstrumentSummary
 from sptrader.clock import now_us
-from sptrader.errors import SptraderError, UsageError
+from sptrader.errors import SptraderError
 from sptrader.feeds.base import SymbolInfo
 from sptrader.models import Bar, BarUpdated, EngineLogged, ServiceStatus, WatchlistChanged
 
@@ -190,55 +190,47 @@ class RemoteEngineClient:
     # --- the paper broker -------------------------------------------------------------
 
     async def place_order(self, request: dict) -> dict:
-        return await self._call_usage("place_order", request=request)
+        return await self._call("place_order", request=request)
 
     async def cancel_order(self, order_id: int) -> dict:
-        return await self._call_usage("cancel_order", order_id=int(order_id))
+        return await self._call("cancel_order", order_id=int(order_id))
 
     async def close_position(self, instrument: str) -> dict:
-        return await self._call_usage("close_position", instrument=instrument)
+        return await self._call("close_position", instrument=instrument)
 
     async def account(self) -> dict:
-        return await self._call_usage("account")
+        return await self._call("account")
 
     async def positions(self) -> list[dict]:
-        return await self._call_usage("positions")
+        return await self._call("positions")
 
     async def open_orders(self) -> list[dict]:
-        return await self._call_usage("open_orders")
+        return await self._call("open_orders")
 
     async def order_history(self, limit: int = 100) -> list[dict]:
-        return await self._call_usage("order_history", limit=limit)
+        return await self._call("order_history", limit=limit)
 
     async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
-        return await self._call_usage("fills", since_us=since_us, limit=limit)
+        return await self._call("fills", since_us=since_us, limit=limit)
 
     async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
-        return await self._call_usage("journal", day_from=day_from, day_to=day_to)
+        return await self._call("journal", day_from=day_from, day_to=day_to)
 
     async def equity_curve(
         self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
     ) -> list[dict]:
-        return await self._call_usage(
+        return await self._call(
             "equity_curve", start_us=start_us, end_us=end_us, timeframe=timeframe
         )
 
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:
-        return await self._call_usage("add_journal_note", text=text, day=day)
+        return await self._call("add_journal_note", text=text, day=day)
 
     # --- connection -------------------------------------------------------------------
 
-    async def _call_usage(self, method: str, **params: Any) -> Any:
-        """``_call``, with the daemon's usage errors (exit code 2) raised as UsageError,
-        as the local client raises them."""
-        try:
-            return await self._call(method, **params)
-        except SptraderError as error:
-            if error.exit_code == UsageError.exit_code and not isinstance(error, UsageError):
-                raise UsageError(str(error)) from None
-            raise
-
     async def _call(self, method: str, **params: Any) -> Any:
+        """The daemon's answer; its errors arrive as the local client raises them (a
+        usage error as UsageError: ApiConnection)."""
         if not self.connected or self.connection is None:
             raise SptraderError("the daemon is not reachable right now; reconnecting")
         return await self.connection.call(method, **params)

@@ -9,7 +9,7 @@ import contextlib
 import hmac
 import logging
 import os
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from sptrader.api.protocol import (
 )
 from sptrader.client import LocalEngineClient
 from sptrader.clock import now_us
+from sptrader.commands.arguments import MAX_COUNT, MAX_ID
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import timeframe_minutes
@@ -39,45 +40,187 @@ from sptrader.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 
-BROKER_METHODS = frozenset(
-    {
-        "place_order",
-        "cancel_order",
-        "close_position",
-        "account",
-        "positions",
-        "open_orders",
-        "order_history",
-        "fills",
-        "journal",
-        "equity_curve",
-        "add_journal_note",
-    }
-)
-_REQUIRED = object()
+# --- the method table ----------------------------------------------------------------------
+#
+# Every method a client may call, with its parameters' JSON types and bounds: a request is
+# checked against its row before anything runs (one line naming the method and the
+# parameter, a usage error), so a handler only ever sees values of the types it declares.
+
+#: Microseconds since 1970 that a datetime can show: years 1 to 9999.
+MIN_US = -62_135_596_800_000_000
+MAX_US = 253_402_300_799_999_999
+#: A subscriber's event queue (events, not bytes).
+MAX_QUEUE = 1_000_000
 
 
-def _integer(params: dict[str, Any], name: str, default: Any = _REQUIRED) -> Any:
-    """A whole-number parameter (a one-line UsageError when missing or not one)."""
-    value = params.get(name)
-    if value is None:
-        if default is _REQUIRED:
-            raise UsageError(f"missing parameter {name!r}")
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise UsageError(f"{name} must be a whole number, not {value!r}")
-    return int(value)
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One request parameter. Left out, or null, it is ``default`` (unless required)."""
+
+    kind: type  # int, str, list (of str) or dict
+    required: bool = False
+    default: Any = None
+    low: int = 0
+    high: int = 0
+    what: str = ""  # how a bad value is described: "a time in microseconds since 1970"
+
+    def check(self, method: str, name: str, value: Any) -> Any:
+        if self.kind is int:
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 5.0 from a client whose JSON has one number type
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not self.low <= value <= self.high
+            ):
+                what = self.what or f"a whole number from {self.low:,} to {self.high:,}"
+                raise UsageError(f"{method}: {name} must be {what}, not {_shown(value)}")
+        elif self.kind is str:
+            if not isinstance(value, str):
+                raise UsageError(f"{method}: {name} must be text, not {_shown(value)}")
+        elif self.kind is list:
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise UsageError(f"{method}: {name} must be a list of text, not {_shown(value)}")
+        elif not isinstance(value, self.kind):
+            raise UsageError(f"{method}: {name} must be a JSON object, not {_shown(value)}")
+        return value
 
 
-def _text(params: dict[str, Any], name: str) -> str:
-    value = params.get(name)
-    if not isinstance(value, str):
-        raise UsageError(f"missing parameter {name!r}")
-    return value
+def _count(default: int | None = None, high: int = MAX_COUNT, required: bool = False) -> Param:
+    return Param(int, required, default, 1, high)
+
+
+_TEXT = Param(str, required=True)
+_MAYBE_TEXT = Param(str)
+_NAMES = Param(list, required=True)
+_TIME_WHAT = "a time in microseconds since 1970 (years 1 to 9999)"
+_TIME = Param(int, True, None, MIN_US, MAX_US, _TIME_WHAT)
+_MAYBE_TIME = Param(int, False, None, MIN_US, MAX_US, _TIME_WHAT)
+_ID = Param(int, True, None, 1, MAX_ID, "a positive whole number")
+
+METHODS: dict[str, dict[str, Param]] = {
+    "status": {},
+    "subscribe": {"maxsize": _count(high=MAX_QUEUE)},
+    "services": {},
+    "service_start": {"name": _TEXT},
+    "service_stop": {"name": _TEXT},
+    "service_restart": {"name": _TEXT},
+    "candles": {
+        "instrument": _TEXT,
+        "timeframe": Param(str, default="1m"),
+        "last": _count(),
+        "start_us": _MAYBE_TIME,
+        "end_us": _MAYBE_TIME,
+    },
+    "summaries": {"instruments": _NAMES, "points": _count(required=True)},
+    "forming_bars": {},
+    "data_gaps": {"instrument": _TEXT, "start_us": _TIME, "end_us": _TIME},
+    "data_status": {"instruments": Param(list), "start_us": _TIME, "end_us": _TIME},
+    "stale_instruments": {},
+    "search_symbols": {
+        "query": Param(str, default=""),
+        "feed": _MAYBE_TEXT,
+        "limit": _count(default=50),
+    },
+    "add_instrument": {"instrument": _TEXT},
+    "remove_instrument": {"instrument": _TEXT},
+    "start_backfill": {"instruments": _NAMES, "start_us": _TIME, "end_us": _TIME},
+    "scanners": {},
+    "run_scanner": {"name": _TEXT},
+    "pause_scanner": {"name": _TEXT},
+    "resume_scanner": {"name": _TEXT},
+    "recent_signals": {"limit": _count(default=50)},
+    "run_steps": {"run_id": _ID},
+    "scan": {"name": _TEXT},
+    "runs": {"last": _count(default=20)},
+    "run_detail": {"run_id": _ID},
+    # The paper broker and the journal (see EngineClient); an order request's fields are
+    # checked by the broker, as for a local client.
+    "place_order": {"request": Param(dict, required=True)},
+    "cancel_order": {"order_id": _ID},
+    "close_position": {"instrument": _TEXT},
+    "account": {},
+    "positions": {},
+    "open_orders": {},
+    "order_history": {"limit": _count(default=100)},
+    "fills": {"since_us": _MAYBE_TIME, "limit": _count()},
+    "journal": {"day_from": _MAYBE_TEXT, "day_to": _MAYBE_TEXT},
+    "equity_curve": {
+        "start_us": _MAYBE_TIME,
+        "end_us": _MAYBE_TIME,
+        "timeframe": Param(str, default="1h"),
+    },
+    "add_journal_note": {"text": _TEXT, "day": _MAYBE_TEXT},
+}
+
+
+def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a call to ``method`` (a METHODS key), checked and completed with
+    their defaults; a UsageError naming the method and the parameter otherwise."""
+    spec = METHODS[method]
+    unknown = [name for name in params if name not in spec]
+    if unknown:
+        takes = ", ".join(spec) or "no parameters"
+        raise UsageError(f"{method}: unknown parameter {_shown(unknown[0])} (it takes {takes})")
+    values: dict[str, Any] = {}
+    for name, param in spec.items():
+        value = params.get(name)
+        if value is None:
+            if param.required:
+                raise UsageError(f"{method}: missing parameter {name!r}")
+            values[name] = param.default
+        else:
+            values[name] = param.check(method, name, value)
+    return values
+
+
+def _shown(value: Any) -> str:
+    """A client's value in a message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _response(request_id: Any, **fields: Any) -> dict[str, Any]:
+    return {"type": "response", "id": request_id, **fields}
+
+
+def _usage_response(request_id: Any, message: str) -> dict[str, Any]:
+    return _response(request_id, error=message, exit_code=UsageError.exit_code)
+
+
+def hello_problem(raw: str | bytes) -> str | None:
+    """What is wrong with a client's first message, or None for a good hello."""
+    expected = f'{{"type": "hello", "protocol": {PROTOCOL_VERSION}}}'
+    try:
+        hello = decode(raw)
+    except ProtocolError as error:
+        return f"a bad hello ({error}); send {expected} first"
+    if hello.get("type") != "hello":
+        return (
+            f"the first message must be a hello, {expected}, not a {_shown(hello['type'])} message"
+        )
+    version = hello.get("protocol")
+    if version is None:
+        return f"the hello has no protocol version; send {expected}"
+    if isinstance(version, bool) or not isinstance(version, int):
+        return (
+            f"the hello's protocol must be a whole number (this daemon speaks"
+            f" {PROTOCOL_VERSION}), not {_shown(version)}"
+        )
+    if version != PROTOCOL_VERSION:
+        return (
+            f"protocol version mismatch: this daemon speaks {PROTOCOL_VERSION}, the client"
+            f" {version}; use the same sptrader version for both"
+        )
+    return None
 
 
 HELLO_TIMEOUT_S = 5.0
 MAX_EVENTS_PER_FRAME = 5000
+#: Connections the kernel queues before the server accepts them: asyncio's default of
+#: 100 made a burst of clients beyond it fail their handshake (the kernel caps this at
+#: net.core.somaxconn).
+BACKLOG = 1024
 
 
 class ApiServer:
@@ -102,7 +245,7 @@ class ApiServer:
         # could connect by creating it under a tight umask.
         previous = os.umask(0o177)
         try:
-            server = await unix_serve(self._handle, path=str(path))
+            server = await unix_serve(self._handle, path=str(path), backlog=BACKLOG)
         finally:
             os.umask(previous)
         os.chmod(path, 0o600)
@@ -114,6 +257,7 @@ class ApiServer:
                 self.config.tcp_host,
                 self.config.tcp_port,
                 process_request=self._check_token,
+                backlog=BACKLOG,
             )
             self._servers.append(tcp)
             log.info(
@@ -131,9 +275,13 @@ class ApiServer:
             self.socket_path.unlink()
 
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
-        header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").strip()
-        if self._token and hmac.compare_digest(given.encode(), self._token.encode()):
+        """``Authorization: Bearer <token>``, as documented (the scheme is case-blind)."""
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if (
+            self._token
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(given.strip().encode(), self._token.encode())
+        ):
             return None
         log.warning("refused a TCP API client without a valid token")
         return connection.respond(HTTPStatus.UNAUTHORIZED, "a valid API token is required\n")
@@ -142,22 +290,29 @@ class ApiServer:
 
     async def _handle(self, websocket: ServerConnection) -> None:
         try:
-            hello = decode(await asyncio.wait_for(websocket.recv(), HELLO_TIMEOUT_S))
-        except (TimeoutError, ProtocolError, ConnectionClosed):
-            return
-        version = hello.get("protocol")
-        if hello.get("type") != "hello" or version != PROTOCOL_VERSION:
-            await websocket.send(
-                encode(
-                    {
-                        "type": "error",
-                        "error": f"protocol version mismatch: this daemon speaks {PROTOCOL_VERSION}, "
-                        f"the client {version}; use the same sptrader version for both",
-                    }
-                )
-            )
-            await websocket.close(1008, "protocol version mismatch")
-            return
+            if await self._greet(websocket):
+                await self._serve_client(websocket)
+        except ConnectionClosed:
+            pass
+        except Exception:  # a bug: said in the log, and the client told why it is dropped
+            log.exception("API client connection failed")
+            with contextlib.suppress(Exception):
+                await websocket.close(1011, "internal error (see the daemon's log)")
+
+    async def _greet(self, websocket: ServerConnection) -> bool:
+        """Read the hello and answer welcome; or say what was wrong and close (policy)."""
+        try:
+            raw = await asyncio.wait_for(websocket.recv(), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            problem: str | None = f"no hello within {HELLO_TIMEOUT_S:g} s"
+        else:
+            problem = hello_problem(raw)
+        if problem is not None:
+            log.warning("refused an API client: %s", problem)
+            await websocket.send(encode({"type": "error", "error": problem}))
+            mismatch = problem.startswith("protocol version mismatch")
+            await websocket.close(1008, "protocol version mismatch" if mismatch else "bad hello")
+            return False
         await websocket.send(
             encode(
                 {
@@ -171,54 +326,85 @@ class ApiServer:
                 }
             )
         )
+        return True
+
+    async def _serve_client(self, websocket: ServerConnection) -> None:
         self.clients += 1
-        sender: asyncio.Task[None] | None = None
+        sender: list[asyncio.Task[None]] = []  # the event stream, once subscribed
         try:
             async for raw in websocket:
-                try:
-                    request = decode(raw)
-                except ProtocolError as error:
-                    await websocket.send(
-                        encode({"type": "response", "id": None, "error": str(error)})
-                    )
-                    continue
-                request_id = request.get("id")
-                method = request.get("method", "")
-                params = request.get("params") or {}
-                if method == "subscribe":
-                    if sender is None:
-                        maxsize = int(params.get("maxsize") or self.config.client_queue)
-                        sender = asyncio.create_task(self._send_events(websocket, maxsize))
-                    await websocket.send(
-                        encode({"type": "response", "id": request_id, "result": True})
-                    )
-                    continue
-                try:
-                    result = await self._call(method, params)
-                    reply: dict[str, Any] = {"type": "response", "id": request_id, "result": result}
-                except SptraderError as error:
-                    reply = {
-                        "type": "response",
-                        "id": request_id,
-                        "error": str(error),
-                        "exit_code": error.exit_code,
-                    }
-                except Exception as error:  # a bad request must not kill the connection
-                    log.exception("API request %s failed", method)
-                    reply = {
-                        "type": "response",
-                        "id": request_id,
-                        "error": f"{type(error).__name__}: {error}",
-                    }
-                await websocket.send(encode(reply))
-        except ConnectionClosed:
-            pass
+                await websocket.send(await self._answer(websocket, raw, sender))
         finally:
             self.clients -= 1
-            if sender is not None:
-                sender.cancel()
+            for task in sender:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await sender
+                    await task
+
+    async def _answer(
+        self, websocket: ServerConnection, raw: str | bytes, sender: list[asyncio.Task[None]]
+    ) -> str:
+        """One request's response, encoded. A request that is not one, or that its method's
+        row in METHODS refuses, gets a one-line error; the connection stays."""
+        try:
+            request = decode(raw)
+        except ProtocolError as error:
+            return encode(_usage_response(None, f"a bad request: {error}"))
+        request_id = request.get("id")
+        if request_id is not None and (
+            isinstance(request_id, bool) or not isinstance(request_id, int | str)
+        ):
+            return encode(
+                _usage_response(
+                    None, f"a request's id must be a number or text, not {_shown(request_id)}"
+                )
+            )
+        method = request.get("method")
+        params = request.get("params")
+        if request.get("type") != "request":
+            reply = _usage_response(
+                request_id, f"expected a request, not a {_shown(request['type'])} message"
+            )
+        elif not isinstance(method, str):
+            reply = _usage_response(
+                request_id, f"a request's method must be text, not {_shown(method)}"
+            )
+        elif params is not None and not isinstance(params, dict):
+            reply = _usage_response(
+                request_id, f"{method}: params must be a JSON object, not {_shown(params)}"
+            )
+        else:
+            reply = await self._reply(websocket, request_id, method, params or {}, sender)
+        try:
+            return encode(reply)
+        except (TypeError, ValueError) as error:  # a result JSON cannot carry: a bug
+            log.exception("API method %s returned what JSON cannot carry", method)
+            return encode(_response(request_id, error=f"{type(error).__name__}: {error}"))
+
+    async def _reply(
+        self,
+        websocket: ServerConnection,
+        request_id: Any,
+        method: str,
+        params: dict[str, Any],
+        sender: list[asyncio.Task[None]],
+    ) -> dict[str, Any]:
+        try:
+            if method not in METHODS:
+                raise SptraderError(f"unknown API method {_shown(method)}")
+            values = check_params(method, params)
+            if method == "subscribe":
+                if not sender:
+                    maxsize = values["maxsize"] or self.config.client_queue
+                    sender.append(asyncio.create_task(self._send_events(websocket, maxsize)))
+                return _response(request_id, result=True)
+            result = await getattr(self, f"_api_{method}")(**values)
+            return _response(request_id, result=result)
+        except SptraderError as error:
+            return _response(request_id, error=str(error), exit_code=error.exit_code)
+        except Exception as error:  # a bad request must not kill the connection
+            log.exception("API request %s failed", method)
+            return _response(request_id, error=f"{type(error).__name__}: {error}")
 
     async def _send_events(self, websocket: ServerConnection, maxsize: int) -> None:
         subscription = self.engine.subscribe(f"api-client-{id(websocket)}", maxsize)
@@ -232,143 +418,167 @@ class ApiServer:
                 await websocket.send(
                     encode({"type": "events", "events": encoded, "dropped": dropped})
                 )
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("API event stream to a client failed")
+            with contextlib.suppress(Exception):
+                await websocket.close(1011, "internal error (see the daemon's log)")
         finally:
             subscription.close()
 
-    async def _call(self, method: str, params: dict[str, Any]) -> Any:
-        client = self.client
-        if method == "status":
-            return await self.status()
-        if method == "services":
-            return [encode_status(status) for status in await client.services()]
-        if method in ("service_start", "service_stop", "service_restart"):
-            name = str(params.get("name", ""))
-            action = {
-                "service_start": client.start_service,
-                "service_stop": client.stop_service,
-                "service_restart": client.restart_service,
-            }[method]
-            await action(name)
-            return True
-        if method == "candles":
-            instrument = self.engine.check_instrument(str(params["instrument"]))
-            timeframe = str(params.get("timeframe", "1m"))
-            timeframe_minutes(timeframe)
-            frame = await client.candles(
-                instrument,
-                timeframe,
-                last=params.get("last"),
-                start_us=params.get("start_us"),
-                end_us=params.get("end_us"),
-            )
-            return frame.with_columns(frame["ts"].dt.epoch("us")).rows()
-        if method == "summaries":
-            summaries = await client.summaries(list(params["instruments"]), int(params["points"]))
-            return {
-                name: [summary.session_open, summary.last, summary.closes]
-                for name, summary in summaries.items()
-            }
-        if method == "forming_bars":
-            return {
-                name: bar_fields(bar)
-                for name in self.engine.watchlist
-                if (bar := client.forming_bar(name)) is not None
-            }
-        if method == "data_gaps":
-            instrument = self.engine.check_instrument(str(params["instrument"]))
-            return await run_in_thread(
-                self.engine.data.gaps, instrument, int(params["start_us"]), int(params["end_us"])
-            )
-        if method == "data_status":
-            return await run_in_thread(
-                self.engine.data.statuses,
-                list(params.get("instruments") or []),
-                int(params["start_us"]),
-                int(params["end_us"]),
-            )
-        if method == "stale_instruments":
-            return sorted(await client.stale_instruments())
-        if method == "search_symbols":
-            found = await client.search_symbols(
-                str(params.get("query", "")), params.get("feed"), int(params.get("limit", 50))
-            )
-            return [list(astuple(item)) for item in found]
-        if method == "add_instrument":
-            return await client.add_instrument(str(params["instrument"]))
-        if method == "remove_instrument":
-            await client.remove_instrument(str(params["instrument"]))
-            return True
-        if method == "start_backfill":
-            await client.start_backfill(
-                list(params["instruments"]), int(params["start_us"]), int(params["end_us"])
-            )
-            return True
-        if method == "scanners":
-            return await client.scanners()
-        if method == "run_scanner":
-            return await client.run_scanner(str(params["name"]))
-        if method == "pause_scanner":
-            await client.pause_scanner(str(params["name"]))
-            return True
-        if method == "resume_scanner":
-            await client.resume_scanner(str(params["name"]))
-            return True
-        if method == "recent_signals":
-            return await client.recent_signals(int(params.get("limit", 50)))
-        if method == "run_steps":
-            return await client.run_steps(int(params["run_id"]))
-        if method == "scan":
-            return await self.scan(str(params["name"]))
-        if method in BROKER_METHODS:
-            return await self._broker_call(method, params)
-        if method == "runs":
-            from sptrader.scanners import lineage
+    # --- the methods (one per METHODS row; parameters already checked) ----------------
 
-            last = int(params.get("last") or 20)
-            frame = await run_in_thread(lineage.recent_runs, self.engine.require_store(), last)
-            return frame.to_dicts()
-        if method == "run_detail":
-            from sptrader.scanners import lineage
+    async def _api_status(self) -> dict[str, Any]:
+        return await self.status()
 
-            run, steps, signals = await run_in_thread(
-                lineage.run_detail, self.engine.require_store(), int(params["run_id"])
-            )
-            return {"run": run, "steps": steps.to_dicts(), "signals": signals.to_dicts()}
-        raise SptraderError(f"unknown API method {method!r}")
+    async def _api_services(self) -> list[dict[str, Any]]:
+        return [encode_status(status) for status in await self.client.services()]
 
-    async def _broker_call(self, method: str, params: dict[str, Any]) -> Any:
-        """The paper broker's and the journal's methods (see EngineClient)."""
-        client = self.client
-        if method == "place_order":
-            return await client.place_order(params.get("request"))  # type: ignore[arg-type]
-        if method == "cancel_order":
-            return await client.cancel_order(_integer(params, "order_id"))
-        if method == "close_position":
-            return await client.close_position(_text(params, "instrument"))
-        if method == "account":
-            return await client.account()
-        if method == "positions":
-            return await client.positions()
-        if method == "open_orders":
-            return await client.open_orders()
-        if method == "order_history":
-            return await client.order_history(_integer(params, "limit", 100))
-        if method == "fills":
-            return await client.fills(
-                _integer(params, "since_us", None), _integer(params, "limit", None)
-            )
-        if method == "journal":
-            return await client.journal(params.get("day_from"), params.get("day_to"))
-        if method == "equity_curve":
-            timeframe = params.get("timeframe") or "1h"
-            if not isinstance(timeframe, str):
-                raise UsageError(f"timeframe must be text, not {timeframe!r}")
-            return await client.equity_curve(
-                _integer(params, "start_us", None), _integer(params, "end_us", None), timeframe
-            )
-        if method == "add_journal_note":
-            return await client.add_journal_note(_text(params, "text"), params.get("day"))
-        raise AssertionError(method)
+    async def _api_service_start(self, name: str) -> bool:
+        await self.client.start_service(name)
+        return True
+
+    async def _api_service_stop(self, name: str) -> bool:
+        await self.client.stop_service(name)
+        return True
+
+    async def _api_service_restart(self, name: str) -> bool:
+        await self.client.restart_service(name)
+        return True
+
+    async def _api_candles(
+        self,
+        instrument: str,
+        timeframe: str,
+        last: int | None,
+        start_us: int | None,
+        end_us: int | None,
+    ) -> list[Any]:
+        instrument = self.engine.check_instrument(instrument)
+        timeframe_minutes(timeframe)
+        frame = await self.client.candles(
+            instrument, timeframe, last=last, start_us=start_us, end_us=end_us
+        )
+        return frame.with_columns(frame["ts"].dt.epoch("us")).rows()
+
+    async def _api_summaries(self, instruments: list[str], points: int) -> dict[str, Any]:
+        summaries = await self.client.summaries(instruments, points)
+        return {
+            name: [summary.session_open, summary.last, summary.closes]
+            for name, summary in summaries.items()
+        }
+
+    async def _api_forming_bars(self) -> dict[str, Any]:
+        return {
+            name: bar_fields(bar)
+            for name in self.engine.watchlist
+            if (bar := self.client.forming_bar(name)) is not None
+        }
+
+    async def _api_data_gaps(self, instrument: str, start_us: int, end_us: int) -> Any:
+        instrument = self.engine.check_instrument(instrument)
+        return await run_in_thread(self.engine.data.gaps, instrument, start_us, end_us)
+
+    async def _api_data_status(
+        self, instruments: list[str] | None, start_us: int, end_us: int
+    ) -> Any:
+        return await run_in_thread(
+            self.engine.data.statuses, list(instruments or []), start_us, end_us
+        )
+
+    async def _api_stale_instruments(self) -> list[str]:
+        return sorted(await self.client.stale_instruments())
+
+    async def _api_search_symbols(self, query: str, feed: str | None, limit: int) -> list[Any]:
+        from sptrader.commands.symbols import check_feed
+
+        check_feed(self.engine, feed)  # the same line as without a daemon
+        found = await self.client.search_symbols(query, feed, limit)
+        return [list(astuple(item)) for item in found]
+
+    async def _api_add_instrument(self, instrument: str) -> str:
+        return await self.client.add_instrument(instrument)
+
+    async def _api_remove_instrument(self, instrument: str) -> bool:
+        await self.client.remove_instrument(instrument)
+        return True
+
+    async def _api_start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> bool:
+        await self.client.start_backfill(instruments, start_us, end_us)
+        return True
+
+    async def _api_scanners(self) -> list[dict]:
+        return await self.client.scanners()
+
+    async def _api_run_scanner(self, name: str) -> dict:
+        return await self.client.run_scanner(name)
+
+    async def _api_pause_scanner(self, name: str) -> bool:
+        await self.client.pause_scanner(name)
+        return True
+
+    async def _api_resume_scanner(self, name: str) -> bool:
+        await self.client.resume_scanner(name)
+        return True
+
+    async def _api_recent_signals(self, limit: int) -> list[dict]:
+        return await self.client.recent_signals(limit)
+
+    async def _api_run_steps(self, run_id: int) -> list[dict]:
+        return await self.client.run_steps(run_id)
+
+    async def _api_scan(self, name: str) -> dict[str, Any]:
+        return await self.scan(name)
+
+    async def _api_runs(self, last: int) -> list[dict]:
+        from sptrader.scanners import lineage
+
+        frame = await run_in_thread(lineage.recent_runs, self.engine.require_store(), last)
+        return frame.to_dicts()
+
+    async def _api_run_detail(self, run_id: int) -> dict[str, Any]:
+        from sptrader.scanners import lineage
+
+        run, steps, signals = await run_in_thread(
+            lineage.run_detail, self.engine.require_store(), run_id
+        )
+        return {"run": run, "steps": steps.to_dicts(), "signals": signals.to_dicts()}
+
+    async def _api_place_order(self, request: dict) -> dict:
+        return await self.client.place_order(request)
+
+    async def _api_cancel_order(self, order_id: int) -> dict:
+        return await self.client.cancel_order(order_id)
+
+    async def _api_close_position(self, instrument: str) -> dict:
+        return await self.client.close_position(instrument)
+
+    async def _api_account(self) -> dict:
+        return await self.client.account()
+
+    async def _api_positions(self) -> list[dict]:
+        return await self.client.positions()
+
+    async def _api_open_orders(self) -> list[dict]:
+        return await self.client.open_orders()
+
+    async def _api_order_history(self, limit: int) -> list[dict]:
+        return await self.client.order_history(limit)
+
+    async def _api_fills(self, since_us: int | None, limit: int | None) -> list[dict]:
+        return await self.client.fills(since_us, limit)
+
+    async def _api_journal(self, day_from: str | None, day_to: str | None) -> dict:
+        return await self.client.journal(day_from, day_to)
+
+    async def _api_equity_curve(
+        self, start_us: int | None, end_us: int | None, timeframe: str
+    ) -> list[dict]:
+        return await self.client.equity_curve(start_us, end_us, timeframe)
+
+    async def _api_add_journal_note(self, text: str, day: str | None) -> dict:
+        return await self.client.add_journal_note(text, day)
 
     async def scan(self, name: str) -> dict[str, Any]:
         """Run scanner ``name`` now (the scan itself runs in a thread: ScannerService.run_now)

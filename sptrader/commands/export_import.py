@@ -50,6 +50,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
             raise SptraderError(f"no database at {path}: nothing to export")
         store = Store(path, read_only=True)
         try:
+            _check_instruments(settings, store, instruments)
 
             def read(instrument: str, start: int, end: int) -> pl.DataFrame:
                 return queries.bars_between(store, instrument, args.tf, start, end)
@@ -77,6 +78,17 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     if empty:
         print(f"no bars in {window} for {', '.join(empty)}", file=sys.stderr)
     return 0
+
+
+def _check_instruments(settings: Settings, store: Store, instruments: list[str]) -> None:
+    """An instrument that nothing stored and no configured feed serves is a mistake (a
+    typo), said as the daemon's ``candles`` method says it (Engine.check_instrument)."""
+    from sptrader.engine import Engine
+
+    engine = Engine(settings)
+    engine.store = store
+    for name in instruments:
+        engine.check_instrument(name)
 
 
 def _day_us(text: str, what: str) -> int:
