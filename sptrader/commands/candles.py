@@ -248,8 +248,9 @@ async def _missing(connection, instrument: str, window: tuple[int, int]) -> list
 
 def _iso_column(bars: pl.DataFrame) -> pl.DataFrame:
     # Sums of volumes carry float noise (3277.2887290000003): six decimals is exact enough.
+    volumes = [name for name in ("volume", "buy_volume", "sell_volume") if name in bars.columns]
     return bars.with_columns(
-        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"), pl.col("volume").round(6)
+        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"), pl.col(volumes).round(6)
     )
 
 

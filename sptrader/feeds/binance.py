@@ -170,7 +170,13 @@ class BinanceFeed(ExchangeFeed):
 
     def history(self, instrument: str, start_us: int, end_us: int) -> pl.DataFrame | None:
         """1m bars in [start, end) from REST klines, paged by time, honouring 429/418
-        ``Retry-After``. Only closed bars are returned."""
+        ``Retry-After``. Only closed bars are returned, with their order flow: a kline's
+        row[9] is the taker buy base volume, so buy_volume = row[9] and sell_volume =
+        volume - row[9] (the difference taken in decimal, as Binance states both)."""
+        from decimal import Decimal
+
+        from sptrader.schema import ORDER_FLOW_SCHEMA
+
         symbol = instrument.split(":", 1)[1]
         rows: list[list[Any]] = []
         cursor_ms = start_us // 1000
@@ -210,8 +216,10 @@ class BinanceFeed(ExchangeFeed):
                 "close": [float(row[4]) for row in rows],
                 "volume": [float(row[5]) for row in rows],
                 "trades": [int(row[8]) for row in rows],
+                "buy_volume": [float(row[9]) for row in rows],
+                "sell_volume": [float(Decimal(row[5]) - Decimal(row[9])) for row in rows],
             },
-            schema=BAR_SCHEMA,
+            schema={**BAR_SCHEMA, **ORDER_FLOW_SCHEMA},
         )
 
     def _note_weight(self, response: httpx.Response) -> None:
