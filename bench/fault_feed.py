@@ -7,6 +7,14 @@ with the venue's record of its trades.
 
     .venv/bin/python bench/fault_feed.py [--minutes 10] [--symbols 4] [--speed 10] [--seed 1]
 
+Against the daemon, as a user runs it (real time; the venue in one terminal, the daemon
+in another, ``kill -9`` it whenever you like):
+
+    .venv/bin/python bench/fault_feed.py --serve /tmp/venue --minutes 10
+    # prints a config.toml section; put it in $H/config.toml, then
+    sptrader --home $H start; sptrader --home $H status; ... sptrader --home $H stop
+    .venv/bin/python bench/fault_feed.py --check $H --truth /tmp/venue/truth.json
+
 ``--speed`` runs the engine's and the venue's clock that many times faster than the
 wall clock (1 is real time). Prints faults injected by kind, minutes compared, missing,
 duplicate and differing bars, malformed/invalid messages counted against sent,
@@ -145,14 +153,100 @@ async def run(args: argparse.Namespace) -> None:
     print(f"RSS start {rss_start / 2**20:.0f} MB, end {rss_end / 2**20:.0f} MB")
 
 
+async def serve(args: argparse.Namespace) -> None:
+    """The venue alone, in real time, injecting faults for ``--minutes``, then quiet
+    until Ctrl-C; its record of trades goes to DIR/truth.json as 1m bars."""
+    import json
+    import signal
+
+    out = Path(args.serve)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = FastClock(args.speed)
+    rng = random.Random(args.seed)
+    symbols = SYMBOLS[: args.symbols]
+    venue = FaultyBinance(symbols, clock, seed=args.seed, trades_per_s=args.rate)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with venue.running():
+        section = venue.config_section()
+        print("watchlist = [" + ", ".join(f'"BINANCE:{s}"' for s in symbols) + "]")
+        print("[feeds.binance]")
+        for key, value in section.items():
+            print(f"{key} = {json.dumps(value)}")
+        print(f"(faults for {args.minutes:g} minutes, then quiet; Ctrl-C writes {out}/truth.json)")
+        faults = asyncio.ensure_future(
+            inject(venue, clock.now_us() + int(args.minutes * US_PER_MINUTE), rng)
+        )
+        await stop.wait()
+        faults.cancel()
+    truth = {
+        f"BINANCE:{symbol}": {
+            str(minute): [float(v) for v in bar[:5]] + [bar[5]]
+            for minute, bar in venue.venue_bars(symbol, 0, clock.now_us()).items()
+        }
+        for symbol in symbols
+    }
+    (out / "truth.json").write_text(json.dumps({"faults": venue.faults.injected, "bars": truth}))
+    print(f"wrote {out}/truth.json: faults {venue.faults.injected}")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Compare a home's store with a served venue's truth.json (closed minutes only)."""
+    import json
+
+    from sptrader.store import Store
+
+    truth = json.loads(Path(args.truth).read_text())
+    store = Store(Path(args.check) / "sptrader.duckdb", read_only=True)
+    now = time.time_ns() // 1000
+    last = now - now % US_PER_MINUTE - US_PER_MINUTE
+    stored, duplicates = stored_minutes(store, 0, last)
+    compared = missing = differing = 0
+    for instrument, bars in truth["bars"].items():
+        minutes = sorted(int(minute) for minute in bars)
+        for minute in minutes[1:]:  # the first minute began before the daemon saw it
+            if minute >= last:
+                continue
+            compared += 1
+            got = stored.get(instrument, {}).get(minute)
+            want = tuple(bars[str(minute)])
+            if got is None:
+                missing += 1
+            elif (
+                got[:4] != want[:4]
+                or got[5] != want[5]
+                or abs(got[4] - want[4]) > 1e-9 * max(want[4], 1)
+            ):
+                differing += 1
+                print("  differs:", instrument, minute, got, want)
+    print(
+        f"minutes compared {compared}: missing {missing}, duplicate {duplicates}, differing {differing}"
+    )
+    store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--symbols", type=int, default=4)
-    parser.add_argument("--speed", type=float, default=10.0)
+    parser.add_argument(
+        "--speed", type=float, default=None, help="clock speed-up (default 10; --serve: 1)"
+    )
     parser.add_argument("--rate", type=float, default=4.0, help="trades per (fake) second")
     parser.add_argument("--seed", type=int, default=1)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--serve", metavar="DIR", help="serve the faulty venue in real time")
+    parser.add_argument("--check", metavar="HOME", help="compare HOME's store with --truth")
+    parser.add_argument("--truth", metavar="FILE")
+    args = parser.parse_args()
+    if args.check:
+        check(args)
+    elif args.serve:
+        args.speed = args.speed or 1.0  # a daemon runs on the real clock
+        asyncio.run(serve(args))
+    else:
+        args.speed = args.speed or 10.0
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

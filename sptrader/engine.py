@@ -165,8 +165,13 @@ def same_bar(built: Bar, venue: Bar) -> bool:
         and built.low == venue.low
         and built.close == venue.close
         and built.trades == venue.trades
-        and abs(built.volume - venue.volume) <= 1e-9 * max(abs(venue.volume), 1e-12)
+        and _close(built.volume, venue.volume)
+        and (built.buy_volume is None or _close(built.buy_volume, venue.buy_volume))
     )
+
+
+def _close(built: float, venue: float | None) -> bool:
+    return venue is not None and abs(built - venue) <= 1e-9 * max(abs(venue), 1e-12)
 
 
 def _bar_text(bar: Bar) -> str:
@@ -246,6 +251,8 @@ class Engine:
         feed = make_feed(prefix, instruments, feed_config(self.config, prefix))
         if isinstance(feed, ExchangeFeed):
             feed.on_lost_trades = self._trades_lost
+            if feed.refetch_partial_minute:
+                feed.on_stream_joined = lambda minute: self._stream_joined(feed, minute)
         return feed
 
     def _add_feed(self, feed: Feed) -> None:
@@ -691,6 +698,17 @@ class Engine:
             extra={"source": instrument.split(":", 1)[0].lower()},
         )
         self._spawn(run_in_thread(self.owed.save, self.require_store(), owed))
+
+    def _stream_joined(self, feed: Feed, minute_us: int) -> None:
+        """A connection opened in ``minute_us``: that minute was seen only in part, and
+        so were any between the gap fill's end and it (a slow fill or connect)."""
+        since = min(self._streaming_since.get(feed.name, minute_us), minute_us)
+        for instrument in feed.instruments:
+            owed = self.owed.owe(
+                instrument, since, minute_us + US_PER_MINUTE, "a stream joined mid-minute"
+            )
+            if owed is not None:
+                self._spawn(run_in_thread(self.owed.save, self.require_store(), owed))
 
     async def _owe_many(self, ranges: list[tuple[str, int, int]], reason: str) -> None:
         store = self.require_store()

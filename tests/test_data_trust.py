@@ -186,20 +186,18 @@ def test_a_repeated_trade_id_is_dropped_and_a_hole_is_reported() -> None:
     assert sequence.check([quote, trades[0]], None) == [quote]
 
 
-def test_a_hole_across_a_reconnect_is_left_to_the_reconnect_backfill() -> None:
+def test_a_hole_across_a_reconnect_is_reported_whole() -> None:
+    """Whichever minute the stream came back in, the ids say what was lost: the hole
+    repeats part of the reconnect backfill (one more fetch), but leaves nothing out."""
     sequence = TradeSequence()
     lost: list[tuple] = []
     minute = 1_700_000_040_000_000
-    sequence.check([TradeReceived(INSTRUMENT, minute, 1.0, 1.0, 0, 1)], None)
-    # Reconnected three minutes later: the backfill fetches up to the minute it opened
-    # in, which is owed a re-fetch itself; only later minutes are this hole's.
-    sequence.connected(minute + 3 * US_PER_MINUTE)
+    sequence.check([TradeReceived(INSTRUMENT, minute + 7, 1.0, 1.0, 0, 1)], None)
     sequence.check(
         [TradeReceived(INSTRUMENT, minute + 3 * US_PER_MINUTE + 9, 1.0, 1.0, 0, 50)],
         lambda *hole: lost.append(hole),
     )
-    assert lost == []
-    assert sequence.lost == 48
+    assert lost == [(INSTRUMENT, minute, minute + 4 * US_PER_MINUTE, 48)]
 
 
 # --- 5: a venue's closed kline is compared and wins when it differs -------------------
@@ -399,7 +397,7 @@ async def test_lost_trades_are_refetched_and_stored_bars_equal_the_venues(home: 
                 venue.silence(clock.seconds(15))  # trades go on, none is sent
                 await wait_until(lambda: engine.feeds["binance"].sequence.lost > 0, timeout=10)
                 owed = engine.owed.ranges(INSTRUMENT)
-                assert any(start <= silent_from < end for start, end in owed)
+                assert any(start <= silent_from < end for start, end in owed), (silent_from, owed)
                 await asyncio.sleep(0.2)  # saved in a thread
                 assert not any(
                     start <= silent_from < end and end > silent_from
@@ -423,4 +421,4 @@ async def test_lost_trades_are_refetched_and_stored_bars_equal_the_venues(home: 
         clock.restore()
     assert comparison["compared"] >= 2 and duplicates == 0
     assert (comparison["missing"], comparison["differing"]) == (0, 0), comparison
-    assert any(start <= minute < end for start, end in covered)
+    assert any(start <= minute < end for start, end in covered), (minute, covered)

@@ -31,6 +31,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 import sptrader.engine as engine_module
+import sptrader.feeds.base as feeds_base
 import sptrader.store.writer as writer_module
 from sptrader.clock import now_us
 from sptrader.engine import Engine
@@ -655,6 +656,8 @@ async def test_the_minute_a_stream_started_in_is_fetched_again_once_closed(
     # it starts in (and sees only partly) has closed at the exchange a minute later.
     behind = [2 * US_PER_MINUTE]
     monkeypatch.setattr(engine_module, "now_us", lambda: now_us() - behind[0])
+    # The feed's clock too: it tells the engine which minute its stream opened in.
+    monkeypatch.setattr(feeds_base, "now_us", lambda: now_us() - behind[0])
     async with FakeExchange(market).running() as exchange:
         engine = make_engine(home, exchange)
         watcher = Watcher(engine)

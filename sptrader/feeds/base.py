@@ -156,6 +156,9 @@ class ExchangeFeed(Feed):
         self.sequence = TradeSequence()
         #: Told of trades proven lost (set by the engine: it re-fetches those minutes).
         self.on_lost_trades: LostTrades | None = None
+        #: Told the minute a connection opened in, seen only in part (the engine
+        #: re-fetches it, and any minute since its gap fill ended, once closed).
+        self.on_stream_joined: Callable[[int], None] | None = None
 
     async def pump(
         self,
@@ -167,8 +170,9 @@ class ExchangeFeed(Feed):
         ``keep_going()`` turns false. A message that cannot be parsed, whatever is wrong
         with it (bad UTF-8, nesting too deep, a number too large), is counted and
         skipped: it never costs the connection."""
-        now = now_us()
-        self.sequence.connected(now - now % US_PER_MINUTE)
+        if self.on_stream_joined is not None:
+            now = self.clock_us()
+            self.on_stream_joined(now - now % US_PER_MINUTE)
         async with Watchdog(self.config.watchdog_s) as watchdog:
             while keep_going():
                 # Undecoded: the parsers read bytes, and a frame that is not UTF-8 is one

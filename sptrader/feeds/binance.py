@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -149,8 +150,9 @@ class BinanceFeed(ExchangeFeed):
         if not low <= min(bar_open, close) <= max(bar_open, close) <= high:
             raise validate.BadValue("kline prices are not low <= open, close <= high")
         volume = validate.number(kline["v"], "kline volume")
-        if volume < 0:
-            raise validate.BadValue(f"kline volume {volume} is negative")
+        bought = validate.number(kline["V"], "kline taker buy volume")
+        if not 0 <= bought <= volume:
+            raise validate.BadValue(f"kline volumes {volume} / taker buy {bought} do not fit")
         return Bar(
             instrument,
             "1m",
@@ -161,6 +163,9 @@ class BinanceFeed(ExchangeFeed):
             close,
             volume,
             validate.integer(kline["n"], "kline trades"),
+            bought,
+            # In decimal, as history does: float subtraction would leave noise.
+            float(Decimal(kline["v"]) - Decimal(kline["V"])),
         )
 
     # --- history ----------------------------------------------------------------------
@@ -173,7 +178,6 @@ class BinanceFeed(ExchangeFeed):
         ``Retry-After``. Only closed bars are returned, with their order flow: a kline's
         row[9] is the taker buy base volume, so buy_volume = row[9] and sell_volume =
         volume - row[9] (the difference taken in decimal, as Binance states both)."""
-        from decimal import Decimal
 
         from sptrader.schema import ORDER_FLOW_SCHEMA
 

@@ -23,15 +23,8 @@ class TradeSequence:
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[int, int]] = {}
-        # Holes that start before this minute are the reconnect backfill's to fill.
-        self._since_us = 0
         self.duplicates = 0
         self.lost = 0
-
-    def connected(self, minute_us: int) -> None:
-        """A new connection whose history before ``minute_us`` (the minute it opened in,
-        fetched again once closed) the engine's backfill fills."""
-        self._since_us = minute_us + US_PER_MINUTE
 
     def check(self, events: list[object], on_lost: LostTrades | None) -> list[object]:
         """``events`` without repeated trades; holes are reported to ``on_lost``."""
@@ -65,7 +58,9 @@ class TradeSequence:
     ) -> None:
         missing = event.trade_id - previous[0] - 1
         self.lost += missing
-        start = max(previous[1] - previous[1] % US_PER_MINUTE, self._since_us)
+        # Across a reconnect this repeats part of the reconnect backfill: one more
+        # fetch, and no hole whichever minute the stream came back in.
+        start = previous[1] - previous[1] % US_PER_MINUTE
         end = event.ts_us - event.ts_us % US_PER_MINUTE + US_PER_MINUTE
         if on_lost is not None and start < end:
             on_lost(instrument, start, end, missing)
