@@ -422,3 +422,16 @@ async def test_lost_trades_are_refetched_and_stored_bars_equal_the_venues(home: 
     assert comparison["compared"] >= 2 and duplicates == 0
     assert (comparison["missing"], comparison["differing"]) == (0, 0), comparison
     assert any(start <= minute < end for start, end in covered), (minute, covered)
+
+
+def test_api_clients_get_the_side_id_and_order_flow() -> None:
+    """Remote clients (an attached TUI) see what the engine sees."""
+    from sptrader.api.protocol import decode_event, encode_event
+
+    trade = TradeReceived(INSTRUMENT, 1_700_000_040_000_001, 100.5, 0.25, SIDE_SELL, 42)
+    bar = Bar(INSTRUMENT, "1m", 1_700_000_040_000_000, 1.0, 2.0, 0.5, 1.5, 3.0, 4, 1.0, 2.0)
+    for event in (trade, BarClosed(bar), BarClosed(venue_bar(1_700_000_040_000_000, 1.0, 1))):
+        assert decode_event(json.loads(json.dumps(encode_event(event)))) == event
+    # A list from before order flow still decodes (as unknown flow).
+    old = ["bc", INSTRUMENT, 1_700_000_040_000_000, 1.0, 2.0, 0.5, 1.5, 3.0, 4]
+    assert decode_event(old).bar.buy_volume is None

@@ -70,12 +70,16 @@ def bar_fields(bar: Bar) -> list[Any]:
         bar.close,
         bar.volume,
         bar.trades,
+        bar.buy_volume,
+        bar.sell_volume,
     ]
 
 
 def _bar(fields: list[Any]) -> Bar:
-    instrument, ts, open_, high, low, close, volume, trades = fields
-    return Bar(instrument, "1m", ts, open_, high, low, close, volume, trades)
+    # Order flow (buy/sell volume) came later: a list without it decodes as unknown.
+    instrument, ts, open_, high, low, close, volume, trades, *flow = fields
+    buy, sell = [*flow, None, None][:2]
+    return Bar(instrument, "1m", ts, open_, high, low, close, volume, trades, buy, sell)
 
 
 def encode_event(event: object) -> list[Any] | None:
@@ -92,7 +96,15 @@ def encode_event(event: object) -> list[Any] | None:
             event.ask_size,
         ]
     if kind is TradeReceived:
-        return ["t", event.instrument, event.ts_us, event.price, event.size]
+        return [
+            "t",
+            event.instrument,
+            event.ts_us,
+            event.price,
+            event.size,
+            event.side,
+            event.trade_id,
+        ]
     if kind is BarUpdated:
         return ["bu", *bar_fields(event.bar)]
     if kind is BarClosed:
