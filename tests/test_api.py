@@ -121,7 +121,7 @@ async def test_welcome_status_services_and_candles(home: Path) -> None:
             assert all(isinstance(ts, int) for ts in times)
             assert [b - a for a, b in itertools.pairwise(times)] == [US_PER_MINUTE] * 4
             assert now_minute - 2 * US_PER_MINUTE <= times[-1] <= now_minute + US_PER_MINUTE
-            for _ts, open_, high, low, close, volume, trades in rows:
+            for _ts, open_, high, low, close, volume, trades, *_flow in rows:
                 assert low <= min(open_, close) <= max(open_, close) <= high
                 assert volume >= 0 and trades >= 0
 

@@ -192,8 +192,12 @@ def decode_status(data: dict[str, Any]) -> ServiceStatus:
 
 def candles_frame(rows: list[list[Any]]) -> pl.DataFrame:
     """The rows a ``candles`` response carries (``ts_us, open, high, low, close, volume,
-    trades``) as the frame the store's queries return."""
+    trades, buy_volume, sell_volume``; a daemon from before order flow sends the first
+    seven) as the frame the store's queries return."""
     if not rows:
         return empty_bars()
-    frame = pl.DataFrame(rows, schema=list(empty_bars().columns), orient="row")
+    columns = list(empty_bars().columns)
+    if len(rows[0]) < len(columns):
+        rows = [[*row, None, None][: len(columns)] for row in rows]
+    frame = pl.DataFrame(rows, schema=columns, orient="row")
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("us"))).cast(empty_bars().schema)

@@ -44,6 +44,7 @@ from sptrader.errors import SptraderError
 from sptrader.models import US_PER_MINUTE, timeframe_minutes
 from sptrader.scanners import SignalRaised, lineage
 from sptrader.scanners.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
+from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
 from sptrader.strategies import registry
 from sptrader.strategies.base import SIGNAL_SCHEMA, Strategy
@@ -277,7 +278,7 @@ class Scanner:
             try:
                 with recorder.step(None, "indicators", ", ".join(specs)) as step:
                     bars = _add_indicators(bars, specs, over="instrument")
-                    step.output_summary = f"columns: {', '.join(bars.columns[8:])}"
+                    step.output_summary = f"columns: {', '.join(_indicator_columns(bars))}"
                 with_indicators = True
             except Exception as error:
                 self._batch_failed("indicators", error)
@@ -437,7 +438,7 @@ class Scanner:
             if specs and not with_indicators:
                 with recorder.step(instrument, "indicators", ", ".join(specs)) as step:
                     bars = _add_indicators(bars, specs)
-                    step.output_summary = f"columns: {', '.join(bars.columns[8:])}"
+                    step.output_summary = f"columns: {', '.join(_indicator_columns(bars))}"
             with recorder.step(
                 instrument, "evaluate", f"{strategy.name} on {bars.height} bars"
             ) as step:
@@ -756,3 +757,8 @@ def find_scanner(services: dict[str, ScannerService], name: str) -> ScannerServi
             f"unknown scanner {name!r} (scanners: {', '.join(services) or 'none configured'})"
         )
     return services[name]
+
+
+def _indicator_columns(bars: pl.DataFrame) -> list[str]:
+    """The columns indicators added to a bar frame (not the stored bar layout)."""
+    return [column for column in bars.columns if column not in STORED_BAR_COLUMNS]
