@@ -30,6 +30,8 @@ from sptrader.feeds.base import Feed
 from sptrader.feeds.dukascopy import US_PER_HOUR, DukascopyFeed, ticks_to_bars
 from sptrader.feeds.sim import SimFeed
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, BackfillProgressed, HistoryStored
+from sptrader.schema import ORDER_FLOW_COLUMNS, STORED_BAR_COLUMNS
+from sptrader.schema import stored_bars as in_stored_layout
 from sptrader.store import Store
 
 
@@ -130,8 +132,12 @@ def stored_bars(store: Store, instrument: str) -> pl.DataFrame:
 
 
 def expected_bars(instrument: str, ranges: list[tuple[int, int]]) -> pl.DataFrame:
+    """The feed's history in the stored layout: SIM history gives no taker side (not even
+    for instruments that trade), so buy_volume/sell_volume must be stored NULL."""
     frames = [sim().history(instrument, start, end) for start, end in ranges]
-    return pl.concat([frame for frame in frames if frame is not None]).sort("ts")
+    history = pl.concat([frame for frame in frames if frame is not None]).sort("ts")
+    assert not set(ORDER_FLOW_COLUMNS) & set(history.columns)
+    return in_stored_layout(history)
 
 
 def coverage_rows(store: Store, instrument: str) -> list[tuple[str, int, int]]:
@@ -280,7 +286,10 @@ def test_a_backfill_stores_exactly_the_feeds_history_and_reports_progress(store:
     for instrument, job in zip(INSTRUMENTS, jobs, strict=True):
         expected = expected_bars(instrument, [(START, END)])
         assert expected.height == 2 * 1440 + 30 - 6 * 60
-        assert_frame_equal(stored_bars(store, instrument), expected)
+        stored = stored_bars(store, instrument)
+        assert stored.columns == STORED_BAR_COLUMNS
+        assert stored.select(ORDER_FLOW_COLUMNS).null_count().row(0) == (expected.height,) * 2
+        assert_frame_equal(stored, expected)
         assert job.rows == expected.height
         # Coverage: the whole range, merged, recorded under the feed's name.
         assert store.coverage(instrument) == [(START, END)]
@@ -441,7 +450,10 @@ def test_dukascopy_ticks_are_stored_once_and_bars_are_their_aggregate(store: Sto
     assert ticks["bid"].to_list() == [tick[2] for hour in DUKASCOPY_TICKS.values() for tick in hour]
     assert_frame_equal(stored_bars(store, instrument), bars)
     assert bars.height == 5 and duplicates(store) == 0
-    assert_frame_equal(bars, ticks_to_bars(ticks, "bid", JAN_2 + 3 * US_PER_DAY))
+    # Quotes have no taker side: the bars built from them carry NULL order flow.
+    assert ticks["side"].null_count() == ticks.height
+    assert bars.select(ORDER_FLOW_COLUMNS).null_count().row(0) == (bars.height,) * 2
+    assert_frame_equal(bars, in_stored_layout(ticks_to_bars(ticks, "bid", JAN_2 + 3 * US_PER_DAY)))
 
 
 def test_dukascopy_without_keep_ticks_stores_bars_only(store: Store) -> None:
