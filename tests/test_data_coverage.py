@@ -17,6 +17,7 @@ import pytest
 from conftest import make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from sptrader.data import manager
 from sptrader.data.intervals import clip, merge, split, subtract, total
@@ -25,6 +26,7 @@ from sptrader.engine import Engine
 from sptrader.errors import ConfigError
 from sptrader.feeds.base import Feed
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
+from sptrader.schema import ORDER_FLOW_COLUMNS, STORED_BAR_COLUMNS, stored_bars
 from sptrader.store import Store, database
 
 US_PER_HOUR = 60 * US_PER_MINUTE
@@ -215,9 +217,18 @@ def test_the_coverage_migration_seeds_runs_of_bars_and_finished_backfills(
     monkeypatch.setattr(database, "available_migrations", lambda: every[:2])
     store = Store(tmp_path / "old.duckdb")
     assert store.migrate() == ["001_initial.sql", "002_symbols_and_backfills.sql"]
-    # SIM:EURUSD: minutes 0-4 and 7-9 stored (5 and 6 missing), then 100 alone.
-    store.upsert_bars(bars_frame("SIM:EURUSD", at_minutes(0, 1, 2, 3, 4, 7, 8, 9, 100)))
-    store.upsert_bars(bars_frame("OANDA:EUR_USD", at_minutes(30, 31)))
+    # SIM:EURUSD: minutes 0-4 and 7-9 stored (5 and 6 missing), then 100 alone. Written
+    # as a store at 002 holds them (no order-flow columns yet: upsert_bars writes today's).
+    old_bars = pl.concat(
+        [
+            bars_frame("SIM:EURUSD", at_minutes(0, 1, 2, 3, 4, 7, 8, 9, 100)),
+            bars_frame("OANDA:EUR_USD", at_minutes(30, 31)),
+        ]
+    )
+    cursor = store.cursor()
+    cursor.register("old_bars", old_bars)
+    cursor.execute("INSERT INTO bars_1m SELECT * FROM old_bars")
+    cursor.unregister("old_bars")
     # A finished backfill of a day before (a quiet market may have left no bars),
     # and one overlapping the first run of bars.
     store.cursor().executemany(
@@ -252,6 +263,11 @@ def test_the_coverage_migration_seeds_runs_of_bars_and_finished_backfills(
         .fetchall()
     }
     assert "backfill_ranges" not in tables
+    # The old bars survive the later migrations as they were, order flow NULL.
+    upgraded = store.cursor().sql("SELECT * FROM bars_1m ORDER BY instrument DESC, ts").pl()
+    assert upgraded.columns == STORED_BAR_COLUMNS
+    assert_frame_equal(upgraded, stored_bars(old_bars))
+    assert upgraded.select(ORDER_FLOW_COLUMNS).null_count().row(0) == (old_bars.height,) * 2
     # New coverage merges with what the migration seeded.
     store.add_coverage("SIM:EURUSD", "1m", "sim", *minutes(6, 7))
     assert store.coverage("SIM:EURUSD")[1] == minutes(0, 10)
