@@ -25,7 +25,8 @@ from fakes import FakeHttpServer
 from sptrader import __version__
 from sptrader.store import Store
 
-HEADER = ["ts", "open", "high", "low", "close", "volume", "trades"]
+HEADER = ["ts", "open", "high", "low", "close", "volume", "trades", "buy_volume", "sell_volume"]
+FLOW = ("buy_volume", "sell_volume")
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -48,6 +49,26 @@ def _check_bar(row: dict) -> None:
     assert max(opened, close) <= high, row
     assert float(row["volume"]) > 0, row
     assert int(row["trades"]) >= 1, row
+    # Order flow: unknown (empty CSV field / JSON null) on both sides, or both known,
+    # non-negative and no more than the bar's volume (known sides only are summed).
+    flow = [_flow(row[key]) for key in FLOW]
+    if None in flow:
+        assert flow == [None, None], row
+    else:
+        assert min(flow) >= 0, row
+        assert sum(flow) <= float(row["volume"]) + 1e-6, row
+
+
+def _flow(value: str | float | None) -> float | None:
+    """An order-flow field as CSV or JSON gives it: None when the source gave no side."""
+    return None if value in ("", None) else float(value)
+
+
+def _assert_no_order_flow(rows: list[dict]) -> None:
+    """SIM's FX instruments are built from quotes: no taker side, so no order flow."""
+    assert rows
+    for row in rows:
+        assert [row[key] for key in FLOW] == ["", ""], row
 
 
 def _csv_rows(text: str) -> list[dict[str, str]]:
@@ -104,6 +125,7 @@ def test_candles_csv_on_a_fresh_home(run, home: Path) -> None:
     assert _floor_minute(before) - MINUTE <= times[-1] <= _floor_minute(after) - MINUTE
     for row in rows:
         _check_bar(row)
+    _assert_no_order_flow(rows)
     assert (home / "sptrader.duckdb").is_file()
 
 
@@ -141,6 +163,7 @@ def test_candles_json(run) -> None:
     for bar in bars:
         assert list(bar) == HEADER
         assert isinstance(bar["trades"], int)
+        assert all(bar[key] is None or isinstance(bar[key], float) for key in FLOW), bar
         _check_bar(bar)
     times = [_parse_ts(bar["ts"]) for bar in bars]
     assert [b - a for a, b in itertools.pairwise(times)] == [MINUTE] * 4
@@ -157,6 +180,7 @@ def test_candles_hourly(run) -> None:
     assert times[-1] <= datetime.now(UTC)
     for row in rows:
         _check_bar(row)
+    _assert_no_order_flow(rows)
 
 
 def test_candles_hourly_rolls_up_the_minutes(run) -> None:
@@ -183,6 +207,12 @@ def test_candles_hourly_rolls_up_the_minutes(run) -> None:
     assert float(complete_hour["high"]) == max(float(row["high"]) for row in minutes)
     assert float(complete_hour["low"]) == min(float(row["low"]) for row in minutes)
     assert int(complete_hour["trades"]) == sum(int(row["trades"]) for row in minutes)
+    for key in FLOW:  # the sum of the minutes' known flow; unknown when none is known
+        known = [_flow(row[key]) for row in minutes if _flow(row[key]) is not None]
+        if known:
+            assert _flow(complete_hour[key]) == pytest.approx(sum(known), abs=1e-5)
+        else:
+            assert complete_hour[key] == ""
 
 
 def test_candles_from_to_range(run) -> None:
@@ -409,6 +439,7 @@ def test_entry_point_candles_uses_sptrader_home(tmp_path: Path) -> None:
     assert [b - a for a, b in itertools.pairwise(times)] == [MINUTE] * 4
     for row in rows:
         _check_bar(row)
+    _assert_no_order_flow(rows)
     assert (tmp_path / "env-home" / "sptrader.duckdb").is_file()
     # Nothing but the bars on stdout; nothing written to the working directory.
     assert result.stderr == ""
