@@ -116,7 +116,7 @@ async def full_path(args: argparse.Namespace, store: Store) -> dict[str, float]:
     store_config = StoreConfig(keep_ticks=["*"] if args.keep_ticks else [])
     bus = Bus()
     builder = BarBuilder(feed.price_source)
-    bars = BarService(bus, builder, [feed], store_config.writer_queue)
+    bars = BarService(bus, builder, {feed.name: feed}, store_config.writer_queue)
     writer = StoreWriter(store, bus, store_config)
     log_subscription = bus.subscribe("engine-log", maxsize=1000, types=EngineLogged)
     ui = bus.subscribe("ui", maxsize=20_000, policy="drop_oldest") if args.ui else None
