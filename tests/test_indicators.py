@@ -354,12 +354,19 @@ def test_candles_with_indicators_csv(run) -> None:
     assert result.code == 0, result.err
     rows = list(csv.DictReader(io.StringIO(result.out)))
     assert len(rows) == 5
-    assert list(rows[0])[7:] == [
+    bar_columns = list(csv.DictReader(io.StringIO(plain.out)).fieldnames or [])
+    assert bar_columns == [
+        "ts", "open", "high", "low", "close", "volume", "trades", "buy_volume", "sell_volume",
+    ]  # fmt: skip
+    assert list(rows[0])[: len(bar_columns)] == bar_columns
+    assert list(rows[0])[len(bar_columns) :] == [
         "rsi14", "ema20", "macd", "macd_signal", "macd_hist",
         "bb20_upper", "bb20_middle", "bb20_lower", "atr14",
     ]  # fmt: skip
     for row in rows:  # enough older bars were read: every printed row has values
-        assert all(math.isfinite(float(row[name])) for name in list(row)[7:])
+        assert all(math.isfinite(float(row[name])) for name in list(row)[len(bar_columns) :])
+        # SIM FX bars are built from quotes: no order flow, and no indicator fills it in.
+        assert (row["buy_volume"], row["sell_volume"]) == ("", "")
         assert 0 <= float(row["rsi14"]) <= 100
         assert float(row["bb20_lower"]) <= float(row["bb20_middle"]) <= float(row["bb20_upper"])
     # The bars themselves are those printed without --with.
