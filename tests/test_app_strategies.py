@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import conftest
 import pytest
@@ -118,6 +119,15 @@ def test_the_strategies_key_is_remappable() -> None:
     assert any(binding.id == "strategies-screen" for binding in SptraderApp.BINDINGS)
 
 
+async def api_result(server: ApiServer, method: str, params: dict[str, Any]) -> Any:
+    """The result the daemon's API gives a request: through its dispatch point, _reply
+    (the method's METHODS row checks the parameters, then its _api_ handler runs), as a
+    connected client's request goes; an error reply fails the test."""
+    reply = await server._reply(None, 1, method, params, [])  # no websocket: not subscribe
+    assert "error" not in reply, reply
+    return reply["result"]
+
+
 async def test_run_now_shows_the_run_and_its_lineage(app: SptraderApp) -> None:
     async with strategies_open(app) as (pilot, screen):
         row = screen.scanners[SCANNER]
@@ -151,9 +161,9 @@ async def test_run_now_shows_the_run_and_its_lineage(app: SptraderApp) -> None:
 
         # An attached TUI asks the daemon the same through its API methods.
         server = ApiServer(app.engine)
-        steps = await server._call("run_steps", {"run_id": run_id})
+        steps = await api_result(server, "run_steps", {"run_id": run_id})
         assert steps == await app.client.run_steps(run_id)
-        (listed,) = await server._call("scanners", {})
+        (listed,) = await api_result(server, "scanners", {})
         assert listed["last_run_id"] == run_id and listed["name"] == SCANNER
 
 
