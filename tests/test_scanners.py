@@ -530,6 +530,9 @@ def test_failing_batched_indicators_and_coverage_checks_fall_back(
     assert steps["input_summary"][0].startswith("coverage check of 2 instruments")
     assert errors[2].startswith("RuntimeError: no stacking today")
     assert steps["error"].null_count() == steps.height - 2
+    # One by one, each step names the indicator columns only (not buy_volume/sell_volume).
+    alone = steps.filter(pl.col("instrument").is_not_null() & (pl.col("step") == "indicators"))
+    assert alone["output_summary"].to_list() == ["columns: sma3"] * len(instruments)
 
 
 def test_a_strategy_whose_indicators_raise_fails_every_instrument(make_engine) -> None:
