@@ -10,8 +10,9 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -794,3 +795,46 @@ def test_export_reads_through_a_running_daemon_and_import_refuses(
     stored = _stored(home).filter(pl.col("ts").is_in(exported["ts"].implode()))
     assert stored.height == exported.height
     _assert_bits_equal(stored, exported.select(BAR_COLUMNS).sort("instrument", "ts"))
+
+
+def test_export_of_a_store_an_older_sptrader_wrote_migrates_it_first(
+    cli_home: Path, run: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A store at migration 005 (before order flow): export read it read-only and failed
+    with a traceback on the missing buy_volume column."""
+    import duckdb
+
+    from sptrader.store.database import available_migrations
+
+    cli_home.mkdir(parents=True, exist_ok=True)
+    path = cli_home / "sptrader.duckdb"
+    connection = duckdb.connect(str(path))
+    connection.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp())"
+    )
+    for version, name, sql in available_migrations():
+        if version <= 5:
+            connection.execute(sql)
+            connection.execute(
+                "INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name]
+            )
+    connection.execute(
+        "INSERT INTO bars_1m VALUES ('SIM:EURUSD', TIMESTAMP '2026-11-20 14:00:00', 1.1, 1.2, 1.0, 1.15, 5, 3)"
+    )
+    connection.close()
+    result = run(
+        "export",
+        "SIM:EURUSD",
+        "--from",
+        "2026-11-20",
+        "--to",
+        "2026-11-21",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    exported = pl.read_parquet(next((tmp_path / "out").rglob("*.parquet")))
+    assert exported["close"].to_list() == [1.15]
+    assert exported["buy_volume"].to_list() == [None]

@@ -48,7 +48,7 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         path = settings.store_path
         if not path.is_file():
             raise SptraderError(f"no database at {path}: nothing to export")
-        store = Store(path, read_only=True)
+        store = Store.for_reading(path)
         try:
             _check_instruments(settings, store, instruments)
 

@@ -80,6 +80,22 @@ class Store:
         self._write_lock = threading.Lock()
         self._closed = False
 
+    @classmethod
+    def for_reading(cls, path: Path) -> Store:
+        """The store opened read-only, migrated first if an older SPtrader wrote it (the
+        reads expect today's columns)."""
+        store = cls(path, read_only=True)
+        latest = max(version for version, _, _ in available_migrations())
+        if store.schema_version() >= latest:
+            return store
+        store.close()
+        writable = cls(path)
+        try:
+            writable.migrate()
+        finally:
+            writable.close()
+        return cls(path, read_only=True)
+
     # --- connections ------------------------------------------------------------------
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
