@@ -236,10 +236,14 @@ class FaultyBinance:
         )
 
     async def _unlisten(self) -> None:
+        # Handlers wait on their queues: tell them to return, or wait_closed (which
+        # waits for every handler) would wait forever.
+        for queue in list(self._listeners):
+            queue.put_nowait(_HANG_UP)
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await self._server.wait_closed()
+                await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
 
     async def _market(self) -> None:

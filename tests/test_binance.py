@@ -221,10 +221,12 @@ def test_history_pages_by_time_and_honours_retry_after() -> None:
     assert len(calls) == 3  # one 429, then two pages
 
 
-def test_history_leaves_out_the_bar_still_forming() -> None:
-    import time
+def test_history_leaves_out_the_bar_still_forming(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sptrader.feeds.binance as binance_module
 
     now_ms = int(time.time() * 1000)
+    # The clock stands still: a minute closing during the test would change the answer.
+    monkeypatch.setattr(binance_module, "now_us", lambda: now_ms * 1000)
     start_ms = now_ms - now_ms % 60_000 - 2 * 60_000
 
     def respond(request: httpx.Request) -> httpx.Response:

@@ -124,10 +124,17 @@ class BinanceFeed(ExchangeFeed):
             return []
 
     def _trade(self, instrument: str, data: dict[str, Any]) -> TradeReceived:
-        ts_us = validate.live_time(validate.epoch_ms(data["T"], "trade time"), self.clock_us())
-        maker = data["m"]
-        if type(maker) is not bool:
-            raise validate.BadValue(f"buyer-is-maker {maker!r} is not true or false")
+        # The busiest message of all: time and id are checked inline (the same checks
+        # as feeds.validate's, a function call each cheaper).
+        trade_ms, trade_id, maker = data["T"], data["t"], data["m"]
+        if type(trade_ms) is not int or type(trade_id) is not int or type(maker) is not bool:
+            raise validate.BadValue(f"trade time {trade_ms!r}, id {trade_id!r} or m {maker!r}")
+        ts_us = trade_ms * 1000
+        clock_us = self.clock_us()
+        if not clock_us - validate.MAX_BEHIND_US <= ts_us <= clock_us + validate.MAX_AHEAD_US:
+            raise validate.BadValue(f"trade time {trade_ms} ms is not near the feed's clock")
+        if not 0 <= trade_id < 10**18:
+            raise validate.BadValue(f"trade id {trade_id} is out of range")
         # ``m`` true: the buyer's order was resting, so the taker sold.
         return TradeReceived(
             instrument,
@@ -135,7 +142,7 @@ class BinanceFeed(ExchangeFeed):
             validate.price(data["p"]),
             validate.size(data["q"]),
             SIDE_SELL if maker else SIDE_BUY,
-            validate.integer(data["t"], "trade id"),
+            trade_id,
         )
 
     def _kline_bar(self, instrument: str, kline: dict[str, Any]) -> Bar:
