@@ -117,9 +117,9 @@ class BinanceFeed(ExchangeFeed):
         except ConnectionResetError:
             raise
         except validate.BadValue as error:
-            context.skipped("invalid", f"a Binance message with an impossible value ({error})")
+            validate.skip_invalid(context, "Binance", error)
             return []
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
+        except validate.MALFORMED:
             context.skipped("malformed", "a malformed Binance message")
             return []
 

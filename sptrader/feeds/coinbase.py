@@ -41,7 +41,7 @@ from sptrader.config import CoinbaseFeedConfig
 from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
-from sptrader.feeds.validate import BadValue
+from sptrader.feeds.validate import MALFORMED, BadValue, skip_invalid
 from sptrader.models import (
     NO_TRADE_ID,
     SIDE_UNKNOWN,
@@ -129,16 +129,9 @@ class CoinbaseFeed(ExchangeFeed):
             context.skipped("unexpected", f"a Coinbase message on channel {channel!r}")
             return []
         except BadValue as error:  # before ValueError: it is one
-            _invalid(context, error)
+            skip_invalid(context, "Coinbase", error)
             return []
-        except (
-            ValueError,  # bad JSON, bad UTF-8 (UnicodeDecodeError), bad times
-            KeyError,
-            TypeError,
-            AttributeError,
-            RecursionError,  # nested too deep for the JSON decoder
-            OverflowError,
-        ):
+        except MALFORMED:
             context.skipped("malformed", "a malformed Coinbase message")
             return []
 
@@ -168,7 +161,7 @@ class CoinbaseFeed(ExchangeFeed):
                 try:
                     quotes.append(_quote(instrument, ts_us, ticker))
                 except BadValue as error:
-                    _invalid(context, error)
+                    skip_invalid(context, "Coinbase", error)
         return quotes
 
     def _trades(self, message: dict[str, Any], context: ServiceContext) -> list[object]:
@@ -189,7 +182,7 @@ class CoinbaseFeed(ExchangeFeed):
                 try:
                     received = _trade(instrument, trade, clock_us)
                 except BadValue as error:
-                    _invalid(context, error)
+                    skip_invalid(context, "Coinbase", error)
                     continue
                 ts_us = received.ts_us
                 if snapshot and (
@@ -383,9 +376,6 @@ def _candle(
 def _reason(error: Exception) -> str:
     return str(error) if isinstance(error, BadValue) else f"{type(error).__name__}: {error}"
 
-
-def _invalid(context: ServiceContext, error: BadValue) -> None:
-    context.skipped("invalid", f"a Coinbase message with an impossible value ({error})")
 
 
 def _is_trading(entry: dict[str, Any]) -> bool:

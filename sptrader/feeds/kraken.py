@@ -47,7 +47,7 @@ from sptrader.errors import SptraderError
 from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
-from sptrader.feeds.validate import BadValue
+from sptrader.feeds.validate import MALFORMED, BadValue, skip_invalid
 from sptrader.models import (
     NO_TRADE_ID,
     SIDE_BUY,
@@ -139,17 +139,9 @@ class KrakenFeed(ExchangeFeed):
             context.skipped("unexpected", "an unexpected Kraken message")
             return []
         except BadValue as error:  # before ValueError: it is one
-            _invalid(context, error)
+            skip_invalid(context, "Kraken", error)
             return []
-        except (
-            ValueError,  # bad JSON, bad UTF-8 (UnicodeDecodeError), bad times
-            KeyError,
-            TypeError,
-            AttributeError,
-            IndexError,
-            RecursionError,  # nested too deep for the JSON decoder
-            OverflowError,
-        ):
+        except MALFORMED:
             context.skipped("malformed", "a malformed Kraken message")
             return []
 
@@ -164,7 +156,7 @@ class KrakenFeed(ExchangeFeed):
             try:
                 quotes.append(_quote(instrument, item, clock_us))
             except BadValue as error:
-                _invalid(context, error)
+                skip_invalid(context, "Kraken", error)
         return quotes
 
     def _trades(self, message: dict[str, Any], context: ServiceContext) -> list[object]:
@@ -175,7 +167,7 @@ class KrakenFeed(ExchangeFeed):
             try:
                 events.append(_trade(instrument, item, clock_us))
             except BadValue as error:
-                _invalid(context, error)
+                skip_invalid(context, "Kraken", error)
         last = self._last_trade_us
         if message.get("type") != "snapshot":
             for event in events:
@@ -543,6 +535,3 @@ def _warn_dropped(what: str, dropped: list[str], kind: str) -> None:
             dropped[0],
         )
 
-
-def _invalid(context: ServiceContext, error: BadValue) -> None:
-    context.skipped("invalid", f"a Kraken message with an impossible value ({error})")

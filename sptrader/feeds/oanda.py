@@ -39,7 +39,7 @@ from sptrader.errors import SptraderError
 from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, Watchdog
 from sptrader.feeds.http import get_with_retries
-from sptrader.feeds.validate import BadValue
+from sptrader.feeds.validate import MALFORMED, BadValue, skip_invalid
 from sptrader.models import US_PER_MINUTE, QuoteReceived
 from sptrader.supervisor import ServiceContext
 
@@ -161,17 +161,9 @@ class OandaFeed(ExchangeFeed):
                 context.count("heartbeats")
                 return []
         except BadValue as error:  # before ValueError: it is one
-            context.skipped("invalid", f"an OANDA message with an impossible value ({error})")
+            skip_invalid(context, "OANDA", error)
             return []
-        except (
-            ValueError,  # bad JSON, bad UTF-8 (UnicodeDecodeError), bad times
-            KeyError,
-            TypeError,
-            IndexError,
-            AttributeError,
-            RecursionError,  # nested too deep for the JSON decoder
-            OverflowError,
-        ):
+        except MALFORMED:
             context.skipped("malformed", "a malformed OANDA message")
             return []
         context.skipped("unexpected", f"an OANDA message of type {str(kind)[:40]!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from sptrader.models import SIDE_BUY, SIDE_SELL, US_PER_DAY, US_PER_SECOND
 
@@ -33,6 +34,25 @@ EARLIEST_US = 946_684_800 * US_PER_SECOND
 
 class BadValue(ValueError):
     """A number or time that cannot be market data."""
+
+
+#: What reading a malformed message raises (bad JSON, bad UTF-8 and bad times are
+#: ValueErrors; nesting too deep for the JSON decoder a RecursionError). Catch BadValue
+#: first: it is a ValueError too.
+MALFORMED = (
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    OverflowError,
+)
+
+
+def skip_invalid(context: Any, venue: str, error: BadValue) -> None:
+    """Count and skip a message (or an element of one) with an impossible value."""
+    context.skipped("invalid", f"a message from {venue} with an impossible value ({error})")
 
 
 def number(value: object, what: str) -> float:
