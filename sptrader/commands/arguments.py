@@ -33,13 +33,18 @@ class Refused(argparse.ArgumentTypeError):
 
 def count(name: str, maximum: int = MAX_COUNT) -> Callable[[str], int]:
     """A whole number from 1 to ``maximum``."""
+    return _whole(name, maximum, f"{name} must be a whole number from 1 to {maximum:,}")
+
+
+def _whole(name: str, maximum: int, problem: str) -> Callable[[str], int]:
+    """A whole number from 1 to ``maximum``, else ``problem`` (with the text given)."""
 
     def parse(text: str) -> int:
         with contextlib.suppress(ValueError):
             value = int(text)
             if 1 <= value <= maximum:
                 return value
-        raise Refused(f"{name} must be a whole number from 1 to {maximum:,}, not {text!r}")
+        raise Refused(f"{problem}, not {text!r}")
 
     parse.__name__ = name
     return parse
@@ -67,16 +72,7 @@ def seconds(
 
 def whole_id(what: str) -> Callable[[str], int]:
     """A stored row's id: a whole number from 1 to 2**63-1."""
-
-    def parse(text: str) -> int:
-        with contextlib.suppress(ValueError):
-            value = int(text)
-            if 1 <= value <= MAX_ID:
-                return value
-        raise Refused(f"{what} is a positive whole number, not {text!r}")
-
-    parse.__name__ = what
-    return parse
+    return _whole(what, MAX_ID, f"{what} is a positive whole number")
 
 
 def output_dir(name: str) -> Callable[[str], str]:
