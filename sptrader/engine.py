@@ -652,8 +652,7 @@ class Engine:
             owed = self.owed.ranges(instrument)
             if not owed:
                 continue
-            with store._write_lock:  # the store's one-writer-at-a-time lock
-                cursor = store.cursor()
+            with store.transaction() as cursor:
                 for start, end in owed:
                     remove_coverage(cursor, instrument, start, end)
 

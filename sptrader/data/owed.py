@@ -168,32 +168,25 @@ class OwedRefetches:
 
     def save(self, store: Store, owed: Owed) -> None:
         """Persist an owed range and take its coverage away: it is a hole until fetched."""
-        with store._write_lock:  # the store's one-writer-at-a-time lock
-            cursor = store.cursor()
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                cursor.execute(
-                    "DELETE FROM owed_refetch WHERE instrument = ? AND start_ts = make_timestamp(?)"
-                    " AND end_ts = make_timestamp(?)",
-                    list(owed.key),
-                )
-                cursor.execute(
-                    "INSERT INTO owed_refetch VALUES (?, make_timestamp(?), make_timestamp(?), ?,"
-                    " ?, make_timestamp(?), ?, make_timestamp(?))",
-                    [
-                        *owed.key,
-                        owed.reason,
-                        owed.attempts,
-                        owed.next_try_us,
-                        owed.last_error,
-                        self._clock(),
-                    ],
-                )
-                remove_coverage(cursor, owed.instrument, owed.start_us, owed.end_us)
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
+        with store.transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM owed_refetch WHERE instrument = ? AND start_ts = make_timestamp(?)"
+                " AND end_ts = make_timestamp(?)",
+                list(owed.key),
+            )
+            cursor.execute(
+                "INSERT INTO owed_refetch VALUES (?, make_timestamp(?), make_timestamp(?), ?,"
+                " ?, make_timestamp(?), ?, make_timestamp(?))",
+                [
+                    *owed.key,
+                    owed.reason,
+                    owed.attempts,
+                    owed.next_try_us,
+                    owed.last_error,
+                    self._clock(),
+                ],
+            )
+            remove_coverage(cursor, owed.instrument, owed.start_us, owed.end_us)
 
     def sync(self, store: Store) -> None:
         """Mirror the in-memory state into the table: settled rows go, attempts and
@@ -218,21 +211,15 @@ class OwedRefetches:
                 "last_error": pl.String,
             },
         )
-        with store._write_lock:
-            cursor = store.cursor()
+        with store.transaction() as cursor:
             cursor.register("owed_now", frame)
             try:
-                cursor.execute("BEGIN TRANSACTION")
                 cursor.execute("DELETE FROM owed_refetch")
                 cursor.execute(
                     "INSERT INTO owed_refetch SELECT instrument, make_timestamp(start_us),"
                     " make_timestamp(end_us), reason, attempts, make_timestamp(next_us),"
                     " last_error, now()::TIMESTAMP FROM owed_now"
                 )
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
             finally:
                 cursor.unregister("owed_now")
 

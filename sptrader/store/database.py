@@ -6,10 +6,12 @@ The store owns one connection; each thread works through its own ``cursor()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -126,6 +128,20 @@ class Store:
                         raise
                     time.sleep(0.05)
             self._connection.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """This thread's cursor inside one write transaction (the store's one writer at
+        a time): committed on leaving, rolled back on an error."""
+        cursor = self.cursor()
+        with self._write_lock:
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
 
     # --- migrations -------------------------------------------------------------------
 
