@@ -85,6 +85,11 @@ async def _until_ready(pilot, app: SptraderApp) -> None:
         lambda: chart.loaded_key == (WATCHLIST[0], "1m"),
         what=f"the chart to load {WATCHLIST[0]} 1m",
     )
+    # On a slow machine the feed streams before its gap fill lands (GAP_FILL_WAIT_S);
+    # the chart reloads when it does. Tests that read history wait for it here.
+    await wait_for(
+        pilot, lambda: len(chart.shown_bars()) >= 30, what="the seeded history on the chart"
+    )
     watchlist = app.query_one(WatchlistPane)
     await wait_for(pilot, lambda: _prices_shown(watchlist), what="prices in every watchlist row")
 
