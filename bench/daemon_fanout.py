@@ -90,7 +90,7 @@ class Probe:
 
 
 async def api_client(home: Path, probe: Probe) -> Any:
-    from sptrader.api.connection import ApiConnection
+    from sptrader.client.connection import ApiConnection
     from sptrader.models import QuoteReceived, TradeReceived
 
     ticks = (QuoteReceived, TradeReceived)
@@ -108,8 +108,8 @@ async def api_client(home: Path, probe: Probe) -> Any:
 async def raw_client(home: Path, probe: Probe) -> Any:
     from websockets.asyncio.client import unix_connect
 
-    from sptrader.api import paths
-    from sptrader.api.protocol import PROTOCOL_VERSION
+    from sptrader.client import paths
+    from sptrader.client.wire import PROTOCOL_VERSION
 
     websocket = await unix_connect(str(paths.socket_path(home)), "ws://localhost/", max_size=None)
     await websocket.send(json.dumps({"type": "hello", "protocol": PROTOCOL_VERSION}))
@@ -227,7 +227,7 @@ class Daemon:
         self.pid = None
 
     def status(self) -> dict[str, Any]:
-        from sptrader.api.connection import call_daemon
+        from sptrader.client.connection import call_daemon
 
         return asyncio.run(call_daemon(self.home, "status"))
 

@@ -20,7 +20,8 @@ from textual.worker import Worker, WorkerState
 
 from sptrader.chart_prefs import ChartPrefs, load_chart_prefs, save_chart_prefs
 from sptrader.charting import SignalMark
-from sptrader.client import EngineClient, LocalEngineClient
+from sptrader.client.local import LocalEngineClient
+from sptrader.client.protocol import EngineClient
 from sptrader.config import Settings
 from sptrader.engine import Engine
 from sptrader.formatting import decimals_of
@@ -760,7 +761,7 @@ def run_tui(settings: Settings) -> int:
     )
     if running_pid(settings.home) is not None:
         # A daemon holds the store: attach to it instead of opening the file.
-        from sptrader.api.remote import RemoteEngineClient
+        from sptrader.client.remote import RemoteEngineClient
 
         app = SptraderApp(settings, client=RemoteEngineClient(settings.home))
     else:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from sptrader.api import paths
+from sptrader.client import paths
 from sptrader.config import Settings
 from sptrader.errors import SptraderError
 
@@ -164,7 +164,7 @@ def start_background(settings: Settings, config_path: Path | None) -> int:
 
 
 def _healthy(home: Path) -> bool:
-    from sptrader.api.connection import call_daemon
+    from sptrader.client.connection import call_daemon
 
     if not paths.socket_path(home).exists():
         return False

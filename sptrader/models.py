@@ -316,3 +316,14 @@ class ServiceStatus:
     last_error: str = ""
     stoppable: bool = True
     counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInfo:
+    """One entry of a feed's instrument list (for search and validation)."""
+
+    instrument: str  # FEED:SYMBOL as SPtrader writes it, e.g. COINBASE:BTC-USD
+    description: str  # what a trader reads, e.g. "Bitcoin / US Dollar"
+    kind: str = ""  # crypto, fx, metal, index, equity, cfd ...
+    base: str = ""
+    quote: str = ""

@@ -20,10 +20,10 @@ from conftest import make_settings, wait_for_history, wait_until
 from websockets.asyncio.client import connect, unix_connect
 from websockets.exceptions import InvalidStatus
 
-from sptrader.api import paths
-from sptrader.api.connection import ApiConnection, DaemonUnavailable
-from sptrader.api.protocol import PROTOCOL_VERSION, decode_status
 from sptrader.api.server import ApiServer
+from sptrader.client import paths
+from sptrader.client.connection import ApiConnection, DaemonUnavailable
+from sptrader.client.wire import PROTOCOL_VERSION, decode_status
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError
 from sptrader.models import QuoteReceived, ServiceState, ServiceStateChanged

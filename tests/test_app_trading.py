@@ -436,7 +436,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 
 async def test_the_ticket_trades_through_the_daemon(daemon: tuple[Path, Path]) -> None:
-    from sptrader.api.remote import RemoteEngineClient, fetch_welcome
+    from sptrader.client.remote import RemoteEngineClient, fetch_welcome
     from sptrader.config import load_settings
 
     home, config = daemon

@@ -12,9 +12,9 @@ import pytest
 from conftest import run_cli, running_daemon
 from textual.widgets import OptionList
 
-from sptrader.api.connection import call_daemon
-from sptrader.api.remote import RemoteEngineClient, fetch_welcome
 from sptrader.app import SptraderApp
+from sptrader.client.connection import call_daemon
+from sptrader.client.remote import RemoteEngineClient, fetch_welcome
 from sptrader.config import load_settings
 from sptrader.daemon import running_pid
 from sptrader.screens import ServicesPane, SymbolSearchScreen, WatchlistPane

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import make_settings, wait_until
 
-from sptrader.api.protocol import decode_event, encode_event
 from sptrader.broker import records
 from sptrader.broker.orders import Fill, OrderRequest
 from sptrader.broker.service import PaperBroker
 from sptrader.bus import Bus
+from sptrader.client.wire import decode_event, encode_event
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.engine import Engine

@@ -14,8 +14,8 @@ from conftest import wait_until
 from fakes import FakeHttpServer, FakeRequest, FakeResponse, free_port, minute_bars
 from websockets.asyncio.server import ServerConnection, serve
 
-from sptrader.api.protocol import encode_event
 from sptrader.bus import Bus
+from sptrader.client.wire import encode_event
 from sptrader.clock import now_us
 from sptrader.config import CoinbaseFeedConfig, SupervisorConfig
 from sptrader.errors import SptraderError

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from sptrader.api import paths
+from sptrader.client import paths
 from sptrader.store import Store
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD"]

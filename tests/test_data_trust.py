@@ -426,7 +426,7 @@ async def test_lost_trades_are_refetched_and_stored_bars_equal_the_venues(home: 
 
 def test_api_clients_get_the_side_id_and_order_flow() -> None:
     """Remote clients (an attached TUI) see what the engine sees."""
-    from sptrader.api.protocol import decode_event, encode_event
+    from sptrader.client.wire import decode_event, encode_event
 
     trade = TradeReceived(INSTRUMENT, 1_700_000_040_000_001, 100.5, 0.25, SIDE_SELL, 42)
     bar = Bar(INSTRUMENT, "1m", 1_700_000_040_000_000, 1.0, 2.0, 0.5, 1.5, 3.0, 4, 1.0, 2.0)

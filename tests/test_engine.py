@@ -13,7 +13,7 @@ from conftest import make_settings, wait_until
 
 from sptrader.bars import BarBuilder, bars_to_frame
 from sptrader.bus import Bus
-from sptrader.client import LocalEngineClient
+from sptrader.client.local import LocalEngineClient
 from sptrader.clock import now_us
 from sptrader.config import StoreConfig, SupervisorConfig
 from sptrader.engine import Engine

@@ -22,9 +22,9 @@ from test_api import WATCHLIST, connected, free_port, serving
 from websockets.asyncio.client import connect, unix_connect
 from websockets.exceptions import InvalidStatus
 
-from sptrader.api import paths
-from sptrader.api.connection import ApiConnection, call_daemon
-from sptrader.api.protocol import PROTOCOL_VERSION
+from sptrader.client import paths
+from sptrader.client.connection import ApiConnection, call_daemon
+from sptrader.client.wire import PROTOCOL_VERSION
 from sptrader.errors import SptraderError
 
 HUGE = "100000000000000000000"  # 1e20: beyond int64, DuckDB and time_t
@@ -247,8 +247,8 @@ def test_errors_through_the_daemon_are_the_same_line_as_locally(tmp_path: Path) 
 
 
 async def test_the_remote_client_raises_what_the_local_client_raises(home: Path) -> None:
-    from sptrader.api.remote import RemoteEngineClient
-    from sptrader.client import LocalEngineClient
+    from sptrader.client.local import LocalEngineClient
+    from sptrader.client.remote import RemoteEngineClient
     from sptrader.errors import UsageError
 
     async with serving(home) as (engine, _server):

@@ -14,9 +14,9 @@ import httpx
 import polars as pl
 import pytest
 
-from sptrader.api.protocol import candles_frame
 from sptrader.bars import BarBuilder, bars_to_frame
 from sptrader.bus import Bus
+from sptrader.client.wire import candles_frame
 from sptrader.clock import datetime_to_us
 from sptrader.config import BinanceFeedConfig, StoreConfig
 from sptrader.feeds.binance import BinanceFeed

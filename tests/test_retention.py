@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 from conftest import holding_database
 
-from sptrader.api import paths
 from sptrader.cli import main
+from sptrader.client import paths
 from sptrader.config import parse_config
 from sptrader.errors import ConfigError, SptraderError, StoreLockedError
 from sptrader.store import Store, retention

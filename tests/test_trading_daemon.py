@@ -16,9 +16,9 @@ import pytest
 from conftest import make_settings, wait_for_history
 from test_daemon import Daemon, daemon_home, describe, one_error_line, poll
 
-from sptrader.api.remote import RemoteEngineClient
 from sptrader.api.server import ApiServer
-from sptrader.client import LocalEngineClient
+from sptrader.client.local import LocalEngineClient
+from sptrader.client.remote import RemoteEngineClient
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import QuoteReceived

@@ -19,8 +19,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from sptrader import __version__
-from sptrader.api import paths
-from sptrader.api.protocol import (
+from sptrader.client import paths
+from sptrader.client.local import LocalEngineClient
+from sptrader.client.wire import (
     PROTOCOL_VERSION,
     ProtocolError,
     bar_fields,
@@ -29,7 +30,6 @@ from sptrader.api.protocol import (
     encode_event,
     encode_status,
 )
-from sptrader.client import LocalEngineClient
 from sptrader.clock import now_us
 from sptrader.commands.arguments import MAX_COUNT, MAX_ID
 from sptrader.engine import Engine

@@ -80,7 +80,7 @@ def _backfill_here(
 async def _backfill_in_daemon(
     settings: Settings, instruments: list[str], start_us: int, end_us: int
 ) -> dict[str, BackfillProgressed]:
-    from sptrader.api.connection import ApiConnection
+    from sptrader.client.connection import ApiConnection
 
     outcome: dict[str, BackfillProgressed] = {}
     finished = asyncio.Event()

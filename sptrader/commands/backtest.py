@@ -256,8 +256,8 @@ def _read(
 async def _load_from_daemon(
     settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
 ) -> _Data:
-    from sptrader.api.connection import ApiConnection
-    from sptrader.api.protocol import candles_frame
+    from sptrader.client.connection import ApiConnection
+    from sptrader.client.wire import candles_frame
 
     async def call(method: str, **params: Any) -> Any:
         connection = ApiConnection(settings.home)

@@ -12,7 +12,7 @@ import time
 
 import polars as pl
 
-from sptrader.api.protocol import candles_frame
+from sptrader.client.wire import candles_frame
 from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.daemon import running_pid
@@ -207,7 +207,7 @@ async def _candles_from_daemon(
     wait_s: float,
     extra: int = 0,
 ) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
-    from sptrader.api.connection import ApiConnection
+    from sptrader.client.connection import ApiConnection
 
     connection = ApiConnection(settings.home)
     await connection.open()

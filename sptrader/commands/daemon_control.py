@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 
-from sptrader.api.connection import DaemonUnavailable, call_daemon
+from sptrader.client.connection import DaemonUnavailable, call_daemon
 from sptrader.config import Settings
 from sptrader.daemon import run_foreground, running_pid, start_background, stop_daemon
 from sptrader.formatting import format_age, service_notes

@@ -72,7 +72,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 def _gaps(settings: Settings, instrument: str, start: int, end: int) -> list[tuple[int, int]]:
     if running_pid(settings.home) is not None:
-        from sptrader.api.connection import call_daemon
+        from sptrader.client.connection import call_daemon
 
         rows = asyncio.run(
             call_daemon(
@@ -176,7 +176,7 @@ def heat_text(shares: list[float], text_type: Any) -> Any:
 
 def _statuses(settings: Settings, instruments: list[str], start: int, end: int) -> list[dict]:
     if running_pid(settings.home) is not None:
-        from sptrader.api.connection import call_daemon
+        from sptrader.client.connection import call_daemon
 
         return asyncio.run(
             call_daemon(

@@ -109,8 +109,8 @@ def _export_through_daemon(
     out_dir: Path,
     output_format: str,
 ) -> transfer.ExportSummary:
-    from sptrader.api.connection import ApiConnection
-    from sptrader.api.protocol import candles_frame
+    from sptrader.client.connection import ApiConnection
+    from sptrader.client.wire import candles_frame
 
     with asyncio.Runner() as runner:
         connection = ApiConnection(settings.home)

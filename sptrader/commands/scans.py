@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from sptrader.api.connection import DaemonUnavailable, call_daemon
+from sptrader.client.connection import DaemonUnavailable, call_daemon
 from sptrader.clock import format_us, now_us
 from sptrader.config import Settings
 from sptrader.daemon import running_pid

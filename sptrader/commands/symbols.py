@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 
-from sptrader.api.connection import call_daemon
+from sptrader.client.connection import call_daemon
 from sptrader.config import Settings
 from sptrader.daemon import running_pid
 from sptrader.engine import Engine

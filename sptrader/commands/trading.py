@@ -25,8 +25,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sptrader.api.connection import call_daemon
-from sptrader.client import BROKER_DISABLED
+from sptrader.client.connection import call_daemon
+from sptrader.client.local import BROKER_DISABLED
 from sptrader.clock import format_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
 from sptrader.daemon import running_pid

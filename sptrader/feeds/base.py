@@ -11,7 +11,6 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -19,20 +18,9 @@ import polars as pl
 from sptrader.clock import now_us
 from sptrader.errors import SptraderError
 from sptrader.feeds.sequence import LostTrades, TradeSequence
-from sptrader.models import US_PER_DAY, US_PER_MINUTE
+from sptrader.models import US_PER_DAY, US_PER_MINUTE, SymbolInfo
 from sptrader.schema import BAR_SCHEMA  # the bars history() returns: see sptrader.schema
 from sptrader.supervisor import Service, ServiceContext
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolInfo:
-    """One entry of a feed's instrument list (for search and validation)."""
-
-    instrument: str  # FEED:SYMBOL as SPtrader writes it, e.g. COINBASE:BTC-USD
-    description: str  # what a trader reads, e.g. "Bitcoin / US Dollar"
-    kind: str = ""  # crypto, fx, metal, index, equity, cfd ...
-    base: str = ""
-    quote: str = ""
 
 
 class StreamSilent(Exception):

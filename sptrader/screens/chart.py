@@ -53,7 +53,7 @@ from sptrader.charting import (
     render_candles,
     signal_position,
 )
-from sptrader.client import EngineClient
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import now_us
 from sptrader.formatting import decimals_of
 from sptrader.models import (

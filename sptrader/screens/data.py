@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
-from sptrader.client import EngineClient
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import format_us, now_us
 from sptrader.commands.data import heat_text
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, BackfillProgressed

@@ -25,7 +25,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
-from sptrader.client import EngineClient
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import now_us
 from sptrader.models import US_PER_DAY
 from sptrader.screens.account import format_price, format_qty, money, pnl_style

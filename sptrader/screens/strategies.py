@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Tree
 
 from sptrader.charting import SignalMark
-from sptrader.client import EngineClient
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import format_us
 
 SCANNER_COLUMNS = (

@@ -13,7 +13,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from sptrader.client import EngineClient
+from sptrader.client.protocol import EngineClient
 
 # Wait for a pause in typing before searching (each search may read a large list).
 DEBOUNCE_S = 0.15

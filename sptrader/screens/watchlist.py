@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable
 
-from sptrader.client import InstrumentSummary
+from sptrader.client.protocol import InstrumentSummary
 from sptrader.formatting import decimals_of, sparkline
 from sptrader.models import Bar, QuoteReceived
 

@@ -13,8 +13,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from sptrader.api import paths
-from sptrader.api.protocol import PROTOCOL_VERSION, ProtocolError, decode, decode_event, encode
+from sptrader.client import paths
+from sptrader.client.wire import PROTOCOL_VERSION, ProtocolError, decode, decode_event, encode
 from sptrader.errors import SptraderError, UsageError
 
 EventsCallback = Callable[[list[object], int], None]

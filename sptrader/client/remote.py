@@ -15,10 +15,10 @@ from typing import Any
 
 import polars as pl
 
-from sptrader.api.connection import ApiConnection, DaemonUnavailable
-from sptrader.api.protocol import candles_frame, decode_status
 from sptrader.bus import Bus, Subscription
-from sptrader.client import InstrumentSummary
+from sptrader.client.connection import ApiConnection, DaemonUnavailable
+from sptrader.client.protocol import InstrumentSummary
+from sptrader.client.wire import candles_frame, decode_status
 from sptrader.clock import now_us
 from sptrader.errors import SptraderError
 from sptrader.feeds.base import SymbolInfo

@@ -1,0 +1,193 @@
+"""EngineClient: everything a caller (a screen, a command, the API) may ask of an engine.
+
+Screens and commands never touch DuckDB or sockets; they use this interface, whichever
+engine answers: ``LocalEngineClient`` (an Engine in this process), ``RemoteEngineClient``
+(a daemon over the API) or ``StoreClient`` (reads of the store alone, offline).
+``connect()`` picks one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import polars as pl
+
+from sptrader.bus import Subscription
+from sptrader.models import Bar, ServiceStatus, SymbolInfo
+
+__all__ = ["EngineClient", "InstrumentSummary", "SymbolInfo"]
+
+
+@dataclass(slots=True)
+class InstrumentSummary:
+    """What a watchlist row needs before live ticks arrive."""
+
+    instrument: str
+    session_open: float | None
+    last: float | None
+    closes: list[float] = field(default_factory=list)
+
+
+class EngineClient(Protocol):
+    """What screens may ask of an engine, local or (later) attached over the API."""
+
+    @property
+    def mode(self) -> str:
+        """Shown in the header: "local engine" or "attached to daemon pid N"."""
+        ...
+
+    @property
+    def watchlist(self) -> list[str]: ...
+
+    async def start(self) -> None:
+        """Start the local engine, or connect to the daemon."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the local engine (flushing the store), or disconnect."""
+        ...
+
+    def subscribe(self, name: str, maxsize: int) -> Subscription:
+        """A lossy (drop-oldest, drops counted) subscription to every engine event."""
+        ...
+
+    async def services(self) -> list[ServiceStatus]: ...
+
+    async def start_service(self, name: str) -> None: ...
+
+    async def stop_service(self, name: str) -> None: ...
+
+    async def restart_service(self, name: str) -> None: ...
+
+    async def candles(
+        self,
+        instrument: str,
+        timeframe: str,
+        *,
+        last: int | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+    ) -> pl.DataFrame:
+        """Stored bars (``ts, open, high, low, close, volume, trades``)."""
+        ...
+
+    def forming_bar(self, instrument: str) -> Bar | None: ...
+
+    async def summaries(
+        self, instruments: list[str], points: int
+    ) -> dict[str, InstrumentSummary]: ...
+
+    async def stale_instruments(self) -> set[str]:
+        """Instruments whose feed is not delivering right now."""
+        ...
+
+    async def search_symbols(
+        self, query: str, feed: str | None = None, limit: int = 50
+    ) -> list[SymbolInfo]: ...
+
+    async def add_instrument(self, instrument: str) -> str:
+        """Watch and stream one more instrument (kept across restarts)."""
+        ...
+
+    async def remove_instrument(self, instrument: str) -> None: ...
+
+    async def start_backfill(self, instruments: list[str], start_us: int, end_us: int) -> None:
+        """Fetch what is missing of the range in the background (only open market hours
+        the store lacks); progress arrives as BackfillProgressed, then HistoryStored."""
+        ...
+
+    async def data_gaps(self, instrument: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
+        """Open market time in [start, end) that nothing stored covers."""
+        ...
+
+    async def data_status(
+        self, instruments: list[str] | None, start_us: int, end_us: int
+    ) -> list[dict]:
+        """Per instrument: source, first/last bar, bars, coverage_pct, gaps, days (the
+        share of each UTC day's open time covered; -1 for a closed day)."""
+        ...
+
+    async def scanners(self) -> list[dict]:
+        """Per configured scanner: name, strategy, instruments, timeframe, schedule,
+        next_run_us, paused (its service stopped) and its newest run (last_run_id,
+        last_status, last_duration_ms, last_started_us; None before the first)."""
+        ...
+
+    async def run_scanner(self, name: str) -> dict:
+        """Run scanner ``name`` now; its run_id, status, signals (a count) and error."""
+        ...
+
+    async def pause_scanner(self, name: str) -> None:
+        """Stop the scanner's service (no more scheduled runs)."""
+        ...
+
+    async def resume_scanner(self, name: str) -> None: ...
+
+    async def recent_signals(self, limit: int = 50) -> list[dict]:
+        """The newest signals, newest first: run_id, scanner, instrument, ts_us (the
+        bar), side, strength, reason, stop, target, created_us."""
+        ...
+
+    async def run_steps(self, run_id: int) -> list[dict]:
+        """A run's lineage steps in order: step_no, instrument, step, duration_ms,
+        input_summary, output_summary, error."""
+        ...
+
+    # --- the paper broker (every one raises an SptraderError when it is disabled) -----
+
+    async def place_order(self, request: dict) -> dict:
+        """Place an order (``OrderRequest`` fields: instrument, side, qty or risk_pct,
+        type, price, tif, sl, tp). Returns ``OrderResult.to_dict()``: ``order``,
+        ``fills``, ``rejected`` ({"limit", "message"} or None). A malformed request
+        raises a UsageError (one line)."""
+        ...
+
+    async def cancel_order(self, order_id: int) -> dict:
+        """Cancel an open order; the order as it is now (``Order.to_dict()``)."""
+        ...
+
+    async def close_position(self, instrument: str) -> dict:
+        """A market order flattening the position; ``OrderResult.to_dict()``."""
+        ...
+
+    async def account(self) -> dict:
+        """currency, starting_cash, cash, equity, unrealized, realized, fees, exposure,
+        day_pnl, open_positions, open_orders (at the newest quotes)."""
+        ...
+
+    async def positions(self) -> list[dict]:
+        """Open positions: instrument, side, qty, avg_price, mark, unrealized, realized,
+        fees, notional, opened_us."""
+        ...
+
+    async def open_orders(self) -> list[dict]:
+        """Working orders, oldest first (``Order.to_dict()``)."""
+        ...
+
+    async def order_history(self, limit: int = 100) -> list[dict]:
+        """The newest ``limit`` orders of any status, newest first."""
+        ...
+
+    async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
+        """Fills at or after ``since_us``, oldest first (the newest ``limit``)."""
+        ...
+
+    async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
+        """The journal of the UTC days from ``day_from`` to ``day_to`` (both included;
+        YYYY-MM-DD, open ends when None): notes, trades with their P&L, stats,
+        cumulative P&L points and a per-day summary (``sptrader.broker.journal``)."""
+        ...
+
+    async def equity_curve(
+        self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
+    ) -> list[dict]:
+        """The paper account's mark-to-market equity per ``timeframe`` bucket opening in
+        [start_us, end_us) (default: from the first fill to now), each valued at its end:
+        ``ts_us`` (the bucket's open), ``equity``, ``cash``, ``unrealized``, ``exposure``
+        (``sptrader.broker.equity``)."""
+        ...
+
+    async def add_journal_note(self, text: str, day: str | None = None) -> dict:
+        """Store a note about ``day`` (YYYY-MM-DD, default today UTC); the note."""
+        ...
