@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import make_settings
 
 from sptrader.clock import now_us
-from sptrader.data.intervals import subtract
 from sptrader.engine import Engine
+from sptrader.intervals import subtract
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 
 RUNS = 50

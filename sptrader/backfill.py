@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sptrader.clock import now_us
-from sptrader.data.intervals import clip, split, subtract
 from sptrader.errors import UsageError
 from sptrader.feeds.base import Feed
+from sptrader.intervals import clip, split, subtract
 from sptrader.models import US_PER_MINUTE, BackfillProgressed
 from sptrader.store import Store
 

@@ -508,7 +508,7 @@ def _validate(config: Config) -> str | None:
     for binding_id in config.keymap:
         if binding_id not in BINDING_IDS:
             return f"keymap.{binding_id}: unknown binding id (known: {', '.join(BINDING_IDS)})"
-    from sptrader.data.sessions import SESSIONS, parse_week_time
+    from sptrader.sessions import SESSIONS, parse_week_time
 
     for key in ("fx_week_close", "fx_week_open"):
         try:

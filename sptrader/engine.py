@@ -21,12 +21,12 @@ from sptrader.broker.service import PaperBroker
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import format_us, now_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
-from sptrader.data.intervals import subtract
 from sptrader.data.manager import DataManager
 from sptrader.data.owed import OwedRefetches, remove_coverage
 from sptrader.errors import SptraderError, UsageError
 from sptrader.feeds import FEED_CLASSES, Feed, FeedService, make_feed
 from sptrader.feeds.base import ExchangeFeed
+from sptrader.intervals import subtract
 from sptrader.logs import BusLogHandler
 from sptrader.models import (
     US_PER_MINUTE,

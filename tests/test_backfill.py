@@ -23,12 +23,12 @@ from polars.testing import assert_frame_equal
 from sptrader import backfill as backfill_module
 from sptrader.backfill import LIVE_EDGE_US, Backfill, plan_pieces
 from sptrader.config import DukascopyFeedConfig, SimFeedConfig
-from sptrader.data.intervals import clip, merge, subtract, total
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
 from sptrader.feeds.base import Feed
 from sptrader.feeds.dukascopy import US_PER_HOUR, DukascopyFeed, ticks_to_bars
 from sptrader.feeds.sim import SimFeed
+from sptrader.intervals import clip, merge, subtract, total
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, BackfillProgressed, HistoryStored
 from sptrader.schema import ORDER_FLOW_COLUMNS, STORED_BAR_COLUMNS
 from sptrader.schema import stored_bars as in_stored_layout

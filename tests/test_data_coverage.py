@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from sptrader.data import manager
-from sptrader.data.intervals import clip, merge, split, subtract, total
-from sptrader.data.sessions import open_ranges, parse_week_time
 from sptrader.engine import Engine
 from sptrader.errors import ConfigError
 from sptrader.feeds.base import Feed
+from sptrader.intervals import clip, merge, split, subtract, total
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.schema import ORDER_FLOW_COLUMNS, STORED_BAR_COLUMNS, stored_bars
+from sptrader.sessions import open_ranges, parse_week_time
 from sptrader.store import Store, database
 
 US_PER_HOUR = 60 * US_PER_MINUTE

@@ -16,10 +16,10 @@ from sptrader.client.wire import candles_frame
 from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.daemon import running_pid
-from sptrader.data.intervals import total
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
 from sptrader.indicators import Spec, add_indicators, max_lookback, parse_specs
+from sptrader.intervals import total
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
 from sptrader.store import Store, queries
 

@@ -11,8 +11,8 @@ from typing import Any
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.daemon import running_pid
-from sptrader.data.intervals import merge
 from sptrader.errors import UsageError
+from sptrader.intervals import merge
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
 
 HEAT = " ░▒▓█"

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from sptrader.backfill import InFlight
 from sptrader.clock import now_us
-from sptrader.data.intervals import Interval, clip, merge, subtract, total
-from sptrader.data.sessions import KIND_SESSIONS, open_ranges, parse_week_time
+from sptrader.intervals import Interval, clip, merge, subtract, total
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, parse_instrument
+from sptrader.sessions import KIND_SESSIONS, open_ranges, parse_week_time
 
 if TYPE_CHECKING:
     from sptrader.engine import Engine

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from sptrader.clock import format_us, now_us
-from sptrader.data.intervals import Interval, merge
 from sptrader.feeds.base import empty_bars
+from sptrader.intervals import Interval, merge
 from sptrader.models import US_PER_MINUTE, US_PER_SECOND, HistoryFetched
 from sptrader.store import Store
 

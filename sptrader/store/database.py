@@ -246,7 +246,7 @@ class Store:
     def add_coverage_many(self, ranges: list[tuple[str, str, str, int, int]]) -> None:
         """Record stored ranges, merged with what each (instrument, timeframe, source)
         already covers, in one transaction."""
-        from sptrader.data.intervals import merge
+        from sptrader.intervals import merge
 
         added: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
         for instrument, timeframe, source, start, end in ranges:
@@ -283,7 +283,7 @@ class Store:
 
     def coverage(self, instrument: str, timeframe: str = "1m") -> list[tuple[int, int]]:
         """Merged [start, end) ranges stored for ``instrument``, whatever their source."""
-        from sptrader.data.intervals import merge
+        from sptrader.intervals import merge
 
         rows = (
             self.cursor()

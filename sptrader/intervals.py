@@ -1,4 +1,8 @@
-"""Half-open time intervals [start, end) in integer microseconds: merge and subtract."""
+"""Half-open time intervals [start, end) in integer microseconds: merge and subtract.
+
+A pure helper of the base layer (it imports nothing of SPtrader's): the store's
+coverage, the data manager, the backfill and the sessions all use it.
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ Sessions:
 - An exchange (``nyse``, ``lse``, ``xetra``, ``tse``): Monday to Friday between its
   local opening and closing times, in its time zone, so daylight saving moves the
   session in UTC. Exchange holidays are not known: a holiday shows as a gap.
+
+A pure helper of the base layer: the config validates session names and the weekend
+window with it, and the data manager finds gaps with it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sptrader.data.intervals import Interval, subtract
 from sptrader.errors import ConfigError
+from sptrader.intervals import Interval, subtract
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
