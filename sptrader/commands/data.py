@@ -11,12 +11,10 @@ from typing import Any
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.daemon import running_pid
+from sptrader.data_view import heat_text
 from sptrader.errors import UsageError
 from sptrader.intervals import merge
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
-
-HEAT = " ░▒▓█"
-
 
 def _window(args: argparse.Namespace) -> tuple[int, int]:
     start = datetime_to_us(parse_time(args.start, what="--from time"))
@@ -156,22 +154,6 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         )
     Console(soft_wrap=True).print(table)
     return 0
-
-
-def heat_text(shares: list[float], text_type: Any) -> Any:
-    """One cell per day: closed dim, complete full, holes in a warning colour."""
-    text = text_type()
-    for share in shares:
-        if share < 0:
-            text.append("·", style="dim")
-        elif share >= 0.999:
-            text.append("█", style="green")
-        else:
-            text.append(
-                HEAT[min(3, int(share * 4))] if share > 0 else "░",
-                style="bold red" if share < 0.5 else "yellow",
-            )
-    return text
 
 
 def _statuses(settings: Settings, instruments: list[str], start: int, end: int) -> list[dict]:

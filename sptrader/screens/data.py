@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Label
 
 from sptrader.client.protocol import EngineClient
 from sptrader.clock import format_us, now_us
-from sptrader.commands.data import heat_text
+from sptrader.data_view import COMPLETE, heat_text
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, BackfillProgressed
 from sptrader.screens.backfills import BackfillsPane
 
@@ -34,8 +34,6 @@ WINDOWS_DAYS = (7, 14, 30, 60, 90)
 DEFAULT_DAYS = 30
 COLUMNS = ("instrument", "source", "first", "last", "bars", "coverage", "days")
 LABELS = ("Instrument", "Source", "First bar", "Last bar", "Bars", "Cover", "By day (old → new)")
-# A day counts as complete from this share of its open time (as in `data status`).
-COMPLETE = 0.999
 # The newest minutes are the live stream's to store, not a backfill's.
 LIVE_EDGE_US = 3 * US_PER_MINUTE
 
