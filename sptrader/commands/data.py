@@ -16,6 +16,7 @@ from sptrader.errors import UsageError
 from sptrader.intervals import merge
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
 
+
 def _window(args: argparse.Namespace) -> tuple[int, int]:
     start = datetime_to_us(parse_time(args.start, what="--from time"))
     end = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else now_us()
