@@ -40,7 +40,8 @@ import numpy as np
 import polars as pl
 
 from sptrader.cli import main
-from sptrader.store import BAR_SCHEMA, Store
+from sptrader.schema import BAR_SCHEMA
+from sptrader.store import Store
 
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00Z
 MINUTE_US = 60_000_000

@@ -46,7 +46,8 @@ import polars as pl
 
 from sptrader.clock import now_us
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, timeframe_minutes
-from sptrader.store import BAR_SCHEMA, Store, queries
+from sptrader.schema import BAR_SCHEMA
+from sptrader.store import Store, queries
 
 STOPPED_DAYS = 30  # every 8th instrument has no bars in the last 30 days
 WEEK_MINUTES = 7 * 1440

@@ -30,7 +30,7 @@ from sptrader.feeds.dukascopy import (
     weekend_closed,
 )
 from sptrader.feeds.dukascopy_instruments import INSTRUMENTS, lookup
-from sptrader.store.database import TICK_SCHEMA
+from sptrader.schema import TICK_SCHEMA
 
 
 def hour_us(year: int, month: int, day: int, hour: int) -> int:

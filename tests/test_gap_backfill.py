@@ -43,8 +43,8 @@ from sptrader.models import (
     ServiceStateChanged,
     ServiceStatus,
 )
+from sptrader.schema import BAR_SCHEMA
 from sptrader.store import queries
-from sptrader.store.database import BAR_SCHEMA
 
 FEEDS = ["binance", "coinbase", "kraken", "oanda"]
 PRICE_COLUMNS = ["open", "high", "low", "close", "volume", "trades"]

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from sptrader.clock import datetime_to_us
 from sptrader.errors import SptraderError, StoreLockedError
 from sptrader.models import TIMEFRAMES, US_PER_DAY, US_PER_MINUTE
-from sptrader.schema import STORED_TICK_COLUMNS, stored_bars
-from sptrader.store import BAR_SCHEMA, Store, database, queries
+from sptrader.schema import BAR_SCHEMA, STORED_TICK_COLUMNS, stored_bars
+from sptrader.store import Store, database, queries
 
 DAY0_US = datetime_to_us(datetime(2026, 3, 2, tzinfo=UTC))  # a Monday
 

@@ -55,12 +55,12 @@ from sptrader.bars import aggregate_ticks
 from sptrader.clock import now_us
 from sptrader.config import DukascopyFeedConfig
 from sptrader.errors import SptraderError
-from sptrader.feeds.base import BAR_SCHEMA, Feed, SymbolInfo
+from sptrader.feeds.base import Feed
 from sptrader.feeds.dukascopy_instruments import INSTRUMENTS, DukascopyInstrument, lookup
 from sptrader.feeds.http import get_with_retries
 from sptrader.feeds.validate import EARLIEST_US, MAX_PRICE, MAX_SIZE
-from sptrader.models import US_PER_DAY, US_PER_MINUTE
-from sptrader.store.database import TICK_SCHEMA
+from sptrader.models import US_PER_DAY, US_PER_MINUTE, SymbolInfo
+from sptrader.schema import BAR_SCHEMA, TICK_SCHEMA
 from sptrader.supervisor import ServiceContext
 
 log = logging.getLogger(__name__)

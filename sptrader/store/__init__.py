@@ -1,5 +1,6 @@
-"""DuckDB storage: the file, migrations, the batched writer and the queries."""
+"""DuckDB storage: the file, migrations, the batched writer and the queries. The
+column layouts it stores are sptrader.schema's."""
 
-from sptrader.store.database import BAR_COLUMNS, BAR_SCHEMA, TICK_COLUMNS, Store
+from sptrader.store.database import Store
 
-__all__ = ["BAR_COLUMNS", "BAR_SCHEMA", "TICK_COLUMNS", "Store"]
+__all__ = ["Store"]

@@ -19,21 +19,7 @@ import duckdb
 import polars as pl
 
 from sptrader.errors import SptraderError, StoreLockedError
-
-# The layouts live in sptrader.schema; these names stay importable from here.
-from sptrader.schema import (  # noqa: F401
-    BAR_COLUMNS,
-    BAR_SCHEMA,
-    ORDER_FLOW_COLUMNS,
-    STORED_BAR_COLUMNS,
-    STORED_BAR_SCHEMA,
-    STORED_TICK_COLUMNS,
-    STORED_TICK_SCHEMA,
-    TICK_COLUMNS,
-    TICK_SCHEMA,
-    stored_bars,
-    stored_ticks,
-)
+from sptrader.schema import STORED_BAR_COLUMNS, STORED_TICK_COLUMNS, stored_bars, stored_ticks
 
 log = logging.getLogger(__name__)
 
