@@ -749,7 +749,7 @@ class SptraderApp(App[int]):
 
 
 def run_tui(settings: Settings) -> int:
-    from sptrader.daemon import running_pid
+    from sptrader.client.paths import running_pid
     from sptrader.logs import setup_logging
 
     log_config = settings.config.log

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from sptrader import __version__
-from sptrader.commands.arguments import MAX_DAYS, Refused, count, output_dir, seconds, whole_id
+from sptrader.commands.arguments import Refused, count, output_dir, seconds, whole_id
+from sptrader.limits import MAX_DAYS
 
 FORMATS = ("table", "csv", "json")
 

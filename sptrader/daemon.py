@@ -19,20 +19,11 @@ import time
 from pathlib import Path
 
 from sptrader.client import paths
+from sptrader.client.paths import alive, running_pid
 from sptrader.config import Settings
 from sptrader.errors import SptraderError
 
 log = logging.getLogger(__name__)
-
-
-def running_pid(home: Path) -> int | None:
-    """The daemon's pid if its pid file names a live process, else None."""
-    path = paths.pid_path(home)
-    try:
-        pid = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _alive(pid) else None
 
 
 def _claim_pid_file(home: Path) -> None:
@@ -196,12 +187,12 @@ def stop_daemon(settings: Settings) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + settings.config.daemon.stop_timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             print(f"sptrader daemon stopped (pid {pid})")
             return 0
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
-    while _alive(pid):
+    while alive(pid):
         time.sleep(0.05)
     with contextlib.suppress(FileNotFoundError):
         paths.pid_path(home).unlink()
@@ -209,23 +200,3 @@ def stop_daemon(settings: Settings) -> int:
         f"sptrader daemon did not stop within {settings.config.daemon.stop_timeout_s:.0f}s and was killed (pid {pid})"
     )
     return 0
-
-
-def _alive(pid: int) -> bool:
-    """True for a live process; a zombie (killed, not yet reaped) counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, someone else's
-    # A zombie child of ours is dead for our purposes.
-    with contextlib.suppress(ChildProcessError):
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split()[2] != "Z"
-    except OSError:
-        return True

@@ -230,7 +230,7 @@ def running_daemon(
     import os
     import signal
 
-    from sptrader.daemon import running_pid
+    from sptrader.client.paths import running_pid
 
     home = tmp_path / home_name
     config = tmp_path / "config.toml"

@@ -14,9 +14,9 @@ from textual.widgets import OptionList
 
 from sptrader.app import SptraderApp
 from sptrader.client.connection import call_daemon
+from sptrader.client.paths import running_pid
 from sptrader.client.remote import RemoteEngineClient, fetch_welcome
 from sptrader.config import load_settings
-from sptrader.daemon import running_pid
 from sptrader.screens import ServicesPane, SymbolSearchScreen, WatchlistPane
 
 CONFIG = """\

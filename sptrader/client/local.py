@@ -3,12 +3,17 @@ without a daemon, the daemon's API server, a one-shot command)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import polars as pl
 
 from sptrader.broker.orders import OrderRequest
 from sptrader.broker.service import PaperBroker
 from sptrader.bus import Subscription
 from sptrader.client.protocol import InstrumentSummary
+from sptrader.client.wire import encode_status
 from sptrader.clock import now_us
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
@@ -18,6 +23,7 @@ from sptrader.models import (
     ServiceState,
     ServiceStatus,
     SymbolInfo,
+    timeframe_minutes,
 )
 from sptrader.scanners import lineage
 from sptrader.store import queries
@@ -46,18 +52,25 @@ def order_request(data: object) -> OrderRequest:
 
 
 class LocalEngineClient:
-    """EngineClient for an Engine running in this process."""
+    """EngineClient for an Engine in this process. ``run_services=False`` opens only its
+    store: reads, and one-shot work such as a backfill or a scan, run here without any
+    feed streaming (what a command run without a daemon needs)."""
 
     mode = "local engine"
+    attached = False  # to a daemon: no, the engine is this process's
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, run_services: bool = True) -> None:
         self.engine = engine
+        self.run_services = run_services
 
     async def start(self) -> None:
-        await self.engine.start()
+        if self.run_services:
+            await self.engine.start()
+        else:
+            await run_in_thread(self.engine.open_store)
 
     async def close(self) -> None:
-        await self.engine.stop()
+        await self.engine.stop()  # not started: closes the store
 
     @property
     def watchlist(self) -> list[str]:
@@ -89,11 +102,13 @@ class LocalEngineClient:
         end_us: int | None = None,
     ) -> pl.DataFrame:
         store = self.engine.require_store()
+        timeframe_minutes(timeframe)  # an unknown timeframe is a usage error
 
         def read() -> pl.DataFrame:
+            instrument_ = self.engine.check_instrument(instrument)
             if last is not None:
-                return queries.last_bars(store, instrument, timeframe, last)
-            return queries.bars_between(store, instrument, timeframe, start_us, end_us)
+                return queries.last_bars(store, instrument_, timeframe, last)
+            return queries.bars_between(store, instrument_, timeframe, start_us, end_us)
 
         return await run_in_thread(read)
 
@@ -106,6 +121,11 @@ class LocalEngineClient:
     async def search_symbols(
         self, query: str, feed: str | None = None, limit: int = 50
     ) -> list[SymbolInfo]:
+        names = [item.name for item in self.engine.enabled_feeds()]
+        if feed is not None and feed not in names:
+            raise UsageError(
+                f"--feed {feed}: not an enabled feed (enabled: {', '.join(names) or 'none'})"
+            )
         return await run_in_thread(self.engine.symbols.search, query, feed, limit)
 
     async def add_instrument(self, instrument: str) -> str:
@@ -118,7 +138,11 @@ class LocalEngineClient:
         self.engine.start_backfill(instruments, start_us, end_us)
 
     async def data_gaps(self, instrument: str, start_us: int, end_us: int) -> list[tuple[int, int]]:
-        return await run_in_thread(self.engine.data.gaps, instrument, start_us, end_us)
+        def read() -> list[tuple[int, int]]:
+            name = self.engine.check_instrument(instrument)
+            return self.engine.data.gaps(name, start_us, end_us)
+
+        return await run_in_thread(read)
 
     async def data_status(
         self, instruments: list[str] | None, start_us: int, end_us: int
@@ -202,6 +226,45 @@ class LocalEngineClient:
 
     async def run_steps(self, run_id: int) -> list[dict]:
         return await run_in_thread(lineage.run_steps, self.engine.require_store(), run_id)
+
+    async def scan(self, name: str) -> dict:
+        """Run scanner ``name`` now (in a thread) and return its ScanResult as JSON-able
+        data; its signals are published and alerted as a scheduled run's."""
+        from sptrader.strategies.registry import StrategyLoadError
+
+        if name not in self.engine.scanners:
+            known = ", ".join(self.engine.scanners) or "none configured"
+            raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
+        try:
+            result = await self.engine.run_scanner(name)
+        except StrategyLoadError as error:
+            raise SptraderError(f"cannot load its strategy: {error}") from None
+        return json.loads(json.dumps(asdict(result), default=str))
+
+    async def runs(self, last: int = 20) -> list[dict]:
+        frame = await run_in_thread(lineage.recent_runs, self.engine.require_store(), last)
+        return frame.to_dicts()
+
+    async def run_detail(self, run_id: int) -> dict:
+        run, steps, signals = await run_in_thread(
+            lineage.run_detail, self.engine.require_store(), run_id
+        )
+        return {"run": run, "steps": steps.to_dicts(), "signals": signals.to_dicts()}
+
+    # --- the store --------------------------------------------------------------------
+
+    async def status(self) -> dict:
+        store = self.engine.require_store()
+        counts = await run_in_thread(queries.table_counts, store)
+        path = Path(self.engine.settings.store_path)
+        size = path.stat().st_size if path.exists() else 0
+        wal = path.with_name(path.name + ".wal")
+        size += wal.stat().st_size if wal.exists() else 0
+        return {
+            "home": str(self.engine.settings.home),
+            "store": {"path": str(path), "size_bytes": size, "rows": counts},
+            "services": [encode_status(status) for status in self.engine.supervisor.status()],
+        }
 
     # --- the paper broker -------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""Where a home's daemon keeps its pid file, socket and token."""
+"""Where a home's daemon keeps its pid file, socket and token, and whether one runs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -40,3 +41,33 @@ def read_or_create_token(home: Path) -> str:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
     return token
+
+
+def running_pid(home: Path) -> int | None:
+    """The daemon's pid if its pid file names a live process, else None."""
+    path = pid_path(home)
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def alive(pid: int) -> bool:
+    """True for a live process; a zombie (killed, not yet reaped) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    # A zombie child of ours is dead for our purposes.
+    with contextlib.suppress(ChildProcessError):
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return True

@@ -30,7 +30,7 @@ class InstrumentSummary:
 
 
 class EngineClient(Protocol):
-    """What screens may ask of an engine, local or (later) attached over the API."""
+    """What a screen, a command or the API may ask of an engine, wherever it runs."""
 
     @property
     def mode(self) -> str:
@@ -39,6 +39,9 @@ class EngineClient(Protocol):
 
     @property
     def watchlist(self) -> list[str]: ...
+
+    #: True when a daemon's engine answers (over its API), False for this process's.
+    attached: bool
 
     async def start(self) -> None:
         """Start the local engine, or connect to the daemon."""
@@ -132,6 +135,25 @@ class EngineClient(Protocol):
     async def run_steps(self, run_id: int) -> list[dict]:
         """A run's lineage steps in order: step_no, instrument, step, duration_ms,
         input_summary, output_summary, error."""
+        ...
+
+    async def scan(self, name: str) -> dict:
+        """Run scanner ``name`` now, as a scheduled run (its signals published and
+        alerted): its ScanResult as JSON-able data (scanner, run_id, status, signals,
+        error ...). An unknown name is a usage error."""
+        ...
+
+    async def runs(self, last: int = 20) -> list[dict]:
+        """The newest ``last`` scanner runs, newest first (the lineage's run rows)."""
+        ...
+
+    async def run_detail(self, run_id: int) -> dict:
+        """One run: ``run`` (its row), ``steps`` and ``signals``."""
+        ...
+
+    async def status(self) -> dict:
+        """The engine's home, its store (path, size_bytes, rows per table) and services
+        (encoded as the API sends them)."""
         ...
 
     # --- the paper broker (every one raises an SptraderError when it is disabled) -----

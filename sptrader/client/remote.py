@@ -44,9 +44,22 @@ def fetch_welcome(home: Path) -> dict[str, Any]:
 
 
 class RemoteEngineClient:
-    def __init__(self, home: Path, welcome: dict[str, Any] | None = None) -> None:
+    """EngineClient of a daemon serving this home, over its API."""
+
+    attached = True
+
+    def __init__(
+        self, home: Path, welcome: dict[str, Any] | None = None, *, reconnect: bool = True
+    ) -> None:
+        """``reconnect`` (the TUI): stay attached, reconnecting with backoff while the
+        daemon is away, and greet it now (the screens need its watchlist to lay
+        themselves out before the loop runs). Without (a command): one connection,
+        opened by ``start()``, whose failure is the command's error."""
         self.home = home
-        self.welcome = welcome if welcome is not None else fetch_welcome(home)
+        self.reconnect = reconnect
+        if welcome is None:
+            welcome = fetch_welcome(home) if reconnect else {}
+        self.welcome = welcome
         self.bus = Bus()
         self.connection: ApiConnection | None = None
         self.connected = False
@@ -57,6 +70,8 @@ class RemoteEngineClient:
         self._keeper: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._closing = False
+        # One-shot: the daemon streams events only once something subscribes.
+        self._subscribing: asyncio.Task[Any] | None = None
 
     # --- EngineClient -----------------------------------------------------------------
 
@@ -72,9 +87,20 @@ class RemoteEngineClient:
         return list(self.welcome.get("watchlist", []))
 
     def subscribe(self, name: str, maxsize: int) -> Subscription:
-        return self.bus.subscribe(name, maxsize=maxsize, policy="drop_oldest")
+        subscription = self.bus.subscribe(name, maxsize=maxsize, policy="drop_oldest")
+        if not self.reconnect and self._subscribing is None and self.connection is not None:
+            # Asked before the next call is sent (``_call`` waits for it), so nothing the
+            # next call causes is missed.
+            self._subscribing = asyncio.ensure_future(self.connection.call("subscribe"))
+        return subscription
 
     async def start(self) -> None:
+        if not self.reconnect:
+            connection = ApiConnection(self.home, on_events=self._on_events)
+            self.welcome = await connection.open()
+            self.connection = connection
+            self.connected = True
+            return
         self._keeper = asyncio.create_task(self._keep_connected())
         await asyncio.wait_for(self._ready.wait(), 10.0)
 
@@ -187,6 +213,18 @@ class RemoteEngineClient:
     async def run_steps(self, run_id: int) -> list[dict]:
         return await self._call("run_steps", run_id=run_id)
 
+    async def scan(self, name: str) -> dict:
+        return await self._call("scan", name=name)
+
+    async def runs(self, last: int = 20) -> list[dict]:
+        return await self._call("runs", last=last)
+
+    async def run_detail(self, run_id: int) -> dict:
+        return await self._call("run_detail", run_id=run_id)
+
+    async def status(self) -> dict:
+        return await self._call("status")
+
     # --- the paper broker -------------------------------------------------------------
 
     async def place_order(self, request: dict) -> dict:
@@ -231,6 +269,10 @@ class RemoteEngineClient:
     async def _call(self, method: str, **params: Any) -> Any:
         """The daemon's answer; its errors arrive as the local client raises them (a
         usage error as UsageError: ApiConnection)."""
+        if self.connection is not None and not self.reconnect:
+            if self._subscribing is not None:
+                await self._subscribing
+            return await self.connection.call(method, **params)
         if not self.connected or self.connection is None:
             raise SptraderError("the daemon is not reachable right now; reconnecting")
         return await self.connection.call(method, **params)

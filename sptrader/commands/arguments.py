@@ -4,7 +4,8 @@ A bad value is refused while the command line is parsed, before anything runs, a
 sentence naming the option (``Refused``; ``cli.Parser`` prints it as the one line a
 user's mistake gets, exit 2). Numbers are bounded so that no later arithmetic, thread
 timeout or SQL LIMIT can overflow; a directory to write into is checked to be one.
-Only the standard library is imported here: the parser is built on every run.
+Only the standard library (and the plain constants of ``sptrader.limits``) is imported
+here: the parser is built on every run.
 """
 
 from __future__ import annotations
@@ -17,14 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-#: Bars, rows, list entries: 10 million 1m bars are 19 years.
-MAX_COUNT = 10_000_000
-#: A coverage window in days.
-MAX_DAYS = 3660
-#: Waiting for history or a quote: a day at most (threading refuses much larger timeouts).
-MAX_WAIT_S = 86_400.0
-#: Ids of stored rows (BIGINT).
-MAX_ID = 2**63 - 1
+from sptrader.limits import MAX_COUNT, MAX_ID, MAX_WAIT_S
 
 
 class Refused(argparse.ArgumentTypeError):

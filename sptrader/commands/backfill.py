@@ -10,9 +10,9 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
+from sptrader.client.paths import running_pid
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
-from sptrader.daemon import running_pid
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import BackfillProgressed, normalize_instrument
 

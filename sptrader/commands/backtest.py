@@ -25,9 +25,9 @@ from typing import Any
 
 import polars as pl
 
+from sptrader.client.paths import running_pid
 from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
 from sptrader.config import Settings
-from sptrader.daemon import running_pid
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
 

@@ -12,10 +12,10 @@ import time
 
 import polars as pl
 
+from sptrader.client.paths import running_pid
 from sptrader.client.wire import candles_frame
 from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
 from sptrader.config import Settings
-from sptrader.daemon import running_pid
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
 from sptrader.indicators import Spec, add_indicators, max_lookback, parse_specs

@@ -35,7 +35,7 @@ def run_config_check(settings: Settings) -> int:
 def _check_symbols(settings: Settings, source: str) -> None:
     """Unknown watchlist symbols are a config error; feeds whose list cannot be fetched
     (offline) are only reported."""
-    from sptrader.daemon import running_pid
+    from sptrader.client.paths import running_pid
     from sptrader.engine import Engine
 
     if running_pid(settings.home) is not None:

@@ -8,8 +8,9 @@ import json
 import time
 
 from sptrader.client.connection import DaemonUnavailable, call_daemon
+from sptrader.client.paths import running_pid
 from sptrader.config import Settings
-from sptrader.daemon import run_foreground, running_pid, start_background, stop_daemon
+from sptrader.daemon import run_foreground, start_background, stop_daemon
 from sptrader.formatting import format_age, service_notes
 
 NOT_RUNNING = 3

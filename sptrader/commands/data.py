@@ -8,9 +8,9 @@ import json
 import sys
 from typing import Any
 
+from sptrader.client.paths import running_pid
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
-from sptrader.daemon import running_pid
 from sptrader.data_view import heat_text
 from sptrader.errors import UsageError
 from sptrader.intervals import merge
@@ -114,7 +114,7 @@ def _ensure(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    days = args.days  # 1 to arguments.MAX_DAYS
+    days = args.days  # 1 to limits.MAX_DAYS
     now = now_us()
     end = now - now % US_PER_DAY + US_PER_DAY
     start = end - days * US_PER_DAY

@@ -33,7 +33,7 @@ def _iso(moment) -> str:
 
 def run_compact(settings: Settings, args: argparse.Namespace) -> int:
     """Delete ticks older than store.ticks_retention_days and rewrite the file smaller."""
-    from sptrader.daemon import running_pid
+    from sptrader.client.paths import running_pid
     from sptrader.store.retention import compact
 
     path = settings.store_path

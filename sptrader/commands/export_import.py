@@ -18,9 +18,9 @@ from pathlib import Path
 
 import polars as pl
 
+from sptrader.client.paths import running_pid
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
-from sptrader.daemon import running_pid
 from sptrader.data import transfer
 from sptrader.errors import SptraderError, StoreLockedError, UsageError
 from sptrader.models import US_PER_DAY, normalize_instrument, timeframe_minutes

@@ -15,9 +15,9 @@ from dataclasses import asdict
 from typing import Any
 
 from sptrader.client.connection import DaemonUnavailable, call_daemon
+from sptrader.client.paths import running_pid
 from sptrader.clock import format_us, now_us
 from sptrader.config import Settings
-from sptrader.daemon import running_pid
 from sptrader.errors import SptraderError, UsageError
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import json
 import sys
 
 from sptrader.client.connection import call_daemon
+from sptrader.client.paths import running_pid
 from sptrader.config import Settings
-from sptrader.daemon import running_pid
 from sptrader.engine import Engine
 from sptrader.errors import UsageError
 from sptrader.feeds.base import SymbolInfo

@@ -27,9 +27,9 @@ from typing import Any
 
 from sptrader.client.connection import call_daemon
 from sptrader.client.local import BROKER_DISABLED
+from sptrader.client.paths import running_pid
 from sptrader.clock import format_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
-from sptrader.daemon import running_pid
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import normalize_instrument, parse_instrument
 from sptrader.threads import run_in_thread

@@ -1,0 +1,60 @@
+"""``connect()``: the one place that asks whether an engine already serves this home.
+
+A daemon serving the home holds the store (DuckDB allows one writing process) and the
+streams, so every caller (the TUI, each command) talks to it through its API. Without
+one, the caller gets an engine in this process: only its store opened (``"store"``:
+reads and one-shot work, nothing streams), every service running (``"everything"``: the
+TUI), or just some instruments streaming (``streaming=[...]``: a one-shot order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal
+
+from sptrader.client.local import LocalEngineClient
+from sptrader.client.paths import running_pid
+from sptrader.client.protocol import EngineClient
+from sptrader.config import Settings
+
+Run = Literal["store", "everything"]
+
+
+def client_for(
+    settings: Settings, *, run: Run = "store", streaming: Sequence[str] | None = None
+) -> EngineClient:
+    """The client for this home, not started yet (the caller starts and closes it, as
+    the TUI does in its own lifecycle). ``streaming``: an engine that streams just these
+    instruments, without scanners, leaving the saved watchlist as it is."""
+    if running_pid(settings.home) is not None:
+        from sptrader.client.remote import RemoteEngineClient
+
+        # A caller with a running loop (a command) connects once in start(); the TUI,
+        # before its loop runs, is greeted now and stays attached.
+        return RemoteEngineClient(settings.home, reconnect=run == "everything")
+    from sptrader.engine import Engine
+
+    if streaming is not None:
+        import msgspec
+
+        # A one-shot engine: the scanners are not its business.
+        quiet = msgspec.structs.replace(settings.config, scanners=[])
+        engine = Engine(dataclasses.replace(settings, config=quiet), instruments=list(streaming))
+        return LocalEngineClient(engine)
+    return LocalEngineClient(Engine(settings), run_services=run == "everything")
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    settings: Settings, *, run: Run = "store", streaming: Sequence[str] | None = None
+) -> AsyncIterator[EngineClient]:
+    """``async with connect(settings) as client:`` the started client for this home,
+    closed (a local engine stopped, its store flushed) when the block ends."""
+    client = client_for(settings, run=run, streaming=streaming)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
