@@ -12,7 +12,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -26,7 +26,14 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-class SimFeedConfig(_Section):
+class _FeedSection(_Section):
+    """A ``[feeds.NAME]`` section: one per feed, named after its instrument prefix."""
+
+    #: False for a history-only source: its instruments cannot be watched.
+    live: ClassVar[bool] = True
+
+
+class SimFeedConfig(_FeedSection):
     enabled: bool = True
     seed: int = 42
     tick_rate: float = 1.0
@@ -34,7 +41,7 @@ class SimFeedConfig(_Section):
     publish_interval_ms: int = 50
 
 
-class ReplayFeedConfig(_Section):
+class ReplayFeedConfig(_FeedSection):
     enabled: bool = False
     speed: float = 60.0
     source: Literal["bars", "ticks"] = "bars"
@@ -43,7 +50,7 @@ class ReplayFeedConfig(_Section):
     price_source: PriceSource = "bid"
 
 
-class LiveFeedConfig(_Section):
+class LiveFeedConfig(_FeedSection):
     """What every live exchange feed shares."""
 
     enabled: bool = False
@@ -86,9 +93,10 @@ class OandaFeedConfig(LiveFeedConfig):
     price_source: PriceSource = "bid"
 
 
-class DukascopyFeedConfig(_Section):
+class DukascopyFeedConfig(_FeedSection):
     """History only: ticks by the hour, aggregated to 1m bars."""
 
+    live: ClassVar[bool] = False
     enabled: bool = False
     url: str = "https://datafeed.dukascopy.com/datafeed"
     format: Literal["bi5", "json"] = "bi5"
@@ -98,6 +106,9 @@ class DukascopyFeedConfig(_Section):
 
 
 class FeedsConfig(_Section):
+    """Every feed's section, the one table of them: a new venue is its section class and
+    a field here (KNOWN_FEEDS and LIVE_FEEDS follow, in this order)."""
+
     sim: SimFeedConfig = msgspec.field(default_factory=SimFeedConfig)
     replay: ReplayFeedConfig = msgspec.field(default_factory=ReplayFeedConfig)
     binance: BinanceFeedConfig = msgspec.field(default_factory=BinanceFeedConfig)
@@ -271,9 +282,12 @@ class Config(_Section):
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
 
 
-KNOWN_FEEDS = ("SIM", "REPLAY", "BINANCE", "COINBASE", "KRAKEN", "OANDA", "DUKASCOPY")
+# Feed prefixes, in the order of their sections (messages list them so).
+KNOWN_FEEDS = tuple(field.name.upper() for field in msgspec.structs.fields(FeedsConfig))
 # Feeds with a live stream: their instruments can be watched. Dukascopy is history only.
-LIVE_FEEDS = ("SIM", "REPLAY", "BINANCE", "COINBASE", "KRAKEN", "OANDA")
+LIVE_FEEDS = tuple(
+    field.name.upper() for field in msgspec.structs.fields(FeedsConfig) if field.type.live
+)
 
 # Ids of the TUI's key bindings that [keymap] may remap (kept here, free of textual, so
 # the config can reject a misspelt id; a test checks the app defines exactly these).
@@ -476,7 +490,8 @@ def _validate(config: Config) -> str | None:
         "feeds.dukascopy.max_concurrency": config.feeds.dukascopy.max_concurrency,
         **{
             f"feeds.{name}.{key}": getattr(getattr(config.feeds, name), key)
-            for name in ("binance", "coinbase", "kraken", "oanda")
+            for name in FeedsConfig.__struct_fields__
+            if isinstance(getattr(config.feeds, name), LiveFeedConfig)
             for key in ("stale_after_s", "watchdog_s", "max_concurrency")
         },
         "store.flush_interval_ms": config.store.flush_interval_ms,
