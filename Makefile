@@ -19,6 +19,7 @@ tui: setup
 
 lint: setup
 	$(BIN)/ruff check sptrader tests bench
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/python -m pytest
