@@ -5,10 +5,13 @@ and restart-with-backoff. A service that raises is restarted after an exponentia
 growing, jittered delay; a run that delivered data (or ran long enough without failing)
 proves the service working again, and the next failure starts from the initial delay.
 
-How a run ended decides how it is reported (``is_disconnect``): an ordinary disconnect
-(the server closed the connection, a reset, a refusal, the feed's watchdog) is one INFO
-line naming the reason and is counted in the ``disconnects`` counter; anything else is
-a crash, a bug, logged as an ERROR with its traceback and counted in ``errors``.
+How a run ended decides how it is reported (the service's ``is_disconnect``): an
+ordinary disconnect (a reset, a refusal, a time-out; for feeds also the server closing
+the websocket and the watchdog) is one INFO line naming the reason and is counted in
+the ``disconnects`` counter; anything else is a crash, a bug, logged as an ERROR with
+its traceback and counted in ``errors``. The supervisor knows the standard library's
+network errors only; a service adds its client library's (``sptrader.feeds.disconnects``
+for websockets and httpx), so this module imports no feed and no client library.
 """
 
 from __future__ import annotations
@@ -62,42 +65,28 @@ _NETWORK_ERRNOS = frozenset(
 
 def is_disconnect(error: BaseException) -> bool:
     """Whether a service's run ended in an ordinary disconnect (reconnect and say so in
-    one line) rather than a crash (a bug: log the traceback). The one place that decides.
+    one line) rather than a crash (a bug: log the traceback), in the standard library's
+    terms: ``ConnectionError`` and its resets and refusals, time-outs, a stream cut off
+    mid-read, and network ``OSError``s (unreachable, DNS, a TLS connection closed).
+    Not a disconnect: a certificate that does not verify, a full disk, everything else.
 
-    Disconnects: websocket closes of any code (``ConnectionClosed``), the feeds' watchdog
-    (``StreamSilent``), ``ConnectionError`` and its resets and refusals (feeds raise
-    ``ConnectionResetError`` for Binance's ``serverShutdown`` and the 24-hour limit),
-    time-outs, network ``OSError``s (unreachable, DNS), httpx transport errors, and a
-    websocket handshake answered 429 or 5xx or cut off. Not a disconnect: a malformed URL,
-    a certificate that does not verify, a 404 handshake, and everything else.
+    What a service's client library raises is the service's to add (``Service``): the
+    feeds' websocket and httpx errors are in ``sptrader.feeds.disconnects``.
     """
-    import httpx
-    from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
-
-    from sptrader.feeds.base import StreamSilent
-
     if isinstance(error, BaseExceptionGroup):
         return all(is_disconnect(inner) for inner in error.exceptions)
     if isinstance(
         error,
         (
-            ConnectionClosed,
-            StreamSilent,
             ConnectionError,
             TimeoutError,
             asyncio.IncompleteReadError,
-            InvalidMessage,
             socket.gaierror,
             ssl.SSLEOFError,
             ssl.SSLZeroReturnError,
         ),
     ):
         return True
-    if isinstance(error, InvalidStatus):
-        status = error.response.status_code
-        return status == 429 or status >= 500
-    if isinstance(error, httpx.TransportError):
-        return not isinstance(error, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))
     if isinstance(error, OSError):
         # asyncio joins the failures of every address it tried (::1 and 127.0.0.1) into
         # one OSError without an errno.
@@ -109,23 +98,10 @@ def is_disconnect(error: BaseException) -> bool:
 
 def disconnect_reason(error: BaseException) -> str:
     """A disconnect in a few words, for the log line and the services pane:
-    ``server closed the connection: 1001 going away``, ``connection refused``."""
-    import httpx
-    from websockets.exceptions import ConnectionClosed, InvalidStatus
-
+    ``connection refused``, ``connection reset by peer``, ``timed out``."""
     if isinstance(error, BaseExceptionGroup) and error.exceptions:
         return disconnect_reason(error.exceptions[0])
-    if isinstance(error, ConnectionClosed):
-        if error.rcvd is not None:
-            return f"server closed the connection: {_close_text(error.rcvd)}"
-        if error.sent is not None:
-            return f"closed the connection: {_close_text(error.sent)}"
-        return "connection lost without a close frame"
-    if isinstance(error, InvalidStatus):
-        return f"server answered HTTP {error.response.status_code}"
     text = one_line(str(error), 200)
-    if isinstance(error, httpx.TransportError):
-        return f"{type(error).__name__}: {text}" if text else type(error).__name__
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, OSError):
@@ -139,23 +115,6 @@ def disconnect_reason(error: BaseException) -> str:
     if isinstance(error, TimeoutError) and not text:
         return "timed out"
     return text or type(error).__name__
-
-
-def _close_text(close: object) -> str:
-    from websockets.frames import CLOSE_CODE_EXPLANATIONS
-
-    code: int = close.code  # type: ignore[attr-defined]
-    reason: str = close.reason  # type: ignore[attr-defined]
-    if code in CLOSE_CODE_EXPLANATIONS:
-        explanation = CLOSE_CODE_EXPLANATIONS[code].removesuffix(" [internal]")  # type: ignore[index]
-    elif 3000 <= code < 4000:
-        explanation = "registered"
-    elif 4000 <= code < 5000:
-        explanation = "private use"
-    else:
-        explanation = "unknown"
-    text = f"{code} {explanation}"
-    return f"{text}, {one_line(reason, 120)}" if reason.strip() else text
 
 
 class ServiceContext:
@@ -224,6 +183,11 @@ class Service:
     stoppable = True
     #: A running service silent this long is shown ``stale`` (None: never).
     stale_after_s: float | None = None
+    #: Which failures of a run are ordinary disconnects, and their reason in a few words:
+    #: the standard library's network errors. A service whose client library raises its
+    #: own replaces both (FeedService: sptrader.feeds.disconnects).
+    is_disconnect = staticmethod(is_disconnect)
+    disconnect_reason = staticmethod(disconnect_reason)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -385,7 +349,7 @@ class Supervisor:
                     attempt = 0
                 attempt += 1
                 delay = self.backoff_delay(attempt)
-                if is_disconnect(error):
+                if entry.service.is_disconnect(error):
                     self._disconnected(entry, error, attempt, delay)
                 else:
                     self._crashed(entry, error, delay)
@@ -400,7 +364,7 @@ class Supervisor:
     ) -> None:
         """An ordinary disconnect: one line with the reason, counted apart from errors."""
         entry.context.count("disconnects")
-        entry.last_error = disconnect_note(disconnect_reason(error))
+        entry.last_error = disconnect_note(entry.service.disconnect_reason(error))
         message = f"{entry.last_error}; reconnecting in {delay:.1f}s"
         level = "INFO"
         if attempt >= WARN_AFTER_ATTEMPTS:

@@ -31,7 +31,7 @@ from websockets.http11 import Response
 from sptrader.bus import Bus
 from sptrader.commands.daemon_control import _print_services
 from sptrader.config import SupervisorConfig
-from sptrader.feeds.base import StreamSilent
+from sptrader.feeds.disconnects import StreamSilent, disconnect_reason, is_disconnect
 from sptrader.formatting import one_line, service_notes
 from sptrader.logs import BusLogHandler, setup_logging
 from sptrader.models import (
@@ -42,23 +42,23 @@ from sptrader.models import (
     ServiceStatus,
 )
 from sptrader.screens.services import ServicesPane
-from sptrader.supervisor import (
-    Service,
-    ServiceContext,
-    Supervisor,
-    disconnect_reason,
-    is_disconnect,
-)
+from sptrader.supervisor import Service, ServiceContext, Supervisor
 
 CONFIG = SupervisorConfig(
     backoff_initial_s=1.2, backoff_max_s=30.0, backoff_factor=2.0, backoff_jitter=0.0
 )
 
 
-class FailsThenRuns(Service):
-    """Raises each of ``errors`` in turn (one per run), then publishes and waits."""
+class FeedLike(Service):
+    """A stand-in for a feed: its failures read as a FeedService's do."""
 
     kind = "feed"
+    is_disconnect = staticmethod(is_disconnect)
+    disconnect_reason = staticmethod(disconnect_reason)
+
+
+class FailsThenRuns(FeedLike):
+    """Raises each of ``errors`` in turn (one per run), then publishes and waits."""
 
     def __init__(self, name: str, errors: list[BaseException]) -> None:
         super().__init__(name)
@@ -258,6 +258,19 @@ def test_bugs_are_not_disconnects() -> None:
         ExceptionGroup("mixed", [TimeoutError(), RuntimeError("bug")]),
     ]:
         assert not is_disconnect(error), error
+
+
+def test_the_supervisor_knows_the_standard_library_and_feeds_add_their_libraries() -> None:
+    from sptrader import supervisor
+    from sptrader.feeds.base import FeedService
+
+    close = ConnectionClosedOK(Close(1001, ""), None)
+    assert supervisor.is_disconnect(ConnectionResetError("gone"))
+    assert Service.is_disconnect(TimeoutError())
+    # The supervisor names no client library: a websocket close is a feed's to classify.
+    assert not Service.is_disconnect(close)
+    assert FeedService.is_disconnect(close)
+    assert FeedService.disconnect_reason(close) == "server closed the connection: 1001 going away"
 
 
 # --- 1b. real crashes stay errors, with the traceback once -----------------------------
@@ -493,11 +506,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class WebsocketClient(Service):
+class WebsocketClient(FeedLike):
     """Connects, publishes what it receives, and ends with whatever the connection
     raises: the exceptions a real feed's run ends with."""
-
-    kind = "feed"
 
     def __init__(self, url: str) -> None:
         super().__init__("ws")

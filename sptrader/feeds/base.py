@@ -2,7 +2,9 @@
 
 A feed streams live events for its instruments (``stream``) and, where the source has
 one, serves 1m bar history for any range (``history``, blocking: run it in a thread)
-and its list of tradable symbols (``symbols``, blocking).
+and its list of tradable symbols (``symbols``, blocking). ``FeedService`` runs a feed
+under the supervisor, with the feeds' rules for what an ordinary disconnect is
+(``sptrader.feeds.disconnects``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ import polars as pl
 
 from sptrader.clock import now_us
 from sptrader.errors import SptraderError
+from sptrader.feeds import disconnects
+from sptrader.feeds.disconnects import StreamSilent
 from sptrader.feeds.sequence import LostTrades, TradeSequence
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, SymbolInfo
 from sptrader.schema import BAR_SCHEMA  # the bars history() returns: see sptrader.schema
 from sptrader.supervisor import Service, ServiceContext
-
-
-class StreamSilent(Exception):
-    """No message for longer than the watchdog allows: reconnect."""
 
 
 class Watchdog:
@@ -89,6 +89,10 @@ class Feed(ABC):
     refetch_partial_minute: bool = True
     #: True when any symbol is valid (the simulator): nothing to validate against.
     open_symbols: bool = False
+    #: The kind of market its instruments trade in where its symbol list does not say
+    #: ("crypto", "fx", ...: sptrader.sessions gives each kind its hours). Every feed
+    #: class sets one: the feed registry refuses a class without it (no silent 24x7).
+    market_kind: str
 
     def __init__(self, instruments: list[str]) -> None:
         self.instruments = list(instruments)
@@ -212,6 +216,9 @@ class FeedService(Service):
     runs on every start and restart, so live bars continue the stored ones."""
 
     kind = "feed"
+    # A feed's websocket closes, handshake refusals and httpx errors are disconnects too.
+    is_disconnect = staticmethod(disconnects.is_disconnect)
+    disconnect_reason = staticmethod(disconnects.disconnect_reason)
 
     def __init__(self, feed: Feed, before_stream: Any = None) -> None:
         super().__init__(feed.name)
