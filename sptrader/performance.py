@@ -34,7 +34,6 @@ import polars as pl
 from sptrader.broker.ledger import QTY_EPSILON, Position
 
 __all__ = [
-    "FILL_COLUMNS",
     "TRADE_SCHEMA",
     "equity_returns",
     "max_drawdown",
@@ -44,9 +43,6 @@ __all__ = [
     "sortino",
     "trade_stats",
 ]
-
-#: The columns :func:`round_trips` reads.
-FILL_COLUMNS = ("fill_id", "order_id", "instrument", "side", "qty", "price", "fee", "ts_us")
 
 #: One row per trade. ``qty`` is the largest absolute size the position reached;
 #: ``entry_price`` the quantity-weighted average of the fills that opened or added to it
@@ -111,9 +107,9 @@ class _Trade:
 
 
 def round_trips(fills: pl.DataFrame, *, include_open: bool = False) -> pl.DataFrame:
-    """The trades of ``fills`` (columns :data:`FILL_COLUMNS`; ``ts_us`` integer µs or a
-    Datetime; ``side`` buy/sell; ``qty`` positive), one row per position taken from flat
-    back to flat, per instrument (:data:`TRADE_SCHEMA`), in the order they closed.
+    """The trades of ``fills`` (sptrader.schema's ``FILL_COLUMNS``; ``ts_us`` integer µs
+    or a Datetime; ``side`` buy/sell; ``qty`` positive), one row per position taken from
+    flat back to flat, per instrument (:data:`TRADE_SCHEMA`), in the order they closed.
 
     Fills are booked in time order (ties keep their order) on a
     :class:`~sptrader.broker.ledger.Position` (average cost). A fill that flips the

@@ -1,6 +1,7 @@
-"""Column layouts of bars and ticks: the one definition that feeds, the bar builder, the
-store, export/import and backtests share (it imports nothing of SPtrader's, so a feed
-can use it without importing the store).
+"""Column layouts of bars, ticks and fills: the one definition that feeds, the bar
+builder, the store, the API, export/import, the paper broker and backtests share (it
+imports nothing of SPtrader's, so a feed or a client can use it without importing the
+store).
 
 Bars:
 
@@ -12,11 +13,18 @@ Bars:
   migration 006); known sides only are summed, so buy + sell <= volume.
 - ``STORED_BAR_SCHEMA`` / ``STORED_BAR_COLUMNS``: both, the layout of ``bars_1m``;
   :func:`stored_bars` brings any bar frame into it (missing order-flow columns NULL).
+- ``CANDLE_SCHEMA`` / ``CANDLE_COLUMNS``: one instrument's bars as the store's queries
+  and the API's ``candles`` give them: the stored layout without ``instrument``.
 
 Ticks: ``TICK_SCHEMA`` / ``TICK_COLUMNS`` are a quote's or trade's values (what
 Dukascopy's tick history gives); ``STORED_TICK_SCHEMA`` adds ``side`` (1 taker bought,
 -1 taker sold, NULL unknown or a quote), the layout of ``ticks``: see
 :func:`stored_ticks`.
+
+Fills: ``FILL_SCHEMA`` / ``FILL_COLUMNS`` are a paper fill's values in the order of
+:class:`sptrader.broker.orders.Fill` (times as integer µs): the backtest's fills, the
+journal's, and what :func:`sptrader.performance.round_trips` reads. The ``fills`` table
+holds the same values in its own column order (see sptrader.broker.records).
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ ORDER_FLOW_COLUMNS = list(ORDER_FLOW_SCHEMA)
 STORED_BAR_SCHEMA: dict[str, Any] = {**BAR_SCHEMA, **ORDER_FLOW_SCHEMA}
 STORED_BAR_COLUMNS = list(STORED_BAR_SCHEMA)
 
+CANDLE_SCHEMA: dict[str, Any] = {
+    name: kind for name, kind in STORED_BAR_SCHEMA.items() if name != "instrument"
+}
+CANDLE_COLUMNS = list(CANDLE_SCHEMA)
+
 TICK_SCHEMA: dict[str, Any] = {
     "instrument": pl.String,
     "ts": pl.Datetime("us"),
@@ -57,6 +70,18 @@ TICK_COLUMNS = list(TICK_SCHEMA)
 
 STORED_TICK_SCHEMA: dict[str, Any] = {**TICK_SCHEMA, "side": pl.Int8}
 STORED_TICK_COLUMNS = list(STORED_TICK_SCHEMA)
+
+FILL_SCHEMA: dict[str, Any] = {
+    "fill_id": pl.Int64,
+    "order_id": pl.Int64,
+    "instrument": pl.String,
+    "side": pl.String,  # buy / sell
+    "qty": pl.Float64,  # positive
+    "price": pl.Float64,
+    "fee": pl.Float64,
+    "ts_us": pl.Int64,
+}
+FILL_COLUMNS = list(FILL_SCHEMA)
 
 
 def _with_nulls(frame: pl.DataFrame, schema: dict[str, Any]) -> pl.DataFrame:

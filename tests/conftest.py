@@ -136,9 +136,9 @@ def rollup_by_hand(bars: pl.DataFrame, minutes: int) -> pl.DataFrame:
 
 def assert_same_bars(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
     """Equal bars in the query output layout (volume compared approximately: sums)."""
-    from sptrader.store import queries
+    from sptrader.schema import CANDLE_COLUMNS
 
-    assert actual.columns == queries.OUTPUT_COLUMNS
+    assert actual.columns == CANDLE_COLUMNS
     assert actual.schema["ts"] == pl.Datetime("us")
     exact = ["ts", "open", "high", "low", "close", "trades"]
     assert actual.select(exact).to_dicts() == expected.select(exact).to_dicts()

@@ -3,6 +3,7 @@ statistics checked against figures computed by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import date
@@ -13,6 +14,7 @@ import pytest
 from sptrader.broker import journal, records
 from sptrader.broker.orders import Fill
 from sptrader.errors import UsageError
+from sptrader.schema import FILL_COLUMNS
 from sptrader.store import Store
 
 DAY1 = date(2026, 3, 2)
@@ -207,3 +209,10 @@ def test_no_trades_at_all(store: Store) -> None:
     assert data["stats"]["win_rate"] is None and data["stats"]["profit_factor"] is None
     assert data["stats"]["max_drawdown"] == 0.0
     assert [d["notes"] for d in data["days"]] == [["flat all day"]]
+
+
+def test_one_fill_layout() -> None:
+    """A Fill, the journal's and the backtest's fill frames and the fills table hold the
+    same values: sptrader.schema's FILL_COLUMNS."""
+    assert [field.name for field in dataclasses.fields(Fill)] == FILL_COLUMNS
+    assert sorted(records.FILL_FIELDS) == sorted(FILL_COLUMNS)

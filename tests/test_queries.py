@@ -22,7 +22,7 @@ from sptrader.cli import main
 from sptrader.clock import datetime_to_us
 from sptrader.errors import ConfigError, UsageError
 from sptrader.models import TIMEFRAMES, US_PER_DAY, US_PER_MINUTE, timeframe_minutes
-from sptrader.schema import STORED_BAR_SCHEMA
+from sptrader.schema import CANDLE_COLUMNS, STORED_BAR_SCHEMA
 from sptrader.store import Store, queries
 
 DAY0_US = datetime_to_us(datetime(2026, 3, 2, tzinfo=UTC))  # a Monday
@@ -446,7 +446,7 @@ def test_bars_between_many_is_bars_between_of_each_instrument(
     asked = [*reversed(instruments), fresh_instrument()]
 
     stacked = queries.bars_between_many(shared_store, asked, timeframe, start_us, end_us)
-    assert stacked.columns == ["instrument", *queries.OUTPUT_COLUMNS]
+    assert stacked.columns == ["instrument", *CANDLE_COLUMNS]
     assert stacked.equals(stacked.sort("instrument", "ts"))
     for instrument in asked:
         alone = queries.bars_between(shared_store, instrument, timeframe, start_us, end_us)

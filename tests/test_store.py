@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sptrader.clock import datetime_to_us
 from sptrader.errors import SptraderError, StoreLockedError
 from sptrader.models import TIMEFRAMES, US_PER_DAY, US_PER_MINUTE
-from sptrader.schema import BAR_SCHEMA, STORED_TICK_COLUMNS, stored_bars
+from sptrader.schema import BAR_SCHEMA, CANDLE_COLUMNS, STORED_TICK_COLUMNS, stored_bars
 from sptrader.store import Store, database, queries
 
 DAY0_US = datetime_to_us(datetime(2026, 3, 2, tzinfo=UTC))  # a Monday
@@ -396,7 +396,7 @@ def test_bars_between_returns_whole_bars_opening_in_range(
 def test_bars_between_empty_result_has_the_bar_layout(store: Store) -> None:
     frame = queries.bars_between(store, "SIM:NONE", "1h", None, None)
     assert frame.is_empty()
-    assert frame.columns == queries.OUTPUT_COLUMNS
+    assert frame.columns == CANDLE_COLUMNS
     assert queries.last_bars(store, "SIM:NONE", "1m", 10).is_empty()
     assert queries.last_bar_ts(store, "SIM:NONE") is None
     assert queries.first_bar_ts(store, "SIM:NONE") == 0

@@ -79,7 +79,7 @@ from sptrader.performance import (
     sortino,
     trade_stats,
 )
-from sptrader.schema import ORDER_FLOW_SCHEMA, STORED_BAR_COLUMNS
+from sptrader.schema import FILL_SCHEMA, ORDER_FLOW_SCHEMA, STORED_BAR_COLUMNS
 from sptrader.strategies.base import Strategy
 
 __all__ = ["TRADE_COLUMNS", "BacktestResult", "run_backtest"]
@@ -108,17 +108,6 @@ TRADE_SCHEMA: dict[str, Any] = {
     "gap_minutes": pl.Int64,
 }
 TRADE_COLUMNS = tuple(TRADE_SCHEMA)
-
-FILL_SCHEMA: dict[str, Any] = {
-    "fill_id": pl.Int64,
-    "order_id": pl.Int64,
-    "instrument": pl.String,
-    "side": pl.String,
-    "qty": pl.Float64,
-    "price": pl.Float64,
-    "fee": pl.Float64,
-    "ts_us": pl.Int64,
-}
 
 
 @dataclass

@@ -27,6 +27,7 @@ from sptrader.broker import records
 from sptrader.clock import now_us
 from sptrader.errors import UsageError
 from sptrader.models import US_PER_DAY
+from sptrader.schema import FILL_SCHEMA
 from sptrader.store import Store
 
 MAX_NOTE_CHARS = 10_000
@@ -168,20 +169,10 @@ def trades(fills: Iterable[dict[str, Any]] | pl.DataFrame) -> list[dict[str, Any
 
 
 def _fills_frame(fills: list[dict[str, Any]]) -> pl.DataFrame:
-    schema = {
-        "fill_id": pl.Int64,
-        "order_id": pl.Int64,
-        "instrument": pl.String,
-        "side": pl.String,
-        "qty": pl.Float64,
-        "price": pl.Float64,
-        "fee": pl.Float64,
-        "ts_us": pl.Int64,
-    }
     if not fills:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=FILL_SCHEMA)
     return pl.DataFrame(
-        [[fill[name] for name in schema] for fill in fills], schema=schema, orient="row"
+        [[fill[name] for name in FILL_SCHEMA] for fill in fills], schema=FILL_SCHEMA, orient="row"
     )
 
 

@@ -22,6 +22,7 @@ from sptrader.broker.orders import Fill, Order
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig
 from sptrader.models import US_PER_DAY
+from sptrader.schema import FILL_SCHEMA
 from sptrader.store import Store
 
 ORDER_FIELDS = (
@@ -45,6 +46,7 @@ ORDER_FIELDS = (
     "reason",
     "expires_us",
 )
+# A fill's values in the fills table's column order (the time third, as ``ts``).
 FILL_FIELDS = ("fill_id", "order_id", "ts_us", "instrument", "side", "qty", "price", "fee")
 
 _ORDER_SCHEMA = {
@@ -68,16 +70,8 @@ _ORDER_SCHEMA = {
     "reason": pl.String,
     "expires": pl.Int64,
 }
-_FILL_SCHEMA = {
-    "fill_id": pl.Int64,
-    "order_id": pl.Int64,
-    "ts": pl.Int64,
-    "instrument": pl.String,
-    "side": pl.String,
-    "qty": pl.Float64,
-    "price": pl.Float64,
-    "fee": pl.Float64,
-}
+# The rows written to fills: sptrader.schema's fill types, named as the table's columns.
+_FILL_SCHEMA = {"ts" if name == "ts_us" else name: FILL_SCHEMA[name] for name in FILL_FIELDS}
 _TIME_COLUMNS = ("created", "updated", "expires", "ts")
 
 _SELECT_ORDERS = (

@@ -35,7 +35,7 @@ from sptrader.models import (
     WatchlistChanged,
 )
 from sptrader.scanners import SignalRaised
-from sptrader.store.queries import empty_bars
+from sptrader.schema import CANDLE_COLUMNS, CANDLE_SCHEMA
 
 PROTOCOL_VERSION = 1
 
@@ -193,11 +193,11 @@ def decode_status(data: dict[str, Any]) -> ServiceStatus:
 def candles_frame(rows: list[list[Any]]) -> pl.DataFrame:
     """The rows a ``candles`` response carries (``ts_us, open, high, low, close, volume,
     trades, buy_volume, sell_volume``; a daemon from before order flow sends the first
-    seven) as the frame the store's queries return."""
+    seven) as the frame the store's queries return (``CANDLE_SCHEMA``)."""
     if not rows:
-        return empty_bars()
-    columns = list(empty_bars().columns)
+        return pl.DataFrame(schema=CANDLE_SCHEMA)
+    columns = CANDLE_COLUMNS
     if len(rows[0]) < len(columns):
         rows = [[*row, None, None][: len(columns)] for row in rows]
     frame = pl.DataFrame(rows, schema=columns, orient="row")
-    return frame.with_columns(pl.col("ts").cast(pl.Datetime("us"))).cast(empty_bars().schema)
+    return frame.with_columns(pl.col("ts").cast(pl.Datetime("us"))).cast(CANDLE_SCHEMA)

@@ -1,5 +1,8 @@
 """Reads: bars of any timeframe (rolled up from 1m in SQL), ranges and summaries.
 
+``bars_between`` and ``last_bars`` return one instrument's bars in sptrader.schema's
+candle layout (``CANDLE_SCHEMA``); ``bars_between_many`` adds ``instrument`` first.
+
 Every query of the recent past carries a lower time bound: with one, DuckDB's zone maps
 skip old row groups (an ART index is never used for these filters). That includes
 finding an instrument's newest bar (last_bar_ts). bench/reads.py measures the reads on
@@ -34,11 +37,8 @@ import polars as pl
 
 from sptrader.clock import now_us
 from sptrader.models import US_PER_DAY, US_PER_MINUTE, timeframe_minutes
-from sptrader.schema import STORED_BAR_COLUMNS, STORED_BAR_SCHEMA
+from sptrader.schema import CANDLE_SCHEMA, STORED_BAR_SCHEMA
 from sptrader.store.database import Store
-
-#: The columns of bars_between and last_bars (bars_between_many: instrument first).
-OUTPUT_COLUMNS = [name for name in STORED_BAR_COLUMNS if name != "instrument"]
 
 _ONE_MINUTE_SQL = """
 SELECT ts, open, high, low, close, volume, trades, buy_volume, sell_volume
@@ -278,12 +278,7 @@ def recent_closes(store: Store, instruments: list[str], since_us: int) -> pl.Dat
     """instrument, ts, open, close of the 1m bars since ``since_us`` (for watchlist rows)."""
     if not instruments:
         return pl.DataFrame(
-            schema={
-                "instrument": pl.String,
-                "ts": pl.Datetime("us"),
-                "open": pl.Float64,
-                "close": pl.Float64,
-            }
+            schema={name: STORED_BAR_SCHEMA[name] for name in ("instrument", "ts", "open", "close")}
         )
     return (
         store.cursor()
@@ -306,7 +301,7 @@ def table_counts(store: Store) -> dict[str, int]:
 
 
 def empty_bars() -> pl.DataFrame:
-    return pl.DataFrame(schema={name: STORED_BAR_SCHEMA[name] for name in OUTPUT_COLUMNS})
+    return pl.DataFrame(schema=CANDLE_SCHEMA)
 
 
 def empty_bars_many() -> pl.DataFrame:
