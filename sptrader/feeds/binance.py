@@ -44,6 +44,7 @@ WEIGHT_LIMIT_1M = 6000
 class BinanceFeed(ExchangeFeed):
     prefix = "BINANCE"
     name = "binance"
+    market_kind = "crypto"
     config: BinanceFeedConfig
 
     def __init__(

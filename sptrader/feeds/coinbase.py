@@ -70,6 +70,7 @@ WINDOW_US = (CANDLES_LIMIT - 1) * US_PER_MINUTE
 class CoinbaseFeed(ExchangeFeed):
     prefix = "COINBASE"
     name = "coinbase"
+    market_kind = "crypto"
     config: CoinbaseFeedConfig
 
     def __init__(

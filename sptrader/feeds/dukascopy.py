@@ -287,6 +287,8 @@ def hour_path(entry: DukascopyInstrument, hour_start_us: int, fmt: str) -> str:
 class DukascopyFeed(Feed):
     prefix = "DUKASCOPY"
     name = "dukascopy"
+    # Its instrument table gives each symbol its kind; fx for one it does not list.
+    market_kind = "fx"
     live = False
     history_chunk_us = US_PER_DAY
 

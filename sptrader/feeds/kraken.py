@@ -77,6 +77,7 @@ FIAT = frozenset({"USD", "EUR", "GBP", "CAD", "JPY", "CHF", "AUD", "NZD", "AED"}
 class KrakenFeed(ExchangeFeed):
     prefix = "KRAKEN"
     name = "kraken"
+    market_kind = "crypto"
     config: KrakenFeedConfig
 
     def __init__(

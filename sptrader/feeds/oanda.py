@@ -56,6 +56,7 @@ KINDS = {"CURRENCY": "fx", "METAL": "metal", "CFD": "cfd"}
 class OandaFeed(ExchangeFeed):
     prefix = "OANDA"
     name = "oanda"
+    market_kind = "fx"
     config: OandaFeedConfig
 
     def __init__(

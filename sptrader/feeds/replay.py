@@ -45,6 +45,8 @@ class ReplayFeed(Feed):
     open_symbols = True
     prefix = "REPLAY"
     name = "replay"
+    # Replayed time keeps no market hours: it is never closed.
+    market_kind = "replay"
     realtime = False
 
     def __init__(

@@ -227,6 +227,8 @@ class SimulatedMarket:
 class SimFeed(Feed):
     prefix = "SIM"
     name = "sim"
+    # Simulated markets never close, whatever asset class a symbol is dressed as.
+    market_kind = "sim"
     # Its history is the model the live ticks are sampled from, not a record.
     refetch_partial_minute = False
     # Any symbol works (unknown ones get a made-up spec); the known ones are listed.
