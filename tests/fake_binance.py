@@ -292,3 +292,46 @@ async def serve_session(websocket: Any, messages: list[str], received: list | No
         return
     for message in messages:
         await websocket.send(message)
+
+
+# --- trouble --------------------------------------------------------------------------
+
+#: A year-3000 time: far beyond any clock skew a live message may have.
+YEAR_3000_US = 32_503_680_000_000_000
+
+
+def rate_limited(retry_after_s: int = 1) -> FakeResponse:
+    """Binance's answer to too much request weight: HTTP 429 with error -1003 and
+    ``Retry-After``, the seconds to wait (repeated, it becomes a 418 IP ban)."""
+    return FakeResponse(
+        429,
+        {
+            "code": -1003,
+            "msg": "Too much request weight used; current limit is 6000 request weight per"
+            " 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
+        },
+        headers={"Retry-After": str(retry_after_s), "X-MBX-USED-WEIGHT-1M": _use_weight(0)},
+    )
+
+
+def _with_data(message: str, **fields: Any) -> str:
+    decoded = json.loads(message)
+    decoded["data"].update(fields)
+    return json.dumps(decoded)
+
+
+def bad_messages(ts_us: int) -> list[str | bytes]:
+    """In the combined-stream framing, stamped ``ts_us``: broken JSON, a text frame that
+    is not UTF-8, a stream nobody subscribed to (aggTrade), and trades with a NaN price,
+    a negative price and a time in the year 3000. Their trade id (1) is outside the
+    fake's sequence: none of them may reach the feed's trade-id check."""
+    good = trade_message(ts_us, 100.0, 1.0, 1)
+    aggregate = {"e": "aggTrade", "E": ts_us // 1000, "s": SYMBOL, "a": 1, "p": "100.0"}
+    return [
+        good[: len(good) // 2],
+        b'\xff\xfe{"stream":"btcusdt@trade","data":{}}',
+        json.dumps({"stream": f"{SYMBOL.lower()}@aggTrade", "data": aggregate}),
+        _with_data(good, p="NaN"),
+        _with_data(good, p="-5.00000000"),
+        _with_data(good, T=YEAR_3000_US // 1000, E=YEAR_3000_US // 1000),
+    ]

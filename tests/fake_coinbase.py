@@ -135,15 +135,16 @@ def error_message(text: str) -> dict:
 _TRADE_IDS = itertools.count(1)
 
 
-def live_messages(ticks: list[tuple[int, float, float]]) -> list[str]:
+def live_messages(
+    ticks: list[tuple[int, float, float]], first_sequence: int = FIRST_DATA_SEQUENCE
+) -> list[str]:
     """One ``market_trades`` update per (ts_us, price, size) tick, numbered as they
-    follow the subscription answers of one session; trade ids continue from the last
-    call's (``trade_ids`` of the returned messages tells them)."""
+    follow the subscription answers of one session (or from ``first_sequence``); trade
+    ids continue from the last call's (``trade_ids`` of the returned messages tells
+    them)."""
     return [
         json.dumps(
-            trades_message(
-                [trade(ts_us, price, size, next(_TRADE_IDS))], FIRST_DATA_SEQUENCE + index
-            )
+            trades_message([trade(ts_us, price, size, next(_TRADE_IDS))], first_sequence + index)
         )
         for index, (ts_us, price, size) in enumerate(ticks)
     ]
@@ -328,3 +329,71 @@ def _products(request: FakeRequest) -> FakeResponse:
     wanted = request.query.get("product_type")
     products = [entry for entry in PRODUCTS if wanted in (None, entry["product_type"])]
     return FakeResponse(200, {"products": products, "num_products": len(products)})
+
+
+# --- trouble --------------------------------------------------------------------------
+
+#: A year-3000 time: far beyond any clock skew a live message may have.
+YEAR_3000_US = 32_503_680_000_000_000
+
+
+def rate_limited() -> FakeResponse:
+    """Coinbase's answer to too many public requests a second: HTTP 429 (it documents
+    no ``Retry-After``)."""
+    return FakeResponse(
+        429,
+        {
+            "error": "RATE_LIMIT_EXCEEDED",
+            "error_details": "Too many requests",
+            "message": "Too many requests",
+        },
+    )
+
+
+def bad_messages(ts_us: int, first_sequence: int = FIRST_DATA_SEQUENCE) -> list[str | bytes]:
+    """In Coinbase's framing, stamped ``ts_us``, those carrying a ``sequence_num``
+    numbered from ``first_sequence`` (``sequence_after`` tells the next): broken JSON, a
+    frame that is not UTF-8, a channel nobody subscribed to (``l2_data``), and trades
+    with a NaN price, a negative price and a time in the year 3000 (trade id 1, outside
+    the fake's sequence: none may reach the feed's trade-id check)."""
+
+    def bad_trade(sequence: int, **fields: str) -> str:
+        return json.dumps(trades_message([{**trade(ts_us, 100.0, 1.0, 1), **fields}], sequence))
+
+    level2 = envelope(
+        "l2_data",
+        first_sequence,
+        [
+            {
+                "type": "update",
+                "product_id": PRODUCT_ID,
+                "updates": [
+                    {
+                        "side": "bid",
+                        "event_time": rfc3339(ts_us),
+                        "price_level": "100.0",
+                        "new_quantity": "1.0",
+                    }
+                ],
+            }
+        ],
+    )
+    return [
+        '{"channel":"market_trades","client_id":"","timestamp":"',
+        b'\xff\xfe{"channel":"heartbeats","events":[]}',
+        json.dumps(level2),
+        bad_trade(first_sequence + 1, price="NaN"),
+        bad_trade(first_sequence + 2, price="-5"),
+        bad_trade(first_sequence + 3, time=rfc3339(YEAR_3000_US)),
+    ]
+
+
+def sequence_after(messages: list[str | bytes], first_sequence: int = FIRST_DATA_SEQUENCE) -> int:
+    """The ``sequence_num`` the message after ``messages`` takes."""
+    numbers = []
+    for message in messages:
+        try:
+            numbers.append(json.loads(message)["sequence_num"])
+        except (ValueError, KeyError):
+            continue
+    return max(numbers, default=first_sequence - 1) + 1

@@ -291,3 +291,59 @@ async def serve_session(
             )
     for message in messages:
         await websocket.send(message)
+
+
+# --- trouble --------------------------------------------------------------------------
+
+#: A year-3000 time: far beyond any clock skew a live message may have.
+YEAR_3000_US = 32_503_680_000_000_000
+
+
+def rate_limited(error: str = "EGeneral:Too many requests") -> FakeResponse:
+    """Kraken's answer to too many calls: HTTP 200 with the error in the body,
+    ``EGeneral:Too many requests`` (public calls) or ``EAPI:Rate limit exceeded`` (the
+    call counter)."""
+    return _error(error)
+
+
+def bad_messages(ts_us: int) -> list[str | bytes]:
+    """In websocket v2 framing, stamped ``ts_us``: broken JSON, a frame that is not
+    UTF-8, a channel nobody subscribed to (``book``), and trades with a NaN price (a
+    JSON ``NaN``: Kraken's numbers are JSON numbers), a negative price and a time in the
+    year 3000 (trade id 1, outside the fake's sequence: none may reach the feed's
+    trade-id check)."""
+
+    def bad_trade(**fields: Any) -> str:
+        item = {
+            "symbol": SYMBOL,
+            "side": "buy",
+            "price": 100.0,
+            "qty": 1.0,
+            "ord_type": "market",
+            "trade_id": 1,
+            "timestamp": _rfc3339(ts_us),
+            **fields,
+        }
+        return json.dumps({"channel": "trade", "type": "update", "data": [item]})
+
+    book = {
+        "channel": "book",
+        "type": "update",
+        "data": [
+            {
+                "symbol": SYMBOL,
+                "bids": [{"price": 100.0, "qty": 1.0}],
+                "asks": [],
+                "checksum": 2439117997,
+                "timestamp": _rfc3339(ts_us),
+            }
+        ],
+    }
+    return [
+        '{"channel":"trade","type":"update","data":[{"symbol":',
+        b'\xff\xfe{"channel":"heartbeat"}',
+        json.dumps(book),
+        bad_trade(price=float("nan")),
+        bad_trade(price=-5.0),
+        bad_trade(timestamp=_rfc3339(YEAR_3000_US)),
+    ]

@@ -233,3 +233,41 @@ def _time(ts_us: int) -> str:
     seconds, micros = divmod(ts_us, US_PER_SECOND)
     moment = datetime.fromtimestamp(seconds, UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{micros:06d}000Z"
+
+
+# --- trouble --------------------------------------------------------------------------
+
+#: A year-3000 time: far beyond any clock skew a live message may have.
+YEAR_3000_US = 32_503_680_000_000_000
+
+
+def rate_limited() -> FakeResponse:
+    """OANDA's answer to more than its documented 120 requests a second: HTTP 429 (it
+    documents no ``Retry-After``)."""
+    return _error(429, "Too many requests")
+
+
+def bad_messages(ts_us: int) -> list[str | bytes]:
+    """Price stream lines, stamped ``ts_us``: broken JSON, a line that is not UTF-8, a
+    type the pricing stream never sends (a transaction's ``ORDER_FILL``), and prices
+    with a NaN bid, a negative bid and a time in the year 3000."""
+    [line] = live_messages([(ts_us, 1.1, 1.0)])
+    good = json.loads(line)
+
+    def bad_price(bid: str | None = None, time: str | None = None) -> str:
+        price = json.loads(line)
+        if bid is not None:
+            price["bids"][0]["price"] = bid
+        if time is not None:
+            price["time"] = time
+        return json.dumps(price, separators=(",", ":"))
+
+    fill = {"type": "ORDER_FILL", "instrument": good["instrument"], "time": good["time"]}
+    return [
+        line[: len(line) // 2],
+        b'\xff\xfe{"type":"HEARTBEAT"}',
+        json.dumps(fill, separators=(",", ":")),
+        bad_price(bid="NaN"),
+        bad_price(bid="-5.00000"),
+        bad_price(time=_time(YEAR_3000_US)),
+    ]

@@ -1,13 +1,23 @@
-"""Gap backfill end to end, for every live feed against its fake exchange: the Engine
-fills the gap since the newest stored bar before streaming (at start, after a
-disconnect, after the machine slept), in order with live bars, with no hole and no
-duplicate; a silent feed goes stale and recovers; the minute a stream started in is
-fetched again once it closed."""
+"""The shared feed contract: every live feed (FEEDS) runs it end to end against its fake
+exchange in the venue's own wire format, through a real Engine.
+
+- The gap since the newest stored bar is filled before streaming (at start, after a
+  disconnect, after the machine slept), in order with live bars, with no hole and no
+  duplicate; trades for minutes already fetched change nothing, and those a venue
+  replays after a reconnect (Coinbase, Kraken, OANDA) count once; the minute a stream
+  started in is fetched again once it closed.
+- Bad messages (broken JSON, not UTF-8, an unknown type, impossible values) are counted
+  and skipped on the same connection: the next good one is data, nothing reconnects.
+- A rate-limited history API (the venue's own 429 or error body) is waited out as the
+  feed documents it, while the feed streams; the gap is still filled exactly.
+- A silent feed goes stale and recovers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import queue
 import re
@@ -39,9 +49,12 @@ from sptrader.models import (
     US_PER_MINUTE,
     EngineLogged,
     HistoryStored,
+    LastPriceReceived,
+    QuoteReceived,
     ServiceState,
     ServiceStateChanged,
     ServiceStatus,
+    TradeReceived,
 )
 from sptrader.schema import BAR_SCHEMA
 from sptrader.store import queries
@@ -92,6 +105,13 @@ MARKETS = {
 
 _CLOSE = object()
 _OANDA_STREAM = re.compile(r"^/v3/accounts/[^/]+/pricing/stream$")
+_SYMBOL_LISTS = ("exchangeInfo", "AssetPairs", "products", "instruments")
+
+
+def is_history(request: FakeRequest) -> bool:
+    """Whether a request to a fake's REST host asks for history (not for the symbol
+    list, not OANDA's price stream)."""
+    return not _OANDA_STREAM.match(request.path) and not request.path.endswith(_SYMBOL_LISTS)
 
 
 @dataclass
@@ -119,8 +139,10 @@ class FakeExchange:
     OANDA the same HTTP server's price stream). Each connection takes the next scripted
     session; later ones hold the connection open, silent."""
 
-    def __init__(self, market: Market, *sessions: Session) -> None:
+    def __init__(self, market: Market, *sessions: Session, history: Any = None) -> None:
         self.market = market
+        # The REST host's route (a test may wrap the fake's, e.g. to rate-limit it).
+        self.history_route = history or market.fake.history_route
         self.scripts = list(sessions)
         self.sessions: list[Session] = []
         self.section: dict[str, Any] = {}
@@ -140,7 +162,7 @@ class FakeExchange:
                 self.http = stack.enter_context(http_server(self._oanda_route))
                 live_url = self.http.url
             else:
-                self.http = stack.enter_context(http_server(self.market.fake.history_route))
+                self.http = stack.enter_context(http_server(self.history_route))
                 port = free_port()
                 await stack.enter_async_context(serve(self._ws_handler, "127.0.0.1", port))
                 live_url = f"ws://127.0.0.1:{port}"
@@ -149,8 +171,9 @@ class FakeExchange:
             self.section = self.market.fake.config_section(live_url, self.http.url)
             yield self
 
-    def push(self, *messages: str) -> None:
-        """Send ``messages`` on the newest connection."""
+    def push(self, *messages: str | bytes) -> None:
+        """Send ``messages`` on the newest connection (bytes as they are: on a websocket
+        as a text frame, so it may be one that is not UTF-8)."""
         for message in messages:
             self.sessions[-1].outbox.put(message)
 
@@ -159,12 +182,7 @@ class FakeExchange:
         self.sessions[-1].outbox.put(_CLOSE)
 
     def history_requests(self) -> int:
-        return sum(
-            1
-            for request in self.http.requests
-            if not _OANDA_STREAM.match(request.path)
-            and not request.path.endswith(("exchangeInfo", "AssetPairs", "products", "instruments"))
-        )
+        return sum(1 for request in self.http.requests if is_history(request))
 
     # --- websocket feeds --------------------------------------------------------------
 
@@ -186,7 +204,7 @@ class FakeExchange:
             if item is _CLOSE:
                 return
             try:
-                await websocket.send(item)
+                await websocket.send(item, text=True)
             except ConnectionClosed:
                 return
 
@@ -194,7 +212,7 @@ class FakeExchange:
 
     def _oanda_route(self, request: FakeRequest) -> FakeResponse | None:
         if not _OANDA_STREAM.match(request.path):
-            return fake_oanda.history_route(request)
+            return self.history_route(request)
         if request.headers.get("authorization") != f"Bearer {fake_oanda.TOKEN}":
             return FakeResponse(401, {"errorMessage": "Insufficient authorization"})
         session = self._next_session()
@@ -214,7 +232,7 @@ class FakeExchange:
                 continue
             if item is _CLOSE:
                 return
-            yield (item + "\n").encode()
+            yield item + b"\n" if isinstance(item, bytes) else (item + "\n").encode()
 
 
 # --- the engine -----------------------------------------------------------------------
@@ -571,6 +589,197 @@ async def test_trades_replayed_after_a_reconnect_in_the_same_minute_count_once(
             )
             bar = stored_bar(engine, market.instrument, minute)
             assert bar == (500.0, 502.0, 500.0, 502.0, 1.0 + 2.0 + 4.0, 3)
+
+
+# --- bad messages ---------------------------------------------------------------------
+
+#: How each feed counts its fake's ``bad_messages``: broken JSON and a frame that is not
+#: UTF-8 (malformed), a message of a type it does not read, then a NaN price, a negative
+#: price and a time in the year 3000 (invalid).
+SKIPPED = {
+    # Binance's parser takes a stream it did not subscribe to for a malformed message.
+    "binance": {"malformed": 3, "invalid": 3},
+    "coinbase": {"malformed": 2, "unexpected": 1, "invalid": 3},
+    "kraken": {"malformed": 2, "unexpected": 1, "invalid": 3},
+    "oanda": {"malformed": 2, "unexpected": 1, "invalid": 3},
+}
+#: Counters that would mean a bad message reached the trade-id or sequence checks.
+SEQUENCE_COUNTERS = {"duplicate_trades", "lost_trades", "sequence_gaps", "out_of_order"}
+
+
+def bad_then_good(market: Market, tick: tuple[int, float, float]) -> list[str | bytes]:
+    """The fake's bad messages stamped with ``tick``'s time, then ``tick``, good."""
+    bad = market.fake.bad_messages(tick[0])
+    if market.name == "coinbase":
+        # Every Coinbase message carries the connection's next sequence_num, bad ones too.
+        return [*bad, *fake_coinbase.live_messages([tick], fake_coinbase.sequence_after(bad))]
+    return [*bad, *market.fake.live_messages([tick])]
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+async def test_bad_messages_are_counted_and_skipped_on_the_same_connection(
+    home: Path, feed: str
+) -> None:
+    market = MARKETS[feed]
+    async with FakeExchange(market).running() as exchange:
+        engine = make_engine(home, exchange)
+        watcher = Watcher(engine)
+        data = engine.bus.subscribe(
+            "data", maxsize=1000, types=(TradeReceived, QuoteReceived, LastPriceReceived)
+        )
+        async with started(engine):
+            await backfilled(engine, watcher, market)
+            await wait_until(lambda: len(exchange.sessions) == 1)
+            [tick] = live_ticks(1, 500.0)
+            exchange.push(*bad_then_good(market, tick))
+            minute = tick[0] - tick[0] % US_PER_MINUTE
+            await wait_until(
+                lambda: (
+                    stored_bar(engine, market.instrument, minute)
+                    == (500.0, 500.0, 500.0, 500.0, 1.0, 1)
+                )
+            )
+            # The good message is the only data: a trade, or OANDA's quote.
+            [event] = data.get_nowait()
+            assert type(event) is (QuoteReceived if feed == "oanda" else TradeReceived)
+            price = event.bid if isinstance(event, QuoteReceived) else event.price
+            assert (event.instrument, event.ts_us, price) == (market.instrument, tick[0], 500.0)
+            # The bad ones are counted, each once; none cost the connection.
+            info = status(engine, feed)
+            counted = {name: info.counters[name] for name in SKIPPED[feed] if name in info.counters}
+            assert counted == SKIPPED[feed], info.counters
+            assert not SEQUENCE_COUNTERS & set(info.counters), info.counters
+            assert (len(exchange.sessions), info.restarts, info.state) == (
+                1,
+                0,
+                ServiceState.RUNNING,
+            )
+            assert "disconnects" not in info.counters and info.errors == 0
+
+
+# --- a rate-limited history API -------------------------------------------------------
+
+#: What each feed waits after the two rate-limited answers, as its code documents:
+#: Binance the ``Retry-After`` seconds it is sent; Coinbase and OANDA, which send no
+#: ``Retry-After``, feeds.http's exponential backoff; Kraken, whose rate limit is an error
+#: in a 200 body, its own backoff (2 s, then 4 s).
+RATE_LIMIT_WAITS = {
+    "binance": [1.0, 1.0],
+    "coinbase": [0.5, 1.0],
+    "kraken": [2.0, 4.0],
+    "oanda": [0.5, 1.0],
+}
+
+
+def rate_limit_answers(market: Market) -> list[FakeResponse]:
+    """The venue's own answers to a client over its rate limit, two of them."""
+    if market.name == "binance":
+        return [fake_binance.rate_limited(retry_after_s=1) for _ in range(2)]
+    if market.name == "kraken":
+        return [
+            fake_kraken.rate_limited("EGeneral:Too many requests"),
+            fake_kraken.rate_limited("EAPI:Rate limit exceeded"),
+        ]
+    return [market.fake.rate_limited() for _ in range(2)]
+
+
+class RateLimitedHistory:
+    """A fake's REST route whose first history requests get the venue's rate-limit
+    answers; the request after them is held until ``release`` (the history API slow to
+    come back), and later ones are answered at once."""
+
+    def __init__(self, market: Market) -> None:
+        self.route = market.fake.history_route
+        self.limits = rate_limit_answers(market)
+        self.held = threading.Event()
+        self.release = threading.Event()
+        #: (monotonic time, rate-limited?) of every history request.
+        self.requests: list[tuple[float, bool]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: FakeRequest) -> FakeResponse | None:
+        if not is_history(request):
+            return self.route(request)
+        with self._lock:
+            index = len(self.requests)
+            limited = index < len(self.limits)
+            self.requests.append((time.monotonic(), limited))
+        if limited:
+            return self.limits[index]
+        if index == len(self.limits):
+            self.held.set()
+            self.release.wait(timeout=20)
+        return self.route(request)
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+async def test_a_rate_limited_history_is_waited_out_while_the_feed_streams(
+    home: Path, feed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = MARKETS[feed]
+    # How long a start waits for its gap fill before streaming anyway (3 s by default).
+    monkeypatch.setattr(engine_module, "GAP_FILL_WAIT_S", 0.05)
+    history = RateLimitedHistory(market)
+    async with FakeExchange(market, history=history).running() as exchange:
+        engine = make_engine(home, exchange)
+        watcher = Watcher(engine)
+        waits: list[float] = []
+        engine.feeds[feed].sleep = waits.append  # how history waits out a 429: recorded
+        first = current_minute() - 60 * US_PER_MINUTE
+        newest = first + 30 * US_PER_MINUTE
+        engine.open_store().upsert_bars(different_bars(market, first, newest + US_PER_MINUTE))
+        async with started(engine):
+            try:
+                # Rate-limited twice, the fill waits for its third request; meanwhile the
+                # feed streams, and live bars are stored.
+                await wait_until(history.held.is_set, timeout=10)
+                await wait_until(
+                    lambda: (
+                        status(engine, feed).state is ServiceState.RUNNING
+                        and len(exchange.sessions) == 1
+                    )
+                )
+                assert watcher.logged("streaming while it goes on")
+                [tick] = live_ticks(1, 500.0)
+                exchange.push(*market.fake.live_messages([tick]))
+                minute = tick[0] - tick[0] % US_PER_MINUTE
+                await wait_until(
+                    lambda: (
+                        stored_bar(engine, market.instrument, minute)
+                        == (500.0, 500.0, 500.0, 500.0, 1.0, 1)
+                    )
+                )
+                assert watcher.stored(market.instrument) == []
+            finally:
+                history.release.set()
+
+            filled = await backfilled(engine, watcher, market)
+            # The two rate-limited requests were waited out as the feed documents it.
+            assert [limited for _, limited in history.requests[:3]] == [True, True, False]
+            expected = RATE_LIMIT_WAITS[feed]
+            if waits or feed != "binance":
+                assert waits == expected
+            else:
+                # Binance's history sleeps with time.sleep, not with the feed's ``sleep``:
+                # the wait shows between the requests.
+                times = [at for at, _ in history.requests[:3]]
+                gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+                assert all(gap >= wait for gap, wait in zip(gaps, expected, strict=True)), gaps
+            # The gap is filled exactly, as at any start-up.
+            assert (filled.start_us, filled.rows) == (
+                newest,
+                (filled.end_us - newest) // US_PER_MINUTE,
+            )
+            frame = stored_bars(engine, market.instrument)
+            assert_no_duplicates(engine, market.instrument)
+            assert_gapless(frame, first, filled.end_us)
+            older = frame.filter(pl.col("ts_us") < newest)
+            assert rows_of(older) == rows_of(different_bars(market, first, newest))
+            assert_fake_market(market, frame, newest, filled.end_us)
+            info = status(engine, feed)
+            assert info.counters["gap_fills"] == 1
+            assert "gap_fill_errors" not in info.counters
+            assert (len(exchange.sessions), info.restarts) == (1, 0)
 
 
 # --- stale ----------------------------------------------------------------------------
