@@ -2,6 +2,8 @@
 
 Events are past-tense dataclasses. Hot-path events (quotes, trades) carry integer
 microsecond timestamps (UTC) and floats: converting to ``datetime`` per tick costs 8x.
+``EVENT_TYPES`` lists the events the engine's clients see (the API carries each); the
+others stay inside the engine.
 """
 
 from __future__ import annotations
@@ -300,6 +302,44 @@ class FillExecuted:
 
     ts_us: int
     fill: dict[str, object]
+
+
+@dataclass(slots=True)
+class SignalRaised:
+    """A scanner's signal on the newest closed bar (recorded in the ``signals`` table)."""
+
+    ts_us: int  # when it was raised
+    scanner: str
+    run_id: int
+    instrument: str
+    bar_ts_us: int  # the closed bar it was computed on (its open time)
+    side: str
+    strength: float | None
+    reason: str
+    stop: float | None
+    target: float | None
+    paper: bool = False
+
+
+#: The events the engine's clients see, the one list: the API sends each to a remote
+#: client (sptrader.client.wire has a wire form for every one, and for nothing else)
+#: and the app routes them. LastPriceReceived, VenueBarClosed, HistoryFetched and
+#: HistoryBarsReady stay inside the engine.
+EVENT_TYPES: tuple[type, ...] = (
+    QuoteReceived,
+    TradeReceived,
+    BarUpdated,
+    BarClosed,
+    ServiceStateChanged,
+    EngineLogged,
+    EventsDropped,
+    HistoryStored,
+    WatchlistChanged,
+    BackfillProgressed,
+    SignalRaised,
+    OrderUpdated,
+    FillExecuted,
+)
 
 
 @dataclass(slots=True)

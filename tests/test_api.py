@@ -23,10 +23,34 @@ from websockets.exceptions import InvalidStatus
 from sptrader.api.server import ApiServer
 from sptrader.client import paths
 from sptrader.client.connection import ApiConnection, DaemonUnavailable
-from sptrader.client.wire import PROTOCOL_VERSION, decode_status
+from sptrader.client.wire import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_event,
+    decode_status,
+    encode_event,
+)
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError
-from sptrader.models import QuoteReceived, ServiceState, ServiceStateChanged
+from sptrader.models import (
+    EVENT_TYPES,
+    BackfillProgressed,
+    Bar,
+    BarClosed,
+    BarUpdated,
+    EngineLogged,
+    EventsDropped,
+    FillExecuted,
+    HistoryStored,
+    LastPriceReceived,
+    OrderUpdated,
+    QuoteReceived,
+    ServiceState,
+    ServiceStateChanged,
+    SignalRaised,
+    TradeReceived,
+    WatchlistChanged,
+)
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD", "SIM:ETHUSD"]
 US_PER_MINUTE = 60_000_000
@@ -84,6 +108,34 @@ def service_states(engine: Engine) -> dict[str, ServiceState]:
 
 
 # --- hello, queries, commands ------------------------------------------------------------
+
+
+def test_every_event_a_client_sees_crosses_the_wire_and_no_other() -> None:
+    bar = Bar("SIM:EURUSD", "1m", 60_000_000, 1.0, 2.0, 0.5, 1.5, 3.0, 4, 1.0, 2.0)
+    samples = [
+        QuoteReceived("SIM:EURUSD", 1, 1.1, 1.2, 1.0, 2.0),
+        TradeReceived("BINANCE:BTCUSDT", 2, 100.5, 0.25, -1, 42),
+        BarUpdated(bar),
+        BarClosed(bar),
+        ServiceStateChanged("sim", 3, ServiceState.RUNNING, ServiceState.STARTING, "up"),
+        EngineLogged(4, "INFO", "sim", "hello"),
+        EventsDropped(5, "ui", 7, 9),
+        HistoryStored(6, "SIM:EURUSD", 0, 60_000_000, 1),
+        WatchlistChanged(7, ["SIM:EURUSD"]),
+        BackfillProgressed(8, "SIM:EURUSD", 1, 2, 0, 1440, 0.5, "running"),
+        SignalRaised(9, "mine", 3, "SIM:EURUSD", 0, "buy", 0.5, "cross", None, 1.3, True),
+        OrderUpdated(10, {"order_id": 1, "status": "open"}),
+        FillExecuted(11, {"fill_id": 1, "price": 1.1}),
+    ]
+    assert [type(event) for event in samples] == list(EVENT_TYPES)
+    for event in samples:
+        assert decode_event(json.loads(json.dumps(encode_event(event)))) == event
+    # The engine's own events stay home; an unknown kind is the peer's mistake.
+    assert encode_event(LastPriceReceived("SIM:EURUSD", 1, 1.0)) is None
+    with pytest.raises(ProtocolError, match="unknown event kind 'zz'"):
+        decode_event(["zz", 1])
+    with pytest.raises(ProtocolError, match=r"unknown event kind \['q'\]"):
+        decode_event([["q"], 1])
 
 
 async def test_welcome_status_services_and_candles(home: Path) -> None:

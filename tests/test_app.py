@@ -559,7 +559,7 @@ async def test_rows_of_a_stopped_feed_are_marked_stale(app: SptraderApp) -> None
 
 
 async def test_a_scanner_signal_shows_a_notification(app: SptraderApp) -> None:
-    from sptrader.scanners import SignalRaised
+    from sptrader.models import SignalRaised
 
     async with running(app) as pilot:
         app.engine.bus.publish_nowait(

@@ -28,8 +28,7 @@ from sptrader.config import (
     SimFeedConfig,
     StoreConfig,
 )
-from sptrader.models import US_PER_MINUTE, ServiceState
-from sptrader.scanners import SignalRaised
+from sptrader.models import US_PER_MINUTE, ServiceState, SignalRaised
 from sptrader.screens import (
     ChartPane,
     ErrorScreen,

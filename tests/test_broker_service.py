@@ -25,8 +25,8 @@ from sptrader.models import (
     FillExecuted,
     OrderUpdated,
     QuoteReceived,
+    SignalRaised,
 )
-from sptrader.scanners import SignalRaised
 from sptrader.store import Store
 from sptrader.store.retention import compact
 

@@ -16,8 +16,8 @@ from conftest import make_config, make_settings, wait_until
 from sptrader.clock import now_us
 from sptrader.engine import Engine
 from sptrader.errors import ConfigError
-from sptrader.models import US_PER_MINUTE, ServiceState
-from sptrader.scanners import SignalRaised, lineage
+from sptrader.models import US_PER_MINUTE, ServiceState, SignalRaised
+from sptrader.scanners import lineage
 from sptrader.scanners.schedule import CronSchedule, FakeClock
 from sptrader.scanners.service import Scanner, ScannerService
 from sptrader.strategies import registry

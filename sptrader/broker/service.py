@@ -41,8 +41,13 @@ from sptrader.bus import Bus
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.errors import SptraderError, UsageError
-from sptrader.models import FillExecuted, OrderUpdated, QuoteReceived, normalize_instrument
-from sptrader.scanners import SignalRaised
+from sptrader.models import (
+    FillExecuted,
+    OrderUpdated,
+    QuoteReceived,
+    SignalRaised,
+    normalize_instrument,
+)
 from sptrader.store import Store
 from sptrader.supervisor import Service, ServiceContext
 from sptrader.threads import run_in_thread

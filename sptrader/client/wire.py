@@ -12,12 +12,14 @@ since the last batch because it read too slowly).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import astuple
 from typing import Any
 
 import polars as pl
 
 from sptrader.models import (
+    EVENT_TYPES,
     BackfillProgressed,
     Bar,
     BarClosed,
@@ -31,10 +33,10 @@ from sptrader.models import (
     ServiceState,
     ServiceStateChanged,
     ServiceStatus,
+    SignalRaised,
     TradeReceived,
     WatchlistChanged,
 )
-from sptrader.scanners import SignalRaised
 from sptrader.schema import CANDLE_COLUMNS, CANDLE_SCHEMA
 
 PROTOCOL_VERSION = 1
@@ -82,93 +84,73 @@ def _bar(fields: list[Any]) -> Bar:
     return Bar(instrument, "1m", ts, open_, high, low, close, volume, trades, buy, sell)
 
 
+# Each event a client sees as a compact list tagged by its kind (tags are short: quotes
+# dominate the stream), and back.
+_ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
+    QuoteReceived: lambda e: ["q", e.instrument, e.ts_us, e.bid, e.ask, e.bid_size, e.ask_size],
+    TradeReceived: lambda e: ["t", e.instrument, e.ts_us, e.price, e.size, e.side, e.trade_id],
+    BarUpdated: lambda e: ["bu", *bar_fields(e.bar)],
+    BarClosed: lambda e: ["bc", *bar_fields(e.bar)],
+    ServiceStateChanged: lambda e: [
+        "s",
+        e.service,
+        e.ts_us,
+        e.state.value,
+        e.previous.value,
+        e.message,
+    ],
+    EngineLogged: lambda e: ["l", e.ts_us, e.level, e.source, e.message],
+    EventsDropped: lambda e: ["d", e.ts_us, e.subscriber, e.count, e.total],
+    HistoryStored: lambda e: ["h", e.ts_us, e.instrument, e.start_us, e.end_us, e.rows],
+    WatchlistChanged: lambda e: ["w", e.ts_us, e.instruments],
+    BackfillProgressed: lambda e: ["bf", *astuple(e)],
+    SignalRaised: lambda e: ["sig", *astuple(e)],
+    OrderUpdated: lambda e: ["ou", e.ts_us, e.order],
+    FillExecuted: lambda e: ["fx", e.ts_us, e.fill],
+}
+
+
+def _service_state_changed(rest: list[Any]) -> ServiceStateChanged:
+    service, ts, state, previous, message = rest
+    return ServiceStateChanged(service, ts, ServiceState(state), ServiceState(previous), message)
+
+
+_DECODERS: dict[str, Callable[[list[Any]], object]] = {
+    "q": lambda rest: QuoteReceived(*rest),
+    "t": lambda rest: TradeReceived(*rest),
+    "bu": lambda rest: BarUpdated(_bar(rest)),
+    "bc": lambda rest: BarClosed(_bar(rest)),
+    "s": _service_state_changed,
+    "l": lambda rest: EngineLogged(*rest),
+    "d": lambda rest: EventsDropped(*rest),
+    "h": lambda rest: HistoryStored(*rest),
+    "w": lambda rest: WatchlistChanged(*rest),
+    "bf": lambda rest: BackfillProgressed(*rest),
+    "sig": lambda rest: SignalRaised(*rest),
+    "ou": lambda rest: OrderUpdated(*rest),
+    "fx": lambda rest: FillExecuted(*rest),
+}
+
+# The wire carries exactly the events models.EVENT_TYPES lists: one added there needs
+# its wire form here (and the engine's own events are never sent).
+_unmatched = set(_ENCODERS) ^ set(EVENT_TYPES)
+if _unmatched or len(_DECODERS) != len(_ENCODERS):
+    names = ", ".join(sorted(kind.__name__ for kind in _unmatched)) or "a decoder"
+    raise RuntimeError(f"the wire codec and models.EVENT_TYPES disagree about {names}")
+
+
 def encode_event(event: object) -> list[Any] | None:
-    """Events as compact lists tagged by kind (quotes dominate the stream)."""
-    kind = type(event)
-    if kind is QuoteReceived:
-        return [
-            "q",
-            event.instrument,
-            event.ts_us,
-            event.bid,
-            event.ask,
-            event.bid_size,
-            event.ask_size,
-        ]
-    if kind is TradeReceived:
-        return [
-            "t",
-            event.instrument,
-            event.ts_us,
-            event.price,
-            event.size,
-            event.side,
-            event.trade_id,
-        ]
-    if kind is BarUpdated:
-        return ["bu", *bar_fields(event.bar)]
-    if kind is BarClosed:
-        return ["bc", *bar_fields(event.bar)]
-    if kind is ServiceStateChanged:
-        return [
-            "s",
-            event.service,
-            event.ts_us,
-            event.state.value,
-            event.previous.value,
-            event.message,
-        ]
-    if kind is EngineLogged:
-        return ["l", event.ts_us, event.level, event.source, event.message]
-    if kind is EventsDropped:
-        return ["d", event.ts_us, event.subscriber, event.count, event.total]
-    if kind is HistoryStored:
-        return ["h", event.ts_us, event.instrument, event.start_us, event.end_us, event.rows]
-    if kind is WatchlistChanged:
-        return ["w", event.ts_us, event.instruments]
-    if kind is BackfillProgressed:
-        return ["bf", *astuple(event)]
-    if kind is SignalRaised:
-        return ["sig", *astuple(event)]
-    if kind is OrderUpdated:
-        return ["ou", event.ts_us, event.order]
-    if kind is FillExecuted:
-        return ["fx", event.ts_us, event.fill]
-    return None
+    """An event as its tagged list; None for an event clients do not see."""
+    encoder = _ENCODERS.get(type(event))
+    return None if encoder is None else encoder(event)
 
 
 def decode_event(fields: list[Any]) -> object:
     tag, rest = fields[0], fields[1:]
-    if tag == "q":
-        return QuoteReceived(*rest)
-    if tag == "t":
-        return TradeReceived(*rest)
-    if tag == "bu":
-        return BarUpdated(_bar(rest))
-    if tag == "bc":
-        return BarClosed(_bar(rest))
-    if tag == "s":
-        service, ts, state, previous, message = rest
-        return ServiceStateChanged(
-            service, ts, ServiceState(state), ServiceState(previous), message
-        )
-    if tag == "l":
-        return EngineLogged(*rest)
-    if tag == "d":
-        return EventsDropped(*rest)
-    if tag == "h":
-        return HistoryStored(*rest)
-    if tag == "w":
-        return WatchlistChanged(*rest)
-    if tag == "bf":
-        return BackfillProgressed(*rest)
-    if tag == "sig":
-        return SignalRaised(*rest)
-    if tag == "ou":
-        return OrderUpdated(*rest)
-    if tag == "fx":
-        return FillExecuted(*rest)
-    raise ProtocolError(f"unknown event kind {tag!r}")
+    decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
+    if decoder is None:
+        raise ProtocolError(f"unknown event kind {tag!r}")
+    return decoder(rest)
 
 
 def encode_status(status: ServiceStatus) -> dict[str, Any]:

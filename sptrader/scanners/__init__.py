@@ -2,26 +2,11 @@
 
 ``service`` holds the Scanner (one run, blocking) and its ScannerService (schedule,
 no overlap, coalescing); ``lineage`` the run/step/signal tables; ``schedule`` cron and
-clocks. The event below goes out on the bus for every signal a run raises.
+clocks. Every signal a run raises goes out on the bus as ``sptrader.models.SignalRaised``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(slots=True)
-class SignalRaised:
-    """A scanner's signal on the newest closed bar (recorded in the ``signals`` table)."""
-
-    ts_us: int  # when it was raised
-    scanner: str
-    run_id: int
-    instrument: str
-    bar_ts_us: int  # the closed bar it was computed on (its open time)
-    side: str
-    strength: float | None
-    reason: str
-    stop: float | None
-    target: float | None
-    paper: bool = False
+# Only for sptrader.app, which still imports it from here: import it from sptrader.models
+# (this line goes when the app does).
+from sptrader.models import SignalRaised  # noqa: F401

@@ -41,8 +41,8 @@ from sptrader.alerts import Alerter
 from sptrader.clock import format_us, now_us
 from sptrader.config import ScannerConfig
 from sptrader.errors import SptraderError
-from sptrader.models import US_PER_MINUTE, timeframe_minutes
-from sptrader.scanners import SignalRaised, lineage
+from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
+from sptrader.scanners import lineage
 from sptrader.scanners.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
