@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -20,12 +21,13 @@ from sptrader.bars import BarBuilder
 from sptrader.broker.service import PaperBroker
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import format_us, now_us
-from sptrader.config import LIVE_FEEDS, Settings, feed_config
+from sptrader.config import LIVE_FEEDS, Settings
 from sptrader.data.manager import DataManager
 from sptrader.data.owed import OwedRefetches, remove_coverage
 from sptrader.errors import SptraderError, UsageError
-from sptrader.feeds import FEED_CLASSES, Feed, FeedService, make_feed
+from sptrader.feeds import Feed, FeedService
 from sptrader.feeds.base import ExchangeFeed
+from sptrader.feeds.registry import FeedRegistry, serves_history
 from sptrader.intervals import subtract
 from sptrader.logs import BusLogHandler
 from sptrader.models import (
@@ -51,6 +53,9 @@ from sptrader.supervisor import Service, ServiceContext, Supervisor
 from sptrader.symbols import SymbolDirectory
 from sptrader.threads import run_in_thread
 from sptrader.watchlist import load_watchlist, save_watchlist
+
+if TYPE_CHECKING:
+    from sptrader.scanners.service import ScannerDeps
 
 log = logging.getLogger(__name__)
 
@@ -207,15 +212,30 @@ class Engine:
         self.bus = Bus()
         self.supervisor = Supervisor(self.bus, config.supervisor)
         self.store: Store | None = None
-        self.symbols = SymbolDirectory(self)
-        self.data = DataManager(self)
+        # Every feed: those streaming the watchlist and those made for history and
+        # symbol lists.
+        self.feed_registry = FeedRegistry(
+            config,
+            service_status=self.supervisor.status,
+            prepare=self._hook_refetches,
+            load_stored=self._load_stored,
+            first_stored=self._first_stored,
+        )
+        # The streaming feeds by service name (the registry's: kept current by it).
+        self.feeds: dict[str, Feed] = self.feed_registry.streaming
+        self.symbols = SymbolDirectory(
+            config.symbols, store=self.require_store, feeds=self.feed_registry
+        )
+        self.data = DataManager(
+            config.data,
+            store=self.require_store,
+            store_if_open=lambda: self.store,
+            watchlist=lambda: self.watchlist,
+        )
         # Feed name -> the minute since which it has streamed (covered while running).
         self._streaming_since: dict[str, int] = {}
-        # Streaming feeds by service name, and every feed (streaming or not) by prefix.
-        self.feeds: dict[str, Feed] = {}
-        self._feed_by_prefix: dict[str, Feed] = {}
         for prefix, instruments in _by_prefix(self.watchlist).items():
-            self._add_feed(self._make_feed(prefix, instruments))
+            self.feed_registry.stream(self.feed_registry.make(prefix, instruments))
         self.builder = BarBuilder(self.price_source)
         self.bar_service = BarService(self.bus, self.builder, self.feeds, config.store.writer_queue)
         self.writer: StoreWriter | None = None
@@ -237,54 +257,31 @@ class Engine:
         # [broker] enabled = false. It taps the bus from here on, so no quote is missed.
         self.broker: PaperBroker | None = None
         if config.broker.enabled:
-            self.broker = PaperBroker(self.bus, config.broker, config.risk, engine=self)
-
-    # --- construction -----------------------------------------------------------------
-
-    def _make_feed(self, prefix: str, instruments: list[str]) -> Feed:
-        if prefix == "REPLAY":
-            from sptrader.feeds.replay import ReplayFeed
-
-            return ReplayFeed(
-                instruments, self.config.feeds.replay, self._load_stored, self._first_stored
+            self.broker = PaperBroker(
+                self.bus, config.broker, config.risk, feeds=self.feed_registry
             )
-        feed = make_feed(prefix, instruments, feed_config(self.config, prefix))
+
+    # --- feeds (sptrader.feeds.registry) ----------------------------------------------
+
+    def _hook_refetches(self, feed: Feed) -> None:
+        """An exchange feed reports the trades it lost and the minute its stream joined
+        in: the engine owes those minutes a re-fetch."""
         if isinstance(feed, ExchangeFeed):
             feed.on_lost_trades = self._trades_lost
             if feed.refetch_partial_minute:
                 feed.on_stream_joined = lambda minute: self._stream_joined(feed, minute)
-        return feed
-
-    def _add_feed(self, feed: Feed) -> None:
-        self.feeds[feed.name] = feed
-        self._feed_by_prefix[feed.prefix] = feed
 
     def price_source(self, instrument: str) -> str:
-        feed = self._feed_by_prefix.get(instrument.split(":", 1)[0])
-        return feed.price_source(instrument) if feed else "trade"
+        return self.feed_registry.price_source(instrument)
 
     def history_feed(self, instrument: str) -> Feed | None:
         """The feed that can serve history for ``instrument`` (even if not watched):
         any enabled feed, made on first use."""
-        prefix = parse_instrument(instrument)[0]
-        feed = self._feed_by_prefix.get(prefix)
-        if feed is not None:
-            return feed
-        if prefix not in FEED_CLASSES or not feed_config(self.config, prefix).enabled:
-            return None
-        feed = self._make_feed(prefix, [])
-        self._feed_by_prefix[prefix] = feed
-        return feed
+        return self.feed_registry.history_feed(instrument)
 
     def enabled_feeds(self) -> list[Feed]:
         """One feed object per enabled source (for symbol search and backfills)."""
-        feeds = []
-        for prefix in FEED_CLASSES:
-            if feed_config(self.config, prefix).enabled:
-                feed = self.history_feed(f"{prefix}:X")
-                if feed is not None:
-                    feeds.append(feed)
-        return feeds
+        return self.feed_registry.enabled_feeds()
 
     # --- store (blocking: call from a thread, or before the loop runs) ---------------
 
@@ -505,12 +502,31 @@ class Engine:
 
     # --- scanners (sptrader.scanners) -------------------------------------------------
 
+    @functools.cached_property
+    def scanner_deps(self) -> ScannerDeps:
+        """What scanners use of the engine (made on first use: scanners load lazily)."""
+        from sptrader.scanners.service import ScannerDeps
+
+        return ScannerDeps(
+            store=self.require_store,
+            data=self.data,
+            watchlist=lambda: self.watchlist,
+            history_feed=self.history_feed,
+            make_backfill=self.make_backfill,
+            is_stale=self.is_stale,
+            settle_bars=self.settle_bars,
+            bus=self.bus,
+            strategy_modules=self.config.strategies.modules,
+        )
+
     def _start_scanners(self) -> None:
         """A service per configured scanner; the enabled ones start (the rest can be
         started from the services pane)."""
         from sptrader.scanners.service import add_scanners
 
-        self.scanners = add_scanners(self)
+        self.scanners = add_scanners(
+            self.supervisor, self.scanner_deps, self.config.scanners, self.config.alerts
+        )
         for service in self.scanners.values():
             if service.config.enabled:
                 self.supervisor.start(service.name)
@@ -755,7 +771,7 @@ class Engine:
         if prefix not in LIVE_FEEDS:
             known = ", ".join(feed for feed in LIVE_FEEDS)
             raise UsageError(f"{name}: {prefix} has no live stream (live feeds: {known})")
-        if not feed_config(self.config, prefix).enabled:
+        if not self.feed_registry.is_enabled(prefix):
             raise UsageError(f"{name} needs feeds.{prefix.lower()}.enabled = true in the config")
         unknown = await run_in_thread(self.symbols.unknown, [name])
         if unknown:
@@ -784,16 +800,14 @@ class Engine:
     async def _restream(self, prefix: str) -> None:
         """Rebuild the feed of ``prefix`` for the watchlist's instruments and restart it."""
         instruments = [name for name in self.watchlist if parse_instrument(name)[0] == prefix]
-        old = self._feed_by_prefix.get(prefix)
-        name = old.name if old is not None else None
         if not instruments:
-            if name is not None and name in self.supervisor.names():
-                await self.supervisor.stop(name)
-            self.feeds.pop(name or "", None)
-            self._feed_by_prefix.pop(prefix, None)  # made again on demand for history
+            old = self.feed_registry.feed_of(prefix)
+            if old is not None and old.name in self.supervisor.names():
+                await self.supervisor.stop(old.name)
+            self.feed_registry.forget(prefix)  # made again on demand for history
             return
-        feed = self._make_feed(prefix, instruments)
-        self._add_feed(feed)
+        feed = self.feed_registry.make(prefix, instruments)
+        self.feed_registry.stream(feed)
         if not self.started:
             return
         if feed.name in self.supervisor.names():
@@ -858,16 +872,10 @@ class Engine:
     def stale_instruments(self) -> set[str]:
         """Instruments whose feed is not delivering (stale, reconnecting, stopped): the
         rest of the engine must not trust their prices."""
-        states = {status.name: status.state for status in self.supervisor.status()}
-        return {
-            instrument
-            for name, feed in self.feeds.items()
-            if states.get(name) != ServiceState.RUNNING
-            for instrument in feed.instruments
-        }
+        return self.feed_registry.stale_instruments()
 
     def is_stale(self, instrument: str) -> bool:
-        return instrument in self.stale_instruments()
+        return self.feed_registry.is_stale(instrument)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -881,7 +889,7 @@ class Engine:
         store = self.require_store()
         if queries.last_bar_ts(store, name) is None:
             prefix = parse_instrument(name)[0]
-            if prefix in FEED_CLASSES:
+            if serves_history(prefix):
                 raise UsageError(
                     f"{name}: nothing stored, and feeds.{prefix.lower()}.enabled is false in the config"
                 )

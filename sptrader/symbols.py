@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import polars as pl
 
 from sptrader.clock import now_us
+from sptrader.config import SymbolsConfig
 from sptrader.feeds.base import Feed, SymbolInfo
+from sptrader.feeds.registry import FeedRegistry
 from sptrader.models import parse_instrument
+from sptrader.store import Store
 from sptrader.threads import run_in_thread
-
-if TYPE_CHECKING:
-    from sptrader.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,17 @@ SYMBOL_SCHEMA = {
 
 
 class SymbolDirectory:
-    """Blocking methods (they may fetch): call them from a thread on a running loop."""
+    """Blocking methods (they may fetch): call them from a thread on a running loop.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    ``store`` returns the open store (raising when it is not); ``feeds`` makes the
+    enabled feeds whose lists are searched and checked."""
+
+    def __init__(
+        self, config: SymbolsConfig, *, store: Callable[[], Store], feeds: FeedRegistry
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._feeds = feeds
         # A feed whose list could not be fetched is not asked again for a while: with
         # the exchange down, every search would otherwise wait for its retries.
         self._failed: dict[str, tuple[float, Exception]] = {}
@@ -52,13 +59,13 @@ class SymbolDirectory:
 
     @property
     def ttl_us(self) -> int:
-        return int(self.engine.config.symbols.ttl_hours * 3600 * 1_000_000)
+        return int(self.config.ttl_hours * 3600 * 1_000_000)
 
     # --- cache ------------------------------------------------------------------------
 
     def fetched_at(self, feed: str) -> int | None:
         rows = (
-            self.engine.require_store()
+            self._store()
             .cursor()
             .execute("SELECT epoch_us(max(fetched_at)) FROM symbol_lists WHERE feed = ?", [feed])
             .fetchall()
@@ -67,7 +74,7 @@ class SymbolDirectory:
 
     def count(self, feed: str) -> int:
         rows = (
-            self.engine.require_store()
+            self._store()
             .cursor()
             .execute("SELECT coalesce(max(count), 0) FROM symbol_lists WHERE feed = ?", [feed])
             .fetchall()
@@ -77,7 +84,7 @@ class SymbolDirectory:
     def refresh(self, feed: Feed) -> int:
         """Fetch ``feed``'s list now and replace the cached one; returns its length."""
         symbols = feed.symbols()
-        store = self.engine.require_store()
+        store = self._store()
         frame = pl.DataFrame(
             {
                 "feed": [feed.name] * len(symbols),
@@ -128,7 +135,7 @@ class SymbolDirectory:
         or whose list cannot be fetched right now, validate nothing)."""
         unknown: list[str] = []
         for prefix, names in _group(instruments).items():
-            feed = self.engine.history_feed(f"{prefix}:X")
+            feed = self._feeds.history_feed(f"{prefix}:X")
             if feed is None or feed.open_symbols:
                 continue
             try:
@@ -142,7 +149,7 @@ class SymbolDirectory:
                 continue  # no list (or an empty one): nothing to check against
             known = {
                 row[0]
-                for row in self.engine.require_store()
+                for row in self._store()
                 .cursor()
                 .execute(
                     "SELECT instrument FROM symbols WHERE feed = ? AND list_contains(?, instrument)",
@@ -158,7 +165,7 @@ class SymbolDirectory:
     def search(self, query: str, feed: str | None = None, limit: int = 50) -> list[SymbolInfo]:
         """Instruments whose symbol or description matches ``query`` (separators
         ignored: "btcusd" finds BTC-USD, BTC/USD and BTCUSDT), best matches first."""
-        feeds = self.engine.enabled_feeds()
+        feeds = self._feeds.enabled_feeds()
         if feed is not None:
             feeds = [item for item in feeds if item.name == feed.lower()]
         problems = []
@@ -172,7 +179,7 @@ class SymbolDirectory:
         names = [item.name for item in feeds]
         compact = _compact(query)
         rows = (
-            self.engine.require_store()
+            self._store()
             .cursor()
             .execute(
                 """
@@ -195,7 +202,7 @@ class SymbolDirectory:
 
     async def refresh_stale(self) -> None:
         """Background: refresh every enabled feed's list that is missing or expired."""
-        for feed in self.engine.enabled_feeds():
+        for feed in self._feeds.enabled_feeds():
             if feed.prefix == "REPLAY":
                 continue
             try:

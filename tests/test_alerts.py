@@ -164,7 +164,7 @@ async def test_a_hanging_webhook_does_not_hold_up_a_scan(home) -> None:
         try:
             store_bars(engine, "SIM:BTCUSD")
             service = ScannerService(
-                engine, settings.config.scanners[0], Alerter(settings.config.alerts)
+                engine.scanner_deps, settings.config.scanners[0], Alerter(settings.config.alerts)
             )
             context = engine.supervisor.add(service)
             service.context = context

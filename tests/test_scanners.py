@@ -204,7 +204,7 @@ def scan_runs(engine: Engine) -> list[tuple]:
 
 
 async def start_service(engine: Engine, clock: FakeClock, index: int = 0):
-    service = ScannerService(engine, engine.config.scanners[index], None, clock)
+    service = ScannerService(engine.scanner_deps, engine.config.scanners[index], None, clock)
     context = engine.supervisor.add(service)
     engine.supervisor.start(service.name)
     await wait_until(lambda: service.next_due is not None)
@@ -319,7 +319,8 @@ async def test_runs_missed_while_the_machine_slept_are_coalesced(make_engine) ->
 
 def make_scanner(engine: Engine, index: int = 0) -> Scanner:
     config = engine.config.scanners[index]
-    return Scanner(engine, config, registry.build(config.strategy, dict(config.params)))
+    strategy = registry.build(config.strategy, dict(config.params))
+    return Scanner(engine.scanner_deps, config, strategy)
 
 
 def test_stale_and_gapped_instruments_are_skipped_with_reasons(make_engine) -> None:
@@ -597,7 +598,7 @@ async def test_a_broken_user_module_fails_only_its_scanner(
     )
     store_bars(engine, "SIM:BTCUSD")
     clock = FakeClock(T0)
-    mine = ScannerService(engine, engine.config.scanners[0], None, clock)
+    mine = ScannerService(engine.scanner_deps, engine.config.scanners[0], None, clock)
     mine_context = engine.supervisor.add(mine)
     engine.supervisor.start(mine.name)
     _, fine_context = await start_service(engine, clock, 1)

@@ -41,6 +41,7 @@ from sptrader.bus import Bus
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.errors import SptraderError, UsageError
+from sptrader.feeds.registry import FeedRegistry
 from sptrader.models import (
     FillExecuted,
     OrderUpdated,
@@ -77,7 +78,7 @@ class PaperBroker(Service):
         broker: BrokerConfig,
         limits: RiskConfig,
         *,
-        engine: Any = None,
+        feeds: FeedRegistry | None = None,
         clock: Any = now_us,
         max_pending: int = MAX_PENDING,
     ) -> None:
@@ -85,7 +86,7 @@ class PaperBroker(Service):
         self.bus = bus
         self.config = broker
         self.limits = limits
-        self.engine = engine  # for the stale-quote rule (None: quotes are never stale)
+        self.feeds = feeds  # for the stale-quote rule (None: quotes are never stale)
         self.clock = clock
         self.max_pending = max_pending
         self.store: Store | None = None
@@ -462,19 +463,18 @@ class PaperBroker(Service):
     # --- the stale-quote rule ---------------------------------------------------------
 
     def _stale(self, instrument: str) -> str | None:
-        """Why ``instrument``'s quotes cannot be trusted now, or None. From the engine:
+        """Why ``instrument``'s quotes cannot be trusted now, or None. From the feeds:
         its feed is not running (stale, reconnecting, stopped), or its newest quote is
         older than the feed's ``stale_after_s``; an instrument no feed streams has no
         quotes to trust."""
-        engine = self.engine
-        if engine is None:
+        feeds = self.feeds
+        if feeds is None:
             return None
-        feed = next((f for f in engine.feeds.values() if instrument in f.instruments), None)
+        feed = feeds.streaming_feed(instrument)
         if feed is None:
             return "it is not streamed (add it to the watchlist)"
-        if engine.is_stale(instrument):
-            states = {status.name: status.state for status in engine.supervisor.status()}
-            state = states.get(feed.name)
+        if feeds.is_stale(instrument):
+            state = feeds.states().get(feed.name)
             return f"its feed {feed.name} is {state.value if state else 'not running'}"
         limit = feed.stale_after_s
         quote = self.book.quotes.get(instrument) if self.book is not None else None

@@ -4,22 +4,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sptrader.backfill import InFlight
 from sptrader.clock import now_us
+from sptrader.config import DataConfig
+from sptrader.feeds.registry import ALWAYS_OPEN_KINDS, market_kind
 from sptrader.intervals import Interval, clip, merge, subtract, total
-from sptrader.models import US_PER_DAY, US_PER_MINUTE, parse_instrument
+from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.sessions import KIND_SESSIONS, open_ranges, parse_week_time
-
-if TYPE_CHECKING:
-    from sptrader.engine import Engine
+from sptrader.store import Store
 
 log = logging.getLogger(__name__)
-
-# What a feed's instruments are when its symbol list does not say.
-FEED_KINDS = {"BINANCE": "crypto", "COINBASE": "crypto", "KRAKEN": "crypto", "OANDA": "fx"}
 
 
 @dataclass(slots=True)
@@ -37,47 +35,57 @@ class DataStatus:
 
 
 class DataManager:
-    """Blocking methods: call them from a thread when a loop is running."""
+    """Blocking methods: call them from a thread when a loop is running.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    ``store`` returns the open store (raising when it is not); ``store_if_open`` the
+    store or None, for market hours, which do without it; ``watchlist`` the watched
+    instruments (the status of everything lists them first)."""
+
+    def __init__(
+        self,
+        config: DataConfig,
+        *,
+        store: Callable[[], Store],
+        store_if_open: Callable[[], Store | None],
+        watchlist: Callable[[], list[str]],
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._store_if_open = store_if_open
+        self._watchlist = watchlist
         self.in_flight = InFlight()
-        data = engine.config.data
-        self._fx_close = parse_week_time(data.fx_week_close, "data.fx_week_close")
-        self._fx_open = parse_week_time(data.fx_week_open, "data.fx_week_open")
+        self._fx_close = parse_week_time(config.fx_week_close, "data.fx_week_close")
+        self._fx_open = parse_week_time(config.fx_week_open, "data.fx_week_open")
 
     # --- market hours -----------------------------------------------------------------
 
     def kind_of(self, instrument: str) -> str:
-        prefix = parse_instrument(instrument)[0]
-        if prefix == "SIM":
-            return "sim"
-        store = self.engine.store
-        if store is not None:
-            rows = (
-                store.cursor()
-                .execute("SELECT kind FROM symbols WHERE instrument = ? LIMIT 1", [instrument])
-                .fetchall()
-            )
-            if rows and rows[0][0]:
-                return rows[0][0]
-        if prefix == "DUKASCOPY":
-            from sptrader.feeds.dukascopy_instruments import INSTRUMENTS
+        return market_kind(instrument, self._listed_kind(instrument))
 
-            spec = INSTRUMENTS.get(instrument.split(":", 1)[1])
-            return spec.kind if spec is not None else "fx"
-        return FEED_KINDS.get(prefix, "")
+    def _listed_kind(self, instrument: str) -> str | None:
+        """The kind the cached symbol lists give ``instrument`` (None: not listed)."""
+        store = self._store_if_open()
+        if store is None:
+            return None
+        rows = (
+            store.cursor()
+            .execute("SELECT kind FROM symbols WHERE instrument = ? LIMIT 1", [instrument])
+            .fetchall()
+        )
+        return rows[0][0] if rows else None
 
     def session_of(self, instrument: str) -> str:
         """The config's session for the instrument or its kind, else the kind's usual
         one; the simulator never closes."""
-        sessions = self.engine.config.data.sessions
-        if instrument in sessions:
-            return sessions[instrument]
-        kind = self.kind_of(instrument)
+        if instrument in self.config.sessions:
+            return self.config.sessions[instrument]
+        return self._session_of_kind(self.kind_of(instrument))
+
+    def _session_of_kind(self, kind: str) -> str:
+        sessions = self.config.sessions
         if kind in sessions:
             return sessions[kind]
-        if kind == "sim":
+        if kind in ALWAYS_OPEN_KINDS:
             return "24x7"
         return KIND_SESSIONS.get(kind, "24x7")
 
@@ -103,7 +111,7 @@ class DataManager:
             (start - start % US_PER_MINUTE, -(-end // US_PER_MINUTE) * US_PER_MINUTE)
             for start, end in opened
         ]
-        store = self.engine.require_store()
+        store = self._store()
         return clip(subtract(opened, store.coverage(instrument)), start_us, end_us)
 
     def gaps_many(
@@ -116,16 +124,14 @@ class DataManager:
             return {}
         now = now_us()
         end_us = min(end_us, now - now % US_PER_MINUTE)
-        cursor = self.engine.require_store().cursor()
+        cursor = self._store().cursor()
         listed: dict[str, str] = {}
-        others = [name for name in names if parse_instrument(name)[0] != "SIM"]
-        if others:
-            rows = cursor.execute(
-                "SELECT instrument, kind FROM symbols WHERE instrument IN (SELECT unnest(?))",
-                [others],
-            ).fetchall()
-            for name, kind in rows:
-                listed.setdefault(name, kind)
+        rows = cursor.execute(
+            "SELECT instrument, kind FROM symbols WHERE instrument IN (SELECT unnest(?))",
+            [names],
+        ).fetchall()
+        for name, kind in rows:
+            listed.setdefault(name, kind)
         covered: dict[str, list[Interval]] = {}
         rows = cursor.execute(
             "SELECT instrument, epoch_us(start_ts), epoch_us(end_ts) FROM coverage"
@@ -152,29 +158,12 @@ class DataManager:
 
     def _session_with(self, instrument: str, listed_kind: str | None) -> str:
         """:meth:`session_of`, given the kind the symbols table lists (None: none)."""
-        sessions = self.engine.config.data.sessions
-        if instrument in sessions:
-            return sessions[instrument]
-        prefix = parse_instrument(instrument)[0]
-        if prefix == "SIM":
-            kind = "sim"
-        elif listed_kind:
-            kind = listed_kind
-        elif prefix == "DUKASCOPY":
-            from sptrader.feeds.dukascopy_instruments import INSTRUMENTS
-
-            spec = INSTRUMENTS.get(instrument.split(":", 1)[1])
-            kind = spec.kind if spec is not None else "fx"
-        else:
-            kind = FEED_KINDS.get(prefix, "")
-        if kind in sessions:
-            return sessions[kind]
-        if kind == "sim":
-            return "24x7"
-        return KIND_SESSIONS.get(kind, "24x7")
+        if instrument in self.config.sessions:
+            return self.config.sessions[instrument]
+        return self._session_of_kind(market_kind(instrument, listed_kind))
 
     def status(self, instrument: str, start_us: int, end_us: int) -> DataStatus:
-        store = self.engine.require_store()
+        store = self._store()
         first, last, bars = (
             store.cursor()
             .execute(
@@ -217,12 +206,12 @@ class DataManager:
         if not instruments:
             stored = [
                 row[0]
-                for row in self.engine.require_store()
+                for row in self._store()
                 .cursor()
                 .execute("SELECT DISTINCT instrument FROM coverage ORDER BY 1")
                 .fetchall()
             ]
-            instruments = list(dict.fromkeys([*self.engine.watchlist, *stored]))
+            instruments = list(dict.fromkeys([*self._watchlist(), *stored]))
         return [asdict(self.status(name, start_us, end_us)) for name in instruments]
 
 

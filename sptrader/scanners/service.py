@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ import polars as pl
 
 from sptrader.alerts import Alerter
 from sptrader.clock import format_us, now_us
-from sptrader.config import ScannerConfig
+from sptrader.config import AlertsConfig, ScannerConfig
 from sptrader.errors import SptraderError
 from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
 from sptrader.scanners import lineage
@@ -48,11 +49,14 @@ from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
 from sptrader.strategies import registry
 from sptrader.strategies.base import SIGNAL_SCHEMA, Strategy
-from sptrader.supervisor import Service, ServiceContext
+from sptrader.supervisor import Service, ServiceContext, Supervisor
 from sptrader.threads import run_in_thread
 
 if TYPE_CHECKING:
-    from sptrader.engine import Engine
+    from sptrader.backfill import Backfill
+    from sptrader.bus import Bus
+    from sptrader.data.manager import DataManager
+    from sptrader.feeds.base import Feed
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,29 @@ class _StepFailed(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class ScannerDeps:
+    """What scanners use of the rest of SPtrader (the engine hands it over)."""
+
+    #: The open store (raises when it is not).
+    store: Callable[[], Store]
+    #: Stored coverage and market hours: what a window lacks.
+    data: DataManager
+    #: The watched instruments: streamed, so their gaps mean a feed is down.
+    watchlist: Callable[[], list[str]]
+    #: The feed that serves an instrument's history, if one is enabled.
+    history_feed: Callable[[str], Feed | None]
+    #: A Backfill of open market hours the store lacks.
+    make_backfill: Callable[[], Backfill]
+    #: True when an instrument's feed is not delivering.
+    is_stale: Callable[[str], bool]
+    #: Lets the minute that just closed reach the store (``wait=False``: coverage only).
+    settle_bars: Callable[..., Awaitable[None]]
+    bus: Bus
+    #: User strategy modules ([strategies] modules).
+    strategy_modules: list[str]
+
+
 def _to_us(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
@@ -88,10 +115,11 @@ def _from_us(ts_us: int) -> datetime:
 
 
 class Scanner:
-    """One scanner's runs over the engine's store (blocking: call from a thread)."""
+    """One scanner's runs over the store (blocking: call from a thread)."""
 
-    def __init__(self, engine: Engine, config: ScannerConfig, strategy: Strategy) -> None:
-        self.engine = engine
+    def __init__(self, deps: ScannerDeps, config: ScannerConfig, strategy: Strategy) -> None:
+        # Callers written when this took the engine still pass it: it carries the deps.
+        self.deps = deps if isinstance(deps, ScannerDeps) else deps.scanner_deps
         self.config = config
         self.strategy = strategy
 
@@ -108,7 +136,7 @@ class Scanner:
         stale: set[str] | frozenset[str] = frozenset(),
         at_us: int | None = None,
     ) -> ScanResult:
-        store = self.engine.require_store()
+        store = self.deps.store()
         recorder = lineage.RunRecorder(self.config.name, trigger, scheduled_us)
         start, end = self.window(now_us() if at_us is None else at_us)
         result = ScanResult(self.config.name, 0, "ok")
@@ -162,7 +190,7 @@ class Scanner:
                 with recorder.step(
                     None, "load_bars", f"coverage check of {_count(checked)} {_span(start, end)}"
                 ):
-                    gaps = self.engine.data.gaps_many(checked, start, end)
+                    gaps = self.deps.data.gaps_many(checked, start, end)
             except Exception as error:
                 self._batch_failed("the coverage check", error)
             else:
@@ -193,7 +221,7 @@ class Scanner:
             return "stale: its feed is not delivering live data"
         try:
             with recorder.step(instrument, "load_bars", f"coverage check {_span(start, end)}"):
-                gaps = self.engine.data.gaps(instrument, start, end)
+                gaps = self.deps.data.gaps(instrument, start, end)
         except Exception:
             log.exception(
                 "coverage check of %s failed", instrument, extra={"source": self.config.name}
@@ -206,7 +234,7 @@ class Scanner:
         self, instrument: str, gaps: list[tuple[int, int]], start: int, end: int
     ) -> str | None:
         """The skip reason for the window's ``gaps`` (None: none left to skip for)."""
-        if gaps and instrument not in self.engine.watchlist:
+        if gaps and instrument not in self.deps.watchlist():
             # Not streamed, so nothing keeps it up to date: fetch what is missing first
             # (a live instrument's gap means its feed is down, and is skipped).
             remaining = self._fetch_missing(instrument, start, end)
@@ -224,15 +252,15 @@ class Scanner:
     def _fetch_missing(self, instrument: str, start: int, end: int) -> list[tuple[int, int]] | None:
         """Fetch the window's missing history from the instrument's feed (blocking);
         returns what is still missing, or None when nothing could be tried."""
-        if self.engine.history_feed(instrument) is None:
+        if self.deps.history_feed(instrument) is None:
             return None
         try:
-            backfill = self.engine.make_backfill()
+            backfill = self.deps.make_backfill()
             backfill.run(backfill.plan([instrument], start, end))
         except Exception as error:  # offline: the gap stays, and the reason says so
             log.warning("could not fetch %s's missing bars: %s", instrument, error)
             return None
-        return self.engine.data.gaps(instrument, start, end)
+        return self.deps.data.gaps(instrument, start, end)
 
     # --- the batched steps ------------------------------------------------------------
 
@@ -540,13 +568,13 @@ class ScannerService(Service):
 
     def __init__(
         self,
-        engine: Engine,
+        deps: ScannerDeps,
         config: ScannerConfig,
         alerter: Alerter | None = None,
         clock: Clock | None = None,
     ) -> None:
         super().__init__(service_name(config.name))
-        self.engine = engine
+        self.deps = deps
         self.config = config
         self.alerter = alerter
         self.clock: Clock = clock or SystemClock()
@@ -563,7 +591,7 @@ class ScannerService(Service):
     async def load(self) -> Scanner:
         """Build the strategy (importing user modules); a failure is a SptraderError
         naming the problem, its traceback logged."""
-        modules = self.engine.config.strategies.modules
+        modules = self.deps.strategy_modules
         try:
             strategy = await run_in_thread(
                 registry.build, self.config.strategy, dict(self.config.params), modules
@@ -574,7 +602,7 @@ class ScannerService(Service):
             details = f"\n{error.details}" if error.details else ""
             log.error("%s%s", error, details, extra={"source": self.name})
             raise
-        self.scanner = Scanner(self.engine, self.config, strategy)
+        self.scanner = Scanner(self.deps, self.config, strategy)
         return self.scanner
 
     # --- the schedule -----------------------------------------------------------------
@@ -585,7 +613,7 @@ class ScannerService(Service):
         await self.load()
         context.mark_running()
         try:
-            store = self.engine.require_store()
+            store = self.deps.store()
             last = await run_in_thread(lineage.last_scheduled_us, store, self.config.name)
             now = self.clock.now()
             if last is not None:
@@ -647,7 +675,7 @@ class ScannerService(Service):
     async def _scheduled_run(self, trigger: str, scheduled_us: int) -> ScanResult | None:
         try:
             # Fired on the minute: the bar that just closed is still on its way to the store.
-            await self.engine.settle_bars()
+            await self.deps.settle_bars()
             return await self.run_now(trigger, scheduled_us)
         except asyncio.CancelledError:
             raise
@@ -663,8 +691,8 @@ class ScannerService(Service):
         """Run a scan now (waiting for one in progress: runs never overlap)."""
         async with self._lock:
             scanner = self.scanner or await self.load()
-            await self.engine.settle_bars(wait=False)  # live coverage up to the last minute
-            stale = {name for name in self.config.instruments if self.engine.is_stale(name)}
+            await self.deps.settle_bars(wait=False)  # live coverage up to the last minute
+            stale = {name for name in self.config.instruments if self.deps.is_stale(name)}
             result = await run_in_thread(scanner.scan, trigger, scheduled_us, stale)
             await self._emit(result)
             return result
@@ -693,7 +721,7 @@ class ScannerService(Service):
         if context is not None:
             await context.publish(events)
         else:
-            await self.engine.bus.publish(events)
+            await self.deps.bus.publish(events)
         for signal in result.signals:
             log.info(
                 "%s %s: %s",
@@ -739,14 +767,20 @@ def alert_payload(signal: dict[str, Any]) -> dict[str, Any]:
 # --- the engine's side ----------------------------------------------------------------
 
 
-def add_scanners(engine: Engine, clock: Clock | None = None) -> dict[str, ScannerService]:
-    """A service per ``[[scanners]]`` entry, added to the engine's supervisor (the caller
-    starts the enabled ones). One alerter serves them all."""
-    alerter = Alerter(engine.config.alerts)
+def add_scanners(
+    supervisor: Supervisor,
+    deps: ScannerDeps,
+    configs: list[ScannerConfig],
+    alerts: AlertsConfig,
+    clock: Clock | None = None,
+) -> dict[str, ScannerService]:
+    """A service per ``[[scanners]]`` entry, added to the supervisor (the caller starts
+    the enabled ones). One alerter serves them all."""
+    alerter = Alerter(alerts)
     services: dict[str, ScannerService] = {}
-    for config in engine.config.scanners:
-        service = ScannerService(engine, config, alerter, clock)
-        engine.supervisor.add(service)
+    for config in configs:
+        service = ScannerService(deps, config, alerter, clock)
+        supervisor.add(service)
         services[config.name] = service
     return services
 
