@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -53,8 +54,9 @@ class BinanceFeed(ExchangeFeed):
         config: BinanceFeedConfig,
         *,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(instruments, config, transport=transport)
+        super().__init__(instruments, config, transport=transport, sleep=sleep)
         # btcusdt -> BINANCE:BTCUSDT
         self._by_stream_symbol = {name.split(":", 1)[1].lower(): name for name in instruments}
 
@@ -203,7 +205,11 @@ class BinanceFeed(ExchangeFeed):
                     "limit": KLINES_LIMIT,
                 }
                 response = get_with_retries(
-                    client, "/api/v3/klines", params=params, what=f"Binance klines for {symbol}"
+                    client,
+                    "/api/v3/klines",
+                    params=params,
+                    what=f"Binance klines for {symbol}",
+                    sleep=self.sleep,
                 )
                 assert response is not None
                 self._note_weight(response)
@@ -243,7 +249,7 @@ class BinanceFeed(ExchangeFeed):
             log.warning(
                 "Binance request weight %s of %d used; pausing %.0fs", used, WEIGHT_LIMIT_1M, wait
             )
-            time.sleep(wait)
+            self.sleep(wait)
 
     # --- symbols ----------------------------------------------------------------------
 
@@ -255,6 +261,7 @@ class BinanceFeed(ExchangeFeed):
                 "/api/v3/exchangeInfo",
                 params={"permissions": "SPOT"},
                 what="Binance exchangeInfo",
+                sleep=self.sleep,
             )
             assert response is not None
             payload = response.json()
