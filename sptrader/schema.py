@@ -23,7 +23,7 @@ Dukascopy's tick history gives); ``STORED_TICK_SCHEMA`` adds ``side`` (1 taker b
 
 Fills: ``FILL_SCHEMA`` / ``FILL_COLUMNS`` are a paper fill's values in the order of
 :class:`sptrader.broker.orders.Fill` (times as integer µs): the backtest's fills, the
-journal's, and what :func:`sptrader.performance.round_trips` reads. The ``fills`` table
+journal's, and what :func:`sptrader.broker.performance.round_trips` reads. The ``fills`` table
 holds the same values in its own column order (see sptrader.broker.records).
 """
 

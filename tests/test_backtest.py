@@ -21,10 +21,7 @@ from sptrader.backtest.sweep import (
     run_sweep,
 )
 from sptrader.broker.fill_model import FillModel
-from sptrader.config import BrokerConfig, RiskConfig
-from sptrader.errors import UsageError
-from sptrader.models import US_PER_DAY, US_PER_MINUTE
-from sptrader.performance import (
+from sptrader.broker.performance import (
     equity_returns,
     max_drawdown,
     periods_per_year,
@@ -32,6 +29,9 @@ from sptrader.performance import (
     sharpe,
     sortino,
 )
+from sptrader.config import BrokerConfig, RiskConfig
+from sptrader.errors import UsageError
+from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.strategies import registry
 from sptrader.strategies.base import SIGNAL_SCHEMA, Strategy
 

@@ -1,4 +1,4 @@
-"""sptrader.performance: trades from fills and the statistics, against values computed
+"""sptrader.broker.performance: trades from fills and the statistics, against values computed
 by hand."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sptrader.performance import (
+from sptrader.broker.performance import (
     TRADE_SCHEMA,
     equity_returns,
     max_drawdown,

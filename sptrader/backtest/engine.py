@@ -43,7 +43,7 @@ Semantics
 - **Equity.** Marked at each bar's close: cash (starting cash + realized P&L - fees) plus
   the open position's unrealized P&L at the close. ``exposure`` is the share of bars that
   closed with a position open. Returns for Sharpe/Sortino are per bar, annualised for
-  the timeframe (:func:`sptrader.performance.periods_per_year`).
+  the timeframe (:func:`sptrader.broker.performance.periods_per_year`).
 - **Gaps.** ``gaps`` (missing [start, end) µs ranges of the window): every trade whose
   holding period [entry bar open, exit bar open) overlaps one gets ``spans_gap`` and
   the ``gap_minutes`` it overlaps.
@@ -68,10 +68,7 @@ import polars as pl
 from sptrader.broker import risk as risk_limits
 from sptrader.broker.fill_model import FillModel
 from sptrader.broker.ledger import Ledger
-from sptrader.config import BrokerConfig, RiskConfig
-from sptrader.indicators import add_indicators
-from sptrader.models import US_PER_DAY, US_PER_MINUTE, timeframe_minutes
-from sptrader.performance import (
+from sptrader.broker.performance import (
     equity_returns,
     max_drawdown,
     periods_per_year,
@@ -79,6 +76,9 @@ from sptrader.performance import (
     sortino,
     trade_stats,
 )
+from sptrader.config import BrokerConfig, RiskConfig
+from sptrader.indicators import add_indicators
+from sptrader.models import US_PER_DAY, US_PER_MINUTE, timeframe_minutes
 from sptrader.schema import FILL_SCHEMA, ORDER_FLOW_SCHEMA, STORED_BAR_COLUMNS
 from sptrader.strategies.base import Strategy
 
@@ -88,7 +88,7 @@ NAN = math.nan
 _SIDE_CODES = {"buy": 1, "sell": -1, "exit": 0}
 
 #: The columns of ``BacktestResult.trades`` (the first nine as in
-#: :data:`sptrader.performance.TRADE_SCHEMA`).
+#: :data:`sptrader.broker.performance.TRADE_SCHEMA`).
 TRADE_SCHEMA: dict[str, Any] = {
     "instrument": pl.String,
     "side": pl.String,  # long / short
@@ -120,7 +120,7 @@ class BacktestResult:
     end_us: int  # the last bar's close time
     summary: dict[str, Any]
     trades: pl.DataFrame  # TRADE_SCHEMA
-    fills: pl.DataFrame  # FILL_SCHEMA (sptrader.performance.round_trips reads it)
+    fills: pl.DataFrame  # FILL_SCHEMA (sptrader.broker.performance.round_trips reads it)
     equity: pl.DataFrame  # ts (Datetime us), equity, position (signed qty at the close)
     rejected: list[dict[str, Any]] = field(default_factory=list)
 

@@ -22,8 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from sptrader import performance
-from sptrader.broker import records
+from sptrader.broker import performance, records
 from sptrader.clock import now_us
 from sptrader.errors import UsageError
 from sptrader.models import US_PER_DAY
