@@ -38,9 +38,9 @@ from sptrader.models import (
     OrderUpdated,
     QuoteReceived,
     ServiceStateChanged,
+    SignalRaised,
     WatchlistChanged,
 )
-from sptrader.scanners import SignalRaised
 from sptrader.screens import (
     BackfillsPane,
     ChartPane,
