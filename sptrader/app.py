@@ -4,6 +4,7 @@ through an EngineClient; ticks are coalesced and the panes repainted at a fixed 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import Iterable
@@ -13,6 +14,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header
@@ -66,6 +68,17 @@ TRADING_REFRESH_S = 0.5
 # Order updates the app notifies (fills and rejections of orders it did not place
 # itself: scanners', stop-losses', the CLI's through a daemon, resting orders').
 NOTIFIED_STATUSES = ("filled", "rejected", "expired")
+
+
+@functools.cache
+def declared_bindings(node_type: type[DOMNode]) -> tuple[Binding, ...]:
+    """A widget class's bindings, one per key: the BINDINGS of the class and its bases
+    (the keys Textual binds for it; as declared, before a [keymap] remaps them)."""
+    return tuple(
+        binding
+        for base in reversed(node_type.__mro__)
+        for binding in Binding.make_bindings(vars(base).get("BINDINGS", ()))
+    )
 
 
 class SptraderApp(App[int]):
@@ -167,6 +180,12 @@ class SptraderApp(App[int]):
         self.query_one("#watchlist-table").focus()
         self._start_engine()
 
+    @property
+    def _leaving(self) -> bool:
+        """Quitting, or exiting otherwise (``return_code`` is set once ``exit()`` was
+        called): nothing may be read or repainted any more."""
+        return self._stopping or self.return_code is not None
+
     @work(exclusive=True, group="engine", exit_on_error=False)
     async def _start_engine(self) -> None:
         await self.client.start()
@@ -200,7 +219,7 @@ class SptraderApp(App[int]):
     async def _drain_events(self) -> None:
         """Take everything queued since the last refresh; keep only the newest quote and
         forming bar per instrument; repaint once."""
-        if self._stopping or self._exit:
+        if self._leaving:
             return
         events = self.subscription.get_nowait()
         self.refreshes += 1
@@ -310,7 +329,7 @@ class SptraderApp(App[int]):
     def _refresh_trading(self) -> None:
         """Read the account, positions and open orders again (never two reads at once:
         one asked for during a read runs right after it)."""
-        if not self.engine_ready or self._stopping or self._exit:
+        if not self.engine_ready or self._leaving:
             return
         if self._trading_busy:
             self._trading_again = True
@@ -335,7 +354,7 @@ class SptraderApp(App[int]):
                         self.query_one(AccountBar).show(account)
                         self.query_one(PositionsPane).show(positions, self.price_decimals.get)
                         self.query_one(OrdersPane).show(orders, self.price_decimals.get)
-                if not self._trading_again or self._stopping or self._exit:
+                if not self._trading_again or self._leaving:
                     break
         finally:
             self._trading_busy = False
@@ -479,14 +498,11 @@ class SptraderApp(App[int]):
         that key is the pane's even when its action is disabled, e.g. `s` on a running
         service)."""
         keys = {
-            key
-            for key, bindings in self._bindings.key_to_bindings.items()
-            for binding in bindings
-            if binding.id == binding_id
+            binding.key for binding in declared_bindings(type(self)) if binding.id == binding_id
         }
         node = self.focused
         while node is not None and node is not self.screen:
-            if any(key in node._bindings.key_to_bindings for key in keys):
+            if any(binding.key in keys for binding in declared_bindings(type(node))):
                 return True
             node = node.parent
         return False
@@ -513,7 +529,7 @@ class SptraderApp(App[int]):
 
     async def _poll_services(self) -> None:
         statuses = await self.client.services()
-        if not (self._stopping or self._exit):
+        if not self._leaving:
             with contextlib.suppress(NoMatches):
                 self.query_one(ServicesPane).show(statuses)
 
