@@ -59,6 +59,7 @@ from sptrader.screens.account import AccountBar
 from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
 from sptrader.screens.orders import OrdersPane, describe_order
+from sptrader.screens.palette import palette_commands
 from sptrader.screens.positions import PositionsPane
 
 log = logging.getLogger(__name__)
@@ -449,10 +450,10 @@ class SptraderApp(App[int]):
 
     @on(PositionsPane.CloseRequested)
     def _close_requested(self, event: PositionsPane.CloseRequested) -> None:
-        self._close_position(event.instrument)
+        self.close_position(event.instrument)
 
     @work(group="trading-actions", exit_on_error=False)
-    async def _close_position(self, instrument: str) -> None:
+    async def close_position(self, instrument: str) -> None:
         try:
             result = await self.client.close_position(instrument)
         except Exception as error:  # no position any more, broker disabled: said
@@ -470,10 +471,10 @@ class SptraderApp(App[int]):
 
     @on(OrdersPane.CancelRequested)
     def _cancel_requested(self, event: OrdersPane.CancelRequested) -> None:
-        self._cancel_order(event.order_id)
+        self.cancel_order(event.order_id)
 
     @work(group="trading-actions", exit_on_error=False)
-    async def _cancel_order(self, order_id: int) -> None:
+    async def cancel_order(self, order_id: int) -> None:
         try:
             order = await self.client.cancel_order(order_id)
         except Exception as error:  # filled meanwhile, not open: said
@@ -542,10 +543,10 @@ class SptraderApp(App[int]):
 
     @on(ServicesPane.ServiceAction)
     async def _service_action(self, event: ServicesPane.ServiceAction) -> None:
-        self._control_service(event.service, event.action)
+        self.control_service(event.service, event.action)
 
     @work(group="service-control", exit_on_error=False)
-    async def _control_service(self, name: str, action: str) -> None:
+    async def control_service(self, name: str, action: str) -> None:
         try:
             if action == "start":
                 await self.client.start_service(name)
@@ -689,79 +690,7 @@ class SptraderApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        chart = self.query_one(ChartPane)
-        for instrument in self.client.watchlist:
-            yield SystemCommand(
-                f"Chart {instrument}",
-                f"show {instrument} in the chart",
-                lambda name=instrument: chart.show_instrument(name),
-            )
-        yield SystemCommand(
-            "Add instrument…", "search the feeds' instruments (/)", self.action_search_symbols
-        )
-        yield SystemCommand(
-            "Data: coverage and gaps",
-            "what is stored of each instrument, day by day; fill the gaps (d)",
-            self.action_data_screen,
-        )
-        yield SystemCommand(
-            "Strategies: scanners and signals",
-            "run, pause or resume scanners; their signals and run lineage (S)",
-            self.action_strategies_screen,
-        )
-        yield SystemCommand(
-            "Journal: trades, notes, statistics",
-            "the paper trades and notes of each day, win rate, profit factor, P&L (J)",
-            self.action_journal_screen,
-        )
-        if self.engine_ready:
-            yield SystemCommand(
-                "Buy…", "open the order ticket to buy (b)", lambda: self.action_order_ticket("buy")
-            )
-            yield SystemCommand(
-                "Sell…",
-                "open the order ticket to sell (s)",
-                lambda: self.action_order_ticket("sell"),
-            )
-        for instrument in self.query_one(PositionsPane).positions:
-            yield SystemCommand(
-                f"Close position {instrument}",
-                "flatten it with a market order",
-                lambda name=instrument: self._close_position(name),
-            )
-        for order_id, order in self.query_one(OrdersPane).orders.items():
-            yield SystemCommand(
-                f"Cancel order {order_id}",
-                f"{order['side']} {order['qty']:g} {order['instrument']} {order['type']}",
-                lambda number=order_id: self._cancel_order(number),
-            )
-        yield SystemCommand(
-            "Chart: back to live", "show the newest bars again (End)", chart.action_live
-        )
-        for instrument in dict.fromkeys([chart.instrument, *self.client.watchlist]):
-            if not instrument:
-                continue
-            for days in (1, 7, 30):
-                yield SystemCommand(
-                    f"Backfill {instrument}: last {days} day{'s' if days > 1 else ''}",
-                    f"download {days} days of 1m history from its feed",
-                    lambda name=instrument, span=days: self.start_backfill(name, span),
-                )
-        for timeframe in chart.timeframes:
-            yield SystemCommand(
-                f"Timeframe {timeframe}",
-                f"chart in {timeframe} bars",
-                lambda tf=timeframe: chart.show_timeframe(tf),
-            )
-        for status in self.query_one(ServicesPane).statuses.values():
-            if not status.stoppable:
-                continue
-            for action in ("start", "stop", "restart"):
-                yield SystemCommand(
-                    f"{action.capitalize()} service {status.name}",
-                    f"{action} the {status.name} {status.kind}",
-                    lambda name=status.name, verb=action: self._control_service(name, verb),
-                )
+        yield from palette_commands(self)
 
 
 def run_tui(settings: Settings) -> int:
