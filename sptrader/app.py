@@ -30,11 +30,9 @@ from sptrader.formatting import decimals_of
 from sptrader.models import (
     TIMEFRAMES,
     BackfillProgressed,
-    Bar,
     BarClosed,
     BarUpdated,
     EngineLogged,
-    EventsDropped,
     FillExecuted,
     HistoryStored,
     OrderUpdated,
@@ -61,6 +59,7 @@ from sptrader.screens.order_ticket import OrderTicket
 from sptrader.screens.orders import OrdersPane, describe_order
 from sptrader.screens.palette import palette_commands
 from sptrader.screens.positions import PositionsPane
+from sptrader.screens.routing import EventBatch, EventRouter, Route
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +178,7 @@ class SptraderApp(App[int]):
     def on_mount(self) -> None:
         self.sub_title = f"{self.client.mode} · {len(self.client.watchlist)} instruments"
         self.query_one("#watchlist-table").focus()
+        self._router = EventRouter(self._event_routes())
         self._start_engine()
 
     @property
@@ -215,115 +215,133 @@ class SptraderApp(App[int]):
         # for 150-250 ms every few seconds under a fast market.
         gc.freeze()
 
-    # --- engine events, coalesced ------------------------------------------------------
+    # --- engine events, coalesced and routed -------------------------------------------
+
+    def _event_routes(self) -> list[Route]:
+        """Who takes which engine events, in the order they are handed over each
+        refresh: the app's own bookkeeping, the main screen's panes, the other screens,
+        and the services poll last (it waits for the client)."""
+        watchlist = self.query_one(WatchlistPane)
+        chart = self.query_one(ChartPane)
+        backfills = self.query_one(BackfillsPane)
+        return [
+            Route((QuoteReceived,), self._note_quotes),
+            Route((OrderUpdated, FillExecuted), self._orders_changed),
+            Route((SignalRaised, ServiceStateChanged), self._strategies_changed),
+            # Every refresh: price flashes fade.
+            Route(
+                (QuoteReceived, BarUpdated, BarClosed), self._to_watchlist, watchlist, always=True
+            ),
+            Route((BarClosed, BarUpdated), self._to_chart, chart),
+            # Not EventsDropped: the engine logs a drop too, and the pane shows it once.
+            Route((EngineLogged,), self._to_event_log, self.query_one(EventLogPane)),
+            Route((SignalRaised,), self._notify_signals),
+            # Every refresh: finished backfills' lines go after a while.
+            Route((BackfillProgressed,), self._to_backfills, backfills, always=True),
+            Route((HistoryStored, BackfillProgressed), self._history_to_chart, chart),
+            Route((HistoryStored, BackfillProgressed), self._history_to_data_screen),
+            Route((WatchlistChanged,), self._watchlist_changed, watchlist),
+            Route((HistoryStored, WatchlistChanged), self._history_changed),
+            Route((ServiceStateChanged,), self._services_changed),
+        ]
 
     async def _drain_events(self) -> None:
-        """Take everything queued since the last refresh; keep only the newest quote and
-        forming bar per instrument; repaint once."""
+        """Take everything queued since the last refresh and hand it to the routes once
+        (only the newest quote and forming bar per instrument)."""
         if self._leaving:
             return
         events = self.subscription.get_nowait()
         self.refreshes += 1
-        quotes: dict[str, QuoteReceived] = {}
-        forming: dict[str, Bar] = {}
-        closed: list[Bar] = []
-        logs: list[EngineLogged | EventsDropped] = []
-        states_changed = False
-        history: set[str] = set()
-        stored: list[HistoryStored] = []
-        watchlist_changed: WatchlistChanged | None = None
-        backfills: list[BackfillProgressed] = []
-        signals: list[SignalRaised] = []
-        order_updates: list[dict] = []
-        fills = False
-        for event in events:
-            kind = type(event)
-            if kind is QuoteReceived:
-                quotes[event.instrument] = event
-            elif kind is BarUpdated:
-                forming[event.bar.instrument] = event.bar
-            elif kind is BarClosed:
-                closed.append(event.bar)
-            elif kind is EngineLogged or kind is EventsDropped:
-                logs.append(event)
-            elif kind is ServiceStateChanged:
-                states_changed = True
-            elif kind is HistoryStored:
-                history.add(event.instrument)
-                stored.append(event)
-            elif kind is WatchlistChanged:
-                watchlist_changed = event
-            elif kind is BackfillProgressed:
-                backfills.append(event)
-            elif kind is SignalRaised:
-                signals.append(event)
-            elif kind is OrderUpdated:
-                order_updates.append(event.order)
-            elif kind is FillExecuted:
-                fills = True
-        self._note_quotes(quotes)
-        if order_updates or fills:
-            self._refresh_trading()  # at once, not on the next tick
-            journal = self._journal_screen()
-            if journal is not None and fills:
-                journal.note_changes()
-        self._notify_orders(order_updates)
-        if signals or states_changed:
-            strategies_screen = self._strategies_screen()
-            if strategies_screen is not None:
-                strategies_screen.note_changes()  # read again on its next (1 s) tick
-        try:
-            watchlist = self.query_one(WatchlistPane)
-            chart = self.query_one(ChartPane)
-            event_log = self.query_one(EventLogPane)
-        except NoMatches:
-            return  # the widgets are going away (shutdown without `q`)
-        watchlist.apply(quotes, forming, closed)
-        for bar in closed:
-            chart.add_minute_bar(bar)
+        await self._router.dispatch(events)
+
+    def _note_quotes(self, batch: EventBatch) -> None:
+        """Keep the newest bid/ask of every instrument, and the most decimals its
+        quotes used (1.05600 says 3, 1.05617 says 5)."""
+        for name, quote in batch.quotes.items():
+            self.quotes[name] = (quote.bid, quote.ask)
+            places = decimals_of([quote.bid, quote.ask])
+            if places > self.price_decimals.get(name, -1):
+                self.price_decimals[name] = places
+
+    def _orders_changed(self, batch: EventBatch) -> None:
+        self._refresh_trading()  # at once, not on the next tick
+        fills = batch.of(FillExecuted)
+        journal = self._journal_screen()
+        if journal is not None and fills:
+            journal.note_changes()
+        self._notify_orders([event.order for event in batch.of(OrderUpdated)])
+
+    def _strategies_changed(self, batch: EventBatch) -> None:
+        strategies_screen = self._strategies_screen()
+        if strategies_screen is not None:
+            strategies_screen.note_changes()  # read again on its next (1 s) tick
+
+    def _to_watchlist(self, batch: EventBatch) -> None:
+        closed = [event.bar for event in batch.of(BarClosed)]
+        self.query_one(WatchlistPane).apply(batch.quotes, batch.forming, closed)
+
+    def _to_chart(self, batch: EventBatch) -> None:
+        chart = self.query_one(ChartPane)
+        for event in batch.of(BarClosed):
+            chart.add_minute_bar(event.bar)
+        forming = batch.forming
         if chart.instrument in forming:
             chart.add_minute_bar(forming[chart.instrument])
-        if logs:
-            event_log.add(logs)
-        for signal in signals[-5:]:  # a burst is summarised by its newest few
+
+    def _to_event_log(self, batch: EventBatch) -> None:
+        self.query_one(EventLogPane).add(batch.of(EngineLogged))
+
+    def _notify_signals(self, batch: EventBatch) -> None:
+        for signal in batch.of(SignalRaised)[-5:]:  # a burst is summarised by its newest few
             self.notify(
                 f"{signal.side.upper()} {signal.instrument}: {signal.reason}",
                 title=f"signal · {signal.scanner}",
                 severity="warning" if signal.side == "sell" else "information",
                 timeout=8,
             )
+
+    def _to_backfills(self, batch: EventBatch) -> None:
         backfills_pane = self.query_one(BackfillsPane)
-        if backfills:
-            backfills_pane.apply(backfills)
+        progress = batch.of(BackfillProgressed)
+        if progress:
+            backfills_pane.apply(progress)
         elif backfills_pane.progress and self.refreshes % 10 == 0:
             backfills_pane.refresh_lines()  # let finished lines go
-        if stored or backfills:
-            chart.note_history(stored, backfills)
-            data_screen = self._data_screen()
-            if data_screen is not None:
-                with contextlib.suppress(NoMatches):  # still being composed
-                    data_screen.apply_events(backfills, {event.instrument for event in stored})
-        if watchlist_changed is not None:
-            watchlist.set_instruments(watchlist_changed.instruments)
-            history.update(watchlist_changed.instruments)
-        if history:
-            # Backfilled bars arrived: charts (keeping a panned window) and sparklines
-            # read them again.
-            if chart.instrument in history:
-                chart.reload()
-            self._load_summaries(sorted(history))
-        if states_changed:
-            await self._poll_services()
-            watchlist.mark_stale(await self.client.stale_instruments())
 
-    def _note_quotes(self, quotes: dict[str, QuoteReceived]) -> None:
-        """Keep the newest bid/ask of every instrument, and the most decimals its
-        quotes used (1.05600 says 3, 1.05617 says 5)."""
-        for name, quote in quotes.items():
-            self.quotes[name] = (quote.bid, quote.ask)
-            places = decimals_of([quote.bid, quote.ask])
-            if places > self.price_decimals.get(name, -1):
-                self.price_decimals[name] = places
+    def _history_to_chart(self, batch: EventBatch) -> None:
+        self.query_one(ChartPane).note_history(
+            batch.of(HistoryStored), batch.of(BackfillProgressed)
+        )
+
+    def _history_to_data_screen(self, batch: EventBatch) -> None:
+        data_screen = self._data_screen()
+        if data_screen is not None:
+            with contextlib.suppress(NoMatches):  # still being composed
+                data_screen.apply_events(
+                    batch.of(BackfillProgressed),
+                    {event.instrument for event in batch.of(HistoryStored)},
+                )
+
+    def _watchlist_changed(self, batch: EventBatch) -> None:
+        self.query_one(WatchlistPane).set_instruments(batch.of(WatchlistChanged)[-1].instruments)
+
+    def _history_changed(self, batch: EventBatch) -> None:
+        """Backfilled bars arrived, or instruments joined the watchlist: charts (keeping
+        a panned window) and sparklines read them again."""
+        history = {event.instrument for event in batch.of(HistoryStored)}
+        changed = batch.of(WatchlistChanged)
+        if changed:
+            history.update(changed[-1].instruments)
+        if not history:
+            return
+        chart = self.query_one(ChartPane)
+        if chart.instrument in history:
+            chart.reload()
+        self._load_summaries(sorted(history))
+
+    async def _services_changed(self, batch: EventBatch) -> None:
+        await self._poll_services()
+        self.query_one(WatchlistPane).mark_stale(await self.client.stale_instruments())
 
     # --- paper trading ----------------------------------------------------------------
 
