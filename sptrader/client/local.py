@@ -312,6 +312,12 @@ class LocalEngineClient:
     async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
         return await self._broker().fills(since_us, limit)
 
+    def _running_broker(self) -> PaperBroker | None:
+        """The paper broker when it runs here (the journal reads its fills through it, so
+        what it has not stored yet is stored first); None when disabled or not running."""
+        broker = self.engine.broker
+        return broker if broker is not None and broker.book is not None else None
+
     async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
         from sptrader.broker import journal, records
 
@@ -320,7 +326,7 @@ class LocalEngineClient:
             journal.parse_day(day_from, "--from day"),
             journal.parse_day(day_to, "--to day"),
         )
-        broker = self.engine.broker
+        broker = self._running_broker()
         # The broker's fills read flushes what it has not stored yet first.
         fills = await (
             broker.fills() if broker is not None else run_in_thread(records.fills, store)
@@ -335,7 +341,7 @@ class LocalEngineClient:
         from sptrader.broker import equity
 
         store = self.engine.require_store()
-        broker = self.engine.broker
+        broker = self._running_broker()
         if broker is not None:
             await broker.fills(limit=1)  # stores the fills it has not stored yet
         starting_cash = self.engine.config.broker.starting_cash

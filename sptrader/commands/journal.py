@@ -2,22 +2,22 @@
 ``journal stats`` and ``journal equity [--tf 1h]``: the trader's notes, the paper trades
 with their statistics, and the account's equity curve.
 
-Through the daemon's API while one runs (it holds the store); on the store otherwise.
-Days are UTC dates (YYYY-MM-DD, or ``today``/``yesterday``); ``--to`` is included.
+Through the engine client (``connect``): the daemon's while one runs (it holds the
+store), otherwise this process's engine with only its store open. Days are UTC dates
+(YYYY-MM-DD, or ``today``/``yesterday``); ``--to`` is included.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
+from sptrader.client.connect import connect
 from sptrader.commands.trading import (
-    call,
-    daemon_running,
     fmt_money,
     fmt_num,
     iso_fields,
-    open_store,
     print_table,
     write_csv,
     write_json,
@@ -77,13 +77,12 @@ def read_journal(settings: Settings, day_from: str | None, day_to: str | None) -
     last = journal.parse_day(day_to, "--to day")
     day_from = None if first is None else first.isoformat()
     day_to = None if last is None else last.isoformat()
-    if daemon_running(settings):
-        return call(settings, "journal", day_from=day_from, day_to=day_to)
-    store = open_store(settings)
-    try:
-        return journal.read(store, day_from, day_to, settings.config.broker.starting_cash)
-    finally:
-        store.close()
+
+    async def read() -> dict[str, Any]:
+        async with connect(settings) as client:
+            return await client.journal(day_from, day_to)
+
+    return asyncio.run(read())
 
 
 EQUITY_COLUMNS = ("ts", "equity", "cash", "unrealized", "exposure")
@@ -93,8 +92,8 @@ def read_equity(
     settings: Settings, day_from: str | None, day_to: str | None, timeframe: str
 ) -> list[dict[str, Any]]:
     """The equity curve of UTC days ``day_from``..``day_to`` (open ends: the first fill,
-    now), through the daemon while one runs."""
-    from sptrader.broker import equity, journal
+    now)."""
+    from sptrader.broker import journal
     from sptrader.clock import now_us
     from sptrader.models import US_PER_DAY, timeframe_minutes
 
@@ -106,15 +105,12 @@ def read_equity(
     end_us = now + 1 if last is None else min(journal.day_start_us(last) + US_PER_DAY, now + 1)
     if start_us is not None and end_us <= start_us:
         return []
-    if daemon_running(settings):
-        return call(settings, "equity_curve", start_us=start_us, end_us=end_us, timeframe=timeframe)
-    store = open_store(settings)
-    try:
-        return equity.curve_points(
-            store, settings.config.broker.starting_cash, start_us, end_us, timeframe
-        )
-    finally:
-        store.close()
+
+    async def read() -> list[dict[str, Any]]:
+        async with connect(settings) as client:
+            return await client.equity_curve(start_us, end_us, timeframe)
+
+    return asyncio.run(read())
 
 
 def _print_equity(points: list[dict[str, Any]], output_format: str, currency: str) -> int:
@@ -152,14 +148,12 @@ def _add(settings: Settings, text: str, day: str | None) -> int:
 
     if day is not None:
         day = journal.parse_day(day).isoformat()  # type: ignore[union-attr]
-    if daemon_running(settings):
-        note = call(settings, "add_journal_note", text=text, day=day)
-    else:
-        store = open_store(settings)
-        try:
-            note = journal.add_note(store, text, day)
-        finally:
-            store.close()
+
+    async def add() -> dict[str, Any]:
+        async with connect(settings) as client:
+            return await client.add_journal_note(text, day)
+
+    note = asyncio.run(add())
     print(f"note {note['note_id']} for {note['day']} saved")
     return 0
 
