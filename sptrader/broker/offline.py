@@ -1,5 +1,5 @@
-"""The paper account without an engine: what the CLI reads and changes on a store that
-no daemon (and no TUI) holds.
+"""The paper account without a running broker: what an engine with only its store open
+(``LocalEngineClient`` of a command run without a daemon) reads and changes there.
 
 Positions are rebuilt from every stored fill and marked at each instrument's last
 stored 1m close (there are no live quotes without an engine). Cancelling an order

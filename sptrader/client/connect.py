@@ -10,7 +10,6 @@ TUI), or just some instruments streaming (``streaming=[...]``: a one-shot order)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
@@ -34,15 +33,11 @@ def client_for(
         # A caller with a running loop (a command) connects once in start(); the TUI,
         # before its loop runs, is greeted now and stays attached.
         return RemoteEngineClient(settings.home, reconnect=run == "everything")
+    if streaming is not None:
+        # Checked (live quotes, the broker enabled) before its engine is made.
+        return LocalEngineClient.streaming(settings, streaming)
     from sptrader.engine import Engine
 
-    if streaming is not None:
-        import msgspec
-
-        # A one-shot engine: the scanners are not its business.
-        quiet = msgspec.structs.replace(settings.config, scanners=[])
-        engine = Engine(dataclasses.replace(settings, config=quiet), instruments=list(streaming))
-        return LocalEngineClient(engine)
     return LocalEngineClient(Engine(settings), run_services=run == "everything")
 
 

@@ -3,7 +3,9 @@ without a daemon, the daemon's API server, a one-shot command)."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from sptrader.bus import Subscription
 from sptrader.client.protocol import InstrumentSummary
 from sptrader.client.wire import encode_status
 from sptrader.clock import now_us
+from sptrader.config import LIVE_FEEDS, Settings, feed_config
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import (
@@ -23,10 +26,12 @@ from sptrader.models import (
     ServiceState,
     ServiceStatus,
     SymbolInfo,
+    normalize_instrument,
+    parse_instrument,
     timeframe_minutes,
 )
 from sptrader.scanners import lineage
-from sptrader.store import queries
+from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
 
 BROKER_DISABLED = "the paper broker is disabled ([broker] enabled = false)"
@@ -274,20 +279,29 @@ class LocalEngineClient:
             raise SptraderError(BROKER_DISABLED)
         return broker
 
+    def _offline_store(self) -> Store | None:
+        """The store when the paper broker does not run here (an engine with only its
+        store open: a command's without a daemon), so the account is read and changed
+        there (``sptrader.broker.offline``); None when it runs. Disabled: an error."""
+        return self.engine.require_store() if self._broker().book is None else None
+
     async def place_order(self, request: dict) -> dict:
         broker = self._broker()
         result = await broker.place(order_request(request))
         return result.to_dict()
 
     async def cancel_order(self, order_id: int) -> dict:
+        from sptrader.broker import offline
+
+        store = self._offline_store()
+        if store is not None:
+            return await run_in_thread(offline.cancel, store, int(order_id))
         broker = self._broker()
         try:
             order = await broker.cancel(int(order_id))
         except UsageError:
             # Say what the order is (filled, cancelled ...) or that there is none, as
-            # `sptrader cancel` does without a daemon.
-            from sptrader.broker import offline
-
+            # the store-only path above does.
             await broker.order_history(1)  # stores what is not stored yet
             store = self.engine.require_store()
             raise await run_in_thread(offline.not_open, store, int(order_id)) from None
@@ -298,18 +312,46 @@ class LocalEngineClient:
         return result.to_dict()
 
     async def account(self) -> dict:
+        store = self._offline_store()
+        if store is not None:  # no live quotes: marked at the last stored closes
+            return (await self._offline_account(store))[0]
         return self._broker().account()
 
     async def positions(self) -> list[dict]:
+        store = self._offline_store()
+        if store is not None:
+            return (await self._offline_account(store))[1]
         return self._broker().positions()
 
+    async def _offline_account(self, store: Store) -> tuple[dict, list[dict]]:
+        from sptrader.broker import offline
+
+        return await run_in_thread(offline.account, store, self.engine.config.broker)
+
     async def open_orders(self) -> list[dict]:
+        from sptrader.broker import offline
+
+        store = self._offline_store()
+        if store is not None:
+            return await run_in_thread(offline.orders, store)
         return self._broker().open_orders()
 
     async def order_history(self, limit: int = 100) -> list[dict]:
+        from sptrader.broker import offline
+
+        store = self._offline_store()
+        if store is not None:
+            return await run_in_thread(
+                functools.partial(offline.orders, store, every=True, limit=int(limit))
+            )
         return await self._broker().order_history(int(limit))
 
     async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
+        from sptrader.broker import records
+
+        store = self._offline_store()
+        if store is not None:
+            return await run_in_thread(records.fills, store, since_us, limit)
         return await self._broker().fills(since_us, limit)
 
     def _running_broker(self) -> PaperBroker | None:
@@ -353,3 +395,64 @@ class LocalEngineClient:
         from sptrader.broker import journal
 
         return await run_in_thread(journal.add_note, self.engine.require_store(), text, day)
+
+    # --- trading commands (order, journal, scan, backtest) ---
+
+    #: True for a client made by ``streaming()``: its engine started for an order and
+    #: has no quote yet, so ``wait_for_quote`` waits for the first.
+    one_shot = False
+
+    @classmethod
+    def streaming(cls, settings: Settings, instruments: Sequence[str]) -> LocalEngineClient:
+        """A client (not started) whose engine streams just ``instruments`` to fill paper
+        orders in them: ``connect(streaming=...)``, a one-shot ``sptrader order``. Each
+        needs live quotes from an enabled feed, and the broker must be enabled: checked
+        here, before anything starts. No scanners; the saved watchlist is left alone."""
+        import dataclasses
+
+        import msgspec
+
+        names = [normalize_instrument(name) for name in instruments]
+        config = settings.config
+        for name in names:
+            prefix = parse_instrument(name)[0]
+            if prefix not in LIVE_FEEDS:
+                raise UsageError(
+                    f"{name}: {prefix} has no live quotes to fill a paper order"
+                    f" (live feeds: {', '.join(LIVE_FEEDS)})"
+                )
+        if not config.broker.enabled:
+            raise SptraderError(BROKER_DISABLED)
+        for name in names:
+            prefix = parse_instrument(name)[0]
+            if not feed_config(config, prefix).enabled:
+                raise UsageError(
+                    f"{name} needs feeds.{prefix.lower()}.enabled = true in the config"
+                )
+        # The scanners are not a one-shot engine's business.
+        quiet = dataclasses.replace(settings, config=msgspec.structs.replace(config, scanners=[]))
+        client = cls(Engine(quiet, instruments=names))
+        client.one_shot = True
+        return client
+
+    async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:
+        if not self.one_shot:
+            return  # an engine already running: its broker judges its quotes itself
+        broker = self._broker()
+        name = normalize_instrument(instrument)
+        if await run_in_thread(self.engine.symbols.unknown, [name]):
+            prefix = parse_instrument(name)[0].lower()
+            raise UsageError(f"unknown symbol {name} (see `sptrader symbols --feed {prefix}`)")
+        if not await broker.wait_for_quote(name, timeout_s):
+            raise SptraderError(self._no_quote(name, timeout_s))
+
+    def _no_quote(self, instrument: str, wait_s: float) -> str:
+        feeds = self.engine.feeds.values()
+        feed = next((f for f in feeds if instrument in f.instruments), None)
+        states = self.engine.supervisor.status()
+        status = next((s for s in states if feed is not None and s.name == feed.name), None)
+        why = ""
+        if status is not None:
+            why = f" (feed {status.name} is {status.state.value}"
+            why += f": {status.last_error})" if status.last_error else ")"
+        return f"no quote for {instrument} within {wait_s:g}s{why}; nothing was placed (try --wait)"

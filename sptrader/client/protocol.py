@@ -157,6 +157,9 @@ class EngineClient(Protocol):
         ...
 
     # --- the paper broker (every one raises an SptraderError when it is disabled) -----
+    # An engine with only its store open (a command's without a daemon) reads and
+    # changes the stored account: positions marked at the last stored 1m closes, and
+    # orders are placed only by an engine that streams (``connect(streaming=...)``).
 
     async def place_order(self, request: dict) -> dict:
         """Place an order (``OrderRequest`` fields: instrument, side, qty or risk_pct,
@@ -212,4 +215,15 @@ class EngineClient(Protocol):
 
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:
         """Store a note about ``day`` (YYYY-MM-DD, default today UTC); the note."""
+        ...
+
+    # --- trading commands (order, journal, scan, backtest) ---
+
+    async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:
+        """Before an order in ``instrument``: an engine started just to stream it
+        (``connect(streaming=[instrument])``) has no quote yet, so wait up to
+        ``timeout_s`` for its first (an SptraderError naming the feed's state when none
+        comes; a symbol its feed does not list is a usage error). An engine that was
+        running already (a daemon's) returns at once: its broker rejects an order on
+        quotes it cannot trust."""
         ...

@@ -330,3 +330,9 @@ class RemoteEngineClient:
     def _announce(self, message: str, level: str) -> None:
         log.log(logging.getLevelName(level), "%s", message)
         self.bus.publish_nowait([EngineLogged(now_us(), level, "api", message)])
+
+    # --- trading commands (order, journal, scan, backtest) ---
+
+    async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:
+        """At once, without asking: the daemon's engine was running before this order,
+        and its broker rejects one on quotes it cannot trust."""

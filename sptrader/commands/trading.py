@@ -1,16 +1,17 @@
-"""``sptrader order | orders | positions | cancel | close``: the paper account.
+"""``sptrader order | orders | positions | cancel | close``: the paper account, through
+the engine client (``connect``): the daemon's engine while one runs (it holds the store
+and streams the quotes), otherwise this process's.
 
-While a daemon runs it holds the store and streams the quotes: every command goes
-through its API. Without one:
+Without a daemon:
 
-- ``orders``, ``positions`` and ``cancel`` work on the store directly (positions are
-  marked at each instrument's last stored 1m close, and the output says so);
-- ``order`` and ``close`` need a live quote: they start an engine in this process that
-  streams just the order's instrument (the saved watchlist is left alone), wait up to
-  ``--wait`` seconds for its first quote, hand the order to the paper broker and stop
-  the engine. An order that does not fill at once (a limit or stop, an entry's
-  stop-loss and take-profit) stays stored and is worked whenever an engine runs next
-  (``sptrader tui`` or ``sptrader start``).
+- ``orders``, ``positions`` and ``cancel`` work on the store (positions are marked at
+  each instrument's last stored 1m close, and the output says so);
+- ``order`` and ``close`` need a live quote: an engine starts here streaming just the
+  order's instrument (the saved watchlist is left alone), waits up to ``--wait``
+  seconds for its first quote, hands the order to the paper broker and stops. An order
+  that does not fill at once (a limit or stop, an entry's stop-loss and take-profit)
+  stays stored and is worked whenever an engine runs next (``sptrader tui`` or
+  ``sptrader start``).
 """
 
 from __future__ import annotations
@@ -18,49 +19,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import dataclasses
 import json
 import math
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sptrader.client.connection import call_daemon
-from sptrader.client.local import BROKER_DISABLED
-from sptrader.client.paths import running_pid
+from sptrader.client.connect import connect
 from sptrader.clock import format_us
-from sptrader.config import LIVE_FEEDS, Settings, feed_config
-from sptrader.errors import SptraderError, UsageError
-from sptrader.models import normalize_instrument, parse_instrument
-from sptrader.threads import run_in_thread
+from sptrader.config import Settings
+from sptrader.errors import UsageError
+from sptrader.models import normalize_instrument
 
 OFFLINE_MARKS = "no engine running: positions marked at their last stored 1m close"
+RESTING_ATTACHED = "working in the daemon"
 RESTING_OFFLINE = "stored, and worked whenever an engine runs (`sptrader tui` or `sptrader start`)"
 
 
 # --- shared helpers (also used by sptrader.commands.journal) ------------------------------
-
-
-def daemon_running(settings: Settings) -> bool:
-    return running_pid(settings.home) is not None
-
-
-def call(settings: Settings, method: str, **params: Any) -> Any:
-    """One API call to the running daemon."""
-    return asyncio.run(call_daemon(settings.home, method, **params))
-
-
-def open_store(settings: Settings) -> Any:
-    """The store, migrated (no engine: nothing streams)."""
-    from sptrader.store import Store
-
-    store = Store(settings.store_path)
-    try:
-        store.migrate()
-    except BaseException:
-        store.close()
-        raise
-    return store
 
 
 def number(text: str | None, what: str) -> float | None:
@@ -182,36 +158,40 @@ def order_request(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_order(settings: Settings, args: argparse.Namespace) -> int:
     request = order_request(args)
-    if daemon_running(settings):
-        result = call(settings, "place_order", request=request)
-        children = _children(call(settings, "open_orders"), result)
-        return print_result(result, children, settings, args.json, resting="working in the daemon")
+    instrument = request["instrument"]
 
-    async def place(engine: Any) -> dict[str, Any]:
-        return (await engine.broker.place(request)).to_dict()
+    async def place() -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        # Without a daemon: an engine streaming just this instrument, stopped (everything
+        # stored) when the block ends.
+        async with connect(settings, streaming=[instrument]) as client:
+            await client.wait_for_quote(instrument, args.wait)
+            result = await client.place_order(request)
+            children = _children(await client.open_orders(), result)
+            return result, children, client.attached
 
-    result, children = asyncio.run(in_process(settings, request["instrument"], args.wait, place))
-    return print_result(result, children, settings, args.json, resting=RESTING_OFFLINE)
+    result, children, attached = asyncio.run(place())
+    return print_result(result, children, settings, args.json, resting=_resting(attached))
 
 
 def run_close(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
-    if daemon_running(settings):
-        result = call(settings, "close_position", instrument=instrument)
-        return print_result(result, [], settings, args.json, resting="working in the daemon")
 
-    async def close(engine: Any) -> dict[str, Any]:
-        return (await engine.broker.close_position(instrument)).to_dict()
+    async def close() -> tuple[dict[str, Any], bool]:
+        async with connect(settings, streaming=[instrument]) as client:
+            # Before waiting for a quote: nothing to close is said at once.
+            held = {position["instrument"] for position in await client.positions()}
+            if instrument not in held:
+                raise UsageError(f"no open position in {instrument}")
+            await client.wait_for_quote(instrument, args.wait)
+            return await client.close_position(instrument), client.attached
 
-    def has_position(engine: Any) -> None:
-        held = {position["instrument"] for position in engine.broker.positions()}
-        if instrument not in held:
-            raise UsageError(f"no open position in {instrument}")
+    result, attached = asyncio.run(close())
+    return print_result(result, [], settings, args.json, resting=_resting(attached))
 
-    result, _children = asyncio.run(
-        in_process(settings, instrument, args.wait, close, before_quote=has_position)
-    )
-    return print_result(result, [], settings, args.json, resting=RESTING_OFFLINE)
+
+def _resting(attached: bool) -> str:
+    """Where an order that did not fill at once is worked."""
+    return RESTING_ATTACHED if attached else RESTING_OFFLINE
 
 
 def _children(open_orders: list[dict[str, Any]], result: dict[str, Any]) -> list[dict]:
@@ -220,79 +200,6 @@ def _children(open_orders: list[dict[str, Any]], result: dict[str, Any]) -> list
     if order is None:
         return []
     return [o for o in open_orders if o.get("parent_id") == order["order_id"]]
-
-
-async def in_process(
-    settings: Settings,
-    instrument: str,
-    wait_s: float,
-    action: Callable[[Any], Awaitable[dict[str, Any]]],
-    *,
-    before_quote: Callable[[Any], None] | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Start an engine streaming just ``instrument`` (no scanners), wait for its first
-    quote, run ``action(engine)`` (an OrderResult dict), note the stop-loss and
-    take-profit it made, stop the engine (everything stored)."""
-    import msgspec
-
-    from sptrader.engine import Engine
-    from sptrader.models import QuoteReceived
-
-    prefix = parse_instrument(instrument)[0]
-    if prefix not in LIVE_FEEDS:
-        raise UsageError(
-            f"{instrument}: {prefix} has no live quotes to fill a paper order"
-            f" (live feeds: {', '.join(LIVE_FEEDS)})"
-        )
-    config = settings.config
-    if not config.broker.enabled:
-        raise SptraderError(BROKER_DISABLED)
-    if not feed_config(config, prefix).enabled:
-        raise UsageError(f"{instrument} needs feeds.{prefix.lower()}.enabled = true in the config")
-    # A one-shot engine: the scanners are not this command's business.
-    quiet = dataclasses.replace(settings, config=msgspec.structs.replace(config, scanners=[]))
-    engine = Engine(quiet, instruments=[instrument])
-    quoted = asyncio.Event()
-
-    def tap(event: object) -> bool:
-        if type(event) is QuoteReceived and event.instrument == instrument:
-            quoted.set()
-        return False  # nothing queued: a tap, as the broker's
-
-    subscription = engine.bus.subscribe("cli-order", maxsize=1, accepts=tap)
-    try:
-        await engine.start()
-        assert engine.broker is not None
-        if before_quote is not None:
-            before_quote(engine)
-        unknown = await run_in_thread(engine.symbols.unknown, [instrument])
-        if unknown:
-            raise UsageError(
-                f"unknown symbol {instrument} (see `sptrader symbols --feed {prefix.lower()}`)"
-            )
-        try:
-            async with asyncio.timeout(wait_s):
-                await quoted.wait()
-        except TimeoutError:
-            raise SptraderError(_no_quote(engine, instrument, wait_s)) from None
-        result = await action(engine)
-        children = _children(engine.broker.open_orders(), result)
-        return result, children
-    finally:
-        subscription.close()
-        await engine.stop()
-
-
-def _no_quote(engine: Any, instrument: str, wait_s: float) -> str:
-    feed = next((f for f in engine.feeds.values() if instrument in f.instruments), None)
-    status = next(
-        (s for s in engine.supervisor.status() if feed is not None and s.name == feed.name), None
-    )
-    why = ""
-    if status is not None:
-        why = f" (feed {status.name} is {status.state.value}"
-        why += f": {status.last_error})" if status.last_error else ")"
-    return f"no quote for {instrument} within {wait_s:g}s{why}; nothing was placed (try --wait)"
 
 
 def print_result(
@@ -383,27 +290,14 @@ ORDER_COLUMNS = (
 
 
 def run_orders(settings: Settings, args: argparse.Namespace) -> int:
-    if daemon_running(settings):
-        if args.all:
-            rows = call(settings, "order_history", limit=args.limit)
-        else:
-            rows = call(settings, "open_orders")
-    else:
-        _require_broker(settings)
-        from sptrader.broker import offline
+    async def read() -> list[dict[str, Any]]:
+        async with connect(settings) as client:
+            if args.all:
+                return await client.order_history(args.limit)
+            return await client.open_orders()
 
-        store = open_store(settings)
-        try:
-            rows = offline.orders(store, every=args.all, limit=args.limit)
-        finally:
-            store.close()
-    write_orders(rows, args.format, every=args.all)
+    write_orders(asyncio.run(read()), args.format, every=args.all)
     return 0
-
-
-def _require_broker(settings: Settings) -> None:
-    if not settings.config.broker.enabled:
-        raise SptraderError(BROKER_DISABLED)
 
 
 def write_orders(rows: list[dict[str, Any]], output_format: str, *, every: bool) -> None:
@@ -471,20 +365,13 @@ POSITION_COLUMNS = (
 
 
 def run_positions(settings: Settings, args: argparse.Namespace) -> int:
-    if daemon_running(settings):
-        account = call(settings, "account")
-        positions = call(settings, "positions")
-        marked = "live quotes"
-    else:
-        _require_broker(settings)
-        from sptrader.broker import offline
+    async def read() -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        async with connect(settings) as client:
+            return await client.account(), await client.positions(), client.attached
 
-        store = open_store(settings)
-        try:
-            account, positions = offline.account(store, settings.config.broker)
-        finally:
-            store.close()
-        marked = "last stored close"
+    account, positions, attached = asyncio.run(read())
+    # Only the daemon streams: without it the store's last closes are the marks.
+    marked = "live quotes" if attached else "last stored close"
     if args.format == "json":
         write_json(
             {
@@ -544,17 +431,12 @@ def account_line(account: dict[str, Any]) -> str:
 
 def run_cancel(settings: Settings, args: argparse.Namespace) -> int:
     order_id = args.id  # arguments.whole_id
-    if daemon_running(settings):
-        order = call(settings, "cancel_order", order_id=order_id)
-    else:
-        _require_broker(settings)
-        from sptrader.broker import offline
 
-        store = open_store(settings)
-        try:
-            order = offline.cancel(store, order_id)
-        finally:
-            store.close()
+    async def cancel() -> dict[str, Any]:
+        async with connect(settings) as client:
+            return await client.cancel_order(order_id)
+
+    order = asyncio.run(cancel())
     if args.json:
         write_json(iso_fields(order))
     else:
