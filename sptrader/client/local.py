@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +34,8 @@ from sptrader.models import (
 from sptrader.scanners import lineage
 from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
+
+log = logging.getLogger(__name__)
 
 BROKER_DISABLED = "the paper broker is disabled ([broker] enabled = false)"
 
@@ -234,9 +237,12 @@ class LocalEngineClient:
 
     async def scan(self, name: str) -> dict:
         """Run scanner ``name`` now (in a thread) and return its ScanResult as JSON-able
-        data; its signals are published and alerted as a scheduled run's."""
+        data; its signals are published and alerted as a scheduled run's (an engine with
+        only its store open runs it by itself: ``_scan_here``)."""
         from sptrader.strategies.registry import StrategyLoadError
 
+        if not self.engine.started:
+            return await self._scan_here(name)
         if name not in self.engine.scanners:
             known = ", ".join(self.engine.scanners) or "none configured"
             raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
@@ -456,3 +462,39 @@ class LocalEngineClient:
             why = f" (feed {status.name} is {status.state.value}"
             why += f": {status.last_error})" if status.last_error else ")"
         return f"no quote for {instrument} within {wait_s:g}s{why}; nothing was placed (try --wait)"
+
+    async def _scan_here(self, name: str) -> dict:
+        """``scan`` on an engine with only its store open (a command's without a daemon):
+        nothing streams the scanner's instruments, so their recent history is fetched
+        first; it runs here, and its signals are alerted here (no alerter service runs)."""
+        from sptrader.alerts import Alerter
+        from sptrader.scanners.service import Scanner, alert_payload
+        from sptrader.strategies import registry
+
+        config = self.engine.config
+        chosen = [scanner for scanner in config.scanners if scanner.name == name]
+        if not chosen:
+            known = ", ".join(scanner.name for scanner in config.scanners) or "none configured"
+            raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
+        scanner = chosen[0]
+        at = now_us()  # the window's end: the history fetched below covers it
+        for instrument in scanner.instruments:
+            try:
+                await run_in_thread(self.engine.seed_history, [instrument])
+            except Exception as error:  # scanning what is stored still makes sense
+                log.warning("could not fetch recent history of %s: %s", instrument, error)
+        try:
+            strategy = registry.build(
+                scanner.strategy, dict(scanner.params), config.strategies.modules
+            )
+        except registry.StrategyLoadError as error:
+            if error.details:
+                log.error("%s\n%s", error, error.details)
+            raise SptraderError(f"cannot load its strategy: {error}") from None
+        run = Scanner(self.engine, scanner, strategy).scan
+        result = await run_in_thread(functools.partial(run, "manual", at_us=at))
+        alerter = Alerter(config.alerts)
+        for signal in result.signals:
+            alerter.submit(alert_payload(signal))
+        await run_in_thread(alerter.wait_idle, config.alerts.timeout_s * 2)
+        return json.loads(json.dumps(asdict(result), default=str))

@@ -1,39 +1,22 @@
 """``sptrader scan [NAME]``, ``sptrader runs [--last N]`` and ``sptrader runs show ID``.
 
-Without a daemon these work on the store directly. While the daemon runs it holds the
-database (DuckDB allows one writing process), so they ask it through the API ("scan",
-"runs", "run_detail"); both paths print the same.
+Through the engine client (``connect``): while a daemon runs it holds the database
+(DuckDB allows one writing process) and runs the scan itself, publishing and alerting
+its signals; without one, this process fetches the scanners' recent history and runs
+them. Both print the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
-from dataclasses import asdict
 from typing import Any
 
-from sptrader.client.connection import DaemonUnavailable, call_daemon
-from sptrader.client.paths import running_pid
-from sptrader.clock import format_us, now_us
+from sptrader.client.connect import connect
+from sptrader.client.connection import DaemonUnavailable
+from sptrader.clock import format_us
 from sptrader.config import Settings
 from sptrader.errors import SptraderError, UsageError
-
-log = logging.getLogger(__name__)
-
-
-def _daemon_running(settings: Settings) -> bool:
-    return running_pid(settings.home) is not None
-
-
-def _call(settings: Settings, method: str, **params: Any) -> Any:
-    return asyncio.run(call_daemon(settings.home, method, **params))
-
-
-def scan_result_dict(result: Any) -> dict[str, Any]:
-    """A ScanResult as plain JSON-able data (what the daemon's "scan" method returns)."""
-    return json.loads(json.dumps(asdict(result), default=str))
 
 
 def _chosen(settings: Settings, name: str | None) -> list[Any]:
@@ -54,67 +37,27 @@ def _chosen(settings: Settings, name: str | None) -> list[Any]:
 
 def run_scan(settings: Settings, args: argparse.Namespace) -> int:
     chosen = _chosen(settings, args.name)
-    if _daemon_running(settings):
-        return _scan_with_daemon(settings, chosen)
 
-    from sptrader.alerts import Alerter
-    from sptrader.engine import Engine
-    from sptrader.scanners.service import Scanner, alert_payload
-    from sptrader.strategies import registry
+    async def scan_each() -> int:
+        failed = 0
+        async with connect(settings) as client:
+            for config in chosen:
+                try:
+                    result = await client.scan(config.name)
+                except DaemonUnavailable:
+                    raise
+                except SptraderError as error:
+                    if error.exit_code == 2:
+                        raise UsageError(str(error)) from None
+                    # Its strategy does not load (or the run broke): say so, go on.
+                    print(f"{config.name}: {error}")
+                    failed += 1
+                    continue
+                if not _print_result(config.name, result):
+                    failed += 1
+        return 1 if failed else 0
 
-    engine = Engine(settings)
-    store = engine.open_store()
-    alerter = Alerter(settings.config.alerts)
-    failed = 0
-    try:
-        # One window end for every scanner: the history fetched below covers it.
-        at = now_us()
-        instruments = list(dict.fromkeys(name for config in chosen for name in config.instruments))
-        for instrument in instruments:
-            try:
-                engine.seed_history([instrument])
-            except Exception as error:  # scanning what is stored still makes sense
-                log.warning("could not fetch recent history of %s: %s", instrument, error)
-        for config in chosen:
-            try:
-                strategy = registry.build(
-                    config.strategy, dict(config.params), settings.config.strategies.modules
-                )
-            except registry.StrategyLoadError as error:
-                if error.details:
-                    log.error("%s\n%s", error, error.details)
-                print(f"{config.name}: cannot load its strategy: {error}")
-                failed += 1
-                continue
-            result = Scanner(engine, config, strategy).scan("manual", at_us=at)
-            for signal in result.signals:
-                alerter.submit(alert_payload(signal))
-            if not _print_result(config.name, scan_result_dict(result)):
-                failed += 1
-        alerter.wait_idle(timeout=settings.config.alerts.timeout_s * 2)
-    finally:
-        store.close()
-    return 1 if failed else 0
-
-
-def _scan_with_daemon(settings: Settings, chosen: list[Any]) -> int:
-    """Each scanner run by the daemon (which publishes and alerts the signals itself)."""
-    failed = 0
-    for config in chosen:
-        try:
-            result = _call(settings, "scan", name=config.name)
-        except DaemonUnavailable:
-            raise
-        except SptraderError as error:
-            if error.exit_code == 2:
-                raise UsageError(str(error)) from None
-            # Its strategy does not load (or the run broke): say so, go on with the next.
-            print(f"{config.name}: {error}")
-            failed += 1
-            continue
-        if not _print_result(config.name, result):
-            failed += 1
-    return 1 if failed else 0
+    return asyncio.run(scan_each())
 
 
 def _print_result(name: str, result: dict[str, Any]) -> bool:
@@ -142,25 +85,16 @@ def _print_result(name: str, result: dict[str, Any]) -> bool:
 
 
 def run_runs(settings: Settings, args: argparse.Namespace) -> int:
-    if _daemon_running(settings):
-        if args.runs_command == "show":
-            detail = _call(settings, "run_detail", run_id=args.id)
-            return _print_detail(args.id, detail["run"], detail["steps"], detail["signals"])
-        return _print_runs(_call(settings, "runs", last=args.last or 20))
+    async def read() -> Any:
+        async with connect(settings) as client:
+            if args.runs_command == "show":
+                return await client.run_detail(args.id)
+            return await client.runs(args.last or 20)
 
-    from sptrader.engine import Engine
-    from sptrader.scanners import lineage
-
-    engine = Engine(settings)
-    store = engine.open_store()
-    try:
-        if args.runs_command == "show":
-            run, steps, signals = lineage.run_detail(store, args.id)
-            return _print_detail(args.id, run, steps.to_dicts(), signals.to_dicts())
-        runs = lineage.recent_runs(store, args.last or 20)
-    finally:
-        store.close()
-    return _print_runs(runs.to_dicts())
+    if args.runs_command == "show":
+        detail = asyncio.run(read())
+        return _print_detail(args.id, detail["run"], detail["steps"], detail["signals"])
+    return _print_runs(asyncio.run(read()))
 
 
 def _print_runs(rows: list[dict[str, Any]]) -> int:
