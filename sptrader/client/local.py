@@ -3,15 +3,17 @@ without a daemon, the daemon's API server, a one-shot command)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
 
+from sptrader.backfill import Backfill
 from sptrader.broker.orders import OrderRequest
 from sptrader.broker.service import PaperBroker
 from sptrader.bus import Subscription
@@ -23,6 +25,7 @@ from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import (
     US_PER_DAY,
+    BackfillProgressed,
     Bar,
     ServiceState,
     ServiceStatus,
@@ -498,3 +501,40 @@ class LocalEngineClient:
             alerter.submit(alert_payload(signal))
         await run_in_thread(alerter.wait_idle, config.alerts.timeout_s * 2)
         return json.loads(json.dumps(asdict(result), default=str))
+
+    # --- data commands (candles, backfill, data, symbols, export) ---
+
+    async def backfill(
+        self,
+        instruments: list[str],
+        start_us: int,
+        end_us: int,
+        on_progress: Callable[[BackfillProgressed], None] | None = None,
+    ) -> dict[str, BackfillProgressed]:
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        outcome: dict[str, BackfillProgressed] = {}
+
+        def record(event: BackfillProgressed) -> None:
+            outcome[event.instrument] = event
+            if on_progress is not None:
+                on_progress(event)
+
+        def plan() -> tuple[Backfill, list]:
+            names = [engine.check_instrument(name) for name in instruments]
+            # Reports come from the backfill's threads: handed to the loop, in order.
+            backfill = engine.make_backfill(
+                on_progress=lambda event: loop.call_soon_threadsafe(record, event)
+            )
+            return backfill, backfill.plan(names, start_us, end_us)
+
+        backfill, jobs = await run_in_thread(plan)
+        running = asyncio.ensure_future(asyncio.to_thread(backfill.run, jobs))
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # Interrupted: stop after the requests in flight, before the store closes.
+            backfill.cancel()
+            await asyncio.wait([running])
+            raise
+        return outcome  # the reports queued before the thread's end have run

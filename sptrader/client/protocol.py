@@ -8,13 +8,14 @@ engine answers: ``LocalEngineClient`` (an Engine in this process), ``RemoteEngin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import polars as pl
 
 from sptrader.bus import Subscription
-from sptrader.models import Bar, ServiceStatus, SymbolInfo
+from sptrader.models import BackfillProgressed, Bar, ServiceStatus, SymbolInfo
 
 __all__ = ["EngineClient", "InstrumentSummary", "SymbolInfo"]
 
@@ -215,6 +216,21 @@ class EngineClient(Protocol):
 
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:
         """Store a note about ``day`` (YYYY-MM-DD, default today UTC); the note."""
+        ...
+
+    # --- data commands (candles, backfill, data, symbols, export) ---
+
+    async def backfill(
+        self,
+        instruments: list[str],
+        start_us: int,
+        end_us: int,
+        on_progress: Callable[[BackfillProgressed], None] | None = None,
+    ) -> dict[str, BackfillProgressed]:
+        """Fetch what is missing of the range (as ``start_backfill``) and wait until it
+        is stored; ``on_progress`` sees each report as it comes, on the loop. Returns each
+        instrument's last report (state "done" or "failed"); an SptraderError when the
+        daemon goes away meanwhile."""
         ...
 
     # --- trading commands (order, journal, scan, backtest) ---

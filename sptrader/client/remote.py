@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ from sptrader.client.wire import candles_frame, decode_status
 from sptrader.clock import now_us
 from sptrader.errors import SptraderError
 from sptrader.feeds.base import SymbolInfo
-from sptrader.models import Bar, BarUpdated, EngineLogged, ServiceStatus, WatchlistChanged
+from sptrader.models import (
+    BackfillProgressed,
+    Bar,
+    BarUpdated,
+    EngineLogged,
+    ServiceStatus,
+    WatchlistChanged,
+    normalize_instrument,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,3 +345,45 @@ class RemoteEngineClient:
     async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:
         """At once, without asking: the daemon's engine was running before this order,
         and its broker rejects one on quotes it cannot trust."""
+
+    # --- data commands (candles, backfill, data, symbols, export) ---
+
+    async def backfill(
+        self,
+        instruments: list[str],
+        start_us: int,
+        end_us: int,
+        on_progress: Callable[[BackfillProgressed], None] | None = None,
+    ) -> dict[str, BackfillProgressed]:
+        """``start_backfill``, then the daemon's reports from its event stream until
+        each instrument's is final (one call waiting for the whole fetch would hold
+        this connection, and the daemon's shutdown, that long)."""
+        names = [normalize_instrument(name) for name in instruments]
+        outcome: dict[str, BackfillProgressed] = {}
+        # Roomy: the daemon streams every event (ticks too), this keeps only reports.
+        subscription = self.subscribe("backfill", maxsize=100_000)
+        try:
+            await self._call("start_backfill", instruments=names, start_us=start_us, end_us=end_us)
+            assert self.connection is not None
+            closed = asyncio.ensure_future(self.connection.closed.wait())
+            try:
+                while len(outcome) < len(names) or any(
+                    event.state == "running" for event in outcome.values()
+                ):
+                    batch = asyncio.ensure_future(subscription.get())
+                    await asyncio.wait([batch, closed], return_when=asyncio.FIRST_COMPLETED)
+                    if not batch.done():
+                        batch.cancel()
+                        raise SptraderError(
+                            "the daemon went away during the backfill; run it again to resume"
+                        )
+                    for event in batch.result():
+                        if type(event) is BackfillProgressed and event.instrument in names:
+                            outcome[event.instrument] = event
+                            if on_progress is not None:
+                                on_progress(event)
+            finally:
+                closed.cancel()
+        finally:
+            subscription.close()
+        return outcome

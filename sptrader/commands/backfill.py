@@ -1,6 +1,6 @@
 """``sptrader backfill INSTRUMENT... --from DATE [--to DATE]``: download history with a
-progress bar per instrument. With a daemon running, the daemon does the work (it holds
-the store) and this command shows its progress."""
+progress bar per instrument, in the engine ``connect()`` gives (a running daemon's, which
+holds the store, or this process's)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
-from sptrader.client.paths import running_pid
+from sptrader.client.connect import connect
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
-from sptrader.errors import SptraderError, UsageError
+from sptrader.errors import UsageError
 from sptrader.models import BackfillProgressed, normalize_instrument
 
 
@@ -45,80 +46,27 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
 def backfill_with_progress(
     settings: Settings, instruments: list[str], start_us: int, end_us: int
 ) -> dict[str, BackfillProgressed]:
-    """Fetch what is missing of each instrument's range, with a progress bar; in the
-    daemon when one runs (it holds the store). Returns each instrument's last report."""
-    if running_pid(settings.home) is not None:
-        return asyncio.run(_backfill_in_daemon(settings, instruments, start_us, end_us))
-    return _backfill_here(settings, instruments, start_us, end_us)
+    """:func:`backfill_showing_progress` through a client of its own (for a command that
+    has none open)."""
+
+    async def run() -> dict[str, BackfillProgressed]:
+        async with connect(settings) as client:
+            return await backfill_showing_progress(client, instruments, start_us, end_us)
+
+    return asyncio.run(run())
 
 
-def _backfill_here(
-    settings: Settings, instruments: list[str], start_us: int, end_us: int
+async def backfill_showing_progress(
+    client: EngineClient, instruments: list[str], start_us: int, end_us: int
 ) -> dict[str, BackfillProgressed]:
-    from sptrader.engine import Engine
-
-    engine = Engine(settings)
-    store = engine.open_store()
-    try:
-        names = [engine.check_instrument(name) for name in instruments]
-        with _progress(len(names)) as show:
-            backfill = engine.make_backfill(on_progress=show)
-            jobs = backfill.plan(names, start_us, end_us)
-            outcome: dict[str, BackfillProgressed] = {}
-
-            def record(event: BackfillProgressed) -> None:
-                outcome[event.instrument] = event
-                show(event)
-
-            backfill.on_progress = record
-            backfill.run(jobs)
-    finally:
-        store.close()
-    return outcome
-
-
-async def _backfill_in_daemon(
-    settings: Settings, instruments: list[str], start_us: int, end_us: int
-) -> dict[str, BackfillProgressed]:
-    from sptrader.client.connection import ApiConnection
-
-    outcome: dict[str, BackfillProgressed] = {}
-    finished = asyncio.Event()
-    with _progress(len(instruments)) as show:
-
-        def on_events(events: list[object], dropped: int) -> None:
-            for event in events:
-                if type(event) is BackfillProgressed and event.instrument in instruments:
-                    outcome[event.instrument] = event
-                    show(event)
-            if len(outcome) == len(instruments) and all(
-                event.state != "running" for event in outcome.values()
-            ):
-                finished.set()
-
-        connection = ApiConnection(settings.home, on_events=on_events)
-        await connection.open()
-        try:
-            await connection.call("subscribe")
-            await connection.call(
-                "start_backfill", instruments=instruments, start_us=start_us, end_us=end_us
-            )
-            closed = asyncio.ensure_future(connection.closed.wait())
-            done = asyncio.ensure_future(finished.wait())
-            await asyncio.wait([closed, done], return_when=asyncio.FIRST_COMPLETED)
-            closed.cancel()
-            done.cancel()
-            if not finished.is_set():
-                raise SptraderError(
-                    "the daemon went away during the backfill; run it again to resume"
-                )
-        finally:
-            await connection.close()
-    return outcome
+    """Fetch what is missing of each instrument's range with a progress bar, wherever
+    the engine runs. Returns each instrument's last report."""
+    with _progress() as show:
+        return await client.backfill(instruments, start_us, end_us, on_progress=show)
 
 
 @contextlib.contextmanager
-def _progress(count: int) -> Iterator[Callable[[BackfillProgressed], None]]:
+def _progress() -> Iterator[Callable[[BackfillProgressed], None]]:
     """A rich progress bar per instrument: ranges done, rows, rate and ETA."""
     from rich.progress import (
         BarColumn,
