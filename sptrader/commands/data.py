@@ -1,4 +1,5 @@
-"""``sptrader data check | ensure | status``: what is stored, what is missing, fetching it."""
+"""``sptrader data check | ensure | status``: what is stored, what is missing, fetching it
+(through the client ``connect()`` gives: a running daemon's engine, or this process's)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ import json
 import sys
 from typing import Any
 
-from sptrader.client.paths import running_pid
+from sptrader.client.connect import connect
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import datetime_to_us, now_us, parse_time
+from sptrader.commands.backfill import backfill_showing_progress
 from sptrader.config import Settings
 from sptrader.data_view import heat_text
 from sptrader.errors import UsageError
 from sptrader.intervals import merge
-from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
+from sptrader.models import (
+    US_PER_DAY,
+    US_PER_MINUTE,
+    BackfillProgressed,
+    normalize_instrument,
+    timeframe_minutes,
+)
 
 
 def _window(args: argparse.Namespace) -> tuple[int, int]:
@@ -52,7 +61,12 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
     timeframe_minutes(args.tf)
     start, end = _window(args)
-    gaps = widen(_gaps(settings, instrument, start, end), args.tf)
+
+    async def read() -> list[tuple[int, int]]:
+        async with connect(settings) as client:
+            return await client.data_gaps(instrument, start, end)
+
+    gaps = widen(asyncio.run(read()), args.tf)
     rows = gap_rows(gaps)
     if args.format == "json":
         json.dump({"instrument": instrument, "complete": not gaps, "gaps": rows}, sys.stdout)
@@ -69,38 +83,32 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if gaps else 0
 
 
-def _gaps(settings: Settings, instrument: str, start: int, end: int) -> list[tuple[int, int]]:
-    if running_pid(settings.home) is not None:
-        from sptrader.client.connection import call_daemon
-
-        rows = asyncio.run(
-            call_daemon(
-                settings.home, "data_gaps", instrument=instrument, start_us=start, end_us=end
-            )
-        )
-        return [tuple(row) for row in rows]
-    from sptrader.engine import Engine
-
-    engine = Engine(settings)
-    store = engine.open_store()
-    try:
-        return engine.data.gaps(engine.check_instrument(instrument), start, end)
-    finally:
-        store.close()
-
-
 def _ensure(settings: Settings, args: argparse.Namespace) -> int:
-    from sptrader.commands.backfill import backfill_with_progress
-
     instruments = list(dict.fromkeys(normalize_instrument(name) for name in args.instruments))
     start, end = _window(args)
-    outcome = backfill_with_progress(settings, instruments, start, end)
+
+    async def fetch() -> int:
+        async with connect(settings) as client:
+            outcome = await backfill_showing_progress(client, instruments, start, end)
+            return await _report(client, outcome, instruments, start, end)
+
+    return asyncio.run(fetch())
+
+
+async def _report(
+    client: EngineClient,
+    outcome: dict[str, BackfillProgressed],
+    instruments: list[str],
+    start: int,
+    end: int,
+) -> int:
+    """Each instrument's fetch and what is still missing; 1 when anything is."""
     incomplete = 0
     for instrument in instruments:
         event = outcome.get(instrument)
         if event is not None and event.state == "failed":
             print(f"sptrader: fetching {instrument} failed: {event.message}", file=sys.stderr)
-        gaps = _gaps(settings, instrument, start, end)
+        gaps = await client.data_gaps(instrument, start, end)
         fetched = event.rows if event is not None else 0
         if gaps:
             incomplete += 1
@@ -119,7 +127,12 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     end = now - now % US_PER_DAY + US_PER_DAY
     start = end - days * US_PER_DAY
     instruments = [normalize_instrument(name) for name in args.instruments]
-    statuses = _statuses(settings, instruments, start, end)
+
+    async def read() -> list[dict]:
+        async with connect(settings) as client:
+            return await client.data_status(instruments or None, start, end)
+
+    statuses = asyncio.run(read())
     if args.json:
         json.dump([status for status in statuses], sys.stdout)
         sys.stdout.write("\n")
@@ -155,22 +168,3 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         )
     Console(soft_wrap=True).print(table)
     return 0
-
-
-def _statuses(settings: Settings, instruments: list[str], start: int, end: int) -> list[dict]:
-    if running_pid(settings.home) is not None:
-        from sptrader.client.connection import call_daemon
-
-        return asyncio.run(
-            call_daemon(
-                settings.home, "data_status", instruments=instruments, start_us=start, end_us=end
-            )
-        )
-    from sptrader.engine import Engine
-
-    engine = Engine(settings)
-    store = engine.open_store()
-    try:
-        return engine.data.statuses(instruments or None, start, end)
-    finally:
-        store.close()
