@@ -17,7 +17,7 @@ from typing import Any
 from sptrader.client.protocol import EngineClient
 from sptrader.client.wire import bar_fields, encode_status
 from sptrader.errors import UsageError
-from sptrader.limits import MAX_COUNT, MAX_ID
+from sptrader.limits import MAX_COUNT, MAX_ID, MAX_WAIT_S
 
 #: Microseconds since 1970 that a datetime can show: years 1 to 9999.
 MIN_US = -62_135_596_800_000_000
@@ -142,6 +142,18 @@ async def _stale(client: EngineClient) -> list[str]:
     return sorted(await client.stale_instruments())
 
 
+# --- data commands (candles, backfill, data, symbols, export) ---
+# (backfill has no row: the remote client starts one and follows its reports in the
+# event stream.)
+
+
+async def _bars_before(client: EngineClient, **values: Any) -> list[Any]:
+    frame = await client.bars_before(
+        values["instrument"], values["timeframe"], values["before_us"], values["count"]
+    )
+    return frame.with_columns(frame["ts"].dt.epoch("us")).rows()
+
+
 METHODS: dict[str, Method] = {
     # About the connection: answered by the server.
     "status": Method({}),
@@ -228,6 +240,31 @@ METHODS: dict[str, Method] = {
     ),
     "add_journal_note": Method(
         {"text": _TEXT, "day": _MAYBE_TEXT}, lambda c, text, day: c.add_journal_note(text, day)
+    ),
+    # --- data commands (candles, backfill, data, symbols, export) ---
+    "recent_window": Method(
+        {"instrument": _TEXT, "timeframe": Param(str, default="1m"), "bars": _count(required=True)},
+        lambda c, **v: c.recent_window(v["instrument"], v["timeframe"], v["bars"]),
+    ),
+    "fetch_missing": Method(
+        {
+            "instrument": _TEXT,
+            "start_us": _TIME,
+            "end_us": _TIME,
+            "wait_ms": Param(int, False, 0, 0, int(MAX_WAIT_S * 1000)),
+        },
+        lambda c, **v: c.fetch_missing(
+            v["instrument"], v["start_us"], v["end_us"], v["wait_ms"] / 1000
+        ),
+    ),
+    "bars_before": Method(
+        {
+            "instrument": _TEXT,
+            "timeframe": Param(str, default="1m"),
+            "before_us": _TIME,
+            "count": _count(required=True),
+        },
+        _bars_before,
     ),
 }
 

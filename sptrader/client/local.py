@@ -7,6 +7,10 @@ import asyncio
 import functools
 import json
 import logging
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,12 +23,14 @@ from sptrader.broker.service import PaperBroker
 from sptrader.bus import Subscription
 from sptrader.client.protocol import InstrumentSummary
 from sptrader.client.wire import encode_status
-from sptrader.clock import now_us
+from sptrader.clock import format_us, now_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
+from sptrader.intervals import total
 from sptrader.models import (
     US_PER_DAY,
+    US_PER_MINUTE,
     BackfillProgressed,
     Bar,
     ServiceState,
@@ -73,6 +79,8 @@ class LocalEngineClient:
     def __init__(self, engine: Engine, *, run_services: bool = True) -> None:
         self.engine = engine
         self.run_services = run_services
+        # Ranges fetch_missing left missing, fetched once the store is let go of.
+        self._fetch_later: list[tuple[str, int, int]] = []
 
     async def start(self) -> None:
         if self.run_services:
@@ -82,6 +90,7 @@ class LocalEngineClient:
 
     async def close(self) -> None:
         await self.engine.stop()  # not started: closes the store
+        self._continue_fetching()
 
     @property
     def watchlist(self) -> list[str]:
@@ -538,3 +547,121 @@ class LocalEngineClient:
             await asyncio.wait([running])
             raise
         return outcome  # the reports queued before the thread's end have run
+
+    async def recent_window(self, instrument: str, timeframe: str, bars: int) -> tuple[int, int]:
+        width = timeframe_minutes(timeframe) * US_PER_MINUTE
+
+        def window() -> tuple[int, int]:
+            name = self.engine.check_instrument(instrument)
+            now = now_us()
+            # One bar more: the current one is still forming, history ends before it.
+            wanted = (bars + 1) * width
+            start = now - wanted
+            while (
+                start > 0
+                and total(self.engine.data.open_ranges(name, max(start, 0), now)) < wanted
+                and now - start < 400 * US_PER_DAY
+            ):
+                start -= wanted
+            # Nothing is older than 1970 (many daily bars back would be).
+            return max(0, start - start % width), now
+
+        return await run_in_thread(window)
+
+    async def fetch_missing(
+        self, instrument: str, start_us: int, end_us: int, wait_s: float
+    ) -> list[tuple[int, int]]:
+        engine = self.engine
+        name = await run_in_thread(engine.check_instrument, instrument)
+        if not engine.started:
+            missing = await run_in_thread(self._fetch_for_a_while, name, start_us, end_us, wait_s)
+            if missing:
+                self._fetch_later.append((name, start_us, end_us))
+            return missing
+        # A running engine (a daemon's) keeps its backfill going after the wait.
+        gaps = await run_in_thread(engine.data.gaps, name, start_us, end_us)
+        if not gaps:
+            return gaps
+        try:
+            engine.start_backfill([name], start_us, end_us)
+        except UsageError:
+            return gaps  # no history feed, or only the live edge is missing
+        deadline = time.monotonic() + wait_s
+        while gaps and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            gaps = await run_in_thread(engine.data.gaps, name, start_us, end_us)
+        return gaps
+
+    def _fetch_for_a_while(
+        self, instrument: str, start_us: int, end_us: int, wait_s: float
+    ) -> list[tuple[int, int]]:
+        """Blocking: fetch what is missing for at most ``wait_s`` seconds, then stop the
+        backfill (this engine is about to close its store); what is still missing."""
+        engine = self.engine
+        gaps = engine.data.gaps(instrument, start_us, end_us)
+        if not gaps or wait_s == 0 or engine.history_feed(instrument) is None:
+            return gaps
+        backfill = engine.make_backfill()
+        try:
+            jobs = backfill.plan([instrument], start_us, end_us)
+        except UsageError:
+            return gaps  # only the live edge is missing
+        worker = threading.Thread(target=backfill.run, args=(jobs,), daemon=True)
+        worker.start()
+        worker.join(wait_s)
+        if worker.is_alive():
+            backfill.cancel()
+            worker.join()
+        return engine.data.gaps(instrument, start_us, end_us)
+
+    def _continue_fetching(self) -> None:
+        """A detached `sptrader data ensure` per range fetch_missing left missing: it
+        finishes the fetch after this process exits (the store is closed by now, so it
+        can open it)."""
+        settings = self.engine.settings
+        for instrument, start_us, end_us in self._fetch_later:
+            command = [
+                sys.executable,
+                "-m",
+                "sptrader.cli",
+                "--home",
+                str(settings.home),
+                *(["--config", str(settings.config_path)] if settings.config_path else []),
+                "data",
+                "ensure",
+                instrument,
+                "--from",
+                format_us(start_us),
+                "--to",
+                format_us(end_us),
+            ]
+            subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._fetch_later.clear()
+
+    async def bars_before(
+        self, instrument: str, timeframe: str, before_us: int, count: int
+    ) -> pl.DataFrame:
+        store = self.engine.require_store()
+        width = timeframe_minutes(timeframe) * US_PER_MINUTE
+
+        def read() -> pl.DataFrame:
+            name = self.engine.check_instrument(instrument)
+            first = queries.first_bar_ts(store, name)
+            start = before_us - before_us % width
+            if first == 0 or first >= start:
+                return queries.empty_bars()
+            # Further back (x4 each time) over gaps, as far as the first stored bar.
+            span = (count + 1) * width
+            while True:
+                piece = queries.bars_between(store, name, timeframe, start - span, start)
+                if piece.height >= count or start - span <= first:
+                    return piece.tail(count)
+                span *= 4
+
+        return await run_in_thread(read)

@@ -233,6 +233,27 @@ class EngineClient(Protocol):
         daemon goes away meanwhile."""
         ...
 
+    async def recent_window(self, instrument: str, timeframe: str, bars: int) -> tuple[int, int]:
+        """[start, now): enough open market time back from now for the newest ``bars``
+        bars of ``timeframe`` and the one still forming."""
+        ...
+
+    async def fetch_missing(
+        self, instrument: str, start_us: int, end_us: int, wait_s: float
+    ) -> list[tuple[int, int]]:
+        """Fetch what is missing of [start, end) for at most ``wait_s`` seconds; returns
+        what is still missing. That goes on being fetched in the background: by the
+        engine when it keeps running (a daemon's), else by a detached ``sptrader data
+        ensure`` started once this client has closed the store."""
+        ...
+
+    async def bars_before(
+        self, instrument: str, timeframe: str, before_us: int, count: int
+    ) -> pl.DataFrame:
+        """Up to ``count`` stored bars opening before ``before_us``, the newest of them
+        (looking back over gaps): the warm-up of indicators over a range."""
+        ...
+
     # --- trading commands (order, journal, scan, backtest) ---
 
     async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:

@@ -387,3 +387,33 @@ class RemoteEngineClient:
         finally:
             subscription.close()
         return outcome
+
+    async def recent_window(self, instrument: str, timeframe: str, bars: int) -> tuple[int, int]:
+        start, end = await self._call(
+            "recent_window", instrument=instrument, timeframe=timeframe, bars=bars
+        )
+        return start, end
+
+    async def fetch_missing(
+        self, instrument: str, start_us: int, end_us: int, wait_s: float
+    ) -> list[tuple[int, int]]:
+        rows = await self._call(
+            "fetch_missing",
+            instrument=instrument,
+            start_us=start_us,
+            end_us=end_us,
+            wait_ms=round(wait_s * 1000),
+        )
+        return [(start, end) for start, end in rows]
+
+    async def bars_before(
+        self, instrument: str, timeframe: str, before_us: int, count: int
+    ) -> pl.DataFrame:
+        rows = await self._call(
+            "bars_before",
+            instrument=instrument,
+            timeframe=timeframe,
+            before_us=before_us,
+            count=count,
+        )
+        return candles_frame(rows)

@@ -1,34 +1,29 @@
-"""``sptrader candles``: stored bars as a table, CSV or JSON."""
+"""``sptrader candles``: stored bars as a table, CSV or JSON. What is missing of the range
+is fetched first, for up to --wait seconds, then in the background (by a running daemon,
+or a detached `sptrader data ensure`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
-import threading
-import time
 
 import polars as pl
 
-from sptrader.client.paths import running_pid
-from sptrader.client.wire import candles_frame
-from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
+from sptrader.client.connect import connect
+from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
-from sptrader.engine import Engine
 from sptrader.errors import UsageError
 from sptrader.indicators import Spec, add_indicators, max_lookback, parse_specs
-from sptrader.intervals import total
-from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
-from sptrader.store import Store, queries
+from sptrader.models import US_PER_MINUTE, normalize_instrument, timeframe_minutes
 
 DEFAULT_LAST = 100
 
 
 def run_candles(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
-    minutes = timeframe_minutes(args.tf)
+    timeframe_minutes(args.tf)
     # --last and --wait are bounded by their argument types (commands.arguments).
     if args.last is not None and (args.start or args.end):
         raise UsageError("use either --last N or --from/--to, not both")
@@ -39,47 +34,58 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
     if args.end and not args.start:
         raise UsageError("--to needs --from")
     specs = parse_specs(args.indicators) if getattr(args, "indicators", None) else []
-    # Older bars read so the first printed rows have settled values (indicators.lookback).
-    extra = max_lookback(specs)
-
-    if running_pid(settings.home) is not None:
-        # The daemon holds the store (one writing process): ask it.
-        bars, missing = asyncio.run(
-            _candles_from_daemon(
-                settings, instrument, args.tf, args.last, start_us, end_us, args.wait, extra
-            )
-        )
-        bars = _with_indicators(bars, specs, start_us, args.last or DEFAULT_LAST)
-        write_bars(bars, args.format, instrument, args.tf)
-        _say_missing(instrument, missing, "the daemon is fetching them")
-        return 0
-    engine = Engine(settings)
-    store = engine.open_store()
-    try:
-        instrument = engine.check_instrument(instrument)
-        last = None if start_us is not None else (args.last or DEFAULT_LAST) + extra
-        window = _window(engine, instrument, minutes, last, start_us, end_us)
-        if start_us is not None and extra:
-            # Roughly the warm-up's time too (gaps may leave it short: then fewer of the
-            # first rows have values); the read below takes whatever is stored before.
-            window = (window[0] - extra * minutes * US_PER_MINUTE, window[1])
-        missing = _fetch_for_a_while(engine, instrument, window, args.wait)
-        if start_us is not None:
-            bars = queries.bars_between(store, instrument, args.tf, start_us, end_us or now_us())
-            if extra:
-                older = _bars_before(store, instrument, args.tf, start_us, extra)
-                bars = pl.concat([older, bars]) if not older.is_empty() else bars
-        else:
-            bars = queries.last_bars(store, instrument, args.tf, last or DEFAULT_LAST)
-    finally:
-        store.close()
-    if specs:
-        bars = _with_indicators(bars, specs, start_us, args.last or DEFAULT_LAST)
+    last = args.last or DEFAULT_LAST
+    bars, missing, attached = asyncio.run(
+        _read(settings, instrument, args.tf, last, start_us, end_us, args.wait, specs)
+    )
+    bars = _with_indicators(bars, specs, start_us, last)
     write_bars(bars, args.format, instrument, args.tf)
     if missing:
-        _continue_in_background(settings, instrument, window)
-        _say_missing(instrument, missing, "fetching them in the background")
+        doing = "the daemon is fetching them" if attached else "fetching them in the background"
+        minutes = sum(end - start for start, end in missing) // US_PER_MINUTE
+        print(
+            f"{instrument}: {minutes:,} minutes of this range are not stored yet; {doing}"
+            " (run again to see them)",
+            file=sys.stderr,
+        )
     return 0
+
+
+async def _read(
+    settings: Settings,
+    instrument: str,
+    timeframe: str,
+    last: int,
+    start_us: int | None,
+    end_us: int | None,
+    wait_s: float,
+    specs: list[Spec],
+) -> tuple[pl.DataFrame, list[tuple[int, int]], bool]:
+    """The bars asked for, with the older ones the indicators warm up on, after fetching
+    what is missing of them for up to ``wait_s`` seconds; what is still missing; and
+    whether a daemon answered."""
+    # Older bars read so the first printed rows have settled values (indicators.lookback).
+    extra = max_lookback(specs)
+    width = timeframe_minutes(timeframe) * US_PER_MINUTE
+    async with connect(settings) as client:
+        if start_us is not None:
+            now = now_us()
+            # Roughly the warm-up's time too (gaps may leave it short: then fewer of the
+            # first rows have values); the read below takes whatever is stored before.
+            window = (start_us - extra * width, min(end_us or now, now))
+        else:
+            window = await client.recent_window(instrument, timeframe, last + extra)
+        missing = await client.fetch_missing(instrument, *window, wait_s)
+        if start_us is None:
+            bars = await client.candles(instrument, timeframe, last=last + extra)
+        else:
+            bars = await client.candles(
+                instrument, timeframe, start_us=start_us, end_us=end_us or now_us()
+            )
+            if extra:
+                older = await client.bars_before(instrument, timeframe, start_us, extra)
+                bars = pl.concat([older, bars]) if not older.is_empty() else bars
+        return bars, missing, client.attached
 
 
 def _with_indicators(
@@ -93,157 +99,6 @@ def _with_indicators(
     if start_us is not None:
         return bars.filter(pl.col("ts") >= pl.lit(start_us).cast(pl.Datetime("us")))
     return bars.tail(last)
-
-
-def _bars_before(
-    store: Store, instrument: str, timeframe: str, start_us: int, count: int
-) -> pl.DataFrame:
-    """Up to ``count`` stored bars opening before ``start_us`` (the newest of them),
-    looking further back (x4 each time) over gaps, as far as the first stored bar."""
-    width = timeframe_minutes(timeframe) * US_PER_MINUTE
-    first = queries.first_bar_ts(store, instrument)
-    start = start_us - start_us % width
-    if first == 0 or first >= start:
-        return queries.empty_bars()
-    span = (count + 1) * width
-    while True:
-        piece = queries.bars_between(store, instrument, timeframe, start - span, start)
-        if piece.height >= count or start - span <= first:
-            return piece.tail(count)
-        span *= 4
-
-
-def _window(
-    engine: Engine,
-    instrument: str,
-    minutes: int,
-    last: int | None,
-    start_us: int | None,
-    end_us: int | None,
-) -> tuple[int, int]:
-    """The time range the answer needs: the given one, or enough open market time back
-    from now for the last N bars."""
-    now = now_us()
-    if start_us is not None:
-        return start_us, min(end_us or now, now)
-    # One bar more: the current one is still forming, history ends before it.
-    wanted = ((last or DEFAULT_LAST) + 1) * minutes * US_PER_MINUTE
-    start = now - wanted
-    while (
-        start > 0
-        and total(engine.data.open_ranges(instrument, max(start, 0), now)) < wanted
-        and now - start < 400 * US_PER_DAY
-    ):
-        start -= wanted
-    # Nothing is older than 1970 (many daily bars back would be).
-    return max(0, start - start % (minutes * US_PER_MINUTE)), now
-
-
-def _fetch_for_a_while(
-    engine: Engine, instrument: str, window: tuple[int, int], wait_s: float
-) -> list[tuple[int, int]]:
-    """Fetch what is missing of ``window`` for at most ``wait_s`` seconds; returns what
-    is still missing (whatever arrived is stored and covered)."""
-    gaps = engine.data.gaps(instrument, *window)
-    if not gaps or wait_s == 0 or engine.history_feed(instrument) is None:
-        return gaps
-    backfill = engine.make_backfill()
-    try:
-        jobs = backfill.plan([instrument], *window)
-    except UsageError:
-        return gaps  # only the live edge is missing
-    worker = threading.Thread(target=backfill.run, args=(jobs,), daemon=True)
-    worker.start()
-    worker.join(wait_s)
-    if worker.is_alive():
-        backfill.cancel()
-        worker.join()
-    return engine.data.gaps(instrument, *window)
-
-
-def _continue_in_background(settings: Settings, instrument: str, window: tuple[int, int]) -> None:
-    """A detached `sptrader data ensure` finishes the fetch after this command exits."""
-    command = [
-        sys.executable,
-        "-m",
-        "sptrader.cli",
-        "--home",
-        str(settings.home),
-        *(["--config", str(settings.config_path)] if settings.config_path else []),
-        "data",
-        "ensure",
-        instrument,
-        "--from",
-        format_us(window[0]),
-        "--to",
-        format_us(window[1]),
-    ]
-    subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def _say_missing(instrument: str, missing: list[tuple[int, int]], doing: str) -> None:
-    if missing:
-        minutes = sum(end - start for start, end in missing) // US_PER_MINUTE
-        print(
-            f"{instrument}: {minutes:,} minutes of this range are not stored yet; {doing}"
-            " (run again to see them)",
-            file=sys.stderr,
-        )
-
-
-async def _candles_from_daemon(
-    settings: Settings,
-    instrument: str,
-    timeframe: str,
-    last: int | None,
-    start_us: int | None,
-    end_us: int | None,
-    wait_s: float,
-    extra: int = 0,
-) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
-    from sptrader.client.connection import ApiConnection
-
-    connection = ApiConnection(settings.home)
-    await connection.open()
-    try:
-        width = timeframe_minutes(timeframe) * US_PER_MINUTE
-        if start_us is not None:
-            # Warm-up bars: their time with room for a weekend (the caller trims).
-            ahead = 3 * extra * width + 3 * US_PER_DAY if extra else 0
-            window = {"start_us": start_us - ahead, "end_us": end_us or now_us()}
-            check = (start_us, min(end_us or now_us(), now_us()))
-        else:
-            window = {"last": (last or DEFAULT_LAST) + extra}
-            span = ((last or DEFAULT_LAST) + 1) * timeframe_minutes(timeframe) * US_PER_MINUTE
-            check = (max(0, now_us() - span), now_us())
-        missing = await _missing(connection, instrument, check)
-        if missing and wait_s > 0:
-            await connection.call(
-                "start_backfill", instruments=[instrument], start_us=check[0], end_us=check[1]
-            )
-            deadline = time.monotonic() + wait_s
-            while missing and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                missing = await _missing(connection, instrument, check)
-        rows = await connection.call(
-            "candles", instrument=instrument, timeframe=timeframe, **window
-        )
-        return candles_frame(rows), missing
-    finally:
-        await connection.close()
-
-
-async def _missing(connection, instrument: str, window: tuple[int, int]) -> list[tuple[int, int]]:
-    rows = await connection.call(
-        "data_gaps", instrument=instrument, start_us=window[0], end_us=window[1]
-    )
-    return [(start, end) for start, end in rows]
 
 
 def _iso_column(bars: pl.DataFrame) -> pl.DataFrame:
