@@ -266,6 +266,9 @@ METHODS: dict[str, Method] = {
         },
         _bars_before,
     ),
+    "refresh_symbols": Method(
+        {"feed": _MAYBE_TEXT}, lambda c, feed: _done(c.refresh_symbols(feed))
+    ),
 }
 
 

@@ -27,6 +27,7 @@ from sptrader.clock import format_us, now_us
 from sptrader.config import LIVE_FEEDS, Settings, feed_config
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
+from sptrader.feeds import Feed
 from sptrader.intervals import total
 from sptrader.models import (
     US_PER_DAY,
@@ -141,11 +142,7 @@ class LocalEngineClient:
     async def search_symbols(
         self, query: str, feed: str | None = None, limit: int = 50
     ) -> list[SymbolInfo]:
-        names = [item.name for item in self.engine.enabled_feeds()]
-        if feed is not None and feed not in names:
-            raise UsageError(
-                f"--feed {feed}: not an enabled feed (enabled: {', '.join(names) or 'none'})"
-            )
+        self._enabled_feeds(feed)
         return await run_in_thread(self.engine.symbols.search, query, feed, limit)
 
     async def add_instrument(self, instrument: str) -> str:
@@ -665,3 +662,23 @@ class LocalEngineClient:
                 span *= 4
 
         return await run_in_thread(read)
+
+    def _enabled_feeds(self, feed: str | None) -> list[Feed]:
+        """The enabled feeds, or just ``feed``; one that is not enabled is a usage error
+        (a command's --feed)."""
+        feeds = self.engine.enabled_feeds()
+        names = [item.name for item in feeds]
+        if feed is not None and feed not in names:
+            raise UsageError(
+                f"--feed {feed}: not an enabled feed (enabled: {', '.join(names) or 'none'})"
+            )
+        return [item for item in feeds if feed is None or item.name == feed]
+
+    async def refresh_symbols(self, feed: str | None = None) -> None:
+        feeds = self._enabled_feeds(feed)
+
+        def refresh() -> None:
+            for item in feeds:
+                self.engine.symbols.ensure(item, refresh=True)
+
+        await run_in_thread(refresh)

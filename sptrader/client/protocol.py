@@ -254,6 +254,11 @@ class EngineClient(Protocol):
         (looking back over gaps): the warm-up of indicators over a range."""
         ...
 
+    async def refresh_symbols(self, feed: str | None = None) -> None:
+        """Fetch the instrument lists of the enabled feeds (or of ``feed``) again now;
+        a feed that is not enabled is a usage error."""
+        ...
+
     # --- trading commands (order, journal, scan, backtest) ---
 
     async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:

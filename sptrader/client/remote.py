@@ -417,3 +417,6 @@ class RemoteEngineClient:
             count=count,
         )
         return candles_frame(rows)
+
+    async def refresh_symbols(self, feed: str | None = None) -> None:
+        await self._call("refresh_symbols", feed=feed)

@@ -1,4 +1,6 @@
-"""``sptrader symbols [QUERY] [--feed NAME]``: search every configured feed's instruments."""
+"""``sptrader symbols [QUERY] [--feed NAME] [--refresh]``: search the enabled feeds'
+instrument lists (fetched again first with --refresh), in a running daemon's engine or
+this process's."""
 
 from __future__ import annotations
 
@@ -7,45 +9,21 @@ import asyncio
 import json
 import sys
 
-from sptrader.client.connection import call_daemon
-from sptrader.client.paths import running_pid
+from sptrader.client.connect import connect
 from sptrader.config import Settings
-from sptrader.engine import Engine
-from sptrader.errors import UsageError
-from sptrader.feeds.base import SymbolInfo
-
-
-def check_feed(engine: Engine, feed: str | None) -> None:
-    """A --feed that is not enabled is a usage error (here and in the daemon's API)."""
-    names = [item.name for item in engine.enabled_feeds()]
-    if feed is not None and feed not in names:
-        raise UsageError(
-            f"--feed {feed}: not an enabled feed (enabled: {', '.join(names) or 'none'})"
-        )
+from sptrader.models import SymbolInfo
 
 
 def run_symbols(settings: Settings, args: argparse.Namespace) -> int:
     feed = args.feed.lower() if args.feed else None
-    if running_pid(settings.home) is not None:
-        # The daemon holds the store (and the cache): ask it.
-        rows = asyncio.run(
-            call_daemon(
-                settings.home, "search_symbols", query=args.query, feed=feed, limit=args.limit
-            )
-        )
-        found = [SymbolInfo(*row) for row in rows]
-    else:
-        engine = Engine(settings)
-        store = engine.open_store()
-        try:
-            check_feed(engine, feed)
+
+    async def search() -> list[SymbolInfo]:
+        async with connect(settings) as client:
             if args.refresh:
-                for item in engine.enabled_feeds():
-                    if feed is None or item.name == feed:
-                        engine.symbols.ensure(item, refresh=True)
-            found = engine.symbols.search(args.query, feed, args.limit)
-        finally:
-            store.close()
+                await client.refresh_symbols(feed)
+            return await client.search_symbols(args.query, feed, args.limit)
+
+    found = asyncio.run(search())
     if args.json:
         json.dump([_as_dict(item) for item in found], sys.stdout)
         sys.stdout.write("\n")
