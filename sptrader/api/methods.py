@@ -269,6 +269,9 @@ METHODS: dict[str, Method] = {
     "refresh_symbols": Method(
         {"feed": _MAYBE_TEXT}, lambda c, feed: _done(c.refresh_symbols(feed))
     ),
+    "unknown_symbols": Method(
+        {"instruments": _NAMES}, lambda c, instruments: c.unknown_symbols(instruments)
+    ),
 }
 
 

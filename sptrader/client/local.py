@@ -682,3 +682,8 @@ class LocalEngineClient:
                 self.engine.symbols.ensure(item, refresh=True)
 
         await run_in_thread(refresh)
+
+    async def unknown_symbols(self, instruments: list[str]) -> tuple[list[str], list[str]]:
+        unchecked: list[str] = []
+        unknown = await run_in_thread(self.engine.symbols.unknown, list(instruments), unchecked)
+        return unknown, unchecked

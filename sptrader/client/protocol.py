@@ -259,6 +259,11 @@ class EngineClient(Protocol):
         a feed that is not enabled is a usage error."""
         ...
 
+    async def unknown_symbols(self, instruments: list[str]) -> tuple[list[str], list[str]]:
+        """Those of ``instruments`` missing from their feed's instrument list, and the
+        feeds whose list cannot be fetched now ("name: why"; their instruments pass)."""
+        ...
+
     # --- trading commands (order, journal, scan, backtest) ---
 
     async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:

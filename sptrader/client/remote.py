@@ -420,3 +420,7 @@ class RemoteEngineClient:
 
     async def refresh_symbols(self, feed: str | None = None) -> None:
         await self._call("refresh_symbols", feed=feed)
+
+    async def unknown_symbols(self, instruments: list[str]) -> tuple[list[str], list[str]]:
+        unknown, unchecked = await self._call("unknown_symbols", instruments=list(instruments))
+        return list(unknown), list(unchecked)

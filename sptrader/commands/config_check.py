@@ -1,10 +1,13 @@
 """``sptrader config check``: validate (loading already did), check the watchlist's
-symbols against each feed's instrument list, and summarise."""
+symbols against each feed's instrument list (in a running daemon's engine, or this
+process's), and summarise."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
+from sptrader.client.connect import connect
 from sptrader.config import KNOWN_FEEDS, Settings, feed_config
 from sptrader.errors import ConfigError, StoreLockedError
 
@@ -35,27 +38,24 @@ def run_config_check(settings: Settings) -> int:
 def _check_symbols(settings: Settings, source: str) -> None:
     """Unknown watchlist symbols are a config error; feeds whose list cannot be fetched
     (offline) are only reported."""
-    from sptrader.client.paths import running_pid
-    from sptrader.engine import Engine
+    watchlist = list(settings.config.watchlist)
 
-    if running_pid(settings.home) is not None:
-        print("symbols: not checked here while the daemon holds the store", file=sys.stderr)
-        return
-    engine = Engine(settings)
-    try:
-        store = engine.open_store()
-    except StoreLockedError:
+    async def check() -> tuple[list[str], list[str]] | None:
+        try:
+            async with connect(settings) as client:
+                return await client.unknown_symbols(watchlist)
+        except StoreLockedError:
+            return None  # another process (not a daemon) holds the store
+
+    checked = asyncio.run(check())
+    if checked is None:
         print("symbols: not checked (the store is in use)", file=sys.stderr)
         return
-    unchecked: list[str] = []
-    try:
-        unknown = engine.symbols.unknown(list(settings.config.watchlist), unchecked)
-    finally:
-        store.close()
+    unknown, unchecked = checked
     for problem in unchecked:
         print(f"symbols: could not check {problem}", file=sys.stderr)
     if unknown:
-        index = settings.config.watchlist.index(unknown[0])
+        index = watchlist.index(unknown[0])
         feed = unknown[0].split(":", 1)[0].lower()
         raise ConfigError(
             f"{source}: watchlist[{index}]: unknown symbol {unknown[0]} (not in {feed}'s"
