@@ -144,7 +144,7 @@ async def _stale(client: EngineClient) -> list[str]:
 
 # --- data commands (candles, backfill, data, symbols, export) ---
 # (backfill has no row: the remote client starts one and follows its reports in the
-# event stream.)
+# event stream; import_bars none either: the API carries no bars.)
 
 
 async def _bars_before(client: EngineClient, **values: Any) -> list[Any]:

@@ -687,3 +687,9 @@ class LocalEngineClient:
         unchecked: list[str] = []
         unknown = await run_in_thread(self.engine.symbols.unknown, list(instruments), unchecked)
         return unknown, unchecked
+
+    async def import_bars(self, bars: pl.DataFrame) -> dict:
+        from sptrader.data import transfer
+
+        store = self.engine.require_store()
+        return asdict(await run_in_thread(transfer.import_bars, store, bars))

@@ -264,6 +264,13 @@ class EngineClient(Protocol):
         feeds whose list cannot be fetched now ("name: why"; their instruments pass)."""
         ...
 
+    async def import_bars(self, bars: pl.DataFrame) -> dict:
+        """Store checked bars (``transfer.load_bars``) in one transaction and record
+        them as covered; rows, instruments, first_us, last_us. Only an engine in this
+        process takes them: a daemon's raises StoreLockedError (the API carries no
+        bars; stop the daemon first)."""
+        ...
+
     # --- trading commands (order, journal, scan, backtest) ---
 
     async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:

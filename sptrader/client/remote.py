@@ -21,7 +21,7 @@ from sptrader.client.connection import ApiConnection, DaemonUnavailable
 from sptrader.client.protocol import InstrumentSummary
 from sptrader.client.wire import candles_frame, decode_status
 from sptrader.clock import now_us
-from sptrader.errors import SptraderError
+from sptrader.errors import SptraderError, StoreLockedError
 from sptrader.feeds.base import SymbolInfo
 from sptrader.models import (
     BackfillProgressed,
@@ -424,3 +424,10 @@ class RemoteEngineClient:
     async def unknown_symbols(self, instruments: list[str]) -> tuple[list[str], list[str]]:
         unknown, unchecked = await self._call("unknown_symbols", instruments=list(instruments))
         return list(unknown), list(unchecked)
+
+    async def import_bars(self, bars: pl.DataFrame) -> dict:
+        """Refused: the daemon's engine holds the database, and the API carries no bars."""
+        raise StoreLockedError(
+            f"the daemon (pid {self.welcome.get('pid')}) holds the database: stop it"
+            " (`sptrader stop`), import, then start it again"
+        )

@@ -2,11 +2,11 @@
 import`` (a file or an export's directory into the store). The formats, the checks and
 the guarantees are in ``sptrader.data.transfer``.
 
-With a daemon running it holds the DuckDB file (one process may open it for writing,
-and then no other may open it at all): ``export`` then reads the bars through the
-daemon's ``candles`` method (as ``sptrader candles`` does; an instrument outside the
-watchlist is first topped up from its feed), and ``import`` refuses with one line
-saying to stop the daemon (the API has no method to write bars).
+Both go through the client ``connect()`` gives. ``export`` reads the bars with its
+``candles`` (from a running daemon, which holds the DuckDB file, or this process's
+store); ``import`` writes them with its ``import_bars``, which a daemon refuses with one
+line saying to stop it (one process may open the file for writing, and the API carries
+no bars).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from pathlib import Path
 
 import polars as pl
 
-from sptrader.client.paths import running_pid
+from sptrader.client.connect import connect
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.data import transfer
-from sptrader.errors import SptraderError, StoreLockedError, UsageError
+from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_DAY, normalize_instrument, timeframe_minutes
-from sptrader.store import Store, queries
 
 
 def run_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -40,26 +39,11 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--to must be later than --from")
     out_dir = Path(args.out).expanduser()
 
-    if running_pid(settings.home) is not None:
-        summary = _export_through_daemon(
-            settings, instruments, args.tf, start_us, end_us, out_dir, args.format
-        )
-    else:
-        path = settings.store_path
-        if not path.is_file():
-            raise SptraderError(f"no database at {path}: nothing to export")
-        store = Store.for_reading(path)
-        try:
-            _check_instruments(settings, store, instruments)
-
-            def read(instrument: str, start: int, end: int) -> pl.DataFrame:
-                return queries.bars_between(store, instrument, args.tf, start, end)
-
-            summary = transfer.export_bars(
-                read, instruments, start_us, end_us, out_dir, args.format, args.tf
-            )
-        finally:
-            store.close()
+    if not settings.store_path.is_file():  # (a daemon's store is always there)
+        raise SptraderError(f"no database at {settings.store_path}: nothing to export")
+    summary = asyncio.run(
+        _export(settings, instruments, args.tf, start_us, end_us, out_dir, args.format)
+    )
 
     window = f"{transfer.iso(start_us)[:10]} .. {transfer.iso(end_us)[:10]} (exclusive)"
     if summary.rows == 0:
@@ -80,17 +64,6 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_instruments(settings: Settings, store: Store, instruments: list[str]) -> None:
-    """An instrument that nothing stored and no configured feed serves is a mistake (a
-    typo), said as the daemon's ``candles`` method says it (Engine.check_instrument)."""
-    from sptrader.engine import Engine
-
-    engine = Engine(settings)
-    engine.store = store
-    for name in instruments:
-        engine.check_instrument(name)
-
-
 def _day_us(text: str, what: str) -> int:
     moment = parse_time(text, what=f"{what} date")
     if moment.hour or moment.minute or moment.second or moment.microsecond:
@@ -100,7 +73,7 @@ def _day_us(text: str, what: str) -> int:
     return datetime_to_us(moment)
 
 
-def _export_through_daemon(
+async def _export(
     settings: Settings,
     instruments: list[str],
     timeframe: str,
@@ -109,41 +82,28 @@ def _export_through_daemon(
     out_dir: Path,
     output_format: str,
 ) -> transfer.ExportSummary:
-    from sptrader.client.connection import ApiConnection
-    from sptrader.client.wire import candles_frame
+    """``transfer.export_bars`` in a thread (it writes files), reading each chunk of bars
+    through the client on this loop."""
+    loop = asyncio.get_running_loop()
+    async with connect(settings) as client:
 
-    with asyncio.Runner() as runner:
-        connection = ApiConnection(settings.home)
-        runner.run(connection.open())
-        try:
+        def read(instrument: str, start: int, end: int) -> pl.DataFrame:
+            reading = client.candles(instrument, timeframe, start_us=start, end_us=end)
+            return asyncio.run_coroutine_threadsafe(reading, loop).result()
 
-            def read(instrument: str, start: int, end: int) -> pl.DataFrame:
-                rows = runner.run(
-                    connection.call(
-                        "candles",
-                        instrument=instrument,
-                        timeframe=timeframe,
-                        start_us=start,
-                        end_us=end,
-                    )
-                )
-                return candles_frame(rows)
-
-            # One reader at a time: the connection lives on this thread's loop.
-            return transfer.export_bars(
-                read, instruments, start_us, end_us, out_dir, output_format, timeframe
-            )
-        finally:
-            runner.run(connection.close())
+        return await asyncio.to_thread(
+            transfer.export_bars,
+            read,
+            instruments,
+            start_us,
+            end_us,
+            out_dir,
+            output_format,
+            timeframe,
+        )
 
 
 def run_import(settings: Settings, args: argparse.Namespace) -> int:
-    pid = running_pid(settings.home)
-    if pid is not None:
-        raise StoreLockedError(
-            f"the daemon (pid {pid}) holds the database: stop it (`sptrader stop`), import,"
-            " then start it again"
-        )
     instrument = normalize_instrument(args.instrument) if args.instrument else None
     path = Path(args.path).expanduser()
     loaded = transfer.load_bars(path, args.format, instrument)
@@ -156,16 +116,16 @@ def run_import(settings: Settings, args: argparse.Namespace) -> int:
             f"{loaded.bad_count:,} bad row{'s' if loaded.bad_count != 1 else ''} in {path};"
             " nothing imported"
         )
-    store = Store(settings.store_path)
-    try:
-        store.migrate()
-        summary = transfer.import_bars(store, loaded.bars)
-    finally:
-        store.close()
+
+    async def store() -> dict:
+        async with connect(settings) as client:
+            return await client.import_bars(loaded.bars)
+
+    summary = asyncio.run(store())
     duplicates = f"; {loaded.duplicates:,} repeated rows kept once" if loaded.duplicates else ""
     print(
-        f"imported {summary.rows:,} bars of {summary.instruments} instrument"
-        f"{'s' if summary.instruments != 1 else ''}"
-        f" ({transfer.iso(summary.first_us)} .. {transfer.iso(summary.last_us)}){duplicates}"
+        f"imported {summary['rows']:,} bars of {summary['instruments']} instrument"
+        f"{'s' if summary['instruments'] != 1 else ''}"
+        f" ({transfer.iso(summary['first_us'])} .. {transfer.iso(summary['last_us'])}){duplicates}"
     )
     return 0
