@@ -241,6 +241,11 @@ METHODS: dict[str, Method] = {
     "add_journal_note": Method(
         {"text": _TEXT, "day": _MAYBE_TEXT}, lambda c, text, day: c.add_journal_note(text, day)
     ),
+    # --- trading commands (order, journal, scan, backtest) ---
+    # (wait_for_quote has no row: a daemon's engine is running already, nothing to wait for.)
+    "history_source": Method(
+        {"instrument": _TEXT}, lambda c, instrument: c.history_source(instrument)
+    ),
     # --- data commands (candles, backfill, data, symbols, export) ---
     "recent_window": Method(
         {"instrument": _TEXT, "timeframe": Param(str, default="1m"), "bars": _count(required=True)},

@@ -472,6 +472,10 @@ class LocalEngineClient:
             why += f": {status.last_error})" if status.last_error else ")"
         return f"no quote for {instrument} within {wait_s:g}s{why}; nothing was placed (try --wait)"
 
+    async def history_source(self, instrument: str) -> str | None:
+        feed = self.engine.history_feed(normalize_instrument(instrument))
+        return None if feed is None else feed.name
+
     async def _scan_here(self, name: str) -> dict:
         """``scan`` on an engine with only its store open (a command's without a daemon):
         nothing streams the scanner's instruments, so their recent history is fetched

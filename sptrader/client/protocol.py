@@ -281,3 +281,8 @@ class EngineClient(Protocol):
         running already (a daemon's) returns at once: its broker rejects an order on
         quotes it cannot trust."""
         ...
+
+    async def history_source(self, instrument: str) -> str | None:
+        """The enabled feed that can fetch ``instrument``'s history (its name), or None
+        (then a gap in the store stays a gap)."""
+        ...

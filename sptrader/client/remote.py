@@ -346,6 +346,9 @@ class RemoteEngineClient:
         """At once, without asking: the daemon's engine was running before this order,
         and its broker rejects one on quotes it cannot trust."""
 
+    async def history_source(self, instrument: str) -> str | None:
+        return await self._call("history_source", instrument=instrument)
+
     # --- data commands (candles, backfill, data, symbols, export) ---
 
     async def backfill(

@@ -1,13 +1,13 @@
 """``sptrader backtest STRATEGY INSTRUMENT [--tf TF] --from T [--to T] [--param k=v]...
 [--format table|json] [--plot] [--allow-gaps]``.
 
-The data: the window's missing history is fetched first, as ``sptrader data ensure``
-does (through the daemon when one runs: it holds the store), then the bars are read
-(from the store, or through the daemon's API), with up to the strategy's warm-up of
-bars stored before ``--from`` (for its indicators; they are not traded). If open market
-time of the window is still missing, the backtest refuses to run (exit 1) unless
-``--allow-gaps``; then trades whose holding period spans a gap are marked. The report
-gives the window's coverage either way.
+The data, through the engine client (``connect``: the daemon's while one runs, it holds
+the store): the window's missing history is fetched first, as ``sptrader data ensure``
+does, then its bars are read with up to the strategy's warm-up of bars stored before
+``--from`` (for its indicators; they are not traded). If open market time of the window
+is still missing, the backtest refuses to run (exit 1) unless ``--allow-gaps``; then
+trades whose holding period spans a gap are marked. The report gives the window's
+coverage either way.
 
 Several values for a parameter (``--param fast=5..30:5``, ``slow=20,40``) make a sweep:
 every combination runs on all cores and one table row shows each (sptrader.backtest.sweep).
@@ -25,11 +25,12 @@ from typing import Any
 
 import polars as pl
 
-from sptrader.client.paths import running_pid
+from sptrader.client.connect import connect
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.errors import SptraderError, UsageError
-from sptrader.models import US_PER_DAY, US_PER_MINUTE, normalize_instrument, timeframe_minutes
+from sptrader.models import US_PER_MINUTE, normalize_instrument, timeframe_minutes
 
 log = logging.getLogger(__name__)
 
@@ -175,115 +176,29 @@ def _refusal(instrument: str, start: int, end: int, gaps: list[tuple[int, int]])
 def _load(
     settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
 ) -> _Data:
-    if running_pid(settings.home) is not None:
-        return asyncio.run(_load_from_daemon(settings, instrument, timeframe, start, end, warmup))
-    return _load_here(settings, instrument, timeframe, start, end, warmup)
+    async def load() -> _Data:
+        async with connect(settings) as client:
+            return await _load_bars(client, instrument, timeframe, start, end, warmup)
+
+    return asyncio.run(load())
 
 
-def _fetch(settings: Settings, instrument: str, start: int, end: int) -> None:
-    """Fetch what is missing as `sptrader data ensure` does (in the daemon when one
-    runs); its progress bar goes to stderr, keeping stdout for the report."""
-    from sptrader.commands.backfill import backfill_with_progress
-
-    print(f"{instrument}: fetching missing history…", file=sys.stderr)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            outcome = backfill_with_progress(settings, [instrument], start, end)
-    except SptraderError as error:
-        # Nothing the feed can serve (the live edge only, no history feed...): the gap
-        # check that follows says what is missing.
-        log.info("no backfill of %s: %s", instrument, error)
-        return
-    event = outcome.get(instrument)
-    if event is not None and event.state == "failed":
-        print(f"sptrader: fetching {instrument} failed: {event.message}", file=sys.stderr)
-
-
-def _load_here(
-    settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
+async def _load_bars(
+    client: EngineClient, instrument: str, timeframe: str, start: int, end: int, warmup: int
 ) -> _Data:
-    from sptrader.engine import Engine
-
-    engine = Engine(settings)
-    store = engine.open_store()
-    try:
-        instrument = engine.check_instrument(instrument)
-        gaps = engine.data.gaps(instrument, start, end)
-        if gaps and engine.history_feed(instrument) is not None:
-            # The fetch opens the store itself (as `data ensure` does): let go of it.
-            store.close()
-            _fetch(settings, instrument, start, end)
-            engine = Engine(settings)
-            store = engine.open_store()
-        started = time.perf_counter()
-        status = engine.data.status(instrument, start, end)
-        bars = _read(store, instrument, timeframe, start, end, warmup)
-    finally:
-        store.close()
-    return _Data(
-        instrument,
-        bars,
-        [tuple(gap) for gap in status.gaps],
-        status.coverage_pct,
-        time.perf_counter() - started,
-    )
-
-
-def _read(
-    store: Any, instrument: str, timeframe: str, start: int, end: int, warmup: int
-) -> pl.DataFrame:
-    from sptrader.store import queries
-
-    bars = queries.bars_between(store, instrument, timeframe, start, end)
-    if warmup <= 0:
-        return bars
-    # Up to `warmup` stored bars before the window, looking further back over gaps.
-    width = timeframe_minutes(timeframe) * US_PER_MINUTE
-    first = queries.first_bar_ts(store, instrument)
-    edge = start - start % width
-    if first == 0 or first >= edge:
-        return bars
-    span = (warmup + 1) * width
-    while True:
-        older = queries.bars_between(store, instrument, timeframe, edge - span, edge)
-        if older.height >= warmup or edge - span <= first:
-            break
-        span *= 4
-    older = older.tail(warmup)
-    return pl.concat([older, bars]) if older.height else bars
-
-
-async def _load_from_daemon(
-    settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
-) -> _Data:
-    from sptrader.client.connection import ApiConnection
-    from sptrader.client.wire import candles_frame
-
-    async def call(method: str, **params: Any) -> Any:
-        connection = ApiConnection(settings.home)
-        await connection.open()
-        try:
-            return await connection.call(method, **params)
-        finally:
-            await connection.close()
-
-    gaps = await call("data_gaps", instrument=instrument, start_us=start, end_us=end)
-    if gaps:
-        await asyncio.to_thread(_fetch, settings, instrument, start, end)
+    """The window's bars (its missing history fetched first), preceded by up to
+    ``warmup`` stored bars, and its coverage."""
+    gaps = await client.data_gaps(instrument, start, end)  # an unknown one: a usage error
+    if gaps and await client.history_source(instrument) is not None:
+        await _fetch(client, instrument, start, end)
     started = time.perf_counter()
-    statuses = await call("data_status", instruments=[instrument], start_us=start, end_us=end)
+    statuses = await client.data_status([instrument], start, end)
     status = statuses[0] if statuses else {"gaps": [], "coverage_pct": None}
-    width = timeframe_minutes(timeframe) * US_PER_MINUTE
-    # Warm-up bars: their time with room for a weekend (trimmed below).
-    ahead = 3 * warmup * width + 3 * US_PER_DAY if warmup else 0
-    rows = await call(
-        "candles", instrument=instrument, timeframe=timeframe, start_us=start - ahead, end_us=end
-    )
-    bars = candles_frame(rows)
-    if warmup:
-        edge = pl.lit(start - start % width).cast(pl.Datetime("us"))
-        older = bars.filter(pl.col("ts") < edge).tail(warmup)
-        bars = pl.concat([older, bars.filter(pl.col("ts") >= edge)])
+    bars = await client.candles(instrument, timeframe, start_us=start, end_us=end)
+    if warmup > 0:
+        older = await client.bars_before(instrument, timeframe, start, warmup)
+        if older.height:
+            bars = pl.concat([older, bars])
     return _Data(
         instrument,
         bars,
@@ -291,3 +206,22 @@ async def _load_from_daemon(
         status["coverage_pct"],
         time.perf_counter() - started,
     )
+
+
+async def _fetch(client: EngineClient, instrument: str, start: int, end: int) -> None:
+    """Fetch what is missing as `sptrader data ensure` does; its progress bar goes to
+    stderr, keeping stdout for the report."""
+    from sptrader.commands.backfill import backfill_showing_progress
+
+    print(f"{instrument}: fetching missing history…", file=sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            outcome = await backfill_showing_progress(client, [instrument], start, end)
+    except SptraderError as error:
+        # Nothing the feed can serve (the live edge only...): the gap check that follows
+        # says what is missing.
+        log.info("no backfill of %s: %s", instrument, error)
+        return
+    event = outcome.get(instrument)
+    if event is not None and event.state == "failed":
+        print(f"sptrader: fetching {instrument} failed: {event.message}", file=sys.stderr)
