@@ -1,5 +1,6 @@
-"""The Textual control center. It hosts the Engine on its own loop and talks to it only
-through an EngineClient; ticks are coalesced and the panes repainted at a fixed rate."""
+"""The Textual control center. It gets its EngineClient from connect() (an Engine hosted
+on the app's own loop, or the daemon serving this home) and talks to the engine only
+through it; ticks are coalesced and the panes repainted at a fixed rate."""
 
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ from textual.worker import Worker, WorkerState
 
 from sptrader.chart_prefs import ChartPrefs, load_chart_prefs, save_chart_prefs
 from sptrader.charting import SignalMark
-from sptrader.client.local import LocalEngineClient
+from sptrader.client.connect import client_for
 from sptrader.client.protocol import EngineClient
 from sptrader.config import Settings
-from sptrader.engine import Engine
 from sptrader.formatting import decimals_of
 from sptrader.models import (
     TIMEFRAMES,
@@ -115,15 +115,17 @@ class SptraderApp(App[int]):
         ],
     ]
 
-    def __init__(
-        self, settings: Settings, engine: Engine | None = None, client: EngineClient | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, client: EngineClient | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.config = settings.config
-        # A local engine unless a client (attached to a daemon) is given.
-        self.engine = engine if engine is not None or client is not None else Engine(settings)
-        self.client: EngineClient = client or LocalEngineClient(self.engine)
+        # connect()'s choice for this home (an engine of our own, or the daemon's) unless
+        # a caller hands one in.
+        self.client: EngineClient = (
+            client if client is not None else client_for(settings, run="everything")
+        )
+        # The Engine when it runs in this process (None when attached to a daemon).
+        self.engine = getattr(self.client, "engine", None)
         self.subscription = self.client.subscribe("ui", self.config.ui.event_queue)
         self.engine_ready = False
         self.refreshes = 0
@@ -711,8 +713,8 @@ class SptraderApp(App[int]):
         yield from palette_commands(self)
 
 
-def run_tui(settings: Settings) -> int:
-    from sptrader.client.paths import running_pid
+def run_tui(settings: Settings, args: object = None) -> int:
+    """``sptrader tui`` (it takes no arguments of its own)."""
     from sptrader.logs import setup_logging
 
     log_config = settings.config.log
@@ -722,15 +724,11 @@ def run_tui(settings: Settings) -> int:
         max_bytes=log_config.max_bytes,
         backups=log_config.backups,
     )
-    if running_pid(settings.home) is not None:
-        # A daemon holds the store: attach to it instead of opening the file.
-        from sptrader.client.remote import RemoteEngineClient
-
-        app = SptraderApp(settings, client=RemoteEngineClient(settings.home))
-    else:
-        engine = Engine(settings)
+    client = client_for(settings, run="everything")
+    engine = getattr(client, "engine", None)
+    if engine is not None:
         # Open the store before taking over the terminal: a locked file is a one-line error.
         engine.open_store()
-        app = SptraderApp(settings, engine)
+    app = SptraderApp(settings, client)
     result = app.run()
     return result or 0
