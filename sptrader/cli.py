@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sptrader import __version__
 from sptrader.commands.arguments import Refused, count, output_dir, seconds, whole_id
@@ -407,16 +408,54 @@ def describe_os_error(error: OSError) -> str:
     return f"cannot use {error.filename}: {reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Where a command's code lives: ``module.function(settings, args)``, imported only
+    when it runs (so ``--help`` stays fast)."""
+
+    module: str
+    function: str
+    #: Feeds log retries and warnings: into the log file, not over the output.
+    logs_to_file: bool = False
+
+
+#: Every command by name (its parser is in build_parser): a new command is its module,
+#: its parser and one row here.
+COMMANDS: dict[str, Command] = {
+    "tui": Command("sptrader.app", "run_tui"),
+    "candles": Command("sptrader.commands.candles", "run_candles", logs_to_file=True),
+    "symbols": Command("sptrader.commands.symbols", "run_symbols", logs_to_file=True),
+    "backfill": Command("sptrader.commands.backfill", "run_backfill", logs_to_file=True),
+    "data": Command("sptrader.commands.data", "run_data", logs_to_file=True),
+    "export": Command("sptrader.commands.export_import", "run_export"),
+    "import": Command("sptrader.commands.export_import", "run_import"),
+    **{
+        name: Command("sptrader.commands.daemon_control", "run_daemon_command")
+        for name in ("start", "stop", "restart", "status", "service")
+    },
+    "db": Command("sptrader.commands.database", "run_db"),
+    "scan": Command("sptrader.commands.scans", "run_scan", logs_to_file=True),
+    "runs": Command("sptrader.commands.scans", "run_runs"),
+    "backtest": Command("sptrader.commands.backtest", "run_backtest_command", logs_to_file=True),
+    "order": Command("sptrader.commands.trading", "run_order", logs_to_file=True),
+    "close": Command("sptrader.commands.trading", "run_close", logs_to_file=True),
+    "orders": Command("sptrader.commands.trading", "run_orders"),
+    "positions": Command("sptrader.commands.trading", "run_positions"),
+    "cancel": Command("sptrader.commands.trading", "run_cancel"),
+    "journal": Command("sptrader.commands.journal", "run_journal"),
+    "config": Command("sptrader.commands.config_check", "run_config_check", logs_to_file=True),
+}
+
+
 def _run(args: argparse.Namespace) -> int:
+    import importlib
+
     from sptrader.config import load_settings, prepare_home
 
+    command = COMMANDS[args.command]
     settings = load_settings(args.home, args.config)
     prepare_home(settings)
-    if args.command in (
-        *("candles", "symbols", "backfill", "config", "data", "scan", "backtest"),
-        *("order", "close"),
-    ):
-        # Feeds log retries and warnings: into the log file, not over the output.
+    if command.logs_to_file:
         from sptrader.logs import setup_logging
 
         log_config = settings.config.log
@@ -426,69 +465,8 @@ def _run(args: argparse.Namespace) -> int:
             max_bytes=log_config.max_bytes,
             backups=log_config.backups,
         )
-    if args.command == "tui":
-        from sptrader.app import run_tui
-
-        return run_tui(settings)
-    if args.command == "candles":
-        from sptrader.commands.candles import run_candles
-
-        return run_candles(settings, args)
-    if args.command == "symbols":
-        from sptrader.commands.symbols import run_symbols
-
-        return run_symbols(settings, args)
-    if args.command == "backfill":
-        from sptrader.commands.backfill import run_backfill
-
-        return run_backfill(settings, args)
-    if args.command == "data":
-        from sptrader.commands.data import run_data
-
-        return run_data(settings, args)
-    if args.command == "export":
-        from sptrader.commands.export_import import run_export
-
-        return run_export(settings, args)
-    if args.command == "import":
-        from sptrader.commands.export_import import run_import
-
-        return run_import(settings, args)
-    if args.command in ("start", "stop", "restart", "status", "service"):
-        from sptrader.commands.daemon_control import run_daemon_command
-
-        return run_daemon_command(settings, args)
-    if args.command == "db":
-        from sptrader.commands.database import run_compact, run_migrate
-
-        if args.db_command == "compact":
-            return run_compact(settings, args)
-        return run_migrate(settings)
-    if args.command == "scan":
-        from sptrader.commands.scans import run_scan
-
-        return run_scan(settings, args)
-    if args.command == "backtest":
-        from sptrader.commands.backtest import run_backtest_command
-
-        return run_backtest_command(settings, args)
-    if args.command in ("order", "orders", "positions", "cancel", "close"):
-        from sptrader.commands import trading
-
-        return getattr(trading, f"run_{args.command}")(settings, args)
-    if args.command == "journal":
-        from sptrader.commands.journal import run_journal
-
-        return run_journal(settings, args)
-    if args.command == "runs":
-        from sptrader.commands.scans import run_runs
-
-        return run_runs(settings, args)
-    if args.command == "config":
-        from sptrader.commands.config_check import run_config_check
-
-        return run_config_check(settings)
-    raise AssertionError(args.command)
+    run = getattr(importlib.import_module(command.module), command.function)
+    return run(settings, args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from sptrader.config import KNOWN_FEEDS, Settings, feed_config
 from sptrader.errors import ConfigError, StoreLockedError
 
 
-def run_config_check(settings: Settings) -> int:
+def run_config_check(settings: Settings, args: object = None) -> int:
     config = settings.config
     source = (
         str(settings.config_path)

@@ -60,3 +60,10 @@ def run_compact(settings: Settings, args: argparse.Namespace) -> int:
             f"{_mb(result.size_after)} in {result.seconds:.1f} s"
         )
     return 0
+
+
+def run_db(settings: Settings, args: argparse.Namespace) -> int:
+    """``sptrader db compact`` or ``sptrader db migrate``."""
+    if args.db_command == "compact":
+        return run_compact(settings, args)
+    return run_migrate(settings)
