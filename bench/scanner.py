@@ -102,7 +102,7 @@ def main() -> None:
     try:
         for config in engine.config.scanners:
             strategy = registry.build(config.strategy, dict(config.params), [])
-            scanner = Scanner(engine, config, strategy)
+            scanner = Scanner(engine.scanner_deps, config, strategy)
             walls, splits, signals, rows = [], [], 0, 0
             for _ in range(args.runs):
                 started = time.perf_counter()

@@ -504,7 +504,7 @@ class LocalEngineClient:
             if error.details:
                 log.error("%s\n%s", error, error.details)
             raise SptraderError(f"cannot load its strategy: {error}") from None
-        run = Scanner(self.engine, scanner, strategy).scan
+        run = Scanner(self.engine.scanner_deps, scanner, strategy).scan
         result = await run_in_thread(functools.partial(run, "manual", at_us=at))
         alerter = Alerter(config.alerts)
         for signal in result.signals:

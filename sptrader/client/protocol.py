@@ -1,8 +1,9 @@
 """EngineClient: everything a caller (a screen, a command, the API) may ask of an engine.
 
 Screens and commands never touch DuckDB or sockets; they use this interface, whichever
-engine answers: ``LocalEngineClient`` (an Engine in this process), ``RemoteEngineClient``
-(a daemon over the API) or ``StoreClient`` (reads of the store alone, offline).
+engine answers: ``LocalEngineClient`` (an Engine in this process: every service running
+for the TUI, a few instruments streaming for a one-shot order, or only its store open for
+offline reads and one-shot work) or ``RemoteEngineClient`` (a daemon over the API).
 ``connect()`` picks one.
 """
 
@@ -16,8 +17,6 @@ import polars as pl
 
 from sptrader.bus import Subscription
 from sptrader.models import BackfillProgressed, Bar, ServiceStatus, SymbolInfo
-
-__all__ = ["EngineClient", "InstrumentSummary", "SymbolInfo"]
 
 
 @dataclass(slots=True)

@@ -378,7 +378,6 @@ def _reason(error: Exception) -> str:
     return str(error) if isinstance(error, BadValue) else f"{type(error).__name__}: {error}"
 
 
-
 def _is_trading(entry: dict[str, Any]) -> bool:
     return (
         entry.get("product_type", "SPOT") == "SPOT"

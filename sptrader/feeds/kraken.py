@@ -535,4 +535,3 @@ def _warn_dropped(what: str, dropped: list[str], kind: str) -> None:
             kind,
             dropped[0],
         )
-

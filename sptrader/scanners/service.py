@@ -118,8 +118,7 @@ class Scanner:
     """One scanner's runs over the store (blocking: call from a thread)."""
 
     def __init__(self, deps: ScannerDeps, config: ScannerConfig, strategy: Strategy) -> None:
-        # Callers written when this took the engine still pass it: it carries the deps.
-        self.deps = deps if isinstance(deps, ScannerDeps) else deps.scanner_deps
+        self.deps = deps
         self.config = config
         self.strategy = strategy
 
