@@ -1,5 +1,5 @@
 """Test support: a fake Binance spot that makes its own market and breaks on purpose
-(no tests in here; used by tests/test_fault_binance.py and bench/fault_feed.py).
+(no tests in here; used by tests/feeds/test_fault_binance.py and bench/fault_feed.py).
 
 The venue generates trades for its symbols (sequential ids, prices on a 0.01 grid, sizes
 on a 0.001 grid) and keeps every one: that record is the truth the stored bars are

@@ -6,7 +6,7 @@ The divisor turns the integer prices of the tick files into prices (EURUSD 11427
 the CFD indices, 10 for BTC, ETH and BCH; CZK and THB pairs and natural gas have 10000
 (USDRON is 100000, like most FX). Every entry is checked against dukascopy-node's
 instrument metadata (``decimalFactor`` as its bi5 engine divided by, generated from
-Dukascopy's own instrument list) in tests/test_wire_samples.py.
+Dukascopy's own instrument list) in tests/feeds/test_wire_samples.py.
 The JSON name is Dukascopy's ``BASE/QUOTE`` name with ``-`` for ``/`` (EUR-USD,
 USA500.IDX-USD, XAU-USD).
 """

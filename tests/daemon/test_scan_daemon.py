@@ -1,7 +1,7 @@
 """``sptrader scan``, ``runs`` and ``runs show`` while the daemon runs: the commands ask
 it through the API ("scan", "runs", "run_detail") and print what the local path prints.
 
-A real daemon (subprocess, as in tests/test_daemon.py) whose config has one
+A real daemon (subprocess, as in tests/daemon/test_daemon.py) whose config has one
 ``[[scanners]]`` entry on a schedule that never fires during the test.
 """
 

@@ -20,7 +20,7 @@ from sptrader.config import (
 from sptrader.errors import ConfigError
 from sptrader.models import TIMEFRAMES
 
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 
 
 def write(path: Path, text: str) -> Path:
