@@ -1,7 +1,9 @@
-"""The Engine owns the Bus, the Supervisor, the Store and the services around them.
+"""The Engine owns the Bus, the Supervisor, the Store, the feed registry and the services
+around them, each built from what it uses (not from the Engine).
 
-One Engine, two hosts: the TUI runs it on the app's loop; the daemon (later) runs the
-same one headless. Nothing here imports textual.
+One Engine, two hosts: the TUI runs it on the app's loop, the daemon runs the same one
+headless; callers reach it only through an EngineClient (sptrader.client). Nothing here
+imports textual.
 """
 
 from __future__ import annotations

@@ -1,1 +1,3 @@
-"""The local API the daemon serves and the TUI and CLI attach through."""
+"""The API an engine's host serves (the daemon today): ``server`` (sockets, the hello,
+subscriptions) and ``methods`` (the table of methods, each answered through an
+EngineClient). What clients use to reach it is in sptrader.client."""

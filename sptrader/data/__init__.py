@@ -1,2 +1,2 @@
-"""The data manager: what is stored (coverage), when markets are open (sessions), what
-is missing (gaps), and fetching it."""
+"""The data manager: what is stored (coverage) and what is missing (gaps, over the
+market hours of sptrader.sessions), the re-fetches owed, and export/import of bars."""
