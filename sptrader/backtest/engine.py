@@ -65,6 +65,7 @@ import msgspec
 import numpy as np
 import polars as pl
 
+from sptrader.broker import performance
 from sptrader.broker import risk as risk_limits
 from sptrader.broker.fill_model import FillModel
 from sptrader.broker.ledger import Ledger
@@ -87,18 +88,11 @@ __all__ = ["TRADE_COLUMNS", "BacktestResult", "run_backtest"]
 NAN = math.nan
 _SIDE_CODES = {"buy": 1, "sell": -1, "exit": 0}
 
-#: The columns of ``BacktestResult.trades`` (the first nine as in
-#: :data:`sptrader.broker.performance.TRADE_SCHEMA`).
+#: The columns of ``BacktestResult.trades``: the journal's trade columns up to ``fees``
+#: (:data:`sptrader.broker.performance.TRADE_SCHEMA`; ``exit_time_us`` is the open time
+#: of the bar it left in, ``pnl`` net of both fees), then what a backtest knows of each.
 TRADE_SCHEMA: dict[str, Any] = {
-    "instrument": pl.String,
-    "side": pl.String,  # long / short
-    "qty": pl.Float64,
-    "entry_time_us": pl.Int64,
-    "entry_price": pl.Float64,
-    "exit_time_us": pl.Int64,  # the open time of the bar it left in
-    "exit_price": pl.Float64,
-    "pnl": pl.Float64,  # net of both fees
-    "fees": pl.Float64,
+    **{name: kind for name, kind in performance.TRADE_SCHEMA.items() if name != "open"},
     "exit_reason": pl.String,  # signal, reverse, stop, target, end
     "stop": pl.Float64,
     "target": pl.Float64,
