@@ -41,6 +41,8 @@ bench: setup
 	$(BIN)/python bench/scanner.py
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/broker.py
+	$(BIN)/python bench/import_graph.py
+	$(BIN)/python bench/event_routing.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
