@@ -4,6 +4,7 @@ one, the daemon over its API; both answer the same calls the same way."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -59,3 +60,41 @@ async def test_with_a_daemon_every_call_goes_to_it(home: Path) -> None:
 def test_the_tui_gets_an_engine_that_runs_everything(home: Path) -> None:
     client = client_for(make_settings(home), run="everything")
     assert isinstance(client, LocalEngineClient) and client.run_services
+
+
+def test_both_clients_answer_every_call_of_the_protocol_with_its_signature() -> None:
+    """A capability is one typed protocol method, implemented by both clients with the
+    same parameters (so a caller never needs to know which engine answers)."""
+    from sptrader.client.protocol import EngineClient
+
+    names = [
+        name
+        for name, member in vars(EngineClient).items()
+        if not name.startswith("_") and (callable(member) or isinstance(member, property))
+    ]
+    assert len(names) > 40
+    for client_class in (LocalEngineClient, RemoteEngineClient):
+        for name in names:
+            member = getattr(client_class, name, None)
+            assert member is not None, f"{client_class.__name__} lacks {name}"
+            wanted = getattr(EngineClient, name)
+            if callable(wanted):
+                expected = list(inspect.signature(wanted).parameters)
+                assert list(inspect.signature(member).parameters) == expected, (
+                    f"{client_class.__name__}.{name}"
+                )
+
+
+def test_every_api_method_is_a_client_call_or_the_servers_own() -> None:
+    from sptrader.api.methods import METHODS
+    from sptrader.client.protocol import EngineClient
+
+    servers_own = {name for name, method in METHODS.items() if method.call is None}
+    assert servers_own == {"status", "subscribe"}
+    # The rows named after a client method take its parameters (forming_bars and the
+    # service_* rows are spelled for the wire).
+    for name, method in METHODS.items():
+        if method.call is None or not hasattr(EngineClient, name):
+            continue
+        takes = set(inspect.signature(getattr(EngineClient, name)).parameters) - {"self"}
+        assert set(method.params) <= takes | {"wait_ms"}, name
