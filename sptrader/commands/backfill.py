@@ -28,7 +28,12 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     end_us = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else now_us()
     if end_us <= start_us:
         raise UsageError("--to must be later than --from")
-    outcome = backfill_with_progress(settings, instruments, start_us, end_us)
+
+    async def fetch() -> dict[str, BackfillProgressed]:
+        async with connect(settings) as client:
+            return await backfill_showing_progress(client, instruments, start_us, end_us)
+
+    outcome = asyncio.run(fetch())
     failed = False
     for name, event in outcome.items():
         if event.state == "failed":
@@ -41,19 +46,6 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
                 f" ({event.skipped} already stored) in {event.elapsed_s:.1f}s"
             )
     return 1 if failed else 0
-
-
-def backfill_with_progress(
-    settings: Settings, instruments: list[str], start_us: int, end_us: int
-) -> dict[str, BackfillProgressed]:
-    """:func:`backfill_showing_progress` through a client of its own (for a command that
-    has none open)."""
-
-    async def run() -> dict[str, BackfillProgressed]:
-        async with connect(settings) as client:
-            return await backfill_showing_progress(client, instruments, start_us, end_us)
-
-    return asyncio.run(run())
 
 
 async def backfill_showing_progress(
