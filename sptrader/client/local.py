@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from sptrader.models import (
     timeframe_minutes,
 )
 from sptrader.scanners import lineage
+from sptrader.scanners.service import unknown_scanner
 from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
 
@@ -253,13 +253,12 @@ class LocalEngineClient:
         if not self.engine.started:
             return await self._scan_here(name)
         if name not in self.engine.scanners:
-            known = ", ".join(self.engine.scanners) or "none configured"
-            raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
+            raise unknown_scanner(name, list(self.engine.scanners))
         try:
             result = await self.engine.run_scanner(name)
         except StrategyLoadError as error:
             raise SptraderError(f"cannot load its strategy: {error}") from None
-        return json.loads(json.dumps(asdict(result), default=str))
+        return result.to_json()
 
     async def runs(self, last: int = 20) -> list[dict]:
         frame = await run_in_thread(lineage.recent_runs, self.engine.require_store(), last)
@@ -487,8 +486,7 @@ class LocalEngineClient:
         config = self.engine.config
         chosen = [scanner for scanner in config.scanners if scanner.name == name]
         if not chosen:
-            known = ", ".join(scanner.name for scanner in config.scanners) or "none configured"
-            raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
+            raise unknown_scanner(name, [scanner.name for scanner in config.scanners])
         scanner = chosen[0]
         at = now_us()  # the window's end: the history fetched below covers it
         for instrument in scanner.instruments:
@@ -510,7 +508,7 @@ class LocalEngineClient:
         for signal in result.signals:
             alerter.submit(alert_payload(signal))
         await run_in_thread(alerter.wait_idle, config.alerts.timeout_s * 2)
-        return json.loads(json.dumps(asdict(result), default=str))
+        return result.to_json()
 
     # --- data commands (candles, backfill, data, symbols, export) ---
 

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ import polars as pl
 from sptrader.alerts import Alerter
 from sptrader.clock import format_us, now_us
 from sptrader.config import AlertsConfig, ScannerConfig
-from sptrader.errors import SptraderError
+from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
 from sptrader.scanners import lineage
 from sptrader.scanners.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
@@ -77,6 +78,17 @@ class ScanResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     signals: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain JSON-able data (times and other values as text): what a client's
+        ``scan`` returns, locally or over the API."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def unknown_scanner(name: str, known: list[str]) -> UsageError:
+    return UsageError(
+        f"unknown scanner {name!r} (scanners: {', '.join(known) or 'none configured'})"
+    )
 
 
 class _StepFailed(Exception):
