@@ -8,7 +8,6 @@ import functools
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -537,14 +536,7 @@ class LocalEngineClient:
             return backfill, backfill.plan(names, start_us, end_us)
 
         backfill, jobs = await run_in_thread(plan)
-        running = asyncio.ensure_future(asyncio.to_thread(backfill.run, jobs))
-        try:
-            await asyncio.shield(running)
-        except asyncio.CancelledError:
-            # Interrupted: stop after the requests in flight, before the store closes.
-            backfill.cancel()
-            await asyncio.wait([running])
-            raise
+        await _run_backfill(backfill, jobs)
         return outcome  # the reports queued before the thread's end have run
 
     async def recent_window(self, instrument: str, timeframe: str, bars: int) -> tuple[int, int]:
@@ -573,7 +565,7 @@ class LocalEngineClient:
         engine = self.engine
         name = await run_in_thread(engine.check_instrument, instrument)
         if not engine.started:
-            missing = await run_in_thread(self._fetch_for_a_while, name, start_us, end_us, wait_s)
+            missing = await self._fetch_for_a_while(name, start_us, end_us, wait_s)
             if missing:
                 self._fetch_later.append((name, start_us, end_us))
             return missing
@@ -591,27 +583,22 @@ class LocalEngineClient:
             gaps = await run_in_thread(engine.data.gaps, name, start_us, end_us)
         return gaps
 
-    def _fetch_for_a_while(
+    async def _fetch_for_a_while(
         self, instrument: str, start_us: int, end_us: int, wait_s: float
     ) -> list[tuple[int, int]]:
-        """Blocking: fetch what is missing for at most ``wait_s`` seconds, then stop the
-        backfill (this engine is about to close its store); what is still missing."""
+        """Fetch what is missing for at most ``wait_s`` seconds, then stop the backfill
+        (this engine is about to close its store); what is still missing."""
         engine = self.engine
-        gaps = engine.data.gaps(instrument, start_us, end_us)
+        gaps = await run_in_thread(engine.data.gaps, instrument, start_us, end_us)
         if not gaps or wait_s == 0 or engine.history_feed(instrument) is None:
             return gaps
         backfill = engine.make_backfill()
         try:
-            jobs = backfill.plan([instrument], start_us, end_us)
+            jobs = await run_in_thread(backfill.plan, [instrument], start_us, end_us)
         except UsageError:
             return gaps  # only the live edge is missing
-        worker = threading.Thread(target=backfill.run, args=(jobs,), daemon=True)
-        worker.start()
-        worker.join(wait_s)
-        if worker.is_alive():
-            backfill.cancel()
-            worker.join()
-        return engine.data.gaps(instrument, start_us, end_us)
+        await _run_backfill(backfill, jobs, wait_s)
+        return await run_in_thread(engine.data.gaps, instrument, start_us, end_us)
 
     def _continue_fetching(self) -> None:
         """A detached `sptrader data ensure` per range fetch_missing left missing: it
@@ -695,3 +682,19 @@ class LocalEngineClient:
 
         store = self.engine.require_store()
         return asdict(await run_in_thread(transfer.import_bars, store, bars))
+
+
+async def _run_backfill(backfill: Backfill, jobs: list, timeout_s: float | None = None) -> None:
+    """Run a planned backfill in a thread; past ``timeout_s``, or interrupted, it stops
+    after the requests in flight (before the caller closes the store)."""
+    running = asyncio.ensure_future(asyncio.to_thread(backfill.run, jobs))
+    try:
+        done, _ = await asyncio.wait([asyncio.shield(running)], timeout=timeout_s)
+    except asyncio.CancelledError:
+        backfill.cancel()
+        await asyncio.wait([running])
+        raise
+    if not done:
+        backfill.cancel()
+        await asyncio.wait([running])
+    running.result()  # its error, if it failed
