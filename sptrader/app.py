@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container, Vertical
 from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.screen import Screen
@@ -58,6 +58,7 @@ from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
 from sptrader.screens.orders import OrdersPane, describe_order
 from sptrader.screens.palette import palette_commands
+from sptrader.screens.pane_bar import TURN_PANES, PaneBar
 from sptrader.screens.positions import PositionsPane
 from sptrader.screens.routing import EventBatch, EventRouter, Route
 
@@ -87,6 +88,9 @@ class SptraderApp(App[int]):
     # Short terminals (e.g. 36 rows) give the services, positions/orders and events
     # panes fewer rows (app.tcss), so the watchlist and chart keep theirs.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (44, "-tall")]
+    # Under 160 columns the panes below the chart take turns (app.tcss, PaneBar); under
+    # 120 the watchlist keeps only its most needed columns, so the chart keeps 40+.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-medium"), (160, "-wide")]
     # The order keys are app-wide, but a focused pane's own keys come first: `s` in the
     # services pane starts a service, `b` with the chart focused toggles its bands
     # (check_action keeps a disabled pane key from falling through to the ticket).
@@ -155,13 +159,13 @@ class SptraderApp(App[int]):
         prefs = load_chart_prefs(self.settings.home)
         timeframe = prefs.timeframe if prefs.timeframe in chart.timeframes else None
         yield Header(show_clock=True)
-        with Horizontal(id="main"):
-            with Vertical(id="left"):
-                yield WatchlistPane(
-                    self.client.watchlist, self.config.ui.sparkline_points, id="watchlist"
-                )
-                yield ServicesPane(id="services")
-                yield BackfillsPane(id="backfills")
+        # One grid for every size (app.tcss places the panes per breakpoint): from 160
+        # columns each pane has its place; below, the panes after the account bar take
+        # turns under the watchlist and chart (the pane bar, or a pane's key, shows one).
+        with Container(id="desk", classes="-show-positions"):
+            yield WatchlistPane(
+                self.client.watchlist, self.config.ui.sparkline_points, id="watchlist"
+            )
             yield ChartPane(
                 self.client,
                 list(chart.timeframes),
@@ -170,11 +174,14 @@ class SptraderApp(App[int]):
                 overlays=prefs.overlays,
                 id="chart",
             )
-        yield AccountBar(id="account")
-        with Horizontal(id="trading"):
+            with Vertical(id="services-area"):
+                yield ServicesPane(id="services")
+                yield BackfillsPane(id="backfills")
+            yield AccountBar(id="account")
+            yield PaneBar(self._pane_keys(), id="pane-bar")
             yield PositionsPane(id="positions")
             yield OrdersPane(id="orders")
-        yield EventLogPane(id="events")
+            yield EventLogPane(id="events")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -623,8 +630,36 @@ class SptraderApp(App[int]):
     def action_timeframe(self, timeframe: str) -> None:
         self.query_one(ChartPane).show_timeframe(timeframe)
 
+    def _pane_keys(self) -> dict[str, str]:
+        """The key that shows each pane that takes turns (after the [keymap])."""
+        keymap = self.config.keymap or {}
+        declared = {binding.id: binding for binding in declared_bindings(type(self))}
+        keys = {}
+        for pane in TURN_PANES:
+            binding = declared[f"focus-{pane}"]
+            key = keymap.get(binding.id, binding.key).split(",")[0]
+            keys[pane] = self.get_key_display(Binding(key, binding.action))
+        return keys
+
+    def show_pane(self, pane: str) -> None:
+        """Make ``pane`` the one shown below the watchlist and chart when the panes take
+        turns (under 160 columns; from 160 every pane is shown and this changes nothing
+        a user sees)."""
+        desk = self.query_one("#desk")
+        for other in TURN_PANES:
+            desk.set_class(other == pane, f"-show-{other}")
+        self.query_one(PaneBar).show_pane(pane)
+
+    def on_pane_bar_pane_chosen(self, event: PaneBar.PaneChosen) -> None:
+        self.action_focus_pane(TURN_PANES[event.pane])
+
     def action_focus_pane(self, widget_id: str) -> None:
-        self.query_one(f"#{widget_id}").focus()
+        for pane, focused in TURN_PANES.items():
+            if focused == widget_id:
+                self.show_pane(pane)
+        widget = self.query_one(f"#{widget_id}")
+        # A pane just shown is laid out on the next refresh; it can take focus then.
+        self.call_after_refresh(widget.focus)
 
     def _data_screen(self) -> DataScreen | None:
         """The Data screen, if open (possibly under a modal)."""

@@ -59,6 +59,10 @@ def format_price(price: float | None, decimals: int | None = None) -> str:
     return f"{price:,.{places}f}"
 
 
+#: The account strip's parts in the order a narrow strip leaves them out.
+ACCOUNT_PART_PRIORITY = ("realized", "unrealized", "counts", "exposure", "cash")
+
+
 class AccountBar(Static):
     """The paper account at the newest quotes (the app refreshes it at about 2 Hz)."""
 
@@ -75,10 +79,13 @@ class AccountBar(Static):
     def _paint(self) -> None:
         if self.account is None or self.problem:
             return
-        text = self.summary(self.account)
         width = self.content_size.width
-        if width and text.cell_len > width:
-            text = self.summary(self.account, short=True)  # realized/unrealized give way
+        text = self.summary(self.account)
+        # A narrow strip drops the least needed figures first; equity and day P&L stay.
+        for drop in range(1, len(ACCOUNT_PART_PRIORITY) + 1):
+            if not width or text.cell_len <= width:
+                break
+            text = self.summary(self.account, drop=drop)
         self.update(text)
 
     def on_resize(self) -> None:
@@ -91,34 +98,43 @@ class AccountBar(Static):
             self.update(Text(f"account: {message}", style="dim"))
 
     @staticmethod
-    def summary(account: dict[str, Any], short: bool = False) -> Text:
+    def summary(account: dict[str, Any], drop: int = 0) -> Text:
+        """The strip's text; ``drop`` leaves out that many parts, least needed first
+        (ACCOUNT_PART_PRIORITY)."""
         currency = account.get("currency", "")
         day = float(account.get("day_pnl", 0.0))
         unrealized = float(account.get("unrealized", 0.0))
         positions = int(account.get("open_positions", 0))
         orders = int(account.get("open_orders", 0))
         realized = account.get("realized")
-        return Text.assemble(
-            ("Equity ", "dim"),
-            (f"{money(account.get('equity'))} {currency}", "bold"),
-            ("   Cash ", "dim"),
-            money(account.get("cash")),
-            ("   Exposure ", "dim"),
-            money(account.get("exposure")),
-            ("   Day P&L ", "dim"),
-            (money(day, signed=True), f"bold {pnl_style(day)}".strip()),
-            *(
-                ()
-                if short
-                else (
-                    ("   Unrealized ", "dim"),
-                    (money(unrealized, signed=True), pnl_style(unrealized)),
-                    ("   Realized ", "dim"),
-                    (money(realized, signed=True), pnl_style(realized)),
-                )
+        parts: dict[str, tuple[tuple[str, str], ...]] = {
+            "equity": (("Equity ", "dim"), (f"{money(account.get('equity'))} {currency}", "bold")),
+            "cash": (("Cash ", "dim"), (money(account.get("cash")), "")),
+            "exposure": (("Exposure ", "dim"), (money(account.get("exposure")), "")),
+            "day": (
+                ("Day P&L ", "dim"),
+                (money(day, signed=True), f"bold {pnl_style(day)}".strip()),
             ),
-            ("   ", ""),
-            (f"{positions} position{'' if positions == 1 else 's'}", "bold" if positions else ""),
-            (" · ", "dim"),
-            (f"{orders} open order{'' if orders == 1 else 's'}", "bold" if orders else ""),
-        )
+            "unrealized": (
+                ("Unrealized ", "dim"),
+                (money(unrealized, signed=True), pnl_style(unrealized)),
+            ),
+            "realized": (
+                ("Realized ", "dim"),
+                (money(realized, signed=True), pnl_style(realized)),
+            ),
+            "counts": (
+                (f"{positions} position{'' if positions == 1 else 's'}", "bold" if positions else ""),
+                (" · ", "dim"),
+                (f"{orders} open order{'' if orders == 1 else 's'}", "bold" if orders else ""),
+            ),
+        }
+        for name in ACCOUNT_PART_PRIORITY[:drop]:
+            del parts[name]
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for index, pieces in enumerate(parts.values()):
+            if index:
+                text.append("   ")
+            for piece, style in pieces:
+                text.append(piece, style)
+        return text

@@ -1,4 +1,7 @@
-"""Events pane: what the engine reports (service state changes, errors, drops)."""
+"""Events pane: what the engine reports (service state changes, errors, drops).
+
+Lines wrap at the pane's width (a narrow terminal cuts nothing off), continued under the
+message rather than under the clock."""
 
 from __future__ import annotations
 
@@ -20,7 +23,11 @@ LEVEL_STYLES = {
 
 class EventLogPane(RichLog):
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=2000, wrap=False, markup=False, highlight=False, **kwargs)
+        # min_width: RichLog renders at least this wide, and would cut a narrow pane's
+        # lines instead of wrapping them.
+        super().__init__(
+            max_lines=2000, wrap=True, min_width=20, markup=False, highlight=False, **kwargs
+        )
         self.border_title = "Events"
         self.lines_written = 0
 

@@ -22,15 +22,15 @@ from sptrader.screens.account import Decimals, format_price, format_qty
 from sptrader.screens.positions import ACTION, ActionTable, Column
 
 ORDER_COLUMNS = (
-    Column("order_id", "#", 4, right=True),
+    Column("order_id", "#", 4, right=True, drop=4),
     Column("instrument", "Instrument", 10),
-    Column("side", "Side", 4),
-    Column("qty", "Qty", 8, right=True),
-    Column("type", "Type", 6),
-    Column("price", "Price", 9, right=True),
-    Column("role", "Role", 5, drop=3),
-    Column("tif", "TIF", 3, drop=2),
-    Column("age", "Age", 4, right=True, drop=1),
+    Column("side", "Side", 4, drop=1),
+    Column("qty", "Qty", 8, right=True, drop=2),
+    Column("type", "Type", 6, drop=5),
+    Column("price", "Price", 9, right=True, drop=3),
+    Column("role", "Role", 5, drop=8),
+    Column("tif", "TIF", 3, drop=7),
+    Column("age", "Age", 4, right=True, drop=6),
     Column(ACTION, "", 8),
 )
 CANCEL_CELL = "✕ cancel"

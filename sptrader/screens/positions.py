@@ -49,6 +49,7 @@ class ActionTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, cell_padding=0, **kwargs)
         self.all_columns = list(columns)
         self.shown: list[Column] = []
+        self._widths: list[int] = []
         #: The rows as last given (key -> column -> text), in order.
         self.data: dict[str, dict[str, Text]] = {}
         self._painted: dict[str, dict[str, tuple[str, str]]] = {}
@@ -58,12 +59,18 @@ class ActionTable(DataTable):
 
     # --- columns ----------------------------------------------------------------------
 
+    def _width(self, column: Column) -> int:
+        """A column's width: what its label and its widest cell need (never less than
+        declared), so no cell is cut."""
+        widest = max((cells[column.key].cell_len for cells in self.data.values()), default=0)
+        return max(column.width, len(column.label), widest)
+
     def _fitting(self) -> list[Column]:
         available = self.size.width - 1  # the vertical scrollbar
         columns = list(self.all_columns)
         if available <= 1:
             return columns  # not laid out yet
-        while sum(column.width + 1 for column in columns) > available:
+        while sum(self._width(column) + 1 for column in columns) > available:
             optional = [column for column in columns if column.drop]
             if not optional:
                 break
@@ -72,18 +79,20 @@ class ActionTable(DataTable):
 
     def _fit(self, force: bool = False) -> None:
         columns = self._fitting()
-        if not force and [c.key for c in columns] == [c.key for c in self.shown]:
+        widths = [self._width(column) for column in columns]
+        if not force and columns == self.shown and widths == self._widths:
             return
         cursor = self.selected
         self.shown = columns
+        self._widths = widths
         self.clear(columns=True)
-        for column in columns:
+        for column, width in zip(columns, widths, strict=True):
             label = (
                 Text(column.label, justify="right", style="bold")
                 if column.right
                 else Text(f" {column.label}", style="bold")
             )
-            self.add_column(label, key=column.key, width=column.width + 1)
+            self.add_column(label, key=column.key, width=width + 1)
         self._painted.clear()
         self._add_rows(cursor)
 
@@ -132,8 +141,15 @@ class ActionTable(DataTable):
             self.clear()
             self._painted.clear()
             self._add_rows(cursor)
+            self._fit()  # new rows may need wider columns (or fewer of them)
             return
         self.data = dict(rows)
+        # Cells that grew re-lay the columns out; narrower ones keep them (no jitter as
+        # a P&L loses a digit).
+        widths = [self._width(column) for column in self.shown]
+        if any(new > old for new, old in zip(widths, self._widths, strict=False)):
+            self._fit()
+            return
         for key, cells in rows.items():
             painted = self._painted.setdefault(key, {})
             for column in self.shown:
@@ -169,14 +185,16 @@ class ActionTable(DataTable):
         self.post_message(self.ActionClicked(self, key))
 
 
+# drop: when the pane is narrow the highest goes first; the instrument and the ✕ close
+# cell always stay.
 POSITION_COLUMNS = (
     Column("instrument", "Instrument", 10),
-    Column("side", "Side", 5),
-    Column("qty", "Qty", 8, right=True),
-    Column("avg_price", "Avg price", 9, right=True, drop=2),
-    Column("mark", "Mark", 9, right=True, drop=1),
-    Column("unrealized", "Unrl P&L", 10, right=True),
-    Column("realized", "Real P&L", 9, right=True, drop=3),
+    Column("side", "Side", 5, drop=2),
+    Column("qty", "Qty", 8, right=True, drop=3),
+    Column("avg_price", "Avg price", 9, right=True, drop=5),
+    Column("mark", "Mark", 9, right=True, drop=4),
+    Column("unrealized", "Unrl P&L", 10, right=True, drop=1),
+    Column("realized", "Real P&L", 9, right=True, drop=6),
     Column(ACTION, "", 7),
 )
 CLOSE_CELL = "✕ close"

@@ -67,10 +67,12 @@ def app(home: Path) -> SptraderApp:
 
 
 @contextlib.asynccontextmanager
-async def trading(app: SptraderApp) -> AsyncIterator[Pilot]:
+async def trading(
+    app: SptraderApp, size: tuple[int, int] = TERMINAL_SIZE
+) -> AsyncIterator[Pilot]:
     """The app started, quotes arriving and the account read; left with ``q`` (and no
     background job may have failed meanwhile)."""
-    async with app.run_test(size=TERMINAL_SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: app.engine_ready, what="the engine to start")
         chart = app.query_one(ChartPane)
         await wait_for(pilot, lambda: chart.loaded_key is not None, what="the first chart")
