@@ -26,6 +26,46 @@ def decimals_of(values: Sequence[float], at_most: int = 8) -> int:
     return found
 
 
+def decimals_of_tick(tick: str | float) -> int:
+    """The decimals a tick size implies: "0.01000000" -> 2, "0.00005" -> 5, "1" -> 0
+    (read from its text, so 0.1 is not 0.1000000000000000055...)."""
+    text = f"{tick:.10f}" if isinstance(tick, float) else str(tick).strip()
+    if "e" in text.lower():
+        text = f"{float(text):.10f}"
+    if "." not in text:
+        return 0
+    return len(text.rstrip("0").split(".", 1)[1])
+
+
+def guess_decimals(price: float) -> int:
+    """A price's display precision when nothing better is known, by its size."""
+    size = abs(price)
+    return 2 if size >= 100 else 4 if size >= 10 else 5
+
+
+def price_decimals(known: int | None, prices: Sequence[float] = ()) -> int | None:
+    """How many decimals an instrument's prices show: its feed's metadata (``known``)
+    first, else what its prices themselves use (quotes, stored closes), else a guess by
+    their size; None when there is nothing to go on (format_price then guesses per
+    value). The one rule every pane and command follows."""
+    if known is not None:
+        return known
+    values = [value for value in prices if value == value]  # no NaN
+    if not values:
+        return None
+    # Whole numbers say nothing of the precision: then guess by size.
+    return decimals_of(values) or guess_decimals(values[-1])
+
+
+def format_price(price: float | None, decimals: int | None = None, missing: str = "-") -> str:
+    """A price with thousands separators and fixed decimals: 48,109.96 · 1.06685 ·
+    150.123. ``decimals`` None guesses by the price's size; ``missing`` for no price."""
+    if price is None or price != price:
+        return missing
+    places = guess_decimals(price) if decimals is None else decimals
+    return f"{price:,.{places}f}"
+
+
 def format_age(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -367,3 +367,6 @@ class SymbolInfo:
     kind: str = ""  # crypto, fx, metal, index, equity, cfd ...
     base: str = ""
     quote: str = ""
+    # Decimals its prices show, from the feed's metadata (tick size, price increment,
+    # pair_decimals, displayPrecision; 5 for EURUSD, 2 for BTCUSDT); None: not said.
+    price_decimals: int | None = None

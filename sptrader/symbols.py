@@ -34,6 +34,7 @@ SYMBOL_SCHEMA = {
     "kind": pl.String,
     "base": pl.String,
     "quote": pl.String,
+    "price_decimals": pl.Int32,  # null: the feed's metadata does not say
 }
 
 
@@ -93,6 +94,7 @@ class SymbolDirectory:
                 "kind": [item.kind for item in symbols],
                 "base": [item.base for item in symbols],
                 "quote": [item.quote for item in symbols],
+                "price_decimals": [item.price_decimals for item in symbols],
             },
             schema=SYMBOL_SCHEMA,
         )
@@ -183,7 +185,7 @@ class SymbolDirectory:
             .cursor()
             .execute(
                 """
-                SELECT instrument, description, kind, base, quote FROM (
+                SELECT instrument, description, kind, base, quote, price_decimals FROM (
                     SELECT *, regexp_replace(upper(split_part(instrument, ':', 2)),
                                              '[^A-Z0-9]', '', 'g') AS compact
                     FROM symbols WHERE list_contains($feeds, feed)
@@ -199,6 +201,36 @@ class SymbolDirectory:
             .fetchall()
         )
         return [SymbolInfo(*row) for row in rows]
+
+    def price_decimals(self, instruments: list[str]) -> dict[str, int]:
+        """The decimals each instrument's prices show, as its feed's metadata says (those
+        it does not say are left out). Feeds whose list is built in (SIM, Dukascopy)
+        answer themselves; the others from their cached list only: a price format never
+        waits for the network (the background refresh fetches the lists)."""
+        found: dict[str, int] = {}
+        asked = set(instruments)
+        for prefix in _group(instruments):
+            feed = self._feeds.history_feed(f"{prefix}:X")
+            if feed is not None and feed.builtin_symbols:
+                found.update(
+                    (item.instrument, item.price_decimals)
+                    for item in feed.symbols()
+                    if item.instrument in asked and item.price_decimals is not None
+                )
+        rest = [name for name in instruments if name not in found]
+        if rest:
+            rows = (
+                self._store()
+                .cursor()
+                .execute(
+                    "SELECT instrument, price_decimals FROM symbols"
+                    " WHERE list_contains(?, instrument) AND price_decimals IS NOT NULL",
+                    [rest],
+                )
+                .fetchall()
+            )
+            found.update(rows)
+        return found
 
     async def refresh_stale(self) -> None:
         """Background: refresh every enabled feed's list that is missing or expired."""

@@ -89,6 +89,9 @@ class Feed(ABC):
     refetch_partial_minute: bool = True
     #: True when any symbol is valid (the simulator): nothing to validate against.
     open_symbols: bool = False
+    #: True when its symbol list is built in (no network): asked directly for a price
+    #: format, not through the cached list (sptrader.symbols.price_decimals).
+    builtin_symbols: bool = False
     #: The kind of market its instruments trade in where its symbol list does not say
     #: ("crypto", "fx", ...: sptrader.sessions gives each kind its hours). Every feed
     #: class sets one: the feed registry refuses a class without it (no silent 24x7).

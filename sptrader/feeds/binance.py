@@ -25,6 +25,7 @@ from sptrader.config import BinanceFeedConfig
 from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo
 from sptrader.feeds.http import get_with_retries
+from sptrader.formatting import decimals_of_tick
 from sptrader.models import (
     SIDE_BUY,
     SIDE_SELL,
@@ -265,14 +266,29 @@ class BinanceFeed(ExchangeFeed):
             )
             assert response is not None
             payload = response.json()
-        return [
-            SymbolInfo(
-                f"BINANCE:{entry['symbol']}",
-                f"{entry['baseAsset']} / {entry['quoteAsset']}",
-                "crypto",
-                entry["baseAsset"],
-                entry["quoteAsset"],
-            )
-            for entry in payload.get("symbols", [])
-            if entry.get("status") == "TRADING"
-        ]
+        return symbol_infos(payload)
+
+
+def symbol_infos(payload: dict[str, Any]) -> list[SymbolInfo]:
+    """The trading pairs of an exchangeInfo answer, each with the decimals of its
+    PRICE_FILTER tickSize ("0.01000000" -> 2)."""
+    return [
+        SymbolInfo(
+            f"BINANCE:{entry['symbol']}",
+            f"{entry['baseAsset']} / {entry['quoteAsset']}",
+            "crypto",
+            entry["baseAsset"],
+            entry["quoteAsset"],
+            _tick_decimals(entry),
+        )
+        for entry in payload.get("symbols", [])
+        if entry.get("status") == "TRADING"
+    ]
+
+
+def _tick_decimals(entry: dict[str, Any]) -> int | None:
+    for rule in entry.get("filters") or []:
+        tick = rule.get("tickSize") if rule.get("filterType") == "PRICE_FILTER" else None
+        if tick and float(tick) > 0:
+            return decimals_of_tick(tick)
+    return None

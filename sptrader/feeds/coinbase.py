@@ -42,6 +42,7 @@ from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
 from sptrader.feeds.validate import MALFORMED, BadValue, skip_invalid
+from sptrader.formatting import decimals_of_tick
 from sptrader.models import (
     NO_TRADE_ID,
     SIDE_UNKNOWN,
@@ -392,4 +393,8 @@ def _symbol_info(entry: dict[str, Any]) -> SymbolInfo:
     base = entry.get("base_currency_id") or product.partition("-")[0]
     quote = entry.get("quote_currency_id") or product.partition("-")[2]
     description = f"{entry.get('base_name') or base} / {entry.get('quote_name') or quote}"
-    return SymbolInfo(f"COINBASE:{product}", description, "crypto", base, quote)
+    # The price's own step; quote_increment (the step of quote-currency amounts) where
+    # an older answer lacks it.
+    increment = entry.get("price_increment") or entry.get("quote_increment")
+    decimals = decimals_of_tick(increment) if increment and float(increment) > 0 else None
+    return SymbolInfo(f"COINBASE:{product}", description, "crypto", base, quote, decimals)

@@ -290,6 +290,7 @@ class DukascopyFeed(Feed):
     # Its instrument table gives each symbol its kind; fx for one it does not list.
     market_kind = "fx"
     live = False
+    builtin_symbols = True
     history_chunk_us = US_PER_DAY
 
     def __init__(
@@ -409,7 +410,12 @@ class DukascopyFeed(Feed):
         """The built-in instrument table."""
         return [
             SymbolInfo(
-                f"DUKASCOPY:{entry.symbol}", entry.description, entry.kind, entry.base, entry.quote
+                f"DUKASCOPY:{entry.symbol}",
+                entry.description,
+                entry.kind,
+                entry.base,
+                entry.quote,
+                entry.decimals,
             )
             for entry in INSTRUMENTS.values()
         ]

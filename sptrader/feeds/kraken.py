@@ -48,6 +48,7 @@ from sptrader.feeds import validate
 from sptrader.feeds.base import BAR_SCHEMA, ExchangeFeed, SymbolInfo, empty_bars
 from sptrader.feeds.http import get_with_retries
 from sptrader.feeds.validate import MALFORMED, BadValue, skip_invalid
+from sptrader.formatting import decimals_of_tick
 from sptrader.models import (
     NO_TRADE_ID,
     SIDE_BUY,
@@ -420,8 +421,21 @@ class KrakenFeed(ExchangeFeed):
                 continue
             base, quote = symbol.split("/")
             kind = "fx" if base in FIAT and quote in FIAT else "crypto"
-            infos.append(SymbolInfo(f"KRAKEN:{symbol}", f"{base} / {quote}", kind, base, quote))
+            infos.append(
+                SymbolInfo(
+                    f"KRAKEN:{symbol}", f"{base} / {quote}", kind, base, quote, pair_decimals(entry)
+                )
+            )
         return sorted(infos, key=lambda info: info.instrument)
+
+
+def pair_decimals(entry: dict[str, Any]) -> int | None:
+    """An AssetPairs entry's price decimals: ``pair_decimals``, else its ``tick_size``."""
+    decimals = entry.get("pair_decimals")
+    if isinstance(decimals, int) and not isinstance(decimals, bool) and decimals >= 0:
+        return decimals
+    tick = entry.get("tick_size")
+    return decimals_of_tick(tick) if tick and float(tick) > 0 else None
 
 
 def v2_symbol(entry: dict[str, Any]) -> str | None:

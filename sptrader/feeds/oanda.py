@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import polars as pl
@@ -293,12 +294,25 @@ class OandaFeed(ExchangeFeed):
                     KINDS.get(entry.get("type", ""), ""),
                     base,
                     quote,
+                    display_decimals(entry),
                 )
             )
         return symbols
 
 
 # --- helpers --------------------------------------------------------------------------
+
+
+def display_decimals(entry: dict[str, Any]) -> int | None:
+    """An instrument's price decimals: ``displayPrecision`` (EUR_USD 5), else one past
+    its pip (pipLocation -4 -> 5, the fractional pip OANDA quotes)."""
+    precision = entry.get("displayPrecision")
+    if isinstance(precision, int) and not isinstance(precision, bool) and precision >= 0:
+        return precision
+    pip = entry.get("pipLocation")
+    if isinstance(pip, int) and not isinstance(pip, bool):
+        return max(0, 1 - pip)
+    return None
 
 
 def _window_params(

@@ -233,6 +233,7 @@ class SimFeed(Feed):
     refetch_partial_minute = False
     # Any symbol works (unknown ones get a made-up spec); the known ones are listed.
     open_symbols = True
+    builtin_symbols = True
 
     def __init__(self, instruments: list[str], config: SimFeedConfig) -> None:
         super().__init__(instruments)
@@ -250,6 +251,7 @@ class SimFeed(Feed):
                 f"SIM:{spec.symbol}",
                 f"simulated {spec.symbol} ({spec.asset_class})",
                 kinds.get(spec.asset_class, spec.asset_class),
+                price_decimals=spec.decimals,
             )
             for spec in KNOWN_INSTRUMENTS.values()
         ]

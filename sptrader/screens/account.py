@@ -10,7 +10,13 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-#: How many decimals an instrument's prices show (the app learns it from the quotes).
+# The price format is shared with the commands; the panes import it from here too.
+from sptrader.formatting import format_price, guess_decimals
+
+__all__ = ["Decimals", "format_price", "format_qty", "guess_decimals", "money", "pnl_style"]
+
+#: How many decimals an instrument's prices show (sptrader.formatting.price_decimals:
+#: its feed's metadata, else its quotes), None when not known yet.
 Decimals = Callable[[str], int | None]
 
 
@@ -44,19 +50,6 @@ def format_qty(qty: float | None) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
-
-
-def guess_decimals(price: float) -> int:
-    """A price's display precision before the instrument's quotes say it."""
-    size = abs(price)
-    return 2 if size >= 100 else 4 if size >= 10 else 5
-
-
-def format_price(price: float | None, decimals: int | None = None) -> str:
-    if price is None:
-        return "-"
-    places = guess_decimals(price) if decimals is None else decimals
-    return f"{price:,.{places}f}"
 
 
 #: The account strip's parts in the order a narrow strip leaves them out.
@@ -124,7 +117,10 @@ class AccountBar(Static):
                 (money(realized, signed=True), pnl_style(realized)),
             ),
             "counts": (
-                (f"{positions} position{'' if positions == 1 else 's'}", "bold" if positions else ""),
+                (
+                    f"{positions} position{'' if positions == 1 else 's'}",
+                    "bold" if positions else "",
+                ),
                 (" · ", "dim"),
                 (f"{orders} open order{'' if orders == 1 else 's'}", "bold" if orders else ""),
             ),

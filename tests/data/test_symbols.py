@@ -213,8 +213,10 @@ def test_search_ranks_exact_symbols_first_then_prefixes_then_the_rest(engine: En
     # Separators and case do not matter.
     for query in ("BTC/USD", "btc-usd", " Btc_Usd "):
         assert instruments(engine.symbols.search(query))[:3] == exact
-    assert found[0] == SymbolInfo("COINBASE:BTC-USD", "Bitcoin / US Dollar", "crypto", "BTC", "USD")
-    assert found[1] == SymbolInfo("KRAKEN:BTC/USD", "BTC / USD", "crypto", "BTC", "USD")
+    assert found[0] == SymbolInfo(
+        "COINBASE:BTC-USD", "Bitcoin / US Dollar", "crypto", "BTC", "USD", price_decimals=2
+    )
+    assert found[1] == SymbolInfo("KRAKEN:BTC/USD", "BTC / USD", "crypto", "BTC", "USD", 2)
     # Then symbols starting with the query, then the rest; shorter ones first in each.
     assert instruments(engine.symbols.search("btc")) == [
         *exact,
