@@ -185,6 +185,9 @@ METHODS: dict[str, Method] = {
         lambda c, **v: c.data_status(list(v["instruments"] or []), v["start_us"], v["end_us"]),
     ),
     "stale_instruments": Method({}, _stale),
+    "price_decimals": Method(
+        {"instruments": _NAMES}, lambda c, instruments: c.price_decimals(instruments)
+    ),
     "search_symbols": Method(
         {"query": Param(str, default=""), "feed": _MAYBE_TEXT, "limit": _count(default=50)},
         _search_symbols,

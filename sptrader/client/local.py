@@ -26,6 +26,7 @@ from sptrader.config import LIVE_FEEDS, Settings, feed_config
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
 from sptrader.feeds import Feed
+from sptrader.formatting import price_decimals
 from sptrader.intervals import total
 from sptrader.models import (
     US_PER_DAY,
@@ -45,6 +46,10 @@ from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
 
 log = logging.getLogger(__name__)
+
+#: Stored 1m closes whose digits stand for an instrument's precision when its feed's
+#: metadata does not say it.
+PRECISION_SAMPLE = 200
 
 BROKER_DISABLED = "the paper broker is disabled ([broker] enabled = false)"
 
@@ -134,6 +139,20 @@ class LocalEngineClient:
 
     def forming_bar(self, instrument: str) -> Bar | None:
         return self.engine.forming_bar(instrument)
+
+    async def price_decimals(self, instruments: list[str]) -> dict[str, int]:
+        def read() -> dict[str, int]:
+            found = self.engine.symbols.price_decimals(instruments)
+            store = self.engine.require_store()
+            for name in instruments:
+                if name not in found:
+                    closes = queries.last_bars(store, name, "1m", PRECISION_SAMPLE)["close"]
+                    decimals = price_decimals(None, closes.to_list())
+                    if decimals is not None:
+                        found[name] = decimals
+            return found
+
+        return await run_in_thread(read)
 
     async def stale_instruments(self) -> set[str]:
         return self.engine.stale_instruments()

@@ -81,6 +81,12 @@ class EngineClient(Protocol):
         self, instruments: list[str], points: int
     ) -> dict[str, InstrumentSummary]: ...
 
+    async def price_decimals(self, instruments: list[str]) -> dict[str, int]:
+        """How many decimals each instrument's prices show (sptrader.formatting's
+        price_decimals rule): its feed's symbol metadata, else what its stored closes
+        use; an instrument with neither is left out (format_price then guesses by size)."""
+        ...
+
     async def stale_instruments(self) -> set[str]:
         """Instruments whose feed is not delivering right now."""
         ...

@@ -169,6 +169,9 @@ class RemoteEngineClient:
             for name, (session_open, last, closes) in result.items()
         }
 
+    async def price_decimals(self, instruments: list[str]) -> dict[str, int]:
+        return await self._call("price_decimals", instruments=instruments)
+
     async def stale_instruments(self) -> set[str]:
         if not self.connected:
             return set(self.watchlist)
