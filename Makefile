@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/import_graph.py
 	$(BIN)/python bench/event_routing.py
+	$(BIN)/python bench/chart_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

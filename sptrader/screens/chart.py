@@ -32,18 +32,24 @@ is shown or ``escape`` clears it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from rich.text import Text
+from rich.style import Style
+from rich.text import Span, Text
 from textual import events, on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from sptrader.charting import (
@@ -52,6 +58,7 @@ from sptrader.charting import (
     overlay_lookback,
     render_candles,
     signal_position,
+    visible_state,
 )
 from sptrader.client.protocol import EngineClient
 from sptrader.clock import now_us
@@ -72,6 +79,14 @@ LIVE_EDGE_US = 3 * US_PER_MINUTE
 # have it); requests are forgotten after REQUEST_MEMORY_S.
 RETRY_AFTER_S = 60.0
 REQUEST_MEMORY_S = 600.0
+# Live data redraws the chart at most this often, whatever ui.chart_refresh_hz says (a
+# plotext build costs 10-40 ms of a core); what the user does is drawn at once.
+MAX_LIVE_RENDER_HZ = 2.0
+# Live windows kept per (instrument, timeframe), drawn at once when shown again.
+WINDOW_CACHE_SIZE = 16
+# Below this many columns per timeframe button (plus room for the title) the toolbar's
+# buttons lose their padding.
+TITLE_ROOM = 28
 
 
 def _rows_to_bars(instrument: str, timeframe: str, frame) -> list[Bar]:
@@ -100,6 +115,41 @@ def _combine(instrument: str, timeframe: str, start_us: int, minutes: list[Bar])
 def _format_time(ts_us: int, minutes: int) -> str:
     form = "%Y-%m-%d" if minutes >= 1440 else "%Y-%m-%d %H:%M"
     return datetime.fromtimestamp(ts_us / 1e6, tz=UTC).strftime(form)
+
+
+class ChartTitle(Label):
+    """The chart's title line: the longest of its variants (longest first) that fits
+    its width, so a narrow pane shortens it by whole words and never cuts one.
+    ``content`` stays the longest (full) title."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.variants: tuple[str, ...] = ()
+
+    def show(self, variants: Sequence[str]) -> None:
+        variants = tuple(variants)
+        if variants != self.variants:
+            self.variants = variants
+            self.update(variants[0] if variants else "")
+
+    def shown(self) -> str:
+        """The variant drawn at the current width."""
+        width = self.content_size.width
+        for variant in self.variants:
+            if len(variant) <= width:
+                return variant
+        return ""
+
+    def render(self) -> RenderResult:
+        return Content(self.shown()) if self.variants else super().render()
+
+
+class TimeframeButton(Button):
+    """A timeframe button as wide as its label and its line-pad (Button's own width
+    always adds two columns; a narrow chart sets line-pad 0)."""
+
+    def get_content_width(self, container, viewport) -> int:
+        return self.label.cell_length + 2 * self.styles.line_pad
 
 
 class ChartPane(Vertical, can_focus=True):
@@ -133,10 +183,14 @@ class ChartPane(Vertical, can_focus=True):
         timeframe: str,
         bars: int,
         overlays: Sequence[str] = (),
+        decimals: Callable[[str], int | None] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.client = client
+        # The instrument's price precision (e.g. from its symbol metadata); None, or no
+        # answer: the decimals the shown bars use.
+        self.decimals_source = decimals
         self.timeframes = timeframes
         self.timeframe = timeframe
         self.instrument: str | None = None
@@ -159,6 +213,7 @@ class ChartPane(Vertical, can_focus=True):
         self.loaded_end: int | None = None  # history_end of what is shown
         self.loads = 0
         self.renders = 0
+        self.drawn_key: tuple[str, str] | None = None  # (instrument, timeframe) drawn last
         self.last_render_ms = 0.0
         self.live_close: float | None = None
         # Backfills this chart asked for: (instrument, start, end) -> when (monotonic),
@@ -166,17 +221,29 @@ class ChartPane(Vertical, can_focus=True):
         self.history_requests: dict[tuple[str, int, int], float] = {}
         self.pending_history: set[tuple[str, int, int]] = set()
         self._problems_said: set[str] = set()
+        # _dirty: what the user asked for changed (drawn at once); _live_dirty: the
+        # forming bar moved (drawn on the refresh tick, when visible_state changed).
         self._dirty = False
+        self._live_dirty = False
         self._title_dirty = False
         self._rendering = False
-        self._decimals = 5
+        self._drawn_state: tuple | None = None
+        self._last_render_at = 0.0
+        self._data_decimals = 5
+        # One long-lived thread draws every chart (plotext is slow and single-figure).
+        self._render_executor: ThreadPoolExecutor | None = None
+        # (instrument, timeframe) -> (lead count, complete bars, lead, current minutes,
+        # bucket start) of the live window last read, oldest first.
+        self._window_cache: dict[tuple[str, str], tuple] = {}
         self.border_title = "Chart"
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="chart-toolbar"):
-            yield Label("", id="chart-title")
+            yield ChartTitle("", id="chart-title")
             for timeframe in self.timeframes:
-                button = Button(timeframe, id=f"tf-{timeframe}", classes="tf-button", compact=True)
+                button = TimeframeButton(
+                    timeframe, id=f"tf-{timeframe}", classes="tf-button", compact=True
+                )
                 if timeframe == self.timeframe:
                     button.add_class("-current")
                 yield button
@@ -194,7 +261,7 @@ class ChartPane(Vertical, can_focus=True):
         if instrument != self.instrument:
             self.instrument = instrument
             self.history_end = None
-            self.live_close = None
+            self._take_live_price(instrument)
             if self.signal is not None:
                 self.signal = None  # it was another instrument's
                 self.refresh_bindings()
@@ -205,7 +272,7 @@ class ChartPane(Vertical, can_focus=True):
         it, with the window placed so that its bar is shown, and mark that bar."""
         if signal.instrument != self.instrument:
             self.instrument = signal.instrument
-            self.live_close = None
+            self._take_live_price(signal.instrument)
         if signal.timeframe in self.timeframes and signal.timeframe != self.timeframe:
             self._set_timeframe(signal.timeframe)
         self.signal = signal
@@ -213,6 +280,23 @@ class ChartPane(Vertical, can_focus=True):
         self.history_end = self._end_showing(signal.ts_us)
         self._dirty = True
         self.reload()
+
+    def _take_live_price(self, instrument: str) -> None:
+        """The newly shown instrument's last price at once (its forming 1m bar, which
+        the client keeps), never the previous instrument's: the title says it before
+        the bars are read."""
+        forming = self.client.forming_bar(instrument)
+        self.live_close = forming.close if forming is not None else None
+
+    @property
+    def decimals(self) -> int:
+        """The shown instrument's price precision: the decimals source's, else what
+        its bars use."""
+        if self.decimals_source is not None and self.instrument is not None:
+            places = self.decimals_source(self.instrument)
+            if places is not None:
+                return places
+        return self._data_decimals
 
     def _end_showing(self, ts_us: int) -> int | None:
         """The window that shows the bar holding ``ts_us``: live when that bar is among
@@ -232,7 +316,7 @@ class ChartPane(Vertical, can_focus=True):
             self.refresh_bindings()
             self._dirty = True
             self._update_title()
-            self.render_if_due()
+            self.render_now()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """``escape`` clears a marked signal (and is left to others when none is)."""
@@ -317,7 +401,7 @@ class ChartPane(Vertical, can_focus=True):
         if overlay_lookback(self.overlays) > self.lead_wanted:
             self.reload()
         else:
-            self.render_if_due()
+            self.render_now()
 
     def action_live(self) -> None:
         self._go_to(None)
@@ -371,15 +455,28 @@ class ChartPane(Vertical, can_focus=True):
         current: dict[int, Bar] = {}
         lead_count = overlay_lookback(self.overlays)
         if history_end is None:
-            frame = await self.client.candles(instrument, timeframe, last=self.window + lead_count)
-            bars = _rows_to_bars(instrument, timeframe, frame)
-            lead, bars = bars[: -self.window], bars[-self.window :]
-            bucket_start = bars[-1].ts_us if bars else 0
-            if bars:
-                minute_frame = await self.client.candles(
-                    instrument, "1m", start_us=bucket_start, end_us=None
-                )
-                current = {bar.ts_us: bar for bar in _rows_to_bars(instrument, "1m", minute_frame)}
+            cached = self._cached_window(instrument, timeframe, lead_count)
+            if cached is not None:
+                # Drawn at once; the read below follows once it is drawn (not competing
+                # with the render for the interpreter) and redraws only if what is
+                # seen changed.
+                self._show_window(instrument, timeframe, None, lead_count, *cached)
+                await self._rendered()
+            # The forming bar's bucket by the clock; its stored minutes are read at the
+            # same time as the window (the two reads were one after the other).
+            bucket_start = self._live_end() - width
+            frame, minute_frame = await asyncio.gather(
+                self.client.candles(instrument, timeframe, last=self.window + lead_count),
+                self.client.candles(instrument, "1m", start_us=bucket_start, end_us=None),
+            )
+            stored = [
+                bar
+                for bar in _rows_to_bars(instrument, timeframe, frame)
+                if bar.ts_us < bucket_start
+            ]
+            current = {bar.ts_us: bar for bar in _rows_to_bars(instrument, "1m", minute_frame)}
+            shown = self.window - 1 if current else self.window
+            lead, bars = stored[:-shown], stored[-shown:]
         else:
             start = history_end - self.window * width
             frame = await self.client.candles(
@@ -395,27 +492,68 @@ class ChartPane(Vertical, can_focus=True):
             self.history_end,
         ):
             return  # the user moved on while this was loading
-        if bars:
-            self._decimals = decimals_of([bar.close for bar in bars[-50:]])
+        if history_end is None:
+            self._window_cache[(instrument, timeframe)] = (
+                lead_count,
+                bars,
+                lead,
+                current,
+                bucket_start,
+            )
+            while len(self._window_cache) > WINDOW_CACHE_SIZE:
+                del self._window_cache[next(iter(self._window_cache))]
+        self._show_window(
+            instrument, timeframe, history_end, lead_count, bars, lead, current, bucket_start
+        )
+        self.loads += 1
+        await self._fetch_missing(instrument, history_end, bool(bars or current))
+
+    async def _rendered(self, timeout: float = 0.5) -> None:
+        """Until no render is in flight."""
+        deadline = time.monotonic() + timeout
+        while self._rendering and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    def _cached_window(self, instrument: str, timeframe: str, lead_count: int):
+        """The live window last read for (instrument, timeframe), if it has the lead
+        the overlays need and its forming bucket is still the current one."""
+        cached = self._window_cache.get((instrument, timeframe))
+        if cached is None or cached[0] < lead_count:
+            return None
+        if cached[4] != self._live_end() - self._bar_width():
+            return None  # bars have closed since: not worth showing for a moment
+        self._window_cache[(instrument, timeframe)] = self._window_cache.pop(
+            (instrument, timeframe)
+        )
+        return cached[1:]
+
+    def _show_window(
+        self,
+        instrument: str,
+        timeframe: str,
+        history_end: int | None,
+        lead_count: int,
+        bars: list[Bar],
+        lead: list[Bar],
+        current: dict[int, Bar],
+        bucket_start: int,
+    ) -> None:
+        """Hold the bars read (or cached) for the window and draw them."""
+        closes = [bar.close for bar in [*bars[-50:], *current.values()]]
+        if closes:
+            self._data_decimals = decimals_of(closes)
         self.bucket_start = bucket_start
-        self.lead = lead
+        self.lead = list(lead)
         self.lead_wanted = lead_count
         self.loaded_key = (instrument, timeframe)
         self.loaded_end = history_end
+        self.complete = list(bars)
+        self.current_minutes = dict(current)
         if history_end is None:
-            self.complete = bars[:-1]
-            self.current_minutes = current
             forming = self.client.forming_bar(instrument)
             if forming is not None:
-                self.add_minute_bar(forming, minutes)
-        else:
-            self.complete = bars
-            self.current_minutes = {}
-        self.loads += 1
-        self._dirty = True
-        self._update_title()
-        self.render_if_due()
-        await self._fetch_missing(instrument, history_end, bool(bars))
+                self.add_minute_bar(forming, timeframe_minutes(timeframe))
+        self.render_now()
 
     async def _fetch_missing(self, instrument: str, history_end: int | None, stored: bool) -> None:
         """Ask for the window's missing open hours, unless already asked (or, live, when
@@ -504,7 +642,13 @@ class ChartPane(Vertical, can_focus=True):
 
     def add_minute_bar(self, bar: Bar, minutes: int | None = None) -> None:
         """A forming or closed 1m bar of the shown instrument."""
-        if self.loaded_key is None or bar.instrument != self.instrument:
+        if bar.instrument != self.instrument:
+            return
+        if self.loaded_key != (self.instrument, self.timeframe):
+            # Its bars are being read (the ones held are another instrument's or
+            # timeframe's): only the title's price follows.
+            self.live_close = bar.close
+            self._title_dirty = True
             return
         if self.history_end is not None or self.loaded_end is not None:
             # A historical window (shown or asked for) stays put; the title still
@@ -520,15 +664,18 @@ class ChartPane(Vertical, can_focus=True):
         if start > self.bucket_start:
             if self.current_minutes:
                 self.complete.append(self._current_bar())
-                dropped = max(0, len(self.complete) - self.window + 1)
-                self.lead.extend(self.complete[:dropped])
-                del self.complete[:dropped]
-                del self.lead[: max(0, len(self.lead) - self.lead_wanted)]
             self.bucket_start = start
             self.current_minutes = {}
+        if not self.current_minutes:
+            # A forming bar joins the window: the oldest bar makes room.
+            dropped = max(0, len(self.complete) - self.window + 1)
+            self.lead.extend(self.complete[:dropped])
+            del self.complete[:dropped]
+            del self.lead[: max(0, len(self.lead) - self.lead_wanted)]
         self.current_minutes[bar.ts_us] = bar
         self.live_close = bar.close
-        self._dirty = True
+        self._live_dirty = True
+        self._title_dirty = True
 
     def _current_bar(self) -> Bar:
         minutes = [self.current_minutes[ts] for ts in sorted(self.current_minutes)]
@@ -541,16 +688,44 @@ class ChartPane(Vertical, can_focus=True):
 
     # --- drawing ----------------------------------------------------------------------
 
-    def title_text(self) -> str:
-        """Instrument, timeframe and the live price."""
-        title = f"{self.instrument or '—'}  {self.timeframe}"
-        if self.current_minutes:
-            title += f"  {self._current_bar().close:,.{self._decimals}f}"
+    def _showing_loaded(self) -> bool:
+        """The bars held are the shown instrument's (not the previous one's, still
+        held while the new one's are read)."""
+        return self.loaded_key is not None and self.loaded_key[0] == self.instrument
+
+    def price_text(self) -> str:
+        """The shown instrument's last price, or … until it is known."""
+        if self.current_minutes and self._showing_loaded():
+            price = self._current_bar().close
         elif self.live_close is not None:
-            title += f"  {self.live_close:,.{self._decimals}f}"
+            price = self.live_close
+        else:
+            return "…"
+        return f"{price:,.{self.decimals}f}"
+
+    def title_variants(self) -> list[str]:
+        """The title, longest first: instrument, timeframe, the live price and the
+        overlays; then without the overlays, with single spaces, without the feed's
+        prefix, without the timeframe (its button is marked), the symbol alone."""
+        instrument = self.instrument or "—"
+        symbol = instrument.split(":", 1)[-1]
+        price = self.price_text()
+        full = f"{instrument}  {self.timeframe}  {price}"
+        variants = [full]
         if self.overlays:
-            title += "  [" + ", ".join(self.OVERLAY_NAMES[name] for name in self.overlays) + "]"
-        return title
+            names = ", ".join(self.OVERLAY_NAMES[name] for name in self.overlays)
+            variants.insert(0, f"{full}  [{names}]")
+        variants += [
+            f"{instrument} {self.timeframe} {price}",
+            f"{symbol} {self.timeframe} {price}",
+            f"{symbol} {price}",
+            symbol,
+        ]
+        return variants
+
+    def title_text(self) -> str:
+        """Instrument, timeframe, the live price and the overlays (the full title)."""
+        return self.title_variants()[0]
 
     def signal_text(self) -> str:
         """What is marked: side, scanner, bar time, reason, stop and target."""
@@ -563,7 +738,7 @@ class ChartPane(Vertical, can_focus=True):
             text += f" — {signal.reason}"
         for name, level in (("stop", signal.stop), ("target", signal.target)):
             if level is not None:
-                text += f", {name} {level:,.{self._decimals}f}"
+                text += f", {name} {level:,.{self.decimals}f}"
         return text + " (esc clears)"
 
     def status_text(self) -> str:
@@ -583,7 +758,7 @@ class ChartPane(Vertical, can_focus=True):
 
     def _update_title(self) -> None:
         self._title_dirty = False
-        self.query_one("#chart-title", Label).update(self.title_text())
+        self.query_one("#chart-title", ChartTitle).show(self.title_variants())
         status = self.query_one("#chart-status", Label)
         status.update(self.status_text())
         status.set_class(self.history_end is not None, "-history")
@@ -591,30 +766,81 @@ class ChartPane(Vertical, can_focus=True):
         status.set_class(self.signal is not None, "-signal")
 
     def render_if_due(self) -> None:
-        """Called at the chart refresh rate: redraw only if something changed."""
+        """The refresh tick (ui.chart_refresh_hz): the title's price, and the chart
+        again if what it shows changed."""
         if self._title_dirty and self.is_attached:
             self._update_title()
-        if not self._dirty or self._rendering or self.loaded_key is None or not self.is_attached:
+        self._start_render()
+
+    def render_now(self) -> None:
+        """What the user asked for changed (instrument, timeframe, window, overlays,
+        signal): drawn at once, or right after the render in flight."""
+        self._dirty = True
+        if self.is_attached:
+            self._update_title()
+        self._start_render()
+
+    def is_shown(self) -> bool:
+        """On the screen the user sees: its screen is the top one (or under a modal
+        dialog, which leaves it in view) and neither it nor a container is hidden."""
+        if not self.is_attached:
+            return False
+        app_screen = self.app.screen
+        screen = self.screen
+        if screen is not app_screen:
+            stack = self.app.screen_stack
+            under_modal = isinstance(app_screen, ModalScreen) and len(stack) > 1
+            if not (under_modal and stack[-2] is screen):
+                return False
+        # Not in the screen's last layout: it or a container is display: none.
+        return self.is_on_screen
+
+    def _start_render(self) -> None:
+        """Draw the chart in the render thread if it is shown and either the user changed
+        the view or the live data changed what is seen (visible_state), at most
+        MAX_LIVE_RENDER_HZ for live data. One render at a time."""
+        if self._rendering or self.loaded_key is None or not (self._dirty or self._live_dirty):
             return
+        if not self._dirty and time.monotonic() - self._last_render_at < 1 / MAX_LIVE_RENDER_HZ:
+            return
+        if not self.is_shown():
+            return  # kept dirty: drawn when shown again
         plot = self.query_one("#chart-plot", Static)
         width, height = plot.content_size.width, plot.content_size.height
         if width < 10 or height < 5:
             return
+        bars = self.shown_bars()
+        overlays = tuple(self.overlays)
+        state = (
+            self.loaded_key,
+            self.loaded_end,
+            width,
+            height,
+            overlays,
+            self.signal,
+            self.decimals,
+            visible_state(bars, height, overlays),
+        )
+        self._live_dirty = False
+        if not self._dirty and state == self._drawn_state:
+            return  # the forming bar moved less than a row: nothing to redraw
         self._dirty = False
+        self._drawn_state = state
         self._rendering = True
-        self._update_title()
         self._draw_chart(
-            self.shown_bars(),
+            bars,
             width,
             height,
             timeframe_minutes(self.timeframe),
-            tuple(self.overlays),
+            overlays,
             list(self.lead),
             self.signal,
+            self.decimals,
+            self.loaded_key,
         )
 
-    @work(thread=True, exclusive=True, group="chart-render", exit_on_error=False)
-    def _draw_chart(
+    @work(group="chart-render", exit_on_error=False)
+    async def _draw_chart(
         self,
         bars: list[Bar],
         width: int,
@@ -623,29 +849,105 @@ class ChartPane(Vertical, can_focus=True):
         overlays: tuple[str, ...] = (),
         lead: list[Bar] | None = None,
         signal: SignalMark | None = None,
+        decimals: int | None = None,
+        drawn_key: tuple[str, str] | None = None,
     ) -> None:
         started = time.perf_counter()
         try:
-            chart = render_candles(bars, width, height, minutes, overlays, lead or [], signal)
-            text = Text.from_ansi(chart, no_wrap=True)
-            position = None if signal is None else signal_position(bars, signal.ts_us, minutes)
-            drawn_at = None if position is None else bars[position].ts_us
+            if self._render_executor is None:
+                self._render_executor = ThreadPoolExecutor(1, thread_name_prefix="chart-render")
+            text, drawn_at = await asyncio.get_running_loop().run_in_executor(
+                self._render_executor,
+                _render_text,
+                bars,
+                width,
+                height,
+                minutes,
+                overlays,
+                lead or [],
+                signal,
+                decimals,
+            )
+            self._show_plot(text, (time.perf_counter() - started) * 1000, drawn_at, drawn_key)
         finally:
-            self.app.call_from_thread(self._rendered_done)
-        self.app.call_from_thread(
-            self._show_plot, text, (time.perf_counter() - started) * 1000, drawn_at
-        )
+            self._rendering = False
+            self._last_render_at = time.monotonic()
+        if self._dirty and self.is_attached:
+            self._start_render()  # the user changed the view meanwhile
 
-    def _rendered_done(self) -> None:
-        self._rendering = False
-
-    def _show_plot(self, text: Text, elapsed_ms: float, signal_drawn_at: int | None) -> None:
+    def _show_plot(
+        self,
+        text: Text,
+        elapsed_ms: float,
+        signal_drawn_at: int | None,
+        drawn_key: tuple[str, str] | None = None,
+    ) -> None:
         if not self.is_attached:
             return  # the app is closing
         self.signal_drawn_at = signal_drawn_at
+        self.drawn_key = drawn_key
         self.query_one("#chart-plot", Static).update(text)
         self.renders += 1
         self.last_render_ms = elapsed_ms
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        buttons = sum(len(timeframe) + 3 for timeframe in self.timeframes)
+        compact = event.size.width - 2 < buttons + TITLE_ROOM
+        if compact != self.has_class("-compact"):
+            self.set_class(compact, "-compact")
+            for button in self.query(".tf-button"):
+                button.styles.line_pad = 0 if compact else 1
         self._dirty = True
+        # The plot's new size is known after this layout.
+        self.call_after_refresh(self._start_render)
+
+    def on_unmount(self) -> None:
+        if self._render_executor is not None:
+            self._render_executor.shutdown(wait=False, cancel_futures=True)
+
+
+# plotext writes only resets and 256-colour foregrounds: read here in a third of the time
+# rich's general ANSI decoder takes (which was about 40% of a render).
+_SGR = re.compile(r"\x1b\[([0-9;]*)m")
+_FOREGROUND = re.compile(r"38;5;(\d+)")
+_STYLES: dict[str, Style | None] = {"0": None, "": None}
+
+
+def ansi_text(chart: str) -> Text:
+    """``chart`` (plotext's ANSI text) as rich Text."""
+    pieces = _SGR.split(chart)
+    plain: list[str] = []
+    spans: list[Span] = []
+    position = 0
+    style: Style | None = None
+    for index, piece in enumerate(pieces):
+        if index % 2:  # an SGR code
+            if piece not in _STYLES:
+                match = _FOREGROUND.fullmatch(piece)
+                if match is None:
+                    return Text.from_ansi(chart, no_wrap=True)  # not plotext's: the long way
+                _STYLES[piece] = Style(color=f"color({match[1]})")
+            style = _STYLES[piece]
+        elif piece:
+            plain.append(piece)
+            if style is not None:
+                spans.append(Span(position, position + len(piece), style))
+            position += len(piece)
+    return Text("".join(plain).rstrip("\n"), spans=spans, no_wrap=True, end="")
+
+
+def _render_text(
+    bars: list[Bar],
+    width: int,
+    height: int,
+    minutes: int,
+    overlays: tuple[str, ...],
+    lead: list[Bar],
+    signal: SignalMark | None,
+    decimals: int | None,
+) -> tuple[Text, int | None]:
+    """The chart as rich Text (built in the render thread), and the open time of the bar
+    the signal is drawn at (None: not drawn)."""
+    chart = render_candles(bars, width, height, minutes, overlays, lead, signal, decimals)
+    position = None if signal is None else signal_position(bars, signal.ts_us, minutes)
+    return ansi_text(chart), None if position is None else bars[position].ts_us

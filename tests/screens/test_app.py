@@ -237,8 +237,9 @@ async def test_timeframe_keys_reload_the_chart(app: SptraderApp) -> None:
             len(bars) - 1
         )
         assert "15m" in str(app.query_one("#chart-title", Label).content)
-        renders = chart.renders
-        await wait_for(pilot, lambda: chart.renders > renders, what="the 15m chart to be drawn")
+        await wait_for(
+            pilot, lambda: chart.drawn_key == (WATCHLIST[0], "15m"), what="the 15m chart drawn"
+        )
 
         await pilot.press("6")
         assert chart.timeframe == "1d"

@@ -75,8 +75,14 @@ def test_render_candles_draws_the_overlays_with_legends() -> None:
     plain = render_candles(bars[-80:], 140, 50, 1)
     assert "EMA20" not in plain and "RSI14" not in plain
     text = render_candles(bars[-80:], 140, 50, 1, ["ma", "bb", "rsi", "macd"], bars[:-80])
-    for label in ("EMA20", "SMA50", "BB20 up", "BB20 low", "RSI14", "MACD", "signal"):
+    for label in ("EMA20", "SMA50", "BB20", "RSI14", "MACD", "signal"):
         assert label in text, label
+    # Each legend on a row of its own above its panel's box, never over the candles or
+    # the axis.
+    lines = Text.from_ansi(text).plain.splitlines()
+    for label in ("EMA20", "RSI14", "MACD"):
+        row = next(index for index, line in enumerate(lines) if label in line)
+        assert "┌" in lines[row + 1] and not any(glyph in lines[row] for glyph in "│┤┌└")
     # A small pane still renders (the volume panel gives way).
     assert "┌" in render_candles(bars[-40:], 60, 16, 1, ["rsi", "macd"], bars[:-40])
 
@@ -102,12 +108,12 @@ def test_render_candles_marks_a_signal_at_its_bar(side: str, glyph: str, colour:
     bar = bars[50]
     stop = bar.low - 1
     mark = SignalMark("SIM:X", bar.ts_us, side, "cross", "why", stop=stop, target=None)
-    text = render_candles(bars, 140, 40, 1, ["ma"], [], mark)
+    text = render_candles(bars, 140, 40, 1, ["ma"], [], mark, decimals=2)
     assert text.count(glyph) == 1
     # Drawn in its colour (green, red, yellow).
     before = text[: text.index(glyph)]
     assert before[before.rindex("\x1b[") :].startswith(f"\x1b[38;5;{colour}m")
-    assert f"stop {stop:g}" in text and "target" not in text
+    assert f"stop {stop:.2f}" in text and "target" not in text  # at the instrument's precision
     # Below the bar's low for a buy, above its high otherwise: the glyph's row against
     # the rows of the candles drawn in its column.
     lines = Text.from_ansi(text).plain.splitlines()
