@@ -21,6 +21,7 @@ import polars as pl
 from sptrader.backtest.engine import BacktestResult
 from sptrader.backtest.sweep import SweepRow
 from sptrader.clock import format_us
+from sptrader.formatting import format_price
 from sptrader.models import US_PER_MINUTE
 
 # Trades listed by the table format (JSON lists them all).
@@ -190,7 +191,9 @@ def print_result(
     data_s: float | None = None,
     plot: bool = False,
     out: IO[str] | None = None,
+    decimals: int | None = None,
 ) -> None:
+    """The result as a rich report; trade prices at the instrument's ``decimals``."""
     from rich.table import Table
 
     out = out or sys.stdout
@@ -274,7 +277,7 @@ def print_result(
             " their P&L may not be real[/yellow]"
         )
     if result.trades.height:
-        _print_trades(console, result)
+        _print_trades(console, result, decimals)
     if result.rejected:
         shown = result.rejected[:TABLE_REJECTED]
         more = len(result.rejected) - len(shown)
@@ -300,7 +303,7 @@ def _time_text(summary: dict[str, Any], data_s: float | None) -> str:
     return text
 
 
-def _print_trades(console: Any, result: BacktestResult) -> None:
+def _print_trades(console: Any, result: BacktestResult, decimals: int | None = None) -> None:
     from rich.table import Table
 
     trades = result.trades
@@ -334,9 +337,9 @@ def _print_trades(console: Any, result: BacktestResult) -> None:
             _short_time(row["entry_time_us"]),
             row["side"],
             f"{row['qty']:,.6g}",
-            f"{row['entry_price']:.6g}",
+            format_price(row["entry_price"], decimals),
             _short_time(row["exit_time_us"]),
-            f"{row['exit_price']:.6g}",
+            format_price(row["exit_price"], decimals),
             row["exit_reason"],
             f"[{'green' if pnl > 0 else 'red' if pnl < 0 else ''}]{_money(pnl)}[/]"
             if pnl

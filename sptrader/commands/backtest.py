@@ -30,6 +30,7 @@ from sptrader.client.protocol import EngineClient
 from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.errors import SptraderError, UsageError
+from sptrader.formatting import price_decimals
 from sptrader.models import US_PER_MINUTE, normalize_instrument, timeframe_minutes
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ class _Data:
         gaps: list[tuple[int, int]],
         coverage_pct: float | None,
         seconds: float,
+        price_decimals: int | None = None,
     ) -> None:
         self.instrument = instrument
+        self.price_decimals = price_decimals  # the trades table's prices
         self.bars = bars
         self.gaps = gaps
         self.coverage_pct = coverage_pct
@@ -125,7 +128,15 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.format == "json":
             report.write_json(report.result_json(result, coverage, data.seconds))
         else:
-            report.print_result(result, coverage, data_s=data.seconds, plot=args.plot)
+            report.print_result(
+                result,
+                coverage,
+                data_s=data.seconds,
+                plot=args.plot,
+                decimals=price_decimals(
+                    data.price_decimals, data.bars["close"].tail(200).to_list()
+                ),
+            )
         return 0
 
     import os
@@ -205,6 +216,7 @@ async def _load_bars(
         [tuple(gap) for gap in status["gaps"]],
         status["coverage_pct"],
         time.perf_counter() - started,
+        (await client.price_decimals([instrument])).get(instrument),
     )
 
 

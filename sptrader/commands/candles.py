@@ -15,6 +15,7 @@ from sptrader.client.connect import connect
 from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.errors import UsageError
+from sptrader.formatting import format_price, price_decimals
 from sptrader.indicators import Spec, add_indicators, max_lookback, parse_specs
 from sptrader.models import US_PER_MINUTE, normalize_instrument, timeframe_minutes
 
@@ -35,11 +36,11 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--to needs --from")
     specs = parse_specs(args.indicators) if getattr(args, "indicators", None) else []
     last = args.last or DEFAULT_LAST
-    bars, missing, attached = asyncio.run(
+    bars, missing, attached, decimals = asyncio.run(
         _read(settings, instrument, args.tf, last, start_us, end_us, args.wait, specs)
     )
     bars = _with_indicators(bars, specs, start_us, last)
-    write_bars(bars, args.format, instrument, args.tf)
+    write_bars(bars, args.format, instrument, args.tf, decimals)
     if missing:
         doing = "the daemon is fetching them" if attached else "fetching them in the background"
         minutes = sum(end - start for start, end in missing) // US_PER_MINUTE
@@ -60,10 +61,10 @@ async def _read(
     end_us: int | None,
     wait_s: float,
     specs: list[Spec],
-) -> tuple[pl.DataFrame, list[tuple[int, int]], bool]:
+) -> tuple[pl.DataFrame, list[tuple[int, int]], bool, int | None]:
     """The bars asked for, with the older ones the indicators warm up on, after fetching
-    what is missing of them for up to ``wait_s`` seconds; what is still missing; and
-    whether a daemon answered."""
+    what is missing of them for up to ``wait_s`` seconds; what is still missing;
+    whether a daemon answered; and the instrument's price decimals."""
     # Older bars read so the first printed rows have settled values (indicators.lookback).
     extra = max_lookback(specs)
     width = timeframe_minutes(timeframe) * US_PER_MINUTE
@@ -85,7 +86,8 @@ async def _read(
             if extra:
                 older = await client.bars_before(instrument, timeframe, start_us, extra)
                 bars = pl.concat([older, bars]) if not older.is_empty() else bars
-        return bars, missing, client.attached
+        decimals = (await client.price_decimals([instrument])).get(instrument)
+        return bars, missing, client.attached, decimals
 
 
 def _with_indicators(
@@ -109,7 +111,15 @@ def _iso_column(bars: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def write_bars(bars: pl.DataFrame, output_format: str, instrument: str, timeframe: str) -> None:
+def write_bars(
+    bars: pl.DataFrame,
+    output_format: str,
+    instrument: str,
+    timeframe: str,
+    decimals: int | None = None,
+) -> None:
+    """The bars as CSV, JSON or a table whose prices (and price-scale indicator values)
+    show the instrument's ``decimals``: every digit, grouped (48,109.96)."""
     out = sys.stdout
     if output_format == "csv":
         out.write(_iso_column(bars).write_csv())
@@ -126,16 +136,14 @@ def write_bars(bars: pl.DataFrame, output_format: str, instrument: str, timefram
         for column in ("ts (UTC)", *base[1:], *added):
             table.add_column(column, justify="left" if column.startswith("ts") else "right")
         rows = _iso_column(bars).select(*base, *added).iter_rows()
+        places = price_decimals(decimals, bars["close"].tail(200).to_list())
         for ts, open_, high, low, close, volume, trades, *values in rows:
             table.add_row(
                 ts,
-                f"{open_:g}",
-                f"{high:g}",
-                f"{low:g}",
-                f"{close:g}",
+                *(format_price(price, places) for price in (open_, high, low, close)),
                 f"{volume:,.2f}",
                 str(trades),
-                *("" if value is None else f"{value:g}" for value in values),
+                *(format_price(value, places, missing="") for value in values),
             )
         console = Console(file=out, soft_wrap=True)
         if added:

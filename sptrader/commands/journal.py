@@ -15,8 +15,10 @@ from typing import Any
 
 from sptrader.client.connect import connect
 from sptrader.commands.trading import (
+    decimals_for,
     fmt_money,
     fmt_num,
+    fmt_price,
     iso_fields,
     print_table,
     write_csv,
@@ -80,7 +82,11 @@ def read_journal(settings: Settings, day_from: str | None, day_to: str | None) -
 
     async def read() -> dict[str, Any]:
         async with connect(settings) as client:
-            return await client.journal(day_from, day_to)
+            data = await client.journal(day_from, day_to)
+            # The trades table's prices at each instrument's decimals (not in --format json).
+            instruments = (trade["instrument"] for trade in data["trades"])
+            data["price_decimals"] = await decimals_for(client, instruments)
+            return data
 
     return asyncio.run(read())
 
@@ -205,6 +211,7 @@ def _print_journal(data: dict[str, Any], output_format: str, currency: str) -> i
         None, ("DAY", "TRADES", "WON/LOST", "P&L", "NOTES"), rows, left=("DAY", "NOTES"), width=120
     )
     if data["trades"]:
+        places = data.get("price_decimals") or {}
         print()
         print_table(
             "trades",
@@ -225,8 +232,8 @@ def _print_journal(data: dict[str, Any], output_format: str, currency: str) -> i
                     trade["instrument"],
                     trade["side"],
                     fmt_num(trade["qty"]),
-                    fmt_num(trade["entry_price"]),
-                    fmt_num(trade["exit_price"]),
+                    fmt_price(trade["entry_price"], places.get(trade["instrument"])),
+                    fmt_price(trade["exit_price"], places.get(trade["instrument"])),
                     fmt_money(trade["pnl"], signed=True),
                     fmt_money(trade["fees"]),
                     fmt_money(point["cum_pnl"], signed=True),

@@ -22,13 +22,15 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sptrader.client.connect import connect
+from sptrader.client.protocol import EngineClient
 from sptrader.clock import format_us
 from sptrader.config import Settings
 from sptrader.errors import UsageError
+from sptrader.formatting import format_price
 from sptrader.models import normalize_instrument
 
 OFFLINE_MARKS = "no engine running: positions marked at their last stored 1m close"
@@ -58,6 +60,18 @@ def fmt_num(value: float | None, decimals: int = 8) -> str:
         return ""
     text = f"{value:,.{decimals}f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def fmt_price(value: float | None, decimals: int | None) -> str:
+    """A price at its instrument's decimals (``client.price_decimals``), grouped:
+    48,109.96 · 1.06685; blank when there is none."""
+    return format_price(value, decimals, missing="")
+
+
+async def decimals_for(client: EngineClient, instruments: Iterable[str]) -> dict[str, int]:
+    """The price decimals of the instruments a command prints (feed metadata first)."""
+    names = sorted(set(instruments))
+    return await client.price_decimals(names) if names else {}
 
 
 def fmt_money(value: float | None, signed: bool = False) -> str:
@@ -160,33 +174,40 @@ def run_order(settings: Settings, args: argparse.Namespace) -> int:
     request = order_request(args)
     instrument = request["instrument"]
 
-    async def place() -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+    async def place() -> tuple[dict[str, Any], list[dict[str, Any]], bool, int | None]:
         # Without a daemon: an engine streaming just this instrument, stopped (everything
         # stored) when the block ends.
         async with connect(settings, streaming=[instrument]) as client:
             await client.wait_for_quote(instrument, args.wait)
             result = await client.place_order(request)
             children = _children(await client.open_orders(), result)
-            return result, children, client.attached
+            decimals = (await decimals_for(client, [instrument])).get(instrument)
+            return result, children, client.attached, decimals
 
-    result, children, attached = asyncio.run(place())
-    return print_result(result, children, settings, args.json, resting=_resting(attached))
+    result, children, attached, decimals = asyncio.run(place())
+    return print_result(
+        result, children, settings, args.json, resting=_resting(attached), decimals=decimals
+    )
 
 
 def run_close(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
 
-    async def close() -> tuple[dict[str, Any], bool]:
+    async def close() -> tuple[dict[str, Any], bool, int | None]:
         async with connect(settings, streaming=[instrument]) as client:
             # Before waiting for a quote: nothing to close is said at once.
             held = {position["instrument"] for position in await client.positions()}
             if instrument not in held:
                 raise UsageError(f"no open position in {instrument}")
             await client.wait_for_quote(instrument, args.wait)
-            return await client.close_position(instrument), client.attached
+            result = await client.close_position(instrument)
+            decimals = (await decimals_for(client, [instrument])).get(instrument)
+            return result, client.attached, decimals
 
-    result, attached = asyncio.run(close())
-    return print_result(result, [], settings, args.json, resting=_resting(attached))
+    result, attached, decimals = asyncio.run(close())
+    return print_result(
+        result, [], settings, args.json, resting=_resting(attached), decimals=decimals
+    )
 
 
 def _resting(attached: bool) -> str:
@@ -209,8 +230,10 @@ def print_result(
     as_json: bool,
     *,
     resting: str,
+    decimals: int | None = None,
 ) -> int:
-    """Print an OrderResult dict; 1 when it was rejected."""
+    """Print an OrderResult dict (prices at the instrument's ``decimals``); 1 when it
+    was rejected."""
     rejected = result.get("rejected")
     if as_json:
         write_json(
@@ -231,17 +254,17 @@ def print_result(
             file=sys.stderr,
         )
         return 1
-    print(f"order {order['order_id']}: {describe_order(order)}")
+    print(f"order {order['order_id']}: {describe_order(order, decimals)}")
     for fill in result["fills"]:
         print(
-            f"  filled {fmt_num(fill['qty'])} at {fmt_num(fill['price'])}"
+            f"  filled {fmt_num(fill['qty'])} at {fmt_price(fill['price'], decimals)}"
             f" (fee {fmt_money(fill['fee'])} {currency}) at {format_us(fill['ts_us'])}"
         )
     if order["status"] not in ("open", "filled"):
         print(f"  {order['status']}{': ' + order['reason'] if order['reason'] else ''}")
     for child in children:
         role = "stop-loss" if child["role"] == "sl" else "take-profit"
-        print(f"  {role}: order {child['order_id']} {describe_order(child)}")
+        print(f"  {role}: order {child['order_id']} {describe_order(child, decimals)}")
     waiting = [o["order_id"] for o in [order, *children] if o["status"] == "open"]
     if waiting:
         which = " and ".join(map(str, waiting))
@@ -249,18 +272,19 @@ def print_result(
     return 0
 
 
-def describe_order(order: dict[str, Any]) -> str:
-    """e.g. ``buy 1,000 SIM:EURUSD limit 1.075 gtc, sl 1.07, tp 1.09``."""
+def describe_order(order: dict[str, Any], decimals: int | None = None) -> str:
+    """e.g. ``buy 1,000 SIM:EURUSD limit 1.07500 gtc, sl 1.07000, tp 1.09000`` (prices
+    at the instrument's ``decimals``; None: guessed by each price's size)."""
     text = f"{order['side']} {fmt_num(order['qty'])} {order['instrument']} {order['type']}"
     if order.get("price") is not None:
-        text += f" {fmt_num(order['price'])}"
+        text += f" {fmt_price(order['price'], decimals)}"
     if order.get("role") == "close":
         text += " (closing the position)"
     elif order.get("role") == "entry" and (order["type"] != "market" or order["tif"] == "day"):
         text += f" {order['tif']}"
     for key in ("sl", "tp"):
         if order.get(key) is not None:
-            text += f", {key} {fmt_num(order[key])}"
+            text += f", {key} {fmt_price(order[key], decimals)}"
     return text
 
 
@@ -290,17 +314,27 @@ ORDER_COLUMNS = (
 
 
 def run_orders(settings: Settings, args: argparse.Namespace) -> int:
-    async def read() -> list[dict[str, Any]]:
+    async def read() -> tuple[list[dict[str, Any]], dict[str, int]]:
         async with connect(settings) as client:
             if args.all:
-                return await client.order_history(args.limit)
-            return await client.open_orders()
+                rows = await client.order_history(args.limit)
+            else:
+                rows = await client.open_orders()
+            return rows, await decimals_for(client, (row["instrument"] for row in rows))
 
-    write_orders(asyncio.run(read()), args.format, every=args.all)
+    rows, decimals = asyncio.run(read())
+    write_orders(rows, args.format, every=args.all, decimals=decimals)
     return 0
 
 
-def write_orders(rows: list[dict[str, Any]], output_format: str, *, every: bool) -> None:
+def write_orders(
+    rows: list[dict[str, Any]],
+    output_format: str,
+    *,
+    every: bool,
+    decimals: dict[str, int] | None = None,
+) -> None:
+    """The orders as JSON, CSV or a table (its prices at each instrument's ``decimals``)."""
     if output_format == "json":
         write_json([iso_fields(row) for row in rows])
         return
@@ -318,11 +352,16 @@ def write_orders(rows: list[dict[str, Any]], output_format: str, *, every: bool)
     headers += ("ROLE", "STATUS", "FILLED AT", "NOTE")
     table = []
     for row in rows:
+        places = (decimals or {}).get(row["instrument"])
         role = row["role"]
         if row.get("parent_id") is not None:
             role = f"{role} of {row['parent_id']}"
         note = row["reason"] if row["status"] not in ("open", "filled") else ""
-        extras = [f"{key} {fmt_num(row[key])}" for key in ("sl", "tp") if row.get(key) is not None]
+        extras = [
+            f"{key} {fmt_price(row[key], places)}"
+            for key in ("sl", "tp")
+            if row.get(key) is not None
+        ]
         if row["source"] not in ("manual", "close"):
             extras.append(row["source"])
         if note:
@@ -335,11 +374,11 @@ def write_orders(rows: list[dict[str, Any]], output_format: str, *, every: bool)
                 row["side"],
                 fmt_num(row["qty"]),
                 row["type"],
-                fmt_num(row["price"]),
+                fmt_price(row["price"], places),
                 row["tif"],
                 role,
                 row["status"],
-                fmt_num(row["avg_price"]) if row["status"] == "filled" else "",
+                fmt_price(row["avg_price"], places) if row["status"] == "filled" else "",
                 ", ".join(extras),
             )
         )
@@ -365,11 +404,13 @@ POSITION_COLUMNS = (
 
 
 def run_positions(settings: Settings, args: argparse.Namespace) -> int:
-    async def read() -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+    async def read() -> tuple[dict[str, Any], list[dict[str, Any]], bool, dict[str, int]]:
         async with connect(settings) as client:
-            return await client.account(), await client.positions(), client.attached
+            account, positions = await client.account(), await client.positions()
+            decimals = await decimals_for(client, (p["instrument"] for p in positions))
+            return account, positions, client.attached, decimals
 
-    account, positions, attached = asyncio.run(read())
+    account, positions, attached, decimals = asyncio.run(read())
     # Only the daemon streams: without it the store's last closes are the marks.
     marked = "live quotes" if attached else "last stored close"
     if args.format == "json":
@@ -390,8 +431,8 @@ def run_positions(settings: Settings, args: argparse.Namespace) -> int:
                 p["instrument"],
                 p["side"],
                 fmt_num(abs(p["qty"])),
-                fmt_num(p["avg_price"]),
-                fmt_num(p["mark"]),
+                fmt_price(p["avg_price"], decimals.get(p["instrument"])),
+                fmt_price(p["mark"], decimals.get(p["instrument"])),
                 fmt_money(p["unrealized"], signed=True),
                 fmt_money(p["realized"], signed=True),
                 fmt_money(p["fees"]),
@@ -432,13 +473,15 @@ def account_line(account: dict[str, Any]) -> str:
 def run_cancel(settings: Settings, args: argparse.Namespace) -> int:
     order_id = args.id  # arguments.whole_id
 
-    async def cancel() -> dict[str, Any]:
+    async def cancel() -> tuple[dict[str, Any], int | None]:
         async with connect(settings) as client:
-            return await client.cancel_order(order_id)
+            order = await client.cancel_order(order_id)
+            instrument = order["instrument"]
+            return order, (await decimals_for(client, [instrument])).get(instrument)
 
-    order = asyncio.run(cancel())
+    order, decimals = asyncio.run(cancel())
     if args.json:
         write_json(iso_fields(order))
     else:
-        print(f"cancelled order {order['order_id']}: {describe_order(order)}")
+        print(f"cancelled order {order['order_id']}: {describe_order(order, decimals)}")
     return 0

@@ -19,7 +19,7 @@ import pytest
 from conftest import CliResult
 
 from sptrader.broker.book import PaperBook
-from sptrader.commands.trading import ORDER_COLUMNS, POSITION_COLUMNS, fmt_num
+from sptrader.commands.trading import ORDER_COLUMNS, POSITION_COLUMNS
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 CONFIG = """\
@@ -122,7 +122,7 @@ def test_a_market_order_fills_at_the_quote_and_rests_its_stop_and_target(
     _instrument, bid, _ask = quotes[-1]
     assert text.splitlines()[0] == "order 4: sell 400 SIM:EURUSD market"
     assert re.search(r"filled 400 at [\d.]+ \(fee [\d.]+ USD\) at \d{4}-\d\d-\d\dT", text)
-    assert f"filled 400 at {fmt_num(bid)} " in text  # a sell at the bid
+    assert f"filled 400 at {bid:,.5f} " in text  # a sell at the bid, at EURUSD's 5 decimals
 
     # positions: what is left (600 long), marked at the last stored close, and the account.
     out = ok(run("positions"))
@@ -205,7 +205,7 @@ TRADE_HEADER = (
 
 def test_a_limit_order_rests_in_the_store_for_the_next_engine(run, home: Path, quotes) -> None:
     out = ok(run("order", "sell", "SIM:EURUSD", "100", "--limit", "5", "--day"))
-    assert out.splitlines()[0] == "order 1: sell 100 SIM:EURUSD limit 5 day"
+    assert out.splitlines()[0] == "order 1: sell 100 SIM:EURUSD limit 5.00000 day"
     assert "order 1 open: stored, and worked whenever an engine runs" in out
     [order] = as_json(run("orders", "--format", "json"))
     assert order["type"] == "limit" and order["status"] == "open" and order["tif"] == "day"
