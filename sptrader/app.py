@@ -139,6 +139,7 @@ class SptraderApp(App[int]):
         # ticket's estimate, the trading panes' prices).
         self.quotes: dict[str, tuple[float, float]] = {}
         self.price_decimals: dict[str, int] = {}
+        self._decimals_asked: set[str] = set()
         # (order id, status) the user was shown by the ticket or a click, and those a
         # notification said: an order's update is notified once, whichever (its event
         # or the call's result, over a daemon's socket) comes first.
@@ -201,6 +202,7 @@ class SptraderApp(App[int]):
         await self.client.start()
         self.engine_ready = True
         watchlist = self.client.watchlist
+        await self._learn_price_decimals(watchlist)
         summaries = await self.client.summaries(watchlist, self.config.ui.sparkline_points)
         self.query_one(WatchlistPane).load_summaries(summaries)
         self.query_one(WatchlistPane).mark_stale(await self.client.stale_instruments())
@@ -262,6 +264,21 @@ class SptraderApp(App[int]):
         events = self.subscription.get_nowait()
         self.refreshes += 1
         await self._router.dispatch(events)
+
+    async def _learn_price_decimals(self, instruments: list[str]) -> None:
+        """Each instrument's price decimals from the engine (its feed's metadata, else
+        its stored closes), asked once per instrument; quotes can only add to them."""
+        names = [name for name in dict.fromkeys(instruments) if name not in self._decimals_asked]
+        if not names:
+            return
+        self._decimals_asked.update(names)
+        try:
+            known = await self.client.price_decimals(names)
+        except Exception as error:  # an older daemon, or it went away: quotes still teach
+            log.debug("price decimals unavailable: %s", error)
+            return
+        for name, places in known.items():
+            self.price_decimals[name] = max(places, self.price_decimals.get(name, -1))
 
     def _note_quotes(self, batch: EventBatch) -> None:
         """Keep the newest bid/ask of every instrument, and the most decimals its
@@ -374,6 +391,8 @@ class SptraderApp(App[int]):
                     account = await self.client.account()
                     positions = await self.client.positions()
                     orders = await self.client.open_orders()
+                    traded = [str(row["instrument"]) for row in [*positions, *orders]]
+                    await self._learn_price_decimals(traded)
                 except Exception as error:  # broker disabled, daemon gone: said in the strip
                     with contextlib.suppress(NoMatches):
                         self.query_one(AccountBar).show_problem(str(error))
