@@ -8,7 +8,7 @@ shows the selected scanner's newest run: its steps with durations and errors (an
 instrument's own steps, such as a skip, under the instrument). Choosing a signal (``enter`` or one click) closes the screen with it, as a
 SignalMark the app shows and marks in the chart. Rows are read again when the app
 routes a signal or a service state change here, after a run now, and at most once a
-second.
+second; a signal recorded again by a later run on the same bar shows once.
 """
 
 from __future__ import annotations
@@ -117,16 +117,37 @@ RELOAD_EVERY_S = 5
 
 
 class SignalsTable(DataTable):
-    """One click on a signal chooses it (a DataTable selects only a row clicked while
-    already under the cursor; a click here means "show me this one")."""
+    """One click on a signal chooses it, whether or not the cursor is already on it (a
+    DataTable selects only a row clicked while under the cursor, and a click on the
+    highlighted row moves nothing, so no RowHighlighted either: here a click means
+    "show me this one")."""
 
     def _on_click(self, event: events.Click) -> None:
         # Runs before DataTable's own click handler (Textual calls each class's in MRO
-        # order): with the cursor already on the clicked cell, that one selects it.
+        # order), which prevent_default then skips: the row is chosen here, once.
         meta = event.style.meta
         row, column = meta.get("row"), meta.get("column")
-        if isinstance(row, int) and isinstance(column, int) and row >= 0 and column >= 0:
-            self.cursor_coordinate = Coordinate(row, column)
+        if not (isinstance(row, int) and isinstance(column, int)) or row < 0:
+            return  # the header, a border or past the last row: DataTable's as usual
+        event.prevent_default()
+        event.stop()
+        self.cursor_coordinate = Coordinate(row, max(column, 0))
+        self.action_select_cursor()
+
+
+def unique_signals(signals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per signal: a scanner that runs again on the same closed bar (run now
+    after its scheduled run, a catch-up run) records the same signal again, and
+    showing it twice reads as two signals. The newest record (first: they come newest
+    first) is kept."""
+    seen: set[tuple[object, ...]] = set()
+    unique = []
+    for signal in signals:
+        key = (signal["scanner"], signal["instrument"], signal["ts_us"], signal["side"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(signal)
+    return unique
 
 
 class StrategiesScreen(Screen[SignalMark | None]):
@@ -208,7 +229,7 @@ class StrategiesScreen(Screen[SignalMark | None]):
         scanners = await self.client.scanners()
         signals = await self.client.recent_signals(SIGNALS_SHOWN)
         self._show_scanners(scanners)
-        self._show_signals(signals)
+        self._show_signals(unique_signals(signals))
         await self._show_lineage()
         self.loads += 1
 
@@ -250,12 +271,17 @@ class StrategiesScreen(Screen[SignalMark | None]):
         if run_id == self.lineage_run_id:
             return
         tree = self.query_one("#lineage-tree", Tree)
+        if scanner is None or run_id is None:
+            tree.clear()
+            tree.root.set_label(f"{name or 'no scanner'}: no run yet")
+            self.lineage_run_id = run_id
+            return
+        # Marked shown only once the tree is filled: a load cancelled while it waits for
+        # the steps (a newer one replaces it: exclusive) must leave the next load to
+        # draw the run, not take it for drawn.
+        steps = await self.client.run_steps(run_id)
         tree.clear()
         self.lineage_run_id = run_id
-        if scanner is None or run_id is None:
-            tree.root.set_label(f"{name or 'no scanner'}: no run yet")
-            return
-        steps = await self.client.run_steps(run_id)
         tree.root.set_label(
             Text(
                 f"run {run_id} · {name} · {scanner['last_status']} · "

@@ -386,3 +386,67 @@ async def test_an_old_signal_scrolls_back_to_its_bar_in_its_timeframe(tmp_path: 
         # Another instrument drops the mark.
         chart.show_instrument(WATCHLIST[1])
         assert chart.signal is None
+
+
+# --- opening on a scanner that has run; a signal recorded twice; a click on row 0 -------
+
+
+async def test_opening_shows_the_last_runs_lineage(app: SptraderApp) -> None:
+    """The tree shows the newest run at once, not "no run yet": the first read's tree
+    is not lost when the scanners row's highlight starts a newer read meanwhile."""
+    async with app.run_test(size=TERMINAL_SIZE) as pilot:
+        await wait_for(pilot, lambda: app.engine_ready, what="the engine to start")
+        chart = app.query_one(ChartPane)
+        await wait_for(pilot, lambda: len(chart.shown_bars()) >= WINDOW, what="a full window")
+        run = await app.client.run_scanner(SCANNER)
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, StrategiesScreen), what="the screen")
+        screen = app.screen
+        assert isinstance(screen, StrategiesScreen)
+        tree = screen.query_one("#lineage-tree", Tree)
+        await wait_for(
+            pilot,
+            lambda: f"run {run['run_id']}" in str(tree.root.label),
+            what="the last run's lineage",
+        )
+        assert tree.root.children  # its steps
+        assert screen.lineage_run_id == run["run_id"]
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+
+
+async def test_a_signal_recorded_twice_shows_once(app: SptraderApp) -> None:
+    async with strategies_open(app) as (pilot, screen):
+        now = now_us()
+        bar_us = now - now % US_PER_MINUTE - US_PER_MINUTE
+        # The scheduled run and a run now on the same closed bar both raise it.
+        await raise_signal(app, 7, WATCHLIST[1], bar_us, "buy", "fast above slow")
+        await raise_signal(app, 8, WATCHLIST[1], bar_us, "buy", "fast above slow")
+        # A different signal (another bar) still gets its own row.
+        await raise_signal(app, 8, WATCHLIST[0], bar_us - US_PER_MINUTE, "sell", "other")
+        table = screen.query_one("#signals-table", DataTable)
+        await wait_for(pilot, lambda: screen.loads and table.row_count >= 2, what="the rows")
+        await pilot.pause(0.3)
+        rows = [[str(cell) for cell in table.get_row_at(index)] for index in range(table.row_count)]
+        assert table.row_count == 2, rows
+        assert [row[2] for row in rows] == [WATCHLIST[0], WATCHLIST[1]]  # newest first
+        assert screen.signals[1]["run_id"] == 8  # the newest record of the twice-raised one
+
+
+async def test_clicking_the_highlighted_first_signal_charts_it(app: SptraderApp) -> None:
+    """Row 0 is under the cursor from the start (and the scanners table has the focus):
+    one click on it, anywhere in the row, chooses it."""
+    async with strategies_open(app) as (pilot, screen):
+        chart = app.query_one(ChartPane)
+        now = now_us()
+        bar_us = now - now % US_PER_MINUTE - 3 * US_PER_MINUTE
+        await raise_signal(app, 7, WATCHLIST[1], bar_us, "buy", "fast above slow")
+        table = screen.query_one("#signals-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, what="the signal row")
+        assert table.cursor_row == 0 and not table.has_focus
+        top = table.content_region.y - table.region.y + 1
+        # Past the last column: still the row.
+        await pilot.click("#signals-table", offset=(table.content_region.width - 2, top))
+        await wait_for(pilot, lambda: not isinstance(app.screen, StrategiesScreen), what="close")
+        assert chart.instrument == WATCHLIST[1] and chart.signal is not None
+        assert chart.signal.ts_us == bar_us
