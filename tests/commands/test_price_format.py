@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import CliResult
+from conftest import CliResult, run_cli, running_daemon
 
 CONFIG = """\
 watchlist = ["SIM:EURUSD"]
@@ -95,3 +95,19 @@ def test_fills_show_the_instruments_decimals(run, home: Path) -> None:
     assert f" {price:.5f} " in table and repr(price) not in table
     positions = ok(run("positions"))
     assert f" {price:.5f} " in positions
+
+
+def test_through_a_daemon_the_same_decimals(tmp_path: Path) -> None:
+    # The remote client asks the daemon (its price_decimals API row).
+    config = 'watchlist = ["SIM:USDJPY"]\n[feeds.sim]\ntick_rate = 5.0\n[store]\nseed_days = 0.02\n'
+    with running_daemon(tmp_path, config, "daemon-home") as (home, config_path):
+        result = run_cli(home, config_path, "candles", "SIM:USDJPY", "--last", "20")
+    assert result.returncode == 0, result.stderr
+    prices = [
+        cell
+        for line in result.stdout.splitlines()
+        if re.match(r"\s*\d{4}-\d\d-\d\dT", line)
+        for cell in line.split()[1:5]
+    ]
+    assert len(prices) == 80
+    assert all(re.fullmatch(r"\d{3}\.\d{3}", cell) for cell in prices), prices
