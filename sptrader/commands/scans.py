@@ -15,6 +15,7 @@ from typing import Any
 from sptrader.client.connect import connect
 from sptrader.client.connection import DaemonUnavailable
 from sptrader.clock import format_us
+from sptrader.commands.trading import decimals_for, fmt_price
 from sptrader.config import Settings
 from sptrader.errors import SptraderError, UsageError
 
@@ -53,15 +54,19 @@ def run_scan(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"{config.name}: {error}")
                     failed += 1
                     continue
-                if not _print_result(config.name, result):
+                names = [signal["instrument"] for signal in result["signals"]]
+                if not _print_result(config.name, result, await decimals_for(client, names)):
                     failed += 1
         return 1 if failed else 0
 
     return asyncio.run(scan_each())
 
 
-def _print_result(name: str, result: dict[str, Any]) -> bool:
-    """Print one scan's summary; True when it went ok."""
+def _print_result(
+    name: str, result: dict[str, Any], decimals: dict[str, int] | None = None
+) -> bool:
+    """Print one scan's summary (stops and targets at each instrument's ``decimals``);
+    True when it went ok."""
     signals = result["signals"]
     print(
         f"{name}: run {result['run_id']} {result['status']}:"
@@ -74,8 +79,11 @@ def _print_result(name: str, result: dict[str, Any]) -> bool:
     for instrument, error in result["failed"]:
         print(f"  failed  {instrument}: {error.splitlines()[0] if error else ''}")
     for signal in signals:
+        places = (decimals or {}).get(signal["instrument"])
         extra = "".join(
-            f" {key} {signal[key]:g}" for key in ("stop", "target") if signal[key] is not None
+            f" {key} {fmt_price(signal[key], places)}"
+            for key in ("stop", "target")
+            if signal[key] is not None
         )
         print(
             f"  {signal['side'].upper():<4} {signal['instrument']} bar {signal['ts']}"
