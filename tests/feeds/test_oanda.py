@@ -537,10 +537,10 @@ def test_symbols_from_the_account_instrument_list() -> None:
         [request] = server.requests
     assert request.path == f"/v3/accounts/{fake_oanda.ACCOUNT_ID}/instruments"
     assert symbols == [
-        SymbolInfo("OANDA:EUR_USD", "EUR/USD", "fx", "EUR", "USD"),
-        SymbolInfo("OANDA:USD_JPY", "USD/JPY", "fx", "USD", "JPY"),
-        SymbolInfo("OANDA:XAU_USD", "Gold", "metal", "XAU", "USD"),
-        SymbolInfo("OANDA:SPX500_USD", "US SPX 500", "cfd", "SPX500", "USD"),
+        SymbolInfo("OANDA:EUR_USD", "EUR/USD", "fx", "EUR", "USD", 5),
+        SymbolInfo("OANDA:USD_JPY", "USD/JPY", "fx", "USD", "JPY", 3),
+        SymbolInfo("OANDA:XAU_USD", "Gold", "metal", "XAU", "USD", 3),
+        SymbolInfo("OANDA:SPX500_USD", "US SPX 500", "cfd", "SPX500", "USD", 1),
     ]
 
 
