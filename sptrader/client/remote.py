@@ -18,6 +18,7 @@ import polars as pl
 
 from sptrader.bus import Bus, Subscription
 from sptrader.client.connection import ApiConnection, DaemonUnavailable
+from sptrader.client.paths import DAEMON, host_name
 from sptrader.client.protocol import InstrumentSummary
 from sptrader.client.wire import candles_frame, decode_status
 from sptrader.clock import now_us
@@ -39,13 +40,21 @@ RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 5.0
 
 
-def fetch_welcome(home: Path) -> dict[str, Any]:
+def fetch_welcome(
+    home: Path, host_starting: Callable[[], bool] | None = None, start_timeout_s: float = 30.0
+) -> dict[str, Any]:
     """Greet the daemon once, before the app's loop runs (the screens need the
-    watchlist to lay themselves out)."""
+    watchlist to lay themselves out); a host still starting is waited for."""
 
     async def greet() -> dict[str, Any]:
-        connection = ApiConnection(home)
-        welcome = await connection.open()
+        client = RemoteEngineClient(
+            home,
+            {},
+            reconnect=False,
+            host_starting=host_starting,
+            start_timeout_s=start_timeout_s,
+        )
+        connection, welcome = await client._open_when_served()
         await connection.close()
         return welcome
 
@@ -58,16 +67,27 @@ class RemoteEngineClient:
     attached = True
 
     def __init__(
-        self, home: Path, welcome: dict[str, Any] | None = None, *, reconnect: bool = True
+        self,
+        home: Path,
+        welcome: dict[str, Any] | None = None,
+        *,
+        reconnect: bool = True,
+        host_starting: Callable[[], bool] | None = None,
+        start_timeout_s: float = 30.0,
     ) -> None:
         """``reconnect`` (the TUI): stay attached, reconnecting with backoff while the
         daemon is away, and greet it now (the screens need its watchlist to lay
         themselves out before the loop runs). Without (a command): one connection,
-        opened by ``start()``, whose failure is the command's error."""
+        opened by ``start()``, whose failure is the command's error, unless
+        ``host_starting()`` says the host is still starting its engine (it claimed the
+        home, its socket does not answer yet): then it is waited for, up to
+        ``start_timeout_s``."""
         self.home = home
         self.reconnect = reconnect
+        self._host_starting = host_starting
+        self._start_timeout_s = start_timeout_s
         if welcome is None:
-            welcome = fetch_welcome(home) if reconnect else {}
+            welcome = fetch_welcome(home, host_starting, start_timeout_s) if reconnect else {}
         self.welcome = welcome
         self.bus = Bus()
         self.connection: ApiConnection | None = None
@@ -78,6 +98,7 @@ class RemoteEngineClient:
         self._services: list[ServiceStatus] = []
         self._keeper: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._attached_once = False
         self._closing = False
         # One-shot: the daemon streams events only once something subscribes.
         self._subscribing: asyncio.Task[Any] | None = None
@@ -85,11 +106,19 @@ class RemoteEngineClient:
     # --- EngineClient -----------------------------------------------------------------
 
     @property
+    def host(self) -> str:
+        """Who serves this home: "daemon" or "TUI" (a TUI hosting the engine)."""
+        return host_name(self.welcome.get("host", DAEMON))
+
+    @property
     def mode(self) -> str:
         pid = self.welcome.get("pid")
         if self.connected:
-            return f"attached to daemon pid {pid}"
-        return f"daemon pid {pid} gone: reconnecting…"
+            return f"attached to {self.host} pid {pid}"
+        if not self._attached_once:
+            # Greeted, not yet subscribed: nothing went away.
+            return f"attaching to {self.host} pid {pid}…"
+        return f"{self.host} pid {pid} gone: reconnecting…"
 
     @property
     def watchlist(self) -> list[str]:
@@ -105,8 +134,7 @@ class RemoteEngineClient:
 
     async def start(self) -> None:
         if not self.reconnect:
-            connection = ApiConnection(self.home, on_events=self._on_events)
-            self.welcome = await connection.open()
+            connection, self.welcome = await self._open_when_served()
             self.connection = connection
             self.connected = True
             return
@@ -170,7 +198,14 @@ class RemoteEngineClient:
         }
 
     async def price_decimals(self, instruments: list[str]) -> dict[str, int]:
-        return await self._call("price_decimals", instruments=instruments)
+        try:
+            return await self._call("price_decimals", instruments=instruments)
+        except SptraderError as error:
+            # A daemon started before an upgrade lacks the method: prices are then
+            # formatted as their own digits say, not refused.
+            if "unknown API method" not in str(error):
+                raise
+            return {}
 
     async def stale_instruments(self) -> set[str]:
         if not self.connected:
@@ -309,6 +344,21 @@ class RemoteEngineClient:
             ]
         self.bus.publish_nowait(events)
 
+    async def _open_when_served(self) -> tuple[ApiConnection, dict[str, Any]]:
+        """A command's one connection, once the host answers (a daemon or a TUI claims
+        the home before its engine has started and its socket listens)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._start_timeout_s
+        while True:
+            connection = ApiConnection(self.home, on_events=self._on_events)
+            try:
+                return connection, await connection.open()
+            except DaemonUnavailable:
+                starting = self._host_starting is not None and self._host_starting()
+                if not starting or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+
     async def _keep_connected(self) -> None:
         delay = RECONNECT_INITIAL_S
         while not self._closing:
@@ -327,16 +377,16 @@ class RemoteEngineClient:
                 delay = min(RECONNECT_MAX_S, delay * 2)
                 continue
             self.connection = connection
-            self.connected = True
+            self.connected = self._attached_once = True
             delay = RECONNECT_INITIAL_S
             self._ready.set()
-            self._announce(f"attached to daemon pid {self.welcome.get('pid')}", "INFO")
+            self._announce(f"attached to {self.host} pid {self.welcome.get('pid')}", "INFO")
             await connection.closed.wait()
             self.connected = False
             if self._closing:
                 return
             self._announce(
-                f"lost the daemon (pid {self.welcome.get('pid')}); reconnecting", "ERROR"
+                f"lost the {self.host} (pid {self.welcome.get('pid')}); reconnecting", "ERROR"
             )
 
     def _announce(self, message: str, level: str) -> None:
