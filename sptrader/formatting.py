@@ -1,4 +1,5 @@
-"""Small text helpers shared by the panes (no widgets here)."""
+"""Small text helpers shared by the panes and the commands (no widgets here), among
+them the one price rule (``price_decimals``) and format (``format_price``)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def price_decimals(known: int | None, prices: Sequence[float] = ()) -> int | Non
     value). The one rule every pane and command follows."""
     if known is not None:
         return known
-    values = [value for value in prices if value == value]  # no NaN
+    values = [value for value in prices if value is not None and value == value]  # no NaN
     if not values:
         return None
     # Whole numbers say nothing of the precision: then guess by size.
