@@ -397,6 +397,15 @@ def _mark_signal(
             candles.draw(candles.text(max(0, start - 1), level, label, alignment="right"))
 
 
+def _apart(low: float, high: float) -> tuple[float, float]:
+    """Axis limits that are not one value (plotext warns on stderr about those): a flat
+    series gets a little room either side."""
+    if high > low:
+        return low, high
+    room = abs(low) * 1e-4 or 1.0
+    return low - room, high + room
+
+
 def _span(*series: Sequence[float | None]) -> tuple[float, float]:
     values = [
         value for values in series for value in values if value is not None and value == value
@@ -489,6 +498,7 @@ def render_candles(
             offset = _signal_offset(bars, low, high, layout.price)
             _mark_signal(plotext, candles, bars, signal, index, offset, decimals)
             low, high = low - offset, high + offset
+        low, high = _apart(low, high)
         candles.ruler(1).lim(low, high)
         ticks = nice_ticks(low, high, _tick_count(layout.price), 10.0**-decimals)
         yticks["price"] = (ticks, price_labels(ticks, decimals))
@@ -519,7 +529,7 @@ def render_candles(
             _line(plotext, panel, series["macd"], LINE_COLOURS["macd"])
             _line(plotext, panel, series["macd_signal"], LINE_COLOURS["macd_signal"])
             values = [*series["macd"], *series["macd_signal"], *series["macd_hist"], 0.0]
-            macd_low, macd_high = _span(values)
+            macd_low, macd_high = _apart(*_span(values))
             panel.ruler(1).lim(macd_low, macd_high)
             ticks = nice_ticks(macd_low, macd_high, _tick_count(layout.lower["macd"]))
             yticks["macd"] = (ticks, price_labels(ticks, 12))

@@ -15,12 +15,21 @@ chart shows what is stored at once, asks the engine to backfill the missing part
 (once per instrument and range) and reads the window again when HistoryStored says
 the bars are there.
 
-Overlays (keys ``m`` ``b`` ``i`` ``M`` with the chart focused): EMA20 + SMA50 and
+Overlays (keys ``m`` ``B`` ``i`` ``M`` with the chart focused): EMA20 + SMA50 and
 Bollinger(20, 2) over the candles, RSI(14) (30/70 guides) and MACD(12, 26, 9) each in a
-panel between the candles and the volume (the volume panel gives way in a small pane).
-They are computed in the render thread over the shown bars plus ``lead`` bars read
-before the window for the warm-up; the title lists the active ones. The overlays and the
-timeframe chosen are announced (``ViewChanged``) for the app to keep across restarts.
+panel between the candles and the volume when it can be read there (else a note says it
+is hidden; the volume panel gives way first). They are computed when the chart is drawn
+over the shown bars plus ``lead`` bars read before the window for the warm-up; the title
+lists the active ones. The overlays and the timeframe chosen are announced
+(``ViewChanged``) for the app to keep across restarts.
+
+Drawing: at once for what the user does; for live data only when the forming bar moved
+by half a text row or more (``visible_state``), at most MAX_LIVE_RENDER_HZ, and never
+while the chart is hidden (another screen on top, or display: none). Live windows read
+are cached per instrument and timeframe (and the shown instrument's other timeframes
+read ahead after a moment), so a switch draws at once and is corrected by the read that
+follows. The title fits its width by whole words (``ChartTitle``) and never shows the
+previous instrument's price.
 
 A signal chosen on the Strategies screen (``show_signal``) switches to its instrument
 and its scanner's timeframe, places the window so that its bar sits about three quarters
@@ -37,7 +46,6 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -84,6 +92,10 @@ REQUEST_MEMORY_S = 600.0
 MAX_LIVE_RENDER_HZ = 2.0
 # Live windows kept per (instrument, timeframe), drawn at once when shown again.
 WINDOW_CACHE_SIZE = 16
+# A cached window this many bars behind is still drawn (and read again at once).
+CACHE_STALE_BARS = 5
+# The shown instrument's other timeframes are read into the cache after this long.
+PREFETCH_AFTER_S = 1.0
 # Below this many columns per timeframe button (plus room for the title) the toolbar's
 # buttons lose their padding.
 TITLE_ROOM = 28
@@ -226,12 +238,10 @@ class ChartPane(Vertical, can_focus=True):
         self._dirty = False
         self._live_dirty = False
         self._title_dirty = False
-        self._rendering = False
         self._drawn_state: tuple | None = None
         self._last_render_at = 0.0
         self._data_decimals = 5
-        # One long-lived thread draws every chart (plotext is slow and single-figure).
-        self._render_executor: ThreadPoolExecutor | None = None
+        self._known_decimals: dict[str, int] = {}
         # (instrument, timeframe) -> (lead count, complete bars, lead, current minutes,
         # bucket start) of the live window last read, oldest first.
         self._window_cache: dict[tuple[str, str], tuple] = {}
@@ -290,12 +300,14 @@ class ChartPane(Vertical, can_focus=True):
 
     @property
     def decimals(self) -> int:
-        """The shown instrument's price precision: the decimals source's, else what
-        its bars use."""
+        """The shown instrument's price precision: the decimals source's, else the
+        engine's (price_decimals, asked once per instrument), else what its bars use."""
         if self.decimals_source is not None and self.instrument is not None:
             places = self.decimals_source(self.instrument)
             if places is not None:
                 return places
+        if self.instrument in self._known_decimals:
+            return self._known_decimals[self.instrument]
         return self._data_decimals
 
     def _end_showing(self, ts_us: int) -> int | None:
@@ -457,26 +469,12 @@ class ChartPane(Vertical, can_focus=True):
         if history_end is None:
             cached = self._cached_window(instrument, timeframe, lead_count)
             if cached is not None:
-                # Drawn at once; the read below follows once it is drawn (not competing
-                # with the render for the interpreter) and redraws only if what is
-                # seen changed.
+                # Drawn at once; the read below redraws only if what is seen changed.
                 self._show_window(instrument, timeframe, None, lead_count, *cached)
-                await self._rendered()
-            # The forming bar's bucket by the clock; its stored minutes are read at the
-            # same time as the window (the two reads were one after the other).
-            bucket_start = self._live_end() - width
-            frame, minute_frame = await asyncio.gather(
-                self.client.candles(instrument, timeframe, last=self.window + lead_count),
-                self.client.candles(instrument, "1m", start_us=bucket_start, end_us=None),
+            (bars, lead, current, bucket_start), _ = await asyncio.gather(
+                self._read_live_window(instrument, timeframe, lead_count),
+                self._learn_decimals(instrument),
             )
-            stored = [
-                bar
-                for bar in _rows_to_bars(instrument, timeframe, frame)
-                if bar.ts_us < bucket_start
-            ]
-            current = {bar.ts_us: bar for bar in _rows_to_bars(instrument, "1m", minute_frame)}
-            shown = self.window - 1 if current else self.window
-            lead, bars = stored[:-shown], stored[-shown:]
         else:
             start = history_end - self.window * width
             frame = await self.client.candles(
@@ -493,38 +491,81 @@ class ChartPane(Vertical, can_focus=True):
         ):
             return  # the user moved on while this was loading
         if history_end is None:
-            self._window_cache[(instrument, timeframe)] = (
-                lead_count,
-                bars,
-                lead,
-                current,
-                bucket_start,
-            )
-            while len(self._window_cache) > WINDOW_CACHE_SIZE:
-                del self._window_cache[next(iter(self._window_cache))]
+            self._cache_window(instrument, timeframe, lead_count, bars, lead, current, bucket_start)
         self._show_window(
             instrument, timeframe, history_end, lead_count, bars, lead, current, bucket_start
         )
         self.loads += 1
+        if history_end is None:
+            self._prefetch(instrument, lead_count)
         await self._fetch_missing(instrument, history_end, bool(bars or current))
 
-    async def _rendered(self, timeout: float = 0.5) -> None:
-        """Until no render is in flight."""
-        deadline = time.monotonic() + timeout
-        while self._rendering and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+    async def _read_live_window(self, instrument: str, timeframe: str, lead_count: int):
+        """The live window's complete bars, the lead before them, the stored minutes of
+        the forming bar's bucket (by the clock) and that bucket's start; the window and
+        the minutes are read at the same time."""
+        width = timeframe_minutes(timeframe) * US_PER_MINUTE
+        now = now_us()
+        bucket_start = now - now % width
+        frame, minute_frame = await asyncio.gather(
+            self.client.candles(instrument, timeframe, last=self.window + lead_count),
+            self.client.candles(instrument, "1m", start_us=bucket_start, end_us=None),
+        )
+        stored = [
+            bar for bar in _rows_to_bars(instrument, timeframe, frame) if bar.ts_us < bucket_start
+        ]
+        current = {bar.ts_us: bar for bar in _rows_to_bars(instrument, "1m", minute_frame)}
+        shown = self.window - 1 if current else self.window
+        return stored[-shown:], stored[:-shown], current, bucket_start
 
-    def _cached_window(self, instrument: str, timeframe: str, lead_count: int):
+    def _cache_window(self, instrument: str, timeframe: str, lead_count: int, *window) -> None:
+        self._window_cache.pop((instrument, timeframe), None)
+        self._window_cache[(instrument, timeframe)] = (lead_count, *window)
+        while len(self._window_cache) > WINDOW_CACHE_SIZE:
+            del self._window_cache[next(iter(self._window_cache))]
+
+    @work(exclusive=True, group="chart-prefetch", exit_on_error=False)
+    async def _prefetch(self, instrument: str, lead_count: int) -> None:
+        """Once the chart has shown ``instrument`` for a moment, read its other
+        timeframes' live windows into the cache, one at a time, so that a timeframe key
+        draws at once. (Cancelled by the next load; never asks for history.)"""
+        await asyncio.sleep(PREFETCH_AFTER_S)
+        for timeframe in self.timeframes:
+            if self.instrument != instrument or not self.is_shown():
+                return
+            if self._cached_window(instrument, timeframe, lead_count, touch=False) is not None:
+                continue
+            window = await self._read_live_window(instrument, timeframe, lead_count)
+            self._cache_window(instrument, timeframe, lead_count, *window)
+
+    async def _learn_decimals(self, instrument: str) -> None:
+        """The instrument's price precision from the engine (its symbol metadata), asked
+        once per instrument."""
+        if instrument in self._known_decimals:
+            return
+        try:
+            answer = await self.client.price_decimals([instrument])
+        except Exception as error:  # an older daemon: the bars' own decimals then
+            log.debug("no price precision for %s: %s", instrument, error)
+            answer = {}
+        if instrument in answer:
+            self._known_decimals[instrument] = answer[instrument]
+
+    def _cached_window(self, instrument: str, timeframe: str, lead_count: int, touch=True):
         """The live window last read for (instrument, timeframe), if it has the lead
-        the overlays need and its forming bucket is still the current one."""
+        the overlays need and no more than CACHE_STALE_BARS bars closed since (shown
+        for the moment the window takes to be read again)."""
         cached = self._window_cache.get((instrument, timeframe))
         if cached is None or cached[0] < lead_count:
             return None
-        if cached[4] != self._live_end() - self._bar_width():
-            return None  # bars have closed since: not worth showing for a moment
-        self._window_cache[(instrument, timeframe)] = self._window_cache.pop(
-            (instrument, timeframe)
-        )
+        width = timeframe_minutes(timeframe) * US_PER_MINUTE
+        live_bucket = now_us() // width * width
+        if cached[4] < live_bucket - CACHE_STALE_BARS * width:
+            return None
+        if touch:  # the newest used is the last to go
+            self._window_cache[(instrument, timeframe)] = self._window_cache.pop(
+                (instrument, timeframe)
+            )
         return cached[1:]
 
     def _show_window(
@@ -796,10 +837,10 @@ class ChartPane(Vertical, can_focus=True):
         return self.is_on_screen
 
     def _start_render(self) -> None:
-        """Draw the chart in the render thread if it is shown and either the user changed
-        the view or the live data changed what is seen (visible_state), at most
-        MAX_LIVE_RENDER_HZ for live data. One render at a time."""
-        if self._rendering or self.loaded_key is None or not (self._dirty or self._live_dirty):
+        """Draw the chart if it is shown and what it shows changed (the view the user
+        chose, its size, or the live bars at the resolution drawn: visible_state); live
+        data at most MAX_LIVE_RENDER_HZ, what the user asked for at once."""
+        if self.loaded_key is None or not (self._dirty or self._live_dirty):
             return
         if not self._dirty and time.monotonic() - self._last_render_at < 1 / MAX_LIVE_RENDER_HZ:
             return
@@ -822,11 +863,11 @@ class ChartPane(Vertical, can_focus=True):
             visible_state(bars, height, overlays),
         )
         self._live_dirty = False
-        if not self._dirty and state == self._drawn_state:
-            return  # the forming bar moved less than a row: nothing to redraw
+        if state == self._drawn_state:
+            self._dirty = False
+            return  # e.g. the forming bar moved less than half a row: nothing to redraw
         self._dirty = False
         self._drawn_state = state
-        self._rendering = True
         self._draw_chart(
             bars,
             width,
@@ -839,8 +880,7 @@ class ChartPane(Vertical, can_focus=True):
             self.loaded_key,
         )
 
-    @work(group="chart-render", exit_on_error=False)
-    async def _draw_chart(
+    def _draw_chart(
         self,
         bars: list[Bar],
         width: int,
@@ -852,28 +892,20 @@ class ChartPane(Vertical, can_focus=True):
         decimals: int | None = None,
         drawn_key: tuple[str, str] | None = None,
     ) -> None:
+        """Build the chart here, on the event loop: 5-40 ms of plotext at most twice a
+        second for live data. (A render thread competed with the loop for the
+        interpreter and took two to four times as long to show a key's chart.)"""
         started = time.perf_counter()
         try:
-            if self._render_executor is None:
-                self._render_executor = ThreadPoolExecutor(1, thread_name_prefix="chart-render")
-            text, drawn_at = await asyncio.get_running_loop().run_in_executor(
-                self._render_executor,
-                _render_text,
-                bars,
-                width,
-                height,
-                minutes,
-                overlays,
-                lead or [],
-                signal,
-                decimals,
+            text, drawn_at = _render_text(
+                bars, width, height, minutes, overlays, lead or [], signal, decimals
             )
-            self._show_plot(text, (time.perf_counter() - started) * 1000, drawn_at, drawn_key)
+        except Exception:
+            self._drawn_state = None  # drawn again next time
+            raise
         finally:
-            self._rendering = False
             self._last_render_at = time.monotonic()
-        if self._dirty and self.is_attached:
-            self._start_render()  # the user changed the view meanwhile
+        self._show_plot(text, (time.perf_counter() - started) * 1000, drawn_at, drawn_key)
 
     def _show_plot(
         self,
@@ -900,10 +932,6 @@ class ChartPane(Vertical, can_focus=True):
         self._dirty = True
         # The plot's new size is known after this layout.
         self.call_after_refresh(self._start_render)
-
-    def on_unmount(self) -> None:
-        if self._render_executor is not None:
-            self._render_executor.shutdown(wait=False, cancel_futures=True)
 
 
 # plotext writes only resets and 256-colour foregrounds: read here in a third of the time
@@ -946,7 +974,7 @@ def _render_text(
     signal: SignalMark | None,
     decimals: int | None,
 ) -> tuple[Text, int | None]:
-    """The chart as rich Text (built in the render thread), and the open time of the bar
+    """The chart as rich Text, and the open time of the bar
     the signal is drawn at (None: not drawn)."""
     chart = render_candles(bars, width, height, minutes, overlays, lead, signal, decimals)
     position = None if signal is None else signal_position(bars, signal.ts_us, minutes)
