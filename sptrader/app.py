@@ -8,15 +8,15 @@ import contextlib
 import functools
 import gc
 import logging
-from collections.abc import Iterable
+import os
+import sys
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.css.query import NoMatches
 from textual.dom import DOMNode
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
@@ -57,7 +57,7 @@ from sptrader.screens.account import AccountBar
 from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
 from sptrader.screens.orders import OrdersPane, describe_order
-from sptrader.screens.palette import palette_commands
+from sptrader.screens.palette import ControlCenterCommands
 from sptrader.screens.pane_bar import TURN_PANES, PaneBar
 from sptrader.screens.positions import PositionsPane
 from sptrader.screens.routing import EventBatch, EventRouter, Route
@@ -91,6 +91,8 @@ class SptraderApp(App[int]):
     # Under 160 columns the panes below the chart take turns (app.tcss, PaneBar); under
     # 120 the watchlist keeps only its most needed columns, so the chart keeps 40+.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-medium"), (160, "-wide")]
+    # The control center's palette commands, in their own order (palette.py).
+    COMMANDS = App.COMMANDS | {ControlCenterCommands}
     # The order keys are app-wide, but a focused pane's own keys come first: `s` in the
     # services pane starts a service, `b` with the chart focused toggles its bands
     # (check_action keeps a disabled pane key from falling through to the ticket).
@@ -135,6 +137,8 @@ class SptraderApp(App[int]):
         self.refreshes = 0
         self._stopping = False
         self._refresh_timers: list[Timer] = []
+        # The API this app serves when it hosts the engine (EngineHost), else None.
+        self._api_host = None
         # The newest (bid, ask) and the display decimals of each instrument (the order
         # ticket's estimate, the trading panes' prices).
         self.quotes: dict[str, tuple[float, float]] = {}
@@ -200,6 +204,8 @@ class SptraderApp(App[int]):
     @work(exclusive=True, group="engine", exit_on_error=False)
     async def _start_engine(self) -> None:
         await self.client.start()
+        await self._serve_api()
+        self._show_mode()
         self.engine_ready = True
         watchlist = self.client.watchlist
         await self._learn_price_decimals(watchlist)
@@ -225,6 +231,36 @@ class SptraderApp(App[int]):
         # keep it out of the cyclic GC, whose full passes otherwise freeze the loop
         # for 150-250 ms every few seconds under a fast market.
         gc.freeze()
+
+    async def _serve_api(self) -> None:
+        """An engine hosted here serves the daemon's API on the home's socket, so every
+        command (and another TUI) goes through it, as through a daemon."""
+        if self.engine is None or not getattr(self.client, "run_services", False):
+            return
+        from sptrader.api.host import EngineHost
+        from sptrader.client.paths import TUI
+
+        host = EngineHost(self.engine, TUI)
+        try:
+            await host.start()
+        except Exception as error:  # another host claimed the home meanwhile: said
+            log.warning("not serving the API: %s", error)
+            self.notify(str(error), title="commands cannot reach this TUI", severity="warning")
+            return
+        self._api_host = host
+
+    async def _stop_engine(self) -> None:
+        """Stop answering commands, then stop the engine (the store flushed and closed),
+        then give the home back (the pid file goes last: until the store is closed no
+        command may try to open it)."""
+        host, self._api_host = self._api_host, None
+        if host is not None:
+            await host.close_server()
+        try:
+            await self.client.close()
+        finally:
+            if host is not None:
+                await host.close()
 
     # --- engine events, coalesced and routed -------------------------------------------
 
@@ -562,7 +598,8 @@ class SptraderApp(App[int]):
 
     def _show_mode(self) -> None:
         """The header says where the engine runs (and when a daemon went away)."""
-        self.sub_title = f"{self.client.mode} · {len(self.client.watchlist)} instruments"
+        if not self._stopping:
+            self.sub_title = f"{self.client.mode} · {len(self.client.watchlist)} instruments"
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -735,15 +772,21 @@ class SptraderApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
-    async def action_quit(self) -> None:
-        """Stop services and flush the store before the terminal is restored."""
+    def action_quit(self) -> None:
+        """Say so at once, then stop services and flush the store before the terminal
+        is restored (in a worker: the screen keeps painting meanwhile)."""
         if self._stopping:
             return
         self._stopping = True
         self._stop_timers()
-        self.notify("stopping services, flushing the store…", timeout=2)
+        self.sub_title = "stopping…"
+        self.notify("stopping services, flushing the store…", timeout=5)
+        self._shut_down()
+
+    @work(group="shutdown", exit_on_error=False)
+    async def _shut_down(self) -> None:
         try:
-            await self.client.close()
+            await self._stop_engine()
         except Exception:
             log.exception("engine stop failed")
         self.exit(result=0, return_code=0)
@@ -754,17 +797,13 @@ class SptraderApp(App[int]):
         if not self._stopping:
             self._stopping = True
             self._stop_timers()
-            await self.client.close()
+            await self._stop_engine()
 
     def _stop_timers(self) -> None:
         """No repaint may run while the engine stops and the widgets go away."""
         for timer in self._refresh_timers:
             timer.stop()
         self._refresh_timers.clear()
-
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        yield from palette_commands(self)
 
 
 def run_tui(settings: Settings, args: object = None) -> int:
@@ -781,8 +820,28 @@ def run_tui(settings: Settings, args: object = None) -> int:
     client = client_for(settings, run="everything")
     engine = getattr(client, "engine", None)
     if engine is not None:
-        # Open the store before taking over the terminal: a locked file is a one-line error.
-        engine.open_store()
+        from sptrader.api.host import claim_pid_file, release_pid_file
+        from sptrader.client.paths import TUI
+
+        # Claimed first: a command run while the engine starts waits for this TUI's API
+        # instead of finding the store locked (the app serves it once the engine runs).
+        claim_pid_file(settings.home, TUI)
+        try:
+            # Open the store before taking over the terminal: a locked file is one line.
+            engine.open_store()
+        except BaseException:
+            release_pid_file(settings.home)
+            raise
     app = SptraderApp(settings, client)
-    result = app.run()
-    return result or 0
+    try:
+        result = app.run()
+    finally:
+        if engine is not None:
+            release_pid_file(settings.home)  # an app that failed before serving
+    # The store is flushed and closed and the terminal restored: leave without the
+    # interpreter's teardown, whose final garbage collection over the app's heap took
+    # 1-3 s after `q` (bench/quit.py).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(result or 0)

@@ -1,8 +1,11 @@
 """The control center's commands in the command palette (ctrl+p): instruments, screens,
 the order ticket, positions and orders, backfills, timeframes and services.
 
-The app offers them after Textual's own system commands. What they act on is the
-ControlCenter below (the app: it imports this module, so this one cannot import it).
+The app offers them through ControlCenterCommands, a palette provider of its own beside
+Textual's system commands: those are listed sorted by title, which would put
+"last 30 days" before "last 7 days" and 15m before 1m; these keep their order. What they
+act on is the ControlCenter below (the app: it imports this module, so this one cannot
+import it).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol, TypeVar
 
 from textual.app import SystemCommand
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.widget import Widget
 
 from sptrader.client.protocol import EngineClient
@@ -115,3 +119,27 @@ def palette_commands(app: ControlCenter) -> Iterator[SystemCommand]:
                 f"{action} the {status.name} {status.kind}",
                 lambda name=status.name, verb=action: app.control_service(name, verb),
             )
+
+
+class ControlCenterCommands(Provider):
+    """The palette's provider of palette_commands, in their order (1, 7, 30 days; 1m,
+    5m, 15m ...): listed as given when nothing is typed, and matches of a query that
+    score alike stay in that order (the palette sorts by score only)."""
+
+    def _commands(self) -> list[SystemCommand]:
+        app: Any = self.app  # the SptraderApp, a ControlCenter
+        return list(palette_commands(app))
+
+    async def discover(self) -> Hits:
+        for command in self._commands():
+            if command.discover:
+                yield DiscoveryHit(command.title, command.callback, help=command.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for command in self._commands():
+            score = matcher.match(command.title)
+            if score > 0:
+                yield Hit(
+                    score, matcher.highlight(command.title), command.callback, help=command.help
+                )
