@@ -656,6 +656,7 @@ class SptraderApp(App[int]):
         except Exception as error:  # unknown symbol, feed disabled: said, not a crash
             self.notify(str(error), title="add instrument", severity="error")
             return
+        self._show_mode()  # the header's count at once, not at the next refresh
         self.notify(f"{added} added: streaming and backfilling", title="watchlist")
 
     @on(WatchlistPane.RemoveRequested)
@@ -669,6 +670,7 @@ class SptraderApp(App[int]):
         except Exception as error:
             self.notify(str(error), title="remove instrument", severity="error")
             return
+        self._show_mode()  # the header's count at once, not at the next refresh
         self.notify(f"{instrument} removed from the watchlist", title="watchlist")
 
     @work(group="backfill", exit_on_error=False)
