@@ -203,13 +203,11 @@ def chart_layout(height: int, overlays: Sequence[str] = ()) -> ChartLayout:
 
 # --- axis labels: written here, never plotext's own (which fall into 4.97e4) -----------
 
-# Tick steps are 1, 2 or 5 times a power of ten.
-_NICE_STEPS = (1.0, 2.0, 5.0, 10.0)
-
 
 def nice_ticks(low: float, high: float, count: int, smallest: float = 0.0) -> list[float]:
-    """About ``count`` (at least 1) round values within [low, high], evenly ``1, 2 or 5 times
-    10^k`` apart and no closer than ``smallest`` (an instrument's price increment)."""
+    """About ``count`` round values within [low, high] (two at least when ``count`` asks
+    for two and the range allows), evenly 1, 2 or 5 times 10^k apart and no closer
+    than ``smallest`` (an instrument's price increment)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return []
     if high < low:
@@ -219,10 +217,18 @@ def nice_ticks(low: float, high: float, count: int, smallest: float = 0.0) -> li
         return [low]
     rough = max(span / max(1, count), smallest)
     power = 10.0 ** math.floor(math.log10(rough))
-    step = next(power * nice for nice in _NICE_STEPS if power * nice >= rough * (1 - 1e-9))
-    first = math.ceil(low / step - 1e-9)
-    last = math.floor(high / step + 1e-9)
-    return [round(index * step, 12) for index in range(first, last + 1)]
+    steps = [power * nice for nice in (0.5, 1.0, 2.0, 5.0, 10.0)]
+    chosen = next(index for index, step in enumerate(steps) if step >= rough * (1 - 1e-9))
+    ticks: list[float] = []
+    for step in reversed(steps[: chosen + 1]):
+        if step < smallest * (1 - 1e-9):
+            break
+        first = math.ceil(low / step - 1e-9)
+        last = math.floor(high / step + 1e-9)
+        ticks = [round(index * step, 12) for index in range(first, last + 1)]
+        if len(ticks) >= min(2, count):
+            break
+    return ticks
 
 
 def step_decimals(ticks: Sequence[float]) -> int:
@@ -501,7 +507,11 @@ def render_candles(
         low, high = _apart(low, high)
         candles.ruler(1).lim(low, high)
         ticks = nice_ticks(low, high, _tick_count(layout.price), 10.0**-decimals)
-        yticks["price"] = (ticks, price_labels(ticks, decimals))
+        if ticks:
+            yticks["price"] = (ticks, price_labels(ticks, decimals))
+        else:  # a range narrower than the price increment: its middle, labelled
+            middle = (low + high) / 2
+            yticks["price"] = ([middle], [f"{middle:,.{decimals}f}"])
 
         last = max(1, len(bars) - 1)
         if "rsi" in layout.lower:
