@@ -10,6 +10,9 @@
 Conventions:
 
 - Money is not rounded here (only when shown).
+- A drawdown is a positive fall from a peak, in money and as a percentage of the peak
+  equity, and is shown so everywhere (backtest report and sweep, the journal in the CLI
+  and the TUI, their JSON and CSV): ``max drawdown 1,234.00 (3.20%)``, never ``-3.20%``.
 - A ratio with nothing to divide by is ``None`` (no trades: no win rate); a profit factor
   with wins but no losing trade is ``math.inf`` (JSON writers turn it into null).
 - Sharpe uses the *sample* standard deviation (ddof=1) of the per-period returns;

@@ -82,7 +82,8 @@ def stats_text(stats: dict[str, Any], currency: str = "") -> Text:
         factor_text = f"{factor:.2f}"
     drawdown = float(stats.get("max_drawdown") or 0.0)
     drawdown_pct = stats.get("max_drawdown_pct")
-    drawdown_text = money(-drawdown, signed=True) if drawdown else "0.00"
+    # A drawdown is written as the positive fall it is, as everywhere (performance.py).
+    drawdown_text = money(drawdown, signed=False)
     if drawdown and drawdown_pct is not None:
         drawdown_text += f" ({drawdown_pct:.2f}%)"
     rows: list[tuple[str, tuple[str, str]]] = [

@@ -981,3 +981,17 @@ def test_the_entry_point_runs_it(cli_home: Path) -> None:
     )
     assert missing.returncode == 2
     assert "--from" in missing.stderr
+
+
+def test_the_report_shows_the_drawdown_as_a_positive_fall(run, cli_home: Path) -> None:
+    """The text report writes the max drawdown as its JSON has it: a positive amount
+    and percentage (one sign everywhere, as the journal writes it)."""
+    backfilled(run, ("2026-11-02", "2026-11-03"))
+    args = ("backtest", "sma_cross", "SIM:EURUSD", *WINDOW, "--param", "fast=5")
+    summary = json.loads(run(*args, "--format", "json").out)["summary"]
+    amount, pct = summary["max_drawdown"], summary["max_drawdown_pct"]
+    assert amount > 0 and pct > 0
+    text = run(*args).out
+    (line,) = [line for line in text.splitlines() if "max drawdown" in line]
+    assert f"{amount:,.2f} ({pct:.2f}%)" in line, line
+    assert f"-{amount:,.2f}" not in line and f"-{pct:.2f}" not in line

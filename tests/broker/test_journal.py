@@ -216,3 +216,22 @@ def test_one_fill_layout() -> None:
     same values: sptrader.schema's FILL_COLUMNS."""
     assert [field.name for field in dataclasses.fields(Fill)] == FILL_COLUMNS
     assert sorted(records.FILL_FIELDS) == sorted(FILL_COLUMNS)
+
+
+def test_the_drawdown_is_shown_as_a_positive_fall_in_the_cli_and_the_tui(store: Store) -> None:
+    """One sign everywhere: the journal's figures (51 from the peak of 98, 4.64% of the
+    equity at that peak) read the same in `sptrader journal stats` and the Journal
+    screen, with no minus sign."""
+    from sptrader.commands.journal import stats_lines
+    from sptrader.screens.journal import stats_text
+
+    save_fills(store)
+    stats = journal.read(store, starting_cash=1000.0)["stats"]
+    assert stats["max_drawdown"] > 0 and stats["max_drawdown_pct"] > 0
+    (cli_line,) = [line for line in stats_lines(stats, "USD") if "max drawdown" in line]
+    (tui_line,) = [
+        line for line in stats_text(stats).plain.splitlines() if line.startswith("Max drawdown")
+    ]
+    for line in (cli_line, tui_line):
+        assert "51.00 (4.64%" in line, line
+        assert "-51" not in line and "-4.64" not in line, line

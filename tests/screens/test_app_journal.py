@@ -61,7 +61,7 @@ def test_stats_text_names_every_figure() -> None:
         "Average loss  -10.00",
         "Profit factor 3.00",
         "Expectancy    +6.67",
-        "Max drawdown  -10.00 (0.01%)",
+        "Max drawdown  10.00 (0.01%)",  # a positive fall, as the CLI says it
         "Net P&L       +20.00",
     ):
         assert expected in text
