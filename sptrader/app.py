@@ -772,7 +772,7 @@ class SptraderApp(App[int]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.config.keymap))
 
     def action_quit(self) -> None:
         """Say so at once, then stop services and flush the store before the terminal

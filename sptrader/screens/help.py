@@ -8,7 +8,7 @@ every binding of the panes and screens has a row)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from textual.app import App, ComposeResult
@@ -204,12 +204,13 @@ Press {help-close} or {help} to close.
 _BINDING_REF = re.compile(r"\{([a-z0-9-]+)\}")
 
 
-def bound_keys(app: App, node_types: Iterable[type]) -> dict[str, list[str]]:
+def bound_keys(
+    app: App, node_types: Iterable[type], keymap: Mapping[str, str]
+) -> dict[str, list[str]]:
     """Each binding id's keys as a user reads them (``b``, ``esc``, ``←``), as bound in
-    ``app``: the keys ``node_types`` (and the app) declare, with the ``[keymap]``
-    applied the way Textual applies it to a screen's bindings."""
-    # What App.set_keymap keeps; Textual's Screen reads it the same way.
-    keymap = getattr(app, "_keymap", {})
+    ``app``: the keys ``node_types`` (and the app) declare, with ``keymap`` (the config's
+    ``[keymap]``, which the app gave App.set_keymap) applied the way Textual applies it
+    to a screen's bindings."""
     keys: dict[str, list[str]] = {}
     for node_type in (type(app), *node_types):
         declared = getattr(node_type, "BINDINGS", [])
@@ -219,7 +220,7 @@ def bound_keys(app: App, node_types: Iterable[type]) -> dict[str, list[str]]:
                 first_keys.setdefault(binding.id, binding.key)
         bindings = BindingsMap(declared)
         if keymap:
-            bindings.apply_keymap(keymap)
+            bindings.apply_keymap(dict(keymap))
         for key, key_bindings in bindings.key_to_bindings.items():
             for binding in key_bindings:
                 if not binding.id:
@@ -256,8 +257,12 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "app.quit", "Quit", id="help-quit"),
     ]
 
+    def __init__(self, keymap: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.keymap = dict(keymap or {})  # the config's [keymap]
+
     def compose(self) -> ComposeResult:
-        self.keys = bound_keys(self.app, (*BOUND, type(self)))
+        self.keys = bound_keys(self.app, (*BOUND, type(self)), self.keymap)
         self.text = help_markdown(self.keys)
         with VerticalScroll(id="help-body"):
             yield Markdown(self.text)

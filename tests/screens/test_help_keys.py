@@ -61,13 +61,13 @@ def test_every_binding_has_a_help_row(tmp_path: Path) -> None:
     assert set(BINDING_IDS) <= in_rows
     assert declared <= in_rows
     app = SptraderApp(settings(tmp_path))
-    keys = bound_keys(app, (*BOUND, HelpScreen))
+    keys = bound_keys(app, (*BOUND, HelpScreen), {})
     assert in_rows <= set(keys), in_rows - set(keys)
     assert "(unbound)" not in help_markdown(keys)
 
 
 def test_help_says_the_keys_as_declared(tmp_path: Path) -> None:
-    text = help_markdown(bound_keys(SptraderApp(settings(tmp_path)), (*BOUND, HelpScreen)))
+    text = help_markdown(bound_keys(SptraderApp(settings(tmp_path)), (*BOUND, HelpScreen), {}))
     bands = _row_line(text, "chart-bands")
     assert "`m` / `B`" in bands and "Bollinger" in bands  # B, not b (the buy ticket)
     assert "| journal | `e` |" in _row_line(text, "journal-equity")
