@@ -18,30 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from sptrader.api.host import EngineHost, claim_pid_file, release_pid_file
 from sptrader.client import paths
-from sptrader.client.paths import alive, running_pid
+from sptrader.client.paths import alive, host_name, host_of
 from sptrader.config import Settings
 from sptrader.errors import SptraderError
 
 log = logging.getLogger(__name__)
-
-
-def _claim_pid_file(home: Path) -> None:
-    path = paths.pid_path(home)
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    other = running_pid(home)
-    if other is not None and other != os.getpid():
-        raise SptraderError(f"a daemon is already running for {home} (pid {other})")
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(f"{os.getpid()}\n")
-
-
-def _release_pid_file(home: Path) -> None:
-    path = paths.pid_path(home)
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        if int(path.read_text().strip()) == os.getpid():
-            path.unlink()
 
 
 # --- the daemon process ------------------------------------------------------------------
@@ -69,16 +52,17 @@ def _run_foreground(settings: Settings) -> int:
         backups=config.log.backups,
         stderr=sys.stderr.isatty(),
     )
-    _claim_pid_file(settings.home)
+    # Claimed before the engine starts (again by EngineHost once it serves): a command
+    # run meanwhile waits for this daemon instead of opening the store itself.
+    claim_pid_file(settings.home, paths.DAEMON)
     try:
         asyncio.run(_serve(settings))
     finally:
-        _release_pid_file(settings.home)
+        release_pid_file(settings.home)
     return 0
 
 
 async def _serve(settings: Settings) -> None:
-    from sptrader.api.server import ApiServer
     from sptrader.engine import Engine
 
     engine = Engine(settings)
@@ -87,19 +71,19 @@ async def _serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     metrics = None
-    server = ApiServer(engine)
+    host = EngineHost(engine, paths.DAEMON)
     try:
         await engine.start()
-        await server.start()
+        await host.start()
         if settings.config.daemon.metrics_port:
             from sptrader.metrics import serve_metrics
 
-            metrics = serve_metrics(engine, server, settings.config.daemon)
+            metrics = serve_metrics(engine, host.server, settings.config.daemon)
         log.info("daemon ready: pid %d", os.getpid())
         await stop.wait()
         log.info("daemon stopping (signal)")
     finally:
-        await server.close()
+        await host.close_server()
         await engine.stop()
         if metrics is not None:
             metrics.shutdown()
@@ -112,8 +96,14 @@ async def _serve(settings: Settings) -> None:
 def start_background(settings: Settings, config_path: Path | None) -> int:
     """Spawn the daemon detached and return once its API answers (or say why not)."""
     home = settings.home
-    pid = running_pid(home)
-    if pid is not None:
+    host = host_of(home)
+    if host is not None:
+        pid, kind = host
+        if kind == paths.TUI:
+            raise SptraderError(
+                f"a TUI (pid {pid}) hosts the engine for {home}: every command goes through"
+                " it; quit it (q) to start the daemon instead"
+            )
         print(f"sptrader daemon already running (pid {pid})")
         return 0
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -178,12 +168,19 @@ def _last_log_line(settings: Settings) -> str:
 def stop_daemon(settings: Settings) -> int:
     """SIGTERM, wait, then SIGKILL after ``daemon.stop_timeout_s``."""
     home = settings.home
-    pid = running_pid(home)
-    if pid is None:
+    host = host_of(home)
+    if host is None:
         print("sptrader daemon is not running")
         with contextlib.suppress(FileNotFoundError):
             paths.pid_path(home).unlink()
         return 0
+    pid, kind = host
+    if kind == paths.TUI:
+        # Its terminal is the user's: stopping it is their keystroke, not a signal.
+        raise SptraderError(
+            f"no daemon runs for {home}: a {host_name(kind)} (pid {pid}) hosts the engine;"
+            " quit it there (q)"
+        )
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + settings.config.daemon.stop_timeout_s
     while time.monotonic() < deadline:

@@ -73,9 +73,13 @@ BACKLOG = 1024
 
 
 class ApiServer:
-    def __init__(self, engine: Engine, started_us: int | None = None) -> None:
+    def __init__(
+        self, engine: Engine, started_us: int | None = None, *, host: str = paths.DAEMON
+    ) -> None:
         # Every method is answered through the client, as for a TUI in the same process.
         self.client = LocalEngineClient(engine)
+        # Who hosts the engine (the daemon, or a TUI): said in the welcome and status.
+        self.host = host
         self.settings = engine.settings
         self.config = engine.config.api
         self.started_us = started_us or now_us()
@@ -169,6 +173,7 @@ class ApiServer:
                     "protocol": PROTOCOL_VERSION,
                     "version": __version__,
                     "pid": os.getpid(),
+                    "host": self.host,
                     "started_us": self.started_us,
                     "watchlist": self.client.watchlist,
                     "timeframes": list(self.settings.config.chart.timeframes),
@@ -284,6 +289,7 @@ class ApiServer:
         """The engine's status (its store and services) and this server's."""
         return {
             "pid": os.getpid(),
+            "host": self.host,
             "version": __version__,
             "uptime_s": (now_us() - self.started_us) / 1e6,
             **await self.client.status(),

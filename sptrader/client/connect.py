@@ -1,6 +1,6 @@
 """``connect()``: the one place that asks whether an engine already serves this home.
 
-A daemon serving the home holds the store (DuckDB allows one writing process) and the
+A daemon or a TUI serving the home holds the store (DuckDB allows one writing process) and the
 streams, so every caller (the TUI, each command) talks to it through its API. Without
 one, the caller gets an engine in this process: only its store opened (``"store"``:
 reads and one-shot work, nothing streams), every service running (``"everything"``: the
@@ -32,7 +32,13 @@ def client_for(
 
         # A caller with a running loop (a command) connects once in start(); the TUI,
         # before its loop runs, is greeted now and stays attached.
-        return RemoteEngineClient(settings.home, reconnect=run == "everything")
+        return RemoteEngineClient(
+            settings.home,
+            reconnect=run == "everything",
+            # Claimed but not answering yet: its engine is starting; wait for it.
+            host_starting=lambda: running_pid(settings.home) is not None,
+            start_timeout_s=settings.config.daemon.start_timeout_s,
+        )
     if streaming is not None:
         # Checked (live quotes, the broker enabled) before its engine is made.
         return LocalEngineClient.streaming(settings, streaming)

@@ -1,4 +1,5 @@
-"""Where a home's daemon keeps its pid file, socket and token, and whether one runs."""
+"""Where the process hosting a home's engine (a daemon or a TUI) keeps its pid file,
+socket and token, and whether one runs."""
 
 from __future__ import annotations
 
@@ -43,14 +44,33 @@ def read_or_create_token(home: Path) -> str:
     return token
 
 
-def running_pid(home: Path) -> int | None:
-    """The daemon's pid if its pid file names a live process, else None."""
-    path = pid_path(home)
+#: Who hosts the engine: the pid file's second line (a pid file of one line is a daemon's).
+DAEMON = "daemon"
+TUI = "tui"
+
+
+def host_of(home: Path) -> tuple[int, str] | None:
+    """(pid, "daemon" or "tui") of the live process hosting this home's engine, else
+    None (no pid file, or a stale one whose process is gone)."""
     try:
-        pid = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        lines = pid_path(home).read_text().split()
+        pid = int(lines[0])
+    except (FileNotFoundError, ValueError, IndexError):
         return None
-    return pid if alive(pid) else None
+    if not alive(pid):
+        return None
+    return pid, (lines[1] if len(lines) > 1 else DAEMON)
+
+
+def running_pid(home: Path) -> int | None:
+    """The pid of the live process hosting this home's engine (a daemon or a TUI)."""
+    host = host_of(home)
+    return None if host is None else host[0]
+
+
+def host_name(host: str) -> str:
+    """How a user is told who hosts the engine: "daemon" or "TUI"."""
+    return "TUI" if host == TUI else "daemon"
 
 
 def alive(pid: int) -> bool:

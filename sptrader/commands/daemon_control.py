@@ -8,7 +8,7 @@ import json
 import time
 
 from sptrader.client.connection import DaemonUnavailable, call_daemon
-from sptrader.client.paths import running_pid
+from sptrader.client.paths import TUI, running_pid
 from sptrader.config import Settings
 from sptrader.daemon import run_foreground, start_background, stop_daemon
 from sptrader.formatting import format_age, service_notes
@@ -48,7 +48,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         return 0
     rows = status["store"]["rows"]
     print(
-        f"sptrader daemon pid {status['pid']}, up {format_age(status['uptime_s'])}, "
+        f"{_host_line(status)}, up {format_age(status['uptime_s'])}, "
         f"{status['clients']} client(s)\n"
         f"store {status['store']['path']}: {status['store']['size_bytes'] / 1e6:.1f} MB, "
         f"{rows['bars_1m']:,} bars, {rows['ticks']:,} ticks, {rows['service_events']:,} events"
@@ -57,16 +57,28 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
+def _host_line(status: dict) -> str:
+    """Who hosts the engine: the daemon, or a TUI (an older daemon does not say)."""
+    if status.get("host") == TUI:
+        return f"sptrader engine hosted by a TUI (pid {status['pid']})"
+    return f"sptrader daemon pid {status['pid']}"
+
+
 def _print_services(services: list[dict]) -> None:
     now = time.time()
+    # As wide as the longest name (scanner:<name> can be long), never cut.
+    width = max([len("service"), *(len(service["name"]) for service in services)])
     print(
-        f"{'service':<10} {'state':<9} {'ev/s':>9} {'last':>6} {'errors':>6} {'restarts':>8}  notes"
+        f"{'service':<{width}} {'state':<9} {'ev/s':>9} {'last':>6} {'errors':>6} {'restarts':>8}  notes"
     )
     for service in services:
         last = service["last_event_us"]
         age = None if last is None else max(0.0, now - last / 1e6)
+        # A service that is not running has no rate (its last one would be stale).
+        idle = service["state"] in ("stopped", "failed")
+        rate = f"{'-' if idle else format(service['events_per_s'], ',.0f'):>9}"
         print(
-            f"{service['name']:<10} {service['state']:<9} {service['events_per_s']:>9,.0f} "
+            f"{service['name']:<{width}} {service['state']:<9} {rate} "
             f"{format_age(age):>6} {service['errors']:>6} {service['restarts']:>8}  "
             f"{service_notes(service.get('counters', {}), service.get('last_error', ''))}"
         )
