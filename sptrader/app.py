@@ -783,7 +783,8 @@ class SptraderApp(App[int]):
         self._stop_timers()
         self.sub_title = "stopping…"
         self.notify("stopping services, flushing the store…", timeout=5)
-        self._shut_down()
+        # Painted first: the engine's stop then competes with nothing the user waits for.
+        self.call_after_refresh(self._shut_down)
 
     @work(group="shutdown", exit_on_error=False)
     async def _shut_down(self) -> None:
