@@ -196,6 +196,10 @@ class Service:
         raise NotImplementedError
 
 
+#: States in which a service does nothing (no task, no events).
+NOT_RUNNING = (ServiceState.STOPPED, ServiceState.FAILED)
+
+
 class _Supervised:
     def __init__(self, service: Service, context: ServiceContext) -> None:
         self.service = service
@@ -260,7 +264,8 @@ class Supervisor:
                 name=name,
                 kind=entry.service.kind,
                 state=entry.state,
-                events_per_s=entry.rate,
+                # A service that is not running has no rate (not its last one).
+                events_per_s=entry.rate if entry.state not in NOT_RUNNING else 0.0,
                 last_event_us=entry.context.last_event_us,
                 errors=entry.errors,
                 restarts=entry.restarts,

@@ -25,6 +25,10 @@ STATE_STYLES = {
 }
 COLUMNS = ("name", "state", "rate", "age", "errors", "restarts", "notes")
 LABELS = ("Service", "State", "Ev/s", "Last", "Err", "Rst", "Notes")
+# Fixed widths: values grow after the first paint and update_cell keeps widths. The
+# name column grows to the longest name (``scanner:<name>``), never cutting one.
+WIDTHS = {"name": 10, "state": 8, "rate": 8, "age": 5, "errors": 4, "restarts": 4, "notes": 60}
+NOT_RUNNING = (ServiceState.STOPPED, ServiceState.FAILED)
 
 
 def _notes_style(last_error: str) -> str:
@@ -53,6 +57,11 @@ class ServicesPane(Vertical):
         super().__init__(**kwargs)
         self.statuses: dict[str, ServiceStatus] = {}
         self.border_title = "Services"
+        self._name_width = WIDTHS["name"]
+        self._reselect: str | None = None
+        # What the keys offer for the selected service (the footer is refreshed when
+        # that changes, e.g. Start once a service is stopped).
+        self._offered: tuple[bool, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="services-table", cursor_type="row")
@@ -62,20 +71,28 @@ class ServicesPane(Vertical):
             yield Button("Restart", id="service-restart", variant="primary", compact=True)
 
     def on_mount(self) -> None:
+        self._add_columns()
+        self._update_buttons()
+
+    def _add_columns(self) -> None:
         table = self.query_one(DataTable)
-        # Fixed widths: values grow after the first paint and update_cell keeps widths.
-        widths = {
-            "name": 10,
-            "state": 8,
-            "rate": 8,
-            "age": 5,
-            "errors": 4,
-            "restarts": 4,
-            "notes": 60,
-        }
+        widths = {**WIDTHS, "name": self._name_width}
         for key, label in zip(COLUMNS, LABELS, strict=True):
             table.add_column(label, key=key, width=widths[key])
-        self._update_buttons()
+
+    def _fit_names(self, statuses: list[ServiceStatus]) -> None:
+        """Widen the name column to a longer name: the table is laid out again (its
+        rows added anew by ``show``), the selected row kept."""
+        longest = max((len(status.name) for status in statuses), default=0)
+        if longest <= self._name_width:
+            return
+        selected = self.selected
+        self._name_width = longest
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        self._add_columns()
+        self.statuses = {}
+        self._reselect = selected
 
     @property
     def selected(self) -> str | None:
@@ -85,6 +102,7 @@ class ServicesPane(Vertical):
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
     def show(self, statuses: list[ServiceStatus]) -> None:
+        self._fit_names(statuses)
         table = self.query_one(DataTable)
         now = now_us()
         for status in statuses:
@@ -96,7 +114,11 @@ class ServicesPane(Vertical):
             cells = {
                 "name": status.name,
                 "state": Text(status.state.value, style=STATE_STYLES[status.state]),
-                "rate": Text(f"{status.events_per_s:,.0f}", justify="right"),
+                # Not running: no rate (a stopped service's last one would mislead).
+                "rate": Text(
+                    "-" if status.state in NOT_RUNNING else f"{status.events_per_s:,.0f}",
+                    justify="right",
+                ),
                 "age": Text(format_age(age), justify="right"),
                 "errors": Text(
                     str(status.errors), style="red" if status.errors else "", justify="right"
@@ -113,6 +135,9 @@ class ServicesPane(Vertical):
                 for column, value in cells.items():
                     table.update_cell(status.name, column, value)
             self.statuses[status.name] = status
+        reselect, self._reselect = self._reselect, None
+        if reselect in self.statuses:
+            table.move_cursor(row=table.get_row_index(reselect))
         self._update_buttons()
 
     def allowed(self, action: str) -> bool:
@@ -124,13 +149,17 @@ class ServicesPane(Vertical):
         return {"start": not running, "stop": running}.get(action, True)
 
     def _update_buttons(self) -> None:
-        for action in ("start", "stop", "restart"):
-            self.query_one(f"#service-{action}", Button).disabled = not self.allowed(action)
+        offered = tuple(self.allowed(action) for action in ("start", "stop", "restart"))
+        for action, allowed in zip(("start", "stop", "restart"), offered, strict=True):
+            self.query_one(f"#service-{action}", Button).disabled = not allowed
+        if offered != self._offered:
+            # The footer shows the keys check_action allows: ask it again.
+            self._offered = offered
+            self.refresh_bindings()
 
     @on(DataTable.RowHighlighted, "#services-table")
     def _row_highlighted(self) -> None:
         self._update_buttons()
-        self.refresh_bindings()
 
     @on(Button.Pressed, "#service-buttons Button")
     def _button_pressed(self, event: Button.Pressed) -> None:
