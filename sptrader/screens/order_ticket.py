@@ -30,6 +30,7 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 from sptrader.errors import UsageError
 from sptrader.models import normalize_instrument
 from sptrader.screens.account import Decimals, format_price, format_qty, money
+from sptrader.screens.inputs import OrderedInput
 
 #: The newest (bid, ask) of an instrument, or None before its first quote.
 QuoteOf = Callable[[str], tuple[float, float] | None]
@@ -202,6 +203,13 @@ def check_ticket(
     return check
 
 
+class TicketChoice(RadioSet):
+    """A choice of the ticket (side, sizing, type, time in force): space or a click
+    picks the option, and enter places the order as it does in every field."""
+
+    BINDINGS = [Binding("enter", "screen.place_order", "Place", show=False)]
+
+
 class OrderTicket(ModalScreen[dict | None]):
     """Dismissed with the broker's result (``OrderResult`` as a dict) once an order was
     placed and not rejected; None when closed without one."""
@@ -246,7 +254,7 @@ class OrderTicket(ModalScreen[dict | None]):
         with Vertical(id="ticket-body"):
             with Horizontal(classes="ticket-row"):
                 yield Label("Instrument", classes="ticket-label")
-                yield Input(
+                yield OrderedInput(
                     form.instrument,
                     placeholder="FEED:SYMBOL",
                     id="ticket-instrument",
@@ -257,32 +265,32 @@ class OrderTicket(ModalScreen[dict | None]):
             yield Label("", id="error-instrument", classes="field-error")
             with Horizontal(classes="ticket-row"):
                 yield Label("Side", classes="ticket-label")
-                with RadioSet(id="ticket-side", compact=True):
+                with TicketChoice(id="ticket-side", compact=True):
                     yield RadioButton("Buy", value=form.side == "buy", id="side-buy")
                     yield RadioButton("Sell", value=form.side == "sell", id="side-sell")
             with Horizontal(classes="ticket-row"):
                 yield Label("Size by", classes="ticket-label")
-                with RadioSet(id="ticket-sizing", compact=True):
+                with TicketChoice(id="ticket-sizing", compact=True):
                     yield RadioButton("Quantity", value=form.sizing == "qty", id="sizing-qty")
                     yield RadioButton(
                         "Risk % of equity", value=form.sizing == "risk", id="sizing-risk"
                     )
             with Horizontal(classes="ticket-row"):
                 yield Label(self._size_label(), id="ticket-size-label", classes="ticket-label")
-                yield Input(
+                yield OrderedInput(
                     form.size, placeholder=self._size_hint(), id="ticket-size", compact=True
                 )
             yield Label("", id="error-size", classes="field-error")
             with Horizontal(classes="ticket-row"):
                 yield Label("Type", classes="ticket-label")
-                with RadioSet(id="ticket-type", compact=True):
+                with TicketChoice(id="ticket-type", compact=True):
                     for name in ("market", "limit", "stop"):
                         yield RadioButton(
                             name.capitalize(), value=form.type == name, id=f"type-{name}"
                         )
             with Horizontal(classes="ticket-row"):
                 yield Label("Price", classes="ticket-label")
-                yield Input(
+                yield OrderedInput(
                     placeholder="limit or stop price",
                     id="ticket-price",
                     compact=True,
@@ -291,15 +299,15 @@ class OrderTicket(ModalScreen[dict | None]):
             yield Label("", id="error-price", classes="field-error")
             with Horizontal(classes="ticket-row"):
                 yield Label("Stop-loss", classes="ticket-label")
-                yield Input(placeholder="optional", id="ticket-sl", compact=True)
+                yield OrderedInput(placeholder="optional", id="ticket-sl", compact=True)
             yield Label("", id="error-sl", classes="field-error")
             with Horizontal(classes="ticket-row"):
                 yield Label("Take-profit", classes="ticket-label")
-                yield Input(placeholder="optional", id="ticket-tp", compact=True)
+                yield OrderedInput(placeholder="optional", id="ticket-tp", compact=True)
             yield Label("", id="error-tp", classes="field-error")
             with Horizontal(classes="ticket-row"):
                 yield Label("Time in force", classes="ticket-label")
-                with RadioSet(id="ticket-tif", compact=True):
+                with TicketChoice(id="ticket-tif", compact=True):
                     yield RadioButton("GTC", value=form.tif == "gtc", id="tif-gtc")
                     yield RadioButton("Day", value=form.tif == "day", id="tif-day")
             yield Label("", id="ticket-estimate")
@@ -451,6 +459,9 @@ class OrderTicket(ModalScreen[dict | None]):
     def _cancel_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss(None)
+
+    def action_place_order(self) -> None:
+        self.submit()
 
     def submit(self) -> None:
         """Place the order if the form is right (else show every field's problem)."""

@@ -14,6 +14,7 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from sptrader.client.protocol import EngineClient
+from sptrader.screens.inputs import OrderedInput
 
 # Wait for a pause in typing before searching (each search may read a large list).
 DEBOUNCE_S = 0.15
@@ -36,7 +37,7 @@ class SymbolSearchScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="search-body"):
             yield Label("Add to the watchlist: type a symbol or a name (btcusd, gold, eur)")
-            yield Input(placeholder="search instruments…", id="search-input")
+            yield OrderedInput(placeholder="search instruments…", id="search-input")
             yield OptionList(id="search-results")
             yield Label("", id="search-status")
 
