@@ -91,10 +91,10 @@ REQUEST_MEMORY_S = 600.0
 # plotext build costs 10-40 ms of a core); what the user does is drawn at once.
 MAX_LIVE_RENDER_HZ = 2.0
 # Live windows kept per (instrument, timeframe), drawn at once when shown again.
-WINDOW_CACHE_SIZE = 16
+WINDOW_CACHE_SIZE = 32
 # A cached window this many bars behind is still drawn (and read again at once).
 CACHE_STALE_BARS = 5
-# The shown instrument's other timeframes are read into the cache after this long.
+# Windows likely to be asked for next are read into the cache after this long.
 PREFETCH_AFTER_S = 1.0
 # Below this many columns per timeframe button (plus room for the title) the toolbar's
 # buttons lose their padding.
@@ -526,17 +526,22 @@ class ChartPane(Vertical, can_focus=True):
 
     @work(exclusive=True, group="chart-prefetch", exit_on_error=False)
     async def _prefetch(self, instrument: str, lead_count: int) -> None:
-        """Once the chart has shown ``instrument`` for a moment, read its other
-        timeframes' live windows into the cache, one at a time, so that a timeframe key
-        draws at once. (Cancelled by the next load; never asks for history.)"""
+        """Once the chart has shown ``instrument`` for a moment, read into the cache the
+        live windows a key is likely to ask for next, one at a time: its other
+        timeframes, then the watchlist's other instruments in this timeframe. (Cancelled
+        by the next load; windows cached and recent enough are not read again; never
+        asks for history.)"""
         await asyncio.sleep(PREFETCH_AFTER_S)
-        for timeframe in self.timeframes:
+        timeframe = self.timeframe
+        wanted = [(instrument, other) for other in self.timeframes]
+        wanted += [(other, timeframe) for other in getattr(self.client, "watchlist", [])]
+        for name, frame in wanted:
             if self.instrument != instrument or not self.is_shown():
                 return
-            if self._cached_window(instrument, timeframe, lead_count, touch=False) is not None:
+            if self._cached_window(name, frame, lead_count, touch=False) is not None:
                 continue
-            window = await self._read_live_window(instrument, timeframe, lead_count)
-            self._cache_window(instrument, timeframe, lead_count, *window)
+            window = await self._read_live_window(name, frame, lead_count)
+            self._cache_window(name, frame, lead_count, *window)
 
     async def _learn_decimals(self, instrument: str) -> None:
         """The instrument's price precision from the engine (its symbol metadata), asked
