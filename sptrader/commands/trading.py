@@ -32,6 +32,7 @@ from sptrader.config import Settings
 from sptrader.errors import UsageError
 from sptrader.formatting import format_price
 from sptrader.models import normalize_instrument
+from sptrader.quantities import parse_number
 
 OFFLINE_MARKS = "no engine running: positions marked at their last stored 1m close"
 RESTING_ATTACHED = "working in the daemon"
@@ -42,14 +43,14 @@ RESTING_OFFLINE = "stored, and worked whenever an engine runs (`sptrader tui` or
 
 
 def number(text: str | None, what: str) -> float | None:
-    """A positive finite number from the command line, or a one-line UsageError."""
+    """A positive finite number from the command line (``1,000``, ``10k``, ``1.5m`` as in
+    the order ticket), or a one-line UsageError."""
     if text is None:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{what} must be a number, not {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
+    value = parse_number(text, what)
+    if value is None:
+        raise UsageError(f"{what} must be a number, not {text!r}")
+    if value <= 0:
         raise UsageError(f"{what} must be a positive number, not {text}")
     return value
 

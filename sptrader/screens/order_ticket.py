@@ -13,7 +13,6 @@ closes it without an order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 
 from sptrader.errors import UsageError
 from sptrader.models import normalize_instrument
+from sptrader.quantities import parse_number
 from sptrader.screens.account import Decimals, format_price, format_qty, money
 from sptrader.screens.inputs import OrderedInput
 
@@ -36,7 +36,6 @@ from sptrader.screens.inputs import OrderedInput
 QuoteOf = Callable[[str], tuple[float, float] | None]
 
 FIELDS = ("instrument", "size", "price", "sl", "tp")
-SUFFIXES = {"k": 1e3, "m": 1e6}
 
 
 @dataclass(slots=True)
@@ -67,25 +66,6 @@ class TicketCheck:
     @property
     def ok(self) -> bool:
         return not self.errors and self.request is not None
-
-
-def parse_number(text: str, what: str) -> float | None:
-    """A number as a trader types it (``1,000``, ``100k``, ``1.5m``); None when empty;
-    a UsageError naming ``what`` when it is not a number."""
-    cleaned = text.strip().replace(",", "").replace("_", "").lower()
-    if not cleaned:
-        return None
-    scale = 1.0
-    if cleaned[-1] in SUFFIXES:
-        scale = SUFFIXES[cleaned[-1]]
-        cleaned = cleaned[:-1]
-    try:
-        value = float(cleaned) * scale
-    except ValueError:
-        raise UsageError(f"{what} must be a number, not {text.strip()!r}") from None
-    if not math.isfinite(value):
-        raise UsageError(f"{what} must be a finite number")
-    return value
 
 
 def check_ticket(
