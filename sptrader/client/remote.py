@@ -483,7 +483,12 @@ class RemoteEngineClient:
 
     async def import_bars(self, bars: pl.DataFrame) -> dict:
         """Refused: the daemon's engine holds the database, and the API carries no bars."""
+        pid = self.welcome.get("pid")
+        if self.host == "TUI":
+            raise StoreLockedError(
+                f"the TUI (pid {pid}) holds the database: quit it (q), import, then start it again"
+            )
         raise StoreLockedError(
-            f"the daemon (pid {self.welcome.get('pid')}) holds the database: stop it"
+            f"the daemon (pid {pid}) holds the database: stop it"
             " (`sptrader stop`), import, then start it again"
         )
