@@ -36,6 +36,7 @@ from sptrader.screens import (
     SymbolSearchScreen,
     WatchlistPane,
 )
+from sptrader.screens.watchlist import WatchlistTable
 from sptrader.store import Store, queries
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD", "SIM:SPY"]
@@ -54,7 +55,7 @@ def app_settings(home: Path, *, supervisor: SupervisorConfig | None = None) -> S
     return Settings(home=home, config_path=None, config=config)
 
 
-def row_offset(table: DataTable, row_key: str, x: int = 2) -> tuple[int, int]:
+def row_offset(table: WatchlistTable, row_key: str, x: int = 2) -> tuple[int, int]:
     """Where to click, relative to the table widget, to land on ``row_key``'s row
     (the header takes the first line(s); the table is not scrolled in these tests)."""
     return (x, table.header_height + table.get_row_index(row_key) - round(table.scroll_y))
@@ -163,7 +164,7 @@ async def test_watchlist_fills_with_prices_that_move(app: SptraderApp) -> None:
 async def test_clicking_a_watchlist_row_shows_that_instrument(app: SptraderApp) -> None:
     async with running(app) as pilot:
         chart = app.query_one(ChartPane)
-        table = app.query_one("#watchlist-table", DataTable)
+        table = app.query_one("#watchlist-table", WatchlistTable)
         assert chart.instrument == WATCHLIST[0]
 
         offset = row_offset(table, WATCHLIST[1])
@@ -183,7 +184,7 @@ async def test_clicking_a_watchlist_row_shows_that_instrument(app: SptraderApp) 
 async def test_enter_on_a_watchlist_row_shows_that_instrument(app: SptraderApp) -> None:
     async with running(app) as pilot:
         chart = app.query_one(ChartPane)
-        table = app.query_one("#watchlist-table", DataTable)
+        table = app.query_one("#watchlist-table", WatchlistTable)
         table.focus()
         await pilot.press("down", "down")
         assert table.cursor_row == 2
@@ -494,7 +495,7 @@ async def test_slash_searches_and_enter_adds_a_streaming_instrument(
         assert "SIM:SOLUSD" in (home / "watchlist.json").read_text()
 
         # delete on the selected row takes it out again.
-        table = app.query_one("#watchlist-table", DataTable)
+        table = app.query_one("#watchlist-table", WatchlistTable)
         table.focus()
         table.move_cursor(row=table.get_row_index("SIM:SOLUSD"))
         await pilot.press("delete")

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import make_settings, wait_for
-from textual.widgets import DataTable, OptionList
+from textual.widgets import OptionList
 
 from sptrader.app import SptraderApp
 from sptrader.screens import SymbolSearchScreen, WatchlistPane
+from sptrader.screens.watchlist import WatchlistTable
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD", "SIM:SPY"]
 
@@ -45,7 +46,7 @@ async def test_the_header_counts_an_added_and_a_deleted_instrument_at_once(
         await wait_for(pilot, lambda: _count_shown(app, 4), what="4 instruments in the header")
         await wait_for(pilot, lambda: "SIM:SOLUSD" in watchlist.instruments, what="its row")
 
-        table = app.query_one("#watchlist-table", DataTable)
+        table = app.query_one("#watchlist-table", WatchlistTable)
         table.focus()
         table.move_cursor(row=table.get_row_index("SIM:SOLUSD"))
         await pilot.press("delete")
