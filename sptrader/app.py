@@ -847,4 +847,4 @@ def run_tui(settings: Settings, args: object = None) -> int:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(result or 0)
+    os._exit(result or app.return_code or 0)  # a crash shown by Textual exits 1
