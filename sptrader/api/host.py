@@ -9,7 +9,6 @@ process is gone (a killed host) is stale: it and the socket are replaced.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +19,6 @@ from sptrader.errors import SptraderError
 
 if TYPE_CHECKING:
     from sptrader.engine import Engine
-
-log = logging.getLogger(__name__)
 
 
 def claim_pid_file(home: Path, host: str) -> None:
@@ -51,6 +48,8 @@ class EngineHost:
     daemon or a TUI), started once the engine runs and closed before it stops."""
 
     def __init__(self, engine: Engine, host: str) -> None:
+        # Here, not at the top: the CLI imports this module (through sptrader.daemon)
+        # for every command, and the server pulls in websockets and the engine.
         from sptrader.api.server import ApiServer
 
         self.home = engine.settings.home
