@@ -1,7 +1,10 @@
 """Candlestick and volume charts as ANSI text, drawn with plotext.
 
-No textual here: the chart widget renders in a worker thread and shows the text.
-plotext keeps one global figure, so callers must not render from two threads at once.
+No textual here: the chart widget builds the text and shows it. Axis labels are written
+here (nice_ticks, price_labels, compact_number), never plotext's own; chart_layout shares
+a pane's rows between the panels; visible_state tells whether live data changed what a
+chart shows. plotext keeps one global figure, so callers must not render from two
+threads at once (``_render_lock``).
 """
 
 from __future__ import annotations
