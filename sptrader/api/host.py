@@ -48,8 +48,8 @@ class EngineHost:
     daemon or a TUI), started once the engine runs and closed before it stops."""
 
     def __init__(self, engine: Engine, host: str) -> None:
-        # Here, not at the top: the CLI imports this module (through sptrader.daemon)
-        # for every command, and the server pulls in websockets and the engine.
+        # Here, not at the top: `sptrader status` and `stop` import this module (through
+        # sptrader.daemon) and need no server, which pulls in websockets and the engine.
         from sptrader.api.server import ApiServer
 
         self.home = engine.settings.home
