@@ -4,6 +4,7 @@ each command imports what it needs when it runs."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,24 +16,111 @@ from sptrader.limits import MAX_DAYS
 FORMATS = ("table", "csv", "json")
 
 
+#: Options of the whole program, accepted before or after the command
+#: (``sptrader tui --config x.toml``, ``sptrader config check --home H``).
+GLOBAL_OPTIONS = ("--home", "--config")
+
+
+class _Suggested(argparse.ArgumentError):
+    """A mistyped choice, said as a whole sentence with the nearest valid one."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, with a mistake said in one line (exit 2) instead of the usage text."""
+    """argparse, with a mistake said in one line (exit 2) instead of the usage text,
+    and a mistyped command, action, choice or option with the nearest valid one."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         # Called while argparse handles the ArgumentError; a Refused value (an argument
         # type in sptrader.commands.arguments) is already a whole sentence.
         error = sys.exc_info()[1]
-        if isinstance(error, argparse.ArgumentError) and isinstance(error.__context__, Refused):
+        if isinstance(error, _Suggested):
+            message = error.message
+        elif isinstance(error, argparse.ArgumentError) and isinstance(error.__context__, Refused):
             message = str(error.__context__)
         else:
             message = f"{message} (see `{self.prog} --help`)"
         self.exit(2, f"sptrader: {message}\n")
 
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(choice) for choice in action.choices]
+        if isinstance(action, argparse._SubParsersAction):
+            words = self.prog.split()[1:]  # "sptrader data" -> a data action
+            what = f"unknown {' '.join(words)} action" if words else "unknown command"
+        else:
+            what = f"{'/'.join(action.option_strings) or action.metavar}: unknown value"
+        raise _Suggested(action, f"{what} {value!r}; {_nearest(str(value), choices)}")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            option = next((extra for extra in extras if extra.startswith("-")), None)
+            if option is None:
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            name = option.split("=", 1)[0]
+            known = self._options_on_the_way(namespace)
+            self.exit(2, f"sptrader: unknown option {name!r}; {_nearest(name, known)}\n")
+        return namespace
+
+    def _options_on_the_way(self, namespace: argparse.Namespace) -> list[str]:
+        """The options of this parser and of each (sub)command the line chose."""
+        parser: argparse.ArgumentParser | None = self
+        options: list[str] = []
+        while parser is not None:
+            options += [option for action in parser._actions for option in action.option_strings]
+            chosen = None
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    chosen = action.choices.get(getattr(namespace, action.dest, None) or "")
+            parser = chosen
+        return options
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    """``did you mean 'candles'?``, else the valid choices (or where to find them)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    if len(choices) <= 8:
+        return f"choose from {', '.join(choices)}"
+    return "see `sptrader --help`"
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the global options (and their values) moved before the command,
+    where argparse looks for them; nothing after ``--`` is touched."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        item = items[index]
+        if item == "--":
+            rest += items[index:]
+            break
+        if item in GLOBAL_OPTIONS and index + 1 < len(items):
+            hoisted += items[index : index + 2]
+            index += 2
+            continue
+        if item.split("=", 1)[0] in GLOBAL_OPTIONS and "=" in item:
+            hoisted.append(item)
+        else:
+            rest.append(item)
+        index += 1
+    return hoisted + rest
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sptrader",
-        description="SPtrader: a terminal control center for traders.",
+        description="SPtrader: a terminal control center for traders."
+        " --home and --config may come before or after the command.",
     )
     parser.add_argument("--version", action="version", version=f"sptrader {__version__}")
     parser.add_argument(
@@ -360,7 +448,7 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hoist_global_options(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help()
         return 0
@@ -374,12 +462,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the umask too. Put back on return, for callers that run main() in-process.
     umask = os.umask(PRIVATE_UMASK)
     try:
-        return _run(args)
+        code = _run(args)
+        if code == INTERRUPTED and argv is None:
+            _exit_now(code)
+        return code
     except SptraderError as error:
         print(f"sptrader: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        return 130
+        if argv is None:
+            _exit_now(INTERRUPTED)
+        return INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`sptrader candles ... | head`): not an error. Point
         # stdout at devnull so the interpreter's final flush does not complain either.
@@ -398,6 +491,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 PRIVATE_UMASK = 0o077
+#: The exit code of a command stopped by Ctrl+C (128 + SIGINT), as shells use.
+INTERRUPTED = 130
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once after Ctrl+C, as the program (not a caller of main()): output and
+    logs flushed, exit handlers run, but not the interpreter's teardown of the native
+    libraries (0.3-1 s here) nor requests still in flight in abandoned threads."""
+    import atexit
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def describe_os_error(error: OSError) -> str:
@@ -417,6 +526,8 @@ class Command:
     function: str
     #: Feeds log retries and warnings: into the log file, not over the output.
     logs_to_file: bool = False
+    #: Keeps its store, logs or state in the home: refused at once on a read-only home.
+    writes_home: bool = True
 
 
 #: Every command by name (its parser is in build_parser): a new command is its module,
@@ -431,8 +542,9 @@ COMMANDS: dict[str, Command] = {
     "import": Command("sptrader.commands.export_import", "run_import"),
     **{
         name: Command("sptrader.commands.daemon_control", "run_daemon_command")
-        for name in ("start", "stop", "restart", "status", "service")
+        for name in ("start", "stop", "restart", "service")
     },
+    "status": Command("sptrader.commands.daemon_control", "run_daemon_command", writes_home=False),
     "db": Command("sptrader.commands.database", "run_db"),
     "scan": Command("sptrader.commands.scans", "run_scan", logs_to_file=True),
     "runs": Command("sptrader.commands.scans", "run_runs"),
@@ -450,21 +562,33 @@ COMMANDS: dict[str, Command] = {
 def _run(args: argparse.Namespace) -> int:
     import importlib
 
-    from sptrader.config import load_settings, prepare_home
+    from sptrader.config import home_is_writable, load_settings, prepare_home
+    from sptrader.errors import UsageError
 
     command = COMMANDS[args.command]
     settings = load_settings(args.home, args.config)
     prepare_home(settings)
-    if command.logs_to_file:
+    writable = home_is_writable(settings.home)
+    if not writable and command.writes_home:
+        raise UsageError(
+            f"the home {settings.home} is read-only: `sptrader {args.command}` keeps its"
+            " store and log there (choose another with --home or SPTRADER_HOME)"
+        )
+    if command.logs_to_file and writable:
         from sptrader.logs import setup_logging
 
         log_config = settings.config.log
-        setup_logging(
-            settings.log_path,
-            log_config.level,
-            max_bytes=log_config.max_bytes,
-            backups=log_config.backups,
-        )
+        try:
+            setup_logging(
+                settings.log_path,
+                log_config.level,
+                max_bytes=log_config.max_bytes,
+                backups=log_config.backups,
+            )
+        except OSError as error:
+            raise UsageError(
+                f"cannot write the log file: {describe_os_error(error)} (see [log] file)"
+            ) from None
     run = getattr(importlib.import_module(command.module), command.function)
     return run(settings, args)
 

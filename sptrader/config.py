@@ -390,6 +390,20 @@ def prepare_home(settings: Settings) -> None:
         _make_private(path)
 
 
+def home_is_writable(home: Path) -> bool:
+    """Whether a file can be created in the home (tried, then removed: permission bits
+    say nothing to root, nor on a read-only file system)."""
+    import tempfile
+
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".sptrader-probe-", dir=home)
+    except OSError:
+        return False
+    os.close(descriptor)
+    os.unlink(probe)
+    return True
+
+
 def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
