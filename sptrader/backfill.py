@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sptrader.clock import now_us
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
 LIVE_EDGE_US = 2 * US_PER_MINUTE
+
+
+class _Abandoned(Exception):
+    """A piece fetched after the backfill was cancelled: not stored."""
 
 
 @dataclass(slots=True)
@@ -99,6 +103,8 @@ class Backfill:
         self.keep_ticks = keep_ticks
         self.on_progress = on_progress
         self._lock = threading.Lock()
+        # Held while a fetched piece is written: a cancel waits for that, not for fetches.
+        self._storing = threading.Lock()
         self._cancelled = threading.Event()
         # Waiting between retries ends early when the backfill is cancelled.
         self.sleep = sleep or self._cancelled.wait
@@ -134,24 +140,48 @@ class Backfill:
         return subtract([(start_us, end_us)], self.store.coverage(instrument))
 
     def run(self, jobs: list[_Job]) -> list[_Job]:
-        """Fetch and store every piece (blocking); returns the jobs with their outcome."""
+        """Fetch and store every piece (blocking); returns the jobs with their outcome.
+
+        Cancelled, it returns at once: requests still in flight are abandoned (their
+        answers are not stored) rather than waited for, so Ctrl+C or an engine's stop
+        takes well under a second even against a slow venue."""
         limits = {job.feed.name: threading.Semaphore(job.feed.max_concurrency) for job in jobs}
         workers = max((job.feed.max_concurrency for job in jobs), default=1) * len(limits)
         started = time.monotonic()
         for job in jobs:
             job.started = started
             self._report(job, "running" if job.pieces else "done")
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backfill") as pool:
-            # Round-robin over instruments: all of them progress together.
-            order = itertools.chain.from_iterable(
-                itertools.zip_longest(*[[(job, piece) for piece in job.pieces] for job in jobs])
-            )
-            futures = [
-                pool.submit(self._piece, job, piece, limits[job.feed.name])
-                for job, piece in (item for item in order if item is not None)
-            ]
-            for future in futures:
-                future.result()
+        # Round-robin over instruments: all of them progress together.
+        order = itertools.chain.from_iterable(
+            itertools.zip_longest(*[[(job, piece) for piece in job.pieces] for job in jobs])
+        )
+        work: queue.SimpleQueue[tuple[_Job, tuple[int, int]] | None] = queue.SimpleQueue()
+        for item in order:
+            if item is not None:
+                work.put(item)
+        count = max(1, min(workers, work.qsize()))
+        for _ in range(count):
+            work.put(None)  # one stop mark per worker
+
+        def worker() -> None:
+            while (item := work.get()) is not None and not self._cancelled.is_set():
+                job, piece = item
+                self._piece(job, piece, limits[job.feed.name])
+
+        # Daemon threads: a request in flight when the backfill is cancelled must not
+        # keep the process alive (a pool's threads are joined at exit).
+        threads = [
+            threading.Thread(target=worker, name=f"backfill-{index}", daemon=True)
+            for index in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive() and not self._cancelled.is_set():
+                thread.join(0.05)
+        # A piece being written when the cancel came finishes; none starts after it.
+        with self._storing:
+            pass
         for job in jobs:
             if self._cancelled.is_set() and not job.failed and job.done < job.total:
                 job.failed = "cancelled (the engine stopped); run it again to resume"
@@ -200,12 +230,15 @@ class Backfill:
         else:
             bars = feed.history(instrument, start, end)
         rows = 0
-        if bars is not None and not bars.is_empty():
-            rows = self.store.upsert_bars(bars)
-        if ticks is not None and not ticks.is_empty():
-            self.store.replace_ticks(instrument, start, end, ticks)
-        # Recorded last: a crash before this line only means the piece is fetched again.
-        self.store.add_coverage(instrument, "1m", feed.name, start, end)
+        with self._storing:
+            if self._cancelled.is_set():
+                raise _Abandoned  # fetched after the cancel: the store may be closing
+            if bars is not None and not bars.is_empty():
+                rows = self.store.upsert_bars(bars)
+            if ticks is not None and not ticks.is_empty():
+                self.store.replace_ticks(instrument, start, end, ticks)
+            # Recorded last: a crash before this line only means the piece is fetched again.
+            self.store.add_coverage(instrument, "1m", feed.name, start, end)
         return rows
 
     def _report(self, job: _Job, state: str, message: str = "") -> None:

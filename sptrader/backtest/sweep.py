@@ -30,8 +30,9 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from sptrader.strategies.base import Strategy
 
 __all__ = [
     "MAX_COMBINATIONS",
+    "SweepInterrupted",
     "SweepRow",
     "build_strategy",
     "combinations",
@@ -159,7 +161,19 @@ class SweepRow:
 _shared: dict[str, Any] = {}
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl+C during a sweep: the rows computed so far (sorted) out of ``total``."""
+
+    def __init__(self, rows: list[SweepRow], total: int) -> None:
+        super().__init__(f"{len(rows)}/{total} combinations run")
+        self.rows = rows
+        self.total = total
+
+
 def _init_worker(bars_ipc: bytes, context: dict[str, Any]) -> None:
+    # Ctrl+C reaches the whole process group: the parent stops the sweep, so a worker
+    # ignores it (instead of dying with a traceback each).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _shared["bars"] = pl.read_ipc(io.BytesIO(bars_ipc))
     _shared.update(context)
 
@@ -213,7 +227,8 @@ def run_sweep(
     workers: int | None = None,
 ) -> list[SweepRow]:
     """Every strategy over ``bars``, in worker processes when there are several, rows
-    sorted by net P&L (best first; failed runs last)."""
+    sorted by net P&L (best first; failed runs last). Ctrl+C stops it at once (the
+    workers are terminated) with SweepInterrupted, holding the rows computed so far."""
     context = {
         "broker": broker_cfg,
         "risk": risk_cfg,
@@ -223,24 +238,66 @@ def run_sweep(
         "gaps": list(gaps),
     }
     workers = max(1, min(workers or os.cpu_count() or 1, len(strategies)))
+    rows: list[SweepRow] = []
     if workers == 1:
         _shared.clear()
         _shared.update(context, bars=bars)
         try:
-            rows = [_run_one(strategy) for strategy in strategies]
+            for strategy in strategies:
+                rows.append(_run_one(strategy))
+        except KeyboardInterrupt:
+            raise SweepInterrupted(_sorted(rows), len(strategies)) from None
         finally:
             _shared.clear()
-    else:
-        buffer = io.BytesIO()
-        bars.write_ipc(buffer)
-        with (
-            _polars_threads(max(1, (os.cpu_count() or 1) // workers)),
-            ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(buffer.getvalue(), context),
-            ) as pool,
-        ):
-            rows = list(pool.map(_run_one, strategies))
+        return _sorted(rows)
+    buffer = io.BytesIO()
+    bars.write_ipc(buffer)
+    with _polars_threads(max(1, (os.cpu_count() or 1) // workers)):
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(buffer.getvalue(), context),
+        )
+    try:
+        with _sigint_blocked():  # the workers, spawned here, are born deaf to Ctrl+C
+            futures = [pool.submit(_run_one, strategy) for strategy in strategies]
+        for future in as_completed(futures):
+            rows.append(future.result())
+    except KeyboardInterrupt:
+        _stop_now(pool)
+        raise SweepInterrupted(_sorted(rows), len(strategies)) from None
+    pool.shutdown()
+    return _sorted(rows)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this block: children started in it inherit the mask (a
+    terminal's Ctrl+C reaches them too, before their initializer runs); a Ctrl+C that
+    came meanwhile is delivered here when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _sorted(rows: list[SweepRow]) -> list[SweepRow]:
     return sorted(rows, key=lambda row: row.sort_key)
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers (a combination running
+    can take seconds; its result is not wanted any more)."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(0.5)

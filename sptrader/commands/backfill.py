@@ -29,11 +29,19 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     if end_us <= start_us:
         raise UsageError("--to must be later than --from")
 
+    latest: dict[str, BackfillProgressed] = {}
+
     async def fetch() -> dict[str, BackfillProgressed]:
         async with connect(settings) as client:
-            return await backfill_showing_progress(client, instruments, start_us, end_us)
+            return await backfill_showing_progress(
+                client, instruments, start_us, end_us, latest=latest
+            )
 
-    outcome = asyncio.run(fetch())
+    try:
+        outcome = asyncio.run(fetch())
+    except KeyboardInterrupt:
+        print(interrupted_line(latest), file=sys.stderr)
+        return 130
     failed = False
     for name, event in outcome.items():
         if event.state == "failed":
@@ -49,17 +57,41 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def backfill_showing_progress(
-    client: EngineClient, instruments: list[str], start_us: int, end_us: int
+    client: EngineClient,
+    instruments: list[str],
+    start_us: int,
+    end_us: int,
+    *,
+    latest: dict[str, BackfillProgressed] | None = None,
 ) -> dict[str, BackfillProgressed]:
-    """Fetch what is missing of each instrument's range with a progress bar, wherever
-    the engine runs. Returns each instrument's last report."""
+    """Fetch what is missing of each instrument's range with a progress bar (on a
+    terminal), wherever the engine runs. Returns each instrument's last report;
+    ``latest`` holds them as they come (what was stored when Ctrl+C stops it)."""
+    reports = latest if latest is not None else {}
     with _progress() as show:
-        return await client.backfill(instruments, start_us, end_us, on_progress=show)
+
+        def record(event: BackfillProgressed) -> None:
+            reports[event.instrument] = event
+            show(event)
+
+        return await client.backfill(instruments, start_us, end_us, on_progress=record)
+
+
+def interrupted_line(latest: dict[str, BackfillProgressed]) -> str:
+    """``interrupted: 212/731 ranges stored; run it again to resume``."""
+    done = sum(event.done for event in latest.values())
+    total = sum(event.total for event in latest.values())
+    stored = f"{done}/{total} ranges stored" if total else "nothing stored yet"
+    return f"interrupted: {stored}; run it again to resume"
 
 
 @contextlib.contextmanager
 def _progress() -> Iterator[Callable[[BackfillProgressed], None]]:
-    """A rich progress bar per instrument: ranges done, rows, rate and ETA."""
+    """A rich progress bar per instrument: ranges done, rows, rate and ETA; nothing
+    when the output is not a terminal (piped, it would leave an empty first line)."""
+    if not sys.stdout.isatty():
+        yield lambda event: None
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

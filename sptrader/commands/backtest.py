@@ -143,17 +143,21 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
 
     workers = max(1, min(os.cpu_count() or 1, len(strategies)))
     started = time.perf_counter()
-    rows = sweep.run_sweep(
-        strategies,
-        data.bars,
-        config.broker,
-        config.risk,
-        args.tf,
-        instrument=instrument,
-        start_us=start,
-        gaps=data.gaps,
-        workers=workers,
-    )
+    interrupted: sweep.SweepInterrupted | None = None
+    try:
+        rows = sweep.run_sweep(
+            strategies,
+            data.bars,
+            config.broker,
+            config.risk,
+            args.tf,
+            instrument=instrument,
+            start_us=start,
+            gaps=data.gaps,
+            workers=workers,
+        )
+    except sweep.SweepInterrupted as stopped:
+        interrupted, rows = stopped, stopped.rows  # Ctrl+C: print what was computed
     elapsed = time.perf_counter() - started
     context: dict[str, Any] = {
         "strategy": cls.name,
@@ -166,6 +170,13 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
         report.write_json(report.sweep_json(rows, **context))
     else:
         report.print_sweep(rows, varied=varied, workers=workers, **context)
+    if interrupted is not None:
+        print(
+            f"interrupted: {len(rows)}/{interrupted.total} combinations run"
+            f"{' (the results so far above)' if rows else ''}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

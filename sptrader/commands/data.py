@@ -12,7 +12,7 @@ from typing import Any
 from sptrader.client.connect import connect
 from sptrader.client.protocol import EngineClient
 from sptrader.clock import datetime_to_us, now_us, parse_time
-from sptrader.commands.backfill import backfill_showing_progress
+from sptrader.commands.backfill import backfill_showing_progress, interrupted_line
 from sptrader.config import Settings
 from sptrader.data_view import heat_text
 from sptrader.errors import UsageError
@@ -87,12 +87,20 @@ def _ensure(settings: Settings, args: argparse.Namespace) -> int:
     instruments = list(dict.fromkeys(normalize_instrument(name) for name in args.instruments))
     start, end = _window(args)
 
+    latest: dict[str, BackfillProgressed] = {}
+
     async def fetch() -> int:
         async with connect(settings) as client:
-            outcome = await backfill_showing_progress(client, instruments, start, end)
+            outcome = await backfill_showing_progress(
+                client, instruments, start, end, latest=latest
+            )
             return await _report(client, outcome, instruments, start, end)
 
-    return asyncio.run(fetch())
+    try:
+        return asyncio.run(fetch())
+    except KeyboardInterrupt:
+        print(interrupted_line(latest), file=sys.stderr)
+        return 130
 
 
 async def _report(
