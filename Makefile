@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python bench/engine_path.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/tui_rss.py --quick
+	$(BIN)/python bench/tui_load.py
 	$(BIN)/python bench/daemon_fanout.py
 	$(BIN)/python bench/feeds.py
 	$(BIN)/python bench/fault_feed.py

@@ -70,8 +70,11 @@ class _Row:
     stale: bool = False
     flash_until: float = 0.0
     flash_up: bool = True
-    # The cells as last drawn: (text, style) per column.
+    # The cells as last drawn: (text, style) per column; whether they were drawn
+    # flashing, and whether the row's data changed since (else they are not redone).
     cells: tuple[tuple[str, str], ...] = ()
+    drawn_flash: bool = False
+    dirty: bool = True
 
 
 class WatchlistTable(ScrollView, can_focus=True):
@@ -378,6 +381,7 @@ class WatchlistPane(Vertical):
         """Instruments whose feed is not delivering are dimmed and marked."""
         for name, row in self._rows.items():
             row.stale = name in stale
+            row.dirty = True
         self._repaint(time.monotonic())
 
     def row_values(self, instrument: str) -> dict[str, str]:
@@ -395,6 +399,7 @@ class WatchlistPane(Vertical):
             row = self._rows.get(name)
             if row is None:
                 continue
+            row.dirty = True
             row.session_open = summary.session_open
             row.closes.extend(summary.closes)
             if summary.last is not None and row.last is None:
@@ -411,12 +416,14 @@ class WatchlistPane(Vertical):
         for bar in closed:
             row = self._rows.get(bar.instrument)
             if row is not None and bar.ts_us > row.last_bar_ts:
+                row.dirty = True
                 row.closes.append(bar.close)
                 row.last_bar_ts = bar.ts_us
         for name, quote in quotes.items():
             row = self._rows.get(name)
             if row is None:
                 continue
+            row.dirty = True
             if row.bid is not None and quote.bid != row.bid:
                 row.flash_up = quote.bid > row.bid
                 row.flash_until = now + FLASH_SECONDS
@@ -427,6 +434,7 @@ class WatchlistPane(Vertical):
             row = self._rows.get(name)
             if row is None:
                 continue
+            row.dirty = True
             row.last = bar.close
             if row.session_open is None and bar.ts_us % 86_400_000_000 == 0:
                 row.session_open = bar.open
@@ -488,6 +496,10 @@ class WatchlistPane(Vertical):
         changed = []
         widest = 0
         for name, row in self._rows.items():
+            flashing = now < row.flash_until
+            if not row.dirty and flashing == row.drawn_flash and row.cells:
+                continue  # nothing new, and no flash to fade: its cells stand
+            row.dirty, row.drawn_flash = False, flashing
             cells = self._cells(name, row, now)
             if cells != row.cells:
                 row.cells = cells
@@ -504,6 +516,7 @@ class WatchlistPane(Vertical):
         """The width or the rows changed: every cell again, the whole table repainted."""
         for row in self._rows.values():
             row.cells = ()
+            row.dirty = True
         self.table.relayout()
         self._repaint(time.monotonic())
         self.table.refresh()
