@@ -180,6 +180,8 @@ class SymbolDirectory:
             log.warning("symbol list unavailable: %s", problem)
         names = [item.name for item in feeds]
         compact = _compact(query)
+        # "gold" finds XAUUSD wherever a feed's description does not say gold.
+        alias = NAME_ALIASES.get(query.strip().lower(), compact)
         rows = (
             self._store()
             .cursor()
@@ -191,12 +193,20 @@ class SymbolDirectory:
                     FROM symbols WHERE list_contains($feeds, feed)
                 )
                 WHERE compact LIKE '%' || $compact || '%'
+                   OR starts_with(compact, $alias)
                    OR description ILIKE '%' || $query || '%'
                 ORDER BY compact = $compact DESC, starts_with(compact, $compact) DESC,
+                         starts_with(compact, $alias) DESC,
                          length(compact), instrument
                 LIMIT $limit
                 """,
-                {"feeds": names, "compact": compact, "query": query.strip(), "limit": limit},
+                {
+                    "feeds": names,
+                    "compact": compact,
+                    "alias": alias,
+                    "query": query.strip(),
+                    "limit": limit,
+                },
             )
             .fetchall()
         )
@@ -241,6 +251,29 @@ class SymbolDirectory:
                 await run_in_thread(self.ensure, feed)
             except Exception as error:
                 log.warning("could not fetch %s symbols: %s", feed.name, error)
+
+
+#: Everyday names of what symbols abbreviate, as the `/` search and `sptrader symbols`
+#: take them: "gold" finds the symbols starting XAU (XAUUSD, XAU/USD).
+NAME_ALIASES = {
+    "gold": "XAU",
+    "silver": "XAG",
+    "platinum": "XPT",
+    "palladium": "XPD",
+    "bitcoin": "BTC",
+    "ether": "ETH",
+    "ethereum": "ETH",
+    "solana": "SOL",
+    "euro": "EUR",
+    "pound": "GBP",
+    "sterling": "GBP",
+    "cable": "GBPUSD",
+    "yen": "JPY",
+    "swissy": "USDCHF",
+    "aussie": "AUD",
+    "loonie": "USDCAD",
+    "kiwi": "NZD",
+}
 
 
 def _compact(text: str) -> str:

@@ -228,3 +228,15 @@ def test_backfill_piped_starts_with_its_result_not_an_empty_line(run, tmp_path: 
     result = run("backfill", "SIM:EURUSD", "--from", start)
     assert result.code == 0, result
     assert result.out.splitlines()[0].startswith("SIM:EURUSD: "), repr(result.out)
+
+
+# --- symbols by name ------------------------------------------------------------------------
+
+
+def test_symbols_gold_finds_xauusd(run) -> None:
+    """README and the `/` hint promise it; SIM describes XAUUSD without the word gold."""
+    result = run("symbols", "gold")
+    assert result.code == 0, result
+    rows = [line.split()[0] for line in result.out.splitlines()[1:] if line.strip()]
+    assert rows[0] == "SIM:XAUUSD", result.out
+    assert "SIM:XAGUSD" not in rows
