@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sptrader",
         description="SPtrader: a terminal control center for traders."
-        " --home and --config may come before or after the command.",
+        " --home and --config may come before or after the command. Every --from/--to"
+        " range is [--from, --to): --to is exclusive.",
     )
     parser.add_argument("--version", action="version", version=f"sptrader {__version__}")
     parser.add_argument(
@@ -202,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--from", dest="start", required=True, metavar="DATE", help="ISO 8601 UTC, e.g. 2026-11-01"
     )
-    backfill.add_argument("--to", dest="end", metavar="DATE", help="end (exclusive); default now")
+    backfill.add_argument(
+        "--to", dest="end", metavar="DATE", help="end (exclusive), ISO 8601 UTC; default now"
+    )
     backfill.add_argument("--tf", default="1m", metavar="TF", help="stored timeframe (1m)")
 
     data = commands.add_parser("data", help="what is stored, what is missing, fetching it")
@@ -214,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("instrument", metavar="INSTRUMENT")
     check.add_argument("--from", dest="start", required=True, metavar="DATE")
-    check.add_argument("--to", dest="end", metavar="DATE", help="default now")
+    check.add_argument("--to", dest="end", metavar="DATE", help="end (exclusive); default now")
     check.add_argument("--tf", default="1m", metavar="TF", help="report gaps in bars of TF")
     check.add_argument("--format", choices=("table", "json"), default="table")
     ensure = data_commands.add_parser(
@@ -222,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ensure.add_argument("instruments", nargs="+", metavar="INSTRUMENT")
     ensure.add_argument("--from", dest="start", required=True, metavar="DATE")
-    ensure.add_argument("--to", dest="end", metavar="DATE", help="default now")
+    ensure.add_argument("--to", dest="end", metavar="DATE", help="end (exclusive); default now")
     status_data = data_commands.add_parser(
         "status", help="per instrument: first/last bar, bars, coverage, by-day heatmap"
     )
@@ -419,10 +422,10 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
     journal = commands.add_parser(
         "journal",
         help="notes, paper trades and their statistics",
-        description="The journal of UTC days --from..--to (both included; YYYY-MM-DD, today or yesterday): per day the closed trades, their P&L and the notes; every trade (a round trip, flat to flat) with its P&L net of fees; win rate, average win/loss, profit factor, expectancy, max drawdown. --format csv prints the trades.",
+        description="The journal of UTC days [--from, --to) (YYYY-MM-DD, today or yesterday; --to is exclusive, as in every command: --from 2026-03-02 --to 2026-03-03 is one day): per day the closed trades, their P&L and the notes; every trade (a round trip, flat to flat) with its P&L net of fees; win rate, average win/loss, profit factor, expectancy, max drawdown. --format csv prints the trades.",
     )
     journal.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
-    journal.add_argument("--to", dest="end", metavar="DAY", help="last UTC day (included)")
+    journal.add_argument("--to", dest="end", metavar="DAY", help="end UTC day (exclusive)")
     journal.add_argument("--format", choices=FORMATS, default="table")
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="ACTION")
     add = journal_commands.add_parser("add", help="write a note about a day")
@@ -432,17 +435,17 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
         "stats", help="statistics only", argument_default=argparse.SUPPRESS
     )
     stats.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
-    stats.add_argument("--to", dest="end", metavar="DAY", help="last UTC day (included)")
+    stats.add_argument("--to", dest="end", metavar="DAY", help="end UTC day (exclusive)")
     stats.add_argument("--format", choices=FORMATS)
     curve = journal_commands.add_parser(
         "equity",
         help="the account's equity curve",
-        description="The paper account's mark-to-market equity per --tf bucket (default 1h) of UTC days --from..--to (both included; default from the first fill to now): cash (starting cash + realized P&L - fees), unrealized P&L of the open positions at the last stored 1m close before each bucket's end, exposure and equity.",
+        description="The paper account's mark-to-market equity per --tf bucket (default 1h) of UTC days [--from, --to) (--to exclusive; default from the first fill to now): cash (starting cash + realized P&L - fees), unrealized P&L of the open positions at the last stored 1m close before each bucket's end, exposure and equity.",
         argument_default=argparse.SUPPRESS,
     )
     curve.add_argument("--tf", dest="timeframe", metavar="TF", help="bucket width (default 1h)")
     curve.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
-    curve.add_argument("--to", dest="end", metavar="DAY", help="last UTC day (included)")
+    curve.add_argument("--to", dest="end", metavar="DAY", help="end UTC day (exclusive)")
     curve.add_argument("--format", choices=FORMATS)
 
 

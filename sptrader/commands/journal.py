@@ -25,6 +25,7 @@ from sptrader.commands.trading import (
     write_json,
 )
 from sptrader.config import Settings
+from sptrader.errors import UsageError
 
 TRADE_COLUMNS = (
     "day",
@@ -62,13 +63,33 @@ STAT_KEYS = (
 def run_journal(settings: Settings, args: argparse.Namespace) -> int:
     if args.journal_command == "add":
         return _add(settings, args.text, args.day)
+    last_day = last_day_before(args.start, args.end)
     if args.journal_command == "equity":
-        points = read_equity(settings, args.start, args.end, getattr(args, "timeframe", "1h"))
+        points = read_equity(settings, args.start, last_day, getattr(args, "timeframe", "1h"))
         return _print_equity(points, args.format, settings.config.broker.currency)
-    data = read_journal(settings, args.start, args.end)
+    data = read_journal(settings, args.start, last_day)
     if args.journal_command == "stats":
         return _print_stats(data, args.format, settings.config.broker.currency)
     return _print_journal(data, args.format, settings.config.broker.currency)
+
+
+def last_day_before(day_from: str | None, day_to: str | None) -> str | None:
+    """The last UTC day included: ``--to`` is exclusive, as in every command (candles,
+    export, backtest: [--from, --to)), so ``--from 2026-03-01 --to 2026-03-03`` is two days."""
+    from datetime import timedelta
+
+    from sptrader.broker import journal
+
+    end = journal.parse_day(day_to, "--to day")
+    if end is None:
+        return None
+    first = journal.parse_day(day_from, "--from day")
+    if first is not None and end <= first:
+        raise UsageError(
+            f"--to {end} must be later than --from {first} (--to is exclusive: one day is"
+            f" --from {first} --to {first + timedelta(days=1)})"
+        )
+    return (end - timedelta(days=1)).isoformat()
 
 
 def read_journal(settings: Settings, day_from: str | None, day_to: str | None) -> dict[str, Any]:

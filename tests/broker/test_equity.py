@@ -19,6 +19,7 @@ from sptrader.errors import UsageError
 from sptrader.store import Store
 
 DAY = date(2026, 3, 2)
+NEXT_DAY = date(2026, 3, 3)  # --to is exclusive
 MINUTE = 60_000_000
 HOUR = 60 * MINUTE
 T0 = journal.day_start_us(DAY)
@@ -135,7 +136,14 @@ def test_the_cli_prints_the_curve(run, cli_home: Path) -> None:
     save(store)
     store.close()
     result = run(
-        "journal", "equity", "--from", DAY.isoformat(), "--to", DAY.isoformat(), "--format", "csv"
+        "journal",
+        "equity",
+        "--from",
+        DAY.isoformat(),
+        "--to",
+        NEXT_DAY.isoformat(),
+        "--format",
+        "csv",
     )
     assert result.code == 0, result
     lines = list(csv.DictReader(io.StringIO(result.out)))
@@ -148,7 +156,7 @@ def test_the_cli_prints_the_curve(run, cli_home: Path) -> None:
         15_440.25,
     ]
     assert float(lines[-1]["cash"]) == 10_042.25
-    table = run("journal", "equity", "--from", DAY.isoformat(), "--to", DAY.isoformat())
+    table = run("journal", "equity", "--from", DAY.isoformat(), "--to", NEXT_DAY.isoformat())
     assert table.code == 0, table
     assert "15,440.25" in table.out and "EQUITY" in table.out
     bad = run("journal", "equity", "--tf", "1x")

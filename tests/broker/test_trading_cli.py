@@ -251,7 +251,7 @@ def test_a_rejected_order_names_the_limit_and_the_numbers(run, home: Path, quote
         (("order", "buy", "DUKASCOPY:EURUSD", "1"), "DUKASCOPY has no live quotes"),
         (("cancel", "abc"), "an order id is a positive whole number"),
         (("journal", "--from", "March"), "bad --from day 'March'"),
-        (("journal", "--from", "2026-03-05", "--to", "2026-03-01"), "before the --from day"),
+        (("journal", "--from", "2026-03-05", "--to", "2026-03-05"), "--to is exclusive"),
         (("journal", "add", "   "), "a journal note needs some text"),
         (("journal", "add", "x", "--day", "2026-13-01"), "bad day '2026-13-01'"),
     ],
@@ -268,7 +268,7 @@ def test_journal_notes_by_day(run, home: Path) -> None:
         "note 1 for 2026-03-02 saved\n"
     )
     assert ok(run("journal", "add", "overtraded")).startswith("note 2 for 20")
-    out = ok(run("journal", "--from", "2026-03-01", "--to", "2026-03-02"))
+    out = ok(run("journal", "--from", "2026-03-01", "--to", "2026-03-03"))  # [from, to)
     assert "2026-03-01 to 2026-03-02" in out
     assert "waited for the London open" in out and "overtraded" not in out
     assert "no closed trades" in out
