@@ -49,6 +49,29 @@ def gap_rows(gaps: list[tuple[int, int]]) -> list[dict[str, Any]]:
     ]
 
 
+def status_json(status: dict[str, Any], window_start_us: int) -> dict[str, Any]:
+    """One instrument's status with ISO 8601 UTC times, as every command's JSON has them:
+    ``first``/``last`` bar, gaps as ``{"from", "to"}`` and each day's covered fraction."""
+    from sptrader.clock import format_us
+
+    def iso(us: int | None) -> str | None:
+        return format_us(int(us)) if us else None
+
+    return {
+        "instrument": status["instrument"],
+        "source": status["source"],
+        "first": iso(status["first_us"]),
+        "last": iso(status["last_us"]),
+        "bars": status["bars"],
+        "coverage_pct": status["coverage_pct"],
+        "gaps": [{"from": iso(start), "to": iso(end)} for start, end in status["gaps"]],
+        "days": [
+            {"day": format_us(window_start_us + index * US_PER_DAY)[:10], "covered": covered}
+            for index, covered in enumerate(status["days"])
+        ],
+    }
+
+
 def run_data(settings: Settings, args: argparse.Namespace) -> int:
     if args.data_command == "check":
         return _check(settings, args)
@@ -142,7 +165,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
     statuses = asyncio.run(read())
     if args.json:
-        json.dump([status for status in statuses], sys.stdout)
+        json.dump([status_json(status, start) for status in statuses], sys.stdout)
         sys.stdout.write("\n")
         return 0
     from rich.console import Console

@@ -648,6 +648,13 @@ def test_data_check_ensure_status(run, home: Path) -> None:
     assert row["instrument"] == "SIM:EURUSD" and row["source"] == "sim"
     assert row["bars"] == 4 * 1440
     assert len(row["days"]) == 5
+    # ISO 8601 UTC times, as every command's JSON has them (not µs integers).
+    assert (row["first"], row["last"]) == ("2026-11-01T00:00:00Z", "2026-11-04T23:59:00Z")
+    assert all(ISO_Z.match(gap["from"]) and ISO_Z.match(gap["to"]) for gap in row["gaps"])
+    days = [day["day"] for day in row["days"]]
+    assert days == sorted(days) and days[-1] == datetime.now(UTC).strftime("%Y-%m-%d")
+    assert all(0 <= day["covered"] <= 1 for day in row["days"])
+    assert "first_us" not in row
 
 
 def test_candles_with_no_wait_prints_what_is_stored_and_fetches_the_rest(run, home: Path) -> None:
