@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import time
+from typing import Any
 
 from sptrader.client.connection import DaemonUnavailable, call_daemon
 from sptrader.client.paths import TUI, running_pid
@@ -31,6 +32,24 @@ def run_daemon_command(settings: Settings, args: argparse.Namespace) -> int:
     return _service(settings, args.service_command, getattr(args, "name", None))
 
 
+def iso_times(value: Any) -> Any:
+    """``value`` with every ``*_us`` time (at any depth) as an ISO 8601 UTC string named
+    without the suffix (``last_event_us`` -> ``last_event``), as every command's JSON."""
+    from sptrader.clock import format_us
+
+    if isinstance(value, list):
+        return [iso_times(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key.endswith("_us") and (item is None or isinstance(item, int)):
+            out[key[:-3]] = format_us(item) if item else None
+        else:
+            out[key] = iso_times(item)
+    return out
+
+
 def _status(settings: Settings, *, as_json: bool) -> int:
     if running_pid(settings.home) is None:
         if as_json:
@@ -44,7 +63,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         print(f"sptrader daemon is not answering: {error}")
         return NOT_RUNNING
     if as_json:
-        print(json.dumps({"running": True, **status}))
+        print(json.dumps({"running": True, **iso_times(status)}))
         return 0
     rows = status["store"]["rows"]
     print(

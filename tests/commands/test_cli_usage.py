@@ -240,3 +240,18 @@ def test_symbols_gold_finds_xauusd(run) -> None:
     rows = [line.split()[0] for line in result.out.splitlines()[1:] if line.strip()]
     assert rows[0] == "SIM:XAUUSD", result.out
     assert "SIM:XAGUSD" not in rows
+
+
+def test_status_json_times_are_iso_at_any_depth() -> None:
+    from sptrader.commands.daemon_control import iso_times
+
+    status = {
+        "pid": 7,
+        "services": [{"name": "sim", "last_event_us": 1_796_216_700_000_000, "errors": 0}],
+        "started_us": None,
+    }
+    assert iso_times(status) == {
+        "pid": 7,
+        "services": [{"name": "sim", "last_event": "2026-12-02T13:05:00Z", "errors": 0}],
+        "started": None,
+    }
