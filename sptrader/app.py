@@ -61,6 +61,7 @@ from sptrader.screens.palette import ControlCenterCommands
 from sptrader.screens.pane_bar import TURN_PANES, PaneBar
 from sptrader.screens.positions import PositionsPane
 from sptrader.screens.routing import EventBatch, EventRouter, Route
+from sptrader.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class SptraderApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"{self.client.mode} · {len(self.client.watchlist)} instruments"
+        self.sub_title = f"{self.client.mode} · {counted(len(self.client.watchlist), 'instrument')}"
         self.query_one("#watchlist-table").focus()
         self._router = EventRouter(self._event_routes())
         self._start_engine()
@@ -599,7 +600,9 @@ class SptraderApp(App[int]):
     def _show_mode(self) -> None:
         """The header says where the engine runs (and when a daemon went away)."""
         if not self._stopping:
-            self.sub_title = f"{self.client.mode} · {len(self.client.watchlist)} instruments"
+            self.sub_title = (
+                f"{self.client.mode} · {counted(len(self.client.watchlist), 'instrument')}"
+            )
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
@@ -683,7 +686,7 @@ class SptraderApp(App[int]):
         except Exception as error:
             self.notify(str(error), title="backfill", severity="error")
             return
-        self.notify(f"backfilling {days} days of {instrument}", title="backfill")
+        self.notify(f"backfilling {counted(days, 'day')} of {instrument}", title="backfill")
 
     def action_timeframe(self, timeframe: str) -> None:
         self.query_one(ChartPane).show_timeframe(timeframe)
