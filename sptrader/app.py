@@ -95,7 +95,7 @@ class SptraderApp(App[int]):
     # The control center's palette commands, in their own order (palette.py).
     COMMANDS = App.COMMANDS | {ControlCenterCommands}
     # The order keys are app-wide, but a focused pane's own keys come first: `s` in the
-    # services pane starts a service, `b` with the chart focused toggles its bands
+    # services pane starts a service, `B` with the chart focused toggles its bands
     # (check_action keeps a disabled pane key from falling through to the ticket).
     BINDINGS = [
         Binding("q", "quit", "Quit", id="quit"),
