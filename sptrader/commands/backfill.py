@@ -16,6 +16,7 @@ from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.errors import UsageError
 from sptrader.models import BackfillProgressed, normalize_instrument
+from sptrader.wording import counted
 
 
 def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
@@ -50,7 +51,7 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
         else:
             fetched = event.total - event.skipped
             print(
-                f"{name}: {event.rows:,} bars from {fetched} range{'s' if fetched != 1 else ''}"
+                f"{name}: {counted(event.rows, 'bar')} from {counted(fetched, 'range')}"
                 f" ({event.skipped} already stored) in {event.elapsed_s:.1f}s"
             )
     return 1 if failed else 0

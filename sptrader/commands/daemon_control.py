@@ -13,6 +13,7 @@ from sptrader.client.paths import TUI, running_pid
 from sptrader.config import Settings
 from sptrader.daemon import run_foreground, start_background, stop_daemon
 from sptrader.formatting import format_age, service_notes
+from sptrader.wording import counted
 
 NOT_RUNNING = 3
 
@@ -70,7 +71,8 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         f"{_host_line(status)}, up {format_age(status['uptime_s'])}, "
         f"{status['clients']} client(s)\n"
         f"store {status['store']['path']}: {status['store']['size_bytes'] / 1e6:.1f} MB, "
-        f"{rows['bars_1m']:,} bars, {rows['ticks']:,} ticks, {rows['service_events']:,} events"
+        f"{counted(rows['bars_1m'], 'bar')}, {counted(rows['ticks'], 'tick')},"
+        f" {counted(rows['service_events'], 'event')}"
     )
     _print_services(status["services"])
     return 0

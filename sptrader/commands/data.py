@@ -24,6 +24,7 @@ from sptrader.models import (
     normalize_instrument,
     timeframe_minutes,
 )
+from sptrader.wording import counted
 
 
 def _window(args: argparse.Namespace) -> tuple[int, int]:
@@ -145,10 +146,11 @@ async def _report(
             incomplete += 1
             minutes = sum(e - s for s, e in gaps) // US_PER_MINUTE
             print(
-                f"{instrument}: fetched {fetched:,} bars; still {len(gaps)} gaps ({minutes:,} min)"
+                f"{instrument}: fetched {counted(fetched, 'bar')}; still {counted(len(gaps), 'gap')}"
+                f" ({minutes:,} min)"
             )
         else:
-            print(f"{instrument}: complete (fetched {fetched:,} bars)")
+            print(f"{instrument}: complete (fetched {counted(fetched, 'bar')})")
     return 1 if incomplete else 0
 
 
@@ -175,7 +177,9 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     from sptrader.clock import format_us
 
     table = Table(
-        box=None, title=f"stored data, coverage of the last {days} days", title_justify="left"
+        box=None,
+        title=f"stored data, coverage of the last {counted(days, 'day')}",
+        title_justify="left",
     )
     for column in (
         "instrument",

@@ -18,6 +18,7 @@ from sptrader.clock import format_us
 from sptrader.commands.trading import decimals_for, fmt_price
 from sptrader.config import Settings
 from sptrader.errors import SptraderError, UsageError
+from sptrader.wording import counted
 
 
 def _chosen(settings: Settings, name: str | None) -> list[Any]:
@@ -140,7 +141,10 @@ def _print_detail(
         f"run {run['run_id']}  {run['scanner']}  {run['trigger']}  started"
         f" {format_us(run['started_us'])}  {_ms(run['duration_ms'])}  {run['status']}"
     )
-    print(f"  {run['instruments']} instruments, {run['skipped']} skipped, {run['signals']} signals")
+    print(
+        f"  {counted(run['instruments'], 'instrument')}, {run['skipped']} skipped,"
+        f" {counted(run['signals'], 'signal')}"
+    )
     if run["error"]:
         print(f"  error: {run['error']}")
     instrument = object()

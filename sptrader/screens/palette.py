@@ -22,6 +22,7 @@ from sptrader.screens.chart import ChartPane
 from sptrader.screens.orders import OrdersPane
 from sptrader.screens.positions import PositionsPane
 from sptrader.screens.services import ServicesPane
+from sptrader.wording import counted
 
 W = TypeVar("W", bound=Widget)
 
@@ -101,7 +102,7 @@ def palette_commands(app: ControlCenter) -> Iterator[SystemCommand]:
         for days in (1, 7, 30):
             yield SystemCommand(
                 f"Backfill {instrument}: last {days} day{'s' if days > 1 else ''}",
-                f"download {days} days of 1m history from its feed",
+                f"download {counted(days, 'day')} of 1m history from its feed",
                 lambda name=instrument, span=days: app.start_backfill(name, span),
             )
     for timeframe in chart.timeframes:

@@ -255,3 +255,17 @@ def test_status_json_times_are_iso_at_any_depth() -> None:
         "services": [{"name": "sim", "last_event": "2026-12-02T13:05:00Z", "errors": 0}],
         "started": None,
     }
+
+
+# --- wording --------------------------------------------------------------------------------
+
+
+def test_one_of_a_thing_is_singular(run) -> None:
+    """`1 days`, `1 ranges`, `1 gaps` were printed before."""
+    status = run("data", "status", "SIM:EURUSD", "--days", "1")
+    assert status.code == 0, status
+    assert "coverage of the last 1 day\n" in status.out.replace(" \n", "\n")
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    fetched = run("backfill", "SIM:EURUSD", "--from", start.strftime("%Y-%m-%dT%H:%MZ"))
+    assert fetched.code == 0, fetched
+    assert " from 1 range (" in fetched.out, fetched.out
