@@ -45,7 +45,10 @@ async def streaming(app: SptraderApp) -> AsyncIterator[Pilot]:
             yield pilot
         finally:
             if app.return_code is None:
-                await app.action_quit()
+                while len(app.screen_stack) > 1:  # the ticket or the search, then q
+                    await pilot.press("escape")
+                await pilot.press("q")
+                await conftest.wait_for(pilot, lambda: app.return_code is not None, 15, "exit")
 
 
 def key(name: str) -> events.Key:
