@@ -13,6 +13,7 @@ import polars as pl
 
 from sptrader.client.connect import connect
 from sptrader.clock import datetime_to_us, now_us, parse_time
+from sptrader.commands.instruments import refuse_unknown
 from sptrader.config import Settings
 from sptrader.errors import UsageError
 from sptrader.formatting import format_price, price_decimals
@@ -69,6 +70,7 @@ async def _read(
     extra = max_lookback(specs)
     width = timeframe_minutes(timeframe) * US_PER_MINUTE
     async with connect(settings) as client:
+        await refuse_unknown(client, [instrument])
         if start_us is not None:
             now = now_us()
             # Roughly the warm-up's time too (gaps may leave it short: then fewer of the

@@ -8,6 +8,7 @@ import asyncio
 import sys
 
 from sptrader.client.connect import connect
+from sptrader.commands.instruments import suggestion, unknown_instruments
 from sptrader.config import KNOWN_FEEDS, Settings, feed_config
 from sptrader.errors import ConfigError, StoreLockedError
 
@@ -40,10 +41,13 @@ def _check_symbols(settings: Settings, source: str) -> None:
     (offline) are only reported."""
     watchlist = list(settings.config.watchlist)
 
-    async def check() -> tuple[list[str], list[str]] | None:
+    async def check() -> tuple[list[str], list[str], str] | None:
         try:
             async with connect(settings) as client:
-                return await client.unknown_symbols(watchlist)
+                _, unchecked = await client.unknown_symbols(watchlist)
+                unknown = await unknown_instruments(client, watchlist)
+                hint = await suggestion(client, unknown[0]) if unknown else ""
+                return unknown, unchecked, hint
         except StoreLockedError:
             return None  # another process (not a daemon) holds the store
 
@@ -51,7 +55,7 @@ def _check_symbols(settings: Settings, source: str) -> None:
     if checked is None:
         print("symbols: not checked (the store is in use)", file=sys.stderr)
         return
-    unknown, unchecked = checked
+    unknown, unchecked, hint = checked
     for problem in unchecked:
         print(f"symbols: could not check {problem}", file=sys.stderr)
     if unknown:
@@ -59,5 +63,5 @@ def _check_symbols(settings: Settings, source: str) -> None:
         feed = unknown[0].split(":", 1)[0].lower()
         raise ConfigError(
             f"{source}: watchlist[{index}]: unknown symbol {unknown[0]} (not in {feed}'s"
-            f" instrument list; search with `sptrader symbols --feed {feed}`)"
+            f" instrument list; {hint})"
         )

@@ -28,6 +28,7 @@ from typing import Any
 from sptrader.client.connect import connect
 from sptrader.client.protocol import EngineClient
 from sptrader.clock import format_us
+from sptrader.commands.instruments import refuse_unknown
 from sptrader.config import Settings
 from sptrader.errors import UsageError
 from sptrader.formatting import format_price
@@ -179,6 +180,7 @@ def run_order(settings: Settings, args: argparse.Namespace) -> int:
         # Without a daemon: an engine streaming just this instrument, stopped (everything
         # stored) when the block ends.
         async with connect(settings, streaming=[instrument]) as client:
+            await refuse_unknown(client, [instrument])
             await client.wait_for_quote(instrument, args.wait)
             result = await client.place_order(request)
             children = _children(await client.open_orders(), result)

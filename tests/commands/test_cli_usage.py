@@ -269,3 +269,35 @@ def test_one_of_a_thing_is_singular(run) -> None:
     fetched = run("backfill", "SIM:EURUSD", "--from", start.strftime("%Y-%m-%dT%H:%MZ"))
     assert fetched.code == 0, fetched
     assert " from 1 range (" in fetched.out, fetched.out
+
+
+# --- unknown SIM symbols --------------------------------------------------------------------
+
+
+def test_config_check_refuses_an_unknown_sim_symbol_with_a_suggestion(run, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('watchlist = ["SIM:EURUSD", "SIM:EURUDS"]\n')
+    line = _one_line(run("--config", str(config), "config", "check"))
+    assert line == (
+        f"sptrader: {config}: watchlist[1]: unknown symbol SIM:EURUDS (not in sim's"
+        " instrument list; did you mean SIM:EURUSD?)"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["candles", "SIM:EURUDS", "--last", "3"],
+        ["order", "buy", "SIM:EURUDS", "1000"],
+    ],
+)
+def test_candles_and_orders_on_an_unknown_sim_symbol_are_refused(
+    run, cli_home: Path, argv: list[str]
+) -> None:
+    """Before, the simulator made up a market for the typo and traded it."""
+    line = _one_line(run(*argv))
+    assert line == (
+        "sptrader: unknown symbol SIM:EURUDS (not in sim's instrument list);"
+        " did you mean SIM:EURUSD?"
+    )
+    assert run("orders", "--all", "--format", "json").out.strip() == "[]"
