@@ -24,7 +24,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -262,7 +262,12 @@ class WatchlistTable(ScrollView, can_focus=True):
     def _refresh_row(self, row: int) -> None:
         y = row - round(self.scroll_y) + self.header_height
         if self.header_height <= y < self.size.height:
-            self.refresh_line(y)
+            self.repaint_line(y)
+
+    def repaint_line(self, y: int) -> None:
+        """Repaint one line of the widget as it is on screen (ScrollView.refresh_line
+        takes a line of the scrolled content)."""
+        self.refresh(Region(0, y, self.size.width, 1))
 
     def refresh_rows(self, names: list[str]) -> None:
         index = {name: i for i, name in enumerate(self.pane.instruments)}

@@ -102,8 +102,8 @@ async def test_a_quote_repaints_only_its_row() -> None:
         pane.repaint_flashes()
         table = pane.table
         repainted: list[int] = []
-        original = table.refresh_line
-        table.refresh_line = lambda y: (repainted.append(y), original(y))  # type: ignore[method-assign]
+        original = table.repaint_line
+        table.repaint_line = lambda y: (repainted.append(y), original(y))  # type: ignore[method-assign]
         pane.apply({"SIM:BTCUSD": quote("SIM:BTCUSD", 104_400.25)}, {}, [])
         assert repainted == [1 + NAMES.index("SIM:BTCUSD")]
         repainted.clear()
@@ -134,3 +134,35 @@ async def test_stale_rows_are_marked_and_keys_and_clicks_choose_rows() -> None:
         pane.set_instruments(NAMES[:2])
         await pilot.pause()
         assert table.row_count == 2 and "SIM:USDJPY" not in "".join(lines(table))
+
+
+class TallHost(App[None]):
+    """More rows than the pane's height: the table scrolls under its header."""
+
+    names = [f"SIM:X{i}" for i in range(10)]
+
+    def compose(self) -> ComposeResult:
+        pane = WatchlistPane(self.names, POINTS, id="watchlist")
+        pane.styles.height = 6  # the header and 5 rows
+        yield pane
+
+
+async def test_a_scrolled_table_keeps_its_header_and_repaints_the_right_line() -> None:
+    app = TallHost()
+    async with app.run_test(size=(100, 20)) as pilot:
+        pane = app.query_one(WatchlistPane)
+        table = pane.table
+        table.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        assert table.cursor_row == 9 and round(table.scroll_y) == 5
+        shown = [table.render_line(y).text for y in range(6)]
+        assert shown[0].lstrip().startswith("Instrument")
+        assert "SIM:X9" in shown[5] and "SIM:X5" in shown[1]
+        repainted: list[int] = []
+        original = table.repaint_line
+        table.repaint_line = lambda y: (repainted.append(y), original(y))  # type: ignore[method-assign]
+        pane.apply({"SIM:X9": quote("SIM:X9", 2.5), "SIM:X0": quote("SIM:X0", 1.5)}, {}, [])
+        assert repainted == [5]  # X0 is scrolled out of sight: nothing to repaint
+        await pilot.pause()
+        assert "2.50000" in table.render_line(5).text
