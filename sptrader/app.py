@@ -170,7 +170,10 @@ class SptraderApp(App[int]):
         # turns under the watchlist and chart (the pane bar, or a pane's key, shows one).
         with Container(id="desk", classes="-show-positions"):
             yield WatchlistPane(
-                self.client.watchlist, self.config.ui.sparkline_points, id="watchlist"
+                self.client.watchlist,
+                self.config.ui.sparkline_points,
+                decimals=self.price_decimals.get,
+                id="watchlist",
             )
             yield ChartPane(
                 self.client,
