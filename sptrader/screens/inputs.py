@@ -15,10 +15,14 @@ from textual.widgets import Input
 
 
 class OrderedInput(Input):
-    async def _on_key(self, event: events.Key) -> None:
-        # Priority bindings were already tried by the App before the key came here.
-        for binding in self._bindings.key_to_bindings.get(event.key, ()):
-            if not binding.priority and await self.app.run_action(binding.action, self):
-                event.stop()
-                event.prevent_default()  # handled: not Input's own handler again
-                return
+    async def on_key(self, event: events.Key) -> None:
+        # Runs before Input's own key handler (our class comes first in the MRO). The
+        # app's active bindings start at the focused widget: when this field binds the
+        # key (and nothing app-wide takes it first, as a priority binding would), run it
+        # now instead of after the queue.
+        active = self.screen.active_bindings.get(event.key)
+        if active is None or active.node is not self or active.binding.priority:
+            return
+        if await self.app.run_action(active.binding.action, self):
+            event.stop()
+            event.prevent_default()  # handled: not Input's own handler again
