@@ -212,7 +212,9 @@ class Store:
                 cursor.execute("BEGIN TRANSACTION")
                 cursor.execute("DELETE FROM symbols WHERE feed = ?", [feed])
                 cursor.execute("DELETE FROM symbol_lists WHERE feed = ?", [feed])
-                cursor.execute("INSERT INTO symbols SELECT * FROM incoming_symbols")
+                # BY NAME: a list without the optional columns (price_decimals) stores
+                # them as NULL instead of failing on the column count.
+                cursor.execute("INSERT INTO symbols BY NAME SELECT * FROM incoming_symbols")
                 cursor.execute(
                     "INSERT INTO symbol_lists VALUES (?, make_timestamp(?), ?)",
                     [feed, fetched_us, symbols.height],
