@@ -45,6 +45,9 @@ bench: setup
 	$(BIN)/python bench/import_graph.py
 	$(BIN)/python bench/event_routing.py
 	$(BIN)/python bench/chart_latency.py
+	$(BIN)/python bench/quit.py
+	$(BIN)/python bench/interrupt.py
+	$(BIN)/python bench/price_format.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -239,7 +239,7 @@ def test_start_status_stop_cycle(daemon: Daemon) -> None:
     assert isinstance(status["uptime_s"], float) and 0 <= status["uptime_s"] < 120
     assert [service["name"] for service in status["services"]] == list(SERVICES)
     for service in status["services"]:
-        assert {"state", "events_per_s", "last_event_us", "errors", "restarts"} <= set(service)
+        assert {"state", "events_per_s", "last_event", "errors", "restarts"} <= set(service)
     assert status["store"]["rows"]["bars_1m"] >= SEED_MINUTES * len(WATCHLIST)
 
     stopped = daemon.run("stop")
