@@ -22,20 +22,12 @@ from textual.widgets import Input
 from sptrader.app import SptraderApp
 from sptrader.cli import main
 from sptrader.client.connect import client_for
+from sptrader.config import DEFAULT_WATCHLIST
 from sptrader.screens import ChartPane
 
 # A Monday afternoon (UTC): FX, metals, crypto and US equities all trade.
 FROZEN = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
-WATCHLIST = [
-    "SIM:EURUSD",
-    "SIM:GBPUSD",
-    "SIM:USDJPY",
-    "SIM:XAUUSD",
-    "SIM:BTCUSD",
-    "SIM:ETHUSD",
-    "SIM:SPY",
-    "SIM:AAPL",
-]
+WATCHLIST = list(DEFAULT_WATCHLIST)  # the eight SIM instruments a fresh home shows
 SIZES = [(80, 24), (120, 40), (160, 48), (220, 60)]
 # screen -> the key that opens it from the main screen (none: the main screen itself)
 SCREENS = {"main": None, "ticket": "b", "strategies": "S", "data": "d", "journal": "J"}
