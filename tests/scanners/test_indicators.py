@@ -347,10 +347,19 @@ def test_bad_specs_name_the_known_forms(spec: str) -> None:
 
 
 def test_candles_with_indicators_csv(run) -> None:
-    plain = run("candles", "SIM:EURUSD", "--last", "5", "--format", "csv")
-    result = run(
-        "candles", "SIM:EURUSD", "--last", "5", "--format", "csv", "--with", "rsi14,ema20,macd,bb20,atr14"
-    )  # fmt: skip
+    # The reads must see the same newest bars: taken again when a minute turned between
+    # them (the plain read before and after the one with indicators disagree).
+    for _ in range(3):
+        plain = run("candles", "SIM:EURUSD", "--last", "5", "--format", "csv")
+        result = run(
+            "candles", "SIM:EURUSD", "--last", "5", "--format", "csv",
+            "--with", "rsi14,ema20,macd,bb20,atr14",
+        )  # fmt: skip
+        again = run("candles", "SIM:EURUSD", "--last", "5", "--format", "csv")
+        if [line.split(",")[0] for line in plain.out.splitlines()] == [
+            line.split(",")[0] for line in again.out.splitlines()
+        ]:
+            break
     assert result.code == 0, result.err
     rows = list(csv.DictReader(io.StringIO(result.out)))
     assert len(rows) == 5
