@@ -381,7 +381,13 @@ async def test_data_screen_shows_coverage_and_fills_gaps(app: SptraderApp) -> No
             timeout=30,
             what=f"{instrument} to be complete",
         )
-        assert str(table.get_cell(instrument, "days")) == "█" * 30
+        # 100.0% is rounded: today's cell can lag while the live minute closes.
+        await wait_for(
+            pilot,
+            lambda: str(table.get_cell(instrument, "days")) == "█" * 30,
+            timeout=30,
+            what=f"every day of {instrument} full",
+        )
         status_line = str(screen.query_one("#data-status", Label).content)
         assert instrument in status_line and "filled" in status_line
         # The other row was left alone.
