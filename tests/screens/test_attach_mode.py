@@ -5,11 +5,10 @@ first seconds)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from conftest import running_daemon, wait_for
+from conftest import wait_for
+from test_attach import daemon  # noqa: F401  (the daemon fixture, its config)
 
 from sptrader.app import SptraderApp
 from sptrader.client.connect import client_for
@@ -18,22 +17,8 @@ from sptrader.client.remote import RemoteEngineClient
 from sptrader.config import load_settings
 from sptrader.screens import WatchlistPane
 
-CONFIG = """\
-watchlist = ["SIM:EURUSD", "SIM:BTCUSD"]
-[feeds.sim]
-tick_rate = 5.0
-[store]
-seed_days = 0.05
-"""
 
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    with running_daemon(tmp_path, CONFIG) as started:
-        yield started
-
-
-async def test_the_header_never_says_gone_while_attaching(daemon: tuple[Path, Path]) -> None:
+async def test_the_header_never_says_gone_while_attaching(daemon: tuple[Path, Path]) -> None:  # noqa: F811
     home, config = daemon
     settings = load_settings(home, config)
     pid = running_pid(home)
