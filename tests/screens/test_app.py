@@ -468,21 +468,26 @@ async def test_q_quits_and_leaves_the_bars_in_the_store(app: SptraderApp) -> Non
 # --- instrument search, watchlist changes, backfills, stale rows -------------------------
 
 
+async def add_by_search(pilot, app: SptraderApp, query: str, instrument: str) -> None:
+    """`/`, type ``query``, wait until ``instrument`` is the only result, `enter`."""
+    await pilot.press("slash")
+    screen = app.screen
+    assert isinstance(screen, SymbolSearchScreen)
+    await pilot.press(*query)
+    results = screen.query_one(OptionList)
+    await wait_for(
+        pilot,
+        lambda: results.option_count == 1 and results.get_option_at_index(0).id == instrument,
+        what=f"the search to find {instrument}",
+    )
+    await pilot.press("enter")
+
+
 async def test_slash_searches_and_enter_adds_a_streaming_instrument(
     app: SptraderApp, home: Path
 ) -> None:
     async with running(app) as pilot:
-        await pilot.press("slash")
-        screen = app.screen
-        assert isinstance(screen, SymbolSearchScreen)
-        await pilot.press(*"solusd")
-        results = screen.query_one(OptionList)
-        await wait_for(
-            pilot,
-            lambda: results.option_count == 1 and results.get_option_at_index(0).id == "SIM:SOLUSD",
-            what="the search to find SIM:SOLUSD",
-        )
-        await pilot.press("enter")
+        await add_by_search(pilot, app, "solusd", "SIM:SOLUSD")
         watchlist = app.query_one(WatchlistPane)
         await wait_for(
             pilot, lambda: "SIM:SOLUSD" in watchlist.instruments, what="a SIM:SOLUSD row"

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import make_settings, wait_for
-from textual.widgets import OptionList
+from test_app import add_by_search
 
 from sptrader.app import SptraderApp
-from sptrader.screens import SymbolSearchScreen, WatchlistPane
+from sptrader.screens import WatchlistPane
 from sptrader.screens.watchlist import WatchlistTable
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD", "SIM:SPY"]
@@ -32,17 +32,7 @@ async def test_the_header_counts_an_added_and_a_deleted_instrument_at_once(
         refresh.pause()
         watchlist = app.query_one(WatchlistPane)
 
-        await pilot.press("slash")
-        screen = app.screen
-        assert isinstance(screen, SymbolSearchScreen)
-        await pilot.press(*"solusd")
-        results = screen.query_one(OptionList)
-        await wait_for(
-            pilot,
-            lambda: results.option_count == 1 and results.get_option_at_index(0).id == "SIM:SOLUSD",
-            what="the search to find SIM:SOLUSD",
-        )
-        await pilot.press("enter")
+        await add_by_search(pilot, app, "solusd", "SIM:SOLUSD")
         await wait_for(pilot, lambda: _count_shown(app, 4), what="4 instruments in the header")
         await wait_for(pilot, lambda: "SIM:SOLUSD" in watchlist.instruments, what="its row")
 
