@@ -195,10 +195,20 @@ class ScannerConfig(_Section):
     timeframe: str = "1m"
     # Standard 5-field crontab (minute hour day month weekday), UTC.
     schedule: str = "* * * * *"
+    # Where the signals become orders: "paper", a live venue ("binance", "oanda", "ibkr",
+    # "alpaca"; its [brokers.NAME] trading = "live"), or "" for signals only.
+    broker: str = ""
+    # The older spelling of broker = "paper" (kept so existing configs load).
     paper: bool = False
     # The window: this many closed bars of `timeframe`, newest last.
     bars: int = 200
     enabled: bool = True
+
+
+    @property
+    def order_venue(self) -> str:
+        """Where this scanner's signals are traded ("" for nowhere)."""
+        return self.broker or ("paper" if self.paper else "")
 
 
 class StrategiesConfig(_Section):
@@ -262,6 +272,67 @@ class RiskConfig(_Section):
     max_qty: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+class _VenueSection(_Section):
+    """A ``[brokers.NAME]`` section: live order routing to one venue (sptrader.venues).
+    Off until ``trading = "live"``; every URL is configuration and the defaults are the
+    venue's testnet or paper environment; secrets are read only from the environment
+    variables named here, never from this file."""
+
+    trading: Literal["off", "live"] = "off"
+    # One request's time-out; past it the order's fate is asked of the venue, never resent.
+    timeout_s: float = 10.0
+
+    @property
+    def live(self) -> bool:
+        return self.trading == "live"
+
+
+class BinanceBrokerConfig(_VenueSection):
+    rest_url: str = "https://testnet.binance.vision"
+    # The WebSocket API (the user data stream: userDataStream.subscribe.signature).
+    ws_url: str = "wss://ws-api.testnet.binance.vision/ws-api/v3"
+    key_env: str = "BINANCE_API_KEY"
+    secret_env: str = "BINANCE_API_SECRET"
+    recv_window_ms: int = 5000
+
+
+class OandaBrokerConfig(_VenueSection):
+    rest_url: str = "https://api-fxpractice.oanda.com"
+    stream_url: str = "https://stream-fxpractice.oanda.com"
+    token_env: str = "OANDA_TOKEN"
+    account_id: str = ""
+
+
+class IbkrBrokerConfig(_VenueSection):
+    # The Client Portal Web API gateway; its self-signed certificate is accepted only
+    # when this URL's host is the local machine.
+    gateway_url: str = "https://localhost:5000/v1/api"
+    account_id: str = ""
+    # The gateway logs out an idle session: /tickle this often.
+    tickle_s: float = 55.0
+
+
+class AlpacaBrokerConfig(_VenueSection):
+    rest_url: str = "https://paper-api.alpaca.markets"
+    # trade_updates (order events) of the trading API.
+    stream_url: str = "wss://paper-api.alpaca.markets/stream"
+    key_env: str = "APCA_API_KEY_ID"
+    secret_env: str = "APCA_API_SECRET_KEY"
+
+
+class BrokersConfig(_Section):
+    """Every venue that can route live orders, the one table of them (VENUES follows)."""
+
+    binance: BinanceBrokerConfig = msgspec.field(default_factory=BinanceBrokerConfig)
+    oanda: OandaBrokerConfig = msgspec.field(default_factory=OandaBrokerConfig)
+    ibkr: IbkrBrokerConfig = msgspec.field(default_factory=IbkrBrokerConfig)
+    alpaca: AlpacaBrokerConfig = msgspec.field(default_factory=AlpacaBrokerConfig)
+
+
+#: Where an order can go: the paper broker, then each [brokers.NAME] venue.
+VENUES = ("paper", *BrokersConfig.__struct_fields__)
+
+
 class Config(_Section):
     watchlist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_WATCHLIST))
     feeds: FeedsConfig = msgspec.field(default_factory=FeedsConfig)
@@ -280,6 +351,7 @@ class Config(_Section):
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    brokers: BrokersConfig = msgspec.field(default_factory=BrokersConfig)
 
 
 # Feed prefixes, in the order of their sections (messages list them so).
@@ -563,7 +635,7 @@ def _validate(config: Config) -> str | None:
             parse_time(config.feeds.replay.start)
         except UsageError as error:
             return f"feeds.replay.start: {error}"
-    return _validate_broker(config) or _validate_scanners(config)
+    return _validate_broker(config) or _validate_brokers(config) or _validate_scanners(config)
 
 
 def _validate_broker(config: Config) -> str | None:
@@ -596,6 +668,22 @@ def _validate_broker(config: Config) -> str | None:
             return f"risk.max_qty.{name}: bad instrument (expected FEED:SYMBOL)"
         if not qty > 0:
             return f"risk.max_qty.{name}: must be greater than 0, got {qty}"
+    return None
+
+
+def _validate_brokers(config: Config) -> str | None:
+    """[brokers.NAME]: URLs are URLs, time-outs positive, OANDA names its account (IBKR's is
+    the gateway's first when not named)."""
+    for name in BrokersConfig.__struct_fields__:
+        section = getattr(config.brokers, name)
+        for key in ("rest_url", "ws_url", "stream_url", "gateway_url"):
+            url = getattr(section, key, None)
+            if url is not None and not url.startswith(("http://", "https://", "ws://", "wss://")):
+                return f"brokers.{name}.{key}: must be an http(s) or ws(s) URL, got {url!r}"
+        if not section.timeout_s > 0:
+            return f"brokers.{name}.timeout_s: must be greater than 0, got {section.timeout_s}"
+        if section.live and name == "oanda" and not section.account_id:
+            return f"brokers.{name}.account_id: trading live needs the account id"
     return None
 
 
@@ -641,6 +729,13 @@ def _validate_scanners(config: Config) -> str | None:
             return f"{key}.schedule: bad cron expression {scanner.schedule!r} ({error}; expected 5 fields: minute hour day month weekday)"
         if scanner.bars <= 0:
             return f"{key}.bars: must be greater than 0, got {scanner.bars}"
+        venue = scanner.order_venue
+        if venue and venue not in VENUES:
+            return f"{key}.broker: unknown broker {venue!r} (use {', '.join(VENUES)} or \"\" for signals only)"
+        if scanner.broker and scanner.paper and scanner.broker != "paper":
+            return f"{key}: paper = true and broker = {scanner.broker!r} disagree (keep broker only)"
+        if venue not in ("", "paper") and not getattr(config.brokers, venue).live:
+            return f'{key}.broker: {venue} does not trade live ([brokers.{venue}] trading = "live" to route its orders there)'
         if scanner.strategy in registry.builtin_names() or scanner.strategy in registry.names():
             try:
                 registry.build(scanner.strategy, scanner.params)

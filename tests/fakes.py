@@ -96,7 +96,19 @@ class FakeHttpServer:
                 self._handle("GET", b"")
 
             def do_POST(self) -> None:
-                self._handle("POST", self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self._handle("POST", self._body())
+
+            def do_PUT(self) -> None:
+                self._handle("PUT", self._body())
+
+            def do_PATCH(self) -> None:
+                self._handle("PATCH", self._body())
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE", self._body())
+
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
             def _handle(self, method: str, body: bytes) -> None:
                 parts = urlsplit(self.path)
