@@ -80,6 +80,8 @@ FILL_SCHEMA: dict[str, Any] = {
     "price": pl.Float64,
     "fee": pl.Float64,
     "ts_us": pl.Int64,
+    "venue": pl.String,  # paper (every backtest fill), or the live venue
+    "venue_fill_id": pl.String,  # the venue's trade id (NULL for paper)
 }
 FILL_COLUMNS = list(FILL_SCHEMA)
 

@@ -507,7 +507,9 @@ class _Simulation:
         fill_id = self.next_id
         self.next_id += 1
         ts_us = int(self.ts[bar])
-        self.fills.append((fill_id, fill_id, self.instrument, side, qty, price, fee, ts_us))
+        self.fills.append(
+            (fill_id, fill_id, self.instrument, side, qty, price, fee, ts_us, "paper", None)
+        )
         self.book.apply(qty if side == "buy" else -qty, price, fee, ts_us)
 
     def reject(self, bar: int, side: str, limit: str, message: str) -> None:

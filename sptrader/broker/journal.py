@@ -43,6 +43,7 @@ TRADE_FIELDS = (
     "pnl",
     "fees",
     "day",
+    "venue",
 )
 
 
@@ -158,12 +159,18 @@ def trades(fills: Iterable[dict[str, Any]] | pl.DataFrame) -> list[dict[str, Any
     frame = fills if isinstance(fills, pl.DataFrame) else _fills_frame(list(fills))
     if frame.is_empty():
         return []
-    found = performance.round_trips(frame)
+    if "venue" not in frame.columns:
+        frame = frame.with_columns(pl.lit("paper").alias("venue"))
     result = []
-    for row in found.iter_rows(named=True):
-        trade = {name: row[name] for name in TRADE_FIELDS if name != "day"}
-        trade["day"] = day_of_us(row["exit_time_us"]).isoformat()
-        result.append(trade)
+    # Each venue is its own account: a paper and a live position in one instrument are
+    # two positions, never netted.
+    for (venue,), part in frame.group_by("venue", maintain_order=True):
+        for row in performance.round_trips(part).iter_rows(named=True):
+            trade = {name: row[name] for name in TRADE_FIELDS if name not in ("day", "venue")}
+            trade["day"] = day_of_us(row["exit_time_us"]).isoformat()
+            trade["venue"] = venue
+            result.append(trade)
+    result.sort(key=lambda trade: trade["exit_time_us"])  # stable: ties keep their order
     return result
 
 
@@ -280,7 +287,10 @@ def read(
     day_from: str | date | None = None,
     day_to: str | date | None = None,
     starting_cash: float = 0.0,
+    venue: str | None = None,
 ) -> dict[str, Any]:
-    """``summarize`` over the stored fills and notes (blocking)."""
+    """``summarize`` over the stored fills (of ``venue``; every venue when None) and
+    notes (blocking)."""
     first, last = _range(day_from, day_to)
-    return summarize(records.fills(store), notes(store, first, last), first, last, starting_cash)
+    fills = records.fills(store, venue=venue)
+    return summarize(fills, notes(store, first, last), first, last, starting_cash)

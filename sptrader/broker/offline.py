@@ -21,12 +21,16 @@ from sptrader.errors import UsageError
 from sptrader.store import Store
 
 
-def orders(store: Store, *, every: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+def orders(
+    store: Store, *, every: bool = False, limit: int = 100, venue: str | None = None
+) -> list[dict[str, Any]]:
     """Open orders (oldest first, as the broker lists them), or with ``every`` the
-    newest ``limit`` orders of any status (newest first)."""
+    newest ``limit`` orders of any status (newest first); of ``venue`` when given."""
     if every:
-        return records.orders(store, None, limit)
-    return sorted(records.orders(store, "open", 1_000_000), key=lambda order: order["order_id"])
+        return records.orders(store, None, limit, venue)
+    return sorted(
+        records.orders(store, "open", 1_000_000, venue), key=lambda order: order["order_id"]
+    )
 
 
 def account(
@@ -46,7 +50,9 @@ def account(
     open_positions = sorted(ledger.open_positions(), key=lambda p: p.instrument)
     unrealized = ledger.unrealized(marks)
     equity = ledger.cash() + unrealized
-    open_orders = store.cursor().execute("SELECT count(*) FROM orders WHERE status = 'open'")
+    open_orders = store.cursor().execute(
+        "SELECT count(*) FROM orders WHERE status = 'open' AND venue = 'paper'"
+    )
     summary = {
         "currency": broker.currency,
         "starting_cash": ledger.starting_cash,
@@ -72,6 +78,12 @@ def cancel(store: Store, order_id: int, now: int | None = None) -> dict[str, Any
     ]
     if not found_open:
         raise not_open(store, order_id)
+    if found_open[0]["venue"] != "paper":
+        venue = found_open[0]["venue"]
+        raise UsageError(
+            f"order {order_id} is working at {venue}: it is cancelled at the venue, by the"
+            " engine that trades there (sptrader start, or the TUI)"
+        )
     order = Order(**found_open[0])
     order.status = "cancelled"
     order.updated_us = now

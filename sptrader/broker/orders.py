@@ -8,6 +8,9 @@ one-cancels-the-other (their ``parent_id`` is the entry's id).
 
 Statuses: ``open`` (working), ``filled``, ``cancelled``, ``rejected`` (a limit or the
 validation said no; ``reason`` says why), ``expired`` (a day order at the UTC day's end).
+A live venue's orders (``venue`` other than ``paper``) follow the venue's life instead:
+``new`` (recorded, not yet acknowledged), ``accepted``, ``partially_filled``, then one of
+the final states (``sptrader.venues.base``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ ORDER_TYPES = ("market", "limit", "stop")
 TIME_IN_FORCE = ("gtc", "day")
 OPEN = "open"
 FINAL_STATUSES = ("filled", "cancelled", "rejected", "expired")
+#: Every status of an order still working (paper's ``open`` and a live venue's three).
+WORKING_STATUSES = (OPEN, "new", "accepted", "partially_filled")
 
 
 def side_sign(side: str) -> int:
@@ -51,6 +56,7 @@ class OrderRequest:
     risk_pct: float | None = None  # size the order so hitting `sl` loses this % of equity
     source: str = "manual"  # manual, close, scanner:NAME
     role: Role = "entry"
+    venue: str = "paper"  # paper, or a live venue of [brokers] (sptrader.config.VENUES)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OrderRequest:
@@ -140,10 +146,18 @@ class Order:
     reason: str = ""
     # A day order's end (the next UTC midnight); None for good-till-cancel.
     expires_us: int | None = None
+    venue: str = "paper"
+    # Ours, sent with a live order (``paper-<id>`` for paper orders); the venue's own id.
+    client_order_id: str = ""
+    venue_order_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.client_order_id and self.venue == "paper":
+            self.client_order_id = f"paper-{self.order_id}"
 
     @property
     def is_open(self) -> bool:
-        return self.status == OPEN
+        return self.status in WORKING_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +173,8 @@ class Fill:
     price: float
     fee: float
     ts_us: int
+    venue: str = "paper"
+    venue_fill_id: str | None = None  # the venue's trade or transaction id (live fills)
 
     @property
     def signed_qty(self) -> float:

@@ -18,7 +18,7 @@ import polars as pl
 
 from sptrader.broker.book import Changes
 from sptrader.broker.ledger import Ledger
-from sptrader.broker.orders import Fill, Order
+from sptrader.broker.orders import OPEN, WORKING_STATUSES, Fill, Order
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig
 from sptrader.models import US_PER_DAY
@@ -45,9 +45,23 @@ ORDER_FIELDS = (
     "updated_us",
     "reason",
     "expires_us",
+    "venue",
+    "client_order_id",
+    "venue_order_id",
 )
 # A fill's values in the fills table's column order (the time third, as ``ts``).
-FILL_FIELDS = ("fill_id", "order_id", "ts_us", "instrument", "side", "qty", "price", "fee")
+FILL_FIELDS = (
+    "fill_id",
+    "order_id",
+    "ts_us",
+    "instrument",
+    "side",
+    "qty",
+    "price",
+    "fee",
+    "venue",
+    "venue_fill_id",
+)
 
 _ORDER_SCHEMA = {
     "order_id": pl.Int64,
@@ -69,18 +83,24 @@ _ORDER_SCHEMA = {
     "updated": pl.Int64,
     "reason": pl.String,
     "expires": pl.Int64,
+    "venue": pl.String,
+    "client_order_id": pl.String,
+    "venue_order_id": pl.String,
 }
 # The rows written to fills: sptrader.schema's fill types, named as the table's columns.
-_FILL_SCHEMA = {"ts" if name == "ts_us" else name: FILL_SCHEMA[name] for name in FILL_FIELDS}
+_FILL_SCHEMA = {
+    "ts" if name == "ts_us" else name: FILL_SCHEMA[name] for name in FILL_FIELDS
+}
 _TIME_COLUMNS = ("created", "updated", "expires", "ts")
 
 _SELECT_ORDERS = (
     "SELECT order_id, instrument, side, qty, type, price, tif, epoch_us(created),"
     " sl, tp, role, parent_id, source, status, filled_qty, avg_price, epoch_us(updated),"
-    " reason, epoch_us(expires) FROM orders"
+    " reason, epoch_us(expires), venue, client_order_id, venue_order_id FROM orders"
 )
 _SELECT_FILLS = (
-    "SELECT fill_id, order_id, epoch_us(ts), instrument, side, qty, price, fee FROM fills"
+    "SELECT fill_id, order_id, epoch_us(ts), instrument, side, qty, price, fee, venue,"
+    " venue_fill_id FROM fills"
 )
 # Up to this many rows go in as parameterised INSERTs; more as one registered frame
 # (a frame costs about a millisecond to build and register, a row about a third of one).
@@ -113,6 +133,9 @@ def order_row(order: Order) -> tuple[Any, ...]:
         order.updated_us,
         order.reason,
         order.expires_us,
+        order.venue,
+        order.client_order_id,
+        order.venue_order_id,
     )
 
 
@@ -126,6 +149,8 @@ def fill_row(fill: Fill) -> tuple[Any, ...]:
         fill.qty,
         fill.price,
         fill.fee,
+        fill.venue,
+        fill.venue_fill_id,
     )
 
 
@@ -151,6 +176,8 @@ def fill_from_row(row: Sequence[Any]) -> Fill:
         data["price"],
         data["fee"],
         data["ts_us"],
+        data["venue"],
+        data["venue_fill_id"],
     )
 
 
@@ -219,27 +246,48 @@ def _write(cursor: Any, table: str, rows: list[tuple], schema: dict[str, Any], k
 # --- reads ------------------------------------------------------------------------------
 
 
-def load_state(store: Store) -> tuple[list[Order], list[Fill], int, int]:
-    """(open orders, every fill in order, next order id, next fill id)."""
+def load_state(store: Store, venue: str = "paper") -> tuple[list[Order], list[Fill], int, int]:
+    """(``venue``'s working orders, its every fill in order, next order id, next fill id).
+    Ids are shared by every venue (one orders table), so the next ones are the table's."""
     cursor = store.cursor()
     open_orders = [
         order_from_row(row)
         for row in cursor.execute(
-            f"{_SELECT_ORDERS} WHERE status = 'open' ORDER BY order_id"
+            f"{_SELECT_ORDERS} WHERE status IN (SELECT unnest(?)) AND venue = ? ORDER BY order_id",
+            [list(WORKING_STATUSES), venue],
         ).fetchall()
     ]
-    fills = [
-        fill_from_row(row)
-        for row in cursor.execute(f"{_SELECT_FILLS} ORDER BY ts, fill_id").fetchall()
-    ]
+    fills = all_fills(store, venue)
+    return open_orders, fills, *next_ids(store)
+
+
+def next_ids(store: Store) -> tuple[int, int]:
+    """(next order id, next fill id) over every venue."""
+    cursor = store.cursor()
     next_order = cursor.execute("SELECT coalesce(max(order_id), 0) + 1 FROM orders").fetchall()
     next_fill = cursor.execute("SELECT coalesce(max(fill_id), 0) + 1 FROM fills").fetchall()
-    return open_orders, fills, int(next_order[0][0]), int(next_fill[0][0])
+    return int(next_order[0][0]), int(next_fill[0][0])
 
 
-def orders(store: Store, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Orders, newest first; only those with ``status`` when given."""
-    where, params = ("", []) if status is None else (" WHERE status = ?", [status])
+def _where(conditions: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the conditions whose value is not None, and its parameters."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(sql for sql, _ in used), [value for _, value in used]
+
+
+def orders(
+    store: Store, status: str | None = None, limit: int = 100, venue: str | None = None
+) -> list[dict[str, Any]]:
+    """Orders, newest first; only those with ``status`` (``open``: every working status)
+    and of ``venue`` when given."""
+    statuses = None
+    if status is not None:
+        statuses = list(WORKING_STATUSES) if status == OPEN else [status]
+    where, params = _where(
+        [("status IN (SELECT unnest(?))", statuses), ("venue = ?", venue)]
+    )
     rows = (
         store.cursor()
         .execute(f"{_SELECT_ORDERS}{where} ORDER BY order_id DESC LIMIT ?", [*params, limit])
@@ -249,11 +297,11 @@ def orders(store: Store, status: str | None = None, limit: int = 100) -> list[di
 
 
 def fills(
-    store: Store, since_us: int | None = None, limit: int | None = None
+    store: Store, since_us: int | None = None, limit: int | None = None, venue: str | None = None
 ) -> list[dict[str, Any]]:
-    """Fills at or after ``since_us`` (all when None), oldest first; with ``limit``, the
-    newest ``limit`` of them (still oldest first)."""
-    where, params = ("", []) if since_us is None else (" WHERE ts >= make_timestamp(?)", [since_us])
+    """Fills at or after ``since_us`` (all when None) of ``venue`` (every venue when None),
+    oldest first; with ``limit``, the newest ``limit`` of them (still oldest first)."""
+    where, params = _where([("ts >= make_timestamp(?)", since_us), ("venue = ?", venue)])
     query = f"{_SELECT_FILLS}{where} ORDER BY ts, fill_id"
     if limit is not None:
         query = f"SELECT * FROM ({_SELECT_FILLS}{where} ORDER BY ts DESC, fill_id DESC LIMIT ?)"
@@ -263,8 +311,13 @@ def fills(
     return [dict(zip(FILL_FIELDS, row, strict=True)) for row in rows]
 
 
-def all_fills(store: Store) -> list[Fill]:
-    rows = store.cursor().execute(f"{_SELECT_FILLS} ORDER BY ts, fill_id").fetchall()
+def all_fills(store: Store, venue: str = "paper") -> list[Fill]:
+    """Every fill of ``venue``, in order (a venue's positions are derived from them)."""
+    rows = (
+        store.cursor()
+        .execute(f"{_SELECT_FILLS} WHERE venue = ? ORDER BY ts, fill_id", [venue])
+        .fetchall()
+    )
     return [fill_from_row(row) for row in rows]
 
 
