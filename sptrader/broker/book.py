@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sptrader.broker import risk
 from sptrader.broker.fill_model import FillModel
+from sptrader.broker.ids import Ids
 from sptrader.broker.ledger import QTY_EPSILON, Ledger
 from sptrader.broker.orders import (
     Fill,
@@ -69,6 +70,8 @@ class PaperBook:
         next_order_id: int = 1,
         next_fill_id: int = 1,
         stale: Callable[[str], str | None] = lambda instrument: None,
+        ids: Ids | None = None,
+        halted: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.config = broker
         self.limits = limits
@@ -80,8 +83,8 @@ class PaperBook:
         self.working: dict[str, dict[int, Order]] = {}
         for order in self.orders.values():
             self.working.setdefault(order.instrument, {})[order.order_id] = order
-        self.next_order_id = next_order_id
-        self.next_fill_id = next_fill_id
+        #: Shared with the live brokers (one id sequence per store).
+        self.ids = ids if ids is not None else Ids(next_order_id, next_fill_id)
         self.quotes: dict[str, Quote] = {}
         #: Marks for positions without a live quote yet (the last stored close after a
         #: restart); never used to fill or to pass the no-quote rule.
@@ -93,8 +96,18 @@ class PaperBook:
         self._last_rejection: Rejection | None = None
         #: Why an instrument's quotes cannot be trusted (None: live); the engine's view.
         self.stale = stale
+        #: Why new entries are refused now (``sptrader halt``), or None.
+        self.halted = halted
         self.day_start_us: int | None = None
         self.day_start_equity: float | None = None
+
+    @property
+    def next_order_id(self) -> int:
+        return self.ids.next_order_id
+
+    @property
+    def next_fill_id(self) -> int:
+        return self.ids.next_fill_id
 
     # --- the account ------------------------------------------------------------------
 
@@ -302,9 +315,7 @@ class PaperBook:
         )
 
     def _take_order_id(self) -> int:
-        order_id = self.next_order_id
-        self.next_order_id += 1
-        return order_id
+        return self.ids.order()
 
     def _rest(self, order: Order, changes: Changes) -> None:
         self._bounds.pop(order.instrument, None)
@@ -343,6 +354,7 @@ class PaperBook:
             equity=equity,
             day_pnl=0.0 if start is None else equity - start,
             stale=stale,
+            halted=self.halted(),
         )
 
     def _try_fill(self, order: Order, quote: Quote, now_us: int) -> Changes:
@@ -368,7 +380,7 @@ class PaperBook:
                 self._finish(order, "rejected", now_us, rejection.message, changes)
                 return changes
         fill = Fill(
-            self.next_fill_id,
+            self.ids.fill(),
             order.order_id,
             order.instrument,
             order.side,
@@ -377,7 +389,6 @@ class PaperBook:
             self.model.fee(order.qty, price),
             now_us,
         )
-        self.next_fill_id += 1
         position = self.ledger.position(order.instrument)
         before = position.qty
         self.ledger.apply(fill)

@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from sptrader.broker import records
-from sptrader.broker.book import day_start
-from sptrader.broker.ledger import Ledger
 from sptrader.broker.orders import Order
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig
@@ -42,11 +40,9 @@ def account(
     at the closes before then)."""
     now = now_us() if now is None else now
     ledger, marks = records.offline_account(store, broker, now)
-    midnight = day_start(now)
-    fills = records.all_fills(store)
-    at_midnight = Ledger.from_fills((f for f in fills if f.ts_us < midnight), broker.starting_cash)
-    held = [p.instrument for p in at_midnight.open_positions()]
-    start_equity = at_midnight.equity(records.last_closes(store, held, midnight))
+    start_equity = records.day_start_equity(
+        store, records.all_fills(store), broker.starting_cash, now
+    )
     open_positions = sorted(ledger.open_positions(), key=lambda p: p.instrument)
     unrealized = ledger.unrealized(marks)
     equity = ledger.cash() + unrealized

@@ -351,6 +351,17 @@ def last_closes(store: Store, instruments: Iterable[str], before_us: int) -> dic
     return {name: float(close) for name, close in found.items() if close is not None}
 
 
+def day_start_equity(
+    store: Store, fills: Iterable[Fill], starting_cash: float, now: int
+) -> float:
+    """The account's equity at 00:00 UTC of ``now``'s day: the fills before then, marked
+    at the last stored closes before then (the day's P&L starts from it)."""
+    midnight = now - now % US_PER_DAY
+    at_midnight = Ledger.from_fills((f for f in fills if f.ts_us < midnight), starting_cash)
+    held = [p.instrument for p in at_midnight.open_positions()]
+    return at_midnight.equity(last_closes(store, held, midnight))
+
+
 def offline_account(
     store: Store, broker: BrokerConfig, now: int | None = None
 ) -> tuple[Ledger, dict[str, float]]:

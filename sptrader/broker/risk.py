@@ -54,9 +54,11 @@ def check(
     equity: float,
     day_pnl: float,
     stale: str | None = None,
+    halted: str | None = None,
 ) -> Rejection | None:
     """None if the order may go ahead, else which limit refuses it and why. ``stale`` is
-    the reason the instrument's quotes cannot be trusted (None when they are live)."""
+    the reason the instrument's quotes cannot be trusted (None when they are live);
+    ``halted`` why trading is halted (``sptrader halt``: only reducing orders pass)."""
     instrument = proposal.instrument
     if stale:
         return Rejection("stale_quotes", f"no orders on {instrument}: {stale}")
@@ -64,6 +66,11 @@ def check(
     current = position.qty if position is not None else 0.0
     if is_reducing(current, proposal.signed_qty):
         return None
+    if halted:
+        return Rejection(
+            "halted", f"trading is halted ({halted}): only orders that reduce a position pass"
+            " until `sptrader resume`"
+        )
     if limits.daily_loss_limit > 0 and day_pnl <= -limits.daily_loss_limit:
         return Rejection(
             "daily_loss_limit",

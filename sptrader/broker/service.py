@@ -33,9 +33,12 @@ from collections import deque
 from typing import Any
 
 from sptrader.broker import records
-from sptrader.broker.book import Changes, PaperBook, day_start
+from sptrader.broker.book import Changes, PaperBook
+from sptrader.broker.halts import Halts
+from sptrader.broker.ids import Ids
 from sptrader.broker.ledger import QTY_EPSILON, Ledger
 from sptrader.broker.orders import Order, OrderRequest, OrderResult
+from sptrader.broker.recorder import Recorder
 from sptrader.broker.risk import size_from_risk
 from sptrader.bus import Bus
 from sptrader.clock import now_us
@@ -43,8 +46,6 @@ from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.errors import SptraderError, UsageError
 from sptrader.feeds.registry import FeedRegistry
 from sptrader.models import (
-    FillExecuted,
-    OrderUpdated,
     QuoteReceived,
     SignalRaised,
     normalize_instrument,
@@ -101,10 +102,9 @@ class PaperBroker(Service):
         self.quotes_checked = 0
         self.quotes_dropped = 0
         self.signals_seen = 0
-        # Rows not yet stored (kept and retried if a write fails): newest state wins.
-        self._unsaved_orders: dict[int, tuple[Any, ...]] = {}
-        self._unsaved_fills: list[tuple[Any, ...]] = []
-        self._save_lock = asyncio.Lock()
+        self._recorder = Recorder(bus, clock)
+        #: Which venues are halted (``sptrader halt``); set by the engine.
+        self.halts: Halts | None = None
         self.subscription = bus.subscribe("broker", maxsize=1, accepts=self._tap)
 
     # --- the bus tap (runs inside every publish: keep it tiny) ------------------------
@@ -131,12 +131,13 @@ class PaperBroker(Service):
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def open(self, store: Store) -> None:
+    async def open(self, store: Store, ids: Ids | None = None) -> None:
         """Load the account from the store: open orders, every fill (the positions),
-        the next ids, and the day's starting equity (the equity at 00:00 UTC rebuilt
-        from the fills before it, marked at the last closes before it)."""
+        the next ids (``ids``, shared with the live brokers, when given), and the day's
+        starting equity (the equity at 00:00 UTC rebuilt from the fills before it,
+        marked at the last closes before it)."""
         self.store = store
-        self.book = await run_in_thread(self._load, store)
+        self.book = await run_in_thread(self._load, store, ids)
         self._working = self.book.working
         changes = self.book.expire(self.clock())  # day orders of a day that has passed
         self._stash(changes)
@@ -151,24 +152,21 @@ class PaperBroker(Service):
             extra={"source": "broker"},
         )
 
-    def _load(self, store: Store) -> PaperBook:
+    def _load(self, store: Store, ids: Ids | None) -> PaperBook:
         open_orders, fills, next_order_id, next_fill_id = records.load_state(store)
         starting_cash = self.config.starting_cash
         ledger = Ledger.from_fills(fills, starting_cash)
         now = self.clock()
-        midnight = day_start(now)
-        at_midnight = Ledger.from_fills((f for f in fills if f.ts_us < midnight), starting_cash)
         held = [p.instrument for p in ledger.open_positions()]
-        held_at_midnight = [p.instrument for p in at_midnight.open_positions()]
-        start_equity = at_midnight.equity(records.last_closes(store, held_at_midnight, midnight))
+        start_equity = records.day_start_equity(store, fills, starting_cash, now)
         book = PaperBook(
             self.config,
             self.limits,
             ledger=ledger,
             open_orders=open_orders,
-            next_order_id=next_order_id,
-            next_fill_id=next_fill_id,
+            ids=ids if ids is not None else Ids(next_order_id, next_fill_id),
             stale=self._stale,
+            halted=self._halted,
         )
         book.fallback_marks = records.last_closes(store, held, now)
         book.roll_day(now, start_equity)
@@ -460,6 +458,24 @@ class PaperBroker(Service):
             extra={"source": "broker"},
         )
 
+    # --- the kill switch --------------------------------------------------------------
+
+    def _halted(self) -> str | None:
+        return None if self.halts is None else self.halts.reason("paper")
+
+    async def cancel_all(self, reason: str) -> list[Order]:
+        """Cancel every working order (the kill switch); the cancelled orders."""
+        book = self._require_book()
+        self._stash(self._batch_quotes())
+        now = self.clock()
+        cancelled = []
+        for order in book.open_orders():
+            order, changes = book.cancel(order.order_id, now, reason)
+            self._stash(changes)
+            cancelled.append(order)
+        await self._flush()
+        return cancelled
+
     # --- the stale-quote rule ---------------------------------------------------------
 
     def _stale(self, instrument: str) -> str | None:
@@ -484,46 +500,14 @@ class PaperBroker(Service):
                 return f"its last quote is {age_s:.0f}s old (stale after {limit:g}s)"
         return None
 
-    # --- storing ----------------------------------------------------------------------
+    # --- storing (sptrader.broker.recorder) ------------------------------------------
 
     def _stash(self, changes: Changes) -> None:
-        """Freeze a batch's changes as rows, to be stored by the next ``_flush``."""
-        if not changes:
-            return
-        order_rows, fill_rows = records.snapshot(changes)
-        for row in order_rows:
-            self._unsaved_orders[row[0]] = row
-        self._unsaved_fills.extend(fill_rows)
+        self._recorder.stash(changes)
 
     async def _flush(self) -> None:
-        """Store every unsaved row in one transaction (in a thread), then publish them.
-        One write at a time, in order; a failed write keeps its rows for the next. When
-        it returns, everything changed before the call is stored (a write in flight, by
-        another caller, is waited for)."""
-        if not (self._unsaved_orders or self._unsaved_fills or self._save_lock.locked()):
-            return
-        store = self._require_store()
-        async with self._save_lock:
-            orders, self._unsaved_orders = self._unsaved_orders, {}
-            fills, self._unsaved_fills = self._unsaved_fills, []
-            if not (orders or fills):
-                return  # a write before this one took them
-            try:
-                await run_in_thread(records.save_changes, store, (list(orders.values()), fills))
-            except BaseException:
-                for order_id, row in orders.items():
-                    self._unsaved_orders.setdefault(order_id, row)  # a newer state wins
-                self._unsaved_fills[:0] = fills
-                raise
-        now = self.clock()
-        events: list[object] = [
-            OrderUpdated(now, dict(zip(records.ORDER_FIELDS, row, strict=True)))
-            for row in orders.values()
-        ]
-        events.extend(
-            FillExecuted(now, dict(zip(records.FILL_FIELDS, row, strict=True))) for row in fills
-        )
-        self.bus.publish_nowait(events)
+        if self._recorder.pending:
+            await self._recorder.flush(self._require_store())
 
     # --- helpers ----------------------------------------------------------------------
 
