@@ -93,6 +93,24 @@ class OandaFeedConfig(LiveFeedConfig):
     price_source: PriceSource = "bid"
 
 
+class AlpacaFeedConfig(LiveFeedConfig):
+    """US equities from Alpaca's market data API (sptrader.feeds.alpaca)."""
+
+    # The IEX stream of the free plan; ".../v2/sip" with a paid plan.
+    ws_url: str = "wss://stream.data.alpaca.markets/v2/iex"
+    # Market data REST: 1m bars for history.
+    rest_url: str = "https://data.alpaca.markets"
+    # The trading API's asset list (symbol search); the live host lists the same assets.
+    trading_url: str = "https://paper-api.alpaca.markets"
+    # The bars history asks for: "iex" (free plan) or "sip" (paid), as ws_url streams.
+    data_feed: Literal["iex", "sip"] = "iex"
+    # The key id and secret are read from these environment variables, never the file.
+    key_env: str = "APCA_API_KEY_ID"
+    secret_env: str = "APCA_API_SECRET_KEY"
+    # IEX is one venue of many: a quiet stock can go a while without a print or quote.
+    stale_after_s: float = 60.0
+
+
 class DukascopyFeedConfig(_FeedSection):
     """History only: ticks by the hour, aggregated to 1m bars."""
 
@@ -116,6 +134,7 @@ class FeedsConfig(_Section):
     kraken: KrakenFeedConfig = msgspec.field(default_factory=KrakenFeedConfig)
     oanda: OandaFeedConfig = msgspec.field(default_factory=OandaFeedConfig)
     dukascopy: DukascopyFeedConfig = msgspec.field(default_factory=DukascopyFeedConfig)
+    alpaca: AlpacaFeedConfig = msgspec.field(default_factory=AlpacaFeedConfig)
 
 
 class StoreConfig(_Section):

@@ -43,6 +43,7 @@ FEEDS: dict[str, FeedEntry] = {
         FeedEntry("KRAKEN", "sptrader.feeds.kraken", "KrakenFeed"),
         FeedEntry("OANDA", "sptrader.feeds.oanda", "OandaFeed"),
         FeedEntry("DUKASCOPY", "sptrader.feeds.dukascopy", "DukascopyFeed"),
+        FeedEntry("ALPACA", "sptrader.feeds.alpaca", "AlpacaFeed"),
     )
 }
 
