@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import fake_alpaca_data
 import fake_binance
 import fake_coinbase
 import fake_kraken
@@ -59,7 +60,7 @@ from sptrader.models import (
 from sptrader.schema import BAR_SCHEMA
 from sptrader.store import queries
 
-FEEDS = ["binance", "coinbase", "kraken", "oanda"]
+FEEDS = ["binance", "coinbase", "kraken", "oanda", "alpaca"]
 PRICE_COLUMNS = ["open", "high", "low", "close", "volume", "trades"]
 
 
@@ -101,11 +102,12 @@ MARKETS = {
     "coinbase": Market("coinbase", fake_coinbase, fake_coinbase.PRODUCT_ID),
     "kraken": Market("kraken", fake_kraken, fake_kraken.SYMBOL),
     "oanda": Market("oanda", fake_oanda, fake_oanda.INSTRUMENT.split(":", 1)[1]),
+    "alpaca": Market("alpaca", fake_alpaca_data, fake_alpaca_data.SYMBOL),
 }
 
 _CLOSE = object()
 _OANDA_STREAM = re.compile(r"^/v3/accounts/[^/]+/pricing/stream$")
-_SYMBOL_LISTS = ("exchangeInfo", "AssetPairs", "products", "instruments")
+_SYMBOL_LISTS = ("exchangeInfo", "AssetPairs", "products", "instruments", "assets")
 
 
 def is_history(request: FakeRequest) -> bool:
@@ -602,6 +604,7 @@ SKIPPED = {
     "coinbase": {"malformed": 2, "unexpected": 1, "invalid": 3},
     "kraken": {"malformed": 2, "unexpected": 1, "invalid": 3},
     "oanda": {"malformed": 2, "unexpected": 1, "invalid": 3},
+    "alpaca": {"malformed": 2, "unexpected": 1, "invalid": 3},
 }
 #: Counters that would mean a bad message reached the trade-id or sequence checks.
 SEQUENCE_COUNTERS = {"duplicate_trades", "lost_trades", "sequence_gaps", "out_of_order"}
@@ -660,14 +663,15 @@ async def test_bad_messages_are_counted_and_skipped_on_the_same_connection(
 # --- a rate-limited history API -------------------------------------------------------
 
 #: What each feed waits after the two rate-limited answers, as its code documents:
-#: Binance the ``Retry-After`` seconds it is sent; Coinbase and OANDA, which send no
-#: ``Retry-After``, feeds.http's exponential backoff; Kraken, whose rate limit is an error
-#: in a 200 body, its own backoff (2 s, then 4 s).
+#: Binance the ``Retry-After`` seconds it is sent; Coinbase, OANDA and Alpaca, which send
+#: no ``Retry-After``, feeds.http's exponential backoff; Kraken, whose rate limit is an
+#: error in a 200 body, its own backoff (2 s, then 4 s).
 RATE_LIMIT_WAITS = {
     "binance": [1.0, 1.0],
     "coinbase": [0.5, 1.0],
     "kraken": [2.0, 4.0],
     "oanda": [0.5, 1.0],
+    "alpaca": [0.5, 1.0],
 }
 
 
