@@ -317,13 +317,16 @@ class FakeAlpacaTrading:
         return legs
 
     def _list_orders(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        # Nested, legs hang off their entry order, which is listed while any leg works.
         nested = query.get("nested") == "true"
-        chosen = [
-            order
-            for order in self._by_id.values()
-            if (query.get("status", "open") != "open" or order["status"] in WORKING)
-            and not (nested and "_parent" in order)
-        ]
+        only_open = query.get("status", "open") == "open"
+        chosen = []
+        for order in self._by_id.values():
+            if nested and "_parent" in order:
+                continue
+            group = [order, *(order.get("legs") or [])] if nested else [order]
+            if not only_open or any(each["status"] in WORKING for each in group):
+                chosen.append(order)
         chosen.sort(key=lambda order: order["created_at"], reverse=True)
         return [self._wire(order) for order in chosen[: int(query.get("limit", "50"))]]
 

@@ -12,8 +12,9 @@ Wire quirks:
   ``/v2/orders:by_client_order_id``.
 - ``sl``/``tp`` ride attached: ``order_class`` ``bracket`` (both) or ``oto`` (one).
   Their legs are orders of their own at Alpaca (their own ids and client ids, status
-  ``held`` until the entry fills): ``open_orders`` lists working legs as separate
-  orders, the stream reports their events like any order's.
+  ``held`` until the entry fills): ``open_orders`` asks un-nested, so working legs are
+  listed as separate orders; the stream reports their events like any order's.
+- ``reduce_only`` is not sent: Alpaca's equity orders have no such flag.
 - Fractional quantities are allowed only on market day orders (and never with
   attached legs); ``check`` says so before anything is sent. Prices of $1 and more go
   in cents, below $1 in hundredths of a cent (Alpaca refuses sub-penny prices).
@@ -134,6 +135,10 @@ class AlpacaVenue(Venue):
     def check(self, request: VenueOrderRequest) -> None:
         if not self.trades(request.instrument):
             raise VenueRejected(VENUE, f"{request.instrument} is not an Alpaca instrument")
+        if not 0 < len(request.client_order_id) <= 48:
+            raise VenueRejected(
+                VENUE, f"client order id {request.client_order_id!r} is not 1 to 48 characters"
+            )
         qty = request.qty
         if not (math.isfinite(qty) and qty > 0):
             raise VenueRejected(VENUE, f"the quantity must be more than 0, got {qty}")
@@ -225,18 +230,18 @@ class AlpacaVenue(Venue):
         return None if found is None else self._order(found)
 
     async def open_orders(self) -> list[VenueOrder]:
+        # Not nested: a bracket's legs come as orders of their own, also once the entry
+        # has filled (nested, a filled entry's working legs would hang off a closed order).
         answer = await self._get(
-            "/v2/orders", params={"status": "open", "limit": "500", "nested": "true"}
+            "/v2/orders", params={"status": "open", "limit": "500", "nested": "false"}
         )
-        orders: list[VenueOrder] = []
+        orders: dict[str, VenueOrder] = {}
         for item in answer:
-            orders.append(self._order(item))
-            # A bracket's legs come nested in their entry order: working ones are listed too.
-            for leg in item.get("legs") or []:
-                leg_order = self._order(leg)
-                if leg_order.status not in FINAL_STATUSES.values():
-                    orders.append(leg_order)
-        return [order for order in orders if order.status not in FINAL_STATUSES.values()]
+            for each in (item, *(item.get("legs") or [])):  # legs, should they come nested
+                order = self._order(each)
+                if order.status not in FINAL_STATUSES.values():
+                    orders[order.venue_order_id or order.client_order_id] = order
+        return list(orders.values())
 
     async def fills_since(self, since_us: int | None, instruments: list[str]) -> list[VenueFill]:
         params = {"direction": "asc", "page_size": str(ACTIVITY_PAGE)}

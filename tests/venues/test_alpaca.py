@@ -47,7 +47,9 @@ async def venue(fake: FakeAlpacaTrading) -> AsyncIterator[AlpacaVenue]:
 
 def order(cid: str, **fields: Any) -> VenueOrderRequest:
     return VenueOrderRequest(
-        cid, fields.pop("instrument", "ALPACA:AAPL"), **{"side": "buy", "qty": 10, **fields}
+        fields.pop("client_order_id", cid),
+        fields.pop("instrument", "ALPACA:AAPL"),
+        **{"side": "buy", "qty": 10, **fields},
     )
 
 
@@ -228,9 +230,12 @@ async def test_bracket_and_oto_orders_attach_their_legs(
         ("stop", "sell", 170.0),
         ("stop", "sell", 171.0),
     ]
-    # The entry fills: its exits work; the take-profit fills and the stop is cancelled.
+    # The entry fills: its exits work (and are still listed); the take-profit fills and
+    # the stop is cancelled.
     fake.fill("b1")
     take_profit = next(leg for leg in fake.orders["b1"]["legs"] if leg["type"] == "limit")
+    working = {o.client_order_id: o.status for o in await venue.open_orders()}
+    assert "b1" not in working and working[take_profit["client_order_id"]] == "accepted"
     fake.fill(take_profit["client_order_id"])
     stop = next(leg for leg in fake.orders["b1"]["legs"] if leg["type"] == "stop")
     assert stop["status"] == "canceled"
@@ -274,6 +279,7 @@ async def test_a_client_id_is_never_placed_twice(
         ({"type": "limit"}, "needs a price"),
         ({"qty": -1}, "more than 0"),
         ({"instrument": "BINANCE:BTCUSDT"}, "not an Alpaca instrument"),
+        ({"client_order_id": "x" * 49}, "not 1 to 48 characters"),
     ],
 )
 async def test_local_checks_refuse_before_sending(
@@ -348,7 +354,7 @@ async def test_open_orders_include_one_placed_elsewhere(
     query = next(
         r.query for r in fake.http.requests if r.path == "/v2/orders" and r.method == "GET"
     )
-    assert query == {"status": "open", "limit": "500", "nested": "true"}
+    assert query == {"status": "open", "limit": "500", "nested": "false"}
 
 
 async def test_fills_since_pages_and_maps_client_ids(
@@ -425,3 +431,12 @@ async def test_no_stream_server_is_unavailable(fake: FakeAlpacaTrading) -> None:
     with pytest.raises(VenueUnavailable, match="cannot open"):
         async for _ in venue.stream():
             pass
+
+
+async def test_a_server_error_on_placing_is_uncertain(
+    fake: FakeAlpacaTrading, venue: AlpacaVenue
+) -> None:
+    fake.fail_next(500, "internal server error")
+    with pytest.raises(VenueUncertain, match="HTTP 500"):
+        await venue.place(order("e1"))
+    assert await venue.lookup("e1", "ALPACA:AAPL") is None
