@@ -249,8 +249,9 @@ class AlpacaFeed(ExchangeFeed):
                     context.count("one_sided_quotes")
                     return None
                 return _quote(instrument, item, clock_us)
+            closed = VenueBarClosed(bar_of(instrument, item, clock_us, live=True))
             context.count("venue_bars")
-            return VenueBarClosed(bar_of(instrument, item, clock_us, live=True))
+            return closed
         if kind == "subscription":
             context.count("subscriptions")
             context.mark_running()
