@@ -100,7 +100,8 @@ class AlpacaFeedConfig(LiveFeedConfig):
     ws_url: str = "wss://stream.data.alpaca.markets/v2/iex"
     # Market data REST: 1m bars for history.
     rest_url: str = "https://data.alpaca.markets"
-    # The trading API's asset list (symbol search); the live host lists the same assets.
+    # The trading API's asset list (symbol search). Keys work on their own host only:
+    # paper keys here, live ones on https://api.alpaca.markets.
     trading_url: str = "https://paper-api.alpaca.markets"
     # The bars history asks for: "iex" (free plan) or "sip" (paid), as ws_url streams.
     data_feed: Literal["iex", "sip"] = "iex"
