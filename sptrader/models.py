@@ -318,7 +318,8 @@ class SignalRaised:
     reason: str
     stop: float | None
     target: float | None
-    paper: bool = False
+    paper: bool = False  # traded by the paper broker
+    broker: str = ""  # where it is traded: "paper", a live venue, or "" (signals only)
 
 
 #: The events the engine's clients see, the one list: the API sends each to a remote

@@ -402,7 +402,8 @@ class Scanner:
                 "reason": row["reason"] or "",
                 "stop": row["stop"],
                 "target": row["target"],
-                "paper": self.config.paper,
+                "paper": self.config.order_venue == "paper",
+                "broker": self.config.order_venue,
                 "created_us": created,
             }
             for row in fresh.iter_rows(named=True)
@@ -766,6 +767,7 @@ def signal_event(signal: dict[str, Any]) -> SignalRaised:
         signal["stop"],
         signal["target"],
         signal["paper"],
+        signal.get("broker", "paper" if signal["paper"] else ""),
     )
 
 
