@@ -145,7 +145,7 @@ class IbkrVenue(Venue):
             base_url=url, timeout=self.config.timeout_s, verify=verify_certificate(url)
         )
         try:
-            status = await self._request("POST", "/iserver/auth/status")
+            status = await self._request("POST", "/iserver/auth/status", changes=False)
             self._check_session(status)
             await self._prime()
             # Required before the /portfolio endpoints.
@@ -479,7 +479,7 @@ class IbkrVenue(Venue):
                 "POST", f"/portfolio/{self.account_id}/positions/invalidate", changes=False
             )
         held: list[VenuePosition] = []
-        for page in range(20):  # 100 positions a page
+        for page in range(20):
             rows = await self._request("GET", f"/portfolio/{self.account_id}/positions/{page}")
             rows = rows if isinstance(rows, list) else []
             for row in rows:
@@ -489,7 +489,8 @@ class IbkrVenue(Venue):
                         row.get("conid"), row.get("ticker") or row.get("contractDesc")
                     )
                     held.append(VenuePosition(instrument, qty, _number(row.get("avgCost")) or None))
-            if len(rows) < 100:
+            # Pages hold 30 or 100 positions (the docs say both): a shorter one is the last.
+            if len(rows) < 30:
                 break
         return held
 

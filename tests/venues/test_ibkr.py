@@ -337,3 +337,30 @@ async def test_the_stream_ends_when_the_gateway_logs_out(fake, venue):
     fake.logged_in = False
     with pytest.raises(VenueAuthError):
         await events_until(stream, lambda seen: False)
+
+
+async def test_a_competing_or_disconnected_session(venue):
+    with pytest.raises(VenueAuthError, match="another session"):
+        venue._check_session({"authenticated": True, "competing": True, "connected": True})
+    with pytest.raises(VenueUnavailable, match="not connected to IBKR's servers"):
+        venue._check_session({"authenticated": True, "competing": False, "connected": False})
+
+
+async def test_rate_limit_and_server_errors_on_placement(fake, venue):
+    fake.fail_next(429, "Too many requests")
+    with pytest.raises(VenueUnavailable, match="rate limit"):
+        await venue.place(order("c-429"))
+    fake.fail_next(503, "Service Unavailable")
+    with pytest.raises(VenueUncertain, match="may or may not"):
+        await venue.place(order("c-503"))
+    assert await venue.lookup("c-503", "IBKR:AAPL") is None
+
+
+async def test_a_configured_account_the_login_lacks(fake):
+    venue = make_venue(fake, account_id="U9999999")
+    with pytest.raises(VenueAuthError, match="account U9999999 is not one this login trades"):
+        await venue.connect()
+    named = make_venue(fake, account_id="DU1234567")
+    await named.connect()
+    assert named.account_id == "DU1234567"
+    await named.close()
