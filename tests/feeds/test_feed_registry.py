@@ -24,6 +24,7 @@ def test_every_feed_has_a_config_section_and_a_market_kind() -> None:
         "KRAKEN": "crypto",
         "OANDA": "fx",
         "DUKASCOPY": "fx",
+        "ALPACA": "equity",
     }
 
 
