@@ -20,6 +20,10 @@ import polars as pl
 
 from sptrader.backfill import LIVE_EDGE_US, Backfill
 from sptrader.bars import BarBuilder
+from sptrader.broker import records as broker_records
+from sptrader.broker.halts import Halts
+from sptrader.broker.ids import Ids
+from sptrader.broker.live import LiveBroker
 from sptrader.broker.service import PaperBroker
 from sptrader.bus import Bus, Subscription
 from sptrader.clock import format_us, now_us
@@ -262,6 +266,23 @@ class Engine:
             self.broker = PaperBroker(
                 self.bus, config.broker, config.risk, feeds=self.feed_registry
             )
+        # The kill switch of every venue (sptrader.broker.halts), loaded on start.
+        self.halts = Halts()
+        # A live broker per [brokers.NAME] with trading = "live" (sptrader.broker.live).
+        self.live_brokers: dict[str, LiveBroker] = {}
+        for name in type(config.brokers).__struct_fields__:
+            section = getattr(config.brokers, name)
+            if section.live:
+                from sptrader.venues.registry import make_venue
+
+                self.live_brokers[name] = LiveBroker(
+                    self.bus,
+                    make_venue(name, section),
+                    config.risk,
+                    halts=self.halts,
+                    feeds=self.feed_registry,
+                    instruments=lambda: list(self.watchlist),
+                )
 
     # --- feeds (sptrader.feeds.registry) ----------------------------------------------
 
@@ -480,16 +501,33 @@ class Engine:
         self.writer = StoreWriter(self.require_store(), self.bus, self.config.store)
         self.supervisor.add(self.writer)
         self.supervisor.add(self.bar_service)
+        store = self.require_store()
+        await run_in_thread(self.halts.load, store)
+        ids = Ids(*await run_in_thread(broker_records.next_ids, store))
         if self.broker is not None:
             # Before the scanners (their signals go to it) and the feeds.
-            await self.broker.open(self.require_store())
+            self.broker.halts = self.halts
+            await self.broker.open(store, ids)
             self.supervisor.add(self.broker)
+        for live in self.live_brokers.values():
+            await live.open(store, ids)
+            self.supervisor.add(live)
+        if self.live_brokers:
+            log.warning(
+                "LIVE trading: %s (real orders go to these venues; tickets default to paper)",
+                ", ".join(
+                    f"{name} at {live.venue.config.rest_url if hasattr(live.venue.config, 'rest_url') else live.venue.config.gateway_url}"
+                    for name, live in self.live_brokers.items()
+                ),
+            )
         for feed in self.feeds.values():
             self.supervisor.add(FeedService(feed, self._before_stream))
         self.supervisor.start("store")
         self.supervisor.start("bars")
         if self.broker is not None:
             self.supervisor.start(self.broker.name)
+        for live in self.live_brokers.values():
+            self.supervisor.start(live.name)
         for name in self.feeds:
             self.supervisor.start(name)
         self._start_scanners()
@@ -574,6 +612,8 @@ class Engine:
         if self.broker is not None:
             # Its last quotes and signals handled, every change stored.
             await self.broker.drain()
+        for live in self.live_brokers.values():
+            await live.drain()
         if self.writer is not None:
             await self.writer.drain()
         await run_in_thread(self.owed.sync, self.require_store())

@@ -221,21 +221,30 @@ METHODS: dict[str, Method] = {
     ),
     "cancel_order": Method({"order_id": _ID}, lambda c, order_id: c.cancel_order(order_id)),
     "close_position": Method(
-        {"instrument": _TEXT}, lambda c, instrument: c.close_position(instrument)
+        {"instrument": _TEXT, "venue": Param(str, default="paper")},
+        lambda c, instrument, venue: c.close_position(instrument, venue),
     ),
-    "account": Method({}, lambda c: c.account()),
-    "positions": Method({}, lambda c: c.positions()),
-    "open_orders": Method({}, lambda c: c.open_orders()),
+    "account": Method({"venue": Param(str, default="paper")}, lambda c, venue: c.account(venue)),
+    "positions": Method({"venue": _MAYBE_TEXT}, lambda c, venue: c.positions(venue)),
+    "open_orders": Method({"venue": _MAYBE_TEXT}, lambda c, venue: c.open_orders(venue)),
     "order_history": Method(
-        {"limit": _count(default=100)}, lambda c, limit: c.order_history(limit)
+        {"limit": _count(default=100), "venue": _MAYBE_TEXT},
+        lambda c, limit, venue: c.order_history(limit, venue),
     ),
+    "trading_venues": Method({}, lambda c: c.trading_venues()),
+    "halt": Method(
+        {"venue": _MAYBE_TEXT, "reason": Param(str, default="")},
+        lambda c, venue, reason: c.halt(venue, reason),
+    ),
+    "resume": Method({"venue": _MAYBE_TEXT}, lambda c, venue: c.resume(venue)),
+    "reconcile": Method({"venue": _MAYBE_TEXT}, lambda c, venue: c.reconcile(venue)),
     "fills": Method(
         {"since_us": _MAYBE_TIME, "limit": _count()},
         lambda c, since_us, limit: c.fills(since_us, limit),
     ),
     "journal": Method(
-        {"day_from": _MAYBE_TEXT, "day_to": _MAYBE_TEXT},
-        lambda c, day_from, day_to: c.journal(day_from, day_to),
+        {"day_from": _MAYBE_TEXT, "day_to": _MAYBE_TEXT, "venue": _MAYBE_TEXT},
+        lambda c, day_from, day_to, venue: c.journal(day_from, day_to, venue),
     ),
     "equity_curve": Method(
         {"start_us": _MAYBE_TIME, "end_us": _MAYBE_TIME, "timeframe": Param(str, default="1h")},

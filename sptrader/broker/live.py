@@ -71,8 +71,8 @@ from sptrader.venues.base import (
     VenueOrderRequest,
     VenuePosition,
     VenueRejected,
-    VenueUncertain,
     VenueUnavailable,
+    VenueUncertain,
     advances,
 )
 
@@ -213,6 +213,9 @@ class LiveBroker(Service):
             async for event in self.venue.stream():
                 if isinstance(event, StreamReady):
                     await self.reconcile(why="reconnect" if self.last_reconcile else "start")
+                    if self.halted() and self.orders:
+                        # Halted while no engine was connected here: the switch holds.
+                        await self._cancel_all()
                     self._ready.set()
                     context.mark_running()
                 elif isinstance(event, VenueOrder):
@@ -267,10 +270,8 @@ class LiveBroker(Service):
         """Once a second: scanner signals, the day's roll, the loss limit and stale data
         (each halts the venue); the account now and then."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
-            except TimeoutError:
-                pass
             self._wake.clear()
             signals, self._signals = self._signals, []
             for signal in signals:
@@ -303,7 +304,9 @@ class LiveBroker(Service):
             raise UsageError(
                 f"{self.venue.name} trades {self.venue.prefix}: instruments, not {request.instrument}"
             )
-        if (request.sl is not None or request.tp is not None) and not self.venue.attached_protection:
+        if (
+            request.sl is not None or request.tp is not None
+        ) and not self.venue.attached_protection:
             raise UsageError(
                 f"{self.venue.name} takes no attached stop-loss or take-profit:"
                 " place them as their own orders"
@@ -492,6 +495,9 @@ class LiveBroker(Service):
             self.venue.name,
             extra={"source": self.name},
         )
+        return await self._cancel_all()
+
+    async def _cancel_all(self) -> list[Order]:
         cancelled = []
         for order in list(self.orders.values()):
             try:
@@ -581,7 +587,10 @@ class LiveBroker(Service):
                 await run_in_thread(self._save_differences, differences)
             for kind, detail in differences:
                 log.warning(
-                    "%s reconcile: %s: %s", self.venue.name, kind, detail,
+                    "%s reconcile: %s: %s",
+                    self.venue.name,
+                    kind,
+                    detail,
                     extra={"source": self.name},
                 )
             log.info(
@@ -748,7 +757,9 @@ class LiveBroker(Service):
         if order.is_open and filled > order.filled_qty + QTY_EPSILON:
             # The execution came before the order's own update: the fills say how much.
             order.filled_qty = min(filled, order.qty)
-            order.status = "filled" if order.filled_qty >= order.qty - QTY_EPSILON else "partially_filled"
+            order.status = (
+                "filled" if order.filled_qty >= order.qty - QTY_EPSILON else "partially_filled"
+            )
             order.updated_us = report.ts_us
             if order.status in FINAL:
                 self._forget(order)
@@ -858,7 +869,10 @@ class LiveBroker(Service):
             if not price:
                 log.warning(
                     "%s: %s signal on %s: no quote to size the order from",
-                    source, signal.side, signal.instrument, extra={"source": self.name},
+                    source,
+                    signal.side,
+                    signal.instrument,
+                    extra={"source": self.name},
                 )
                 return
             size = 0.0
@@ -872,20 +886,33 @@ class LiveBroker(Service):
                 log.warning(
                     "%s: %s signal on %s: no stop to size a live order from (live signals"
                     " are sized by risk_per_trade_pct and the signal's stop)",
-                    source, signal.side, signal.instrument, extra={"source": self.name},
+                    source,
+                    signal.side,
+                    signal.instrument,
+                    extra={"source": self.name},
                 )
                 return
-            sl, tp = (signal.stop, signal.target) if self.venue.attached_protection else (None, None)
+            sl, tp = (
+                (signal.stop, signal.target) if self.venue.attached_protection else (None, None)
+            )
             await self.place(
                 OrderRequest(
-                    signal.instrument, signal.side, qty=abs(current) + size, sl=sl, tp=tp,
+                    signal.instrument,
+                    signal.side,
+                    qty=abs(current) + size,
+                    sl=sl,
+                    tp=tp,
                     source=source,
                 )
             )
         except (UsageError, SptraderError) as error:
             log.warning(
                 "%s: %s signal on %s not traded: %s",
-                source, signal.side, signal.instrument, error, extra={"source": self.name},
+                source,
+                signal.side,
+                signal.instrument,
+                error,
+                extra={"source": self.name},
             )
 
     # --- inside -----------------------------------------------------------------------

@@ -16,13 +16,14 @@ from pathlib import Path
 import polars as pl
 
 from sptrader.backfill import Backfill
+from sptrader.broker.live import LiveBroker
 from sptrader.broker.orders import OrderRequest
 from sptrader.broker.service import PaperBroker
 from sptrader.bus import Subscription
 from sptrader.client.protocol import InstrumentSummary
 from sptrader.client.wire import encode_status
 from sptrader.clock import format_us, now_us
-from sptrader.config import LIVE_FEEDS, Settings, feed_config
+from sptrader.config import LIVE_FEEDS, VENUES, Settings, feed_config
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
 from sptrader.feeds import Feed
@@ -317,7 +318,31 @@ class LocalEngineClient:
         there (``sptrader.broker.offline``); None when it runs. Disabled: an error."""
         return self.engine.require_store() if self._broker().book is None else None
 
+    def _live(self, venue: str) -> LiveBroker:
+        """The live broker of ``venue``; a one-line error when it does not trade live."""
+        live = self.engine.live_brokers.get(venue)
+        if live is not None:
+            return live
+        if venue not in VENUES:
+            raise UsageError(f"unknown venue {venue!r} (use {', '.join(VENUES)})")
+        raise SptraderError(
+            f'{venue} does not trade live here ([brokers.{venue}] trading = "live" to'
+            " route orders to it)"
+        )
+
+    def _venues(self, venue: str | None) -> list[str]:
+        """``venue``, or every venue that trades here (paper first) when None."""
+        if venue is not None:
+            if venue != "paper":
+                self._live(venue)
+            return [venue]
+        names = ["paper"] if self.engine.broker is not None else []
+        return names + list(self.engine.live_brokers)
+
     async def place_order(self, request: dict) -> dict:
+        venue = request.get("venue", "paper") if isinstance(request, dict) else "paper"
+        if venue != "paper":
+            return (await self._live(str(venue)).place(order_request(request))).to_dict()
         broker = self._broker()
         result = await broker.place(order_request(request))
         return result.to_dict()
@@ -325,6 +350,9 @@ class LocalEngineClient:
     async def cancel_order(self, order_id: int) -> dict:
         from sptrader.broker import offline
 
+        for live in self.engine.live_brokers.values():
+            if int(order_id) in live.orders:
+                return (await live.cancel(int(order_id))).to_dict()
         store = self._offline_store()
         if store is not None:
             return await run_in_thread(offline.cancel, store, int(order_id))
@@ -339,44 +367,167 @@ class LocalEngineClient:
             raise await run_in_thread(offline.not_open, store, int(order_id)) from None
         return order.to_dict()
 
-    async def close_position(self, instrument: str) -> dict:
+    async def close_position(self, instrument: str, venue: str = "paper") -> dict:
+        if venue != "paper":
+            return (await self._live(venue).close_position(instrument)).to_dict()
         result = await self._broker().close_position(instrument)
         return result.to_dict()
 
-    async def account(self) -> dict:
+    async def account(self, venue: str = "paper") -> dict:
+        if venue != "paper":
+            return self._live(venue).account()
         store = self._offline_store()
         if store is not None:  # no live quotes: marked at the last stored closes
             return (await self._offline_account(store))[0]
-        return self._broker().account()
+        return {"venue": "paper", "live": False, **self._broker().account()}
 
-    async def positions(self) -> list[dict]:
-        store = self._offline_store()
-        if store is not None:
-            return (await self._offline_account(store))[1]
-        return self._broker().positions()
+    async def positions(self, venue: str | None = None) -> list[dict]:
+        rows: list[dict] = []
+        for name in self._venues(venue):
+            if name != "paper":
+                rows.extend(self._live(name).positions())
+                continue
+            store = self._offline_store()
+            paper = (
+                (await self._offline_account(store))[1]
+                if store is not None
+                else self._broker().positions()
+            )
+            rows.extend({"venue": "paper", **row} for row in paper)
+        return rows
 
     async def _offline_account(self, store: Store) -> tuple[dict, list[dict]]:
         from sptrader.broker import offline
 
         return await run_in_thread(offline.account, store, self.engine.config.broker)
 
-    async def open_orders(self) -> list[dict]:
+    async def open_orders(self, venue: str | None = None) -> list[dict]:
         from sptrader.broker import offline
 
-        store = self._offline_store()
-        if store is not None:
-            return await run_in_thread(offline.orders, store)
-        return self._broker().open_orders()
+        if not self.engine.started:
+            # No engine trades here: the store says what is working at every venue.
+            store = self.engine.require_store()
+            if venue is None or venue == "paper":
+                self._broker()  # disabled paper broker: say so
+            return await run_in_thread(functools.partial(offline.orders, store, venue=venue))
+        rows: list[dict] = []
+        for name in self._venues(venue):
+            if name == "paper":
+                rows.extend(self._broker().open_orders())
+            else:
+                rows.extend(self._live(name).open_orders())
+        return sorted(rows, key=lambda order: order["order_id"])
 
-    async def order_history(self, limit: int = 100) -> list[dict]:
+    async def order_history(self, limit: int = 100, venue: str | None = None) -> list[dict]:
         from sptrader.broker import offline
 
-        store = self._offline_store()
-        if store is not None:
-            return await run_in_thread(
-                functools.partial(offline.orders, store, every=True, limit=int(limit))
-            )
-        return await self._broker().order_history(int(limit))
+        broker = self._running_broker()
+        if broker is not None:
+            await broker.fills(limit=1)  # stores what it has not stored yet
+        for live in self.engine.live_brokers.values():
+            await live.drain()
+        store = self.engine.require_store()
+        return await run_in_thread(
+            functools.partial(offline.orders, store, every=True, limit=int(limit), venue=venue)
+        )
+
+    async def trading_venues(self) -> list[dict]:
+        config = self.engine.config
+        rows = [
+            {
+                "venue": "paper",
+                "live": False,
+                "enabled": config.broker.enabled,
+                "connected": True,
+                "halted": self.engine.halts.reason("paper"),
+                "last_error": "",
+                "working_orders": None,
+                "last_reconcile": None,
+            }
+        ]
+        for name in VENUES[1:]:
+            live = self.engine.live_brokers.get(name)
+            if live is not None:
+                rows.append({**live.status(), "enabled": True})
+            else:
+                rows.append(
+                    {
+                        "venue": name,
+                        "live": getattr(config.brokers, name).live,
+                        "enabled": False,
+                        "connected": False,
+                        "halted": self.engine.halts.reason(name),
+                        "last_error": "",
+                        "working_orders": None,
+                        "last_reconcile": None,
+                    }
+                )
+        return rows
+
+    async def halt(self, venue: str | None = None, reason: str = "") -> list[dict]:
+        why = reason or "halted by the trader"
+        config = self.engine.config
+        if venue is not None and venue not in VENUES:
+            raise UsageError(f"unknown venue {venue!r} (use {', '.join(VENUES)})")
+        names = (
+            [venue]
+            if venue is not None
+            else ["paper"] + [n for n in VENUES[1:] if getattr(config.brokers, n).live]
+        )
+        done = []
+        for name in names:
+            live = self.engine.live_brokers.get(name)
+            if name == "paper":
+                done.append({"venue": name, "cancelled": await self._halt_paper(why)})
+            elif live is not None and live.store is not None:
+                done.append({"venue": name, "cancelled": len(await live.halt(why))})
+            else:
+                # No engine trades there now: recorded, and its working orders are
+                # cancelled as soon as an engine connects to it.
+                store = self.engine.require_store()
+                await run_in_thread(self.engine.halts.load, store)
+                await run_in_thread(self.engine.halts.set, store, name, now_us(), why)
+                done.append({"venue": name, "cancelled": None})
+        return done
+
+    async def _halt_paper(self, why: str) -> int:
+        from sptrader.broker import offline
+
+        store = self.engine.require_store()
+        await run_in_thread(self.engine.halts.load, store)
+        await run_in_thread(self.engine.halts.set, store, "paper", now_us(), why)
+        broker = self._running_broker()
+        if broker is not None:
+            return len(await broker.cancel_all(f"halted: {why}"))
+        working = await run_in_thread(offline.orders, store, venue="paper")
+        for order in working:
+            await run_in_thread(offline.cancel, store, int(order["order_id"]))
+        return len(working)
+
+    async def resume(self, venue: str | None = None) -> list[str]:
+        store = self.engine.require_store()
+        await run_in_thread(self.engine.halts.load, store)
+        names = [venue] if venue is not None else list(self.engine.halts.halted)
+        if venue is not None and venue not in VENUES:
+            raise UsageError(f"unknown venue {venue!r} (use {', '.join(VENUES)})")
+        resumed = []
+        for name in names:
+            if await run_in_thread(self.engine.halts.clear, store, name):
+                resumed.append(name)
+        return resumed
+
+    async def reconcile(self, venue: str | None = None) -> list[dict]:
+        names = [venue] if venue is not None else list(self.engine.live_brokers)
+        reports = []
+        for name in names:
+            if name == "paper":
+                raise UsageError("the paper account is its own record: nothing to reconcile")
+            live = self._live(name)
+            if not live.connected:
+                why = f": {live.last_error}" if live.last_error else ""
+                raise SptraderError(f"{name} is not connected{why}")
+            reports.append(await live.reconcile())
+        return reports
 
     async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
         from sptrader.broker import records
@@ -392,7 +543,9 @@ class LocalEngineClient:
         broker = self.engine.broker
         return broker if broker is not None and broker.book is not None else None
 
-    async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
+    async def journal(
+        self, day_from: str | None = None, day_to: str | None = None, venue: str | None = None
+    ) -> dict:
         from sptrader.broker import journal, records
 
         store = self.engine.require_store()
@@ -402,9 +555,11 @@ class LocalEngineClient:
         )
         broker = self._running_broker()
         # The broker's fills read flushes what it has not stored yet first.
-        fills = await (
-            broker.fills() if broker is not None else run_in_thread(records.fills, store)
-        )
+        if broker is not None:
+            await broker.fills(limit=1)  # stores what it has not stored yet
+        for live in self.engine.live_brokers.values():
+            await live.drain()
+        fills = await run_in_thread(functools.partial(records.fills, store, venue=venue))
         notes = await run_in_thread(journal.notes, store, first, last)
         starting_cash = self.engine.config.broker.starting_cash
         return await run_in_thread(journal.summarize, fills, notes, first, last, starting_cash)

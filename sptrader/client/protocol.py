@@ -162,51 +162,78 @@ class EngineClient(Protocol):
         (encoded as the API sends them)."""
         ...
 
-    # --- the paper broker (every one raises an SptraderError when it is disabled) -----
-    # An engine with only its store open (a command's without a daemon) reads and
-    # changes the stored account: positions marked at the last stored 1m closes, and
-    # orders are placed only by an engine that streams (``connect(streaming=...)``).
+    # --- the brokers: paper, and each live venue (sptrader.broker.live) ---------------
+    # Every order, position and account row carries its ``venue`` ("paper", "binance",
+    # "oanda", "ibkr", "alpaca"). The paper broker raises an SptraderError when it is
+    # disabled; a live venue one when its [brokers.NAME] trading is not "live". An engine
+    # with only its store open (a command's without a daemon) reads and changes the
+    # stored paper account: positions marked at the last stored 1m closes, and orders
+    # are placed only by an engine that streams (``connect(streaming=...)``).
 
     async def place_order(self, request: dict) -> dict:
         """Place an order (``OrderRequest`` fields: instrument, side, qty or risk_pct,
-        type, price, tif, sl, tp). Returns ``OrderResult.to_dict()``: ``order``,
-        ``fills``, ``rejected`` ({"limit", "message"} or None). A malformed request
-        raises a UsageError (one line)."""
+        type, price, tif, sl, tp, venue (default paper)). Returns ``OrderResult.to_dict()``:
+        ``order``, ``fills``, ``rejected`` ({"limit", "message"} or None). A malformed
+        request raises a UsageError (one line)."""
         ...
 
     async def cancel_order(self, order_id: int) -> dict:
-        """Cancel an open order; the order as it is now (``Order.to_dict()``)."""
+        """Cancel a working order (at its venue); the order as it is now."""
         ...
 
-    async def close_position(self, instrument: str) -> dict:
+    async def close_position(self, instrument: str, venue: str = "paper") -> dict:
         """A market order flattening the position; ``OrderResult.to_dict()``."""
         ...
 
-    async def account(self) -> dict:
-        """currency, starting_cash, cash, equity, unrealized, realized, fees, exposure,
-        day_pnl, open_positions, open_orders (at the newest quotes)."""
+    async def account(self, venue: str = "paper") -> dict:
+        """currency, cash, equity, unrealized, realized, fees, exposure, day_pnl,
+        open_positions, open_orders (at the newest quotes); paper also starting_cash, a
+        live venue also venue, live, connected, halted, buying_power, last_error."""
         ...
 
-    async def positions(self) -> list[dict]:
-        """Open positions: instrument, side, qty, avg_price, mark, unrealized, realized,
-        fees, notional, opened_us."""
+    async def positions(self, venue: str | None = None) -> list[dict]:
+        """Open positions of ``venue`` (every venue when None): venue, instrument, side,
+        qty, avg_price, mark, unrealized, realized, fees, notional, opened_us."""
         ...
 
-    async def open_orders(self) -> list[dict]:
-        """Working orders, oldest first (``Order.to_dict()``)."""
+    async def open_orders(self, venue: str | None = None) -> list[dict]:
+        """Working orders (of ``venue``; every venue when None), oldest first."""
         ...
 
-    async def order_history(self, limit: int = 100) -> list[dict]:
-        """The newest ``limit`` orders of any status, newest first."""
+    async def order_history(self, limit: int = 100, venue: str | None = None) -> list[dict]:
+        """The newest ``limit`` orders of any status (of ``venue``), newest first."""
+        ...
+
+    async def trading_venues(self) -> list[dict]:
+        """Every venue: venue, live (trading = "live"), connected, halted (the reason or
+        None), last_error, working_orders, last_reconcile (the report or None)."""
+        ...
+
+    async def halt(self, venue: str | None = None, reason: str = "") -> list[dict]:
+        """The kill switch: refuse new entries at ``venue`` (every venue when None) until
+        ``resume``, and cancel its working orders; per venue {venue, cancelled}."""
+        ...
+
+    async def resume(self, venue: str | None = None) -> list[str]:
+        """Lift the halt of ``venue`` (every halted venue when None); those resumed."""
+        ...
+
+    async def reconcile(self, venue: str | None = None) -> list[dict]:
+        """Reconcile ``venue`` (every live venue when None) with the store now: per
+        venue the report (open_orders, fills_checked, adopted_orders, new_fills,
+        changed, differences [{kind, detail}], duration_ms)."""
         ...
 
     async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
         """Fills at or after ``since_us``, oldest first (the newest ``limit``)."""
         ...
 
-    async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
+    async def journal(
+        self, day_from: str | None = None, day_to: str | None = None, venue: str | None = None
+    ) -> dict:
         """The journal of the UTC days from ``day_from`` to ``day_to`` (both included;
-        YYYY-MM-DD, open ends when None): notes, trades with their P&L, stats,
+        YYYY-MM-DD, open ends when None), of ``venue``'s trades (every venue's when None;
+        each trade says its venue): notes, trades with their P&L, stats,
         cumulative P&L points and a per-day summary (``sptrader.broker.journal``)."""
         ...
 

@@ -280,26 +280,40 @@ class RemoteEngineClient:
     async def cancel_order(self, order_id: int) -> dict:
         return await self._call("cancel_order", order_id=int(order_id))
 
-    async def close_position(self, instrument: str) -> dict:
-        return await self._call("close_position", instrument=instrument)
+    async def close_position(self, instrument: str, venue: str = "paper") -> dict:
+        return await self._call("close_position", instrument=instrument, venue=venue)
 
-    async def account(self) -> dict:
-        return await self._call("account")
+    async def account(self, venue: str = "paper") -> dict:
+        return await self._call("account", venue=venue)
 
-    async def positions(self) -> list[dict]:
-        return await self._call("positions")
+    async def positions(self, venue: str | None = None) -> list[dict]:
+        return await self._call("positions", venue=venue)
 
-    async def open_orders(self) -> list[dict]:
-        return await self._call("open_orders")
+    async def open_orders(self, venue: str | None = None) -> list[dict]:
+        return await self._call("open_orders", venue=venue)
 
-    async def order_history(self, limit: int = 100) -> list[dict]:
-        return await self._call("order_history", limit=limit)
+    async def order_history(self, limit: int = 100, venue: str | None = None) -> list[dict]:
+        return await self._call("order_history", limit=limit, venue=venue)
+
+    async def trading_venues(self) -> list[dict]:
+        return await self._call("trading_venues")
+
+    async def halt(self, venue: str | None = None, reason: str = "") -> list[dict]:
+        return await self._call("halt", venue=venue, reason=reason)
+
+    async def resume(self, venue: str | None = None) -> list[str]:
+        return await self._call("resume", venue=venue)
+
+    async def reconcile(self, venue: str | None = None) -> list[dict]:
+        return await self._call("reconcile", venue=venue)
 
     async def fills(self, since_us: int | None = None, limit: int | None = None) -> list[dict]:
         return await self._call("fills", since_us=since_us, limit=limit)
 
-    async def journal(self, day_from: str | None = None, day_to: str | None = None) -> dict:
-        return await self._call("journal", day_from=day_from, day_to=day_to)
+    async def journal(
+        self, day_from: str | None = None, day_to: str | None = None, venue: str | None = None
+    ) -> dict:
+        return await self._call("journal", day_from=day_from, day_to=day_to, venue=venue)
 
     async def equity_curve(
         self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"

@@ -224,6 +224,7 @@ class Venue(abc.ABC):
     def check(self, request: VenueOrderRequest) -> None:
         """Raise VenueRejected, before sending, for an order the venue's rules refuse
         (Binance's LOT_SIZE, PRICE_FILTER, MIN_NOTIONAL / NOTIONAL)."""
+        return None
 
     @abc.abstractmethod
     async def place(self, request: VenueOrderRequest) -> VenueOrder:
