@@ -311,7 +311,7 @@ class FakeBinanceTrading:
     def now_ms(self) -> int:
         return int(time.time() * 1000) + self.clock_skew_ms
 
-    def signed_requests(self, path: str) -> list[FakeRequest]:
+    def requests_to(self, path: str) -> list[FakeRequest]:
         return [request for request in self._http.requests if request.path == path]
 
     def balance(self, asset: str) -> Decimal:
@@ -356,8 +356,7 @@ class FakeBinanceTrading:
         query_items = list(request.query.items())
         signature = dict(query_items + body_items).get("signature")
         if not signature:
-            self.auth_failures += 1
-            return _missing("signature")
+            return self._refuse(-1102, _missing("signature").body["msg"], 400)
         # totalParams: the query string, then the body, each without the signature.
         total = urlencode([item for item in query_items if item[0] != "signature"]) + urlencode(
             [item for item in body_items if item[0] != "signature"]
@@ -368,7 +367,8 @@ class FakeBinanceTrading:
         return self._check_time(params.get("timestamp"), params.get("recvWindow"))
 
     def _refuse(self, code: int, message: str, status: int) -> FakeResponse:
-        self.auth_failures += 1
+        with self._lock:
+            self.auth_failures += 1
         return _error(code, message, status)
 
     def _check_time(self, timestamp: Any, recv_window: Any) -> FakeResponse | None:
@@ -472,6 +472,8 @@ class FakeBinanceTrading:
         if existing is not None and existing["status"] in WORKING:
             return _error(-2010, "Duplicate order sent.")
         market = self._market_price(symbol)
+        if kind == "STOP_LOSS" and (limit <= market if side == "BUY" else limit >= market):
+            return _error(-2010, "Stop price would trigger immediately.")
         base, quote = info["baseAsset"], info["quoteAsset"]
         if side == "BUY":
             need, asset = qty * (limit if kind != "MARKET" else market), quote
@@ -787,7 +789,7 @@ class FakeBinanceTrading:
             "I": 8641984,
             "w": order["status"] in WORKING and order["isWorking"],
             "m": False,
-            "M": execution == "TRADE",
+            "M": False,
             "O": order["time"],
             "Z": order["cummulativeQuoteQty"],
             "Y": _s(ZERO),

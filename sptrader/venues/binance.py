@@ -180,8 +180,7 @@ class BinanceVenue(Venue):
         if account.get("canTrade") is False:
             raise VenueAuthError(self.name, "the account may not trade now (canTrade is false)")
         self._keep_balances(account)
-        for instrument in [name for name in list(self.symbols) if self.trades(name)]:
-            await self._rules_for(instrument)
+        await self._load_known_rules()
 
     async def close(self) -> None:
         if self._http is not None:
@@ -249,7 +248,7 @@ class BinanceVenue(Venue):
             symbol = self._symbol(instrument)
             for trade in await self._trades(symbol, since_us):
                 fills.append(self._trade_fill(symbol, trade))
-        fills.sort(key=lambda fill: (fill.ts_us, fill.venue_fill_id))
+        fills.sort(key=lambda fill: fill.ts_us)  # stable: each symbol's stay in trade id order
         return fills
 
     async def _trades(self, symbol: str, since_us: int | None) -> list[dict[str, Any]]:
@@ -277,8 +276,7 @@ class BinanceVenue(Venue):
         return trades
 
     async def positions(self) -> list[VenuePosition]:
-        for instrument in [name for name in list(self.symbols) if self.trades(name)]:
-            await self._rules_for(instrument)
+        await self._load_known_rules()
         account = await self._request("GET", "/api/v3/account", {"omitZeroBalances": "true"})
         return self._positions(self._keep_balances(account))
 
@@ -360,7 +358,12 @@ class BinanceVenue(Venue):
             if code == CODE_TIMESTAMP and attempt == 0 and self._http is not None:
                 await self._sync_clock()
                 continue
-            raise self._error(code, text)
+            error = self._error(code, text)
+            if isinstance(error, VenueUnavailable):
+                raise error
+            raise VenueUnavailable(
+                self.name, f"the user data stream refused the subscription: {error.sentence}", code
+            )
 
     async def _ws_answer(self, websocket: ClientConnection, request_id: str) -> dict[str, Any]:
         try:
@@ -549,6 +552,13 @@ class BinanceVenue(Venue):
         rules = self._rules[symbol] = SymbolRules.parse(found[0])
         self.symbols[instrument] = symbol
         return rules
+
+    async def _load_known_rules(self) -> None:
+        """Rules of the instruments remembered in ``symbols`` (their positions are ours);
+        one Binance no longer lists is skipped."""
+        for instrument in [name for name in list(self.symbols) if self.trades(name)]:
+            with contextlib.suppress(VenueRejected):
+                await self._rules_for(instrument)
 
     def _order_params(self, request: VenueOrderRequest, rules: SymbolRules) -> dict[str, Any]:
         """The POST /api/v3/order parameters, after the venue's rules (VenueRejected)."""

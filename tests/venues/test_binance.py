@@ -108,7 +108,7 @@ def test_registry_names_this_venue() -> None:
 
 async def test_signed_requests_carry_key_timestamp_and_signature(fake, venue) -> None:
     await venue.open_orders()
-    (request,) = fake.signed_requests("/api/v3/openOrders")
+    (request,) = fake.requests_to("/api/v3/openOrders")
     assert request.headers["x-mbx-apikey"] == fake.api_key
     assert request.query["recvWindow"] == "5000"
     assert abs(int(request.query["timestamp"]) - time.time() * 1000) < 5000
@@ -142,8 +142,8 @@ async def test_a_wrong_key_and_a_missing_secret_are_auth_errors(fake) -> None:
 async def test_a_skewed_clock_is_synced_and_the_request_sent_once_more(fake, venue) -> None:
     fake.clock_skew_ms = -60_000  # the venue's clock a minute behind: our stamps are "ahead"
     assert await venue.open_orders() == []
-    assert len(fake.signed_requests("/api/v3/openOrders")) == 2  # -1021, then accepted
-    assert len(fake.signed_requests("/api/v3/time")) == 2  # at connect, after the -1021
+    assert len(fake.requests_to("/api/v3/openOrders")) == 2  # -1021, then accepted
+    assert len(fake.requests_to("/api/v3/time")) == 2  # at connect, after the -1021
     placed = await venue.place(order("skew-1", type="market"))
     assert placed.status == "filled"
     assert fake.placed == 1
@@ -158,7 +158,7 @@ async def test_market_order_fills_at_once_and_the_stream_reports_it(fake, venue)
     assert placed.status == "filled"
     assert (placed.filled_qty, placed.avg_price) == (0.5, 50_000.0)
     assert placed.venue_order_id == str(fake.orders["mkt-1"]["orderId"])
-    sent = fake.signed_requests("/api/v3/order")[0].query
+    sent = fake.requests_to("/api/v3/order")[0].query
     assert (sent["type"], sent["quantity"], sent["newOrderRespType"]) == ("MARKET", "0.5", "FULL")
     await stream.wait(
         lambda events: any(isinstance(e, VenueOrder) and e.status == "filled" for e in events)
@@ -182,7 +182,7 @@ async def test_limit_order_rests_then_fills_in_two_parts(fake, venue) -> None:
     stream = await Stream(venue).started()
     placed = await venue.place(order("lim-1", qty=0.4, type="limit", price=49_000.0))
     assert (placed.status, placed.price, placed.filled_qty) == ("accepted", 49_000.0, 0.0)
-    sent = fake.signed_requests("/api/v3/order")[0].query
+    sent = fake.requests_to("/api/v3/order")[0].query
     assert (sent["type"], sent["timeInForce"], sent["price"]) == ("LIMIT", "GTC", "49000")
     fake.fill("lim-1", qty=0.1)
     await stream.wait(lambda events: len(stream.orders("lim-1")) == 2)
@@ -211,7 +211,7 @@ async def test_stop_order_is_a_stop_loss_that_rests_until_triggered(fake, venue)
     stream = await Stream(venue).started()
     placed = await venue.place(order("stop-1", side="sell", qty=0.3, type="stop", price=47_500.0))
     assert (placed.type, placed.status, placed.price) == ("stop", "accepted", 47_500.0)
-    sent = fake.signed_requests("/api/v3/order")[0].query
+    sent = fake.requests_to("/api/v3/order")[0].query
     assert (sent["type"], sent["stopPrice"]) == ("STOP_LOSS", "47500")
     assert "price" not in sent
     fake.prices[BTC] = 47_400.0
@@ -237,11 +237,15 @@ async def test_duplicate_client_id_of_an_open_order(fake, venue) -> None:
     assert fake.placed == 1
 
 
-async def test_venue_filter_failures_keep_binances_words(fake, venue) -> None:
+async def test_other_refusals_keep_binances_words(fake, venue) -> None:
     fake.fail_next(-1013, "Filter failure: PERCENT_PRICE_BY_SIDE")
     with pytest.raises(VenueRejected) as caught:
         await venue.place(order("pct-1", type="limit", price=40_000.0))
     assert str(caught.value) == "Binance -1013: Filter failure: PERCENT_PRICE_BY_SIDE"
+    with pytest.raises(VenueRejected) as caught:
+        await venue.place(order("stop-2", side="sell", type="stop", price=51_000.0))
+    assert str(caught.value) == "Binance -2010: Stop price would trigger immediately"
+    assert fake.placed == 0
 
 
 @pytest.mark.parametrize(
@@ -273,12 +277,12 @@ async def test_trading_rules_refuse_locally(fake, venue, fields, sentence) -> No
     assert str(caught.value).startswith(sentence)
     with pytest.raises(VenueRejected):
         venue.check(request)  # the rules are loaded now: check says the same
-    assert fake.signed_requests("/api/v3/order") == []
+    assert fake.requests_to("/api/v3/order") == []
 
 
 async def test_float_noise_is_not_off_the_step(fake, venue) -> None:
     placed = await venue.place(order("noise-1", qty=0.1 + 0.2, type="market"))
-    assert fake.signed_requests("/api/v3/order")[0].query["quantity"] == "0.3"
+    assert fake.requests_to("/api/v3/order")[0].query["quantity"] == "0.3"
     assert placed.filled_qty == 0.3
 
 
@@ -289,7 +293,7 @@ async def test_check_before_the_rules_are_loaded_lets_place_decide(fake) -> None
     with pytest.raises(VenueRejected, match="LOT_SIZE"):
         await venue.place(order("early-1", qty=0.00001))
     await venue.close()
-    assert fake.signed_requests("/api/v3/order") == []
+    assert fake.requests_to("/api/v3/order") == []
 
 
 async def test_an_unknown_symbol(fake, venue) -> None:
@@ -384,7 +388,7 @@ async def test_fills_since(fake, venue) -> None:
     assert [f.venue_fill_id for f in fills] == [f"BTCUSDT:{t['id']}" for t in fake.trades]
     later = await venue.fills_since(middle_us, [BTC])
     assert [f.qty for f in later] == [0.05, 0.3]
-    for request in fake.signed_requests("/api/v3/myTrades"):
+    for request in fake.requests_to("/api/v3/myTrades"):
         assert not ("fromId" in request.query and "startTime" in request.query)
 
 
@@ -444,3 +448,23 @@ async def test_the_stream_cannot_open(fake) -> None:
     with pytest.raises(VenueUnavailable, match="cannot open the user data stream"):
         async for _ in venue.stream():
             pass
+
+
+async def test_a_skewed_clock_at_subscription_is_synced(fake, venue) -> None:
+    fake.clock_skew_ms = -60_000
+    stream = await Stream(venue).started()
+    assert fake.subscriptions == 1
+    assert len(fake.requests_to("/api/v3/time")) == 2
+    await stream.stop()
+
+
+async def test_positions_after_a_restart_come_from_the_remembered_symbols(fake) -> None:
+    config = msgspec.convert(fake.config, BinanceBrokerConfig)
+    remembered = BinanceVenue(config, env=fake.env, symbols={BTC: "BTCUSDT"})
+    await remembered.connect()
+    assert await remembered.positions() == [VenuePosition(BTC, 1.0)]
+    await remembered.close()
+    fresh = BinanceVenue(config, env=fake.env)
+    await fresh.connect()
+    assert await fresh.positions() == []  # no symbol known: nothing is called a position
+    await fresh.close()
