@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sptrader import __version__
 from sptrader.commands.arguments import Refused, count, output_dir, seconds, whole_id
 from sptrader.limits import MAX_DAYS
+from sptrader.venues.names import VENUES
 
 FORMATS = ("table", "csv", "json")
 
@@ -363,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show.add_argument("id", type=whole_id("a run ID"), metavar="ID")
 
     _add_trading_parsers(commands)
+    _add_venue_parsers(commands)
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -397,18 +399,28 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
         metavar="S",
         help="wait for a quote (default 10)",
     )
+    order.add_argument(
+        "--venue",
+        choices=VENUES,
+        default="paper",
+        help='where it goes (default paper; a live venue needs [brokers.NAME] trading = "live")',
+    )
     order.add_argument("--json", action="store_true", help="print JSON")
-    orders = commands.add_parser("orders", help="open paper orders (--all: every order)")
+    orders = commands.add_parser(
+        "orders", help="working orders of every venue (--all: every order)"
+    )
+    orders.add_argument("--venue", choices=VENUES, help="only this venue's")
     orders.add_argument("--all", action="store_true", help="every status, newest first")
     orders.add_argument(
         "--limit", type=count("--limit"), default=100, metavar="N", help="with --all (100)"
     )
     orders.add_argument("--format", choices=FORMATS, default="table")
     positions = commands.add_parser(
-        "positions", help="open paper positions and the account (equity, cash, exposure, P&L)"
+        "positions", help="open positions of every venue and the accounts (equity, cash, P&L)"
     )
+    positions.add_argument("--venue", choices=VENUES, help="only this venue's")
     positions.add_argument("--format", choices=FORMATS, default="table")
-    cancel = commands.add_parser("cancel", help="cancel an open paper order")
+    cancel = commands.add_parser("cancel", help="cancel a working order (at its venue)")
     cancel.add_argument(
         "id", type=whole_id("an order id"), metavar="ID", help="order id (see `sptrader orders`)"
     )
@@ -417,6 +429,7 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
         "close", help="flatten a paper position with a market order (needs a quote, see order)"
     )
     close.add_argument("instrument", metavar="INSTRUMENT")
+    close.add_argument("--venue", choices=VENUES, default="paper", help="default paper")
     close.add_argument("--wait", type=seconds("--wait"), default=10.0, metavar="S")
     close.add_argument("--json", action="store_true", help="print JSON")
     journal = commands.add_parser(
@@ -426,6 +439,7 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
     )
     journal.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
     journal.add_argument("--to", dest="end", metavar="DAY", help="end UTC day (exclusive)")
+    journal.add_argument("--venue", choices=VENUES, help="only this venue's trades")
     journal.add_argument("--format", choices=FORMATS, default="table")
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="ACTION")
     add = journal_commands.add_parser("add", help="write a note about a day")
@@ -436,6 +450,7 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
     stats.add_argument("--to", dest="end", metavar="DAY", help="end UTC day (exclusive)")
+    stats.add_argument("--venue", choices=VENUES, help="only this venue's trades")
     stats.add_argument("--format", choices=FORMATS)
     curve = journal_commands.add_parser(
         "equity",
@@ -447,6 +462,29 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
     curve.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
     curve.add_argument("--to", dest="end", metavar="DAY", help="end UTC day (exclusive)")
     curve.add_argument("--format", choices=FORMATS)
+
+
+def _add_venue_parsers(commands: argparse._SubParsersAction) -> None:
+    """halt, resume, reconcile (sptrader.commands.venues): the kill switch and the
+    venues' reconciliation."""
+    halt = commands.add_parser(
+        "halt",
+        help="kill switch: cancel every working order and refuse new entries",
+        description="Halt VENUE (every venue when none is named): its working orders are cancelled and new entries refused until `sptrader resume`; orders that only reduce a position still pass. It holds across restarts. A live venue no engine is connected to now is recorded halted and its working orders are cancelled as soon as an engine connects.",
+    )
+    halt.add_argument("venue", nargs="?", choices=VENUES, metavar="VENUE")
+    halt.add_argument("--reason", default="", help="why (shown with every refused order)")
+    halt.add_argument("--json", action="store_true", help="print JSON")
+    resume = commands.add_parser("resume", help="lift a halt (every halted venue when none named)")
+    resume.add_argument("venue", nargs="?", choices=VENUES, metavar="VENUE")
+    resume.add_argument("--json", action="store_true", help="print JSON")
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare a live venue with the store now",
+        description="Fetch VENUE's working orders, its fills since the last one on record, its positions and account, and compare them with the store (every live venue when none is named). Orders and trades made elsewhere are adopted; every difference is printed, logged and kept, never silently overwritten. Needs the engine connected to the venue (the daemon or the TUI; without one an engine connects here for it).",
+    )
+    reconcile.add_argument("venue", nargs="?", choices=VENUES[1:], metavar="VENUE")
+    reconcile.add_argument("--json", action="store_true", help="print JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -558,6 +596,9 @@ COMMANDS: dict[str, Command] = {
     "positions": Command("sptrader.commands.trading", "run_positions"),
     "cancel": Command("sptrader.commands.trading", "run_cancel"),
     "journal": Command("sptrader.commands.journal", "run_journal"),
+    "halt": Command("sptrader.commands.venues", "run_halt", logs_to_file=True),
+    "resume": Command("sptrader.commands.venues", "run_resume"),
+    "reconcile": Command("sptrader.commands.venues", "run_reconcile", logs_to_file=True),
     "config": Command("sptrader.commands.config_check", "run_config_check", logs_to_file=True),
 }
 

@@ -18,6 +18,7 @@ import msgspec
 
 from sptrader.errors import ConfigError, UsageError
 from sptrader.models import INSTRUMENT_RE, TIMEFRAMES, timeframe_problem
+from sptrader.venues.names import VENUES
 
 PriceSource = Literal["auto", "trade", "bid", "mid"]
 
@@ -349,8 +350,6 @@ class BrokersConfig(_Section):
     alpaca: AlpacaBrokerConfig = msgspec.field(default_factory=AlpacaBrokerConfig)
 
 
-#: Where an order can go: the paper broker, then each [brokers.NAME] venue.
-VENUES = ("paper", *BrokersConfig.__struct_fields__)
 
 
 class Config(_Section):

@@ -237,6 +237,10 @@ METHODS: dict[str, Method] = {
         lambda c, venue, reason: c.halt(venue, reason),
     ),
     "resume": Method({"venue": _MAYBE_TEXT}, lambda c, venue: c.resume(venue)),
+    "wait_venue_ready": Method(
+        {"venue": _TEXT, "timeout_s": Param(float, default=10.0)},
+        lambda c, venue, timeout_s: c.wait_venue_ready(venue, min(timeout_s, MAX_WAIT_S)),
+    ),
     "reconcile": Method({"venue": _MAYBE_TEXT}, lambda c, venue: c.reconcile(venue)),
     "fills": Method(
         {"since_us": _MAYBE_TIME, "limit": _count()},

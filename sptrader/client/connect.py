@@ -22,11 +22,16 @@ Run = Literal["store", "everything"]
 
 
 def client_for(
-    settings: Settings, *, run: Run = "store", streaming: Sequence[str] | None = None
+    settings: Settings,
+    *,
+    run: Run = "store",
+    streaming: Sequence[str] | None = None,
+    venue: str = "paper",
 ) -> EngineClient:
     """The client for this home, not started yet (the caller starts and closes it, as
     the TUI does in its own lifecycle). ``streaming``: an engine that streams just these
-    instruments, without scanners, leaving the saved watchlist as it is."""
+    instruments, without scanners, leaving the saved watchlist as it is, to trade at
+    ``venue`` (paper, or a live venue it then connects to)."""
     if running_pid(settings.home) is not None:
         from sptrader.client.remote import RemoteEngineClient
 
@@ -41,7 +46,7 @@ def client_for(
         )
     if streaming is not None:
         # Checked (live quotes, the broker enabled) before its engine is made.
-        return LocalEngineClient.streaming(settings, streaming)
+        return LocalEngineClient.streaming(settings, streaming, venue)
     from sptrader.engine import Engine
 
     return LocalEngineClient(Engine(settings), run_services=run == "everything")
@@ -49,11 +54,15 @@ def client_for(
 
 @contextlib.asynccontextmanager
 async def connect(
-    settings: Settings, *, run: Run = "store", streaming: Sequence[str] | None = None
+    settings: Settings,
+    *,
+    run: Run = "store",
+    streaming: Sequence[str] | None = None,
+    venue: str = "paper",
 ) -> AsyncIterator[EngineClient]:
     """``async with connect(settings) as client:`` the started client for this home,
     closed (a local engine stopped, its store flushed) when the block ends."""
-    client = client_for(settings, run=run, streaming=streaming)
+    client = client_for(settings, run=run, streaming=streaming, venue=venue)
     await client.start()
     try:
         yield client

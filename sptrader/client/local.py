@@ -516,6 +516,9 @@ class LocalEngineClient:
                 resumed.append(name)
         return resumed
 
+    async def wait_venue_ready(self, venue: str, timeout_s: float) -> None:
+        await self._live(venue).wait_ready(float(timeout_s))
+
     async def reconcile(self, venue: str | None = None) -> list[dict]:
         names = [venue] if venue is not None else list(self.engine.live_brokers)
         reports = []
@@ -589,11 +592,17 @@ class LocalEngineClient:
     #: has no quote yet, so ``wait_for_quote`` waits for the first.
     one_shot = False
 
+    #: The venue a one-shot engine was started to trade at.
+    one_shot_venue = "paper"
+
     @classmethod
-    def streaming(cls, settings: Settings, instruments: Sequence[str]) -> LocalEngineClient:
-        """A client (not started) whose engine streams just ``instruments`` to fill paper
-        orders in them: ``connect(streaming=...)``, a one-shot ``sptrader order``. Each
-        needs live quotes from an enabled feed, and the broker must be enabled: checked
+    def streaming(
+        cls, settings: Settings, instruments: Sequence[str], venue: str = "paper"
+    ) -> LocalEngineClient:
+        """A client (not started) whose engine streams just ``instruments`` to trade them
+        at ``venue``: ``connect(streaming=...)``, a one-shot ``sptrader order``. A paper
+        order needs live quotes from an enabled feed, and the broker must be enabled; a
+        live venue must trade live (its instruments stream when a feed has them): checked
         here, before anything starts. No scanners; the saved watchlist is left alone."""
         import dataclasses
 
@@ -601,32 +610,60 @@ class LocalEngineClient:
 
         names = [normalize_instrument(name) for name in instruments]
         config = settings.config
-        for name in names:
-            prefix = parse_instrument(name)[0]
-            if prefix not in LIVE_FEEDS:
-                raise UsageError(
-                    f"{name}: {prefix} has no live quotes to fill a paper order"
-                    f" (live feeds: {', '.join(LIVE_FEEDS)})"
+        if venue != "paper":
+            if venue not in VENUES:
+                raise UsageError(f"unknown venue {venue!r} (use {', '.join(VENUES)})")
+            if not getattr(config.brokers, venue).live:
+                raise SptraderError(
+                    f'{venue} does not trade live ([brokers.{venue}] trading = "live" to'
+                    " route orders to it)"
                 )
-        if not config.broker.enabled:
-            raise SptraderError(BROKER_DISABLED)
-        for name in names:
-            prefix = parse_instrument(name)[0]
-            if not feed_config(config, prefix).enabled:
-                raise UsageError(
-                    f"{name} needs feeds.{prefix.lower()}.enabled = true in the config"
-                )
+            # Quotes where a feed has them (for the limits and marks); the venue itself
+            # needs none.
+            names = [
+                name
+                for name in names
+                if parse_instrument(name)[0] in LIVE_FEEDS
+                and feed_config(config, parse_instrument(name)[0]).enabled
+            ]
+        else:
+            for name in names:
+                prefix = parse_instrument(name)[0]
+                if prefix not in LIVE_FEEDS:
+                    raise UsageError(
+                        f"{name}: {prefix} has no live quotes to fill a paper order"
+                        f" (live feeds: {', '.join(LIVE_FEEDS)})"
+                    )
+            if not config.broker.enabled:
+                raise SptraderError(BROKER_DISABLED)
+            for name in names:
+                prefix = parse_instrument(name)[0]
+                if not feed_config(config, prefix).enabled:
+                    raise UsageError(
+                        f"{name} needs feeds.{prefix.lower()}.enabled = true in the config"
+                    )
         # The scanners are not a one-shot engine's business.
         quiet = dataclasses.replace(settings, config=msgspec.structs.replace(config, scanners=[]))
         client = cls(Engine(quiet, instruments=names))
         client.one_shot = True
+        client.one_shot_venue = venue
         return client
 
     async def wait_for_quote(self, instrument: str, timeout_s: float) -> None:
         if not self.one_shot:
             return  # an engine already running: its broker judges its quotes itself
-        broker = self._broker()
         name = normalize_instrument(instrument)
+        if self.one_shot_venue != "paper":
+            # Connected and reconciled first; then a quote if a feed streams it.
+            live = self._live(self.one_shot_venue)
+            await live.wait_ready(timeout_s)
+            deadline = time.monotonic() + timeout_s
+            while name in self.engine.watchlist and name not in live.quotes:
+                if time.monotonic() > deadline:
+                    raise SptraderError(self._no_quote(name, timeout_s))
+                await asyncio.sleep(0.02)
+            return
+        broker = self._broker()
         if await run_in_thread(self.engine.symbols.unknown, [name]):
             prefix = parse_instrument(name)[0].lower()
             raise UsageError(f"unknown symbol {name} (see `sptrader symbols --feed {prefix}`)")

@@ -218,6 +218,11 @@ class EngineClient(Protocol):
         """Lift the halt of ``venue`` (every halted venue when None); those resumed."""
         ...
 
+    async def wait_venue_ready(self, venue: str, timeout_s: float) -> None:
+        """Wait until ``venue`` is connected and reconciled (an engine that has just
+        started); an SptraderError with the venue's last error after ``timeout_s``."""
+        ...
+
     async def reconcile(self, venue: str | None = None) -> list[dict]:
         """Reconcile ``venue`` (every live venue when None) with the store now: per
         venue the report (open_orders, fills_checked, adopted_orders, new_fills,

@@ -304,6 +304,9 @@ class RemoteEngineClient:
     async def resume(self, venue: str | None = None) -> list[str]:
         return await self._call("resume", venue=venue)
 
+    async def wait_venue_ready(self, venue: str, timeout_s: float) -> None:
+        await self._call("wait_venue_ready", venue=venue, timeout_s=timeout_s)
+
     async def reconcile(self, venue: str | None = None) -> list[dict]:
         return await self._call("reconcile", venue=venue)
 

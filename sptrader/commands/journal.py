@@ -29,6 +29,7 @@ from sptrader.errors import UsageError
 
 TRADE_COLUMNS = (
     "day",
+    "venue",
     "instrument",
     "side",
     "qty",
@@ -67,7 +68,7 @@ def run_journal(settings: Settings, args: argparse.Namespace) -> int:
     if args.journal_command == "equity":
         points = read_equity(settings, args.start, last_day, getattr(args, "timeframe", "1h"))
         return _print_equity(points, args.format, settings.config.broker.currency)
-    data = read_journal(settings, args.start, last_day)
+    data = read_journal(settings, args.start, last_day, getattr(args, "venue", None))
     if args.journal_command == "stats":
         return _print_stats(data, args.format, settings.config.broker.currency)
     return _print_journal(data, args.format, settings.config.broker.currency)
@@ -92,7 +93,9 @@ def last_day_before(day_from: str | None, day_to: str | None) -> str | None:
     return (end - timedelta(days=1)).isoformat()
 
 
-def read_journal(settings: Settings, day_from: str | None, day_to: str | None) -> dict[str, Any]:
+def read_journal(
+    settings: Settings, day_from: str | None, day_to: str | None, venue: str | None = None
+) -> dict[str, Any]:
     from sptrader.broker import journal
 
     # Checked here too: a bad day is the same one line with or without a daemon.
@@ -103,7 +106,7 @@ def read_journal(settings: Settings, day_from: str | None, day_to: str | None) -
 
     async def read() -> dict[str, Any]:
         async with connect(settings) as client:
-            data = await client.journal(day_from, day_to)
+            data = await client.journal(day_from, day_to, venue)
             # The trades table's prices at each instrument's decimals (not in --format json).
             instruments = (trade["instrument"] for trade in data["trades"])
             data["price_decimals"] = await decimals_for(client, instruments)
@@ -238,6 +241,7 @@ def _print_journal(data: dict[str, Any], output_format: str, currency: str) -> i
             "trades",
             (
                 "CLOSED (UTC)",
+                "VENUE",
                 "INSTRUMENT",
                 "SIDE",
                 "QTY",
@@ -250,6 +254,7 @@ def _print_journal(data: dict[str, Any], output_format: str, currency: str) -> i
             [
                 (
                     trade["exit_time"],
+                    trade.get("venue", "paper"),
                     trade["instrument"],
                     trade["side"],
                     fmt_num(trade["qty"]),
@@ -261,8 +266,8 @@ def _print_journal(data: dict[str, Any], output_format: str, currency: str) -> i
                 )
                 for trade, point in zip(trades, data["cumulative"], strict=True)
             ],
-            left=("CLOSED (UTC)", "INSTRUMENT", "SIDE"),
-            width=120,
+            left=("CLOSED (UTC)", "VENUE", "INSTRUMENT", "SIDE"),
+            width=130,
         )
     print()
     for line in stats_lines(data["stats"], currency):

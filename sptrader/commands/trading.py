@@ -29,7 +29,7 @@ from sptrader.client.connect import connect
 from sptrader.client.protocol import EngineClient
 from sptrader.clock import format_us
 from sptrader.commands.instruments import refuse_unknown
-from sptrader.config import Settings
+from sptrader.config import KNOWN_FEEDS, Settings
 from sptrader.errors import UsageError
 from sptrader.formatting import format_price
 from sptrader.models import normalize_instrument
@@ -163,6 +163,7 @@ def order_request(args: argparse.Namespace) -> dict[str, Any]:
         "tif": "day" if args.day else "gtc",
         "sl": number(args.sl, "--sl"),
         "tp": number(args.tp, "--tp"),
+        "venue": getattr(args, "venue", "paper") or "paper",
     }
     if args.limit is not None:
         request.update(type="limit", price=number(args.limit, "--limit"))
@@ -179,8 +180,9 @@ def run_order(settings: Settings, args: argparse.Namespace) -> int:
     async def place() -> tuple[dict[str, Any], list[dict[str, Any]], bool, int | None]:
         # Without a daemon: an engine streaming just this instrument, stopped (everything
         # stored) when the block ends.
-        async with connect(settings, streaming=[instrument]) as client:
-            await refuse_unknown(client, [instrument])
+        async with connect(settings, streaming=[instrument], venue=args.venue) as client:
+            if instrument.split(":", 1)[0] in KNOWN_FEEDS:  # IBKR: has no symbol list
+                await refuse_unknown(client, [instrument])
             await client.wait_for_quote(instrument, args.wait)
             result = await client.place_order(request)
             children = _children(await client.open_orders(), result)
@@ -197,13 +199,14 @@ def run_close(settings: Settings, args: argparse.Namespace) -> int:
     instrument = normalize_instrument(args.instrument)
 
     async def close() -> tuple[dict[str, Any], bool, int | None]:
-        async with connect(settings, streaming=[instrument]) as client:
+        async with connect(settings, streaming=[instrument], venue=args.venue) as client:
             # Before waiting for a quote: nothing to close is said at once.
-            held = {position["instrument"] for position in await client.positions()}
+            held = {p["instrument"] for p in await client.positions(args.venue)}
             if instrument not in held:
-                raise UsageError(f"no open position in {instrument}")
+                where = "" if args.venue == "paper" else f" {args.venue}"
+                raise UsageError(f"no open{where} position in {instrument}")
             await client.wait_for_quote(instrument, args.wait)
-            result = await client.close_position(instrument)
+            result = await client.close_position(instrument, args.venue)
             decimals = (await decimals_for(client, [instrument])).get(instrument)
             return result, client.attached, decimals
 
@@ -257,18 +260,27 @@ def print_result(
             file=sys.stderr,
         )
         return 1
-    print(f"order {order['order_id']}: {describe_order(order, decimals)}")
+    venue = order.get("venue", "paper")
+    where = "" if venue == "paper" else f" at {venue.upper()} (LIVE)"
+    print(f"order {order['order_id']}{where}: {describe_order(order, decimals)}")
+    if venue != "paper":
+        print(
+            f"  client id {order['client_order_id']} · venue id {order.get('venue_order_id') or '-'}"
+            f" · {order['status']} · filled {fmt_num(order['filled_qty'])}"
+        )
     for fill in result["fills"]:
         print(
             f"  filled {fmt_num(fill['qty'])} at {fmt_price(fill['price'], decimals)}"
             f" (fee {fmt_money(fill['fee'])} {currency}) at {format_us(fill['ts_us'])}"
         )
-    if order["status"] not in ("open", "filled"):
+    if order["status"] not in ("open", "filled", "accepted", "partially_filled"):
         print(f"  {order['status']}{': ' + order['reason'] if order['reason'] else ''}")
     for child in children:
         role = "stop-loss" if child["role"] == "sl" else "take-profit"
         print(f"  {role}: order {child['order_id']} {describe_order(child, decimals)}")
     waiting = [o["order_id"] for o in [order, *children] if o["status"] == "open"]
+    if venue != "paper" and order["status"] in ("new", "accepted", "partially_filled"):
+        print(f"  order {order['order_id']} working at {venue}")
     if waiting:
         which = " and ".join(map(str, waiting))
         print(f"  order{'s' if len(waiting) > 1 else ''} {which} open: {resting}")
@@ -295,6 +307,7 @@ def describe_order(order: dict[str, Any], decimals: int | None = None) -> str:
 
 ORDER_COLUMNS = (
     "order_id",
+    "venue",
     "created",
     "instrument",
     "side",
@@ -313,6 +326,8 @@ ORDER_COLUMNS = (
     "updated",
     "reason",
     "expires",
+    "client_order_id",
+    "venue_order_id",
 )
 
 
@@ -320,9 +335,9 @@ def run_orders(settings: Settings, args: argparse.Namespace) -> int:
     async def read() -> tuple[list[dict[str, Any]], dict[str, int]]:
         async with connect(settings) as client:
             if args.all:
-                rows = await client.order_history(args.limit)
+                rows = await client.order_history(args.limit, args.venue)
             else:
-                rows = await client.open_orders()
+                rows = await client.open_orders(args.venue)
             return rows, await decimals_for(client, (row["instrument"] for row in rows))
 
     rows, decimals = asyncio.run(read())
@@ -351,15 +366,15 @@ def write_orders(
             else "no open orders (`sptrader orders --all` lists every order)"
         )
         return
-    headers = ("ID", "CREATED (UTC)", "INSTRUMENT", "SIDE", "QTY", "TYPE", "PRICE", "TIF")
-    headers += ("ROLE", "STATUS", "FILLED AT", "NOTE")
+    headers = ("ID", "VENUE", "CREATED (UTC)", "INSTRUMENT", "SIDE", "QTY", "TYPE", "PRICE")
+    headers += ("TIF", "ROLE", "STATUS", "FILLED", "AT", "NOTE")
     table = []
     for row in rows:
         places = (decimals or {}).get(row["instrument"])
         role = row["role"]
         if row.get("parent_id") is not None:
             role = f"{role} of {row['parent_id']}"
-        note = row["reason"] if row["status"] not in ("open", "filled") else ""
+        note = row["reason"] if row["status"] not in ("open", "filled", "accepted") else ""
         extras = [
             f"{key} {fmt_price(row[key], places)}"
             for key in ("sl", "tp")
@@ -369,9 +384,11 @@ def write_orders(
             extras.append(row["source"])
         if note:
             extras.append(note)
+        venue = row.get("venue", "paper")
         table.append(
             (
                 str(row["order_id"]),
+                venue if venue == "paper" else f"{venue.upper()} LIVE",
                 format_us(row["created_us"]),
                 row["instrument"],
                 row["side"],
@@ -381,18 +398,20 @@ def write_orders(
                 row["tif"],
                 role,
                 row["status"],
-                fmt_price(row["avg_price"], places) if row["status"] == "filled" else "",
+                fmt_num(row["filled_qty"]) if row["filled_qty"] else "",
+                fmt_price(row["avg_price"], places) if row["filled_qty"] else "",
                 ", ".join(extras),
             )
         )
     title = "orders (newest first)" if every else "open orders"
-    left = ("CREATED (UTC)", "INSTRUMENT", "SIDE", "TYPE", "TIF", "ROLE", "STATUS", "NOTE")
-    print_table(title, headers, table, left=left, width=150)
+    left = ("VENUE", "CREATED (UTC)", "INSTRUMENT", "SIDE", "TYPE", "TIF", "ROLE", "STATUS")
+    print_table(title, headers, table, left=(*left, "NOTE"), width=170)
 
 
 # --- positions ----------------------------------------------------------------------------
 
 POSITION_COLUMNS = (
+    "venue",
     "instrument",
     "side",
     "qty",
@@ -407,13 +426,18 @@ POSITION_COLUMNS = (
 
 
 def run_positions(settings: Settings, args: argparse.Namespace) -> int:
-    async def read() -> tuple[dict[str, Any], list[dict[str, Any]], bool, dict[str, int]]:
+    async def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool, dict[str, int]]:
         async with connect(settings) as client:
-            account, positions = await client.account(), await client.positions()
+            positions = await client.positions(args.venue)
+            venues = [args.venue] if args.venue else ["paper"]
+            if not args.venue and client.attached:
+                venues += [v["venue"] for v in await client.trading_venues() if v["enabled"]][1:]
+            accounts = [await client.account(venue) for venue in venues]
             decimals = await decimals_for(client, (p["instrument"] for p in positions))
-            return account, positions, client.attached, decimals
+            return accounts, positions, client.attached, decimals
 
-    account, positions, attached, decimals = asyncio.run(read())
+    accounts, positions, attached, decimals = asyncio.run(read())
+    account = accounts[0]
     # Only the daemon streams: without it the store's last closes are the marks.
     marked = "live quotes" if attached else "last stored close"
     if args.format == "json":
@@ -421,6 +445,7 @@ def run_positions(settings: Settings, args: argparse.Namespace) -> int:
             {
                 "marked_at": marked,
                 "account": iso_fields(account),
+                "accounts": [iso_fields(a) for a in accounts],
                 "positions": [iso_fields(p) for p in positions],
             }
         )
@@ -431,6 +456,7 @@ def run_positions(settings: Settings, args: argparse.Namespace) -> int:
     if positions:
         rows = [
             (
+                _venue_label(p.get("venue", "paper")),
                 p["instrument"],
                 p["side"],
                 fmt_num(abs(p["qty"])),
@@ -444,21 +470,40 @@ def run_positions(settings: Settings, args: argparse.Namespace) -> int:
             )
             for p in positions
         ]
-        headers = ("INSTRUMENT", "SIDE", "QTY", "AVG PRICE", "MARK", "UNREALIZED", "REALIZED")
-        headers += ("FEES", "NOTIONAL", "OPENED (UTC)")
+        headers = ("VENUE", "INSTRUMENT", "SIDE", "QTY", "AVG PRICE", "MARK", "UNREALIZED")
+        headers += ("REALIZED", "FEES", "NOTIONAL", "OPENED (UTC)")
         print_table(
-            "positions", headers, rows, left=("INSTRUMENT", "SIDE", "OPENED (UTC)"), width=130
+            "positions",
+            headers,
+            rows,
+            left=("VENUE", "INSTRUMENT", "SIDE", "OPENED (UTC)"),
+            width=140,
         )
     else:
         print("no open positions")
-    print(account_line(account))
+    for each in accounts:
+        print(account_line(each))
     if marked != "live quotes":
         print(f"({OFFLINE_MARKS})")
     return 0
 
 
+def _venue_label(venue: str) -> str:
+    return venue if venue == "paper" else f"{venue.upper()} LIVE"
+
+
 def account_line(account: dict[str, Any]) -> str:
     currency = account.get("currency", "")
+    venue = account.get("venue", "paper")
+    if venue != "paper":
+        state = "connected" if account.get("connected") else "not connected"
+        halted = f" · HALTED ({account['halted']})" if account.get("halted") else ""
+        return (
+            f"{_venue_label(venue)} ({state}{halted}): equity {fmt_money(account['equity'])}"
+            f" {currency} · cash {fmt_money(account['cash'])}"
+            f" · day P&L {fmt_money(account['day_pnl'], signed=True)}"
+            f" · {account['open_orders']} working order{'s' if account['open_orders'] != 1 else ''}"
+        )
     return (
         f"equity {fmt_money(account['equity'])} {currency} · cash {fmt_money(account['cash'])}"
         f" · exposure {fmt_money(account['exposure'])}"

@@ -191,6 +191,7 @@ def test_close_flattens_the_position_and_the_journal_has_the_trade(run, home: Pa
 
 TRADE_HEADER = (
     "day",
+    "venue",
     "instrument",
     "side",
     "qty",
