@@ -4,67 +4,23 @@ reconciliation, a restart with an order placed elsewhere meanwhile, the kill swi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
 from fake_venue import INSTRUMENT, MemoryVenue
+from live_harness import Running
 
-from sptrader.broker import records
-from sptrader.broker.halts import Halts
-from sptrader.broker.ids import Ids
-from sptrader.broker.live import LiveBroker
 from sptrader.broker.orders import OrderRequest
-from sptrader.bus import Bus
 from sptrader.config import RiskConfig
 from sptrader.errors import UsageError
-from sptrader.store import Store
-from sptrader.supervisor import ServiceContext
 
-
-class Running:
-    """A live broker on a store, its run() as a task (restarted by hand, as the
-    supervisor would after a drop)."""
-
-    def __init__(self, path: Path, venue: MemoryVenue, limits: RiskConfig | None = None) -> None:
-        self.path, self.venue = path, venue
-        self.limits = limits or RiskConfig(max_leverage=0, risk_per_trade_pct=0)
-        self.task: asyncio.Task | None = None
-
-    async def start(self) -> LiveBroker:
-        self.store = Store(self.path)
-        self.store.migrate()
-        halts = Halts()
-        halts.load(self.store)
-        self.bus = Bus()
-        self.broker = LiveBroker(self.bus, self.venue, self.limits, halts=halts)
-        await self.broker.open(self.store, Ids(*records.next_ids(self.store)))
-        self.broker.quotes[INSTRUMENT] = (99.9, 100.1)
-        await self.run()
-        return self.broker
-
-    async def run(self) -> None:
-        self.broker._ready.clear()
-        self.task = asyncio.create_task(self.broker.run(ServiceContext(self.broker.name, self.bus)))
-        await self.broker.wait_ready(5)
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
-        await self.broker.drain()
-        self.store.close()
-
-    def rows(self, query: str) -> list[tuple]:
-        return self.store.cursor().execute(query).fetchall()
+QUOTES = {INSTRUMENT: (99.9, 100.1)}
 
 
 @pytest.fixture
 async def live(tmp_path: Path):
-    running = Running(tmp_path / "live.duckdb", MemoryVenue())
+    running = Running(tmp_path / "live.duckdb", MemoryVenue(), quotes=QUOTES)
     await running.start()
     yield running
     await running.stop()
@@ -144,13 +100,13 @@ async def test_the_stream_drops_mid_fill_then_reconciliation_finds_the_rest(
 
 async def test_a_restart_adopts_an_order_placed_elsewhere_meanwhile(tmp_path: Path) -> None:
     venue = MemoryVenue()
-    first = Running(tmp_path / "s.duckdb", venue)
+    first = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
     await first.start()
     mine = (await first.broker.place(OrderRequest(INSTRUMENT, "buy", 1, "limit", 90.0))).order
     await first.stop()
     web = venue.place_elsewhere("sell", 2, 150.0)
     venue.fill(mine.client_order_id, stream=False)  # ours filled while we were down
-    second = Running(tmp_path / "s.duckdb", venue)
+    second = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
     broker = await second.start()
     try:
         report = broker.last_reconcile
@@ -179,7 +135,7 @@ async def test_halt_cancels_working_orders_and_refuses_entries_until_resumed(
     tmp_path: Path,
 ) -> None:
     venue = MemoryVenue()
-    running = Running(tmp_path / "s.duckdb", venue)
+    running = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
     broker = await running.start()
     await broker.place(OrderRequest(INSTRUMENT, "buy", 2))  # a position to reduce
     working = (await broker.place(OrderRequest(INSTRUMENT, "buy", 1, "limit", 90.0))).order
@@ -192,7 +148,7 @@ async def test_halt_cancels_working_orders_and_refuses_entries_until_resumed(
     reduced = await broker.place(OrderRequest(INSTRUMENT, "sell", 1))
     assert reduced.rejection is None and reduced.order.status == "filled"
     await running.stop()
-    again = Running(tmp_path / "s.duckdb", venue)
+    again = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
     broker = await again.start()  # still halted after a restart
     try:
         assert broker.halted() == "asked by the trader"
@@ -207,6 +163,7 @@ async def test_the_daily_loss_limit_halts_the_venue(tmp_path: Path) -> None:
         tmp_path / "s.duckdb",
         MemoryVenue(),
         RiskConfig(max_leverage=0, risk_per_trade_pct=0, daily_loss_limit=50),
+        quotes=QUOTES,
     )
     broker = await running.start()
     try:
