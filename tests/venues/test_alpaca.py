@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import wait_until
 from fake_alpaca_trading import FakeAlpacaTrading
 
 from sptrader.config import AlpacaBrokerConfig
@@ -413,7 +414,8 @@ async def test_the_stream_drop_ends_the_iterator(
 ) -> None:
     stream = Stream(venue)
     await asyncio.wait_for(stream.ready.wait(), 3)
-    assert fake.streams_open() == 1
+    # The fake's server thread counts the connection a moment after answering it.
+    await wait_until(lambda: fake.streams_open() == 1, timeout=3)
     fake.drop_stream()
     await asyncio.wait_for(stream.task, 3)
     assert isinstance(stream.error, VenueUnavailable) and "dropped" in str(stream.error)
