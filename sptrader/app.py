@@ -15,10 +15,12 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
+from textual.content import Content
 from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.timer import Timer
 from textual.widgets import Footer, Header
+from textual.widgets._header import HeaderTitle
 from textual.worker import Worker, WorkerState
 
 from sptrader.chart_prefs import ChartPrefs, load_chart_prefs, save_chart_prefs
@@ -53,7 +55,8 @@ from sptrader.screens import (
     SymbolSearchScreen,
     WatchlistPane,
 )
-from sptrader.screens.account import AccountBar
+from sptrader.screens.account import AccountBar, live_state, venue_name
+from sptrader.screens.halt import HaltScreen
 from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
 from sptrader.screens.orders import OrdersPane, describe_order
@@ -116,6 +119,8 @@ class SptraderApp(App[int]):
         Binding("slash", "search_symbols", "Add instrument", key_display="/", id="search-symbols"),
         Binding("d", "data_screen", "Data", id="data-screen"),
         Binding("S", "strategies_screen", "Strategies", id="strategies-screen"),
+        # The kill switch works over every screen and in a text field too (it asks first).
+        Binding("ctrl+k", "halt", "Halt", show=False, priority=True, id="halt"),
         *[
             Binding(str(index), f"timeframe('{timeframe}')", timeframe, id=f"timeframe-{timeframe}")
             for index, timeframe in enumerate(TIMEFRAMES, start=1)
@@ -154,6 +159,10 @@ class SptraderApp(App[int]):
         self._trading_again = False
         # The last ticket's sizing and size per instrument (prefilled next time).
         self.ticket_sizes: dict[str, tuple[str, str]] = {}
+        # Every venue as the client last told (trading_venues rows: live, connected,
+        # halted ...); the header marks those that trade live.
+        self.venues: list[dict] = []
+        self._venue_marks: tuple[str, ...] = ()
         if self.config.keymap:
             self.set_keymap(self.config.keymap)
 
@@ -422,13 +431,72 @@ class SptraderApp(App[int]):
         self._trading_busy = True
         self._read_trading()
 
+    @property
+    def live_venues(self) -> list[dict]:
+        """The venues that trade live here (trading = "live" and a live broker runs)."""
+        return [row for row in self.venues if row.get("live") and row.get("enabled")]
+
+    def _paper_halted(self) -> str | None:
+        return next((row["halted"] for row in self.venues if row["venue"] == "paper"), None)
+
+    async def _read_venues(self) -> None:
+        """Every venue's status, and the header's marks when they change (an engine
+        that cannot say keeps the last ones)."""
+        try:
+            self.venues = list(await self.client.trading_venues())
+        except Exception as error:  # an older daemon, or it went away
+            log.debug("trading venues unavailable: %s", error)
+        marks = tuple(mark.plain for mark in self._header_marks())
+        if marks != self._venue_marks:
+            self._venue_marks = marks
+            self._repaint_headers()
+
+    def _header_marks(self) -> list:
+        """LIVE BINANCE (HALTED, not connected) per live venue, PAPER HALTED."""
+        marked = [row for row in self.venues if row["venue"] == "paper" and row.get("halted")]
+        return [live_state(row) for row in [*marked, *self.live_venues]]
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header's title, after the live venues' marks (first: a narrow header cuts
+        the end of the line, never the marks)."""
+        content = super().format_title(title, sub_title)
+        for mark in reversed(self._header_marks()):
+            content = Content.assemble(Content.from_rich_text(mark), "   ", content)
+        return content
+
+    def _repaint_headers(self) -> None:
+        for screen in self.screen_stack:
+            for header in screen.query(Header):
+                with contextlib.suppress(NoMatches):
+                    header.query_one(HeaderTitle).update(header.format_title())
+
+    async def _live_accounts(self) -> list[dict]:
+        """Each live venue's account with its status (one that cannot be read: its
+        status, no figures)."""
+        accounts = []
+        for row in self.live_venues:
+            try:
+                account = await self.client.account(str(row["venue"]))
+            except Exception as error:  # the venue went away meanwhile: its status says
+                log.debug("%s account unavailable: %s", row["venue"], error)
+                account = {}
+            accounts.append({**row, **account})
+        return accounts
+
     @work(group="trading", exit_on_error=False)
     async def _read_trading(self) -> None:
         try:
             while True:
                 self._trading_again = False
                 try:
-                    account = await self.client.account()
+                    await self._read_venues()
+                    live = await self._live_accounts()
+                    try:
+                        account, problem = await self.client.account(), ""
+                    except Exception as error:  # paper disabled: the live venues still show
+                        if not live:
+                            raise
+                        account, problem = None, str(error)
                     positions = await self.client.positions()
                     orders = await self.client.open_orders()
                     traded = [str(row["instrument"]) for row in [*positions, *orders]]
@@ -438,9 +506,12 @@ class SptraderApp(App[int]):
                         self.query_one(AccountBar).show_problem(str(error))
                 else:
                     with contextlib.suppress(NoMatches):  # the widgets are going away
-                        self.query_one(AccountBar).show(account)
-                        self.query_one(PositionsPane).show(positions, self.price_decimals.get)
-                        self.query_one(OrdersPane).show(orders, self.price_decimals.get)
+                        self.query_one(AccountBar).show(
+                            account, live, self._paper_halted(), problem
+                        )
+                        decimals = self.price_decimals.get
+                        self.query_one(PositionsPane).show(positions, decimals, bool(live))
+                        self.query_one(OrdersPane).show(orders, decimals, bool(live))
                 if not self._trading_again or self._leaving:
                     break
         finally:
@@ -489,8 +560,8 @@ class SptraderApp(App[int]):
         focused = self.focused
         positions = self.query_one(PositionsPane)
         orders = self.query_one(OrdersPane)
-        if focused is positions.table and positions.selected:
-            return positions.selected
+        if focused is positions.table and positions.selected_instrument:
+            return positions.selected_instrument
         if focused is orders.table and orders.selected is not None:
             return str(orders.orders[orders.selected]["instrument"])
         watchlist = self.query_one(WatchlistPane).table
@@ -505,7 +576,7 @@ class SptraderApp(App[int]):
         if not self.engine_ready:
             return
         account = self.query_one(AccountBar)
-        if account.account is None and account.problem:
+        if account.account is None and account.problem and not account.live:
             # The broker is disabled (or the daemon gone): say so instead of a ticket.
             self.notify(account.problem, title="no paper trading", severity="warning")
             return
@@ -522,6 +593,7 @@ class SptraderApp(App[int]):
             size=size,
             sizing=sizing,
             told=self._told_result,
+            live=account.live,
         )
         self.push_screen(ticket, lambda result: self._ticket_done(ticket, result))
 
@@ -531,29 +603,82 @@ class SptraderApp(App[int]):
             return
         order = result["order"]
         self.ticket_sizes[str(order["instrument"])] = (ticket.form.sizing, ticket.form.size)
-        self._notify_result(order, f"{order['side']} {order['instrument']}")
+        where = f" · {venue_name(ticket.venue)}" if ticket.live else ""
+        self._notify_result(order, f"{order['side']} {order['instrument']}{where}")
         self._refresh_trading()
 
     @on(PositionsPane.CloseRequested)
     def _close_requested(self, event: PositionsPane.CloseRequested) -> None:
-        self.close_position(event.instrument)
+        self.close_position(event.instrument, event.venue)
 
     @work(group="trading-actions", exit_on_error=False)
-    async def close_position(self, instrument: str) -> None:
+    async def close_position(self, instrument: str, venue: str = "paper") -> None:
+        # "BINANCE:BTCUSDT at LIVE BINANCE" in what is said about a live venue's position.
+        what = instrument if venue == "paper" else f"{instrument} at {venue_name(venue)}"
         try:
-            result = await self.client.close_position(instrument)
+            result = await self.client.close_position(instrument, venue)
         except Exception as error:  # no position any more, broker disabled: said
-            self.notify(str(error), title=f"close {instrument}", severity="error")
+            self.notify(str(error), title=f"close {what}", severity="error")
             return
         rejected = result.get("rejected")
         if rejected:
             self._told_result(result)
             self.notify(
-                rejected["message"], title=f"{instrument} not closed", severity="error", timeout=8
+                rejected["message"], title=f"{what} not closed", severity="error", timeout=8
             )
         else:
-            self._notify_result(result["order"], f"closed {instrument}")
+            self._notify_result(result["order"], f"closed {what}")
         self._refresh_trading()
+
+    # --- the kill switch --------------------------------------------------------------
+
+    def action_halt(self) -> None:
+        """Ask, then halt every venue (or lift the halts)."""
+        if self.engine_ready and not isinstance(self.screen, HaltScreen):
+            self.push_screen(HaltScreen(self.venues), self._halt_chosen)
+
+    def _halt_chosen(self, choice: str | None) -> None:
+        if choice == "halt":
+            self.halt_venues()
+        elif choice == "resume":
+            self.resume_venues()
+
+    @work(group="trading-actions", exit_on_error=False)
+    async def halt_venues(self) -> None:
+        try:
+            done = await self.client.halt(None, "halted from the TUI")
+        except Exception as error:  # the store cannot be written, the daemon went away
+            self.notify(str(error), title="not halted", severity="error", timeout=10)
+            return
+        parts = []
+        for row in done:
+            cancelled = row.get("cancelled")
+            count = "" if cancelled is None else f" ({counted(int(cancelled), 'order')} cancelled)"
+            parts.append(f"{venue_name(str(row['venue']))}{count}")
+        message = f"halted {', '.join(parts) or 'nothing'}: new entries refused until resumed"
+        self._say(message, "WARNING")
+        self.notify(message, title="kill switch", severity="warning", timeout=10)
+        self._refresh_trading()
+
+    @work(group="trading-actions", exit_on_error=False)
+    async def resume_venues(self) -> None:
+        try:
+            resumed = await self.client.resume(None)
+        except Exception as error:
+            self.notify(str(error), title="not resumed", severity="error", timeout=10)
+            return
+        names = ", ".join(venue_name(str(venue)) for venue in resumed)
+        message = f"resumed {names}: entries accepted again" if names else "nothing was halted"
+        self._say(message, "INFO")
+        self.notify(message, title="kill switch", timeout=8)
+        self._refresh_trading()
+
+    def _say(self, message: str, level: str) -> None:
+        """A line of the TUI's own in the events pane."""
+        from sptrader.clock import now_us
+
+        with contextlib.suppress(NoMatches):
+            self.query_one(EventLogPane).add([EngineLogged(now_us(), level, "tui", message)])
 
     @on(OrdersPane.CancelRequested)
     def _cancel_requested(self, event: OrdersPane.CancelRequested) -> None:
@@ -768,6 +893,8 @@ class SptraderApp(App[int]):
         """Keys that act on the main screen's panes do nothing over the Data, Strategies
         and Journal screens; the order ticket opens from the main screen only, and not
         with a key the focused pane has bound for itself."""
+        if action == "halt":
+            return not isinstance(self.screen, HaltScreen)
         if action == "order_ticket":
             return self.screen is self.screen_stack[0] and not self._pane_key_shadows(
                 f"order-{parameters[0]}"

@@ -17,9 +17,11 @@ class Halts:
         self.halted: dict[str, tuple[int, str]] = {}
 
     def load(self, store: Store) -> None:
-        rows = store.cursor().execute(
-            "SELECT venue, epoch_us(since), reason FROM trading_halts"
-        ).fetchall()
+        rows = (
+            store.cursor()
+            .execute("SELECT venue, epoch_us(since), reason FROM trading_halts")
+            .fetchall()
+        )
         self.halted = {venue: (int(since), reason) for venue, since, reason in rows}
 
     def reason(self, venue: str) -> str | None:

@@ -134,6 +134,9 @@ class LiveBroker(Service):
         # Fills since start by our order id (a placement's result lists its own).
         self._order_fills: dict[int, list[Fill]] = {}
         self._saved_symbols: dict[str, str] = {}
+        # Every instrument this venue's orders were ever in (the venues that ask per
+        # symbol for fills, Binance's myTrades, are asked about each).
+        self._traded: set[str] = set()
         self.quotes: dict[str, tuple[float, float]] = {}
         self.venue_account: VenueAccount | None = None
         self._account_at = 0.0
@@ -181,6 +184,12 @@ class LiveBroker(Service):
 
     def _load(self, store: Store) -> None:
         working, fills, _, _ = records.load_state(store, self.venue.name)
+        self._traded = {
+            row[0]
+            for row in store.cursor()
+            .execute("SELECT DISTINCT instrument FROM orders WHERE venue = ?", [self.venue.name])
+            .fetchall()
+        }
         for order in working:
             self._remember(order)
         self.ledger = Ledger.from_fills(fills, 0.0)
@@ -634,7 +643,8 @@ class LiveBroker(Service):
             )
 
     def _instruments(self) -> list[str]:
-        names = {o.instrument for o in self.orders.values()}
+        names = set(self._traded)
+        names.update(o.instrument for o in self.orders.values())
         names.update(p.instrument for p in self.ledger.open_positions())
         names.update(self.ledger.positions)
         names.update(n for n in self.watched() if self.venue.trades(n))
@@ -999,6 +1009,7 @@ class LiveBroker(Service):
         )
 
     def _remember(self, order: Order) -> None:
+        self._traded.add(order.instrument)
         self.orders[order.order_id] = order
         self._by_client[order.client_order_id] = order
         if order.venue_order_id:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sptrader.broker import records
+from sptrader.broker.ledger import Ledger
 from sptrader.broker.orders import Order
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig
@@ -63,6 +64,16 @@ def account(
         "open_orders": int(open_orders.fetchall()[0][0]),
     }
     return summary, [p.to_dict(marks.get(p.instrument)) for p in open_positions]
+
+
+def venue_positions(store: Store, venue: str, now: int | None = None) -> list[dict[str, Any]]:
+    """A live venue's open positions from its stored fills, marked at the last stored
+    closes (no engine connected to it here)."""
+    now = now_us() if now is None else now
+    ledger = Ledger.from_fills(records.all_fills(store, venue), 0.0)
+    held = sorted(ledger.open_positions(), key=lambda p: p.instrument)
+    marks = records.last_closes(store, [p.instrument for p in held], now)
+    return [{"venue": venue, **p.to_dict(marks.get(p.instrument))} for p in held]
 
 
 def cancel(store: Store, order_id: int, now: int | None = None) -> dict[str, Any]:

@@ -88,9 +88,7 @@ _ORDER_SCHEMA = {
     "venue_order_id": pl.String,
 }
 # The rows written to fills: sptrader.schema's fill types, named as the table's columns.
-_FILL_SCHEMA = {
-    "ts" if name == "ts_us" else name: FILL_SCHEMA[name] for name in FILL_FIELDS
-}
+_FILL_SCHEMA = {"ts" if name == "ts_us" else name: FILL_SCHEMA[name] for name in FILL_FIELDS}
 _TIME_COLUMNS = ("created", "updated", "expires", "ts")
 
 _SELECT_ORDERS = (
@@ -285,9 +283,7 @@ def orders(
     statuses = None
     if status is not None:
         statuses = list(WORKING_STATUSES) if status == OPEN else [status]
-    where, params = _where(
-        [("status IN (SELECT unnest(?))", statuses), ("venue = ?", venue)]
-    )
+    where, params = _where([("status IN (SELECT unnest(?))", statuses), ("venue = ?", venue)])
     rows = (
         store.cursor()
         .execute(f"{_SELECT_ORDERS}{where} ORDER BY order_id DESC LIMIT ?", [*params, limit])
@@ -351,9 +347,7 @@ def last_closes(store: Store, instruments: Iterable[str], before_us: int) -> dic
     return {name: float(close) for name, close in found.items() if close is not None}
 
 
-def day_start_equity(
-    store: Store, fills: Iterable[Fill], starting_cash: float, now: int
-) -> float:
+def day_start_equity(store: Store, fills: Iterable[Fill], starting_cash: float, now: int) -> float:
     """The account's equity at 00:00 UTC of ``now``'s day: the fills before then, marked
     at the last stored closes before then (the day's P&L starts from it)."""
     midnight = now - now % US_PER_DAY

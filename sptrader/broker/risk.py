@@ -68,8 +68,9 @@ def check(
         return None
     if halted:
         return Rejection(
-            "halted", f"trading is halted ({halted}): only orders that reduce a position pass"
-            " until `sptrader resume`"
+            "halted",
+            f"trading is halted ({halted}): only orders that reduce a position pass"
+            " until `sptrader resume`",
         )
     if limits.daily_loss_limit > 0 and day_pnl <= -limits.daily_loss_limit:
         return Rejection(

@@ -385,7 +385,14 @@ class LocalEngineClient:
         rows: list[dict] = []
         for name in self._venues(venue):
             if name != "paper":
-                rows.extend(self._live(name).positions())
+                live = self._live(name)
+                if live.store is None:  # not connected here: from its stored fills
+                    from sptrader.broker import offline
+
+                    store = self.engine.require_store()
+                    rows.extend(await run_in_thread(offline.venue_positions, store, name))
+                else:
+                    rows.extend(live.positions())
                 continue
             store = self._offline_store()
             paper = (

@@ -19,6 +19,7 @@ from textual.widgets import Markdown
 
 from sptrader.screens.chart import ChartPane
 from sptrader.screens.data import DataScreen
+from sptrader.screens.halt import HaltScreen
 from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
 from sptrader.screens.orders import OrdersPane
@@ -40,6 +41,7 @@ BOUND = (
     DataScreen,
     StrategiesScreen,
     JournalScreen,
+    HaltScreen,
 )
 
 
@@ -96,6 +98,12 @@ ROWS = (
         "anywhere",
         "`ctrl+p`",
         "command palette (instruments, timeframes, services, backfills, data)",
+    ),
+    Row(
+        "anywhere",
+        "{halt}",
+        "kill switch: halt every venue (working orders cancelled, no new entries), after"
+        " a confirmation; the same dialog resumes them",
     ),
     Row("anywhere", "{help}", "this help"),
     Row("anywhere", "{quit}", "quit: stops services, flushes the store"),
@@ -155,6 +163,11 @@ ROWS = (
     ),
     Row("order ticket", "{ticket-close}", "close it without an order"),
     Row(
+        "kill switch",
+        "`enter` or Halt / Resume; {halt-cancel} or Cancel",
+        "halt every venue / lift every halt; close it, halting nothing",
+    ),
+    Row(
         "journal",
         "arrows, click a day",
         "that day's notes, trades and statistics (*All days*: every one)",
@@ -189,6 +202,12 @@ disabled. An order a risk limit refuses keeps the ticket open with the limit and
 numbers. Fills and rejections of orders placed elsewhere (scanners, stops, the CLI)
 pop up as notifications. A focused pane's own keys come first: {service-start} starts a
 service in the services pane.
+
+Live trading: a venue whose `[brokers.NAME]` says `trading = "live"` sends real orders.
+The header and the account strip then mark it `LIVE BINANCE` in red (with HALTED or
+*not connected* when so), the positions and orders panes say each row's venue, and the
+order ticket asks where the order goes: always paper unless you pick the live venue in
+that ticket (its border and Submit then say LIVE). {halt} is the kill switch.
 
 History loads itself: when the chart shows (or is panned to) hours the store lacks,
 it shows what is there, says *loading history…* and fetches the missing open market

@@ -1,4 +1,9 @@
-"""The order ticket (``b`` buy, ``s`` sell): a modal to place one paper order.
+"""The order ticket (``b`` buy, ``s`` sell): a modal to place one order.
+
+When a venue trades live the ticket first asks where the order goes: paper (always the
+default, never remembered) or a live venue; a live venue marks the ticket in red
+(``LIVE BINANCE`` in its border, "Buy LIVE at BINANCE" on Submit) and sizes a risk %
+from that venue's equity.
 
 Fields: instrument (prefilled from the chart, or the selected position or order), side,
 size as a quantity or as a risk % of equity (which needs a stop-loss), type (market,
@@ -29,7 +34,14 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 from sptrader.errors import UsageError
 from sptrader.models import normalize_instrument
 from sptrader.quantities import parse_number
-from sptrader.screens.account import Decimals, format_price, format_qty, money
+from sptrader.screens.account import (
+    Decimals,
+    format_price,
+    format_qty,
+    live_state,
+    money,
+    venue_name,
+)
 from sptrader.screens.inputs import OrderedInput
 
 #: The newest (bid, ask) of an instrument, or None before its first quote.
@@ -211,13 +223,20 @@ class OrderTicket(ModalScreen[dict | None]):
         size: str = "",
         sizing: str = "qty",
         told: Callable[[dict[str, Any]], None] = lambda result: None,
+        live: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.client = client
         self.form = TicketForm(instrument=instrument, side=side, size=size, sizing=sizing)
         self.streamed = list(streamed or [])
         self.quote_of = quote
-        self.account = account or {}
+        #: Each venue's account: paper's, and each live venue's (``live``: its account
+        #: with its trading_venues status) in the order the choice offers them.
+        self.accounts: dict[str, dict[str, Any]] = {"paper": account or {}} | {
+            str(row["venue"]): row for row in live or []
+        }
+        #: Where the order goes: paper unless a live venue is chosen in this ticket.
+        self.venue = "paper"
         self.decimals = decimals
         # Called with every result the ticket shows or returns (the app then does not
         # notify the same order's update again).
@@ -232,6 +251,14 @@ class OrderTicket(ModalScreen[dict | None]):
     def compose(self) -> ComposeResult:
         form = self.form
         with Vertical(id="ticket-body"):
+            if len(self.accounts) > 1:
+                with Horizontal(classes="ticket-row", id="ticket-venue-row"):
+                    yield Label("Venue", classes="ticket-label")
+                    with TicketChoice(id="ticket-venue", compact=True):
+                        yield RadioButton("Paper", value=True, id="venue-paper")
+                        for venue, row in self.accounts.items():
+                            if venue != "paper":
+                                yield RadioButton(live_state(row), id=f"venue-{venue}")
             with Horizontal(classes="ticket-row"):
                 yield Label("Instrument", classes="ticket-label")
                 yield OrderedInput(
@@ -309,14 +336,27 @@ class OrderTicket(ModalScreen[dict | None]):
     def _size_hint(self) -> str:
         return "e.g. 0.5 (needs a stop-loss)" if self.form.sizing == "risk" else "e.g. 1000, 10k"
 
+    @property
+    def account(self) -> dict[str, Any]:
+        """The account of the venue the order goes to."""
+        return self.accounts.get(self.venue) or {}
+
+    @property
+    def live(self) -> bool:
+        """The order goes to a live venue (real money)."""
+        return self.venue != "paper"
+
     def _title(self) -> None:
         body = self.query_one("#ticket-body")
         buy = self.form.side == "buy"
-        body.border_title = f"{'Buy' if buy else 'Sell'} order"
+        action = "Buy" if buy else "Sell"
+        where = f" · [bold]{venue_name(self.venue)}[/]" if self.live else ""
+        body.border_title = f"{action} order{where}"
         body.set_class(buy, "-buy")
         body.set_class(not buy, "-sell")
+        body.set_class(self.live, "-live")
         submit = self.query_one("#ticket-submit", Button)
-        submit.label = "Buy" if buy else "Sell"
+        submit.label = f"{action} LIVE at {self.venue.upper()}" if self.live else action
         submit.variant = "success" if buy else "error"
 
     # --- checking ---------------------------------------------------------------------
@@ -397,7 +437,10 @@ class OrderTicket(ModalScreen[dict | None]):
     def _choice_changed(self, event: RadioSet.Changed) -> None:
         chosen = event.pressed.id or ""
         group, _, value = chosen.partition("-")
-        if group == "side":
+        if group == "venue":
+            self.venue = value
+            self._title()
+        elif group == "side":
             self.form.side = value
             self._title()
         elif group == "sizing":
@@ -449,7 +492,10 @@ class OrderTicket(ModalScreen[dict | None]):
         self._validate()
         if self.check.ok and not self.placing:
             assert self.check.request is not None
-            self._place(dict(self.check.request))
+            request = dict(self.check.request)
+            if len(self.accounts) > 1:
+                request["venue"] = self.venue
+            self._place(request)
 
     @work(exclusive=True, group="ticket-place", exit_on_error=False)
     async def _place(self, request: dict[str, Any]) -> None:

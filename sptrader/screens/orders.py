@@ -1,6 +1,7 @@
-"""Orders pane: the paper broker's working orders (entries, and the stop-losses and
-take-profits of filled entries) with their age, and a "✕ cancel" cell per row: a click
-on it (or ``x`` on the selected row) cancels that order.
+"""Orders pane: the working orders (entries, and the stop-losses and take-profits of
+filled entries) with their age, and a "✕ cancel" cell per row: a click on it (or ``x``
+on the selected row) cancels that order at its venue. When a venue trades live a Venue
+column says where each order works (paper, or LIVE BINANCE in red).
 
 Also the sentences the app notifies when an order fills, works, is rejected or is
 cancelled (``describe_order``), shared with the order ticket.
@@ -19,7 +20,7 @@ from textual.message import Message
 from sptrader.clock import now_us
 from sptrader.formatting import format_age
 from sptrader.screens.account import Decimals, format_price, format_qty
-from sptrader.screens.positions import ACTION, ActionTable, Column
+from sptrader.screens.positions import ACTION, ActionTable, Column, venue_cell, with_venue
 
 ORDER_COLUMNS = (
     Column("order_id", "#", 4, right=True, drop=4),
@@ -35,6 +36,8 @@ ORDER_COLUMNS = (
 )
 CANCEL_CELL = "✕ cancel"
 ROLE_NAMES = {"sl": "stop-loss", "tp": "take-profit", "close": "close", "entry": "order"}
+#: An order still working: paper's "open", a live venue's states before it is done.
+WORKING = ("open", "new", "accepted", "partially_filled")
 
 
 def order_cells(order: dict[str, Any], decimals: int | None, now: int) -> dict[str, Text]:
@@ -50,6 +53,7 @@ def order_cells(order: dict[str, Any], decimals: int | None, now: int) -> dict[s
         "role": Text(role, style={"sl": "red", "tp": "green"}.get(role, "dim")),
         "tif": Text(str(order.get("tif") or "")),
         "age": Text(format_age(max(0.0, (now - int(order["created_us"])) / 1e6))),
+        "venue": venue_cell(str(order.get("venue") or "paper")),
         ACTION: Text(CANCEL_CELL, style="bold red"),
     }
 
@@ -68,9 +72,12 @@ def describe_order(order: dict[str, Any], decimals: int | None = None) -> str:
         what = f"{ROLE_NAMES[role]} filled: " if role in ("sl", "tp") else "filled "
         side_word = f"{side} " if role in ("sl", "tp", "close") else ""
         return f"{what}{side_word}{qty} {instrument} at {price}"
-    if status == "open":
+    if status in WORKING:
         price = "" if order.get("price") is None else f" {format_price(order['price'], decimals)}"
-        return f"order {order_id} working: {side} {qty} {instrument} {order['type']}{price}"
+        filled = float(order.get("filled_qty") or 0.0)
+        part = f" ({format_qty(filled)} filled)" if filled else ""
+        whole = format_qty(float(order["qty"]))
+        return f"order {order_id} working: {side} {whole} {instrument} {order['type']}{price}{part}"
     reason = order.get("reason") or ""
     if status == "rejected":
         return f"order {order_id} rejected: {reason}"
@@ -109,9 +116,11 @@ class OrdersPane(Vertical):
         key = self.table.selected
         return None if key is None else int(key)
 
-    def show(self, orders: list[dict[str, Any]], decimals: Decimals) -> None:
+    def show(self, orders: list[dict[str, Any]], decimals: Decimals, live: bool = False) -> None:
+        """The working ``orders``; ``live``: a venue trades live (the Venue column)."""
         now = now_us()
         self.orders = {int(order["order_id"]): order for order in orders}
+        self.table.set_columns(with_venue(ORDER_COLUMNS, live))
         self.table.set_rows(
             {
                 str(order_id): order_cells(order, decimals(str(order["instrument"])), now)

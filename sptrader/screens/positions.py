@@ -1,7 +1,8 @@
-"""Positions pane: every open paper position with its average price, mark and P&L (green
-or red, live), and a "✕ close" cell per row: a click on it (or ``x`` on the selected
-row) flattens that position with a market order. The app reads the positions at about
-2 Hz, and at once when an order or a fill changes something.
+"""Positions pane: every open position with its average price, mark and P&L (green or
+red, live), and a "✕ close" cell per row: a click on it (or ``x`` on the selected row)
+flattens that position with a market order at its venue. When a venue trades live a
+Venue column says where each position is (paper, or LIVE BINANCE in red). The app reads
+the positions at about 2 Hz, and at once when an order or a fill changes something.
 
 Also ``ActionTable``, the compact table the positions and orders panes share: one space
 between columns, optional columns that give way when the pane is narrow (the action
@@ -21,7 +22,15 @@ from textual.events import Click, Resize
 from textual.message import Message
 from textual.widgets import DataTable
 
-from sptrader.screens.account import Decimals, format_price, format_qty, money, pnl_style
+from sptrader.screens.account import (
+    LIVE_STYLE,
+    Decimals,
+    format_price,
+    format_qty,
+    money,
+    pnl_style,
+    venue_name,
+)
 
 ACTION = "action"
 
@@ -56,6 +65,12 @@ class ActionTable(DataTable):
 
     def on_mount(self) -> None:
         self._fit(force=True)
+
+    def set_columns(self, columns: Sequence[Column]) -> None:
+        """Show these columns from now on (the rows keep their cells)."""
+        if list(columns) != self.all_columns:
+            self.all_columns = list(columns)
+            self._fit(force=True)
 
     # --- columns ----------------------------------------------------------------------
 
@@ -198,6 +213,28 @@ POSITION_COLUMNS = (
     Column(ACTION, "", 7),
 )
 CLOSE_CELL = "✕ close"
+#: The venue column, shown (after the instrument, never dropped) while a venue trades live.
+VENUE_COLUMN = Column("venue", "Venue", 5)
+
+
+def with_venue(columns: Sequence[Column], live: bool) -> list[Column]:
+    """``columns``, with the Venue column after the instrument when ``live``."""
+    if not live:
+        return list(columns)
+    at = [column.key for column in columns].index("instrument") + 1
+    return [*columns[:at], VENUE_COLUMN, *columns[at:]]
+
+
+def venue_cell(venue: str) -> Text:
+    return Text(venue_name(venue), style="dim" if venue == "paper" else LIVE_STYLE)
+
+
+def position_key(position: dict[str, Any]) -> str:
+    """A position's row: its instrument at paper, "binance BINANCE:BTCUSDT" elsewhere
+    (the same instrument may be held at two venues)."""
+    venue = str(position.get("venue") or "paper")
+    instrument = str(position["instrument"])
+    return instrument if venue == "paper" else f"{venue} {instrument}"
 
 
 def position_cells(position: dict[str, Any], decimals: int | None) -> dict[str, Text]:
@@ -212,6 +249,7 @@ def position_cells(position: dict[str, Any], decimals: int | None) -> dict[str, 
         "mark": Text(format_price(position.get("mark"), decimals)),
         "unrealized": Text(money(unrealized, signed=True), style=pnl_style(unrealized)),
         "realized": Text(money(realized, signed=True), style=pnl_style(realized)),
+        "venue": venue_cell(str(position.get("venue") or "paper")),
         ACTION: Text(CLOSE_CELL, style="bold red"),
     }
 
@@ -223,15 +261,17 @@ class PositionsPane(Vertical):
 
     @dataclass
     class CloseRequested(Message):
-        """The user asked to flatten the position in ``instrument``."""
+        """The user asked to flatten the position in ``instrument`` at ``venue``."""
 
         instrument: str
+        venue: str = "paper"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.border_title = "Positions"
         self.border_subtitle = "none open"
-        #: The positions as last read (instrument -> the client's position dict).
+        #: The positions as last read (position_key -> the client's position dict: the
+        #: instrument for paper's).
         self.positions: dict[str, dict[str, Any]] = {}
 
     def compose(self):
@@ -243,14 +283,22 @@ class PositionsPane(Vertical):
 
     @property
     def selected(self) -> str | None:
+        """The selected row's position_key."""
         return self.table.selected
 
-    def show(self, positions: list[dict[str, Any]], decimals: Decimals) -> None:
-        self.positions = {str(p["instrument"]): p for p in positions}
+    @property
+    def selected_instrument(self) -> str | None:
+        key = self.selected
+        return None if key not in self.positions else str(self.positions[key]["instrument"])
+
+    def show(self, positions: list[dict[str, Any]], decimals: Decimals, live: bool = False) -> None:
+        """The open ``positions``; ``live``: a venue trades live (the Venue column)."""
+        self.positions = {position_key(p): p for p in positions}
+        self.table.set_columns(with_venue(POSITION_COLUMNS, live))
         self.table.set_rows(
             {
-                name: position_cells(position, decimals(name))
-                for name, position in self.positions.items()
+                key: position_cells(position, decimals(str(position["instrument"])))
+                for key, position in self.positions.items()
             }
         )
         if positions:
@@ -263,11 +311,15 @@ class PositionsPane(Vertical):
         else:
             self.border_subtitle = "none open"
 
+    def _request_close(self, key: str | None) -> None:
+        position = self.positions.get(key) if key is not None else None
+        if position is not None:
+            venue = str(position.get("venue") or "paper")
+            self.post_message(self.CloseRequested(str(position["instrument"]), venue))
+
     def action_close_selected(self) -> None:
-        instrument = self.selected
-        if instrument is not None:
-            self.post_message(self.CloseRequested(instrument))
+        self._request_close(self.selected)
 
     def on_action_table_action_clicked(self, event: ActionTable.ActionClicked) -> None:
         event.stop()
-        self.post_message(self.CloseRequested(event.key))
+        self._request_close(event.key)
