@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/quit.py
 	$(BIN)/python bench/interrupt.py
 	$(BIN)/python bench/price_format.py
+	$(BIN)/python bench/live_orders.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

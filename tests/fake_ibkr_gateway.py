@@ -20,7 +20,10 @@ import threading
 import time
 from typing import Any, Self
 
-from tests.fakes import FakeHttpServer, FakeRequest, FakeResponse
+try:
+    from fakes import FakeHttpServer, FakeRequest, FakeResponse
+except ImportError:  # imported as tests.fake_ibkr_gateway
+    from tests.fakes import FakeHttpServer, FakeRequest, FakeResponse
 
 ACCOUNT = "DU1234567"
 API = "/v1/api"
