@@ -85,7 +85,8 @@ def test_live_orders_through_the_daemon(tmp_path: Path, monkeypatch: pytest.Monk
             (report,) = as_json(daemon.run("reconcile", "binance", "--json"))
             assert report["venue"] == "binance" and report["fills_checked"] >= 1
             resumed = daemon.run("resume")
-            assert sorted(resumed.stdout.split()) == sorted(
-                "binance: trading resumed paper: trading resumed".split()
-            )
+            assert sorted(resumed.stdout.splitlines()) == [
+                "binance: trading resumed",
+                "paper: trading resumed",
+            ]
             assert daemon.run("stop").returncode == 0
