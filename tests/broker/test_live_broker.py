@@ -12,8 +12,10 @@ from fake_venue import INSTRUMENT, MemoryVenue
 from live_harness import Running
 
 from sptrader.broker.orders import OrderRequest
+from sptrader.clock import now_us
 from sptrader.config import RiskConfig
 from sptrader.errors import UsageError
+from sptrader.models import SignalRaised
 
 QUOTES = {INSTRUMENT: (99.9, 100.1)}
 
@@ -182,3 +184,37 @@ async def test_orders_outside_the_venue_or_with_unsupported_parts_are_usage_erro
         await live.broker.place(OrderRequest("SIM:EURUSD", "buy", 1))
     with pytest.raises(UsageError, match="no attached stop-loss"):
         await live.broker.place(OrderRequest(INSTRUMENT, "buy", 1, sl=90.0))
+
+
+async def test_a_scanner_routed_here_trades_its_signal(tmp_path: Path) -> None:
+    """``broker = "binance"`` on a scanner: its signal becomes an order at that venue,
+    sized from the stop by risk_per_trade_pct and the venue's equity; paper ignores it."""
+    running = Running(
+        tmp_path / "s.duckdb",
+        MemoryVenue(),
+        RiskConfig(max_leverage=0, risk_per_trade_pct=1.0),
+        quotes=QUOTES,
+    )
+    broker = await running.start()
+    try:
+        signal = SignalRaised(
+            now_us(),
+            "momo",
+            1,
+            INSTRUMENT,
+            now_us(),
+            "buy",
+            1.0,
+            "cross",
+            95.0,
+            None,
+            paper=False,
+            broker="binance",
+        )
+        running.bus.publish_nowait([signal])
+        await wait_until(lambda: broker.ledger.positions.get(INSTRUMENT) is not None, timeout=5)
+        (row,) = running.rows("SELECT source, venue, qty FROM orders")
+        assert row[:2] == ("scanner:momo", "binance")
+        assert row[2] == pytest.approx(1_000_000 * 0.01 / (100.1 - 95.0))
+    finally:
+        await running.stop()
