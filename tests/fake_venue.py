@@ -22,8 +22,8 @@ from sptrader.venues.base import (
     VenueOrderRequest,
     VenuePosition,
     VenueRejected,
-    VenueUncertain,
     VenueUnavailable,
+    VenueUncertain,
 )
 
 INSTRUMENT = "FAKE:BTCUSD"
@@ -44,6 +44,7 @@ class MemoryVenue(Venue):
         self.lookups_fail = 0  # lookups that cannot reach the venue
         self.reject_next: str | None = None
         self.down = False  # refuse connections (VenueUnavailable)
+        self.holdings: dict[str, float] = {}  # held before any trade here (deposits)
         self.connected = False
         self._queues: list[asyncio.Queue] = []
         self._ids = itertools.count(1000)
@@ -59,22 +60,36 @@ class MemoryVenue(Venue):
         for queue in self._queues:
             queue.put_nowait(None)
 
-    def fill(self, client_order_id: str, qty: float | None = None, price: float | None = None,
-             *, stream: bool = True) -> VenueFill:
+    def fill(
+        self,
+        client_order_id: str,
+        qty: float | None = None,
+        price: float | None = None,
+        *,
+        stream: bool = True,
+    ) -> VenueFill:
         order = self.orders[client_order_id]
         qty = order.qty - order.filled_qty if qty is None else qty
         price = self.price if price is None else price
         total = order.filled_qty + qty
         order.avg_price = (
-            price if not order.filled_qty
+            price
+            if not order.filled_qty
             else ((order.avg_price or 0) * order.filled_qty + price * qty) / total
         )
         order.filled_qty = total
         order.status = "filled" if total >= order.qty - 1e-12 else "partially_filled"
         order.updated_us = self.clock()
         trade = VenueFill(
-            f"t{next(self._trade_ids)}", order.venue_order_id, None, order.instrument,
-            order.side, qty, price, 0.0, self.clock(),
+            f"t{next(self._trade_ids)}",
+            order.venue_order_id,
+            None,
+            order.instrument,
+            order.side,
+            qty,
+            price,
+            0.0,
+            self.clock(),
         )
         self.executions.append(trade)
         if stream:
@@ -85,8 +100,15 @@ class MemoryVenue(Venue):
     def place_elsewhere(self, side: str = "buy", qty: float = 1.0, price: float = 90.0) -> str:
         client_id = f"web-{next(self._ids)}"
         self.orders[client_id] = VenueOrder(
-            client_id, str(next(self._ids)), INSTRUMENT, side, qty, "limit", "accepted",
-            price=price, updated_us=self.clock(),
+            client_id,
+            str(next(self._ids)),
+            INSTRUMENT,
+            side,
+            qty,
+            "limit",
+            "accepted",
+            price=price,
+            updated_us=self.clock(),
         )
         return client_id
 
@@ -110,9 +132,16 @@ class MemoryVenue(Venue):
             raise VenueRejected(self.name, "Duplicate order sent.", code=-2010)
         self.placed += 1
         order = VenueOrder(
-            request.client_order_id, str(next(self._ids)), request.instrument, request.side,
-            request.qty, request.type, "accepted", price=request.price,
-            updated_us=self.clock(), tif=request.tif,
+            request.client_order_id,
+            str(next(self._ids)),
+            request.instrument,
+            request.side,
+            request.qty,
+            request.type,
+            "accepted",
+            price=request.price,
+            updated_us=self.clock(),
+            tif=request.tif,
         )
         self.orders[request.client_order_id] = order
         if request.type == "market":
@@ -139,14 +168,15 @@ class MemoryVenue(Venue):
         return None if found is None else _copy(found)
 
     async def open_orders(self) -> list[VenueOrder]:
-        return [_copy(o) for o in self.orders.values()
-                if o.status in ("accepted", "partially_filled")]
+        return [
+            _copy(o) for o in self.orders.values() if o.status in ("accepted", "partially_filled")
+        ]
 
     async def fills_since(self, since_us: int | None, instruments: list[str]) -> list[VenueFill]:
         return [t for t in self.executions if since_us is None or t.ts_us >= since_us]
 
     async def positions(self) -> list[VenuePosition]:
-        held: dict[str, float] = {}
+        held: dict[str, float] = dict(self.holdings)
         for trade in self.executions:
             held[trade.instrument] = held.get(trade.instrument, 0.0) + (
                 trade.qty if trade.side == "buy" else -trade.qty

@@ -762,6 +762,7 @@ class LiveBroker(Service):
         self._fill_ids.add(report.venue_fill_id)
         self._last_fill_us = max(self._last_fill_us or 0, report.ts_us)
         self.ledger.apply(fill)
+        self._held_moved(report.instrument, fill.signed_qty)
         changes.fills.append(fill)
         filled = sum(f.qty for f in self._fills_of(order)) + report.qty
         if order.is_open and filled > order.filled_qty + QTY_EPSILON:
@@ -927,10 +928,34 @@ class LiveBroker(Service):
 
     # --- inside -----------------------------------------------------------------------
 
+    def _held_moved(self, instrument: str, signed_qty: float) -> None:
+        """Keep the venue's last reported positions current with the fills since (the
+        next report or reconciliation replaces them)."""
+        if not self.venue_positions:
+            return
+        for held in self.venue_positions:
+            if held.instrument == instrument:
+                held.qty += signed_qty
+                return
+        self.venue_positions.append(VenuePosition(instrument, signed_qty))
+
+    def _risk_ledger(self) -> Ledger:
+        """The positions the limits judge: the venue's own (from the last reconciliation
+        or its stream) when it has reported them, else those the fills on record make."""
+        if not self.venue_positions:
+            return self.ledger
+        ledger = Ledger(0.0)
+        marks = self.marks()
+        for held in self.venue_positions:
+            price = held.avg_price or marks.get(held.instrument) or 0.0
+            ledger.position(held.instrument).apply(held.qty, price)
+        return ledger
+
     def _check(self, order: Order, expected: float | None) -> Rejection | None:
         stale = self._stale(order.instrument)
         signed = order.qty * side_sign(order.side)
-        position = self.ledger.positions.get(order.instrument)
+        ledger = self._risk_ledger()
+        position = ledger.positions.get(order.instrument)
         current = position.qty if position is not None else 0.0
         reducing = risk.is_reducing(current, signed)
         if not reducing and self.venue_account is None:
@@ -948,7 +973,7 @@ class LiveBroker(Service):
         return risk.check(
             risk.Proposal(order.instrument, signed, expected, order.sl),
             self.limits,
-            self.ledger,
+            ledger,
             self.marks(),
             equity=self.equity(),
             day_pnl=self.day_pnl(),

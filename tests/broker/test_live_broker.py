@@ -218,3 +218,22 @@ async def test_a_scanner_routed_here_trades_its_signal(tmp_path: Path) -> None:
         assert row[2] == pytest.approx(1_000_000 * 0.01 / (100.1 - 95.0))
     finally:
         await running.stop()
+
+
+async def test_the_limits_judge_the_venues_positions(tmp_path: Path) -> None:
+    """Coins held before SPtrader (a deposit) are the venue's position: selling some is a
+    reduction, so it passes even while halted; buying more is an entry and is refused."""
+    venue = MemoryVenue()
+    venue.holdings[INSTRUMENT] = 3.0
+    running = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
+    broker = await running.start()
+    try:
+        report = broker.last_reconcile
+        assert [d["kind"] for d in report["differences"]] == ["position_mismatch"]
+        await broker.halt("test")
+        sold = await broker.place(OrderRequest(INSTRUMENT, "sell", 1))
+        assert sold.rejection is None and sold.order.status == "filled"
+        bought = await broker.place(OrderRequest(INSTRUMENT, "buy", 1))
+        assert bought.rejection.limit == "halted"
+    finally:
+        await running.stop()
