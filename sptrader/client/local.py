@@ -337,7 +337,10 @@ class LocalEngineClient:
                 self._live(venue)
             return [venue]
         names = ["paper"] if self.engine.broker is not None else []
-        return names + list(self.engine.live_brokers)
+        names += list(self.engine.live_brokers)
+        if not names:
+            raise SptraderError(BROKER_DISABLED)
+        return names
 
     async def place_order(self, request: dict) -> dict:
         venue = request.get("venue", "paper") if isinstance(request, dict) else "paper"
@@ -428,6 +431,7 @@ class LocalEngineClient:
     async def order_history(self, limit: int = 100, venue: str | None = None) -> list[dict]:
         from sptrader.broker import offline
 
+        self._venues(venue)  # a disabled broker says so
         broker = self._running_broker()
         if broker is not None:
             await broker.fills(limit=1)  # stores what it has not stored yet
