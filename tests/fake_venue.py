@@ -17,6 +17,7 @@ from sptrader.venues.base import (
     StreamReady,
     Venue,
     VenueAccount,
+    VenueAuthError,
     VenueFill,
     VenueOrder,
     VenueOrderRequest,
@@ -45,6 +46,7 @@ class MemoryVenue(Venue):
         self.reject_next: str | None = None
         self.down = False  # refuse connections (VenueUnavailable)
         self.holdings: dict[str, float] = {}  # held before any trade here (deposits)
+        self.auth_refused = False  # connect: the keys are refused
         self.connected = False
         self._queues: list[asyncio.Queue] = []
         self._ids = itertools.count(1000)
@@ -115,6 +117,8 @@ class MemoryVenue(Venue):
     # --- the Venue interface -----------------------------------------------------------
 
     async def connect(self) -> None:
+        if self.auth_refused:
+            raise VenueAuthError(self.name, "set BINANCE_API_SECRET")
         if self.down:
             raise VenueUnavailable(self.name, "connection refused")
         self.connected = True

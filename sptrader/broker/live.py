@@ -91,6 +91,11 @@ FILL_OVERLAP_US = 3_600_000_000
 TICK_S = 1.0
 
 
+class Disconnected(ConnectionError):
+    """The venue or its stream went away: an ordinary disconnect, retried with backoff
+    (a VenueError is an SptraderError, which the supervisor would not restart)."""
+
+
 def new_client_order_id(order_id: int) -> str:
     """Ours, unique across installs (the random part) and within the venues' limits
     (Binance: 36 characters of [.A-Z:/a-z0-9_-])."""
@@ -210,11 +215,21 @@ class LiveBroker(Service):
         self._saved_symbols = dict(rows)
 
     async def run(self, context: ServiceContext) -> None:
+        """Connect, follow the stream, reconcile on every (re)subscription. A lost
+        connection ends the run as ``Disconnected`` (the supervisor reconnects with
+        backoff); refused credentials or a gateway not logged in fail the service with
+        the venue's sentence (the user must act, then restart it)."""
         try:
-            await self.venue.connect()
-        except VenueError as error:
+            await self._run(context)
+        except VenueAuthError as error:
             self.last_error = str(error)
             raise
+        except VenueError as error:
+            self.last_error = str(error)
+            raise Disconnected(str(error)) from error
+
+    async def _run(self, context: ServiceContext) -> None:
+        await self.venue.connect()
         self.connected = True
         self.last_error = ""
         ticker = asyncio.create_task(self._ticker(context))
@@ -265,13 +280,11 @@ class LiveBroker(Service):
 
     @staticmethod
     def is_disconnect(error: BaseException) -> bool:
-        if isinstance(error, VenueAuthError):
-            return False  # the user must act: shown as an error, not a quiet reconnect
-        return isinstance(error, VenueError) or disconnects.is_disconnect(error)
+        return isinstance(error, Disconnected) or disconnects.is_disconnect(error)
 
     @staticmethod
     def disconnect_reason(error: BaseException) -> str:
-        if isinstance(error, VenueError):
+        if isinstance(error, Disconnected):
             return str(error)
         return disconnects.disconnect_reason(error)
 

@@ -11,11 +11,18 @@ from conftest import wait_until
 from fake_venue import INSTRUMENT, MemoryVenue
 from live_harness import Running
 
+from sptrader.broker import records
+from sptrader.broker.halts import Halts
+from sptrader.broker.ids import Ids
+from sptrader.broker.live import LiveBroker
 from sptrader.broker.orders import OrderRequest
+from sptrader.bus import Bus
 from sptrader.clock import now_us
-from sptrader.config import RiskConfig
+from sptrader.config import RiskConfig, SupervisorConfig
 from sptrader.errors import UsageError
 from sptrader.models import SignalRaised
+from sptrader.store import Store
+from sptrader.supervisor import Supervisor
 
 QUOTES = {INSTRUMENT: (99.9, 100.1)}
 
@@ -237,3 +244,34 @@ async def test_the_limits_judge_the_venues_positions(tmp_path: Path) -> None:
         assert bought.rejection.limit == "halted"
     finally:
         await running.stop()
+
+
+async def test_the_supervisor_reconnects_a_dropped_stream_and_fails_on_refused_keys(
+    tmp_path: Path,
+) -> None:
+    """A drop is an ordinary disconnect (reconnect with backoff, reconcile again); keys
+    the venue refuses fail the service with the venue's sentence (the user must act)."""
+    venue = MemoryVenue()
+    store = Store(tmp_path / "s.duckdb")
+    store.migrate()
+    bus = Bus()
+    halts = Halts()
+    halts.load(store)
+    broker = LiveBroker(bus, venue, RiskConfig(max_leverage=0), halts=halts)
+    await broker.open(store, Ids(*records.next_ids(store)))
+    supervisor = Supervisor(bus, SupervisorConfig(backoff_initial_s=0.01, backoff_max_s=0.05))
+    supervisor.add(broker)
+    supervisor.start(broker.name)
+    try:
+        await broker.wait_ready(5)
+        venue.drop_stream()
+        await wait_until(lambda: broker.last_reconcile["why"] == "reconnect", timeout=5)
+        (status,) = supervisor.status()
+        assert status.state.value == "running" and status.restarts == 1
+        venue.auth_refused = True
+        venue.drop_stream()
+        await wait_until(lambda: supervisor.status()[0].state.value == "failed", timeout=5)
+        assert supervisor.status()[0].last_error == "Binance: set BINANCE_API_SECRET"
+    finally:
+        await supervisor.stop_all()
+        store.close()
