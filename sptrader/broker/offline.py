@@ -76,7 +76,9 @@ def venue_positions(store: Store, venue: str, now: int | None = None) -> list[di
     return [{"venue": venue, **p.to_dict(marks.get(p.instrument))} for p in held]
 
 
-def cancel(store: Store, order_id: int, now: int | None = None) -> dict[str, Any]:
+def cancel(
+    store: Store, order_id: int, now: int | None = None, reason: str = "cancelled"
+) -> dict[str, Any]:
     """Cancel a stored open order; returns it as ``Order.to_dict()``. An order that is
     not open (or not there) is a one-line UsageError."""
     now = now_us() if now is None else now
@@ -94,7 +96,7 @@ def cancel(store: Store, order_id: int, now: int | None = None) -> dict[str, Any
     order = Order(**found_open[0])
     order.status = "cancelled"
     order.updated_us = now
-    order.reason = "cancelled"
+    order.reason = reason
     records.save_changes(store, ([records.order_row(order)], []))
     return order.to_dict()
 

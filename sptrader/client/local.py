@@ -510,9 +510,11 @@ class LocalEngineClient:
         broker = self._running_broker()
         if broker is not None:
             return len(await broker.cancel_all(f"halted: {why}"))
-        working = await run_in_thread(offline.orders, store, venue="paper")
+        working = await run_in_thread(functools.partial(offline.orders, store, venue="paper"))
         for order in working:
-            await run_in_thread(offline.cancel, store, int(order["order_id"]))
+            await run_in_thread(
+                offline.cancel, store, int(order["order_id"]), None, f"halted: {why}"
+            )
         return len(working)
 
     async def resume(self, venue: str | None = None) -> list[str]:

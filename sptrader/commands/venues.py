@@ -49,7 +49,11 @@ def run_resume(settings: Settings, args: argparse.Namespace) -> int:
         write_json(resumed)
         return 0
     if not resumed:
-        print(f"{args.venue or 'no venue'} was not halted: nothing to resume")
+        print(
+            f"{args.venue} is not halted: nothing to resume"
+            if args.venue
+            else "no venue is halted: nothing to resume"
+        )
     for venue in resumed:
         print(f"{venue}: trading resumed")
     return 0

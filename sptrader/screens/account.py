@@ -90,7 +90,7 @@ def format_qty(qty: float | None) -> str:
 
 
 #: The account strip's parts in the order a narrow strip leaves them out (then each live
-#: venue's day P&L, then its equity: its mark always stays).
+#: venue's day P&L, its equity's label, its equity: its mark always stays).
 ACCOUNT_PART_PRIORITY = ("realized", "unrealized", "counts", "exposure", "cash")
 #: Between the paper account and each live venue on the strip.
 VENUE_GAP = "  │ "
@@ -147,6 +147,7 @@ class AccountBar(Static):
         return (
             ACCOUNT_PART_PRIORITY
             + tuple(f"{venue}:day" for venue in venues)
+            + tuple(f"{venue}:equity-label" for venue in venues)
             + tuple(f"{venue}:equity" for venue in venues)
         )
 
@@ -173,7 +174,8 @@ class AccountBar(Static):
             text.append_text(live_state(row))
             if row.get("equity") is not None and f"{venue}:equity" not in dropped:
                 currency = row.get("currency") or ""
-                text.append("  Equity ", "dim")
+                labelled = f"{venue}:equity-label" not in dropped
+                text.append("  Equity " if labelled else " ", "dim")
                 text.append(f"{money(row['equity'])} {currency}".rstrip(), "bold")
             if row.get("day_pnl") is not None and f"{venue}:day" not in dropped:
                 day = float(row["day_pnl"])

@@ -356,7 +356,10 @@ class OrderTicket(ModalScreen[dict | None]):
         body.set_class(not buy, "-sell")
         body.set_class(self.live, "-live")
         submit = self.query_one("#ticket-submit", Button)
-        submit.label = f"{action} LIVE at {self.venue.upper()}" if self.live else action
+        label = f"{action} LIVE at {self.venue.upper()}" if self.live else action
+        if str(submit.label) != label:
+            submit.label = label
+            submit.refresh(layout=True)  # a label of another width (not a layout reactive)
         submit.variant = "success" if buy else "error"
 
     # --- checking ---------------------------------------------------------------------

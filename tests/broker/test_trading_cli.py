@@ -329,3 +329,18 @@ def test_no_quote_in_time_places_nothing(run, home: Path) -> None:
     assert line.startswith("sptrader: no quote for SIM:EURUSD within 0.001s (feed sim is ")
     assert line.endswith("nothing was placed (try --wait)")
     assert "no orders yet" in ok(run("orders", "--all"))
+
+
+def test_halt_without_a_daemon_cancels_paper_orders_and_holds_until_resume(run, home: Path) -> None:
+    ok(run("order", "buy", "SIM:EURUSD", "1000", "--limit", "0.5"))
+    halted = ok(run("halt", "--reason", "news at 14:30"))
+    assert halted == (
+        "paper: HALTED, new entries refused until `sptrader resume`; 1 working order cancelled\n"
+    )
+    (order,) = as_json(run("orders", "--all", "--format", "json"))
+    assert order["status"] == "cancelled" and order["reason"] == "halted: news at 14:30"
+    refused = run("order", "buy", "SIM:EURUSD", "1000")
+    assert refused.code == 1 and "trading is halted (news at 14:30)" in refused.err
+    assert ok(run("resume")) == "paper: trading resumed\n"
+    assert ok(run("resume", "paper")) == "paper is not halted: nothing to resume\n"
+    ok(run("order", "buy", "SIM:EURUSD", "1000"))
