@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sptrader import __version__
 from sptrader.commands.arguments import Refused, count, output_dir, seconds, whole_id
 from sptrader.limits import MAX_DAYS
-from sptrader.venues.names import VENUES
+from sptrader.venue_names import VENUES
 
 FORMATS = ("table", "csv", "json")
 

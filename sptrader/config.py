@@ -18,7 +18,7 @@ import msgspec
 
 from sptrader.errors import ConfigError, UsageError
 from sptrader.models import INSTRUMENT_RE, TIMEFRAMES, timeframe_problem
-from sptrader.venues.names import VENUES
+from sptrader.venue_names import VENUES
 
 PriceSource = Literal["auto", "trade", "bid", "mid"]
 
@@ -415,6 +415,7 @@ BINDING_IDS = (
     "strategies-pause",
     "order-buy",
     "order-sell",
+    "halt",
     "focus-positions",
     "focus-orders",
     "position-close",

@@ -193,7 +193,7 @@ async def test_limit_order_rests_then_fills_in_two_parts(fake, venue) -> None:
         49_000.0,
     )
     fake.fill("lim-1", price=48_990.0)
-    await stream.wait(lambda events: stream.orders("lim-1")[-1].status == "filled")
+    await stream.wait(lambda events: [o.status for o in stream.orders("lim-1")][-1:] == ["filled"])
     done = stream.orders("lim-1")[-1]
     assert done.filled_qty == pytest.approx(0.4)
     assert done.avg_price == pytest.approx((0.1 * 49_000 + 0.3 * 48_990) / 0.4)
@@ -216,7 +216,7 @@ async def test_stop_order_is_a_stop_loss_that_rests_until_triggered(fake, venue)
     assert "price" not in sent
     fake.prices[BTC] = 47_400.0
     fake.fill("stop-1")
-    await stream.wait(lambda events: stream.orders("stop-1")[-1].status == "filled")
+    await stream.wait(lambda events: [o.status for o in stream.orders("stop-1")][-1:] == ["filled"])
     assert stream.fills()[0].price == 47_400.0
     assert (stream.fills()[0].fee_asset, stream.fills()[0].fee) == ("USDT", pytest.approx(14.22))
     await stream.stop()
