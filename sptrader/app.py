@@ -20,7 +20,6 @@ from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.timer import Timer
 from textual.widgets import Footer, Header
-from textual.widgets._header import HeaderTitle
 from textual.worker import Worker, WorkerState
 
 from sptrader.chart_prefs import ChartPrefs, load_chart_prefs, save_chart_prefs
@@ -465,10 +464,9 @@ class SptraderApp(App[int]):
         return content
 
     def _repaint_headers(self) -> None:
-        for screen in self.screen_stack:
-            for header in screen.query(Header):
-                with contextlib.suppress(NoMatches):
-                    header.query_one(HeaderTitle).update(header.format_title())
+        # Every Header watches the app's title: telling them it changed makes each one
+        # format its title again (with the marks), through Textual's public API.
+        self.mutate_reactive(App.title)
 
     async def _live_accounts(self) -> list[dict]:
         """Each live venue's account with its status (one that cannot be read: its
