@@ -149,6 +149,7 @@ class LiveBroker(Service):
         self.connected = False
         self.last_error = ""
         self.last_reconcile: dict[str, Any] | None = None
+        self._known_differences: set[tuple[str, str]] = set()
         self._ready = asyncio.Event()
         self._recorder = Recorder(bus, clock)
         self._lock = asyncio.Lock()  # one placement / reconciliation at a time
@@ -605,9 +606,13 @@ class LiveBroker(Service):
                 "duration_ms": (time.perf_counter() - started) * 1000,
             }
             self.last_reconcile = report
-            if differences:
-                await run_in_thread(self._save_differences, differences)
-            for kind, detail in differences:
+            # Each difference is kept (and warned about) once while it lasts: a holding
+            # the fills do not explain is not news at every reconnect.
+            fresh = [d for d in differences if d not in self._known_differences]
+            self._known_differences = set(differences)
+            if fresh:
+                await run_in_thread(self._save_differences, fresh)
+            for kind, detail in fresh:
                 log.warning(
                     "%s reconcile: %s: %s",
                     self.venue.name,

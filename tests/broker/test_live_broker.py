@@ -275,3 +275,21 @@ async def test_the_supervisor_reconnects_a_dropped_stream_and_fails_on_refused_k
     finally:
         await supervisor.stop_all()
         store.close()
+
+
+async def test_a_lasting_difference_is_kept_once(tmp_path: Path) -> None:
+    """Every reconciliation reports a holding the fills do not explain; the log and the
+    reconciliations table get it once while it lasts, and again once it changes."""
+    venue = MemoryVenue()
+    venue.holdings[INSTRUMENT] = 3.0
+    running = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
+    broker = await running.start()
+    try:
+        again = await broker.reconcile()
+        assert [d["kind"] for d in again["differences"]] == ["position_mismatch"]
+        assert running.rows("SELECT count(*) FROM reconciliations") == [(1,)]
+        venue.holdings[INSTRUMENT] = 4.0
+        await broker.reconcile()
+        assert running.rows("SELECT count(*) FROM reconciliations") == [(2,)]
+    finally:
+        await running.stop()
