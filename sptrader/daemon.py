@@ -17,30 +17,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from sptrader.api.host import EngineHost, claim_pid_file, release_pid_file
 from sptrader.client import paths
 from sptrader.client.paths import alive, host_name, host_of
 from sptrader.config import Settings
 from sptrader.errors import SptraderError
+from sptrader.wording import live_venues_line
 
 log = logging.getLogger(__name__)
 
 
 # --- the daemon process ------------------------------------------------------------------
-
-
-def live_venues_line(config: Any) -> str:
-    """Which venues route real orders, said at every start (paper only, by default)."""
-    live = [
-        f"{name} at {getattr(section, 'rest_url', '') or getattr(section, 'gateway_url', '')}"
-        for name in type(config.brokers).__struct_fields__
-        if (section := getattr(config.brokers, name)).live
-    ]
-    if not live:
-        return 'trading: paper only (no [brokers.NAME] has trading = "live")'
-    return "LIVE trading (real orders): " + ", ".join(live)
 
 
 def run_foreground(settings: Settings) -> int:
@@ -149,7 +137,7 @@ def start_background(settings: Settings, config_path: Path | None) -> int:
             print(
                 f"sptrader daemon started (pid {process.pid}) in {time.monotonic() - started:.1f}s; log: {settings.log_path}"
             )
-            print(live_venues_line(settings.config))
+            print(live_venues_line(settings.config))  # sptrader.wording
             return 0
         time.sleep(0.05)
     process.terminate()

@@ -11,6 +11,7 @@ from sptrader.client.connect import connect
 from sptrader.commands.instruments import suggestion, unknown_instruments
 from sptrader.config import KNOWN_FEEDS, Settings, feed_config
 from sptrader.errors import ConfigError, StoreLockedError
+from sptrader.wording import live_venues_line
 
 
 def run_config_check(settings: Settings, args: object = None) -> int:
@@ -27,6 +28,7 @@ def run_config_check(settings: Settings, args: object = None) -> int:
         f"home: {settings.home}",
         f"store: {settings.store_path} (ticks kept for: {', '.join(config.store.keep_ticks) or 'none'})",
         f"feeds enabled: {', '.join(feeds) or 'none'}",
+        live_venues_line(config),
         f"watchlist ({len(config.watchlist)}): {', '.join(config.watchlist)}",
         f"timeframes: {', '.join(config.chart.timeframes)} (default {config.chart.default_timeframe})",
     ]
