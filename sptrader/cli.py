@@ -461,6 +461,9 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
     curve.add_argument("--tf", dest="timeframe", metavar="TF", help="bucket width (default 1h)")
     curve.add_argument("--from", dest="start", metavar="DAY", help="first UTC day")
     curve.add_argument("--to", dest="end", metavar="DAY", help="end UTC day (exclusive)")
+    curve.add_argument(
+        "--venue", choices=VENUES, help="paper (default), or a live venue: its fills' P&L from 0"
+    )
     curve.add_argument("--format", choices=FORMATS)
 
 

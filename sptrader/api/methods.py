@@ -251,8 +251,13 @@ METHODS: dict[str, Method] = {
         lambda c, day_from, day_to, venue: c.journal(day_from, day_to, venue),
     ),
     "equity_curve": Method(
-        {"start_us": _MAYBE_TIME, "end_us": _MAYBE_TIME, "timeframe": Param(str, default="1h")},
-        lambda c, **v: c.equity_curve(v["start_us"], v["end_us"], v["timeframe"]),
+        {
+            "start_us": _MAYBE_TIME,
+            "end_us": _MAYBE_TIME,
+            "timeframe": Param(str, default="1h"),
+            "venue": Param(str, default="paper"),
+        },
+        lambda c, **v: c.equity_curve(v["start_us"], v["end_us"], v["timeframe"], v["venue"]),
     ),
     "add_journal_note": Method(
         {"text": _TEXT, "day": _MAYBE_TEXT}, lambda c, text, day: c.add_journal_note(text, day)

@@ -581,17 +581,29 @@ class LocalEngineClient:
         return await run_in_thread(journal.summarize, fills, notes, first, last, starting_cash)
 
     async def equity_curve(
-        self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
+        self,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        timeframe: str = "1h",
+        venue: str = "paper",
     ) -> list[dict]:
-        from sptrader.broker import equity
+        from sptrader.broker import equity, records
 
         store = self.engine.require_store()
         broker = self._running_broker()
         if broker is not None:
             await broker.fills(limit=1)  # stores the fills it has not stored yet
-        starting_cash = self.engine.config.broker.starting_cash
+        if venue != "paper":
+            self._live(venue)  # an unknown venue, or one not live, says so
+            await self._live(venue).drain()
+        # A live venue's curve is the P&L of its fills on record (from 0): SPtrader does
+        # not know the account's history before them.
+        starting_cash = self.engine.config.broker.starting_cash if venue == "paper" else 0.0
+        fills = await run_in_thread(records.all_fills, store, venue)
         return await run_in_thread(
-            equity.curve_points, store, starting_cash, start_us, end_us, timeframe
+            functools.partial(
+                equity.curve_points, store, starting_cash, start_us, end_us, timeframe, fills
+            )
         )
 
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:

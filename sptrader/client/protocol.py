@@ -243,9 +243,14 @@ class EngineClient(Protocol):
         ...
 
     async def equity_curve(
-        self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
+        self,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        timeframe: str = "1h",
+        venue: str = "paper",
     ) -> list[dict]:
-        """The paper account's mark-to-market equity per ``timeframe`` bucket opening in
+        """``venue``'s mark-to-market equity (a live venue's: the P&L of its fills on
+        record, from 0) per ``timeframe`` bucket opening in
         [start_us, end_us) (default: from the first fill to now), each valued at its end:
         ``ts_us`` (the bucket's open), ``equity``, ``cash``, ``unrealized``, ``exposure``
         (``sptrader.broker.equity``)."""

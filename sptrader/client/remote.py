@@ -319,10 +319,14 @@ class RemoteEngineClient:
         return await self._call("journal", day_from=day_from, day_to=day_to, venue=venue)
 
     async def equity_curve(
-        self, start_us: int | None = None, end_us: int | None = None, timeframe: str = "1h"
+        self,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        timeframe: str = "1h",
+        venue: str = "paper",
     ) -> list[dict]:
         return await self._call(
-            "equity_curve", start_us=start_us, end_us=end_us, timeframe=timeframe
+            "equity_curve", start_us=start_us, end_us=end_us, timeframe=timeframe, venue=venue
         )
 
     async def add_journal_note(self, text: str, day: str | None = None) -> dict:

@@ -66,7 +66,13 @@ def run_journal(settings: Settings, args: argparse.Namespace) -> int:
         return _add(settings, args.text, args.day)
     last_day = last_day_before(args.start, args.end)
     if args.journal_command == "equity":
-        points = read_equity(settings, args.start, last_day, getattr(args, "timeframe", "1h"))
+        points = read_equity(
+            settings,
+            args.start,
+            last_day,
+            getattr(args, "timeframe", "1h"),
+            getattr(args, "venue", None) or "paper",
+        )
         return _print_equity(points, args.format, settings.config.broker.currency)
     data = read_journal(settings, args.start, last_day, getattr(args, "venue", None))
     if args.journal_command == "stats":
@@ -119,7 +125,11 @@ EQUITY_COLUMNS = ("ts", "equity", "cash", "unrealized", "exposure")
 
 
 def read_equity(
-    settings: Settings, day_from: str | None, day_to: str | None, timeframe: str
+    settings: Settings,
+    day_from: str | None,
+    day_to: str | None,
+    timeframe: str,
+    venue: str = "paper",
 ) -> list[dict[str, Any]]:
     """The equity curve of UTC days ``day_from``..``day_to`` (open ends: the first fill,
     now)."""
@@ -138,7 +148,7 @@ def read_equity(
 
     async def read() -> list[dict[str, Any]]:
         async with connect(settings) as client:
-            return await client.equity_curve(start_us, end_us, timeframe)
+            return await client.equity_curve(start_us, end_us, timeframe, venue)
 
     return asyncio.run(read())
 

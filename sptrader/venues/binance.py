@@ -436,7 +436,7 @@ class BinanceVenue(Venue):
             side=order.side,
             qty=_float(event["l"]),
             price=_float(event["L"]),
-            fee=_float(event.get("n")),
+            fee=self._fee_in_quote(symbol, _float(event.get("n")), event.get("N"), event["L"]),
             ts_us=int(event["T"]) * 1000,
             fee_asset=event.get("N") or "",
         )
@@ -493,6 +493,15 @@ class BinanceVenue(Venue):
             return "Binance expired it (no more liquidity, or the venue cancelled it)"
         return ""
 
+    def _fee_in_quote(self, symbol: str, fee: float, asset: str | None, price: Any) -> float:
+        """A commission in the symbol's quote currency, as the ledger books fees: a buy's
+        commission taken in the base asset (BTC) is worth qty x price. One paid in a third
+        asset (BNB) is kept as its amount (``fee_asset`` says which)."""
+        rules = self._rules.get(symbol)
+        if rules is not None and asset == rules.base:
+            return fee * _float(price)
+        return fee
+
     def _trade_fill(self, symbol: str, trade: Mapping[str, Any]) -> VenueFill:
         order_id = str(trade["orderId"])
         return VenueFill(
@@ -503,7 +512,9 @@ class BinanceVenue(Venue):
             side="buy" if trade["isBuyer"] else "sell",
             qty=_float(trade["qty"]),
             price=_float(trade["price"]),
-            fee=_float(trade["commission"]),
+            fee=self._fee_in_quote(
+                symbol, _float(trade["commission"]), trade.get("commissionAsset"), trade["price"]
+            ),
             ts_us=int(trade["time"]) * 1000,
             fee_asset=trade.get("commissionAsset") or "",
         )

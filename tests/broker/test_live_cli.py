@@ -70,6 +70,11 @@ def test_a_live_limit_order_from_the_shell(run, binance: FakeBinanceTrading) -> 
     assert [d["kind"] for d in report["differences"]] == ["position_mismatch"]
     (position,) = as_json(run("positions", "--venue", "binance", "--format", "json"))["positions"]
     assert position["venue"] == "binance" and position["qty"] == 0.01
+    # Its equity curve: the P&L of its fills on record, from 0 (paper's has no fill): the
+    # commission, 0.1% taken in BTC, booked in USDT (0.00001 BTC at 40,000).
+    points = as_json(run("journal", "equity", "--venue", "binance", "--format", "json"))
+    assert points and points[-1]["cash"] == pytest.approx(-0.4)
+    assert as_json(run("journal", "equity", "--format", "json")) == []
     (row,) = as_json(run("orders", "--all", "--venue", "binance", "--format", "json"))
     assert row["status"] == "filled" and row["filled_qty"] == 0.01
 
