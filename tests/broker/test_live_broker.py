@@ -4,6 +4,7 @@ reconciliation, a restart with an order placed elsewhere meanwhile, the kill swi
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,42 @@ async def test_a_lasting_difference_is_kept_once(tmp_path: Path) -> None:
         assert running.rows("SELECT count(*) FROM reconciliations") == [(2,)]
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize("reached", [False, True], ids=["never-sent", "accepted"])
+async def test_a_process_killed_mid_send_loses_nothing(tmp_path: Path, reached: bool) -> None:
+    """The order is stored `new` before it is sent; killed while the request is in
+    flight, the next start asks the venue: accepted there, it is followed; never sent,
+    it is marked so. Either way it is never sent twice."""
+    venue = MemoryVenue()
+    first = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
+    broker = await first.start()
+    real_place = venue.place
+
+    sending = asyncio.Event()
+
+    async def in_flight(request):
+        if reached:
+            await real_place(request)  # the venue has it; the answer never comes back
+        sending.set()
+        await asyncio.Event().wait()
+
+    venue.place = in_flight  # type: ignore[method-assign]
+    venue.push = lambda event: None  # type: ignore[method-assign]  # nor does the stream say
+    placing = asyncio.create_task(broker.place(OrderRequest(INSTRUMENT, "buy", 1, "limit", 90.0)))
+    await asyncio.wait_for(sending.wait(), 5)
+    assert first.rows("SELECT status FROM orders") == [("new",)]
+    placing.cancel()  # the process dies here, the request in flight
+    await first.stop()
+    venue.place = real_place  # type: ignore[method-assign]
+    del venue.push  # the class's again
+    second = Running(tmp_path / "s.duckdb", venue, quotes=QUOTES)
+    await second.start()
+    try:
+        expected = "accepted" if reached else "rejected"
+        assert second.rows("SELECT status FROM orders") == [(expected,)]
+        if not reached:
+            assert second.rows("SELECT reason FROM orders") == [("never reached the venue",)]
+        assert venue.placed == (1 if reached else 0)
+    finally:
+        await second.stop()
