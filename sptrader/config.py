@@ -225,7 +225,6 @@ class ScannerConfig(_Section):
     bars: int = 200
     enabled: bool = True
 
-
     @property
     def order_venue(self) -> str:
         """Where this scanner's signals are traded ("" for nowhere)."""
@@ -242,12 +241,63 @@ class WebhookConfig(_Section):
     format: Literal["slack", "discord", "ntfy", "json"] = "json"
 
 
+RULE_KINDS = (
+    "price_cross",  # the price crosses `level` (either way)
+    "price_move",  # the price moves `pct` % within `window_s`
+    "pnl",  # day P&L (scope "day") or a position's P&L ("position") crosses `threshold`
+    "order",  # an order is filled, rejected, or its stop-loss / take-profit hit (`events`)
+    "halt",  # a venue halts (the kill switch, the daily loss limit, stale data)
+    "feed",  # a feed is stale or failed for longer than `after_s`
+    "gap",  # a data gap is detected
+    "daemon",  # the daemon started, restarted or is stopping
+    "signal",  # a scanner's signal
+)
+CHANNELS = ("tui", "webhooks", "telegram", "desktop")
+
+
+class AlertRuleConfig(_Section):
+    """One ``[[alerts.rules]]`` entry (sptrader.alerting.rules)."""
+
+    name: str
+    kind: str
+    instrument: str = ""  # price rules; pnl with scope "position"; "" = any (order, gap)
+    level: float = 0.0  # price_cross
+    pct: float = 0.0  # price_move
+    window_s: float = 300.0  # price_move
+    threshold: float = 0.0  # pnl: fires when the P&L crosses it (e.g. -500 or 1000)
+    scope: Literal["day", "position"] = "day"  # pnl
+    venue: str = ""  # pnl, order, halt: "" = every venue
+    events: list[str] = msgspec.field(
+        default_factory=lambda: ["filled", "rejected", "stop", "target"]
+    )
+    after_s: float = 60.0  # feed
+    scanner: str = ""  # signal: "" = every scanner
+    channels: list[str] = msgspec.field(default_factory=lambda: ["tui", "webhooks"])
+    # At most one notice per this many seconds (a flapping price sends one, not fifty).
+    cooldown_s: float = 300.0
+    enabled: bool = True
+
+
 class AlertsConfig(_Section):
     # Send every signal to the webhooks (false: record only).
     notify: bool = True
     webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
     retries: int = 3
     timeout_s: float = 10.0
+    rules: list[AlertRuleConfig] = msgspec.field(default_factory=list)
+
+
+class TelegramConfig(_Section):
+    """The Telegram bot (sptrader.alerting.telegram): alerts out, commands in."""
+
+    enabled: bool = False
+    # Requests go to {api_url}/bot{token}/METHOD; the token comes from token_env only.
+    api_url: str = "https://api.telegram.org"
+    token_env: str = "TELEGRAM_BOT_TOKEN"
+    # Only these chats are answered (and sent alerts); anyone else gets nothing, logged.
+    chat_ids: list[int] = msgspec.field(default_factory=list)
+    # getUpdates long poll.
+    poll_timeout_s: float = 30.0
 
 
 DEFAULT_WATCHLIST = [
@@ -350,8 +400,6 @@ class BrokersConfig(_Section):
     alpaca: AlpacaBrokerConfig = msgspec.field(default_factory=AlpacaBrokerConfig)
 
 
-
-
 class Config(_Section):
     watchlist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_WATCHLIST))
     feeds: FeedsConfig = msgspec.field(default_factory=FeedsConfig)
@@ -371,6 +419,7 @@ class Config(_Section):
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     brokers: BrokersConfig = msgspec.field(default_factory=BrokersConfig)
+    telegram: TelegramConfig = msgspec.field(default_factory=TelegramConfig)
 
 
 # Feed prefixes, in the order of their sections (messages list them so).
@@ -751,9 +800,11 @@ def _validate_scanners(config: Config) -> str | None:
             return f"{key}.bars: must be greater than 0, got {scanner.bars}"
         venue = scanner.order_venue
         if venue and venue not in VENUES:
-            return f"{key}.broker: unknown broker {venue!r} (use {', '.join(VENUES)} or \"\" for signals only)"
+            return f'{key}.broker: unknown broker {venue!r} (use {", ".join(VENUES)} or "" for signals only)'
         if scanner.broker and scanner.paper and scanner.broker != "paper":
-            return f"{key}: paper = true and broker = {scanner.broker!r} disagree (keep broker only)"
+            return (
+                f"{key}: paper = true and broker = {scanner.broker!r} disagree (keep broker only)"
+            )
         if venue not in ("", "paper") and not getattr(config.brokers, venue).live:
             return f'{key}.broker: {venue} does not trade live ([brokers.{venue}] trading = "live" to route its orders there)'
         if scanner.strategy in registry.builtin_names() or scanner.strategy in registry.names():
