@@ -287,6 +287,17 @@ class AlertsConfig(_Section):
     rules: list[AlertRuleConfig] = msgspec.field(default_factory=list)
 
 
+class ReportConfig(_Section):
+    """One ``[[reports]]`` entry (sptrader.alerting.reports): a report on a schedule."""
+
+    name: str
+    kind: Literal["health", "pnl", "all"] = "all"
+    # Standard 5-field crontab (minute hour day month weekday), UTC: twice a day.
+    schedule: str = "0 8,20 * * *"
+    channels: list[str] = msgspec.field(default_factory=lambda: ["webhooks"])
+    enabled: bool = True
+
+
 class TelegramConfig(_Section):
     """The Telegram bot (sptrader.alerting.telegram): alerts out, commands in."""
 
@@ -420,6 +431,7 @@ class Config(_Section):
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     brokers: BrokersConfig = msgspec.field(default_factory=BrokersConfig)
     telegram: TelegramConfig = msgspec.field(default_factory=TelegramConfig)
+    reports: list[ReportConfig] = msgspec.field(default_factory=list)
 
 
 # Feed prefixes, in the order of their sections (messages list them so).
