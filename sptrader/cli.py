@@ -366,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trading_parsers(commands)
     _add_venue_parsers(commands)
 
+    report = commands.add_parser(
+        "report",
+        help="print the health / P&L report the [[reports]] schedules send",
+        description="The report a [[reports]] schedule sends, now: health (services, stale feeds, coverage of yesterday and today per watched instrument, store size, scanner runs, signals and skips of the last 24 h), pnl (per enabled venue: the day's P&L, today's closed trades, open positions), or all.",
+    )
+    report.add_argument("--kind", choices=("health", "pnl", "all"), default="all")
+    report.add_argument(
+        "--format", choices=("text", "markdown", "json"), default="text", help="default text"
+    )
+
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_commands.add_parser("check", help="validate the config and print a summary")
@@ -599,6 +609,7 @@ COMMANDS: dict[str, Command] = {
     "positions": Command("sptrader.commands.trading", "run_positions"),
     "cancel": Command("sptrader.commands.trading", "run_cancel"),
     "journal": Command("sptrader.commands.journal", "run_journal"),
+    "report": Command("sptrader.commands.report", "run_report"),
     "halt": Command("sptrader.commands.venues", "run_halt", logs_to_file=True),
     "resume": Command("sptrader.commands.venues", "run_resume"),
     "reconcile": Command("sptrader.commands.venues", "run_reconcile", logs_to_file=True),
