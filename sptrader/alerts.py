@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sptrader.alerting.notice import Notice
 from sptrader.config import AlertsConfig, WebhookConfig
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,29 @@ def signal_text(signal: dict[str, Any]) -> str:
     return text
 
 
-def webhook_request(hook: WebhookConfig, signal: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of the POST for one signal to one webhook."""
+def notice_request(hook: WebhookConfig, notice: Notice) -> dict[str, Any]:
+    """The keyword arguments of the POST for one alert rule's (or report's) notice."""
+    text = notice.text if notice.text.startswith(notice.title) else f"{notice.title}\n{notice.text}"
+    if hook.format == "slack":
+        return {"json": {"text": text}}
+    if hook.format == "discord":
+        return {"json": {"content": text}}
+    if hook.format == "ntfy":
+        return {
+            "content": notice.text.encode(),
+            "headers": {
+                "Title": f"SPtrader: {notice.title}",
+                "Tags": "bell",
+                "Content-Type": "text/plain; charset=utf-8",
+            },
+        }
+    return {"json": notice.to_dict()}
+
+
+def webhook_request(hook: WebhookConfig, signal: dict[str, Any] | Notice) -> dict[str, Any]:
+    """The keyword arguments of the POST for one signal (or notice) to one webhook."""
+    if isinstance(signal, Notice):
+        return notice_request(hook, signal)
     if hook.format == "slack":
         return {"json": {"text": signal_text(signal)}}
     if hook.format == "discord":
@@ -102,14 +124,14 @@ class Alerter:
     def active(self) -> bool:
         return self.config.notify and bool(self.config.webhooks)
 
-    def submit(self, signal: dict[str, Any], report: Report | None = None) -> None:
-        """Queue a signal for every webhook; never blocks."""
-        if not self.active:
+    def submit(self, signal: dict[str, Any] | Notice, report: Report | None = None) -> None:
+        """Queue a signal (or an alert rule's notice) for every webhook; never blocks."""
+        if not (self.active or (isinstance(signal, Notice) and self.config.webhooks)):
             return
         try:
             self._queue.put_nowait((signal, report))
         except queue.Full:
-            log.warning("alert queue full: dropped the alert for %s", signal.get("instrument"))
+            log.warning("alert queue full: dropped the alert %s", _what(signal))
             if report is not None:
                 report("alerts_dropped")
             return
@@ -160,7 +182,7 @@ class Alerter:
         self,
         client: httpx.Client,
         hook: WebhookConfig,
-        signal: dict[str, Any],
+        signal: dict[str, Any] | Notice,
         report: Report | None = None,
     ) -> bool:
         request = webhook_request(hook, signal)
@@ -182,11 +204,16 @@ class Alerter:
             if response.status_code != 429 and response.status_code < 500:
                 break  # refused: the same message will be refused again
         log.warning(
-            "%s webhook %s failed for %s %s: %s",
+            "%s webhook %s failed for %s: %s",
             hook.format,
             safe_url(hook.url),
-            signal.get("side"),
-            signal.get("instrument"),
+            _what(signal),
             problem,
         )
         return False
+
+
+def _what(signal: dict[str, Any] | Notice) -> str:
+    if isinstance(signal, Notice):
+        return signal.title
+    return f"{signal.get('side')} {signal.get('instrument')}"

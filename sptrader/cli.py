@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_trading_parsers(commands)
     _add_venue_parsers(commands)
+    _add_alert_parsers(commands)
 
     report = commands.add_parser(
         "report",
@@ -475,6 +476,25 @@ def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
         "--venue", choices=VENUES, help="paper (default), or a live venue: its fills' P&L from 0"
     )
     curve.add_argument("--format", choices=FORMATS)
+
+
+def _add_alert_parsers(commands: argparse._SubParsersAction) -> None:
+    """alerts list | history | test (sptrader.commands.alerts)."""
+    alerts = commands.add_parser(
+        "alerts",
+        help="alert rules, the alerts they sent, a test send",
+        description="The [[alerts.rules]] of the config (price crosses or moves, P&L, orders filled or rejected, stops and targets hit, halts, stale feeds, the daemon, scanner signals) with their channels (tui, webhooks, telegram, desktop) and cooldowns; the alerts sent (stored); a test notice through a rule's channels.",
+    )
+    actions = alerts.add_subparsers(dest="alerts_command", metavar="ACTION")
+    listing = actions.add_parser("list", help="the rules and how often each fired")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    history = actions.add_parser("history", help="the alerts sent, newest first")
+    history.add_argument("--last", type=count("--last"), default=50, metavar="N")
+    history.add_argument("--rule", metavar="NAME", help="only this rule's")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    test = actions.add_parser("test", help="send a test notice through a rule's channels")
+    test.add_argument("name", metavar="NAME")
+    test.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _add_venue_parsers(commands: argparse._SubParsersAction) -> None:
@@ -610,6 +630,7 @@ COMMANDS: dict[str, Command] = {
     "cancel": Command("sptrader.commands.trading", "run_cancel"),
     "journal": Command("sptrader.commands.journal", "run_journal"),
     "report": Command("sptrader.commands.report", "run_report"),
+    "alerts": Command("sptrader.commands.alerts", "run_alerts", logs_to_file=True),
     "halt": Command("sptrader.commands.venues", "run_halt", logs_to_file=True),
     "resume": Command("sptrader.commands.venues", "run_resume"),
     "reconcile": Command("sptrader.commands.venues", "run_reconcile", logs_to_file=True),

@@ -768,6 +768,54 @@ def _validate_brokers(config: Config) -> str | None:
     return None
 
 
+def _validate_alert_rules(config: Config) -> str | None:
+    """[[alerts.rules]] and [[reports]]: known kinds and channels, what each kind needs."""
+    seen: set[str] = set()
+    for index, rule in enumerate(config.alerts.rules):
+        key = f"alerts.rules[{index}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", rule.name):
+            return f"{key}.name: use letters, digits, '_', '-' or '.', got {rule.name!r}"
+        if rule.name in seen:
+            return f"{key}.name: {rule.name!r} is used by another rule"
+        seen.add(rule.name)
+        if rule.kind not in RULE_KINDS:
+            return f"{key}.kind: unknown kind {rule.kind!r} (use {', '.join(RULE_KINDS)})"
+        for channel in rule.channels:
+            if channel not in CHANNELS:
+                return f"{key}.channels: unknown channel {channel!r} (use {', '.join(CHANNELS)})"
+        if rule.instrument and not INSTRUMENT_RE.match(rule.instrument):
+            return f"{key}.instrument: bad instrument {rule.instrument!r} (expected FEED:SYMBOL)"
+        if rule.kind in ("price_cross", "price_move") and not rule.instrument:
+            return f"{key}.instrument: a {rule.kind} rule watches one instrument"
+        if rule.kind == "price_cross" and not rule.level > 0:
+            return f"{key}.level: the price level must be greater than 0, got {rule.level}"
+        if rule.kind == "price_move" and not (rule.pct > 0 and rule.window_s > 0):
+            return f"{key}: a price_move rule needs pct > 0 and window_s > 0"
+        if rule.kind == "pnl" and rule.threshold == 0:
+            return f"{key}.threshold: a pnl rule needs a threshold (e.g. -500 or 1000)"
+        unknown = sorted(set(rule.events) - {"filled", "rejected", "stop", "target"})
+        if rule.kind == "order" and unknown:
+            return (
+                f"{key}.events: unknown {', '.join(unknown)} (use filled, rejected, stop, target)"
+            )
+        if rule.venue and rule.venue not in VENUES:
+            return f"{key}.venue: unknown venue {rule.venue!r} (use {', '.join(VENUES)})"
+        if rule.cooldown_s < 0:
+            return f"{key}.cooldown_s: must be 0 or more, got {rule.cooldown_s}"
+    from apscheduler.triggers.cron import CronTrigger
+
+    for index, report in enumerate(config.reports):
+        key = f"reports[{index}]"
+        try:
+            CronTrigger.from_crontab(report.schedule, timezone="UTC")
+        except ValueError as error:
+            return f"{key}.schedule: bad cron expression {report.schedule!r} ({error})"
+        for channel in report.channels:
+            if channel not in CHANNELS:
+                return f"{key}.channels: unknown channel {channel!r} (use {', '.join(CHANNELS)})"
+    return None
+
+
 def _validate_scanners(config: Config) -> str | None:
     """[[scanners]], [strategies] and [alerts]. A strategy that is not built in may come
     from a user module, which is only imported when the scanner starts."""
@@ -782,6 +830,9 @@ def _validate_scanners(config: Config) -> str | None:
         return f"alerts.retries: must be 0 or more, got {config.alerts.retries}"
     if not config.alerts.timeout_s > 0:
         return f"alerts.timeout_s: must be greater than 0, got {config.alerts.timeout_s}"
+    problem = _validate_alert_rules(config)
+    if problem:
+        return problem
     if not config.scanners:
         return None
     from apscheduler.triggers.cron import CronTrigger

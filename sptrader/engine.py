@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from sptrader.alerting.channels import DesktopChannel, Dispatcher, TuiChannel, WebhookChannel
+from sptrader.alerting.service import AlertService
+from sptrader.alerts import Alerter
 from sptrader.backfill import LIVE_EDGE_US, Backfill
 from sptrader.bars import BarBuilder
 from sptrader.broker import records as broker_records
@@ -268,6 +271,22 @@ class Engine:
             )
         # The kill switch of every venue (sptrader.broker.halts), loaded on start.
         self.halts = Halts()
+        # Alerts (sptrader.alerting): the channels every notice can go out on, and the
+        # rules' service when [[alerts.rules]] has any.
+        self.alert_channels = Dispatcher([TuiChannel(self.bus), DesktopChannel()])
+        if config.alerts.webhooks:
+            self.alert_channels.add(WebhookChannel(Alerter(config.alerts)))
+        self.alerts: AlertService | None = None
+        if config.alerts.rules:
+            self.alerts = AlertService(
+                self.bus,
+                config.alerts.rules,
+                self.alert_channels,
+                store=self.require_store,
+                pnl=self._pnl_figures,
+                halts=lambda: self.halts.halted,
+                feeds=lambda: set(self.feeds),
+            )
         # A live broker per [brokers.NAME] with trading = "live" (sptrader.broker.live).
         self.live_brokers: dict[str, LiveBroker] = {}
         for name in type(config.brokers).__struct_fields__:
@@ -528,6 +547,10 @@ class Engine:
             self.supervisor.start(self.broker.name)
         for live in self.live_brokers.values():
             self.supervisor.start(live.name)
+        if self.alerts is not None:
+            self.supervisor.add(self.alerts)
+            self.supervisor.start(self.alerts.name)
+            self._spawn(self.alerts.system("daemon", "SPtrader started", "the engine started"))
         for name in self.feeds:
             self.supervisor.start(name)
         self._start_scanners()
@@ -558,6 +581,30 @@ class Engine:
             bus=self.bus,
             strategy_modules=self.config.strategies.modules,
         )
+
+    def _pnl_figures(self) -> list[tuple[str, str, str, float]]:
+        """(scope, key, what, value) for the P&L alert rules: each venue's day P&L and
+        each open position's unrealized P&L, at the newest quotes."""
+        figures: list[tuple[str, str, str, float]] = []
+        brokers: list[tuple[str, Any]] = []
+        if self.broker is not None and self.broker.book is not None:
+            brokers.append(("paper", self.broker))
+        brokers.extend((name, live) for name, live in self.live_brokers.items() if live.store)
+        for venue, broker in brokers:
+            label = venue if venue == "paper" else venue.upper()
+            account = broker.account()
+            figures.append(("day", venue, f"{label} day P&L", float(account["day_pnl"])))
+            for position in broker.positions():
+                instrument = position["instrument"]
+                figures.append(
+                    (
+                        "position",
+                        f"{venue} {instrument}",
+                        f"{label} {instrument} P&L",
+                        float(position["unrealized"] or 0.0),
+                    )
+                )
+        return figures
 
     def _start_scanners(self) -> None:
         """A service per configured scanner; the enabled ones start (the rest can be
@@ -591,6 +638,9 @@ class Engine:
                 self.store = None
             return
         self.started = False
+        if self.alerts is not None:
+            with contextlib.suppress(Exception):
+                await self.alerts.system("daemon", "SPtrader stopping", "the engine is stopping")
         await run_in_thread(self.record_live_coverage)
         for name in self.feeds:
             with contextlib.suppress(SptraderError):

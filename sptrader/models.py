@@ -305,6 +305,17 @@ class FillExecuted:
 
 
 @dataclass(slots=True)
+class AlertRaised:
+    """An alert rule fired (``sptrader.alerting``): what the TUI shows as a notification."""
+
+    ts_us: int
+    rule: str
+    kind: str
+    title: str
+    text: str
+
+
+@dataclass(slots=True)
 class SignalRaised:
     """A scanner's signal on the newest closed bar (recorded in the ``signals`` table)."""
 
@@ -340,6 +351,7 @@ EVENT_TYPES: tuple[type, ...] = (
     SignalRaised,
     OrderUpdated,
     FillExecuted,
+    AlertRaised,
 )
 
 

@@ -237,6 +237,12 @@ METHODS: dict[str, Method] = {
         lambda c, venue, reason: c.halt(venue, reason),
     ),
     "resume": Method({"venue": _MAYBE_TEXT}, lambda c, venue: c.resume(venue)),
+    "alert_rules": Method({}, lambda c: c.alert_rules()),
+    "alert_history": Method(
+        {"limit": _count(default=50), "rule": _MAYBE_TEXT},
+        lambda c, limit, rule: c.alert_history(limit, rule),
+    ),
+    "test_alert": Method({"name": _TEXT}, lambda c, name: c.test_alert(name)),
     "wait_venue_ready": Method(
         {"venue": _TEXT, "timeout_s": Param(float, default=10.0)},
         lambda c, venue, timeout_s: c.wait_venue_ready(venue, min(timeout_s, MAX_WAIT_S)),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from sptrader.alerting.service import AlertService
 from sptrader.backfill import Backfill
 from sptrader.broker.live import LiveBroker
 from sptrader.broker.orders import OrderRequest
@@ -528,6 +529,36 @@ class LocalEngineClient:
             if await run_in_thread(self.engine.halts.clear, store, name):
                 resumed.append(name)
         return resumed
+
+    def _alert_service(self) -> AlertService:
+        """The engine's alert rules (a store-only engine's, for a test send)."""
+        if self.engine.alerts is not None:
+            return self.engine.alerts
+        config = self.engine.config
+        return AlertService(
+            self.engine.bus,
+            config.alerts.rules,
+            self.engine.alert_channels,
+            store=self.engine.require_store,
+        )
+
+    async def alert_rules(self) -> list[dict]:
+        return self._alert_service().status()
+
+    async def alert_history(self, limit: int = 50, rule: str | None = None) -> list[dict]:
+        from sptrader.alerting import history
+
+        store = self.engine.require_store()
+        return await run_in_thread(history.read, store, int(limit), rule)
+
+    async def test_alert(self, name: str) -> list[str]:
+        sent = await self._alert_service().test(name)
+        webhooks = self.engine.alert_channels.channels.get("webhooks")
+        if webhooks is not None and not self.engine.started:
+            # A one-shot command: wait for the webhooks' thread to deliver.
+            timeout = self.engine.config.alerts.timeout_s * 2
+            await run_in_thread(webhooks.alerter.wait_idle, timeout)  # type: ignore[attr-defined]
+        return sent
 
     async def wait_venue_ready(self, venue: str, timeout_s: float) -> None:
         await self._live(venue).wait_ready(float(timeout_s))

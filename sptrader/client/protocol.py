@@ -218,6 +218,20 @@ class EngineClient(Protocol):
         """Lift the halt of ``venue`` (every halted venue when None); those resumed."""
         ...
 
+    async def alert_rules(self) -> list[dict]:
+        """Every ``[[alerts.rules]]`` rule: name, kind, enabled, channels, cooldown_s,
+        fired (since the engine started), last_sent_us."""
+        ...
+
+    async def alert_history(self, limit: int = 50, rule: str | None = None) -> list[dict]:
+        """The newest notices sent (of ``rule``), newest first: ts_us, rule, kind,
+        title, text, channels, data."""
+        ...
+
+    async def test_alert(self, name: str) -> list[str]:
+        """Send a test notice through rule ``name``'s channels; the channels it went to."""
+        ...
+
     async def wait_venue_ready(self, venue: str, timeout_s: float) -> None:
         """Wait until ``venue`` is connected and reconciled (an engine that has just
         started); an SptraderError with the venue's last error after ``timeout_s``."""

@@ -304,6 +304,15 @@ class RemoteEngineClient:
     async def resume(self, venue: str | None = None) -> list[str]:
         return await self._call("resume", venue=venue)
 
+    async def alert_rules(self) -> list[dict]:
+        return await self._call("alert_rules")
+
+    async def alert_history(self, limit: int = 50, rule: str | None = None) -> list[dict]:
+        return await self._call("alert_history", limit=limit, rule=rule)
+
+    async def test_alert(self, name: str) -> list[str]:
+        return await self._call("test_alert", name=name)
+
     async def wait_venue_ready(self, venue: str, timeout_s: float) -> None:
         await self._call("wait_venue_ready", venue=venue, timeout_s=timeout_s)
 

@@ -20,6 +20,7 @@ import polars as pl
 
 from sptrader.models import (
     EVENT_TYPES,
+    AlertRaised,
     BackfillProgressed,
     Bar,
     BarClosed,
@@ -107,6 +108,7 @@ _ENCODERS: dict[type, Callable[[Any], list[Any]]] = {
     SignalRaised: lambda e: ["sig", *astuple(e)],
     OrderUpdated: lambda e: ["ou", e.ts_us, e.order],
     FillExecuted: lambda e: ["fx", e.ts_us, e.fill],
+    AlertRaised: lambda e: ["al", *astuple(e)],
 }
 
 
@@ -129,6 +131,7 @@ _DECODERS: dict[str, Callable[[list[Any]], object]] = {
     "sig": lambda rest: SignalRaised(*rest),
     "ou": lambda rest: OrderUpdated(*rest),
     "fx": lambda rest: FillExecuted(*rest),
+    "al": lambda rest: AlertRaised(*rest),
 }
 
 # The wire carries exactly the events models.EVENT_TYPES lists: one added there needs

@@ -1,0 +1,227 @@
+"""The alerts service (``alerts``): taps the bus for the rules (sptrader.alerting.rules),
+polls P&L, halts and feeds once a second, and hands each notice to its channels after
+storing it in ``alert_history``.
+
+The tap runs inside every publish, so it does O(1) work: a quote is looked at only when
+a price rule watches its instrument; orders, signals and service changes are queued.
+Findings are turned into notices on the service's own loop, stored in a thread, and
+given to the channels (each of which only queues): a dead webhook or a slow Telegram
+never slows the quotes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sptrader.alerting import history
+from sptrader.alerting.channels import Dispatcher
+from sptrader.alerting.notice import Notice
+from sptrader.alerting.rules import Finding, Rule, rules_by_kind
+from sptrader.bus import Bus
+from sptrader.clock import now_us
+from sptrader.config import AlertRuleConfig
+from sptrader.errors import UsageError
+from sptrader.models import (
+    OrderUpdated,
+    QuoteReceived,
+    ServiceStateChanged,
+    SignalRaised,
+)
+from sptrader.store import Store
+from sptrader.supervisor import Service, ServiceContext
+from sptrader.threads import run_in_thread
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+
+
+class AlertService(Service):
+    kind = "alerts"
+    stoppable = False
+
+    def __init__(
+        self,
+        bus: Bus,
+        rules: list[AlertRuleConfig],
+        dispatcher: Dispatcher,
+        *,
+        store: Callable[[], Store],
+        pnl: Callable[[], list[tuple[str, str, str, float]]] = list,
+        halts: Callable[[], dict[str, tuple[int, str]]] = dict,
+        feeds: Callable[[], set[str]] = set,
+        decimals: Callable[[str], int | None] = lambda instrument: None,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        super().__init__("alerts")
+        self.bus = bus
+        self.dispatcher = dispatcher
+        self.store = store
+        #: (rule scope, key, what, value) of every P&L the rules may watch.
+        self.pnl = pnl
+        self.halts = halts
+        self.feeds = feeds
+        self.clock = clock
+        self.rules = [Rule(config, decimals) for config in rules]
+        self._by_kind = rules_by_kind(self.rules)
+        self._price_rules: dict[str, list[Rule]] = {}
+        for kind in ("price_cross", "price_move"):
+            for rule in self._by_kind.get(kind, []):
+                self._price_rules.setdefault(rule.config.instrument, []).append(rule)
+        self._pending: list[tuple[Rule, Finding]] = []
+        self._events: list[object] = []
+        self._wake = asyncio.Event()
+        self.sent = 0
+        self.suppressed = 0
+        self.subscription = bus.subscribe("alerts", maxsize=1, accepts=self._tap)
+
+    # --- the bus tap (inside every publish: keep it tiny) -----------------------------
+
+    def _tap(self, event: object) -> bool:
+        kind = type(event)
+        if kind is QuoteReceived:
+            rules = self._price_rules.get(event.instrument)
+            if rules:
+                price = (event.bid + event.ask) / 2
+                for rule in rules:
+                    for finding in rule.on_price(event.instrument, event.ts_us, price):
+                        self._pending.append((rule, finding))
+                        self._wake.set()
+        elif kind in (OrderUpdated, SignalRaised, ServiceStateChanged) and self.rules:
+            self._events.append(event)
+            self._wake.set()
+        return False
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def run(self, context: ServiceContext) -> None:
+        context.mark_running()
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            timeout = next_tick - loop.time()
+            if timeout > 0 and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+            self._wake.clear()
+            found = self._take_events()
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + TICK_S
+                found.extend(self._poll())
+            if found:
+                await self._send(found)
+            context.counters.update(alerts_sent=self.sent, alerts_suppressed=self.suppressed)
+
+    def _take_events(self) -> list[tuple[Rule, Finding]]:
+        found, self._pending = self._pending, []
+        events, self._events = self._events, []
+        for event in events:
+            if isinstance(event, OrderUpdated):
+                for rule in self._by_kind.get("order", []):
+                    found.extend((rule, f) for f in rule.on_order(event.order))
+            elif isinstance(event, SignalRaised):
+                for rule in self._by_kind.get("signal", []):
+                    found.extend((rule, f) for f in rule.on_signal(event))
+            elif isinstance(event, ServiceStateChanged) and event.service in self.feeds():
+                for rule in self._by_kind.get("feed", []):
+                    rule.on_feed_state(event.service, event.state.value, event.ts_us)
+        return found
+
+    def _poll(self) -> list[tuple[Rule, Finding]]:
+        found: list[tuple[Rule, Finding]] = []
+        now = self.clock()
+        pnl_rules = self._by_kind.get("pnl", [])
+        if pnl_rules:
+            figures = self.pnl()
+            for rule in pnl_rules:
+                for scope, key, what, value in figures:
+                    if scope != rule.config.scope:
+                        continue
+                    venue = key.split(" ", 1)[0]
+                    if rule.config.venue and venue != rule.config.venue:
+                        continue
+                    if (
+                        rule.config.scope == "position"
+                        and rule.config.instrument
+                        and (not key.endswith(" " + rule.config.instrument))
+                    ):
+                        continue
+                    found.extend((rule, f) for f in rule.on_pnl(key, what, value))
+        halt_rules = self._by_kind.get("halt", [])
+        if halt_rules:
+            halted = dict(self.halts())
+            for rule in halt_rules:
+                found.extend((rule, f) for f in rule.on_halts(halted))
+        for rule in self._by_kind.get("feed", []):
+            found.extend((rule, f) for f in rule.on_feeds_down(now, {}))
+        return found
+
+    async def _send(self, found: list[tuple[Rule, Finding]]) -> None:
+        now = self.clock()
+        notices: list[tuple[Notice, list[str]]] = []
+        for rule, (key, title, text, data) in found:
+            if not rule.due(key, now):
+                self.suppressed += 1
+                continue
+            rule.sent(key, now)
+            notice = Notice(rule.config.kind, title, text, now, rule.name, data)
+            notices.append((notice, rule.config.channels))
+        await self.deliver_all(notices)
+
+    async def deliver_all(self, notices: list[tuple[Notice, list[str]]]) -> None:
+        """Store the notices, then hand each to its channels (also for reports and the
+        daemon's own notices)."""
+        if not notices:
+            return
+        delivered = [(notice, self.dispatcher.deliver(notice, names)) for notice, names in notices]
+        self.sent += len(delivered)
+        try:
+            await run_in_thread(history.record, self.store(), delivered)
+        except Exception:
+            log.exception("alert history not stored")
+
+    async def system(self, kind: str, title: str, text: str) -> None:
+        """What the engine itself says (kind "daemon": started, stopping), to the rules
+        of that kind."""
+        found: list[tuple[Rule, Finding]] = [
+            (rule, (title, title, text, {})) for rule in self._by_kind.get(kind, [])
+        ]
+        await self._send(found)
+
+    async def test(self, name: str) -> list[str]:
+        """Send a test notice through rule ``name``'s channels; the channels it went to."""
+        rule = next((r for r in self.rules if r.name == name), None)
+        if rule is None:
+            known = ", ".join(r.name for r in self.rules) or "none configured"
+            raise UsageError(f"no alert rule {name!r} (rules: {known})")
+        notice = Notice(
+            rule.config.kind,
+            f"test of alert {name}",
+            f"SPtrader test: alert rule {name} ({rule.config.kind}) reaches this channel",
+            self.clock(),
+            name,
+            {"test": True},
+        )
+        sent = self.dispatcher.deliver(notice, rule.config.channels)
+        await run_in_thread(history.record, self.store(), [(notice, sent)])
+        return sent
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every rule with its state: name, kind, enabled, fired, last_sent_us."""
+        return [
+            {
+                "name": rule.name,
+                "kind": rule.config.kind,
+                "enabled": rule.config.enabled,
+                "channels": list(rule.config.channels),
+                "cooldown_s": rule.config.cooldown_s,
+                "fired": rule.state.fired,
+                "last_sent_us": max(rule.state.last_sent_us.values(), default=None),
+            }
+            for rule in self.rules
+        ]
