@@ -225,7 +225,7 @@ async def test_a_dead_webhook_does_not_slow_the_quotes(tmp_path: Path) -> None:
                     "level": 1.1,
                     "cooldown_s": 0,
                 }
-            ],  # fmt: skip
+            ],
             url,
         )
         try:
