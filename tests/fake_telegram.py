@@ -10,6 +10,7 @@ make the next calls of a method fail (``fail_next``)."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from typing import Any
@@ -48,6 +49,15 @@ class FakeTelegram:
         self._condition = threading.Condition()
         self._closing = False
         self.server = FakeHttpServer(self._route)
+        # A long poll answered after the bot hung up is no error worth a traceback.
+        http_server = self.server._server
+        report = http_server.handle_error
+
+        def handle_error(request: Any, address: Any) -> None:
+            if not isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+                report(request, address)
+
+        http_server.handle_error = handle_error  # type: ignore[method-assign]
 
     @property
     def url(self) -> str:
