@@ -350,14 +350,23 @@ def _health_lines(health: dict[str, Any], style: _Text | _Markdown) -> list[str]
     if health["stale_feeds"]:
         names = ", ".join(style.name(name) for name in health["stale_feeds"])
         lines.append(f"{b}stale: {names}")
-    for row in health["coverage"]:
-        gaps = f", {row['gaps']} gaps ({row['missing_minutes']} min)" if row["gaps"] else ""
+    # The least covered first: on a phone the list is cut after MAX_LINES.
+    rows = sorted(health["coverage"], key=lambda row: (row["today_pct"] or 0, -row["gaps"]))
+    for row in rows[:MAX_LINES]:
+        gaps = (
+            f", {_count(row['gaps'], 'gap')} ({row['missing_minutes']} min)" if row["gaps"] else ""
+        )
         lines.append(
             f"{b}{style.name(row['instrument'])} covered yesterday {_percent(row['yesterday_pct'])}"
             f", today {_percent(row['today_pct'])}{gaps}"
         )
+    lines += _more(rows, "instruments", style)
     lines.append(f"{b}store: {_size(health['store_bytes'])}")
     return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _percent(value: float | None) -> str:
@@ -370,13 +379,11 @@ def _scanner_lines(activity: dict[str, Any], style: _Text | _Markdown) -> list[s
     if not activity["runs"]:
         return [*lines, f"{b}no runs"]
     lines.append(
-        f"{b}{activity['runs']} runs, {activity['failed']} failed,"
-        f" {len(activity['signals'])} signals, {activity['skipped']} skipped"
+        f"{b}{_count(activity['runs'], 'run')}, {activity['failed']} failed,"
+        f" {_count(len(activity['signals']), 'signal')}, {activity['skipped']} skipped"
     )
     for entry in activity["per_scanner"]:
-        text = (
-            f"{b}{style.name(entry['scanner'])}: {entry['runs']} runs, last {entry['last_status']}"
-        )
+        text = f"{b}{style.name(entry['scanner'])}: {_count(entry['runs'], 'run')}, last {entry['last_status']}"
         if entry["last_status"] == "failed" and entry["last_error"]:
             text += f" ({style.name(entry['last_error'])})"
         lines.append(text)
