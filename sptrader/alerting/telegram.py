@@ -291,6 +291,8 @@ class TelegramBot(Service):
 
     async def run(self, context: ServiceContext) -> None:
         token = self._token()
+        # The Event is this loop's (a service may run again on another loop: tests).
+        self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._context = context
         if self._dropped_before_start:

@@ -242,6 +242,7 @@ async def test_429_waits_its_retry_after_then_sends() -> None:
             bot.send(Notice("fill", "Filled SIM:EURUSD", "", now_us()))
             await wait_until(lambda: len(fake.sent) == 1, timeout=5)
             elapsed = time.monotonic() - started
+            await wait_until(lambda: supervisor.status()[0].counters["sent"] == 1)
             counters = supervisor.status()[0].counters
     # retry_initial_s is 0.05: the second try waited for Telegram's retry_after.
     assert elapsed >= 0.95
@@ -336,5 +337,20 @@ async def test_positions_close_halt_and_resume_through_a_local_engine(home: Path
                 resumed = await press(fake, buttons(await answer(fake, "/resume"))["Yes"])
                 assert resumed["text"] == "Resumed: paper"
                 assert engine.halts.reason("paper") is None
+
+                pnl = (await answer(fake, "/pnl day"))["text"]
+                assert "from 1 trade(s)" in pnl and "paper: equity " in pnl
+
+                working = await client.place_order(
+                    {"instrument": EUR, "side": "buy", "qty": 1000, "type": "limit", "price": 0.5}
+                )
+                order_id = working["order"]["order_id"]
+                orders = (await answer(fake, "/orders"))["text"]
+                assert f"#{order_id} paper {EUR} buy limit 1,000 @ 0.5" in orders
+                question = await answer(fake, f"/cancel {order_id}")
+                assert question["text"] == f"Cancel order #{order_id}?"
+                cancelled = await press(fake, buttons(question)["Yes"])
+                assert cancelled["text"] == f"Order #{order_id}: cancelled"
+                assert await client.open_orders() == []
     finally:
         await client.close()
