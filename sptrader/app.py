@@ -30,6 +30,7 @@ from sptrader.config import Settings
 from sptrader.formatting import decimals_of
 from sptrader.models import (
     TIMEFRAMES,
+    AlertRaised,
     BackfillProgressed,
     BarClosed,
     BarUpdated,
@@ -295,6 +296,7 @@ class SptraderApp(App[int]):
             # Not EventsDropped: the engine logs a drop too, and the pane shows it once.
             Route((EngineLogged,), self._to_event_log, self.query_one(EventLogPane)),
             Route((SignalRaised,), self._notify_signals),
+            Route((AlertRaised,), self._notify_alerts),
             # Every refresh: finished backfills' lines go after a while.
             Route((BackfillProgressed,), self._to_backfills, backfills, always=True),
             Route((HistoryStored, BackfillProgressed), self._history_to_chart, chart),
@@ -372,6 +374,16 @@ class SptraderApp(App[int]):
                 title=f"signal · {signal.scanner}",
                 severity="warning" if signal.side == "sell" else "information",
                 timeout=8,
+            )
+
+    def _notify_alerts(self, batch: EventBatch) -> None:
+        """Alert rules with the "tui" channel (sptrader.alerting)."""
+        for alert in batch.of(AlertRaised)[-5:]:
+            self.notify(
+                alert.text,
+                title=f"alert · {alert.rule}" if alert.rule else "alert",
+                severity="warning",
+                timeout=10,
             )
 
     def _to_backfills(self, batch: EventBatch) -> None:
