@@ -23,16 +23,16 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+from apscheduler.triggers.cron import CronTrigger
 
 from sptrader.alerting.notice import Notice
-from sptrader.client.protocol import EngineClient
 from sptrader.clock import format_us
 from sptrader.config import ReportConfig
 from sptrader.errors import SptraderError
 from sptrader.formatting import format_price, one_line
-from sptrader.models import ServiceState
-from sptrader.scanners.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
+from sptrader.models import ServiceState, ServiceStatus
 from sptrader.supervisor import Service, ServiceContext
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,56 @@ MAX_LINES = 5
 TROUBLE = {ServiceState.FAILED, ServiceState.BACKOFF, ServiceState.STALE}
 
 
+# --- what a report reads -------------------------------------------------------------
+# Spelled out here rather than imported: sptrader.client (through the engine, scanners
+# and sptrader.alerts) imports sptrader.alerting, and the import contract forbids the
+# cycle. Every EngineClient (sptrader.client.protocol) is one of these.
+
+
+class ReportClient(Protocol):
+    """The part of ``sptrader.client.protocol.EngineClient`` a report uses."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def watchlist(self) -> list[str]: ...
+
+    attached: bool
+
+    async def services(self) -> list[ServiceStatus]: ...
+
+    async def stale_instruments(self) -> set[str]: ...
+
+    async def data_status(
+        self, instruments: list[str] | None, start_us: int, end_us: int
+    ) -> list[dict]: ...
+
+    async def status(self) -> dict: ...
+
+    async def runs(self, last: int = 20) -> list[dict]: ...
+
+    async def run_steps(self, run_id: int) -> list[dict]: ...
+
+    async def recent_signals(self, limit: int = 50) -> list[dict]: ...
+
+    async def trading_venues(self) -> list[dict]: ...
+
+    async def account(self, venue: str = "paper") -> dict: ...
+
+    async def journal(
+        self, day_from: str | None = None, day_to: str | None = None, venue: str | None = None
+    ) -> dict: ...
+
+    async def positions(self, venue: str | None = None) -> list[dict]: ...
+
+    async def price_decimals(self, instruments: list[str]) -> dict[str, int]: ...
+
+
 # --- building -------------------------------------------------------------------------
 
 
-async def build_report(client: EngineClient, kind: str, now_us: int) -> dict[str, Any]:
+async def build_report(client: ReportClient, kind: str, now_us: int) -> dict[str, Any]:
     """The report of ``kind`` (health, pnl or all) as of ``now_us``, through ``client``."""
     if kind not in KINDS:
         raise ValueError(f"unknown report kind {kind!r} (kinds: {', '.join(KINDS)})")
@@ -82,7 +128,7 @@ def _day_start_us(ts_us: int) -> int:
     return ts_us - ts_us % US_PER_DAY
 
 
-async def _health(client: EngineClient, now_us: int) -> dict[str, Any]:
+async def _health(client: ReportClient, now_us: int) -> dict[str, Any]:
     services = [
         {
             "name": status.name,
@@ -133,7 +179,7 @@ def _pct(share: float | None) -> float | None:
     return round(share * 100, 1)
 
 
-async def _scanner_activity(client: EngineClient, now_us: int) -> dict[str, Any]:
+async def _scanner_activity(client: ReportClient, now_us: int) -> dict[str, Any]:
     since = now_us - US_PER_DAY
     runs = [run for run in await client.runs(MAX_RUNS) if (run.get("started_us") or 0) >= since]
     signals = [
@@ -185,7 +231,7 @@ async def _scanner_activity(client: EngineClient, now_us: int) -> dict[str, Any]
     }
 
 
-async def _pnl(client: EngineClient, now_us: int) -> dict[str, Any]:
+async def _pnl(client: ReportClient, now_us: int) -> dict[str, Any]:
     day = _day_of(now_us)
     venues = []
     for venue in await client.trading_venues():
@@ -197,7 +243,7 @@ async def _pnl(client: EngineClient, now_us: int) -> dict[str, Any]:
     return {"day": day, "venues": venues, "price_decimals": decimals}
 
 
-async def _venue_pnl(client: EngineClient, venue: str, day: str) -> dict[str, Any]:
+async def _venue_pnl(client: ReportClient, venue: str, day: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"venue": venue, "error": "", "trades": [], "positions": []}
     try:
         account = await client.account(venue)
@@ -474,6 +520,49 @@ def report_notice(report: dict[str, Any], format: str = "text") -> Notice:
 
 
 # --- the schedule ---------------------------------------------------------------------
+# The same cron and clock rules as the scanners' (sptrader.scanners.schedule, which this
+# package may not import: see ReportClient); its FakeClock is a Clock here too.
+
+#: The longest single wait: a wall-clock jump (the machine slept) is noticed within this.
+MAX_SLEEP_S = 30.0
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The wall clock; waits are cut into MAX_SLEEP_S pieces by the caller, as
+    ``asyncio.sleep`` runs on the monotonic clock, which stops while the machine sleeps."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class CronSchedule:
+    """A standard 5-field crontab expression, in UTC."""
+
+    def __init__(self, expression: str) -> None:
+        self.trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        """The first fire time strictly after ``moment``."""
+        return self.trigger.get_next_fire_time(None, moment + timedelta(microseconds=1))
+
+    def count_between(self, after: datetime, until: datetime, limit: int = 10_000) -> int:
+        """Fire times in (after, until], up to ``limit``."""
+        count = 0
+        moment = self.next_after(after)
+        while moment is not None and moment <= until and count < limit:
+            count += 1
+            moment = self.next_after(moment)
+        return count
+
 
 #: Hands a notice to the channels named (the lead's wiring); may be a coroutine.
 Deliver = Callable[[Notice, list[str]], Awaitable[None] | None]
@@ -491,7 +580,7 @@ class ReportScheduler(Service):
     def __init__(
         self,
         reports: list[ReportConfig],
-        client: EngineClient,
+        client: ReportClient,
         deliver: Deliver,
         *,
         clock: Clock | None = None,
