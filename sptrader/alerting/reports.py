@@ -596,7 +596,7 @@ class ReportScheduler(Service):
         #: Each report's next fire time (empty while stopped).
         self.next_due: dict[str, datetime] = {}
         self.context: ServiceContext | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[Notice | None]] = {}
 
     async def run(self, context: ServiceContext) -> None:
         self.context = context
