@@ -20,7 +20,7 @@ import polars as pl
 
 from sptrader.alerting.channels import DesktopChannel, Dispatcher, TuiChannel, WebhookChannel
 from sptrader.alerting.service import AlertService
-from sptrader.alerts import Alerter
+from sptrader.alerting.webhooks import Alerter
 from sptrader.backfill import LIVE_EDGE_US, Backfill
 from sptrader.bars import BarBuilder
 from sptrader.broker import records as broker_records

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 
 from sptrader.alerting.notice import Channel, Notice
-from sptrader.alerts import Alerter
+from sptrader.alerting.webhooks import Alerter
 from sptrader.bus import Bus
 from sptrader.models import AlertRaised
 

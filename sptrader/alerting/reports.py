@@ -53,8 +53,8 @@ TROUBLE = {ServiceState.FAILED, ServiceState.BACKOFF, ServiceState.STALE}
 
 
 # --- what a report reads -------------------------------------------------------------
-# Spelled out here rather than imported: sptrader.client (through the engine, scanners
-# and sptrader.alerts) imports sptrader.alerting, and the import contract forbids the
+# Spelled out here rather than imported: sptrader.client (through the engine and the
+# scanners) imports sptrader.alerting, and the import contract forbids the
 # cycle. Every EngineClient (sptrader.client.protocol) is one of these.
 
 

@@ -34,7 +34,6 @@ from typing import Any
 import httpx
 
 from sptrader.alerting.notice import Notice
-from sptrader.client.protocol import EngineClient
 from sptrader.config import TelegramConfig
 from sptrader.errors import SptraderError
 from sptrader.formatting import format_price, one_line, price_decimals, sparkline
@@ -223,7 +222,9 @@ class TelegramBot(Service):
     def __init__(
         self,
         config: TelegramConfig,
-        client: EngineClient,
+        # An sptrader.client.protocol.EngineClient (not imported: the engine imports
+        # sptrader.alerting, and the client imports the engine).
+        client: Any,
         *,
         env: Mapping[str, str] | None = None,
         confirm_ttl_s: float = CONFIRM_TTL_S,

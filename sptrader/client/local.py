@@ -745,7 +745,7 @@ class LocalEngineClient:
         """``scan`` on an engine with only its store open (a command's without a daemon):
         nothing streams the scanner's instruments, so their recent history is fetched
         first; it runs here, and its signals are alerted here (no alerter service runs)."""
-        from sptrader.alerts import Alerter
+        from sptrader.alerting.webhooks import Alerter
         from sptrader.scanners.service import Scanner, alert_payload
         from sptrader.strategies import registry
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from sptrader.alerts import Alerter
+from sptrader.alerting.webhooks import Alerter
 from sptrader.clock import format_us, now_us
 from sptrader.config import AlertsConfig, ScannerConfig
 from sptrader.errors import SptraderError, UsageError

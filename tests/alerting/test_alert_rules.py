@@ -17,7 +17,7 @@ from fakes import FakeHttpServer, FakeRequest, FakeResponse
 from sptrader.alerting.channels import Dispatcher, TuiChannel, WebhookChannel
 from sptrader.alerting.rules import Rule
 from sptrader.alerting.service import AlertService
-from sptrader.alerts import Alerter
+from sptrader.alerting.webhooks import Alerter
 from sptrader.bus import Bus
 from sptrader.config import AlertRuleConfig, AlertsConfig
 from sptrader.models import (

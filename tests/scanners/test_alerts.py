@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fakes import FakeHttpServer, FakeRequest, FakeResponse
 
-from sptrader.alerts import Alerter, webhook_request
+from sptrader.alerting.webhooks import Alerter, webhook_request
 from sptrader.config import AlertsConfig, WebhookConfig
 
 SIGNAL = {

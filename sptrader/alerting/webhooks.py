@@ -1,4 +1,4 @@
-"""Signals to webhooks: Slack, Discord, ntfy or plain JSON.
+"""Signals and alert notices to webhooks: Slack, Discord, ntfy or plain JSON.
 
 Deliveries run on one background thread with a bounded queue, so a slow or failing
 webhook never holds up a scan: ``submit`` only enqueues. Each delivery is retried with
