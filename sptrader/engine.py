@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from sptrader.alerting.channels import DesktopChannel, Dispatcher, TuiChannel, WebhookChannel
+from sptrader.alerting.notice import Notice
 from sptrader.alerting.service import AlertService
 from sptrader.alerting.webhooks import Alerter
 from sptrader.backfill import LIVE_EDGE_US, Backfill
@@ -581,6 +582,14 @@ class Engine:
             bus=self.bus,
             strategy_modules=self.config.strategies.modules,
         )
+
+    async def deliver_notice(self, notice: Notice, channels: list[str]) -> None:
+        """A notice that is not an alert rule's (a scheduled report) to its channels,
+        kept in the alert history like the rules' own."""
+        from sptrader.alerting import history
+
+        sent = self.alert_channels.deliver(notice, channels)
+        await run_in_thread(history.record, self.require_store(), [(notice, sent)])
 
     def _pnl_figures(self) -> list[tuple[str, str, str, float]]:
         """(scope, key, what, value) for the P&L alert rules: each venue's day P&L and

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sptrader.client import paths
 from sptrader.client.paths import host_name, host_of
@@ -43,6 +43,26 @@ def release_pid_file(home: Path) -> None:
             path.unlink()
 
 
+def start_away_services(engine: Engine, client: Any) -> None:
+    """What reaches a trader away from the terminal, run by whichever process hosts the
+    engine (the daemon, or a TUI): the Telegram bot (also the "telegram" alert channel)
+    and the scheduled reports. Both go through ``client``, as every caller does."""
+    config = engine.config
+    if config.telegram.enabled:
+        from sptrader.alerting.telegram import TelegramBot
+
+        bot = TelegramBot(config.telegram, client)
+        engine.alert_channels.add(bot)
+        engine.supervisor.add(bot)
+        engine.supervisor.start(bot.name)
+    if any(report.enabled for report in config.reports):
+        from sptrader.alerting.reports import ReportScheduler
+
+        scheduler = ReportScheduler(config.reports, client, engine.deliver_notice)
+        engine.supervisor.add(scheduler)
+        engine.supervisor.start(scheduler.name)
+
+
 class EngineHost:
     """The pid file and the API server of an engine in this process (``host``: the
     daemon or a TUI), started once the engine runs and closed before it stops."""
@@ -52,6 +72,7 @@ class EngineHost:
         # sptrader.daemon) and need no server, which pulls in websockets and the engine.
         from sptrader.api.server import ApiServer
 
+        self.engine = engine
         self.home = engine.settings.home
         self.host = host
         self.server = ApiServer(engine, host=host)
@@ -63,6 +84,7 @@ class EngineHost:
         except BaseException:
             release_pid_file(self.home)
             raise
+        start_away_services(self.engine, self.server.client)
 
     async def close_server(self) -> None:
         """Stop answering (the socket goes); the pid file stays until the engine is
