@@ -492,6 +492,31 @@ def _add_alert_parsers(commands: argparse._SubParsersAction) -> None:
     history.add_argument("--last", type=count("--last"), default=50, metavar="N")
     history.add_argument("--rule", metavar="NAME", help="only this rule's")
     history.add_argument("--json", action="store_true", help="print JSON")
+    add = actions.add_parser(
+        "add",
+        help="add (or replace) a rule kept in the store",
+        description="Add an alert rule (kept in the store; rules in the config file stay there). KIND: price_cross (--instrument, --level), price_move (--instrument, --pct, --window), pnl (--threshold, --scope day|position, --venue, --instrument), order (--events filled,rejected,stop,target), halt (--venue), feed (--after), daemon, signal (--scanner). A rule of the same name is replaced.",
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("kind", metavar="KIND")
+    add.add_argument("--instrument", metavar="I")
+    add.add_argument("--level", type=float, metavar="P")
+    add.add_argument("--pct", type=float, metavar="N")
+    add.add_argument("--window", dest="window_s", type=float, metavar="S")
+    add.add_argument("--threshold", type=float, metavar="V")
+    add.add_argument("--scope", choices=("day", "position"))
+    add.add_argument("--venue", choices=VENUES)
+    add.add_argument("--events", metavar="E,E")
+    add.add_argument("--after", dest="after_s", type=float, metavar="S")
+    add.add_argument("--scanner", metavar="NAME")
+    add.add_argument("--channels", metavar="C,C", help="tui,webhooks,telegram,desktop")
+    add.add_argument("--cooldown", dest="cooldown_s", type=float, metavar="S")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    remove = actions.add_parser("remove", help="remove a rule kept in the store")
+    remove.add_argument("name", metavar="NAME")
+    for verb, what in (("pause", "pause a rule"), ("resume", "resume a paused rule")):
+        paused = actions.add_parser(verb, help=what)
+        paused.add_argument("name", metavar="NAME")
     test = actions.add_parser("test", help="send a test notice through a rule's channels")
     test.add_argument("name", metavar="NAME")
     test.add_argument("--json", action="store_true", help="print JSON")

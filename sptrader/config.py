@@ -248,7 +248,6 @@ RULE_KINDS = (
     "order",  # an order is filled, rejected, or its stop-loss / take-profit hit (`events`)
     "halt",  # a venue halts (the kill switch, the daily loss limit, stale data)
     "feed",  # a feed is stale or failed for longer than `after_s`
-    "gap",  # a data gap is detected
     "daemon",  # the daemon started, restarted or is stopping
     "signal",  # a scanner's signal
 )
@@ -486,6 +485,7 @@ BINDING_IDS = (
     "journal-close",
     "journal-note",
     "journal-equity",
+    "alerts-screen",
 )
 
 
@@ -814,6 +814,12 @@ def _validate_alert_rules(config: Config) -> str | None:
             if channel not in CHANNELS:
                 return f"{key}.channels: unknown channel {channel!r} (use {', '.join(CHANNELS)})"
     return None
+
+
+def alert_rule_problem(rule: AlertRuleConfig) -> str | None:
+    """What is wrong with one rule added at run time (the config's own checks), or None."""
+    problem = _validate_alert_rules(Config(alerts=AlertsConfig(rules=[rule])))
+    return None if problem is None else problem.replace("alerts.rules[0]", f"rule {rule.name}")
 
 
 def _validate_scanners(config: Config) -> str | None:

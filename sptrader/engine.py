@@ -277,17 +277,9 @@ class Engine:
         self.alert_channels = Dispatcher([TuiChannel(self.bus), DesktopChannel()])
         if config.alerts.webhooks:
             self.alert_channels.add(WebhookChannel(Alerter(config.alerts)))
+        # The rules' service: made on start when the config or the store has a rule (or
+        # when the first one is added), so an engine without rules runs no such service.
         self.alerts: AlertService | None = None
-        if config.alerts.rules:
-            self.alerts = AlertService(
-                self.bus,
-                config.alerts.rules,
-                self.alert_channels,
-                store=self.require_store,
-                pnl=self._pnl_figures,
-                halts=lambda: self.halts.halted,
-                feeds=lambda: set(self.feeds),
-            )
         # A live broker per [brokers.NAME] with trading = "live" (sptrader.broker.live).
         self.live_brokers: dict[str, LiveBroker] = {}
         for name in type(config.brokers).__struct_fields__:
@@ -548,10 +540,11 @@ class Engine:
             self.supervisor.start(self.broker.name)
         for live in self.live_brokers.values():
             self.supervisor.start(live.name)
-        if self.alerts is not None:
-            self.supervisor.add(self.alerts)
-            self.supervisor.start(self.alerts.name)
-            self._spawn(self.alerts.system("daemon", "SPtrader started", "the engine started"))
+        alerts = self.make_alerts()
+        await run_in_thread(alerts.load, store)
+        if alerts.rules:
+            self._start_alerts(alerts)
+            self._spawn(alerts.system("daemon", "SPtrader started", "the engine started"))
         for name in self.feeds:
             self.supervisor.start(name)
         self._start_scanners()
@@ -582,6 +575,34 @@ class Engine:
             bus=self.bus,
             strategy_modules=self.config.strategies.modules,
         )
+
+    def make_alerts(self) -> AlertService:
+        """The alert rules' service on this engine (not started)."""
+        return AlertService(
+            self.bus,
+            self.config.alerts.rules,
+            self.alert_channels,
+            store=self.require_store,
+            pnl=self._pnl_figures,
+            halts=lambda: self.halts.halted,
+            feeds=lambda: set(self.feeds),
+        )
+
+    def _start_alerts(self, alerts: AlertService) -> None:
+        self.alerts = alerts
+        self.supervisor.add(alerts)
+        self.supervisor.start(alerts.name)
+
+    async def ensure_alerts(self) -> AlertService:
+        """The running rules' service, started now if it was not (the first rule added)."""
+        if self.alerts is None:
+            alerts = self.make_alerts()
+            await run_in_thread(alerts.load, self.require_store())
+            if self.started:
+                self._start_alerts(alerts)
+            else:
+                return alerts  # a store-only engine: changes the store, runs nothing
+        return self.alerts
 
     async def deliver_notice(self, notice: Notice, channels: list[str]) -> None:
         """A notice that is not an alert rule's (a scheduled report) to its channels,

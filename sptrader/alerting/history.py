@@ -56,3 +56,46 @@ def read(store: Store, limit: int = 50, rule: str | None = None) -> list[dict[st
         }
         for ts, name, kind, title, text, channels, data in rows
     ]
+
+
+# --- rules kept in the store (migration 011) ---------------------------------------------
+
+
+def stored_rules(store: Store) -> tuple[list[dict[str, Any]], set[str]]:
+    """(the rules added from the CLI or the TUI, as AlertRuleConfig dicts; the names of
+    every paused rule)."""
+    cursor = store.cursor()
+    rules = [json.loads(spec) for (spec,) in cursor.execute(
+        "SELECT spec FROM alert_rules ORDER BY name"
+    ).fetchall()]  # fmt: skip
+    paused = {name for (name,) in cursor.execute("SELECT name FROM alert_rules_paused").fetchall()}
+    return rules, paused
+
+
+def save_rule(store: Store, spec: dict[str, Any], now_us: int) -> None:
+    with store._write_lock:
+        store.cursor().execute(
+            "INSERT OR REPLACE INTO alert_rules VALUES (?, ?, make_timestamp(?))",
+            [spec["name"], json.dumps(spec), now_us],
+        )
+
+
+def delete_rule(store: Store, name: str) -> bool:
+    with store._write_lock:
+        cursor = store.cursor()
+        found = cursor.execute("SELECT count(*) FROM alert_rules WHERE name = ?", [name]).fetchall()
+        cursor.execute("DELETE FROM alert_rules WHERE name = ?", [name])
+        cursor.execute("DELETE FROM alert_rules_paused WHERE name = ?", [name])
+    return bool(found[0][0])
+
+
+def set_paused(store: Store, name: str, paused: bool, now_us: int) -> None:
+    with store._write_lock:
+        cursor = store.cursor()
+        if paused:
+            cursor.execute(
+                "INSERT OR REPLACE INTO alert_rules_paused VALUES (?, make_timestamp(?))",
+                [name, now_us],
+            )
+        else:
+            cursor.execute("DELETE FROM alert_rules_paused WHERE name = ?", [name])

@@ -42,6 +42,7 @@ class Rule:
         self.config = config
         self.state = RuleState()
         self.decimals = decimals
+        self.paused = False  # by the trader (CLI, Alerts screen), kept in the store
 
     @property
     def name(self) -> str:
@@ -208,6 +209,6 @@ class Rule:
 def rules_by_kind(rules: Iterable[Rule]) -> dict[str, list[Rule]]:
     grouped: dict[str, list[Rule]] = {}
     for rule in rules:
-        if rule.config.enabled:
+        if rule.config.enabled and not rule.paused:
             grouped.setdefault(rule.config.kind, []).append(rule)
     return grouped

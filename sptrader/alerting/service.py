@@ -17,13 +17,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from sptrader.alerting import history
 from sptrader.alerting.channels import Dispatcher
 from sptrader.alerting.notice import Notice
 from sptrader.alerting.rules import Finding, Rule, rules_by_kind
 from sptrader.bus import Bus
 from sptrader.clock import now_us
-from sptrader.config import AlertRuleConfig
+from sptrader.config import AlertRuleConfig, alert_rule_problem
 from sptrader.errors import UsageError
 from sptrader.models import (
     OrderUpdated,
@@ -66,18 +68,95 @@ class AlertService(Service):
         self.halts = halts
         self.feeds = feeds
         self.clock = clock
-        self.rules = [Rule(config, decimals) for config in rules]
-        self._by_kind = rules_by_kind(self.rules)
+        self.decimals = decimals
+        #: The config file's rules, and those added at run time (kept in the store).
+        self.configured = {config.name: config for config in rules}
+        self.stored: dict[str, AlertRuleConfig] = {}
+        self.paused: set[str] = set()
+        self.rules: list[Rule] = []
+        self._by_kind: dict[str, list[Rule]] = {}
         self._price_rules: dict[str, list[Rule]] = {}
-        for kind in ("price_cross", "price_move"):
-            for rule in self._by_kind.get(kind, []):
-                self._price_rules.setdefault(rule.config.instrument, []).append(rule)
+        self._rebuild()
         self._pending: list[tuple[Rule, Finding]] = []
         self._events: list[object] = []
         self._wake = asyncio.Event()
         self.sent = 0
         self.suppressed = 0
         self.subscription = bus.subscribe("alerts", maxsize=1, accepts=self._tap)
+
+    # --- the rules ----------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        """Index the rules (each keeps its state across a change of the others)."""
+        known = {rule.name: rule for rule in self.rules}
+        rules = []
+        for config in [*self.configured.values(), *self.stored.values()]:
+            rule = known.get(config.name)
+            if rule is None or rule.config != config:
+                rule = Rule(config, self.decimals)
+            rule.paused = config.name in self.paused
+            rules.append(rule)
+        by_kind = rules_by_kind(rules)
+        price_rules: dict[str, list[Rule]] = {}
+        for kind in ("price_cross", "price_move"):
+            for rule in by_kind.get(kind, []):
+                price_rules.setdefault(rule.config.instrument, []).append(rule)
+        # Swapped whole: the bus tap reads them between awaits.
+        self.rules, self._by_kind, self._price_rules = rules, by_kind, price_rules
+
+    def load(self, store: Store) -> None:
+        """The rules added at run time and the paused ones (blocking: a thread's work)."""
+        specs, self.paused = history.stored_rules(store)
+        self.stored = {}
+        for spec in specs:
+            try:
+                config = msgspec.convert(spec, AlertRuleConfig)
+            except msgspec.ValidationError as error:
+                log.warning("stored alert rule %s unreadable: %s", spec.get("name"), error)
+                continue
+            if config.name not in self.configured:
+                self.stored[config.name] = config
+        self._rebuild()
+
+    async def add(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Add or replace a stored rule (checked as the config file's are)."""
+        try:
+            config = msgspec.convert(spec, AlertRuleConfig)
+        except msgspec.ValidationError as error:
+            raise UsageError(f"bad alert rule: {error}") from None
+        if config.name in self.configured:
+            raise UsageError(f"rule {config.name} is defined in the config file: edit it there")
+        problem = alert_rule_problem(config)
+        if problem:
+            raise UsageError(problem)
+        await run_in_thread(
+            history.save_rule, self.store(), msgspec.structs.asdict(config), self.clock()
+        )
+        self.stored[config.name] = config
+        self._rebuild()
+        return self._row(next(r for r in self.rules if r.name == config.name))
+
+    async def remove(self, name: str) -> None:
+        if name in self.configured:
+            raise UsageError(f"rule {name} is defined in the config file: remove it there")
+        if name not in self.stored:
+            raise UsageError(f"no alert rule {name!r} (see `sptrader alerts list`)")
+        await run_in_thread(history.delete_rule, self.store(), name)
+        del self.stored[name]
+        self.paused.discard(name)
+        self._rebuild()
+
+    async def pause(self, name: str, paused: bool = True) -> dict[str, Any]:
+        rule = next((r for r in self.rules if r.name == name), None)
+        if rule is None:
+            raise UsageError(f"no alert rule {name!r} (see `sptrader alerts list`)")
+        await run_in_thread(history.set_paused, self.store(), name, paused, self.clock())
+        if paused:
+            self.paused.add(name)
+        else:
+            self.paused.discard(name)
+        self._rebuild()
+        return self._row(next(r for r in self.rules if r.name == name))
 
     # --- the bus tap (inside every publish: keep it tiny) -----------------------------
 
@@ -193,8 +272,9 @@ class AlertService(Service):
         ]
         await self._send(found)
 
-    async def test(self, name: str) -> list[str]:
-        """Send a test notice through rule ``name``'s channels; the channels it went to."""
+    async def test(self, name: str, skip: tuple[str, ...] = ()) -> list[str]:
+        """Send a test notice through rule ``name``'s channels (but ``skip``); the
+        channels it went to."""
         rule = next((r for r in self.rules if r.name == name), None)
         if rule is None:
             known = ", ".join(r.name for r in self.rules) or "none configured"
@@ -207,21 +287,25 @@ class AlertService(Service):
             name,
             {"test": True},
         )
-        sent = self.dispatcher.deliver(notice, rule.config.channels)
+        names = [name for name in rule.config.channels if name not in skip]
+        sent = self.dispatcher.deliver(notice, names)
         await run_in_thread(history.record, self.store(), [(notice, sent)])
         return sent
 
     def status(self) -> list[dict[str, Any]]:
-        """Every rule with its state: name, kind, enabled, fired, last_sent_us."""
-        return [
-            {
-                "name": rule.name,
-                "kind": rule.config.kind,
-                "enabled": rule.config.enabled,
-                "channels": list(rule.config.channels),
-                "cooldown_s": rule.config.cooldown_s,
-                "fired": rule.state.fired,
-                "last_sent_us": max(rule.state.last_sent_us.values(), default=None),
-            }
-            for rule in self.rules
-        ]
+        """Every rule with its state (``EngineClient.alert_rules``)."""
+        return [self._row(rule) for rule in self.rules]
+
+    def _row(self, rule: Rule) -> dict[str, Any]:
+        return {
+            "name": rule.name,
+            "kind": rule.config.kind,
+            "enabled": rule.config.enabled and not rule.paused,
+            "paused": rule.paused,
+            "source": "config" if rule.name in self.configured else "stored",
+            "channels": list(rule.config.channels),
+            "cooldown_s": rule.config.cooldown_s,
+            "rule": msgspec.structs.asdict(rule.config),
+            "fired": rule.state.fired,
+            "last_sent_us": max(rule.state.last_sent_us.values(), default=None),
+        }

@@ -243,6 +243,14 @@ METHODS: dict[str, Method] = {
         lambda c, limit, rule: c.alert_history(limit, rule),
     ),
     "test_alert": Method({"name": _TEXT}, lambda c, name: c.test_alert(name)),
+    "add_alert_rule": Method(
+        {"rule": Param(dict, required=True)}, lambda c, rule: c.add_alert_rule(rule)
+    ),
+    "remove_alert_rule": Method({"name": _TEXT}, lambda c, name: c.remove_alert_rule(name)),
+    "pause_alert_rule": Method(
+        {"name": _TEXT, "paused": Param(bool, default=True)},
+        lambda c, name, paused: c.pause_alert_rule(name, paused),
+    ),
     "wait_venue_ready": Method(
         {"venue": _TEXT, "timeout_s": Param(float, default=10.0)},
         lambda c, venue, timeout_s: c.wait_venue_ready(venue, min(timeout_s, MAX_WAIT_S)),

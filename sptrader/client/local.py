@@ -15,7 +15,6 @@ from pathlib import Path
 
 import polars as pl
 
-from sptrader.alerting.service import AlertService
 from sptrader.backfill import Backfill
 from sptrader.broker.live import LiveBroker
 from sptrader.broker.orders import OrderRequest
@@ -530,20 +529,19 @@ class LocalEngineClient:
                 resumed.append(name)
         return resumed
 
-    def _alert_service(self) -> AlertService:
-        """The engine's alert rules (a store-only engine's, for a test send)."""
-        if self.engine.alerts is not None:
-            return self.engine.alerts
-        config = self.engine.config
-        return AlertService(
-            self.engine.bus,
-            config.alerts.rules,
-            self.engine.alert_channels,
-            store=self.engine.require_store,
-        )
-
     async def alert_rules(self) -> list[dict]:
-        return self._alert_service().status()
+        return (await self.engine.ensure_alerts()).status()
+
+    async def add_alert_rule(self, rule: dict) -> dict:
+        if not isinstance(rule, dict):
+            raise UsageError("an alert rule must be an object of AlertRuleConfig fields")
+        return await (await self.engine.ensure_alerts()).add(rule)
+
+    async def remove_alert_rule(self, name: str) -> None:
+        await (await self.engine.ensure_alerts()).remove(name)
+
+    async def pause_alert_rule(self, name: str, paused: bool = True) -> dict:
+        return await (await self.engine.ensure_alerts()).pause(name, bool(paused))
 
     async def alert_history(self, limit: int = 50, rule: str | None = None) -> list[dict]:
         from sptrader.alerting import history
@@ -552,7 +550,9 @@ class LocalEngineClient:
         return await run_in_thread(history.read, store, int(limit), rule)
 
     async def test_alert(self, name: str) -> list[str]:
-        sent = await self._alert_service().test(name)
+        # No TUI watches a one-shot engine's bus: its "tui" channel would reach no one.
+        skip = () if self.engine.started else ("tui",)
+        sent = await (await self.engine.ensure_alerts()).test(name, skip)
         webhooks = self.engine.alert_channels.channels.get("webhooks")
         if webhooks is not None and not self.engine.started:
             # A one-shot command: wait for the webhooks' thread to deliver.

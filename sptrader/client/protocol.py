@@ -219,13 +219,30 @@ class EngineClient(Protocol):
         ...
 
     async def alert_rules(self) -> list[dict]:
-        """Every ``[[alerts.rules]]`` rule: name, kind, enabled, channels, cooldown_s,
-        fired (since the engine started), last_sent_us."""
+        """Every rule (``[[alerts.rules]]`` and those added with ``add_alert_rule``):
+        name, kind, enabled, paused, source ("config" or "stored"), channels,
+        cooldown_s, rule (every field), fired (since the engine started), last_sent_us."""
         ...
 
     async def alert_history(self, limit: int = 50, rule: str | None = None) -> list[dict]:
         """The newest notices sent (of ``rule``), newest first: ts_us, rule, kind,
         title, text, channels, data."""
+        ...
+
+    async def add_alert_rule(self, rule: dict) -> dict:
+        """Add (or, by the same name, replace) a rule kept in the store: its
+        ``AlertRuleConfig`` fields (name, kind, channels, cooldown_s, the kind's own).
+        Checked as the config is (a bad one is a one-line UsageError); a name the config
+        file defines is refused (edit it there). Returns the rule as ``alert_rules`` lists
+        it."""
+        ...
+
+    async def remove_alert_rule(self, name: str) -> None:
+        """Remove a stored rule (one from the config file is refused: edit it there)."""
+        ...
+
+    async def pause_alert_rule(self, name: str, paused: bool = True) -> dict:
+        """Pause (or resume) any rule, from the config or stored; kept across restarts."""
         ...
 
     async def test_alert(self, name: str) -> list[str]:

@@ -310,6 +310,15 @@ class RemoteEngineClient:
     async def alert_history(self, limit: int = 50, rule: str | None = None) -> list[dict]:
         return await self._call("alert_history", limit=limit, rule=rule)
 
+    async def add_alert_rule(self, rule: dict) -> dict:
+        return await self._call("add_alert_rule", rule=rule)
+
+    async def remove_alert_rule(self, name: str) -> None:
+        await self._call("remove_alert_rule", name=name)
+
+    async def pause_alert_rule(self, name: str, paused: bool = True) -> dict:
+        return await self._call("pause_alert_rule", name=name, paused=paused)
+
     async def test_alert(self, name: str) -> list[str]:
         return await self._call("test_alert", name=name)
 

@@ -1,5 +1,6 @@
-"""``sptrader alerts list | history | test NAME``: the ``[[alerts.rules]]`` rules, the
-notices they sent (``alert_history``), and a test notice through a rule's channels.
+"""``sptrader alerts list | add | remove | pause | resume | history | test NAME``: the alert
+rules (the config file's ``[[alerts.rules]]`` and those added here, kept in the store),
+the notices they sent (``alert_history``), and a test notice through a rule's channels.
 Through the engine client: the daemon's (or the TUI's) engine while one runs, else this
 process's store (rules then show no state: nothing fired here)."""
 
@@ -14,11 +15,34 @@ from sptrader.commands.trading import iso_fields, print_table, write_json
 from sptrader.config import Settings
 
 
+def rule_fields(args: argparse.Namespace) -> dict[str, object]:
+    """The AlertRuleConfig fields ``alerts add`` was given (the rest take their defaults)."""
+    fields: dict[str, object] = {"name": args.name, "kind": args.kind}
+    for key in ("instrument", "level", "pct", "window_s", "threshold", "scope", "venue"):
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
+    for key in ("after_s", "scanner", "cooldown_s"):
+        if getattr(args, key) is not None:
+            fields[key] = getattr(args, key)
+    for key in ("events", "channels"):
+        if getattr(args, key):
+            fields[key] = [part.strip() for part in getattr(args, key).split(",") if part.strip()]
+    if isinstance(fields.get("instrument"), str):
+        fields["instrument"] = str(fields["instrument"]).upper()
+    return fields
+
+
 def run_alerts(settings: Settings, args: argparse.Namespace) -> int:
     action = args.alerts_command or "list"
 
     async def call() -> object:
         async with connect(settings) as client:
+            if action == "add":
+                return await client.add_alert_rule(rule_fields(args))
+            if action == "remove":
+                return await client.remove_alert_rule(args.name)
+            if action in ("pause", "resume"):
+                return await client.pause_alert_rule(args.name, action == "pause")
             if action == "history":
                 return await client.alert_history(args.last, args.rule)
             if action == "test":
@@ -27,6 +51,18 @@ def run_alerts(settings: Settings, args: argparse.Namespace) -> int:
 
     result = asyncio.run(call())
     as_json = getattr(args, "json", False)
+    if action == "add":
+        if as_json:
+            write_json(result)
+        else:
+            print(f"alert rule {args.name} ({args.kind}) saved")
+        return 0
+    if action == "remove":
+        print(f"alert rule {args.name} removed")
+        return 0
+    if action in ("pause", "resume"):
+        print(f"alert rule {args.name} {'paused' if action == 'pause' else 'resumed'}")
+        return 0
     if action == "test":
         sent = list(result)  # type: ignore[call-overload]
         if as_json:
@@ -64,7 +100,7 @@ def run_alerts(settings: Settings, args: argparse.Namespace) -> int:
         (
             row["name"],
             row["kind"],
-            "on" if row["enabled"] else "paused",
+            "paused" if row["paused"] else ("on" if row["enabled"] else "off"),
             ", ".join(row["channels"]),
             f"{row['cooldown_s']:g}s",
             str(row["fired"]),

@@ -149,7 +149,9 @@ class VenueError(SptraderError):
         self.code = code
         self.sentence = message
         label = VENUE_LABELS.get(venue, venue)
-        super().__init__(f"{label} {code}: {message}" if code is not None else f"{label}: {message}")
+        super().__init__(
+            f"{label} {code}: {message}" if code is not None else f"{label}: {message}"
+        )
 
 
 class VenueRejected(VenueError):
@@ -177,7 +179,9 @@ def secret(env: Mapping[str, str], name: str, venue: str, what: str) -> str:
     to set (the value itself is never logged or put in a message)."""
     value = env.get(name, "") if name else ""
     if not value:
-        raise VenueAuthError(venue, f"set the environment variable {name or '(none named)'} to the {what}")
+        raise VenueAuthError(
+            venue, f"set the environment variable {name or '(none named)'} to the {what}"
+        )
     return value
 
 

@@ -34,6 +34,7 @@ from sptrader.engine import Engine
 from sptrader.errors import SptraderError
 from sptrader.models import (
     EVENT_TYPES,
+    AlertRaised,
     BackfillProgressed,
     Bar,
     BarClosed,
@@ -126,6 +127,7 @@ def test_every_event_a_client_sees_crosses_the_wire_and_no_other() -> None:
         SignalRaised(9, "mine", 3, "SIM:EURUSD", 0, "buy", 0.5, "cross", None, 1.3, True),
         OrderUpdated(10, {"order_id": 1, "status": "open"}),
         FillExecuted(11, {"fill_id": 1, "price": 1.1}),
+        AlertRaised(12, "btc-50k", "price_cross", "BINANCE:BTCUSDT crossed 50,000", "above"),
     ]
     assert [type(event) for event in samples] == list(EVENT_TYPES)
     for event in samples:
