@@ -56,6 +56,8 @@ from sptrader.screens import (
     WatchlistPane,
 )
 from sptrader.screens.account import AccountBar, live_state, venue_name
+from sptrader.screens.alert_form import AlertRuleForm
+from sptrader.screens.alerts import AlertsScreen, ConfirmRemove
 from sptrader.screens.halt import HaltScreen
 from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
@@ -119,6 +121,8 @@ class SptraderApp(App[int]):
         Binding("slash", "search_symbols", "Add instrument", key_display="/", id="search-symbols"),
         Binding("d", "data_screen", "Data", id="data-screen"),
         Binding("S", "strategies_screen", "Strategies", id="strategies-screen"),
+        # Not in the footer (it is full at 80 columns): Help and the palette name it.
+        Binding("A", "alerts_screen", "Alerts", show=False, id="alerts-screen"),
         # The kill switch works over every screen and in a text field too (it asks first).
         Binding("ctrl+k", "halt", "Halt", show=False, priority=True, id="halt"),
         *[
@@ -882,6 +886,12 @@ class SptraderApp(App[int]):
         if self.engine_ready and self._strategies_screen() is None:
             self.push_screen(StrategiesScreen(self.client), self._signal_chosen)
 
+    def action_alerts_screen(self) -> None:
+        if self.engine_ready and not any(
+            isinstance(screen, AlertsScreen) for screen in self.screen_stack
+        ):
+            self.push_screen(AlertsScreen(self.client))
+
     def _signal_chosen(self, signal: SignalMark | None) -> None:
         """A signal chosen on the Strategies screen: the chart shows and marks its bar
         (the chart focused, so that escape clears the mark)."""
@@ -910,7 +920,13 @@ class SptraderApp(App[int]):
                 f"order-{parameters[0]}"
             )
         return action not in ("focus_pane", "timeframe") or not isinstance(
-            self.screen, DataScreen | StrategiesScreen | JournalScreen
+            self.screen,
+            DataScreen
+            | StrategiesScreen
+            | JournalScreen
+            | AlertsScreen
+            | AlertRuleForm
+            | ConfirmRemove,
         )
 
     def action_help(self) -> None:

@@ -17,6 +17,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from sptrader.screens.alert_form import AlertRuleForm
+from sptrader.screens.alerts import AlertsScreen, ConfirmRemove
 from sptrader.screens.chart import ChartPane
 from sptrader.screens.data import DataScreen
 from sptrader.screens.halt import HaltScreen
@@ -42,6 +44,9 @@ BOUND = (
     StrategiesScreen,
     JournalScreen,
     HaltScreen,
+    AlertsScreen,
+    AlertRuleForm,
+    ConfirmRemove,
 )
 
 
@@ -93,6 +98,11 @@ ROWS = (
         "anywhere",
         "{journal-screen}",
         "Journal screen: trades and notes per day, statistics, cumulative P&L",
+    ),
+    Row(
+        "anywhere",
+        "{alerts-screen}",
+        "Alerts screen: alert rules (add, edit, pause, test, remove) and their history",
     ),
     Row(
         "anywhere",
@@ -179,6 +189,29 @@ ROWS = (
     ),
     Row("journal", "{journal-equity}", "chart the cumulative P&L / the equity curve"),
     Row("journal", "{journal-close}", "back to the main screen"),
+    Row(
+        "alerts",
+        "{alerts-new} / {alerts-edit}",
+        "a new rule / edit the selected one (a config file rule is edited there)",
+    ),
+    Row(
+        "alerts",
+        "{alerts-pause} / {alerts-test}",
+        "pause or resume the selected rule / send a test notice through its channels",
+    ),
+    Row("alerts", "{alerts-remove}", "remove the selected stored rule, after a confirmation"),
+    Row("alerts", "{alerts-history}", "history of every rule / of the selected rule only"),
+    Row("alerts", "{alerts-close}", "back to the main screen"),
+    Row(
+        "alert form",
+        "`tab`, click; `enter` or Save; {alert-form-close}",
+        "move between fields; save the rule (a refusal shows above Save); close it",
+    ),
+    Row(
+        "remove alert",
+        "`enter` or Remove; {alert-remove-cancel} or Cancel",
+        "remove the rule / keep it",
+    ),
 )
 
 INTRO = """\

@@ -38,6 +38,7 @@ class ControlCenter(Protocol):
     def action_data_screen(self) -> None: ...
     def action_strategies_screen(self) -> None: ...
     def action_journal_screen(self) -> None: ...
+    def action_alerts_screen(self) -> None: ...
     def action_order_ticket(self, side: str) -> None: ...
     # Background jobs (workers): what they return is not used.
     def close_position(self, instrument: str) -> Any: ...
@@ -71,6 +72,11 @@ def palette_commands(app: ControlCenter) -> Iterator[SystemCommand]:
         "Journal: trades, notes, statistics",
         "the paper trades and notes of each day, win rate, profit factor, P&L (J)",
         app.action_journal_screen,
+    )
+    yield SystemCommand(
+        "Alerts: rules and history",
+        "add, edit, pause, test or remove alert rules; the notices they sent (A)",
+        app.action_alerts_screen,
     )
     if app.engine_ready:
         yield SystemCommand(
