@@ -36,9 +36,15 @@ class WebhookChannel:
 
     def __init__(self, alerter: Alerter) -> None:
         self.alerter = alerter
+        #: alerts_sent / alerts_failed / alerts_retried / alerts_dropped (the services pane).
+        self.counts: dict[str, int] = {}
 
     def send(self, notice: Notice) -> None:
-        self.alerter.submit(notice)
+        self.alerter.submit(notice, self._count)
+
+    def _count(self, name: str) -> None:  # on the alerter's thread: one dict update
+        key = "webhook_" + name.removeprefix("alerts_")
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 class DesktopChannel:
@@ -78,6 +84,13 @@ class Dispatcher:
 
     def add(self, channel: Channel) -> None:
         self.channels[channel.name] = channel
+
+    def counters(self) -> dict[str, int]:
+        """Every channel's delivery counts (webhook_sent, webhook_failed, ...)."""
+        counts: dict[str, int] = {}
+        for channel in self.channels.values():
+            counts.update(getattr(channel, "counts", {}))
+        return counts
 
     def deliver(self, notice: Notice, names: Iterable[str]) -> list[str]:
         """Send ``notice`` to each named channel; the names it went to."""

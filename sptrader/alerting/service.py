@@ -194,7 +194,11 @@ class AlertService(Service):
                 found.extend(self._poll())
             if found:
                 await self._send(found)
-            context.counters.update(alerts_sent=self.sent, alerts_suppressed=self.suppressed)
+            context.counters.update(
+                alerts_sent=self.sent,
+                alerts_suppressed=self.suppressed,
+                **self.dispatcher.counters(),
+            )
 
     def _take_events(self) -> list[tuple[Rule, Finding]]:
         found, self._pending = self._pending, []

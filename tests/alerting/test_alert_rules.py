@@ -204,6 +204,7 @@ async def test_each_rule_kind_fires_once_within_its_cooldown(tmp_path: Path) -> 
             assert dict((r[0], r[3]) for r in harness.history())["fills"] == "tui,webhooks"
             await asyncio.to_thread(harness.alerter.wait_idle, 5)
             assert sorted(body["rule"] for body in received) == ["eur-1.1", "fills"]
+            assert harness.dispatcher.counters() == {"webhook_sent": 2}
             shown = [e for e in harness.seen.get_nowait() if isinstance(e, AlertRaised)]
             assert sorted(e.rule for e in shown) == ["eur-1.1", "feeds", "fills", "halts"]
         finally:
