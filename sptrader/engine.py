@@ -544,7 +544,7 @@ class Engine:
         await run_in_thread(alerts.load, store)
         if alerts.rules:
             self._start_alerts(alerts)
-            self._spawn(alerts.system("daemon", "SPtrader started", "the engine started"))
+            self._spawn(self._say_started(alerts))
         for name in self.feeds:
             self.supervisor.start(name)
         self._start_scanners()
@@ -575,6 +575,19 @@ class Engine:
             bus=self.bus,
             strategy_modules=self.config.strategies.modules,
         )
+
+    async def _say_started(self, alerts: AlertService) -> None:
+        """The daemon rules hear "started", or "restarted" when the last run's own
+        notice was a start with no stop after it (it was killed or crashed)."""
+        from sptrader.alerting import history
+
+        last = await run_in_thread(history.last_of_kind, self.require_store(), "daemon")
+        if last is not None and last["title"] == "SPtrader started":
+            await alerts.system(
+                "daemon", "SPtrader restarted", "the engine started again after an unclean stop"
+            )
+        else:
+            await alerts.system("daemon", "SPtrader started", "the engine started")
 
     def make_alerts(self) -> AlertService:
         """The alert rules' service on this engine (not started)."""

@@ -58,6 +58,19 @@ def read(store: Store, limit: int = 50, rule: str | None = None) -> list[dict[st
     ]
 
 
+def last_of_kind(store: Store, kind: str) -> dict[str, Any] | None:
+    """The newest notice of ``kind`` (the daemon's last word, for "restarted")."""
+    rows = (
+        store.cursor()
+        .execute(
+            "SELECT epoch_us(ts), title FROM alert_history WHERE kind = ? ORDER BY ts DESC LIMIT 1",
+            [kind],
+        )
+        .fetchall()
+    )
+    return {"ts_us": int(rows[0][0]), "title": rows[0][1]} if rows else None
+
+
 # --- rules kept in the store (migration 011) ---------------------------------------------
 
 

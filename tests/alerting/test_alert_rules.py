@@ -246,3 +246,37 @@ async def test_a_dead_webhook_does_not_slow_the_quotes(tmp_path: Path) -> None:
         with_live = await throughput(live.url)
         with_dead = await throughput(dead.url)
     assert with_dead > with_live * 0.5, (with_live, with_dead)
+
+
+async def test_the_daemon_rules_hear_started_stopping_and_restarted(home: Path) -> None:
+    from conftest import make_settings
+
+    from sptrader.engine import Engine
+
+    settings = make_settings(
+        home,
+        store={"seed_days": 0.01},
+        alerts={"rules": [{"name": "life", "kind": "daemon", "channels": ["tui"]}]},
+    )
+
+    def titles() -> list[str]:
+        store = Store(settings.store_path)
+        try:
+            rows = store.cursor().execute("SELECT title FROM alert_history ORDER BY ts")
+            return [title for (title,) in rows.fetchall()]
+        finally:
+            store.close()
+
+    engine = Engine(settings)
+    await engine.start()
+    await wait_until(lambda: engine.alerts is not None and engine.alerts.sent == 1)
+    await engine.stop()
+    assert titles() == ["SPtrader started", "SPtrader stopping"]
+    store = Store(settings.store_path)
+    store.cursor().execute("DELETE FROM alert_history WHERE title = 'SPtrader stopping'")
+    store.close()  # as if the last run had been killed before it could say so
+    engine = Engine(settings)
+    await engine.start()
+    await wait_until(lambda: engine.alerts is not None and engine.alerts.sent == 1)
+    await engine.stop()
+    assert titles() == ["SPtrader started", "SPtrader restarted", "SPtrader stopping"]
