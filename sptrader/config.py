@@ -248,6 +248,7 @@ RULE_KINDS = (
     "order",  # an order is filled, rejected, or its stop-loss / take-profit hit (`events`)
     "halt",  # a venue halts (the kill switch, the daily loss limit, stale data)
     "feed",  # a feed is stale or failed for longer than `after_s`
+    "gap",  # a data gap is detected (trades lost in a stream, a backfill that failed)
     "daemon",  # the daemon started, restarted or is stopping
     "signal",  # a scanner's signal
 )

@@ -435,8 +435,10 @@ class Engine:
         fetched: list[HistoryFetched],
         problems: list[tuple[str, int, int, str]],
     ) -> None:
-        for instrument, _start, _stop, problem in problems:
+        for instrument, start, stop, problem in problems:
             context.count("gap_fill_errors")
+            if self.alerts is not None:
+                self.alerts.gap(instrument, start, stop, f"the backfill failed: {problem}")
             log.warning(
                 "could not backfill %s (%s); streaming anyway, the gap is owed a re-fetch",
                 instrument,
@@ -840,6 +842,8 @@ class Engine:
         owed = self.owed.owe(instrument, start_us, end_us, f"{missing} trades lost")
         if owed is None:
             return
+        if self.alerts is not None:
+            self.alerts.gap(instrument, owed.start_us, owed.end_us, f"{missing} trades lost")
         log.warning(
             "%s: %d trades lost in the stream; re-fetching %d minutes from history",
             instrument,

@@ -166,6 +166,20 @@ class Rule:
         data = {"scanner": signal.scanner, "instrument": signal.instrument, "side": signal.side}
         return [(key, title, text, data)]
 
+    def on_gap(self, instrument: str, start_us: int, end_us: int, why: str) -> list[Finding]:
+        if self.config.instrument and instrument != self.config.instrument:
+            return []
+        minutes = max(1, (end_us - start_us) // 60_000_000)
+        return [
+            (
+                f"{instrument}:{start_us}",
+                f"data gap in {instrument}",
+                f"{instrument}: {minutes} min of data missing ({why}); it is re-fetched"
+                " from history",
+                {"instrument": instrument, "start_us": start_us, "end_us": end_us, "why": why},
+            )
+        ]
+
     def on_halts(self, halted: dict[str, tuple[int, str]]) -> list[Finding]:
         found = []
         for venue, (since, reason) in halted.items():

@@ -175,6 +175,13 @@ class AlertService(Service):
             self._wake.set()
         return False
 
+    def gap(self, instrument: str, start_us: int, end_us: int, why: str) -> None:
+        """The engine found a hole in the data (called on the loop; only queues)."""
+        for rule in self._by_kind.get("gap", []):
+            for finding in rule.on_gap(instrument, start_us, end_us, why):
+                self._pending.append((rule, finding))
+                self._wake.set()
+
     # --- the loop ---------------------------------------------------------------------
 
     async def run(self, context: ServiceContext) -> None:

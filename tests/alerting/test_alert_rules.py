@@ -280,3 +280,11 @@ async def test_the_daemon_rules_hear_started_stopping_and_restarted(home: Path) 
     await wait_until(lambda: engine.alerts is not None and engine.alerts.sent == 1)
     await engine.stop()
     assert titles() == ["SPtrader started", "SPtrader restarted", "SPtrader stopping"]
+
+
+def test_a_data_gap_is_found_once_per_hole() -> None:
+    gaps = rule(kind="gap", instrument="BINANCE:BTCUSDT")
+    ((key, title, text, _),) = gaps.on_gap("BINANCE:BTCUSDT", 0, 3 * 60 * S, "12 trades lost")
+    assert (key, title) == ("BINANCE:BTCUSDT:0", "data gap in BINANCE:BTCUSDT")
+    assert text.startswith("BINANCE:BTCUSDT: 3 min of data missing (12 trades lost)")
+    assert gaps.on_gap("BINANCE:ETHUSDT", 0, 60 * S, "x") == []
