@@ -43,6 +43,22 @@ HISTORY_COLUMNS = (
     ("title", "Notice"),
     ("channels", "Channels"),
 )
+# Under NARROW_BELOW columns the tables' columns have fixed widths and their cells wrap
+# (None: the width left over), so nothing is cut or scrolled sideways at 80 columns.
+NARROW_BELOW = 120
+NARROW_RULE_COLUMNS = (
+    ("name", "Rule / kind", 14),
+    ("subject", "Watches", None),
+    ("channels", "Channels", 14),
+    ("state", "State", 8),
+    ("fired", "Fired", 8),
+)
+NARROW_HISTORY_COLUMNS = (
+    ("time", "Sent", 14),
+    ("rule", "Rule", 12),
+    ("title", "Notice", None),
+    ("channels", "Channels", 14),
+)
 HISTORY_SHOWN = 100
 # The tables are read again at least this often (seconds).
 RELOAD_EVERY_S = 5
@@ -88,39 +104,57 @@ def subject(rule: dict[str, Any]) -> str:
     return ""
 
 
-def _rule_cells(rule: dict[str, Any]) -> list[object]:
-    paused = rule.get("paused")
-    if paused:
-        state = Text("paused", style="yellow")
-    elif not rule.get("enabled", True):
-        state = Text("off", style="dim")  # enabled = false in the config
-    else:
-        state = Text("on", style="green")
+def _state(rule: dict[str, Any]) -> Text:
+    if rule.get("paused"):
+        return Text("paused", style="yellow")
+    if not rule.get("enabled", True):
+        return Text("off", style="dim")  # enabled = false in the config
+    return Text("on", style="green")
+
+
+def _name(rule: dict[str, Any]) -> Text:
     name = Text(rule["name"])
     if rule.get("source") == "config":
         name.append(" ⚙", style="dim")  # from the config file
+    return name
+
+
+def _rule_cells(rule: dict[str, Any], narrow: bool = False) -> list[object]:
+    channels = ", ".join(rule.get("channels") or []) or "-"
+    cooldown = _seconds(rule.get("cooldown_s", 0))
+    fired = str(rule.get("fired", 0))
+    last = _when(rule.get("last_sent_us"))
+    if narrow:  # two lines a row: kind under the name, cooldown under the state...
+        return [
+            _name(rule).append(f"\n{rule['kind']}", style="dim"),
+            Text(subject(rule)),
+            Text(channels),
+            _state(rule).append(f"\n{cooldown}", style="default"),
+            Text(f"{fired}\n{last[11:] if last != '-' else last}"),
+        ]
     return [
-        name,
+        _name(rule),
         rule["kind"],
         subject(rule),
-        ", ".join(rule.get("channels") or []) or "-",
-        _seconds(rule.get("cooldown_s", 0)),
-        state,
-        Text(str(rule.get("fired", 0)), justify="right"),
-        _when(rule.get("last_sent_us")),
+        channels,
+        cooldown,
+        _state(rule),
+        Text(fired, justify="right"),
+        last,
     ]
 
 
-def _history_cells(notice: dict[str, Any]) -> list[object]:
+def _history_cells(notice: dict[str, Any], narrow: bool = False) -> list[object]:
     title = Text(str(notice.get("title") or ""))
     if (notice.get("data") or {}).get("test"):
         title.stylize("italic")
     channels = ", ".join(notice.get("channels") or [])
+    when = _when(notice.get("ts_us"))
     return [
-        _when(notice.get("ts_us")),
-        notice.get("rule") or "",
+        Text(when[5:] if narrow else when),
+        Text(notice.get("rule") or ""),
         title,
-        channels or Text("none", style="red"),
+        Text(channels) if channels else Text("none", style="red"),
     ]
 
 
@@ -197,8 +231,10 @@ class AlertsScreen(Screen[None]):
         self.history: list[dict[str, Any]] = []
         self.history_of_selected = False  # h: the selected rule's notices only
         self.loads = 0
+        self.narrow: bool | None = None  # the tables' layout (None: not yet set)
         self._ticks_since_load = 0
-        self._select_next: str | None = None  # a rule just saved: selected once listed
+        self._select_next: str | None = None
+        self._history_rule: str | None = None  # whose notices the history shows
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -211,11 +247,7 @@ class AlertsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         rules = self.query_one("#alert-rules-table", DataTable)
-        for key, label in RULE_COLUMNS:
-            rules.add_column(label, key=key)
-        history = self.query_one("#alert-history-table", DataTable)
-        for key, label in HISTORY_COLUMNS:
-            history.add_column(label, key=key)
+        self._set_columns()
         self.query_one("#alerts-title", Label).update(
             "Alert rules (⚙ from the config file) · "
             f"{self.key_for('alerts-new')} new · {self.key_for('alerts-edit')} edit · "
@@ -245,26 +277,55 @@ class AlertsScreen(Screen[None]):
         rules = await self.client.alert_rules()
         self._show_rules(rules)
         rule = self.selected_rule() if self.history_of_selected else None
+        self._history_rule = rule
         notices = await self.client.alert_history(HISTORY_SHOWN, rule)
         self._show_history(notices)
         self.loads += 1
 
-    def _show_rules(self, rules: list[dict[str, Any]]) -> None:
-        table = self.query_one("#alert-rules-table", DataTable)
-        names = [rule["name"] for rule in rules]
-        for gone in [name for name in self.rules if name not in names]:
-            table.remove_row(gone)
-        self.rules = {rule["name"]: rule for rule in rules}
-        for rule in rules:
-            name = rule["name"]
-            if name not in table.rows:
-                table.add_row(*_rule_cells(rule), key=name)
+    def _set_columns(self) -> None:
+        """The tables' columns for this width (again when the width crosses NARROW_BELOW)."""
+        narrow = self.app.size.width < NARROW_BELOW
+        if narrow == self.narrow:
+            return
+        self.narrow = narrow
+        for table_id, wide, thin in (
+            ("#alert-rules-table", RULE_COLUMNS, NARROW_RULE_COLUMNS),
+            ("#alert-history-table", HISTORY_COLUMNS, NARROW_HISTORY_COLUMNS),
+        ):
+            table = self.query_one(table_id, DataTable)
+            table.clear(columns=True)
+            if not narrow:
+                for key, label in wide:
+                    table.add_column(label, key=key)
                 continue
-            for (column, _), value in zip(RULE_COLUMNS, _rule_cells(rule), strict=True):
-                table.update_cell(name, column, value, update_width=True)
-        if self._select_next in table.rows:
-            table.move_cursor(row=table.get_row_index(self._select_next))
-            self._select_next = None
+            # Borders (2), the scrollbar (2) and each column's padding (2).
+            fixed = sum(width or 0 for _, _, width in thin) + 2 * len(thin) + 4
+            rest = max(self.app.size.width - 2 - fixed, 12)
+            for key, label, width in thin:
+                table.add_column(label, key=key, width=width or rest)
+        self._show_rules(list(self.rules.values()))
+        history, self.history = self.history, []
+        self._show_history(history)
+
+    def on_resize(self) -> None:
+        if self.narrow is not None:
+            self._set_columns()
+
+    def _show_rules(self, rules: list[dict[str, Any]]) -> None:
+        """Rows written again (a handful): two lines each when narrow."""
+        table = self.query_one("#alert-rules-table", DataTable)
+        selected = self._select_next or self.selected_rule()
+        self._select_next = None
+        self.rules = {rule["name"]: rule for rule in rules}
+        table.clear()
+        for rule in rules:
+            table.add_row(
+                *_rule_cells(rule, bool(self.narrow)),
+                key=rule["name"],
+                height=None if self.narrow else 1,
+            )
+        if selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected), animate=False)
 
     def _show_history(self, notices: list[dict[str, Any]]) -> None:
         if notices == self.history:
@@ -273,7 +334,11 @@ class AlertsScreen(Screen[None]):
         self.history = notices
         table.clear()
         for index, notice in enumerate(notices):
-            table.add_row(*_history_cells(notice), key=str(index))
+            table.add_row(
+                *_history_cells(notice, bool(self.narrow)),
+                key=str(index),
+                height=None if self.narrow else 1,
+            )
 
     def _title_history(self) -> None:
         key = self.key_for("alerts-history")
@@ -294,7 +359,8 @@ class AlertsScreen(Screen[None]):
 
     @on(DataTable.RowHighlighted, "#alert-rules-table")
     def _rule_highlighted(self) -> None:
-        if self.history_of_selected:
+        # Rows are written again on each read: only a new selection reads the history.
+        if self.history_of_selected and self.selected_rule() != self._history_rule:
             self._title_history()
             self._load()
 
