@@ -37,6 +37,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "order": ("instrument", "venue", "events"),
     "halt": ("venue",),
     "feed": ("after_s",),
+    "gap": ("instrument",),
     "daemon": (),
     "signal": ("scanner",),
 }
@@ -48,6 +49,7 @@ KIND_HELP = {
     "order": "an order is filled, rejected, or its stop / target hit",
     "halt": "a venue halts (kill switch, daily loss limit, stale data)",
     "feed": "a feed is stale or failed for longer than a delay",
+    "gap": "a data gap is detected (trades lost, a backfill failed)",
     "daemon": "the daemon started, restarted or is stopping",
     "signal": "a scanner's signal",
 }
@@ -65,7 +67,7 @@ TEXT_FIELDS = {
 }
 NUMBER_FIELDS = ("level", "pct", "window_s", "threshold", "after_s")
 OPTIONAL_HINTS = {
-    "instrument": {"pnl": "position scope: FEED:SYMBOL", "order": "empty: any"}
+    "instrument": {"pnl": "position scope: FEED:SYMBOL", "order": "empty: any", "gap": "empty: any"}
 }
 
 
@@ -166,6 +168,14 @@ class AlertRuleForm(ModalScreen[dict | None]):
                         compact=True,
                     )
                 yield Label(KIND_HELP.get(kind, ""), id="alert-form-kind-help")
+                with Horizontal(classes="alert-row", id="row-scope"):
+                    yield Label("Scope", classes="alert-label")
+                    with RadioSet(id="alert-scope", compact=True):
+                        scope = rule.get("scope", "day")
+                        yield RadioButton("Day P&L", value=scope == "day", id="scope-day")
+                        yield RadioButton(
+                            "A position's", value=scope == "position", id="scope-position"
+                        )
                 for field, (label, placeholder) in TEXT_FIELDS.items():
                     with Horizontal(classes="alert-row", id=f"row-{field}"):
                         yield Label(label, classes="alert-label")
@@ -179,14 +189,6 @@ class AlertRuleForm(ModalScreen[dict | None]):
                                 if field == "venue"
                                 else None
                             ),
-                        )
-                with Horizontal(classes="alert-row", id="row-scope"):
-                    yield Label("Scope", classes="alert-label")
-                    with RadioSet(id="alert-scope", compact=True):
-                        scope = rule.get("scope", "day")
-                        yield RadioButton("Day P&L", value=scope == "day", id="scope-day")
-                        yield RadioButton(
-                            "A position's", value=scope == "position", id="scope-position"
                         )
                 with Horizontal(classes="alert-row", id="row-events"):
                     yield Label("Events", classes="alert-label")

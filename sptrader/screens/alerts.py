@@ -99,6 +99,8 @@ def subject(rule: dict[str, Any]) -> str:
         return venue or "every venue"
     if kind == "feed":
         return f"down > {_seconds(spec.get('after_s', 0))}"
+    if kind == "gap":
+        return instrument or "any instrument"
     if kind == "signal":
         return spec.get("scanner") or "every scanner"
     return ""
@@ -212,7 +214,7 @@ class AlertsScreen(Screen[None]):
         Binding("p", "toggle_pause", "Pause/resume", id="alerts-pause"),
         Binding("t", "test_rule", "Test", id="alerts-test"),
         Binding("x", "remove_rule", "Remove", id="alerts-remove"),
-        Binding("h", "toggle_history", "History: all/rule", id="alerts-history"),
+        Binding("h", "toggle_history", "History", id="alerts-history"),
     ]
 
     DEFAULT_CSS = """

@@ -14,7 +14,8 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, DataTable, Input, Label
 
 from sptrader.app import SptraderApp
-from sptrader.screens.alert_form import AlertRuleForm, build_rule
+from sptrader.config import RULE_KINDS
+from sptrader.screens.alert_form import KIND_FIELDS, AlertRuleForm, build_rule
 from sptrader.screens.alerts import AlertsScreen, ConfirmRemove, subject
 
 INSTRUMENT = "SIM:EURUSD"
@@ -223,6 +224,7 @@ async def test_the_screen_and_the_form_fit(tmp_path: Path, size: tuple[int, int]
 
 
 def test_the_form_sends_only_the_kinds_fields() -> None:
+    assert set(RULE_KINDS) <= set(KIND_FIELDS)  # every kind the config knows has its fields
     texts = {"name": " move ", "instrument": "sim:eurusd", "level": "9", "pct": "1.5"}
     texts |= {"window_s": "600", "cooldown_s": "1k"}
     rule = build_rule("price_move", texts, channels=["tui"])
