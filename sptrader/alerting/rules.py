@@ -95,11 +95,12 @@ class Rule:
             window.clear()  # the next move is measured from here
             window.append((ts_us, price))
             minutes = config.window_s / 60
+            pct = _percent(move)
             return [
                 (
                     instrument,
-                    f"{instrument} moved {move:+.2f}%",
-                    f"{instrument} {move:+.2f}% in {minutes:g} min:"
+                    f"{instrument} moved {pct}",
+                    f"{instrument} {pct} in {minutes:g} min:"
                     f" {self._price(instrument, first)} -> {self._price(instrument, price)}",
                     {"instrument": instrument, "price": price, "from": first, "pct": move},
                 )
@@ -218,6 +219,11 @@ class Rule:
                 )
             )
         return found
+
+
+def _percent(move: float) -> str:
+    """+1.08% · -0.0042% (a small threshold's move is not shown as 0.00%)."""
+    return f"{move:+.2f}%" if abs(move) >= 0.1 else f"{move:+.2g}%"
 
 
 def rules_by_kind(rules: Iterable[Rule]) -> dict[str, list[Rule]]:
