@@ -1,10 +1,11 @@
 """A fake Telegram Bot API on 127.0.0.1: ``/bot<TOKEN>/METHOD`` for getMe, getUpdates
-(a long poll: held until an update is queued or its ``timeout`` passes), sendMessage and
-answerCallbackQuery, in Telegram's JSON shapes (``{"ok": true, "result": ...}``, or
+(a long poll: held until an update is queued or its ``timeout`` passes), sendMessage,
+sendPhoto (a multipart upload) and answerCallbackQuery, in Telegram's JSON shapes (``{"ok": true, "result": ...}``, or
 ``{"ok": false, "error_code": 401, "description": "Unauthorized"}`` for another token).
 
 Tests queue what a user does (``push_message``, ``push_callback``), read what the bot
-sent (``sent``: each sendMessage's parameters; ``answered``: answerCallbackQuery's), and
+sent (``sent``: each sendMessage's parameters; ``photos``: each sendPhoto's chat_id,
+caption and photo bytes; ``answered``: answerCallbackQuery's), and
 make the next calls of a method fail (``fail_next``)."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import sys
 import threading
 import time
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 
 from fakes import FakeHttpServer, FakeRequest, FakeResponse
@@ -41,6 +44,7 @@ class FakeTelegram:
     def __init__(self, token: str) -> None:
         self.token = token
         self.sent: list[dict[str, Any]] = []
+        self.photos: list[dict[str, Any]] = []
         self.answered: list[dict[str, Any]] = []
         self._updates: list[dict[str, Any]] = []
         self._update_ids = iter(range(100, 1_000_000))
@@ -130,7 +134,10 @@ class FakeTelegram:
         if prefix != f"bot{self.token}":
             return FakeResponse(401, UNAUTHORIZED)
         params: dict[str, Any] = dict(request.query)
-        if request.body:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            params.update(_form_fields(content_type, request.body))
+        elif request.body:
             params.update(json.loads(request.body))
         with self._condition:
             failures = self._failures.get(method)
@@ -141,6 +148,7 @@ class FakeTelegram:
             "getMe": lambda _: BOT,
             "getUpdates": self._get_updates,
             "sendMessage": self._send_message,
+            "sendPhoto": self._send_photo,
             "answerCallbackQuery": self._answer_callback,
         }.get(method)
         if handler is None:
@@ -172,7 +180,38 @@ class FakeTelegram:
             "text": params.get("text", ""),
         }
 
+    def _send_photo(self, params: dict[str, Any]) -> dict[str, Any]:
+        photo = {
+            "chat_id": int(params["chat_id"]),
+            "caption": params.get("caption", ""),
+            "photo": params["photo"],
+        }
+        with self._condition:
+            self.photos.append(photo)
+            self._condition.notify_all()
+        return {
+            "message_id": next(self._message_ids),
+            "from": BOT,
+            "chat": _chat(photo["chat_id"]),
+            "date": int(time.time()),
+            "photo": [{"file_id": "chart", "width": 800, "height": 450}],
+            "caption": photo["caption"],
+        }
+
     def _answer_callback(self, params: dict[str, Any]) -> bool:
         with self._condition:
             self.answered.append(params)
         return True
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, Any]:
+    """A multipart/form-data body's fields: files as bytes, the rest as text."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[name] = payload if part.get_filename() else payload.decode()
+    return fields

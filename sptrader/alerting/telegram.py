@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from sptrader.alerting.chart_png import candles_png
 from sptrader.alerting.notice import Notice
 from sptrader.config import TelegramConfig
 from sptrader.errors import SptraderError
@@ -58,7 +59,7 @@ HELP = """SPtrader commands:
 /positions - open positions
 /orders - working orders
 /pnl [day|week] - realized P&L and accounts
-/chart INSTRUMENT [TF] - the last bars as a text chart
+/chart INSTRUMENT [TF] - the last bars as a chart image
 /close INSTRUMENT [VENUE] - flatten a position (asks first)
 /cancel ID - cancel a working order (asks first)
 /halt [VENUE] - stop new entries, cancel working orders (asks first)
@@ -125,10 +126,17 @@ class BotApi:
         self._base = f"{api_url.rstrip('/')}/bot{token}"
         self._token = token
 
-    async def call(self, method: str, **params: Any) -> Any:
+    async def call(self, method: str, files: dict[str, Any] | None = None, **params: Any) -> Any:
+        """With ``files`` (httpx's form), the request is multipart: ``params`` go as
+        form fields (sendPhoto's upload); else a JSON body."""
         failure: Exception | None = None
+        url = f"{self._base}/{method}"
         try:
-            response = await self._http.post(f"{self._base}/{method}", json=params)
+            if files:
+                fields = {key: str(value) for key, value in params.items()}
+                response = await self._http.post(url, data=fields, files=files)
+            else:
+                response = await self._http.post(url, json=params)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
             failure = SptraderError("telegram.api_url is not a usable http(s) URL")
         except httpx.TimeoutException:
@@ -181,6 +189,8 @@ class Outgoing:
     text: str
     parse_mode: str | None = None
     reply_markup: dict[str, Any] | None = None
+    #: A PNG: sent with sendPhoto, ``text`` as its caption.
+    photo: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -372,7 +382,11 @@ class TelegramBot(Service):
                 self._outbox.popleft()
 
     async def _deliver_one(self, api: BotApi, context: ServiceContext, message: Outgoing) -> None:
+        method, files = "sendMessage", None
         params: dict[str, Any] = {"chat_id": message.chat_id, "text": message.text}
+        if message.photo is not None:
+            method, files = "sendPhoto", {"photo": ("chart.png", message.photo, "image/png")}
+            params = {"chat_id": message.chat_id, "caption": message.text}
         if message.parse_mode:
             params["parse_mode"] = message.parse_mode
         if message.reply_markup:
@@ -380,7 +394,7 @@ class TelegramBot(Service):
         delay = self.retry_initial_s
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                await api.call("sendMessage", **params)
+                await api.call(method, files, **params)
             except TelegramUnreachable as error:
                 problem, wait = str(error), delay
             except TelegramError as error:
@@ -515,7 +529,7 @@ class TelegramBot(Service):
         elif command in reads:
             self._reply(chat_id, await reads[command](args))
         elif command == "chart":
-            self._reply(chat_id, await self._chart(args), parse_mode="MarkdownV2")
+            await self._chart(chat_id, args)
         elif command == "close":
             await self._ask_close(chat_id, args)
         elif command == "cancel":
@@ -605,7 +619,8 @@ class TelegramBot(Service):
             )
         return "\n".join(lines)
 
-    async def _chart(self, args: list[str]) -> str:
+    async def _chart(self, chat_id: int, args: list[str]) -> None:
+        """The last bars as a PNG; as a text chart if drawing it fails (logged)."""
         if not args:
             raise SptraderError("use /chart INSTRUMENT [TF], e.g. /chart SIM:EURUSD 5m")
         instrument = normalize_instrument(args[0])
@@ -613,7 +628,23 @@ class TelegramBot(Service):
         bars = await self.client.candles(instrument, timeframe, last=CHART_BARS)
         if bars.height == 0:
             raise SptraderError(f"no stored {timeframe} bars of {instrument}")
-        return _pre(text_chart(instrument, timeframe, bars.to_dicts()))
+        rows = bars.to_dicts()
+        known = (await self.client.price_decimals([instrument])).get(instrument)
+        decimals = price_decimals(known, [row["close"] for row in rows])
+        try:
+            png = await asyncio.to_thread(candles_png, instrument, timeframe, rows, decimals)
+        except Exception:
+            log.exception(
+                "could not draw the %s %s chart; sending it as text",
+                instrument,
+                timeframe,
+                extra={"source": self.name},
+            )
+            text = _pre(text_chart(instrument, timeframe, rows))
+            self._reply(chat_id, text, parse_mode="MarkdownV2")
+            return
+        caption = chart_summary(instrument, timeframe, rows, decimals)
+        self._reply(chat_id, caption, photo=png)
 
     async def _ask_close(self, chat_id: int, args: list[str]) -> None:
         if not args:
@@ -708,9 +739,17 @@ def text_chart(instrument: str, timeframe: str, bars: list[dict[str, Any]]) -> s
             else:
                 cells.append(" ")
         lines.append(f"{labels[row]:>{width}} {''.join(cells)}")
-    change = (closes[-1] - bars[0]["open"]) / bars[0]["open"] * 100 if bars[0]["open"] else 0.0
-    head = (
-        f"{instrument} {timeframe}, last {len(bars)} bars: "
-        f"close {format_price(closes[-1], decimals)} ({change:+.2f}%)"
-    )
+    head = chart_summary(instrument, timeframe, bars, decimals)
     return "\n".join([head, *lines, f"{'':>{width}} {sparkline(closes)}"])
+
+
+def chart_summary(
+    instrument: str, timeframe: str, bars: list[dict[str, Any]], decimals: int | None
+) -> str:
+    """One line on the bars: the photo's caption and the text chart's head."""
+    first_open, last_close = bars[0]["open"], bars[-1]["close"]
+    change = (last_close - first_open) / first_open * 100 if first_open else 0.0
+    return (
+        f"{instrument} {timeframe}, last {len(bars)} bars: "
+        f"close {format_price(last_close, decimals)} ({change:+.2f}%)"
+    )

@@ -5,10 +5,12 @@ every chat with retries, and a token that never shows (in logs, errors or status
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 import traceback
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ import polars as pl
 import pytest
 from conftest import make_settings, wait_until
 from fake_telegram import FakeTelegram, buttons
+from PIL import Image
 
+from sptrader.alerting import telegram
 from sptrader.alerting.notice import Notice
 from sptrader.alerting.telegram import TelegramBot, text_chart
 from sptrader.bus import Bus
@@ -71,14 +75,19 @@ class StubClient:
         fill = {"qty": 1000.0, "price": 1.0861}
         return {"order": {"order_id": 7, "status": "filled"}, "fills": [fill], "rejected": None}
 
+    async def price_decimals(self, instruments: list[str]) -> dict[str, int]:
+        return {name: 5 for name in instruments}
+
     async def cancel_order(self, order_id: int) -> dict:
         self.calls.append(("cancel_order", (order_id,)))
         return {"order_id": order_id, "status": "cancelled"}
 
     async def candles(self, instrument: str, timeframe: str, *, last: int | None = None):
         closes = [1.08 + i / 1000 for i in range(12)]
+        start = datetime(2026, 12, 2, 9, 0)
         return pl.DataFrame(
             {
+                "ts": [start + timedelta(minutes=5 * i) for i in range(12)],
                 "open": closes,
                 "high": [c + 0.0005 for c in closes],
                 "low": [c - 0.0005 for c in closes],
@@ -190,10 +199,30 @@ async def test_a_confirmation_expires() -> None:
     assert client.calls == []
 
 
-async def test_chart_is_a_monospace_text_chart() -> None:
+async def test_chart_is_a_png_photo_with_a_caption() -> None:
+    with FakeTelegram(TOKEN) as fake:
+        async with running(StubClient(), fake):
+            fake.push_message(STRANGER, "/chart SIM:EURUSD 5m")  # not allowed: nothing
+            fake.push_message(CHAT, "/chart sim:eurusd 5m")
+            await wait_until(lambda: len(fake.photos) == 1)
+    photo = fake.photos[0]
+    assert photo["chat_id"] == CHAT
+    assert photo["caption"] == "SIM:EURUSD 5m, last 12 bars: close 1.09100 (+1.02%)"
+    assert photo["photo"].startswith(b"\x89PNG\r\n\x1a\n")
+    assert Image.open(io.BytesIO(photo["photo"])).size == (800, 450)
+    assert fake.sent == []
+
+
+async def test_chart_falls_back_to_text_when_drawing_fails(monkeypatch, caplog) -> None:
+    def broken(*args: Any) -> bytes:
+        raise OSError("no font")
+
+    monkeypatch.setattr(telegram, "candles_png", broken)
     with FakeTelegram(TOKEN) as fake:
         async with running(StubClient(), fake):
             chart = await answer(fake, "/chart SIM:EURUSD 5m")
+    assert fake.photos == []
+    assert "could not draw the SIM:EURUSD 5m chart; sending it as text" in caplog.text
     assert chart["parse_mode"] == "MarkdownV2"
     assert chart["text"].startswith("```\nSIM:EURUSD 5m, last 12 bars")
     assert "●" in chart["text"] and chart["text"].endswith("\n```")
