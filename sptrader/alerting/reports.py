@@ -25,14 +25,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from apscheduler.triggers.cron import CronTrigger
-
 from sptrader.alerting.notice import Notice
 from sptrader.clock import format_us
 from sptrader.config import ReportConfig
 from sptrader.errors import SptraderError
 from sptrader.formatting import format_price, one_line
 from sptrader.models import ServiceState, ServiceStatus
+from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.supervisor import Service, ServiceContext
 
 log = logging.getLogger(__name__)
@@ -519,52 +518,9 @@ def report_notice(report: dict[str, Any], format: str = "text") -> Notice:
     )
 
 
-# --- the schedule ---------------------------------------------------------------------
-# The same cron and clock rules as the scanners' (sptrader.scanners.schedule, which this
-# package may not import: see ReportClient); its FakeClock is a Clock here too.
+# --- the schedule (sptrader.schedule: the scanners' cron and clock rules) ------------
 
-#: The longest single wait: a wall-clock jump (the machine slept) is noticed within this.
-MAX_SLEEP_S = 30.0
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The wall clock; waits are cut into MAX_SLEEP_S pieces by the caller, as
-    ``asyncio.sleep`` runs on the monotonic clock, which stops while the machine sleeps."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-
-class CronSchedule:
-    """A standard 5-field crontab expression, in UTC."""
-
-    def __init__(self, expression: str) -> None:
-        self.trigger = CronTrigger.from_crontab(expression, timezone=UTC)
-
-    def next_after(self, moment: datetime) -> datetime | None:
-        """The first fire time strictly after ``moment``."""
-        return self.trigger.get_next_fire_time(None, moment + timedelta(microseconds=1))
-
-    def count_between(self, after: datetime, until: datetime, limit: int = 10_000) -> int:
-        """Fire times in (after, until], up to ``limit``."""
-        count = 0
-        moment = self.next_after(after)
-        while moment is not None and moment <= until and count < limit:
-            count += 1
-            moment = self.next_after(moment)
-        return count
-
-
-#: Hands a notice to the channels named (the lead's wiring); may be a coroutine.
+#: Hands a notice to the channels named (Engine.deliver_notice); may be a coroutine.
 Deliver = Callable[[Notice, list[str]], Awaitable[None] | None]
 
 

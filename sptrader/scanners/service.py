@@ -45,7 +45,7 @@ from sptrader.config import AlertsConfig, ScannerConfig
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
 from sptrader.scanners import lineage
-from sptrader.scanners.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
+from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
 from sptrader.strategies import registry

@@ -28,7 +28,7 @@ from sptrader.cli import main
 from sptrader.client.connect import connect
 from sptrader.clock import datetime_to_us, now_us
 from sptrader.config import ReportConfig, Settings, load_settings
-from sptrader.scanners.schedule import FakeClock
+from sptrader.schedule import FakeClock
 from sptrader.supervisor import ServiceContext
 
 CONFIG = """\

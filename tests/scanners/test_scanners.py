@@ -18,8 +18,8 @@ from sptrader.engine import Engine
 from sptrader.errors import ConfigError
 from sptrader.models import US_PER_MINUTE, ServiceState, SignalRaised
 from sptrader.scanners import lineage
-from sptrader.scanners.schedule import CronSchedule, FakeClock
 from sptrader.scanners.service import Scanner, ScannerService
+from sptrader.schedule import CronSchedule, FakeClock
 from sptrader.strategies import registry
 from sptrader.strategies.base import Strategy
 

@@ -1,5 +1,5 @@
-"""When scanners run: cron expressions (APScheduler 3's CronTrigger, UTC) against a
-clock that tests replace.
+"""When scanners and scheduled reports run: cron expressions (APScheduler 3's CronTrigger,
+UTC) against a clock that tests replace.
 
 The clock's ``sleep`` waits in chunks and the caller re-reads the wall clock after it:
 ``asyncio.sleep`` runs on the monotonic clock, which stops while the machine sleeps, so
