@@ -77,7 +77,9 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
     warmup = 0
     for strategy, combo in zip(strategies, combos, strict=True):
         try:
-            specs = parse_specs(strategy.indicators())
+            asked = strategy.indicators()
+            # No indicators (the base class's default) is a strategy on bare bars.
+            specs = parse_specs(asked) if asked else []
         except Exception as error:
             given = " ".join(f"{key}={value}" for key, value in combo.items())
             raise UsageError(

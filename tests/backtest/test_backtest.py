@@ -995,3 +995,42 @@ def test_the_report_shows_the_drawdown_as_a_positive_fall(run, cli_home: Path) -
     (line,) = [line for line in text.splitlines() if "max drawdown" in line]
     assert f"{amount:,.2f} ({pct:.2f}%)" in line, line
     assert f"-{amount:,.2f}" not in line and f"-{pct:.2f}" not in line
+
+
+def test_a_strategy_that_asks_for_no_indicators_can_be_backtested(
+    run, cli_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17, seen while trying it: the base class's ``indicators()`` is ``[]``, and
+    `backtest` refused such a strategy ("no indicator given: '[]'")."""
+    import sys
+
+    from sptrader.strategies import registry
+
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "bare_strategies.py").write_text(
+        "import polars as pl\n"
+        "from sptrader.strategies.base import SIGNAL_SCHEMA, Strategy\n"
+        "class UpBar(Strategy):\n"
+        "    name = 'up_bar'\n"
+        "    def evaluate(self, bars):\n"
+        "        up = bars.filter(pl.col('close') > pl.col('open')).head(3)\n"
+        "        return up.select(\n"
+        "            'instrument', 'ts', pl.lit('buy').alias('side'),\n"
+        "            pl.lit(1.0).alias('strength'), pl.lit('an up bar').alias('reason'),\n"
+        "            pl.lit(None).alias('stop'), pl.lit(None).alias('target'),\n"
+        "        ).cast(SIGNAL_SCHEMA)\n"
+    )
+    monkeypatch.syspath_prepend(str(modules))
+    config = cli_home.parent / "bare.toml"
+    config.write_text('[strategies]\nmodules = ["bare_strategies"]\n')
+    backfilled(run, ("2026-11-02", "2026-11-03"))
+    try:
+        result = run(
+            "--config", str(config), "backtest", "up_bar", "SIM:EURUSD", *WINDOW, "--format", "json"
+        )
+        assert result.code == 0, result.err
+        assert json.loads(result.out)["summary"]["trades"] >= 1
+    finally:
+        registry.unregister("up_bar")
+        sys.modules.pop("bare_strategies", None)
