@@ -63,6 +63,7 @@ from sptrader.supervisor import Service, ServiceContext, Supervisor
 from sptrader.symbols import SymbolDirectory
 from sptrader.threads import run_in_thread
 from sptrader.watchlist import load_watchlist, save_watchlist
+from sptrader.wording import live_venues_line
 
 if TYPE_CHECKING:
     from sptrader.scanners.service import ScannerDeps
@@ -527,13 +528,7 @@ class Engine:
             await live.open(store, ids)
             self.supervisor.add(live)
         if self.live_brokers:
-            log.warning(
-                "LIVE trading: %s (real orders go to these venues; tickets default to paper)",
-                ", ".join(
-                    f"{name} at {live.venue.config.rest_url if hasattr(live.venue.config, 'rest_url') else live.venue.config.gateway_url}"
-                    for name, live in self.live_brokers.items()
-                ),
-            )
+            log.warning("%s; tickets default to paper", live_venues_line(self.config))
         for feed in self.feeds.values():
             self.supervisor.add(FeedService(feed, self._before_stream))
         self.supervisor.start("store")

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sptrader.broker import records, risk
-from sptrader.broker.book import Changes
+from sptrader.broker.book import Changes, day_start
 from sptrader.broker.halts import Halts
 from sptrader.broker.ids import Ids
 from sptrader.broker.ledger import QTY_EPSILON, Ledger
@@ -155,18 +155,15 @@ class LiveBroker(Service):
         self._lock = asyncio.Lock()  # one placement / reconciliation at a time
         self._signals: list[SignalRaised] = []
         self._wake = asyncio.Event()
+        self._prefix = f"{venue.prefix}:"  # the tap runs per quote: no string built there
         self.subscription = bus.subscribe(self.name, maxsize=1, accepts=self._tap)
-
-    @property
-    def venue_name(self) -> str:
-        return self.venue.name
 
     # --- the bus tap: quotes for marks, this venue's scanner signals -------------------
 
     def _tap(self, event: object) -> bool:
         kind = type(event)
         if kind is QuoteReceived:
-            if event.instrument.startswith(self.venue.prefix + ":"):
+            if event.instrument.startswith(self._prefix):
                 self.quotes[event.instrument] = (event.bid, event.ask)
         elif kind is SignalRaised and getattr(event, "broker", "") == self.venue.name:
             self._signals.append(event)
@@ -189,20 +186,22 @@ class LiveBroker(Service):
         )
 
     def _load(self, store: Store) -> None:
-        working, fills, _, _ = records.load_state(store, self.venue.name)
-        self._traded = {
-            row[0]
-            for row in store.cursor()
-            .execute("SELECT DISTINCT instrument FROM orders WHERE venue = ?", [self.venue.name])
-            .fetchall()
-        }
-        for order in working:
-            self._remember(order)
+        # Every order of this venue: the working ones are followed; the venue's ids of the
+        # final ones are kept for late reports of their fills; all name the instruments
+        # to ask the venue about.
+        every = [Order(**row) for row in records.orders(store, None, 10**9, self.venue.name)]
+        self._traded = {order.instrument for order in every}
+        for order in every:
+            if order.is_open:
+                self._remember(order)
+            elif order.venue_order_id:
+                self._by_venue_id[order.venue_order_id] = order
+        fills = records.all_fills(store, self.venue.name)
         self.ledger = Ledger.from_fills(fills, 0.0)
         self._fill_ids = {f.venue_fill_id for f in fills if f.venue_fill_id}
         self._last_fill_us = max((f.ts_us for f in fills), default=None)
         now = self.clock()
-        self.day_start_us = now - now % 86_400_000_000
+        self.day_start_us = day_start(now)
         self.day_start_equity = records.day_start_equity(store, fills, 0.0, now)
         rows = (
             store.cursor()
@@ -300,7 +299,7 @@ class LiveBroker(Service):
             for signal in signals:
                 await self._on_signal(signal)
             now = self.clock()
-            midnight = now - now % 86_400_000_000
+            midnight = day_start(now)
             if midnight != self.day_start_us:
                 self.day_start_us, self.day_start_equity = midnight, self._ledger_equity()
             limit = self.limits.daily_loss_limit
@@ -743,9 +742,7 @@ class LiveBroker(Service):
         if report.client_order_id:
             order = self._by_client.get(report.client_order_id)
         if order is None and report.venue_order_id:
-            order = self._by_venue_id.get(report.venue_order_id) or self._stored_order(
-                report.venue_order_id
-            )
+            order = self._by_venue_id.get(report.venue_order_id)
         if order is None:
             # A trade of an order we never saw (made and done elsewhere): adopt it done.
             order = self._adopt(
@@ -795,21 +792,6 @@ class LiveBroker(Service):
             changes.orders[order.order_id] = order
         self._order_fills.setdefault(order.order_id, []).append(fill)
         return changes
-
-    def _stored_order(self, venue_order_id: str) -> Order | None:
-        """A final order of ours, by the venue's id (a late fill report)."""
-        store = self.store
-        if store is None:
-            return None
-        rows = (
-            store.cursor()
-            .execute(
-                f"{records._SELECT_ORDERS} WHERE venue = ? AND venue_order_id = ?",
-                [self.venue.name, venue_order_id],
-            )
-            .fetchall()
-        )
-        return records.order_from_row(rows[0]) if rows else None
 
     # --- reads ------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from sptrader.broker.book import Changes
+from sptrader.broker.book import Changes, day_start
 from sptrader.broker.ledger import Ledger
 from sptrader.broker.orders import OPEN, WORKING_STATUSES, Fill, Order
 from sptrader.clock import now_us
@@ -350,18 +350,20 @@ def last_closes(store: Store, instruments: Iterable[str], before_us: int) -> dic
 def day_start_equity(store: Store, fills: Iterable[Fill], starting_cash: float, now: int) -> float:
     """The account's equity at 00:00 UTC of ``now``'s day: the fills before then, marked
     at the last stored closes before then (the day's P&L starts from it)."""
-    midnight = now - now % US_PER_DAY
+    midnight = day_start(now)
     at_midnight = Ledger.from_fills((f for f in fills if f.ts_us < midnight), starting_cash)
     held = [p.instrument for p in at_midnight.open_positions()]
     return at_midnight.equity(last_closes(store, held, midnight))
 
 
 def offline_account(
-    store: Store, broker: BrokerConfig, now: int | None = None
+    store: Store, broker: BrokerConfig, now: int | None = None, venue: str = "paper"
 ) -> tuple[Ledger, dict[str, float]]:
-    """The account without an engine (the CLI on a store no daemon holds): the ledger
-    from every fill, and its open positions' marks at their last stored close."""
-    ledger = Ledger.from_fills(all_fills(store), broker.starting_cash)
+    """An account without an engine (the CLI on a store no daemon holds): the ledger
+    from every fill of ``venue`` (a live venue's from 0: SPtrader keeps no cash of it),
+    and its open positions' marks at their last stored close."""
+    starting_cash = broker.starting_cash if venue == "paper" else 0.0
+    ledger = Ledger.from_fills(all_fills(store, venue), starting_cash)
     instruments = [position.instrument for position in ledger.open_positions()]
     marks = last_closes(store, instruments, now_us() if now is None else now)
     return ledger, marks
