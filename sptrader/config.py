@@ -619,6 +619,12 @@ def parse_config(data: dict, source: str) -> Config:
     return config
 
 
+# The CLI knows the venues' names without importing this module (venue_names.py): they
+# must be BrokersConfig's fields, in order, after "paper".
+if ("paper", *BrokersConfig.__struct_fields__) != VENUES:
+    raise RuntimeError("sptrader.venue_names.VENUES and config.BrokersConfig disagree")
+
+
 def _validate(config: Config) -> str | None:
     """Checks msgspec's types cannot express; returns ``key.path: problem`` or None."""
     enabled = {feed: feed_config(config, feed).enabled for feed in KNOWN_FEEDS}

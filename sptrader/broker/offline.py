@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from sptrader.broker import records
-from sptrader.broker.ledger import Ledger
 from sptrader.broker.orders import Order
 from sptrader.clock import now_us
 from sptrader.config import BrokerConfig
@@ -66,13 +65,13 @@ def account(
     return summary, [p.to_dict(marks.get(p.instrument)) for p in open_positions]
 
 
-def venue_positions(store: Store, venue: str, now: int | None = None) -> list[dict[str, Any]]:
+def venue_positions(
+    store: Store, broker: BrokerConfig, venue: str, now: int | None = None
+) -> list[dict[str, Any]]:
     """A live venue's open positions from its stored fills, marked at the last stored
     closes (no engine connected to it here)."""
-    now = now_us() if now is None else now
-    ledger = Ledger.from_fills(records.all_fills(store, venue), 0.0)
+    ledger, marks = records.offline_account(store, broker, now, venue)
     held = sorted(ledger.open_positions(), key=lambda p: p.instrument)
-    marks = records.last_closes(store, [p.instrument for p in held], now)
     return [{"venue": venue, **p.to_dict(marks.get(p.instrument))} for p in held]
 
 

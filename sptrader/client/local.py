@@ -393,7 +393,11 @@ class LocalEngineClient:
                     from sptrader.broker import offline
 
                     store = self.engine.require_store()
-                    rows.extend(await run_in_thread(offline.venue_positions, store, name))
+                    rows.extend(
+                        await run_in_thread(
+                            offline.venue_positions, store, self.engine.config.broker, name
+                        )
+                    )
                 else:
                     rows.extend(live.positions())
                 continue
