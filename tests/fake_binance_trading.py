@@ -224,6 +224,10 @@ class FakeBinanceTrading:
             "timeout_s": self.timeout_s,
         }
 
+    def config_toml(self) -> str:
+        """``config`` as the lines of a ``[brokers.binance]`` table in a config file."""
+        return "\n".join(f"{key} = {json.dumps(value)}" for key, value in self.config.items())
+
     def __enter__(self) -> Self:
         self._http.__enter__()
         ready = threading.Event()

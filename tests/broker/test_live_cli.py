@@ -29,7 +29,7 @@ def binance(cli_home: Path, monkeypatch: pytest.MonkeyPatch):
     with FakeBinanceTrading(timeout_s=1.0) as fake:
         for name, value in fake.env.items():
             monkeypatch.setenv(name, value)
-        section = "\n".join(f"{key} = {json.dumps(value)}" for key, value in fake.config.items())
+        section = fake.config_toml()
         cli_home.mkdir(parents=True)
         (cli_home / "config.toml").write_text(CONFIG.format(section=section))
         yield fake

@@ -38,7 +38,7 @@ def test_live_orders_through_the_daemon(tmp_path: Path, monkeypatch: pytest.Monk
     with FakeBinanceTrading(timeout_s=2.0) as fake:
         for name, value in fake.env.items():
             monkeypatch.setenv(name, value)  # the daemon inherits them; never in the config
-        section = "\n".join(f"{key} = {json.dumps(value)}" for key, value in fake.config.items())
+        section = fake.config_toml()
         with daemon_home(tmp_path, CONFIG.format(section=section)) as daemon:
             started = daemon.run("start")
             assert started.returncode == 0, describe(started)
