@@ -17,6 +17,7 @@ Bodies per format:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -119,6 +120,9 @@ class Alerter:
         )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Set when close() ran out of time: the thread drops what is left and stops,
+        # rather than outliving its owner and logging failures long after shutdown.
+        self._abandoned = threading.Event()
 
     @property
     def active(self) -> bool:
@@ -146,11 +150,19 @@ class Alerter:
             thread = self._thread
         if thread is None or not thread.is_alive():
             return
-        try:
+        deadline = time.monotonic() + timeout
+        stop_queued = False
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        thread.join(timeout)
+            stop_queued = True
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            self._abandoned.set()
+            dropped = self._queue.qsize() - stop_queued
+            log.warning(
+                "alerts: closed with a delivery in flight and %d queued alert(s) dropped",
+                dropped,
+            )
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every queued alert was handled (tests, the CLI)."""
@@ -166,7 +178,7 @@ class Alerter:
             while True:
                 item = self._queue.get()
                 try:
-                    if item is None:
+                    if item is None or self._abandoned.is_set():
                         return
                     signal, report = item
                     for hook in self.config.webhooks:
@@ -189,6 +201,8 @@ class Alerter:
         attempts = self.config.retries + 1
         problem = ""
         for attempt in range(attempts):
+            if self._abandoned.is_set():
+                return False  # closed: close() said what was left undelivered
             if attempt:
                 if report is not None:
                     report("alerts_retried")
@@ -203,6 +217,8 @@ class Alerter:
             problem = f"HTTP {response.status_code}"
             if response.status_code != 429 and response.status_code < 500:
                 break  # refused: the same message will be refused again
+        if self._abandoned.is_set():
+            return False
         log.warning(
             "%s webhook %s failed for %s: %s",
             hook.format,

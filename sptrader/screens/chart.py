@@ -56,6 +56,7 @@ from textual.app import ComposeResult, RenderResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
@@ -804,8 +805,12 @@ class ChartPane(Vertical, can_focus=True):
 
     def _update_title(self) -> None:
         self._title_dirty = False
-        self.query_one("#chart-title", ChartTitle).show(self.title_variants())
-        status = self.query_one("#chart-status", Label)
+        try:
+            title = self.query_one("#chart-title", ChartTitle)
+            status = self.query_one("#chart-status", Label)
+        except NoMatches:
+            return  # the app is closing: its children are removed before the pane
+        title.show(self.title_variants())
         status.update(self.status_text())
         status.set_class(self.history_end is not None, "-history")
         status.set_class(self.loading_history, "-loading")

@@ -15,6 +15,7 @@ from conftest import wait_until
 from fakes import FakeHttpServer, FakeRequest, FakeResponse
 
 from sptrader.alerting.channels import Dispatcher, TuiChannel, WebhookChannel
+from sptrader.alerting.notice import Notice
 from sptrader.alerting.rules import Rule
 from sptrader.alerting.service import AlertService
 from sptrader.alerting.webhooks import Alerter
@@ -246,6 +247,28 @@ async def test_a_dead_webhook_does_not_slow_the_quotes(tmp_path: Path) -> None:
         with_live = await throughput(live.url)
         with_dead = await throughput(dead.url)
     assert with_dead > with_live * 0.5, (with_live, with_dead)
+
+
+def test_closing_with_a_hanging_webhook_stops_the_thread_and_logs_nothing_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A webhook that hangs must not keep the delivery thread alive past close(): it
+    once went on retrying and logged its failures into later tests' stderr."""
+    dead, _ = receiver(hang_s=0.5)
+    with dead:
+        alerts = msgspec.convert(
+            {"webhooks": [{"url": dead.url, "format": "json"}], "retries": 2}, AlertsConfig
+        )
+        alerter = Alerter(alerts, retry_delay_s=0.05)
+        for index in range(5):
+            alerter.submit(Notice("price_cross", f"alert {index}", "", 0, "r"))
+        alerter.close(timeout=0.2)
+        assert "in flight and 4 queued alert(s) dropped" in caplog.text
+        thread = alerter._thread
+        assert thread is not None
+        thread.join(2.0)  # at most the request in flight
+        assert not thread.is_alive()
+    assert "failed for" not in caplog.text
 
 
 async def test_the_daemon_rules_hear_started_stopping_and_restarted(home: Path) -> None:
