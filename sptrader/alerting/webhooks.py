@@ -145,7 +145,8 @@ class Alerter:
                 self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (for up to ``timeout`` s), then stop the thread."""
+        """Deliver what is queued (for up to ``timeout`` s), then stop the thread; past
+        the timeout the rest is dropped (said once) and the alerter is done for good."""
         with self._lock:
             thread = self._thread
         if thread is None or not thread.is_alive():
