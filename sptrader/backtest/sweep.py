@@ -31,12 +31,13 @@ import multiprocessing
 import os
 import re
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 import polars as pl
 
 from sptrader.config import BrokerConfig, RiskConfig
@@ -45,12 +46,16 @@ from sptrader.strategies.base import Strategy
 
 __all__ = [
     "MAX_COMBINATIONS",
+    "Runner",
     "SweepInterrupted",
     "SweepRow",
+    "Task",
     "build_strategy",
     "combinations",
     "parse_params",
+    "ranked",
     "run_sweep",
+    "warmup_of",
 ]
 
 MAX_COMBINATIONS = 10_000
@@ -145,15 +150,52 @@ def _default_text(field: Any) -> str:
 
 @dataclass
 class SweepRow:
+    """One combination's outcome: its params, the run's summary (or its error) and its
+    score by the objective (None when no objective was asked for)."""
+
     params: dict[str, Any]
     summary: dict[str, Any] | None = None
     error: str | None = None
+    score: float | None = None
 
     @property
     def sort_key(self) -> tuple[int, float]:
         if self.summary is None:
             return (1, 0.0)
         return (0, -(self.summary.get("net_pnl") or 0.0))
+
+    @property
+    def score_key(self) -> tuple[int, float]:
+        """Best score first (-inf: a run without trades), failed runs last."""
+        if self.summary is None or self.score is None:
+            return (1, 0.0)
+        return (0, -self.score)
+
+
+def ranked(rows: Sequence[SweepRow], by_score: bool = False) -> list[SweepRow]:
+    """Best first: by the objective's score, else by net P&L; failed runs last. Ties
+    keep their order (stable)."""
+    return sorted(rows, key=lambda row: row.score_key if by_score else row.sort_key)
+
+
+def warmup_of(strategy: Strategy) -> int:
+    """Bars the strategy needs before the first traded bar: its own ``warmup_bars`` or
+    its indicators' longest lookback, whichever is more."""
+    from sptrader.indicators import max_lookback, parse_specs
+
+    asked = strategy.indicators()
+    specs = parse_specs(asked) if asked else []
+    return max(strategy.warmup_bars(), max_lookback(specs))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run: ``strategy`` traded on the bars of [start_us, end_us) (None: the
+    runner's start, the bars' end), after up to its warm-up of earlier bars."""
+
+    strategy: Strategy
+    start_us: int | None = None
+    end_us: int | None = None
 
 
 # --- workers ------------------------------------------------------------------------
@@ -174,29 +216,55 @@ def _init_worker(bars_ipc: bytes, context: dict[str, Any]) -> None:
     # Ctrl+C reaches the whole process group: the parent stops the sweep, so a worker
     # ignores it (instead of dying with a traceback each).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _shared["bars"] = pl.read_ipc(io.BytesIO(bars_ipc))
-    _shared.update(context)
+    _install(pl.read_ipc(io.BytesIO(bars_ipc)), context)
+
+
+def _install(bars: pl.DataFrame, context: dict[str, Any]) -> None:
+    _shared.clear()
+    _shared.update(context, bars=bars)
+    ts = bars["ts"]
+    if ts.dtype.is_temporal():
+        ts = ts.cast(pl.Datetime("us")).dt.epoch("us")
+    _shared["ts"] = ts.to_numpy()
 
 
 def _run_one(strategy: Strategy) -> SweepRow:
+    return _run_task(Task(strategy))
+
+
+def _run_task(task: Task) -> SweepRow:
+    from sptrader.backtest import objectives
     from sptrader.backtest.engine import run_backtest, strategy_params
 
+    strategy = task.strategy
     params = strategy_params(strategy)
+    bars = _shared["bars"]
+    start_us = _shared["start_us"] if task.start_us is None else task.start_us
     try:
+        if task.start_us is not None or task.end_us is not None:
+            ts = _shared["ts"]
+            first = int(np.searchsorted(ts, start_us)) if start_us is not None else 0
+            first = max(0, first - warmup_of(strategy))
+            last = int(np.searchsorted(ts, task.end_us)) if task.end_us is not None else ts.size
+            bars = bars.slice(first, max(0, last - first))
         result = run_backtest(
             strategy,
-            _shared["bars"],
+            bars,
             _shared["broker"],
             _shared["risk"],
             _shared["timeframe"],
             instrument=_shared["instrument"],
-            start_us=_shared["start_us"],
+            start_us=start_us,
             gaps=_shared["gaps"],
         )
+        objective = _shared.get("objective")
+        score = objectives.score(objective, result) if objective else None
     except Exception as error:
         first_line = (str(error).strip().splitlines() or [""])[0]
         return SweepRow(params, error=f"{type(error).__name__}: {first_line}")
-    return SweepRow(params, summary=result.summary)
+    # Only the summary travels back (and is kept): a result's trades and equity curve
+    # are dropped here, so memory stays flat however many runs a search makes.
+    return SweepRow(params, summary=result.summary, score=score)
 
 
 @contextlib.contextmanager
@@ -214,6 +282,76 @@ def _polars_threads(count: int) -> Iterator[None]:
         os.environ.pop("POLARS_MAX_THREADS", None)
 
 
+class Runner:
+    """Runs of strategies over one instrument's bars, in ``workers`` spawned processes
+    that each get the bars once (or in this process when ``workers`` is 1). Used as a
+    context manager; one runner serves a sweep, a search's batches or every fold of a
+    walk-forward. ``objective`` (a name or ``module:function``,
+    :mod:`sptrader.backtest.objectives`) scores each run in the worker."""
+
+    def __init__(
+        self,
+        bars: pl.DataFrame,
+        broker_cfg: BrokerConfig,
+        risk_cfg: RiskConfig,
+        timeframe: str,
+        *,
+        instrument: str | None = None,
+        start_us: int | None = None,
+        gaps: Sequence[tuple[int, int]] = (),
+        workers: int = 1,
+        objective: str | None = None,
+    ) -> None:
+        self.bars = bars
+        self.workers = max(1, workers)
+        self.context = {
+            "broker": broker_cfg,
+            "risk": risk_cfg,
+            "timeframe": timeframe,
+            "instrument": instrument,
+            "start_us": start_us,
+            "gaps": list(gaps),
+            "objective": objective,
+        }
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Runner:
+        if self.workers == 1:
+            _install(self.bars, self.context)
+            return self
+        buffer = io.BytesIO()
+        self.bars.write_ipc(buffer)
+        with _polars_threads(max(1, (os.cpu_count() or 1) // self.workers)):
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(buffer.getvalue(), self.context),
+            )
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if self.pool is None:
+            _shared.clear()
+            return
+        if kind is not None and issubclass(kind, BaseException) and not issubclass(kind, Exception):
+            _stop_now(self.pool)  # Ctrl+C: do not wait for runs nobody wants
+        else:
+            self.pool.shutdown()
+        self.pool = None
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[tuple[int, SweepRow]]:
+        """``(index in tasks, row)`` of each run, in the order they complete."""
+        if self.pool is None:
+            for index, task in enumerate(tasks):
+                yield index, _run_task(task)
+            return
+        with _sigint_blocked():  # the workers, spawned here, are born deaf to Ctrl+C
+            futures = {self.pool.submit(_run_task, task): i for i, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
 def run_sweep(
     strategies: Sequence[Strategy],
     bars: pl.DataFrame,
@@ -225,50 +363,36 @@ def run_sweep(
     start_us: int | None = None,
     gaps: Sequence[tuple[int, int]] = (),
     workers: int | None = None,
+    objective: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[SweepRow]:
     """Every strategy over ``bars``, in worker processes when there are several, rows
-    sorted by net P&L (best first; failed runs last). Ctrl+C stops it at once (the
+    sorted best first (by ``objective``'s score when given, else by net P&L; failed
+    runs last). ``progress(done, total)`` after each run. Ctrl+C stops it at once (the
     workers are terminated) with SweepInterrupted, holding the rows computed so far."""
-    context = {
-        "broker": broker_cfg,
-        "risk": risk_cfg,
-        "timeframe": timeframe,
-        "instrument": instrument,
-        "start_us": start_us,
-        "gaps": list(gaps),
-    }
     workers = max(1, min(workers or os.cpu_count() or 1, len(strategies)))
     rows: list[SweepRow] = []
-    if workers == 1:
-        _shared.clear()
-        _shared.update(context, bars=bars)
-        try:
-            for strategy in strategies:
-                rows.append(_run_one(strategy))
-        except KeyboardInterrupt:
-            raise SweepInterrupted(_sorted(rows), len(strategies)) from None
-        finally:
-            _shared.clear()
-        return _sorted(rows)
-    buffer = io.BytesIO()
-    bars.write_ipc(buffer)
-    with _polars_threads(max(1, (os.cpu_count() or 1) // workers)):
-        pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(buffer.getvalue(), context),
-        )
+    by_score = objective is not None
+    runner = Runner(
+        bars,
+        broker_cfg,
+        risk_cfg,
+        timeframe,
+        instrument=instrument,
+        start_us=start_us,
+        gaps=gaps,
+        workers=workers,
+        objective=objective,
+    )
     try:
-        with _sigint_blocked():  # the workers, spawned here, are born deaf to Ctrl+C
-            futures = [pool.submit(_run_one, strategy) for strategy in strategies]
-        for future in as_completed(futures):
-            rows.append(future.result())
+        with runner:
+            for _, row in runner.run([Task(strategy) for strategy in strategies]):
+                rows.append(row)
+                if progress is not None:
+                    progress(len(rows), len(strategies))
     except KeyboardInterrupt:
-        _stop_now(pool)
-        raise SweepInterrupted(_sorted(rows), len(strategies)) from None
-    pool.shutdown()
-    return _sorted(rows)
+        raise SweepInterrupted(ranked(rows, by_score), len(strategies)) from None
+    return ranked(rows, by_score)
 
 
 @contextlib.contextmanager
@@ -284,10 +408,6 @@ def _sigint_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def _sorted(rows: list[SweepRow]) -> list[SweepRow]:
-    return sorted(rows, key=lambda row: row.sort_key)
 
 
 def _stop_now(pool: ProcessPoolExecutor) -> None:
