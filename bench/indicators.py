@@ -1,7 +1,10 @@
-"""Indicator throughput: bars/s per indicator and for the full set, on 1M synthetic bars.
+"""Indicator throughput: bars/s per indicator and for the full set, on 1M synthetic bars,
+then side by side with TA-Lib on the same bars: our seconds, TA-Lib's, the ratio and the
+largest absolute difference of the values after the warm-up.
 
 Run: ``.venv/bin/python bench/indicators.py [--bars N] [--repeat R]``. Prints the median
-of R runs per row (these machines are noisy: +/-10-25%).
+of R runs per row (these machines are noisy: +/-10-25%). TA-Lib (``pip install -e
+.[bench]``) is imported only for the comparison; without it that table is skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 import numpy as np
 import polars as pl
 
-from sptrader.indicators import add_indicators
+from sptrader.indicators import add_indicators, parse_spec, warmup
 
 SPECS = ["sma20", "ema20", "wma10", "rsi14", "atr14", "adx14", "macd", "bb20", "stoch"]
 SPECS += ["donchian20", "vwap"]
@@ -65,6 +68,45 @@ def main() -> None:
     )
     seconds = timed(holed, SPECS, args.repeat)
     print(f"{'all, 0.1% null':<14}{seconds:>10.4f}{args.bars / seconds / 1e6:>12.1f}")
+    against_talib(bars, args.repeat)
+
+
+def talib_calls(talib, bars: pl.DataFrame) -> dict[str, object]:
+    """Per spec, a call giving TA-Lib's outputs in the order of our spec's columns."""
+    h, lo, c = (bars[name].to_numpy() for name in ("high", "low", "close"))
+    return {
+        "sma20": lambda: (talib.SMA(c, 20),),
+        "ema20": lambda: (talib.EMA(c, 20),),
+        "rsi14": lambda: (talib.RSI(c, 14),),
+        "macd": lambda: talib.MACD(c, 12, 26, 9),
+        "bb20": lambda: talib.BBANDS(c, 20, 2.0, 2.0, 0),
+        "atr14": lambda: (talib.ATR(h, lo, c, 14),),
+    }
+
+
+def against_talib(bars: pl.DataFrame, repeat: int) -> None:
+    try:
+        import talib  # only here: the rest of the bench runs without it
+    except ImportError:
+        print("\nTA-Lib is not installed (pip install -e .[bench]): no comparison")
+        return
+    print(f"\nagainst TA-Lib {talib.__version__}, median of {repeat}")
+    print(f"{'indicator':<14}{'ours s':>10}{'TA-Lib s':>10}{'ratio':>8}{'max abs diff':>14}")
+    for spec, call in talib_calls(talib, bars).items():
+        ours = timed(bars, [spec], repeat)
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            reference = call()
+            runs.append(time.perf_counter() - start)
+        theirs = statistics.median(runs)
+        out = add_indicators(bars, [spec])
+        first = warmup(spec)
+        diff = max(
+            float(np.max(np.abs(out[name].to_numpy()[first:] - expected[first:])))
+            for name, expected in zip(parse_spec(spec).columns, reference, strict=True)
+        )
+        print(f"{spec:<14}{ours:>10.4f}{theirs:>10.4f}{ours / theirs:>8.1f}{diff:>14.1e}")
 
 
 if __name__ == "__main__":
