@@ -226,22 +226,22 @@ def _signal_table(signals: pl.DataFrame | None) -> pl.DataFrame:
         return pl.DataFrame(schema={**schema, "n": pl.UInt32})
     at = signals["ts"]
     ts_us = at.cast(pl.Datetime("us")).dt.epoch("us") if at.dtype.is_temporal() else at
-    table = pl.DataFrame(
-        {
-            "ts_us": ts_us.cast(pl.Int64),
-            "side": signals["side"].cast(pl.String)
-            if "side" in signals.columns
-            else pl.Series([None] * signals.height, dtype=pl.String),
-            **{
-                name: signals[name].cast(pl.Float64)
-                if name in signals.columns
-                else pl.Series([None] * signals.height, dtype=pl.Float64)
-                for name in _SIGNAL_FIELDS
-            },
-        }
+    given = set(signals.columns)
+    table = signals.select(
+        ts_us.cast(pl.Int64).alias("ts_us"),
+        (pl.col("side") if "side" in given else pl.lit(None)).cast(pl.String).alias("side"),
+        *[
+            (pl.col(name) if name in given else pl.lit(None)).cast(pl.Float64).alias(name)
+            for name in _SIGNAL_FIELDS
+        ],
     )
     table = table.sort("ts_us", maintain_order=True)
-    return table.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).over("ts_us").alias("n"))
+    # The order within a bar: the row number minus that of the bar's first signal (no
+    # group-by: the rows are sorted by ts).
+    row = pl.int_range(pl.len(), dtype=pl.UInt32)
+    starts = pl.col("ts_us") != pl.col("ts_us").shift(1)
+    first = pl.when(starts.fill_null(True)).then(row).forward_fill()
+    return table.with_columns((row - first).alias("n"))
 
 
 # --- tracing the columns evaluate adds ---------------------------------------------------
@@ -351,9 +351,10 @@ def _compare_signals(
     name: str, full: pl.DataFrame, truncated: pl.DataFrame, cut_us: int
 ) -> list[BiasFinding]:
     before = pl.col("ts_us") < cut_us
-    joined = full.filter(before).join(
-        truncated.filter(before), on=["ts_us", "n"], how="full", coalesce=True, suffix="_t"
-    )
+    full, truncated = full.filter(before), truncated.filter(before)
+    if full.equals(truncated, null_equal=True):  # the usual case, and much faster
+        return []
+    joined = full.join(truncated, on=["ts_us", "n"], how="full", coalesce=True, suffix="_t")
     if joined.is_empty():
         return []
     joined = joined.sort("ts_us", "n")
@@ -422,6 +423,8 @@ def _changed(a: pl.Series, b: pl.Series, rel: float, abs_: float) -> pl.Series:
 
 
 def _first_change(a: pl.Series, b: pl.Series, rel: float, abs_: float) -> int | None:
+    if _same(a, b):  # the usual case, and much faster
+        return None
     rows = _changed(a, b, rel, abs_).fill_null(True).arg_true()
     return int(rows[0]) if rows.len() else None
 

@@ -334,3 +334,32 @@ def test_strategies_reading_only_past_bars_never_flag(
 
     report = check_bias(Past(), synthetic(600, seed=seed), "1m")
     assert not report.biased, report.lookahead
+
+
+def test_a_stop_that_peeks_is_a_signal_stop_finding() -> None:
+    class NextLowStop(Strategy):
+        name = "next_low_stop"
+
+        def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+            bars = bars.lazy().with_columns(  # lazy: not traced, seen in the signals
+                pl.col("low").shift(-1).fill_null(pl.col("low")).alias("stop")
+            )
+            return bars.select("instrument", "ts", pl.lit("buy").alias("side"), "stop").collect()
+
+    bars = synthetic(2000)
+    report = check_bias(NextLowStop(), bars, "1m")
+    assert [f.column for f in report.lookahead] == ["signal stop"]
+    finding = report.lookahead[0]
+    assert finding.first_ts_us == report.cuts_us[0] - US_PER_MINUTE
+    row = (finding.first_ts_us - T0) // US_PER_MINUTE
+    # The full run's stop is the next bar's low; cut there, the bar's own.
+    assert finding.full_value == bars["low"][row + 1]
+    assert finding.truncated_value == bars["low"][row]
+
+
+def test_too_few_bars_are_not_checked_and_say_so() -> None:
+    report = check_bias(NextClose(), synthetic(2), "1m")
+    assert report.cuts_us == [] and not report.biased
+    out = io.StringIO()
+    print_report(report, out)
+    assert out.getvalue() == "next_close: not checked for lookahead: too few bars (2)\n"
