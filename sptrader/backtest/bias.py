@@ -569,7 +569,7 @@ def findings_json(report: BiasReport) -> list[dict[str, Any]]:
 def print_report(report: BiasReport, out: IO[str]) -> None:
     """One line per finding, then the verdict."""
     for f in report.lookahead:
-        what = "signal" if f.column == "signal" else f"{_what(f)}"
+        what = f.column if f.kind == "signal" else f"column {f.column}"
         out.write(
             f"{f.strategy}: {what} changes when later bars are removed, first at"
             f" {_when(f.first_ts_us)} (full {_text(f.full_value, f)},"
@@ -581,16 +581,12 @@ def print_report(report: BiasReport, out: IO[str]) -> None:
             if f.stable_bars is not None
             else "not stable within the bars available"
         )
-        difference = (
-            "null"
-            if f.truncated_value is None
-            else f"{f.truncated_value:.10g} ({f.rel_diff:.1e} off)"
-        )
+        off = "" if f.rel_diff is None or math.isinf(f.rel_diff) else f", {f.rel_diff:.1e} off"
         out.write(
             f"{f.strategy}: warning: {f.column} depends on the history before it: with the"
-            f" declared warm-up of {f.history_bars:,} bars it is {difference} at"
-            f" {_when(f.first_ts_us)}, {_text(f.full_value, f)} with all {report.bars:,} bars;"
-            f" {stable}\n"
+            f" declared warm-up of {f.history_bars:,} bars it is {_text(f.truncated_value, f)}"
+            f" at {_when(f.first_ts_us)} against {_text(f.full_value, f)} with all the bars"
+            f" before it{off}; {stable}\n"
         )
     cuts = len(report.cuts_us)
     if not cuts:
@@ -603,13 +599,6 @@ def print_report(report: BiasReport, out: IO[str]) -> None:
         )
     else:
         out.write(f"{report.strategy}: no lookahead found in {cuts} cuts\n")
-
-
-def _what(f: BiasFinding) -> str:
-    if f.kind == "signal":
-        return f.column
-    where = {"evaluate": " (added in evaluate)", "informative": " (informative)"}
-    return f"column {f.column}{where.get(f.source, '')}"
 
 
 def _when(ts_us: int) -> str:

@@ -188,7 +188,7 @@ def test_a_column_made_in_evaluate_is_named_with_its_values() -> None:
     print_report(report, out)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith(
-        "sma_peek: column future_close (added in evaluate) changes when later bars are"
+        "sma_peek: column future_close changes when later bars are"
         " removed, first at 2026-01-05 00:11 (full 1.0"
     )
     assert lines[0].endswith(", truncated null)")
@@ -263,6 +263,15 @@ def test_an_ema_with_too_short_a_warm_up_is_a_recursive_warning() -> None:
     assert finding.cut_ts_us == finding.first_ts_us - 250 * US_PER_MINUTE
     # Stable once the seed has faded: well past the declared 250 bars.
     assert finding.stable_bars is not None and 250 < finding.stable_bars <= 8000
+    out = io.StringIO()
+    print_report(report, out)
+    warning, verdict = out.getvalue().splitlines()
+    assert warning.startswith(
+        "long_ema: warning: ema200 depends on the history before it: with the declared"
+        " warm-up of 250 bars it is "
+    )
+    assert warning.endswith(f"; stable from {finding.stable_bars:,} bars of history")
+    assert verdict == "long_ema: no lookahead found in 16 cuts"
 
 
 def test_sma_cross_has_no_recursive_warning() -> None:
