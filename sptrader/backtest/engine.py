@@ -79,6 +79,7 @@ from sptrader.indicators import add_indicators
 from sptrader.models import US_PER_MINUTE, timeframe_minutes
 from sptrader.schema import FILL_SCHEMA, ORDER_FLOW_SCHEMA, STORED_BAR_COLUMNS
 from sptrader.strategies.base import Strategy
+from sptrader.strategies.informative import with_informative
 
 __all__ = ["TRADE_COLUMNS", "BacktestResult", "run_backtest"]
 
@@ -136,6 +137,8 @@ def run_backtest(
     # The same spec twice (sma_cross with fast == slow) is one set of columns.
     specs = list(dict.fromkeys(strategy.indicators()))
     with_indicators = add_indicators(frame, specs) if specs else frame
+    # Higher timeframes the strategy reads (informative bars), rolled up from these bars.
+    with_indicators = with_informative(strategy, with_indicators, timeframe)
     signals = strategy.evaluate(with_indicators)
     events = _events(signals, ts, first)
 

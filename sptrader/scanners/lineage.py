@@ -29,7 +29,7 @@ import polars as pl
 from sptrader.clock import now_us
 from sptrader.store import Store
 
-STEPS = ("load_bars", "indicators", "evaluate", "emit", "skip")
+STEPS = ("load_bars", "indicators", "informative", "evaluate", "emit", "skip")
 STATUSES = ("ok", "partial", "failed")
 
 

@@ -312,13 +312,18 @@ class Scanner:
             message = f"indicators: {type(error).__name__}: {error}"
             result.failed.extend((instrument, message) for instrument in instruments)
             return
-        with_indicators = not specs
-        if specs:
+        informative = bool(self.strategy.informative())
+        with_indicators = not specs and not informative
+        if specs or informative:
             try:
-                with recorder.step(None, "indicators", ", ".join(specs)) as step:
-                    bars = _add_indicators(bars, specs, over="instrument")
-                    step.output_summary = f"columns: {', '.join(_indicator_columns(bars))}"
-                with_indicators = True
+                enriched = bars  # kept only if every step succeeds
+                if specs:
+                    with recorder.step(None, "indicators", ", ".join(specs)) as step:
+                        enriched = _add_indicators(enriched, specs, over="instrument")
+                        step.output_summary = f"columns: {', '.join(_indicator_columns(enriched))}"
+                if informative:
+                    enriched = self._informative(recorder, None, enriched, over="instrument")
+                bars, with_indicators = enriched, True
             except Exception as error:
                 self._batch_failed("indicators", error)
         if with_indicators and self.strategy.stacked:
@@ -367,6 +372,23 @@ class Scanner:
                 shown.append(f"and {len(signals) - 10} more")
             step.output_summary = ", ".join(shown)
         return signals
+
+    def _informative(
+        self,
+        recorder: lineage.RunRecorder,
+        instrument: str | None,
+        bars: pl.DataFrame,
+        over: str | None = None,
+    ) -> pl.DataFrame:
+        """``bars`` with the higher timeframes the strategy reads (a lineage step)."""
+        from sptrader.strategies.informative import informative_columns, with_informative
+
+        timeframe = self.config.timeframe
+        columns = informative_columns(self.strategy, timeframe)
+        with recorder.step(instrument, "informative", ", ".join(columns)) as step:
+            bars = with_informative(self.strategy, bars, timeframe, over=over)
+            step.output_summary = f"columns: {', '.join(columns)}"
+        return bars
 
     def _specs(self, recorder: lineage.RunRecorder, instrument: str | None) -> list[str]:
         """The strategy's indicator specs; if asking for them raises, that is recorded
@@ -479,6 +501,8 @@ class Scanner:
                 with recorder.step(instrument, "indicators", ", ".join(specs)) as step:
                     bars = _add_indicators(bars, specs)
                     step.output_summary = f"columns: {', '.join(_indicator_columns(bars))}"
+            if not with_indicators and strategy.informative():
+                bars = self._informative(recorder, instrument, bars)
             with recorder.step(
                 instrument, "evaluate", f"{strategy.name} on {bars.height} bars"
             ) as step:

@@ -74,6 +74,16 @@ class Strategy(ABC):
         """Closed bars needed before the first signal can be trusted."""
         return 0
 
+    def informative(self) -> dict[str, list[str]]:
+        """Higher timeframes of the same instrument to read on each bar (informative
+        bars), e.g. ``{"1h": ["close", "sma20"]}``: bar fields (open high low close
+        volume trades) or indicator specs, given to ``evaluate`` as the columns
+        ``1h_close``, ``1h_sma20``. Rolled up from the bars themselves and aligned
+        without lookahead: an hour's values appear on the bar that closes the hour, not
+        before (:mod:`sptrader.strategies.informative`). A backtest reads the extra
+        warm-up they need; a scanner's ``bars`` must cover it. Default: none."""
+        return {}
+
     @abstractmethod
     def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
         """Signals (SIGNAL_SCHEMA) for one instrument's bars: columns ``instrument, ts,
