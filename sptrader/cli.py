@@ -351,6 +351,57 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run even if the window has missing data; trades across a gap are marked",
     )
+    # Research: walk-forward, Bayesian search, bias checks, Monte Carlo.
+    backtest.add_argument(
+        "--walk-forward",
+        dest="walk_forward",
+        metavar="train=D,test=D",
+        help="walk-forward optimisation: optimise on each train fold, run the chosen"
+        " parameters on the next test fold, e.g. train=90d,test=30d",
+    )
+    backtest.add_argument(
+        "--anchored",
+        action="store_true",
+        help="walk-forward train folds all start at --from (growing) instead of rolling",
+    )
+    backtest.add_argument(
+        "--trials",
+        type=count("--trials"),
+        metavar="N",
+        help="Bayesian search (Optuna TPE) of N trials over the --param ranges instead of"
+        " the full grid",
+    )
+    backtest.add_argument(
+        "--objective",
+        default="sharpe",
+        metavar="NAME",
+        help="what a sweep, search or walk-forward maximises: sharpe, sortino,"
+        " profit_factor, net_pnl, calmar, or module:function (default sharpe)",
+    )
+    backtest.add_argument(
+        "--top", type=count("--top"), metavar="N", help="show the best N combinations only"
+    )
+    backtest.add_argument(
+        "--check-bias",
+        dest="check_bias",
+        action="store_true",
+        help="re-run on truncated histories and report signals or indicator values that"
+        " change when future bars are removed (exit 1 when a bias is found)",
+    )
+    backtest.add_argument(
+        "--monte-carlo",
+        dest="monte_carlo",
+        type=count("--monte-carlo"),
+        metavar="N",
+        help="N reshuffled and resampled runs of the trade list: percentiles of max"
+        " drawdown and final equity",
+    )
+    backtest.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the search's sampler and the Monte Carlo draws (repeatable runs)",
+    )
     runs = commands.add_parser(
         "runs",
         help="scanner runs and their lineage",

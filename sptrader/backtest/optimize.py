@@ -46,6 +46,7 @@ __all__ = [
     "search",
     "space_size",
     "tpe_search",
+    "value_combinations",
 ]
 
 Progress = Callable[[int, int], None]
@@ -142,13 +143,23 @@ def grid_search(
     )
 
 
-def _check_values(cls: type[Strategy], dims: Sequence[Dimension]) -> None:
-    """Each value converts to the strategy's Params (a UsageError names a bad one), so a
-    search does not find out at its 150th trial."""
+def value_combinations(dims: Sequence[Dimension]) -> list[dict[str, str]]:
+    """A combination for each value of each dimension (the others at their first
+    value), plus the two corners (every dimension at its first, every one at its last
+    value): built before a search starts, a bad value is a UsageError naming it (not at
+    the 150th trial), and their warm-ups bound the space's (the longest lookbacks are
+    at a corner)."""
     base = {dim.name: dim.values[0] for dim in dims}
+    made = [base]
     for dim in dims:
-        for value in dim.values:
-            build_strategy(cls, {**base, dim.name: value})
+        made.extend({**base, dim.name: value} for value in dim.values[1:])
+    made.append({dim.name: dim.values[-1] for dim in dims})
+    return made
+
+
+def _check_values(cls: type[Strategy], dims: Sequence[Dimension]) -> None:
+    for combo in value_combinations(dims):
+        build_strategy(cls, combo)
 
 
 def tpe_search(

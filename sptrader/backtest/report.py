@@ -121,7 +121,7 @@ def result_json(
     )
 
 
-def write_json(data: dict[str, Any], out: IO[str] | None = None) -> None:
+def write_json(data: dict[str, Any] | list[Any], out: IO[str] | None = None) -> None:
     out = out or sys.stdout
     json.dump(data, out, allow_nan=False)
     out.write("\n")
@@ -407,23 +407,43 @@ def sweep_json(
     timeframe: str,
     coverage: dict[str, Any],
     elapsed_s: float,
+    objective: str | None = None,
+    search: dict[str, Any] | None = None,
+    top: int | None = None,
 ) -> dict[str, Any]:
+    """``combinations``: the runs made; ``results``: best first, the first ``top`` only
+    when given; ``search``: how they were chosen (grid or TPE, its budget and seed)."""
+    shown = rows[:top] if top else rows
     return clean(
         {
             "strategy": strategy,
             "instrument": instrument,
             "timeframe": timeframe,
             "combinations": len(rows),
+            "objective": objective,
+            "search": search or {"method": "grid"},
             "elapsed_s": elapsed_s,
             "results": [
-                {"params": row.params, "summary": row.summary}
+                {"params": row.params, "score": row.score, "summary": row.summary}
                 if row.error is None
                 else {"params": row.params, "error": row.error}
-                for row in rows
+                for row in shown
             ],
             "coverage": coverage_dict(coverage),
         }
     )
+
+
+# The sweep table's figures; an objective among them is not shown twice.
+_SWEEP_COLUMNS = (
+    ("trades", None),
+    ("net P&L", "net_pnl"),
+    ("return", None),
+    ("win rate", None),
+    ("PF", "profit_factor"),
+    ("max DD", None),
+    ("Sharpe", "sharpe"),
+)
 
 
 def print_sweep(
@@ -436,15 +456,31 @@ def print_sweep(
     varied: Sequence[str],
     elapsed_s: float,
     workers: int,
+    objective: str | None = None,
+    search: dict[str, Any] | None = None,
+    top: int | None = None,
     out: IO[str] | None = None,
 ) -> None:
     from rich.table import Table
 
+    from sptrader.backtest.objectives import describe
+
     out = out or sys.stdout
     console = _console(out, 100)
+    search = search or {"method": "grid"}
+    how = ""
+    if search.get("method") == "tpe":
+        how = f" of {search['space']:,} (TPE search"
+        if search.get("seed") is not None:
+            how += f", seed {search['seed']}"
+        how += ")"
+    ranking = describe(objective) if objective else "net P&L"
+    shown = list(rows[:top] if top else rows)
     console.print(
-        f"{strategy} {instrument} {timeframe}: {len(rows)} combinations in {elapsed_s:.1f}s"
-        f" on {workers} process{'es' if workers != 1 else ''}, best net P&L first",
+        f"{strategy} {instrument} {timeframe}: {len(rows)} combinations{how} in"
+        f" {elapsed_s:.1f}s on {workers} process{'es' if workers != 1 else ''},"
+        f" best {ranking} first"
+        + (f"; the top {len(shown)} shown" if len(shown) < len(rows) else ""),
         markup=False,
     )
     console.print(coverage_line(coverage), markup=False)
@@ -452,16 +488,21 @@ def print_sweep(
     names = list(varied) or (list(rows[0].params) if rows else [])
     for name in names:
         table.add_column(name, justify="right")
-    for column in ("trades", "net P&L", "return", "win rate", "PF", "max DD", "Sharpe"):
+    scored = objective is not None and objective not in {key for _, key in _SWEEP_COLUMNS}
+    if scored:
+        table.add_column(ranking, justify="right")
+    for column, _ in _SWEEP_COLUMNS:
         table.add_column(column, justify="right")
     failed = []
-    for row in rows:
+    for row in shown:
         cells = [_value_text(row.params.get(name)) for name in names]
         s = row.summary
         if s is None:
             table.add_row(*cells, "[red]error[/red]")
             failed.append(row)
             continue
+        if scored:
+            cells.append(_score_text(row.score))
         table.add_row(
             *cells,
             f"{s['trades']:,}",
@@ -475,3 +516,10 @@ def print_sweep(
     console.print(table)
     for row in failed:
         console.print(f"error with {_params_text(row.params)}: {row.error}", markup=False)
+
+
+def _score_text(score: float | None) -> str:
+    """An objective's score: ``-`` for a run that cannot be scored (no trades)."""
+    if score is None or (math.isinf(score) and score < 0):
+        return "-"
+    return "∞" if math.isinf(score) else f"{score:,.3f}"

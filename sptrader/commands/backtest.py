@@ -1,16 +1,25 @@
 """``sptrader backtest STRATEGY INSTRUMENT [--tf TF] --from T [--to T] [--param k=v]...
-[--format table|json] [--plot] [--allow-gaps]``.
+[--format table|json] [--plot] [--allow-gaps]`` and the research options.
 
 The data, through the engine client (``connect``: the daemon's while one runs, it holds
 the store): the window's missing history is fetched first, as ``sptrader data ensure``
 does, then its bars are read with up to the strategy's warm-up of bars stored before
-``--from`` (for its indicators; they are not traded). If open market time of the window
-is still missing, the backtest refuses to run (exit 1) unless ``--allow-gaps``; then
-trades whose holding period spans a gap are marked. The report gives the window's
-coverage either way.
+``--from`` (for its indicators and informative higher timeframes; they are not traded).
+If open market time of the window is still missing, the backtest refuses to run (exit 1)
+unless ``--allow-gaps``; then trades whose holding period spans a gap are marked. The
+report gives the window's coverage either way.
 
-Several values for a parameter (``--param fast=5..30:5``, ``slow=20,40``) make a sweep:
-every combination runs on all cores and one table row shows each (sptrader.backtest.sweep).
+What runs (``_mode``):
+
+- one parameter set: one backtest (``--monte-carlo N`` adds the trade-order Monte Carlo,
+  :mod:`sptrader.backtest.montecarlo`);
+- several values for a parameter (``--param fast=5..30:5``, ``slow=20,40``): a sweep of
+  every combination on all cores, best ``--objective`` first, or a TPE search of
+  ``--trials N`` of them (:mod:`sptrader.backtest.optimize`); ``--top N`` shows the best N;
+- ``--walk-forward train=90d,test=30d [--anchored]``: that choice made on each train
+  fold and tested on the next (:mod:`sptrader.backtest.walkforward`);
+- ``--check-bias``: the lookahead check of one parameter set (exit 1 when biased,
+  :mod:`sptrader.backtest.bias`).
 """
 
 from __future__ import annotations
@@ -55,37 +64,38 @@ class _Data:
 
 
 def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
-    from sptrader.backtest import report, sweep
-    from sptrader.indicators import max_lookback, parse_specs
+    from sptrader.backtest import optimize, sweep
     from sptrader.strategies import registry
 
     cls = registry.resolve(args.strategy, settings.config.strategies.modules)
-    grid = sweep.parse_params(args.params or [])
-    combos = sweep.combinations(grid)
-    strategies = [sweep.build_strategy(cls, combo) for combo in combos]
-    varied = [name for name, values in grid.items() if len(values) > 1]
+    dims = optimize.dimensions(args.params or [])
+    varied = [dim.name for dim in dims if len(dim.values) > 1]
+    objective = optimize.validate_objective(args.objective)
     instrument = normalize_instrument(args.instrument)
     timeframe_minutes(args.tf)
     start = datetime_to_us(parse_time(args.start, what="--from time"))
     end = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else now_us()
     if end <= start:
         raise UsageError("--to must be later than --from")
-    if args.plot and (args.format == "json" or len(strategies) > 1):
-        raise UsageError(
-            "--plot draws one run's equity curve: use it with --format table, no sweep"
-        )
-    warmup = 0
-    for strategy, combo in zip(strategies, combos, strict=True):
-        try:
-            asked = strategy.indicators()
-            # No indicators (the base class's default) is a strategy on bare bars.
-            specs = parse_specs(asked) if asked else []
-        except Exception as error:
-            given = " ".join(f"{key}={value}" for key, value in combo.items())
-            raise UsageError(
-                f"strategy {cls.name} cannot run with {given or 'its defaults'}: {error}"
-            ) from None
-        warmup = max(warmup, strategy.warmup_bars(), max_lookback(specs))
+    mode = _mode(args, varied)
+    spans = None
+    if mode == "walk-forward":
+        from sptrader.backtest.walkforward import folds, parse_walk_forward
+
+        spans = parse_walk_forward(args.walk_forward)
+        folds(start, end, *spans, args.anchored)  # a window too short: said before loading
+    # Every combination a grid runs is built (and its indicators checked) up front; a
+    # TPE search's space may be far larger, so each value is checked on its own.
+    combos = (
+        sweep.combinations(optimize.grid_of(dims))
+        if args.trials is None
+        else optimize.value_combinations(dims)
+    )
+    strategies = [sweep.build_strategy(cls, combo) for combo in combos]
+    warmup = max(
+        _warmup(cls, strategy, combo) for strategy, combo in zip(strategies, combos, strict=True)
+    )
+    warmup += _informative_warmup(strategies, args.tf)
 
     data = _load(settings, instrument, args.tf, start, end, warmup)
     instrument = data.instrument
@@ -104,82 +114,334 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
         "gaps": data.gaps,
         "allow_gaps": args.allow_gaps,
     }
-    config = settings.config
-    if len(strategies) == 1:
-        from sptrader.backtest import run_backtest
+    run = _Run(settings, args, cls, data, coverage, objective, start, end)
+    if mode == "bias":
+        return run.check_bias(strategies[0])
+    if mode == "single":
+        return run.single(strategies[0])
+    if mode == "walk-forward":
+        assert spans is not None
+        return run.walk_forward(dims, varied, spans)
+    return run.search(dims, varied, len(strategies))
+
+
+def _mode(args: argparse.Namespace, varied: list[str]) -> str:
+    """Which run the options ask for, refusing combinations that mean nothing (an
+    option that would do nothing is an error, not silence)."""
+    several = bool(varied)
+    if args.plot and args.format == "json":
+        raise UsageError("--plot draws an equity curve in the table format, not in JSON")
+    if args.anchored and not args.walk_forward:
+        raise UsageError("--anchored is a kind of walk-forward: give --walk-forward too")
+    if args.check_bias:
+        if several or args.walk_forward or args.trials or args.monte_carlo or args.top or args.plot:
+            raise UsageError(
+                "--check-bias checks one parameter set: give single --param values and no"
+                " --walk-forward, --trials, --top, --monte-carlo or --plot"
+            )
+        return "bias"
+    if args.walk_forward:
+        if not several:
+            raise UsageError(
+                "--walk-forward optimises the --param ranges on each fold: give at least"
+                " one, e.g. --param fast=5..30:5"
+            )
+        if args.top:
+            raise UsageError("--top ranks a sweep's combinations; a walk-forward shows its folds")
+        return "walk-forward"
+    if args.trials is not None and not several:
+        raise UsageError(
+            "--trials searches the --param ranges or lists: give at least one, e.g."
+            " --param fast=5..50:5"
+        )
+    if several:
+        if args.monte_carlo:
+            raise UsageError(
+                "--monte-carlo reshuffles one run's trades: use it without a sweep, or with"
+                " --walk-forward (its stitched out-of-sample trades)"
+            )
+        if args.plot:
+            raise UsageError(
+                "--plot draws one run's equity curve: use it with --format table, no sweep"
+            )
+        return "search"
+    if args.top:
+        raise UsageError("--top N ranks a sweep's combinations: give several --param values")
+    if args.seed is not None and not args.monte_carlo:
+        raise UsageError("--seed seeds a --trials search or --monte-carlo draws")
+    return "single"
+
+
+def _warmup(cls: type, strategy: Any, combo: dict[str, str]) -> int:
+    from sptrader.backtest.sweep import warmup_of
+
+    try:
+        return warmup_of(strategy)
+    except Exception as error:
+        given = " ".join(f"{key}={value}" for key, value in combo.items())
+        raise UsageError(
+            f"strategy {cls.name} cannot run with {given or 'its defaults'}: {error}"
+        ) from None
+
+
+def _informative_warmup(strategies: list[Any], timeframe: str) -> int:
+    """Bars of ``timeframe`` the informative (higher timeframe) columns need first."""
+    from sptrader.strategies.informative import informative_warmup
+
+    return max(informative_warmup(strategy, timeframe) for strategy in strategies)
+
+
+class _Run:
+    """One backtest command's run, once its data is loaded: each mode prints its report
+    and returns the exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        args: argparse.Namespace,
+        cls: type,
+        data: _Data,
+        coverage: dict[str, Any],
+        objective: str,
+        start: int,
+        end: int,
+    ) -> None:
+        self.args = args
+        self.cls = cls
+        self.data = data
+        self.coverage = coverage
+        self.objective = objective
+        self.start = start
+        self.end = end
+        self.config = settings.config
+
+    def runner(self, runs: int) -> Any:
+        import os
+
+        from sptrader.backtest.sweep import Runner
+
+        return Runner(
+            self.data.bars,
+            self.config.broker,
+            self.config.risk,
+            self.args.tf,
+            instrument=self.data.instrument,
+            start_us=self.start,
+            gaps=self.data.gaps,
+            workers=max(1, min(os.cpu_count() or 1, runs)),
+            objective=self.objective,
+        )
+
+    def single(self, strategy: Any) -> int:
+        from sptrader.backtest import report, run_backtest
 
         try:
             result = run_backtest(
-                strategies[0],
-                data.bars,
-                config.broker,
-                config.risk,
-                args.tf,
-                instrument=instrument,
-                start_us=start,
-                gaps=data.gaps,
+                strategy,
+                self.data.bars,
+                self.config.broker,
+                self.config.risk,
+                self.args.tf,
+                instrument=self.data.instrument,
+                start_us=self.start,
+                gaps=self.data.gaps,
             )
         except SptraderError:
             raise
         except Exception as error:
-            log.exception("backtest of %s failed", cls.name)
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            raise SptraderError(
-                f"strategy {cls.name} failed: {type(error).__name__}: {first_line}"
-            ) from None
-        if args.format == "json":
-            report.write_json(report.result_json(result, coverage, data.seconds))
-        else:
-            report.print_result(
-                result,
-                coverage,
-                data_s=data.seconds,
-                plot=args.plot,
-                decimals=price_decimals(
-                    data.price_decimals, data.bars["close"].tail(200).to_list()
-                ),
-            )
+            log.exception("backtest of %s failed", self.cls.name)
+            raise _failed(self.cls.name, error) from None
+        monte_carlo = self.monte_carlo(result)
+        if self.args.format == "json":
+            data = report.result_json(result, self.coverage, self.data.seconds)
+            if monte_carlo is not None:
+                from sptrader.backtest.montecarlo import to_json
+
+                data["monte_carlo"] = report.clean(to_json(monte_carlo))
+            report.write_json(data)
+            return 0
+        report.print_result(
+            result,
+            self.coverage,
+            data_s=self.data.seconds,
+            plot=self.args.plot,
+            decimals=price_decimals(
+                self.data.price_decimals, self.data.bars["close"].tail(200).to_list()
+            ),
+        )
+        if monte_carlo is not None:
+            from sptrader.backtest.research_report import print_monte_carlo
+
+            print_monte_carlo(monte_carlo)
         return 0
 
-    import os
+    def monte_carlo(self, result: Any) -> Any:
+        if not self.args.monte_carlo:
+            return None
+        from sptrader.backtest.montecarlo import monte_carlo
 
-    workers = max(1, min(os.cpu_count() or 1, len(strategies)))
-    started = time.perf_counter()
-    interrupted: sweep.SweepInterrupted | None = None
-    try:
-        rows = sweep.run_sweep(
-            strategies,
-            data.bars,
-            config.broker,
-            config.risk,
-            args.tf,
-            instrument=instrument,
-            start_us=start,
-            gaps=data.gaps,
-            workers=workers,
+        return monte_carlo(
+            result.trades["pnl"].to_numpy(),
+            self.config.broker.starting_cash,
+            self.args.monte_carlo,
+            self.args.seed,
         )
-    except sweep.SweepInterrupted as stopped:
-        interrupted, rows = stopped, stopped.rows  # Ctrl+C: print what was computed
-    elapsed = time.perf_counter() - started
-    context: dict[str, Any] = {
-        "strategy": cls.name,
-        "instrument": instrument,
-        "timeframe": args.tf,
-        "coverage": coverage,
-        "elapsed_s": elapsed,
-    }
-    if args.format == "json":
-        report.write_json(report.sweep_json(rows, **context))
-    else:
-        report.print_sweep(rows, varied=varied, workers=workers, **context)
-    if interrupted is not None:
-        print(
-            f"interrupted: {len(rows)}/{interrupted.total} combinations run"
-            f"{' (the results so far above)' if rows else ''}",
-            file=sys.stderr,
+
+    def search(self, dims: list[Any], varied: list[str], runs: int) -> int:
+        from sptrader.backtest import optimize, report
+        from sptrader.backtest.sweep import SweepInterrupted
+
+        args = self.args
+        started = time.perf_counter()
+        runner = self.runner(runs if args.trials is None else max(runs, args.trials))
+        interrupted: SweepInterrupted | None = None
+        try:
+            with runner:
+                found = optimize.search(
+                    self.cls,
+                    dims,
+                    runner,
+                    objective=self.objective,
+                    trials=args.trials,
+                    seed=args.seed,
+                )
+            rows, how = found.rows, _search_info(found)
+        except SweepInterrupted as stopped:
+            interrupted, rows = stopped, stopped.rows  # Ctrl+C: print what was computed
+            how = {"method": "grid" if args.trials is None else "tpe"}
+        context: dict[str, Any] = {
+            "strategy": self.cls.name,
+            "instrument": self.data.instrument,
+            "timeframe": args.tf,
+            "coverage": self.coverage,
+            "elapsed_s": time.perf_counter() - started,
+            "objective": self.objective,
+            "search": how,
+            "top": args.top,
+        }
+        if args.format == "json":
+            report.write_json(report.sweep_json(rows, **context))
+        else:
+            report.print_sweep(rows, varied=varied, workers=runner.workers, **context)
+        if interrupted is not None:
+            print(
+                f"interrupted: {len(rows)}/{interrupted.total} combinations run"
+                f"{' (the results so far above)' if rows else ''}",
+                file=sys.stderr,
+            )
+            return 130
+        return 0
+
+    def walk_forward(self, dims: list[Any], varied: list[str], spans: tuple[int, int]) -> int:
+        from sptrader.backtest import optimize
+        from sptrader.backtest.research_report import (
+            print_monte_carlo,
+            print_walk_forward,
+            walk_forward_json,
         )
-        return 130
-    return 0
+        from sptrader.backtest.walkforward import walk_forward
+
+        args = self.args
+
+        def said(fold: Any, total: int) -> None:
+            chosen = " ".join(f"{k}={_text(v)}" for k, v in (fold.params or {}).items())
+            text = fold.error or f"best {chosen}"
+            print(f"fold {fold.fold.index}/{total}: {text}", file=sys.stderr)
+
+        runs = optimize.space_size(dims) if args.trials is None else args.trials
+        with self.runner(runs) as runner:
+            result = walk_forward(
+                self.cls,
+                dims,
+                runner,
+                self.data.bars,
+                self.config.broker,
+                self.config.risk,
+                args.tf,
+                start_us=self.start,
+                end_us=self.end,
+                train_us=spans[0],
+                test_us=spans[1],
+                anchored=args.anchored,
+                objective=self.objective,
+                trials=args.trials,
+                seed=args.seed,
+                instrument=self.data.instrument,
+                gaps=self.data.gaps,
+                on_fold=said,
+            )
+        monte_carlo = None
+        if args.monte_carlo and result.stitched is not None:
+            monte_carlo = self.monte_carlo(result.stitched)
+        where = {
+            "instrument": self.data.instrument,
+            "timeframe": args.tf,
+            "coverage": self.coverage,
+        }
+        if args.format == "json":
+            from sptrader.backtest import report
+
+            report.write_json(walk_forward_json(result, monte_carlo=monte_carlo, **where))
+        else:
+            print_walk_forward(result, varied=varied, workers=runner.workers, **where)
+            if monte_carlo is not None:
+                print_monte_carlo(monte_carlo)
+            if args.plot and result.stitched is not None:
+                from sptrader.backtest.report import equity_chart
+
+                sys.stdout.write(equity_chart(result.stitched) + "\n")
+        if result.interrupted:
+            print(
+                f"interrupted: {len(result.folds)}/{result.total_folds} folds run",
+                file=sys.stderr,
+            )
+            return 130
+        return 0
+
+    def check_bias(self, strategy: Any) -> int:
+        from sptrader.backtest import bias, report
+
+        try:
+            found = bias.check_bias(
+                strategy,
+                self.data.bars,
+                self.args.tf,
+                instrument=self.data.instrument,
+                start_us=self.start,
+            )
+        except SptraderError:
+            raise
+        except Exception as error:
+            log.exception("bias check of %s failed", self.cls.name)
+            raise _failed(self.cls.name, error) from None
+        if self.args.format == "json":
+            report.write_json(report.clean(bias.findings_json(found)))
+        else:
+            bias.print_report(found, sys.stdout)
+        return 1 if found.biased else 0
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _search_info(found: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"method": found.method, "space": found.space}
+    if found.method == "tpe":
+        info.update(
+            trials=found.trials,
+            asked=found.asked,
+            duplicates=found.duplicates,
+            seed=found.seed,
+        )
+    if found.extra.get("exhaustive"):
+        info["exhaustive"] = True
+    return info
+
+
+def _failed(name: str, error: Exception) -> SptraderError:
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return SptraderError(f"strategy {name} failed: {type(error).__name__}: {first_line}")
 
 
 def _refusal(instrument: str, start: int, end: int, gaps: list[tuple[int, int]]) -> str:

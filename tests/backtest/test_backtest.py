@@ -873,8 +873,8 @@ def test_a_sweep_from_the_command(run, cli_home: Path) -> None:
         (10, 20),
         (10, 30),
     ]
-    net = [r["summary"]["net_pnl"] for r in data["results"]]
-    assert net == sorted(net, reverse=True)
+    sharpe = [r["summary"]["sharpe"] for r in data["results"]]
+    assert sharpe == sorted(sharpe, reverse=True)  # the default --objective
     bars = stored_bars(cli_home, "2026-11-02", "2026-11-03")
     for row in data["results"]:
         alone = run_backtest(
