@@ -226,3 +226,86 @@ def test_user_strategies_are_per_instrument_by_default() -> None:
     from sptrader.strategies.base import Strategy
 
     assert Strategy.stacked is False
+
+
+# --- compact signal columns and the one-instrument shortcut --------------------------------
+
+
+def random_instruments(seed: int, minutes: int = 1) -> list[pl.DataFrame]:
+    """Random walks of different lengths, scales and bar ranges (one of one bar, one
+    shorter than most warm-ups), on which every built-in fires many times."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for index, n in enumerate((600, 1, 35, 400)):
+        scale = float(rng.choice([0.05, 1.0, 30.0]))
+        closes = 100 * scale + np.cumsum(rng.normal(0, scale, n))
+        opens = np.concatenate([closes[:1], closes[:-1]])
+        parts.append(
+            pl.DataFrame(
+                {
+                    "instrument": f"SIM:R{index}",
+                    "ts": [T0 + i * minutes * US_PER_MINUTE for i in range(n)],
+                    "open": opens,
+                    "high": np.maximum(opens, closes) + rng.random(n) * scale,
+                    "low": np.minimum(opens, closes) - rng.random(n) * scale,
+                    "close": closes,
+                    "volume": 1.0,
+                    "trades": 1,
+                }
+            ).with_columns(pl.col("ts").cast(pl.Datetime("us")))
+        )
+    return parts
+
+
+def evaluated(strategy, seed: int) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """Each random instrument's bars with the strategy's indicators, and all of them
+    stacked (indicators computed over the stack, as the scanner does)."""
+    minutes = 7 if strategy.name == "dca" else 1
+    parts = random_instruments(seed, minutes)
+    stacked = add_indicators(pl.concat(parts), strategy.indicators(), over="instrument")
+    return [add_indicators(part, strategy.indicators()) for part in parts], stacked
+
+
+SEEDS = [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("strategy", BUILTINS, ids=lambda s: f"{s.name}:{s.params}")
+def test_compact_signal_columns_are_those_computed_on_every_row(
+    strategy, seed: int, monkeypatch
+) -> None:
+    from sptrader.strategies import builtin
+
+    parts, stacked = evaluated(strategy, seed)
+    frames = [stacked, *parts]
+    compact = [strategy.evaluate(frame) for frame in frames]
+    monkeypatch.setattr(builtin, "_COMPACT", False)
+    for frame, expected in zip(frames, compact, strict=True):
+        assert_frame_equal(strategy.evaluate(frame), expected, check_exact=True)
+    assert compact[0].height > 10  # not vacuous: the rules fire
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("strategy", BUILTINS, ids=lambda s: f"{s.name}:{s.params}")
+def test_one_instrument_frame_gives_what_it_gives_inside_a_stack(strategy, seed: int) -> None:
+    from sptrader.strategies.builtin import _one_instrument
+
+    parts, stacked = evaluated(strategy, seed)
+    together = strategy.evaluate(stacked)
+    assert together["instrument"].n_unique() > 1
+    for part in parts:
+        assert _one_instrument(part)  # the shortcut (no .over) is the one taken
+        name = part["instrument"][0]
+        inside = together.filter(pl.col("instrument") == name)
+        assert_frame_equal(strategy.evaluate(part), inside, check_exact=True)
+
+
+def test_one_instrument_needs_every_row_to_name_the_same_one() -> None:
+    from sptrader.strategies.builtin import _one_instrument
+
+    bars = bars_of([1.0, 2.0, 3.0])
+    assert _one_instrument(bars)
+    assert not _one_instrument(bars.head(0))
+    assert not _one_instrument(bars.drop("instrument"))
+    assert not _one_instrument(bars.with_columns(pl.Series("instrument", ["A", "A", "B"])))
+    assert not _one_instrument(bars.with_columns(pl.Series("instrument", ["A", None, "A"])))
