@@ -25,6 +25,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"  # vectorbt, beside our backtests
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/engine_path.py
 	$(BIN)/python bench/startup.py
@@ -49,6 +50,7 @@ bench: setup
 	$(BIN)/python bench/interrupt.py
 	$(BIN)/python bench/price_format.py
 	$(BIN)/python bench/live_orders.py
+	$(BIN)/python bench/research.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
