@@ -290,7 +290,10 @@ def _rsi(st: _Stages, close: pl.Expr, n: int) -> pl.Expr:
 
 
 def _true_range() -> pl.Expr:
-    high, low, prev_close = pl.col("high"), pl.col("low"), pl.col("close").shift(1)
+    # The shift filled (row 0 is nulled after): polars' kernels on inputs without
+    # nulls are about 2x faster.
+    high, low = pl.col("high"), pl.col("low")
+    prev_close = pl.col("close").shift(1, fill_value=0.0)
     return pl.max_horizontal(high - low, (high - prev_close).abs(), (low - prev_close).abs()).pipe(
         _after, 1
     )

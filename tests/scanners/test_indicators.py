@@ -166,6 +166,106 @@ def test_ewm_trick_matches_the_recursive_loops() -> None:
     assert out["rsi14"].to_list() == approx_list(loop_rsi(closes, 14))
 
 
+def loop_wilder(values: list[float], n: int, first: int) -> list[float | None]:
+    """Wilder's average of ``values[first:]``: seeded with the mean of its first n
+    values, then ``avg = (avg*(n-1) + x)/n``."""
+    out: list[float | None] = [None] * len(values)
+    if len(values) < first + n:
+        return out
+    avg = sum(values[first : first + n]) / n
+    out[first + n - 1] = avg
+    for i in range(first + n, len(values)):
+        avg = (avg * (n - 1) + values[i]) / n
+        out[i] = avg
+    return out
+
+
+def loop_macd(values: list[float], fast: int, slow: int, signal: int) -> list[float | None]:
+    """TA-Lib's MACD line: both EMAs seeded at row slow-1 with the SMA of their own
+    last closes there; null until the signal's warm-up (row slow+signal-2) is over."""
+
+    def ema_from(start: int, n: int) -> list[float]:
+        prev, alpha, out = sum(values[start - n + 1 : start + 1]) / n, 2 / (n + 1), []
+        out.append(prev)
+        for x in values[start + 1 :]:
+            prev = (x - prev) * alpha + prev
+            out.append(prev)
+        return out
+
+    out: list[float | None] = [None] * len(values)
+    if len(values) < slow + signal - 1:
+        return out
+    lines = [a - b for a, b in zip(ema_from(slow - 1, fast), ema_from(slow - 1, slow), strict=True)]
+    for i, line in enumerate(lines[signal - 1 :], start=slow + signal - 2):
+        out[i] = line
+    return out
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1, 2, 40])
+def test_seeds_at_the_edge_of_the_warm_up(extra: int) -> None:
+    # Frames ending just before, at and just after each smoother's seed row: the seed
+    # is the mean of its first n values (not a rolling mean), the recursion follows.
+    for n in (2, 5, 14):
+        bars = make_bars(n + 1 + extra, seed=n)
+        closes = bars["close"].to_list()
+        h, lo = bars["high"].to_list(), bars["low"].to_list()
+        out = add_indicators(bars, [f"ema{n}", f"rsi{n}", f"atr{n}", "macd_3_7_4"])
+        ema = loop_ema(closes, n) if len(closes) >= n else [None] * len(closes)
+        assert out[f"ema{n}"].to_list() == approx_list(ema)
+        rsi = loop_rsi(closes, n) if len(closes) > n else [None] * len(closes)
+        assert out[f"rsi{n}"].to_list() == approx_list(rsi)
+        ranges = [h[0] - lo[0]] + [
+            max(h[i] - lo[i], abs(h[i] - closes[i - 1]), abs(lo[i] - closes[i - 1]))
+            for i in range(1, len(closes))
+        ]
+        assert out[f"atr{n}"].to_list() == approx_list(loop_wilder(ranges, n, 1))
+        assert out["macd_3_7_4"].to_list() == approx_list(loop_macd(closes, 3, 7, 4))
+
+
+def test_shortest_and_long_periods_match_talib() -> None:
+    talib = pytest.importorskip("talib")
+    bars = make_bars(3000, seed=5, scale=40.0)
+    specs = ["ema2", "rsi2", "atr2", "adx2", "ema300", "rsi120", "atr90", "adx40"]
+    out = add_indicators(bars, [*specs, "macd_50_200_30", "bb150_1.5"])
+    h, lo, c = (bars[name].to_numpy() for name in ("high", "low", "close"))
+    for n in (2, 300):
+        assert_same(column(out, f"ema{n}"), talib.EMA(c, n))
+    for n in (2, 120):
+        assert_same(column(out, f"rsi{n}"), talib.RSI(c, n))
+    for n in (2, 90):
+        assert_same(column(out, f"atr{n}"), talib.ATR(h, lo, c, n))
+    for n in (2, 40):
+        assert_same(column(out, f"adx{n}"), talib.ADX(h, lo, c, n))
+    for ours, theirs in zip(
+        ("macd_50_200_30", "macd_50_200_30_signal", "macd_50_200_30_hist"),
+        talib.MACD(c, 50, 200, 30),
+        strict=True,
+    ):
+        assert_same(column(out, ours), theirs)
+    upper, middle, lower = talib.BBANDS(c, 150, 1.5, 1.5, 0)
+    assert_same(column(out, "bb150_1.5_upper"), upper)
+    assert_same(column(out, "bb150_1.5_middle"), middle)
+    assert_same(column(out, "bb150_1.5_lower"), lower)
+
+
+def test_holes_match_talib_on_the_rows_left() -> None:
+    # A skipped row is as if the bar did not exist: TA-Lib on the rows without holes.
+    talib = pytest.importorskip("talib")
+    bars = make_bars(2000, seed=9)
+    holed = bars.with_columns(
+        pl.when(pl.int_range(pl.len()) % 97 == 13)
+        .then(None)
+        .otherwise(pl.col("close"))
+        .alias("close")
+    )
+    out = add_indicators(holed, ["ema20", "rsi14", "atr14", "macd"]).drop_nulls("close")
+    h, lo, c = (out[name].to_numpy() for name in ("high", "low", "close"))
+    assert_same(column(out, "ema20"), talib.EMA(c, 20))
+    assert_same(column(out, "rsi14"), talib.RSI(c, 14))
+    assert_same(column(out, "atr14"), talib.ATR(h, lo, c, 14))
+    assert_same(column(out, "macd_signal"), talib.MACD(c, 12, 26, 9)[1])
+
+
 def test_wilder_rsi_published_example() -> None:
     # The closes of StockCharts' RSI worked example (14 periods). Its sheet prints 70.53,
     # 66.32, 66.55, 69.41, 66.36; exact arithmetic (and TA-Lib 0.6, checked) gives
