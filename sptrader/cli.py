@@ -351,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run even if the window has missing data; trades across a gap are marked",
     )
+    backtest.add_argument(
+        "--detail",
+        metavar="TF",
+        help="fill on the stored TF bars inside each --tf bar (e.g. --tf 1h --detail 1m), so"
+        " stop/target order and gaps inside a bar are as they happened",
+    )
     # Research: walk-forward, Bayesian search, bias checks, Monte Carlo.
     backtest.add_argument(
         "--walk-forward",

@@ -34,7 +34,10 @@ Semantics
   the worse price), with slippage (``FillModel.stop_fill``); the target fills at its
   price, or at a better open, without slippage (``FillModel.limit_fill``). When one bar
   reaches both, the stop is assumed to fill first (the conservative choice; we cannot
-  know the order inside a bar), unless the bar opened beyond the target. At a bar where
+  know the order inside a bar), unless the bar opened beyond the target; the summary's
+  ``ambiguous_bars`` counts those exits. With ``detail`` (finer bars of the same
+  instrument, ``--detail 1m``) the account is run on them instead, so the order and any
+  gap inside the bar are as they happened (:mod:`sptrader.backtest.detail`). At a bar where
   a signal's order fills at the open, resting stops and targets that the open already
   crossed fill first (they were there first), then the signal acts.
 - **End.** A position still open after the last bar is closed at the last bar's close
@@ -117,11 +120,15 @@ def run_backtest(
     instrument: str | None = None,
     start_us: int | None = None,
     gaps: Sequence[tuple[int, int]] = (),
+    detail: pl.DataFrame | None = None,
+    detail_timeframe: str | None = None,
 ) -> BacktestResult:
     """Run ``strategy`` over ``bars`` (one instrument, oldest first: ``ts`` and OHLC,
     plus ``volume``/``trades`` when its indicators need them) and return the trades, the
     equity curve and the summary. Bars opening before ``start_us`` only warm the
-    indicators up. ``gaps`` marks trades that span missing data (see the module doc)."""
+    indicators up. ``gaps`` marks trades that span missing data (see the module doc).
+    ``detail``: finer bars of the same instrument (``detail_timeframe``) that the
+    account is filled on (:mod:`sptrader.backtest.detail`)."""
     started = time.perf_counter()
     broker_cfg = broker_cfg or BrokerConfig()
     risk_cfg = risk_cfg or RiskConfig()
@@ -147,9 +154,26 @@ def run_backtest(
     )
     sim = Simulation(name, arrays, ts, first, broker_cfg, risk_cfg)
     sim.run(events)
+    # Exits that assumed the stop came first on a bar reaching both.
+    extra: dict[str, Any] = {"ambiguous_bars": sim.ambiguous}
+    if detail is None:
+        trades = sim.trades_frame(gaps)
+        equity, position = sim.equity_curve()
+    else:
+        from sptrader.backtest.detail import run_detailed
 
-    trades = sim.trades_frame(gaps)
-    equity, position = sim.equity_curve()
+        without = float(sim.trades_frame(gaps)["pnl"].sum())
+        fine = run_detailed(
+            name, _prepared(detail, instrument), ts, first, width_us, events, broker_cfg, risk_cfg
+        )
+        sim = fine.sim
+        trades = fine.trades(gaps)
+        equity, position = fine.equity, fine.position
+        extra.update(
+            detail_timeframe=detail_timeframe,
+            detail_bars=fine.bars,
+            net_pnl_without_detail=without,
+        )
     summary = summarize(
         trades["pnl"],
         equity,
@@ -163,6 +187,7 @@ def run_backtest(
         signals=len(events[0]),
         rejected=len(sim.rejected),
         trades_spanning_gaps=int(trades["spans_gap"].sum()),
+        **extra,
         elapsed_s=elapsed,
         bars_per_s=(count / elapsed) if elapsed > 0 else None,
     )
@@ -327,6 +352,7 @@ def _empty_result(
         signals=0,
         rejected=0,
         trades_spanning_gaps=0,
+        ambiguous_bars=0,
         elapsed_s=time.perf_counter() - started,
         bars_per_s=None,
     )

@@ -271,6 +271,23 @@ def print_result(
         figures.add_row(*row)
     console.print(figures)
     console.print(f"time: {_time_text(s, data_s)}", markup=False)
+    ambiguous = s.get("ambiguous_bars") or 0
+    both = (
+        f"{f'{ambiguous:,}' if ambiguous else 'no'} exit{'s' if ambiguous != 1 else ''} on a"
+        f" {result.timeframe} bar that reached both the stop and the target"
+    )
+    if s.get("detail_timeframe"):
+        console.print(
+            f"intra-bar detail: filled on the {s['detail_timeframe']} path"
+            f" ({s['detail_bars']:,} bars); without it {both} (the stop assumed first),"
+            f" net P&L {_money(s['net_pnl_without_detail'])}",
+            markup=False,
+        )
+    elif ambiguous:
+        console.print(
+            f"{both}: the stop is assumed first; --detail 1m would resolve them on the 1m path",
+            markup=False,
+        )
     if s.get("trades_spanning_gaps"):
         console.print(
             f"[yellow]{s['trades_spanning_gaps']} trade(s) span a gap in the data:"

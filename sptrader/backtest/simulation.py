@@ -75,6 +75,9 @@ class Simulation:
         self.trades: list[tuple] = []
         self.rejected: list[dict[str, Any]] = []
         self.next_id = 1
+        # Exits on a bar whose range reached both the stop and the target (the stop is
+        # assumed first): what a finer path (--detail) would settle.
+        self.ambiguous = 0
         # Daily loss limit: the UTC day being traded and the equity it started with.
         self.watch_day = limits.daily_loss_limit > 0
         self.day = -1
@@ -268,6 +271,9 @@ class Simulation:
         if target_price is not None and (opened_past_target or stop_price is None):
             self.exit(hit, target_price, "target")
         elif stop_price is not None:
+            opened_past_stop = o <= self.stop if self.direction > 0 else o >= self.stop
+            if target_price is not None and not opened_past_stop:
+                self.ambiguous += 1
             self.exit(hit, stop_price, "stop")
 
     def open_crossed(self, bar: int) -> None:

@@ -61,6 +61,7 @@ class _Data:
         self.gaps = gaps
         self.coverage_pct = coverage_pct
         self.seconds = seconds
+        self.detail: pl.DataFrame | None = None  # --detail's finer bars
 
 
 def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
     )
     warmup += _informative_warmup(strategies, args.tf)
 
-    data = _load(settings, instrument, args.tf, start, end, warmup)
+    data = _load(settings, instrument, args.tf, start, end, warmup, args.detail)
     instrument = data.instrument
     if data.gaps and not args.allow_gaps:
         raise SptraderError(_refusal(instrument, start, end, data.gaps))
@@ -133,6 +134,17 @@ def _mode(args: argparse.Namespace, varied: list[str]) -> str:
         raise UsageError("--plot draws an equity curve in the table format, not in JSON")
     if args.anchored and not args.walk_forward:
         raise UsageError("--anchored is a kind of walk-forward: give --walk-forward too")
+    if args.detail:
+        detail_minutes = timeframe_minutes(args.detail)
+        if detail_minutes >= timeframe_minutes(args.tf):
+            raise UsageError(f"--detail {args.detail} must be finer than --tf {args.tf}")
+        if timeframe_minutes(args.tf) % detail_minutes:
+            raise UsageError(f"--detail {args.detail} must divide --tf {args.tf} into whole bars")
+        if several or args.walk_forward or args.check_bias:
+            raise UsageError(
+                "--detail fills one backtest on the finer bars: use it without a sweep,"
+                " --walk-forward or --check-bias"
+            )
     if args.check_bias:
         if several or args.walk_forward or args.trials or args.monte_carlo or args.top or args.plot:
             raise UsageError(
@@ -245,6 +257,8 @@ class _Run:
                 instrument=self.data.instrument,
                 start_us=self.start,
                 gaps=self.data.gaps,
+                detail=self.data.detail,
+                detail_timeframe=self.args.detail,
             )
         except SptraderError:
             raise
@@ -460,11 +474,23 @@ def _refusal(instrument: str, start: int, end: int, gaps: list[tuple[int, int]])
 
 
 def _load(
-    settings: Settings, instrument: str, timeframe: str, start: int, end: int, warmup: int
+    settings: Settings,
+    instrument: str,
+    timeframe: str,
+    start: int,
+    end: int,
+    warmup: int,
+    detail: str | None = None,
 ) -> _Data:
     async def load() -> _Data:
         async with connect(settings) as client:
-            return await _load_bars(client, instrument, timeframe, start, end, warmup)
+            data = await _load_bars(client, instrument, timeframe, start, end, warmup)
+            if detail:
+                # The finer path of the traded window (the gaps are the same minutes).
+                data.detail = await client.candles(
+                    data.instrument, detail, start_us=start, end_us=end
+                )
+            return data
 
     return asyncio.run(load())
 
