@@ -19,7 +19,9 @@ the warm-up the values agree with TA-Lib to about 1e-12 (the tests compare again
   simple mean of the first N changes (row N), then ``avg = (avg*(N-1) + x)/N``;
   ``100*gain/(gain+loss)``, 0 when both are 0 (as TA-Lib). First value at row N.
 - ``atrN``: true range from row 1 (row 0 has no previous close), Wilder-smoothed, seeded
-  with the mean of the first N true ranges; first value at row N.
+  with the mean of the first N true ranges; first value at row N. (The true range is
+  computed as max(high, prev close) - min(low, prev close): TA-Lib's to the bit on any
+  bar with high >= low; on a malformed bar with low > prev close > high it is 0.)
 - ``adxN``: TA-Lib ADX: +DM/-DM and TR from row 1, Wilder sums seeded with the sum of
   the first N-1 values (row N-1), DX from row N, ADX seeded with the mean of the first N
   DX values (row 2N-1) and Wilder-smoothed after; a row whose DX is undefined (no range
@@ -239,13 +241,16 @@ def _index() -> pl.Expr:
 
 def _seeded_ewm(x: pl.Expr, seed: pl.Expr, at: int, alpha: float) -> pl.Expr:
     """The recursion ``m[t] = m[t-1] + alpha*(x[t] - m[t-1])`` started at row ``at`` with
-    ``m[at] = seed`` (a scalar; null before): ewm_mean(adjust=False) of a series whose
-    row ``at`` is the seed and earlier rows null. Null ``x`` after ``at`` keeps the state
-    (the row itself is null)."""
+    ``m[at] = seed`` (a scalar; null before). Null ``x`` after ``at`` keeps the state
+    (the row itself is null).
+
+    ewm_mean(adjust=False) of a series whose rows up to ``at`` are the seed: polars
+    keeps the average as it is when the new value equals it, so the state is exactly
+    the seed at row ``at``; the rows before are then masked. Filling them instead of
+    leaving them null makes polars' ewm about 10% faster."""
     i = _index()
-    # The outer when only masks (nearly free); a when/then chain costs 3x this.
-    series = pl.when(i >= at).then(pl.when(i == at).then(seed).otherwise(x))
-    return series.ewm_mean(alpha=alpha, adjust=False, ignore_nulls=True)
+    series = pl.when(i <= at).then(seed).otherwise(x)
+    return _after(series.ewm_mean(alpha=alpha, adjust=False, ignore_nulls=True), at)
 
 
 def _seed(x: pl.Expr, start: int, count: int, divisor: int) -> pl.Expr:
@@ -290,13 +295,16 @@ def _rsi(st: _Stages, close: pl.Expr, n: int) -> pl.Expr:
 
 
 def _true_range() -> pl.Expr:
+    """TA-Lib's true range, the largest of high-low, |high-prev close| and |low-prev
+    close|, as ``max(high, prev close) - min(low, prev close)``: on any bar with
+    high >= low that is the same subtraction, so the same float (rounding is monotonic),
+    and it runs 3x faster than polars' three-way ``max_horizontal``. From row 1."""
     # The shift filled (row 0 is nulled after): polars' kernels on inputs without
     # nulls are about 2x faster.
-    high, low = pl.col("high"), pl.col("low")
     prev_close = pl.col("close").shift(1, fill_value=0.0)
-    return pl.max_horizontal(high - low, (high - prev_close).abs(), (low - prev_close).abs()).pipe(
-        _after, 1
-    )
+    high = pl.max_horizontal(pl.col("high"), prev_close)
+    low = pl.min_horizontal(pl.col("low"), prev_close)
+    return (high - low).pipe(_after, 1)
 
 
 def _atr(st: _Stages, n: int) -> pl.Expr:
