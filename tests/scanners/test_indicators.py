@@ -248,6 +248,20 @@ def test_shortest_and_long_periods_match_talib() -> None:
     assert_same(column(out, "bb150_1.5_lower"), lower)
 
 
+def test_true_range_is_talibs_to_the_bit() -> None:
+    # max(high, prev close) - min(low, prev close) is TA-Lib's largest of three ranges
+    # on every bar with high >= low, bit for bit.
+    talib = pytest.importorskip("talib")
+    from sptrader.indicators import _true_range
+
+    for scale in (0.01, 1.0, 600.0):
+        bars = make_bars(2000, seed=4, scale=scale)
+        ours = bars.with_row_index("__row").select(_true_range())
+        h, lo, c = (bars[name].to_numpy() for name in ("high", "low", "close"))
+        reference = talib.TRANGE(h, lo, c)
+        assert np.array_equal(column(ours, ours.columns[0]), reference, equal_nan=True)
+
+
 def test_holes_match_talib_on_the_rows_left() -> None:
     # A skipped row is as if the bar did not exist: TA-Lib on the rows without holes.
     talib = pytest.importorskip("talib")
