@@ -93,13 +93,14 @@ def against_talib(bars: pl.DataFrame, repeat: int) -> None:
     print(f"\nagainst TA-Lib {talib.__version__}, median of {repeat}")
     print(f"{'indicator':<14}{'ours s':>10}{'TA-Lib s':>10}{'ratio':>8}{'max abs diff':>14}")
     for spec, call in talib_calls(talib, bars).items():
-        ours = timed(bars, [spec], repeat)
-        runs = []
+        # Interleaved, so that a load change on a shared machine hits both sides.
+        ours_runs, their_runs = [], []
         for _ in range(repeat):
+            ours_runs.append(timed(bars, [spec], 1))
             start = time.perf_counter()
             reference = call()
-            runs.append(time.perf_counter() - start)
-        theirs = statistics.median(runs)
+            their_runs.append(time.perf_counter() - start)
+        ours, theirs = statistics.median(ours_runs), statistics.median(their_runs)
         out = add_indicators(bars, [spec])
         first = warmup(spec)
         diff = max(
