@@ -214,6 +214,10 @@ METHODS: dict[str, Method] = {
     "scan": Method({"name": _TEXT}, lambda c, name: c.scan(name)),
     "runs": Method({"last": _count(default=20)}, lambda c, last: c.runs(last)),
     "run_detail": Method({"run_id": _ID}, lambda c, run_id: c.run_detail(run_id)),
+    "scanner_activity": Method(
+        {"name": _TEXT, "start_us": _TIME, "end_us": _TIME},
+        lambda c, name, start_us, end_us: c.scanner_activity(name, start_us, end_us),
+    ),
     # The paper broker and the journal; an order request's fields are checked by the
     # broker, as for a local client.
     "place_order": Method(

@@ -283,6 +283,18 @@ class LocalEngineClient:
         frame = await run_in_thread(lineage.recent_runs, self.engine.require_store(), last)
         return frame.to_dicts()
 
+    async def scanner_activity(self, name: str, start_us: int, end_us: int) -> dict:
+        from sptrader.scanners.activity import scanner_activity
+
+        broker = self._running_broker()
+        if broker is not None:
+            await broker.fills(limit=1)  # stores what it has not stored yet
+        for live in self.engine.live_brokers.values():
+            await live.drain()
+        return await run_in_thread(
+            scanner_activity, self.engine.require_store(), name, start_us, end_us
+        )
+
     async def run_detail(self, run_id: int) -> dict:
         run, steps, signals = await run_in_thread(
             lineage.run_detail, self.engine.require_store(), run_id

@@ -157,6 +157,12 @@ class EngineClient(Protocol):
         """One run: ``run`` (its row), ``steps`` and ``signals``."""
         ...
 
+    async def scanner_activity(self, name: str, start_us: int, end_us: int) -> dict:
+        """What scanner ``name`` did in [start_us, end_us): ``runs``, ``skips``,
+        ``signals`` and ``orders`` (with their ``fills``), as stored
+        (:func:`sptrader.scanners.activity.scanner_activity`)."""
+        ...
+
     async def status(self) -> dict:
         """The engine's home, its store (path, size_bytes, rows per table) and services
         (encoded as the API sends them)."""

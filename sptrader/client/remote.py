@@ -266,6 +266,9 @@ class RemoteEngineClient:
     async def runs(self, last: int = 20) -> list[dict]:
         return await self._call("runs", last=last)
 
+    async def scanner_activity(self, name: str, start_us: int, end_us: int) -> dict:
+        return await self._call("scanner_activity", name=name, start_us=start_us, end_us=end_us)
+
     async def run_detail(self, run_id: int) -> dict:
         return await self._call("run_detail", run_id=run_id)
 
