@@ -206,6 +206,17 @@ class LogConfig(_Section):
     backups: int = 3
 
 
+class ShadowConfig(_Section):
+    """One ``[[scanners.shadow]]`` entry: a parameter variation evaluated beside the live
+    parameters at each run, its hypothetical signals and outcomes recorded
+    (sptrader.scanners.shadow)."""
+
+    # Unique within its scanner ("live" stands for the scanner's own parameters).
+    name: str
+    # Merged over the scanner's params.
+    params: dict[str, object] = msgspec.field(default_factory=dict)
+
+
 class ScannerConfig(_Section):
     """One ``[[scanners]]`` entry: a strategy run on a cron schedule over instruments."""
 
@@ -224,6 +235,13 @@ class ScannerConfig(_Section):
     # The window: this many closed bars of `timeframe`, newest last.
     bars: int = 200
     enabled: bool = True
+    # Shadow testing: variations of `params`, and how a shadow signal's outcome is
+    # judged: its target, its stop, or a timeout after `shadow_bars` bars of `timeframe`;
+    # a signal without its own stop / target gets one this far from its entry.
+    shadow: list[ShadowConfig] = msgspec.field(default_factory=list)
+    shadow_bars: int = 60
+    shadow_target_pct: float = 1.0
+    shadow_stop_pct: float = 0.5
 
     @property
     def order_venue(self) -> str:
@@ -883,17 +901,49 @@ def _validate_scanners(config: Config) -> str | None:
             )
         if venue not in ("", "paper") and not getattr(config.brokers, venue).live:
             return f'{key}.broker: {venue} does not trade live ([brokers.{venue}] trading = "live" to route its orders there)'
+        problem = _shadow_problem(scanner, key)
+        if problem:
+            return problem
         if scanner.strategy in registry.builtin_names() or scanner.strategy in registry.names():
             try:
                 registry.build(scanner.strategy, scanner.params)
             except registry.StrategyLoadError as error:
                 return f"{key}.params: {error}"
+            for position, variation in enumerate(scanner.shadow):
+                try:
+                    registry.build(scanner.strategy, {**scanner.params, **variation.params})
+                except registry.StrategyLoadError as error:
+                    return (
+                        f"{key}.shadow[{position}].params: scanner {scanner.name!r}, variation"
+                        f" {variation.name!r}: {error}"
+                    )
         elif not config.strategies.modules:
             known = ", ".join(registry.builtin_names()) or "none yet"
             return (
                 f"{key}.strategy: unknown strategy {scanner.strategy!r} (built in: {known};"
                 " a strategy of your own needs its module in [strategies] modules)"
             )
+    return None
+
+
+def _shadow_problem(scanner: ScannerConfig, key: str) -> str | None:
+    """What is wrong with a scanner's shadow settings (not its variations' params)."""
+    if scanner.shadow_bars <= 0:
+        return f"{key}.shadow_bars: must be greater than 0, got {scanner.shadow_bars}"
+    for name in ("shadow_target_pct", "shadow_stop_pct"):
+        value = getattr(scanner, name)
+        if not 0 < value < 100:
+            return f"{key}.{name}: must be above 0 and below 100, got {value}"
+    seen: set[str] = set()
+    for position, variation in enumerate(scanner.shadow):
+        where = f"{key}.shadow[{position}].name"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", variation.name):
+            return f"{where}: use letters, digits, '_', '-' or '.', got {variation.name!r}"
+        if variation.name == "live":
+            return f"{where}: 'live' stands for the scanner's own params (choose another name)"
+        if variation.name in seen:
+            return f"{where}: {variation.name!r} is used by another variation of {scanner.name!r}"
+        seen.add(variation.name)
     return None
 
 

@@ -29,7 +29,9 @@ import polars as pl
 from sptrader.clock import now_us
 from sptrader.store import Store
 
-STEPS = ("load_bars", "indicators", "informative", "evaluate", "emit", "skip")
+# "shadow": a shadow variation evaluated after the run (sptrader.scanners.shadow), or
+# its pending outcomes resolved; appended to the run once it is written.
+STEPS = ("load_bars", "indicators", "informative", "evaluate", "emit", "skip", "shadow")
 STATUSES = ("ok", "partial", "failed")
 
 
@@ -131,21 +133,7 @@ class RunRecorder:
         return int(run_id)
 
     def _steps_frame(self, run_id: int) -> pl.DataFrame:
-        steps = self.steps
-        return pl.DataFrame(
-            {
-                "run_id": [run_id] * len(steps),
-                "step_no": list(range(1, len(steps) + 1)),
-                "instrument": [step.instrument for step in steps],
-                "step": [step.step for step in steps],
-                "started": [step.started_us for step in steps],
-                "duration_ms": [step.duration_ms for step in steps],
-                "input_summary": [step.input_summary for step in steps],
-                "output_summary": [step.output_summary for step in steps],
-                "error": [step.error for step in steps],
-            },
-            schema=_STEP_SCHEMA,
-        )
+        return _steps_frame(run_id, self.steps)
 
     def _signals_frame(self, run_id: int) -> pl.DataFrame:
         signals = self.signals
@@ -160,6 +148,33 @@ class RunRecorder:
             },
             schema=_SIGNAL_SCHEMA,
         )
+
+
+def append_steps(cursor: duckdb.DuckDBPyConnection, run_id: int, steps: list[Step]) -> None:
+    """Steps taken after run ``run_id`` was written (its shadow variations'), numbered
+    on from its last; call inside the caller's write transaction."""
+    if steps:
+        first = cursor.execute(
+            "SELECT coalesce(max(step_no), 0) + 1 FROM scan_steps WHERE run_id = ?", [run_id]
+        ).fetchall()[0][0]
+        _insert(cursor, "scan_steps", _steps_frame(run_id, steps, int(first)))
+
+
+def _steps_frame(run_id: int, steps: list[Step], first: int = 1) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "run_id": [run_id] * len(steps),
+            "step_no": list(range(first, first + len(steps))),
+            "instrument": [step.instrument for step in steps],
+            "step": [step.step for step in steps],
+            "started": [step.started_us for step in steps],
+            "duration_ms": [step.duration_ms for step in steps],
+            "input_summary": [step.input_summary for step in steps],
+            "output_summary": [step.output_summary for step in steps],
+            "error": [step.error for step in steps],
+        },
+        schema=_STEP_SCHEMA,
+    )
 
 
 _STEP_SCHEMA = {

@@ -44,7 +44,7 @@ from sptrader.clock import format_us, now_us
 from sptrader.config import AlertsConfig, ScannerConfig
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
-from sptrader.scanners import lineage
+from sptrader.scanners import lineage, shadow
 from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
@@ -133,6 +133,9 @@ class Scanner:
         self.deps = deps
         self.config = config
         self.strategy = strategy
+        #: The newest run's window and the bars it loaded at once (None: it loaded none,
+        #: or instrument by instrument): what its shadow variations evaluate.
+        self.loaded: tuple[int, int, pl.DataFrame | None] = (0, 0, None)
 
     def window(self, at_us: int) -> tuple[int, int]:
         """[start, end) of the last ``bars`` closed bars of the timeframe at ``at_us``."""
@@ -150,6 +153,7 @@ class Scanner:
         store = self.deps.store()
         recorder = lineage.RunRecorder(self.config.name, trigger, scheduled_us)
         start, end = self.window(now_us() if at_us is None else at_us)
+        self.loaded = (start, end, None)
         result = ScanResult(self.config.name, 0, "ok")
         reasons, errors = self._skip_reasons(recorder, stale, start, end)
         to_scan = []
@@ -297,6 +301,7 @@ class Scanner:
             ) as step:
                 bars = queries.bars_between_many(store, instruments, timeframe, start, end)
                 step.output_summary = _loaded(bars, instruments)
+                self.loaded = (start, end, bars)
         except Exception as error:
             self._batch_failed("load_bars", error)
         if bars is None:
@@ -731,6 +736,8 @@ class ScannerService(Service):
             stale = {name for name in self.config.instruments if self.deps.is_stale(name)}
             result = await run_in_thread(scanner.scan, trigger, scheduled_us, stale)
             await self._emit(result)
+            # The live signals are out: now the shadow variations (never raises).
+            await run_in_thread(shadow.after_run, scanner, result)
             return result
 
     async def _emit(self, result: ScanResult) -> None:
