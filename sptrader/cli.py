@@ -408,6 +408,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="seed of the search's sampler and the Monte Carlo draws (repeatable runs)",
     )
+    divergence = commands.add_parser(
+        "divergence",
+        help="a scanner's paper or live trades against a backtest of the same window",
+        description="Replay [--from, --to) with the backtester (the scanner's strategy,"
+        " parameters and timeframe over the stored bars) and match its trades with the"
+        " trades the scanner's orders made: matched, missed and extra trades, entry and exit"
+        " slippage, the P&L difference, and the causes the store can name (a gap, a skip"
+        " for stale data, a rejected order, no scanner run, a fill cap).",
+    )
+    divergence.add_argument("scanner", metavar="SCANNER", help="a [[scanners]] name")
+    divergence.add_argument(
+        "--from", dest="start", required=True, metavar="TIME", help="start, ISO 8601 UTC"
+    )
+    divergence.add_argument(
+        "--to", dest="end", metavar="TIME", help="end (exclusive), ISO 8601 UTC; default now"
+    )
+    divergence.add_argument(
+        "--tolerance",
+        type=count("--tolerance"),
+        default=3,
+        metavar="N",
+        help="an account entry up to N bars after the backtest's matches it (default 3)",
+    )
+    divergence.add_argument("--format", choices=("table", "json"), default="table")
     runs = commands.add_parser(
         "runs",
         help="scanner runs and their lineage",
@@ -705,6 +729,9 @@ COMMANDS: dict[str, Command] = {
     "scan": Command("sptrader.commands.scans", "run_scan", logs_to_file=True),
     "runs": Command("sptrader.commands.scans", "run_runs"),
     "backtest": Command("sptrader.commands.backtest", "run_backtest_command", logs_to_file=True),
+    "divergence": Command(
+        "sptrader.commands.divergence", "run_divergence_command", logs_to_file=True
+    ),
     "order": Command("sptrader.commands.trading", "run_order", logs_to_file=True),
     "close": Command("sptrader.commands.trading", "run_close", logs_to_file=True),
     "orders": Command("sptrader.commands.trading", "run_orders"),

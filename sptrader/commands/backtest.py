@@ -484,7 +484,7 @@ def _load(
 ) -> _Data:
     async def load() -> _Data:
         async with connect(settings) as client:
-            data = await _load_bars(client, instrument, timeframe, start, end, warmup)
+            data = await load_bars(client, instrument, timeframe, start, end, warmup)
             if detail:
                 # The finer path of the traded window (the gaps are the same minutes).
                 data.detail = await client.candles(
@@ -495,7 +495,7 @@ def _load(
     return asyncio.run(load())
 
 
-async def _load_bars(
+async def load_bars(
     client: EngineClient, instrument: str, timeframe: str, start: int, end: int, warmup: int
 ) -> _Data:
     """The window's bars (its missing history fetched first), preceded by up to
