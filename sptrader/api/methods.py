@@ -17,7 +17,7 @@ from typing import Any
 from sptrader.client.protocol import EngineClient
 from sptrader.client.wire import bar_fields, encode_status
 from sptrader.errors import UsageError
-from sptrader.limits import MAX_COUNT, MAX_ID, MAX_WAIT_S
+from sptrader.limits import MAX_COUNT, MAX_DAYS, MAX_ID, MAX_WAIT_S
 
 #: Microseconds since 1970 that a datetime can show: years 1 to 9999.
 MIN_US = -62_135_596_800_000_000
@@ -214,6 +214,10 @@ METHODS: dict[str, Method] = {
     "scan": Method({"name": _TEXT}, lambda c, name: c.scan(name)),
     "runs": Method({"last": _count(default=20)}, lambda c, last: c.runs(last)),
     "run_detail": Method({"run_id": _ID}, lambda c, run_id: c.run_detail(run_id)),
+    "shadow_report": Method(
+        {"scanner": _MAYBE_TEXT, "days": _count(default=30, high=MAX_DAYS)},
+        lambda c, scanner, days: c.shadow_report(scanner, days),
+    ),
     "scanner_activity": Method(
         {"name": _TEXT, "start_us": _TIME, "end_us": _TIME},
         lambda c, name, start_us, end_us: c.scanner_activity(name, start_us, end_us),

@@ -41,7 +41,7 @@ from sptrader.models import (
     parse_instrument,
     timeframe_minutes,
 )
-from sptrader.scanners import lineage
+from sptrader.scanners import lineage, shadow
 from sptrader.scanners.service import unknown_scanner
 from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
@@ -300,6 +300,13 @@ class LocalEngineClient:
             lineage.run_detail, self.engine.require_store(), run_id
         )
         return {"run": run, "steps": steps.to_dicts(), "signals": signals.to_dicts()}
+
+    async def shadow_report(self, scanner: str | None = None, days: int = 30) -> list[dict]:
+        configs = self.engine.config.scanners
+        if scanner is not None and scanner not in {config.name for config in configs}:
+            raise unknown_scanner(scanner, [config.name for config in configs])
+        store = self.engine.require_store()
+        return await run_in_thread(shadow.report, store, configs, scanner, days)
 
     # --- the store --------------------------------------------------------------------
 
@@ -784,12 +791,13 @@ class LocalEngineClient:
             if error.details:
                 log.error("%s\n%s", error, error.details)
             raise SptraderError(f"cannot load its strategy: {error}") from None
-        run = Scanner(self.engine.scanner_deps, scanner, strategy).scan
-        result = await run_in_thread(functools.partial(run, "manual", at_us=at))
+        runner = Scanner(self.engine.scanner_deps, scanner, strategy)
+        result = await run_in_thread(functools.partial(runner.scan, "manual", at_us=at))
         alerter = Alerter(config.alerts)
         for signal in result.signals:
             alerter.submit(alert_payload(signal))
         await run_in_thread(alerter.wait_idle, config.alerts.timeout_s * 2)
+        await run_in_thread(shadow.after_run, runner, result)  # after the alerts
         return result.to_json()
 
     # --- data commands (candles, backfill, data, symbols, export) ---

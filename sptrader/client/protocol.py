@@ -163,6 +163,16 @@ class EngineClient(Protocol):
         (:func:`sptrader.scanners.activity.scanner_activity`)."""
         ...
 
+    async def shadow_report(self, scanner: str | None = None, days: int = 30) -> list[dict]:
+        """Shadow testing over the signals of the last ``days`` days (pending outcomes
+        resolved first), per scanner with ``[[scanners.shadow]]`` variations (or just
+        ``scanner``; an unknown name is a usage error) and variation, "live" first:
+        scanner, variation, configured, params, changed (those unlike live's), signals,
+        resolved, pending, wins (target), losses (stop), timeouts, hit_rate_pct,
+        avg_return_pct, total_return_pct and vs_live_* of the last three
+        (``sptrader.scanners.shadow.report``)."""
+        ...
+
     async def status(self) -> dict:
         """The engine's home, its store (path, size_bytes, rows per table) and services
         (encoded as the API sends them)."""

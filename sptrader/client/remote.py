@@ -272,6 +272,9 @@ class RemoteEngineClient:
     async def run_detail(self, run_id: int) -> dict:
         return await self._call("run_detail", run_id=run_id)
 
+    async def shadow_report(self, scanner: str | None = None, days: int = 30) -> list[dict]:
+        return await self._call("shadow_report", scanner=scanner, days=days)
+
     async def status(self) -> dict:
         return await self._call("status")
 

@@ -441,7 +441,7 @@ def resolve_pending(
     """Resolve the pending signals (of ``scanner``) from the stored 1m bars up to
     ``now``: (how many got their outcome, how many were pending)."""
     now = now_us() if now is None else now
-    pending = store.cursor().execute(_PENDING_SQL, {"scanner": scanner}).pl()
+    pending = store.cursor().sql(_PENDING_SQL, params={"scanner": scanner}).pl()
     if pending.is_empty():
         return 0, 0
     widths = {
@@ -506,7 +506,7 @@ def report(
     except Exception as error:  # what is stored is still worth showing
         log.warning("resolving shadow outcomes failed: %s", error)
     params = {"since": now - days * US_PER_DAY, "scanners": [c.name for c in chosen]}
-    stored = store.cursor().execute(_REPORT_SQL, params).pl()
+    stored = store.cursor().sql(_REPORT_SQL, params=params).pl()
     found = {(row["scanner"], row["variation"]): row for row in stored.to_dicts()}
     rows = []
     for config in chosen:
@@ -529,14 +529,14 @@ def _report_row(
     found: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[str, Any]:
     stored = found.get((scanner, variation), {})
-    # A variation no longer in the config: what it ran with.
-    params = named.get(variation) or json.loads(stored.get("params") or "{}")
+    configured = variation in named  # if not: what it ran with
+    params = named[variation] if configured else json.loads(stored.get("params") or "{}")
     resolved = int(stored.get("resolved") or 0)
     wins = int(stored.get("wins") or 0)
     return {
         "scanner": scanner,
         "variation": variation,
-        "configured": variation in named,
+        "configured": configured,
         "params": params,
         "changed": {key: value for key, value in params.items() if named[LIVE].get(key) != value},
         "signals": int(stored.get("signals") or 0),

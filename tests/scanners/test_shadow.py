@@ -5,14 +5,55 @@ screen's shadow table."""
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import polars as pl
 import pytest
 from conftest import make_config
-from test_scanners import scanner_table
+from test_scanners import make_engine, scanner_table, store_bars
 
+from sptrader.engine import Engine
 from sptrader.errors import ConfigError
-from sptrader.models import US_PER_MINUTE
+from sptrader.models import US_PER_DAY, US_PER_MINUTE
+from sptrader.scanners import lineage, shadow
+from sptrader.scanners.service import ScannerService
 from sptrader.scanners.shadow import resolve_outcomes
+from sptrader.strategies import registry
+from sptrader.strategies.base import Strategy
+
+__all__ = ["make_engine"]  # the fixture, imported from test_scanners
+
+
+class AboveSma(Strategy):
+    """Buy on each bar whose close is at least ``factor`` times its SMA(``sma``) (stacked:
+    all instruments in one call); ``explode`` raises."""
+
+    name = "test_above_sma"
+    stacked = True
+
+    class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        sma: int = 3
+        factor: float = 1.0
+        explode: bool = False
+
+    def indicators(self) -> list[str]:
+        return [f"sma{self.params.sma}"]
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        if self.params.explode:
+            raise RuntimeError("this variation explodes")
+        column = f"sma{self.params.sma}"  # missing unless its own indicators were added
+        return bars.filter(pl.col("close") >= pl.col(column) * self.params.factor).select(
+            "instrument",
+            "ts",
+            pl.lit("buy").alias("side"),
+            pl.lit(1.0).alias("strength"),
+            pl.format("close above {}", pl.lit(column)).alias("reason"),
+        )
+
+
+registry.register(AboveSma)
 
 M = US_PER_MINUTE
 T0 = 1_767_607_200_000_000  # 2026-01-05 10:00 UTC: the signal bar of most rows below
@@ -178,3 +219,205 @@ def test_shadow_config_defaults() -> None:
         1.0,
         0.5,
     )
+
+
+# --- a scanner run -------------------------------------------------------------------------
+
+VARIATIONS = [
+    {"name": "slow-sma", "params": {"sma": 5}},  # its own indicator column: signals too
+    {"name": "picky", "params": {"factor": 2.0}},  # never fires on these bars
+    {"name": "boom", "params": {"explode": True}},  # fails: the live run must not care
+]
+
+
+def shadow_rows(engine: Engine) -> list[tuple]:
+    return (
+        engine.require_store()
+        .cursor()
+        .execute(
+            "SELECT variation, instrument, side, params, run_id, horizon_bars, outcome"
+            " FROM shadow_signals ORDER BY variation, instrument"
+        )
+        .fetchall()
+    )
+
+
+async def test_a_run_records_each_variations_signals_and_a_failing_one_only_its_step(
+    make_engine,
+) -> None:
+    instruments = ["SIM:BTCUSD", "SIM:ETHUSD"]
+    engine = make_engine(
+        scanner_table(
+            "above",
+            "test_above_sma",
+            instruments=instruments,
+            shadow=VARIATIONS,
+            shadow_bars=10,
+        )
+    )
+    for name in instruments:
+        store_bars(engine, name)
+    service = ScannerService(engine.scanner_deps, engine.config.scanners[0])
+    result = await service.run_now()
+    assert result.status == "ok" and result.error is None
+    assert [signal["instrument"] for signal in result.signals] == instruments
+    rows = shadow_rows(engine)
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("live", "SIM:BTCUSD", "buy"),
+        ("live", "SIM:ETHUSD", "buy"),
+        ("slow-sma", "SIM:BTCUSD", "buy"),
+        ("slow-sma", "SIM:ETHUSD", "buy"),
+    ]
+    assert json.loads(rows[2][3]) == {"sma": 5}
+    assert {row[4] for row in rows} == {result.run_id} and {row[5] for row in rows} == {10}
+    # The entry bar (the minute forming now) is not closed: every outcome is pending.
+    assert {row[6] for row in rows} == {None}
+    run, steps, signals = lineage.run_detail(engine.require_store(), result.run_id)
+    assert run is not None and run["status"] == "ok" and signals.height == 2
+    shadow_steps = steps.filter(pl.col("step") == "shadow")
+    assert shadow_steps["input_summary"].to_list() == [
+        "variation slow-sma: sma=5",
+        "variation picky: factor=2.0",
+        "variation boom: explode=True",
+        "outcomes of the pending shadow signals",
+    ]
+    assert shadow_steps["output_summary"][0].startswith("2 signal(s) on the newest bar")
+    assert shadow_steps["output_summary"][1] == "0 signal(s) on the newest bar"
+    assert shadow_steps["error"][:2].to_list() == [None, None]
+    assert "this variation explodes" in shadow_steps["error"][2]
+    assert shadow_steps["output_summary"][3] == "0 resolved, 4 still open"
+    # The shadow steps come after the run's own, numbered on.
+    assert steps["step"].to_list()[: -len(shadow_steps)] == [
+        "load_bars",
+        "indicators",
+        "evaluate",
+        "emit",
+    ]
+    assert steps["step_no"].to_list() == list(range(1, steps.height + 1))
+    # Run again on the same bar: each signal is recorded once.
+    again = await service.run_now()
+    assert again.run_id == result.run_id + 1 and len(shadow_rows(engine)) == 4
+
+
+async def test_a_variation_that_does_not_build_fails_its_step_only(make_engine) -> None:
+    engine = make_engine(
+        scanner_table("above", "test_above_sma", shadow=[{"name": "fine", "params": {"sma": 4}}])
+    )
+    store_bars(engine, "SIM:BTCUSD")
+    config = engine.config.scanners[0]
+    # A variation the config could not check (a user module's strategy, say).
+    broken = msgspec.structs.replace(
+        config,
+        shadow=[
+            *config.shadow,
+            msgspec.convert({"name": "typo", "params": {"smaa": 1}}, type(config.shadow[0])),
+        ],
+    )
+    result = await ScannerService(engine.scanner_deps, broken).run_now()
+    assert result.status == "ok" and len(result.signals) == 1
+    _, steps, _ = lineage.run_detail(engine.require_store(), result.run_id)
+    typo = steps.filter(pl.col("input_summary") == "variation typo: smaa=1").row(0, named=True)
+    assert typo["step"] == "shadow" and "bad params" in typo["error"]
+    assert {row[0] for row in shadow_rows(engine)} == {"live", "fine"}
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def store_crafted(engine: Engine, placed: dict[str, list[int]], old: int = 0) -> None:
+    """Shadow signals of SIGNALS by variation (``placed``: variation -> keys), each on
+    its own instrument SIM:Kn whose 1m bars are the crafted ones (a signal is one per
+    bar and side); ``old`` more live signals 40 days before."""
+    store = engine.require_store()
+    bars = crafted_bars().with_columns(
+        pl.col("ts").cast(pl.Datetime("us")), volume=pl.lit(1.0), trades=pl.lit(1)
+    )
+    for key, *_ in SIGNALS:
+        store.upsert_bars(bars.with_columns(instrument=pl.lit(f"SIM:K{key}")))
+    by_key = {row[0]: row for row in SIGNALS}
+    with store.transaction() as cursor:
+        for variation, keys in placed.items():
+            for key in keys:
+                _, side, minute, horizon, stop, target = by_key[key]
+                cursor.execute(
+                    "INSERT INTO shadow_signals (scanner, variation, params, instrument, ts,"
+                    " side, timeframe, horizon_bars, target_pct, stop_pct, run_id, created,"
+                    " stop, target) VALUES ('cross', ?, '{\"sma\": 9}', ?,"
+                    " make_timestamp(?), ?, '1m', ?, 1.0, 0.5, 1, make_timestamp(?), ?, ?)",
+                    [variation, f"SIM:K{key}", T0 + minute * M, side, horizon, T0, stop, target],
+                )
+        for index in range(old):
+            cursor.execute(
+                "INSERT INTO shadow_signals (scanner, variation, params, instrument, ts, side,"
+                " timeframe, horizon_bars, target_pct, stop_pct, run_id, created, outcome,"
+                " return_pct) VALUES ('cross', 'live', '{}', 'SIM:A', make_timestamp(?), 'buy',"
+                " '1m', 5, 1.0, 0.5, 1, make_timestamp(?), 'target', 1.0)",
+                [T0 - 40 * US_PER_DAY + index * M, T0],
+            )
+
+
+def report_engine(make_engine) -> Engine:
+    return make_engine(
+        scanner_table(
+            "cross",
+            "test_above_sma",
+            instruments=["SIM:A"],
+            shadow=[{"name": "wide", "params": {"sma": 9}}, {"name": "quiet"}],
+        ),
+        scanner_table("plain", "test_above_sma", instruments=["SIM:A"]),
+    )
+
+
+def test_the_report_figures_match_the_stored_rows(make_engine) -> None:
+    engine = report_engine(make_engine)
+    store_crafted(engine, {"live": [1, 2], "wide": [3, 4, 5], "gone": [7]}, old=3)
+    store = engine.require_store()
+    rows = shadow.report(store, engine.config.scanners, None, 30, now=NOW)
+    assert [(row["scanner"], row["variation"]) for row in rows] == [
+        ("cross", "live"),
+        ("cross", "wide"),
+        ("cross", "quiet"),  # configured, no signal yet
+        ("cross", "gone"),  # no longer configured: what it ran with
+    ]
+    live, wide, quiet, gone = rows
+    # By hand (EXPECTED): live 1 target +1 %, 2 stop -0.5 %; wide 3 stop -1 %, 4 timeout
+    # -0.5 %, 5 pending; gone 7 target.
+    assert (live["signals"], live["resolved"], live["wins"], live["losses"]) == (2, 2, 1, 1)
+    assert live["hit_rate_pct"] == 50.0 and live["avg_return_pct"] == pytest.approx(0.25)
+    assert live["total_return_pct"] == pytest.approx(0.5)
+    assert live["vs_live_avg_return_pct"] is None and live["params"] == {}
+    assert (wide["signals"], wide["resolved"], wide["pending"]) == (3, 2, 1)
+    assert (wide["wins"], wide["losses"], wide["timeouts"]) == (0, 1, 1)
+    assert wide["hit_rate_pct"] == 0.0 and wide["avg_return_pct"] == pytest.approx(-0.75)
+    assert wide["params"] == {"sma": 9} and wide["changed"] == {"sma": 9}
+    assert wide["vs_live_hit_rate_pct"] == -50.0
+    assert wide["vs_live_avg_return_pct"] == pytest.approx(-1.0)
+    assert wide["vs_live_total_return_pct"] == pytest.approx(-2.0)
+    assert (quiet["signals"], quiet["hit_rate_pct"], quiet["vs_live_avg_return_pct"]) == (
+        0,
+        None,
+        None,
+    )
+    assert not gone["configured"] and gone["params"] == {"sma": 9} and gone["wins"] == 1
+    # The same figures from the stored rows (the report resolved them: outcomes stored).
+    stored = (
+        store.cursor()
+        .sql(
+            "SELECT variation, outcome, return_pct FROM shadow_signals"
+            " WHERE ts >= make_timestamp($since)",
+            params={"since": NOW - 30 * US_PER_DAY},
+        )
+        .pl()
+    )
+    for row in rows:
+        mine = stored.filter(pl.col("variation") == row["variation"])
+        done = mine.filter(pl.col("outcome").is_not_null())
+        assert row["signals"] == mine.height and row["resolved"] == done.height
+        assert row["wins"] == done.filter(pl.col("outcome") == "target").height
+        if done.height:
+            assert row["avg_return_pct"] == pytest.approx(done["return_pct"].mean())
+            assert row["total_return_pct"] == pytest.approx(done["return_pct"].sum())
+    # Over 60 days the old live signals count too; one scanner only; none for "plain".
+    longer = shadow.report(store, engine.config.scanners, "cross", 60, now=NOW)
+    assert longer[0]["signals"] == 5 and longer[0]["wins"] == 4
+    assert shadow.report(store, engine.config.scanners, "plain", 30, now=NOW) == []
