@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python bench/price_format.py
 	$(BIN)/python bench/live_orders.py
 	$(BIN)/python bench/research.py
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
