@@ -443,6 +443,24 @@ def build_parser() -> argparse.ArgumentParser:
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     runs_show = runs_commands.add_parser("show", help="one run's step tree")
     runs_show.add_argument("id", type=whole_id("a run ID"), metavar="ID")
+    shadow = commands.add_parser(
+        "shadow",
+        help="shadow testing: a scanner's parameter variations beside its live ones",
+        description="Each [[scanners.shadow]] variation of a scanner is evaluated on the same bars at every run; its signals (and the live ones, as variation live) are entered at the next bar's open and end at their target, stop or a timeout after shadow_bars bars. `sptrader shadow report` compares them over the last N days.",
+    )
+    shadow_commands = shadow.add_subparsers(dest="shadow_command", metavar="ACTION", required=True)
+    shadow_report = shadow_commands.add_parser(
+        "report", help="signals, outcomes, hit rate and returns per variation, beside live's"
+    )
+    shadow_report.add_argument("scanner", nargs="?", metavar="SCANNER")
+    shadow_report.add_argument(
+        "--days",
+        type=count("--days", MAX_DAYS),
+        default=30,
+        metavar="N",
+        help="signals of the last N days (default 30)",
+    )
+    shadow_report.add_argument("--format", choices=("table", "json"), default="table")
 
     _add_trading_parsers(commands)
     _add_venue_parsers(commands)
@@ -728,6 +746,7 @@ COMMANDS: dict[str, Command] = {
     "db": Command("sptrader.commands.database", "run_db"),
     "scan": Command("sptrader.commands.scans", "run_scan", logs_to_file=True),
     "runs": Command("sptrader.commands.scans", "run_runs"),
+    "shadow": Command("sptrader.commands.shadow", "run_shadow"),
     "backtest": Command("sptrader.commands.backtest", "run_backtest_command", logs_to_file=True),
     "divergence": Command(
         "sptrader.commands.divergence", "run_divergence_command", logs_to_file=True
