@@ -353,6 +353,15 @@ class BrokerConfig(_Section):
     fee_per_unit: float = 0.0
     # Size of a scanner's order when its signal has no stop to size from (in money).
     signal_notional: float = 10_000.0
+    # A fill takes at most this share of the bar's volume (backtest) or of the size at
+    # the quote's touch (paper); the rest stays working (sptrader.broker.realism). 0: off.
+    max_volume_share: float = 0.0
+    # Backtest: a signal's order reaches the market this many bars late (0: the next
+    # bar's open; N: the open of bar t+1+N).
+    latency_bars: int = 0
+    # Paper: an order placed by a trader or a scanner fills only on quotes at least this
+    # much newer than its placing (0: the quote at hand).
+    latency_ms: float = 0.0
 
 
 class RiskConfig(_Section):
@@ -752,10 +761,13 @@ def _validate_broker(config: Config) -> str | None:
         return (
             f"broker.signal_notional: must be greater than 0, got {config.broker.signal_notional}"
         )
-    for key in ("slippage_bps", "fee_bps", "fee_per_unit"):
+    for key in ("slippage_bps", "fee_bps", "fee_per_unit", "latency_bars", "latency_ms"):
         value = getattr(config.broker, key)
         if not value >= 0:
             return f"broker.{key}: must be 0 or more, got {value}"
+    share = config.broker.max_volume_share
+    if not 0 <= share <= 1:
+        return f"broker.max_volume_share: a share from 0 (off) to 1, got {share}"
     for key in (
         "max_open_positions",
         "max_position_notional",

@@ -4,10 +4,30 @@ Synchronous and free of I/O (the service persists what it returns), so the same 
 tested directly, run on the engine's loop, and benchmarked. Every call that changes
 something returns a ``Changes``: the orders whose state changed and the new fills.
 
-Orders fill whole (the paper book has no depth to model partial fills). Positions are
-marked where they could be closed: longs at the bid, shorts at the ask (or, until an
-instrument's first live quote, at ``fallback_marks``). A fill that leaves a position
-flat or reverses it cancels the old position's stop-losses and take-profits.
+Orders fill whole unless ``[broker] max_volume_share`` caps them: then one quote fills
+at most that share of the size at its touch (the ask size for a buy, the bid size for a
+sell), shared by every order on that side and quote (a quote seen again, with the same
+time, has no new size); the rest stays working for the next quotes, the order's
+``filled_qty`` and ``avg_price`` tracking its fills. A quote with no size (0: the feed
+gives none) fills whole. A resting entry is checked against the limits when it first
+triggers, for its whole quantity; its later fills are of an order already accepted. A
+stop that has filled part is triggered: the rest fills like a market order. An entry's
+stop-loss and take-profit come with its first fill that leaves the position on the
+entry's side, and grow with its later fills; a fill of either (a stop-loss's first, a
+take-profit's last) cancels the other, and a fill of either cancels what the entry has
+not filled yet.
+
+Trailing stop-losses (an entry's ``trail``/``trail_pct``) start from the quote the entry
+fills on (the bid for a long, the ask for a short) and are ratcheted by every later
+quote, after it is checked against them (:mod:`sptrader.broker.realism`).
+
+``[broker] latency_ms``: an order a trader or a scanner places fills only on quotes
+timed at least that long after it was placed (stop-losses and take-profits, placed by
+the book at a fill as a venue would, have none).
+
+Positions are marked where they could be closed: longs at the bid, shorts at the ask (or,
+until an instrument's first live quote, at ``fallback_marks``). A fill that leaves a
+position flat or reverses it cancels the old position's stop-losses and take-profits.
 """
 
 from __future__ import annotations
@@ -30,6 +50,13 @@ from sptrader.broker.orders import (
     side_sign,
     validate,
 )
+from sptrader.broker.realism import (
+    quote_capacity,
+    ratchet,
+    ratchet_threshold,
+    take,
+    trail_level,
+)
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.errors import UsageError
 from sptrader.models import US_PER_DAY
@@ -40,6 +67,8 @@ class Quote:
     bid: float
     ask: float
     ts_us: int
+    bid_size: float = 0.0  # 0: not given
+    ask_size: float = 0.0
 
 
 @dataclass
@@ -100,6 +129,12 @@ class PaperBook:
         self.halted = halted
         self.day_start_us: int | None = None
         self.day_start_equity: float | None = None
+        #: The volume cap (0: off) and the placing latency (µs) of [broker].
+        self.share = broker.max_volume_share
+        self.latency_us = round(broker.latency_ms * 1000)
+        #: Per instrument, the size left to fill at the touch of its newest quote:
+        #: [quote time, buy room, sell room] (only with the volume cap on).
+        self._room: dict[str, list[float]] = {}
 
     @property
     def next_order_id(self) -> int:
@@ -197,7 +232,7 @@ class PaperBook:
             self._finish(order, "rejected", now_us, rejection.message, changes)
             return OrderResult(order, [], rejection), changes
         self._rest(order, changes)
-        if quote is not None:
+        if quote is not None and not self.latency_us:  # the quote at hand is too early
             changes.add(self._try_fill(order, quote, now_us))
         result_fills = [fill for fill in changes.fills if fill.order_id == order.order_id]
         rejected = None
@@ -245,24 +280,43 @@ class PaperBook:
         )
         return self.place(request, now_us)
 
-    def set_quote(self, instrument: str, ts_us: int, bid: float, ask: float) -> None:
+    def set_quote(
+        self,
+        instrument: str,
+        ts_us: int,
+        bid: float,
+        ask: float,
+        bid_size: float = 0.0,
+        ask_size: float = 0.0,
+    ) -> None:
         """Record a quote without matching (for marks: an instrument with no working
         orders, whose every quote need not be checked)."""
         quote = self.quotes.get(instrument)
         if quote is None:
-            self.quotes[instrument] = Quote(bid, ask, ts_us)
+            self.quotes[instrument] = Quote(bid, ask, ts_us, bid_size, ask_size)
         else:
             quote.bid, quote.ask, quote.ts_us = bid, ask, ts_us
+            quote.bid_size, quote.ask_size = bid_size, ask_size
 
     # --- quotes -----------------------------------------------------------------------
 
-    def on_quote(self, instrument: str, ts_us: int, bid: float, ask: float) -> Changes | None:
-        """Record the quote and fill what it triggers (None: nothing changed)."""
+    def on_quote(
+        self,
+        instrument: str,
+        ts_us: int,
+        bid: float,
+        ask: float,
+        bid_size: float = 0.0,
+        ask_size: float = 0.0,
+    ) -> Changes | None:
+        """Record the quote, fill what it triggers, then move the trailing stops it
+        improves (None: nothing changed)."""
         quote = self.quotes.get(instrument)
         if quote is None:
-            quote = self.quotes[instrument] = Quote(bid, ask, ts_us)
+            quote = self.quotes[instrument] = Quote(bid, ask, ts_us, bid_size, ask_size)
         else:
             quote.bid, quote.ask, quote.ts_us = bid, ask, ts_us
+            quote.bid_size, quote.ask_size = bid_size, ask_size
         working = self.working.get(instrument)
         if not working:
             return None
@@ -271,8 +325,10 @@ class PaperBook:
             bounds = self._bounds[instrument] = _trigger_bounds(working.values())
         buy_limit, buy_stop, sell_limit, sell_stop, expires = bounds
         if buy_limit < ask < buy_stop and sell_stop < bid < sell_limit and ts_us < expires:
-            return None  # the common case: nothing here triggers on this quote
+            return None  # the common case: nothing here triggers or trails on this quote
         changes: Changes | None = None
+        latency = self.latency_us
+        trailing = False
         for order in list(working.values()):
             if not order.is_open:
                 continue
@@ -280,10 +336,20 @@ class PaperBook:
                 changes = changes or Changes()
                 self._finish(order, "expired", ts_us, "day order expired", changes)
                 continue
-            if self.model.quote_fill(order.side, order.type, order.price, bid, ask) is None:
+            if order.role == "sl" and order.trailing:
+                trailing = True
+            if latency and order.role in ("entry", "close") and ts_us < order.created_us + latency:
+                continue  # not at the market yet
+            kind = _fill_type(order)
+            if self.model.quote_fill(order.side, kind, order.price, bid, ask) is None:
                 continue
             changes = changes or Changes()
             changes.add(self._try_fill(order, quote, ts_us))
+        if trailing:
+            moved = self._trail(working, quote, ts_us)
+            if moved:
+                changes = changes or Changes()
+                changes.add(moved)
         return changes
 
     def expire(self, now_us: int) -> Changes:
@@ -312,6 +378,8 @@ class PaperBook:
             role=request.role,
             source=request.source,
             expires_us=day_start(now_us) + US_PER_DAY if request.tif == "day" else None,
+            trail=request.trail,
+            trail_pct=request.trail_pct,
         )
 
     def _take_order_id(self) -> int:
@@ -359,9 +427,11 @@ class PaperBook:
 
     def _try_fill(self, order: Order, quote: Quote, now_us: int) -> Changes:
         changes = Changes()
-        price = self.model.quote_fill(order.side, order.type, order.price, quote.bid, quote.ask)
+        kind = _fill_type(order)
+        price = self.model.quote_fill(order.side, kind, order.price, quote.bid, quote.ask)
         if price is None:
             return changes
+        remaining = order.remaining
         if order.role in ("sl", "tp"):
             # Protective orders close what is left of the position, never flip it.
             position = self.ledger.positions.get(order.instrument)
@@ -369,8 +439,10 @@ class PaperBook:
             if left <= QTY_EPSILON:
                 self._finish(order, "cancelled", now_us, "position already closed", changes)
                 return changes
-            order.qty = min(order.qty, left)
-        elif order.type != "market":
+            if remaining > left:
+                order.qty = order.filled_qty + left
+                remaining = left
+        elif order.type != "market" and order.filled_qty == 0:
             # A resting entry is checked again when it triggers: the account has moved
             # (and a new UTC day may have begun since the last order).
             self.roll_day(now_us)
@@ -379,28 +451,55 @@ class PaperBook:
             if rejection is not None:
                 self._finish(order, "rejected", now_us, rejection.message, changes)
                 return changes
+        qty = remaining
+        if self.share:
+            room = self._room_of(order.instrument, quote)
+            at = 1 if order.side == "buy" else 2
+            qty = take(remaining, room[at])
+            if not qty:
+                return changes  # this quote's size is taken: the order waits for the next
+            room[at] -= qty
         fill = Fill(
             self.ids.fill(),
             order.order_id,
             order.instrument,
             order.side,
-            order.qty,
+            qty,
             price,
-            self.model.fee(order.qty, price),
+            self.model.fee(qty, price),
             now_us,
         )
         position = self.ledger.position(order.instrument)
         before = position.qty
         self.ledger.apply(fill)
         changes.fills.append(fill)
-        order.filled_qty = order.qty
-        order.avg_price = price
-        self._finish(order, "filled", now_us, "", changes)
+        first_fill = order.filled_qty == 0
+        if first_fill:
+            order.avg_price = price
+        else:
+            assert order.avg_price is not None
+            order.avg_price = (order.avg_price * order.filled_qty + price * qty) / (
+                order.filled_qty + qty
+            )
+        order.filled_qty += qty
+        done = order.remaining <= QTY_EPSILON
+        if done:
+            self._finish(order, "filled", now_us, "", changes)
+        else:
+            # Partly filled: it keeps working (a stop, now triggered, as a market order).
+            order.updated_us = now_us
+            self._bounds.pop(order.instrument, None)
+            changes.orders[order.order_id] = order
         if order.role in ("sl", "tp") and order.parent_id is not None:
-            for sibling in list(self.working.get(order.instrument, {}).values()):
-                if sibling.parent_id == order.parent_id and sibling.is_open:
-                    filled = "stop-loss" if order.role == "sl" else "take-profit"
-                    self._finish(sibling, "cancelled", now_us, f"{filled} filled", changes)
+            # One-cancels-the-other: a stop-loss's first fill (it is triggered) or a
+            # take-profit's last; and either stops the entry's unfilled rest.
+            name = "stop-loss" if order.role == "sl" else "take-profit"
+            for other in list(self.working.get(order.instrument, {}).values()):
+                if not other.is_open or other is order:
+                    continue
+                sibling = other.parent_id == order.parent_id and (order.role == "sl" or done)
+                if sibling or other.order_id == order.parent_id:
+                    self._finish(other, "cancelled", now_us, f"{name} filled", changes)
         flipped = abs(before) > QTY_EPSILON and before * position.qty < 0
         if position.is_flat or flipped:
             # The old position's stop-losses and take-profits protect nothing now (an
@@ -409,19 +508,35 @@ class PaperBook:
                 if other.role in ("sl", "tp") and other.is_open:
                     why = "position closed" if position.is_flat else "position reversed"
                     self._finish(other, "cancelled", now_us, why, changes)
-        if order.role == "entry" and (order.sl is not None or order.tp is not None):
-            self._protect(order, quote, now_us, changes)
+        if order.role == "entry" and (
+            order.sl is not None or order.tp is not None or order.trailing
+        ):
+            sign = side_sign(order.side)
+            on_its_side = position.qty * sign > QTY_EPSILON
+            # Protected from the fill that takes the position to the entry's side (a
+            # reversal's covering fills leave the old position's protection working).
+            if on_its_side and (first_fill or before * sign <= QTY_EPSILON):
+                self._protect(order, quote, now_us, changes)
+            elif on_its_side:
+                self._grow_protection(order, now_us, changes)
         return changes
 
     def _protect(self, entry: Order, quote: Quote, now_us: int, changes: Changes) -> None:
-        """The entry's stop-loss and take-profit, for the filled quantity, OCO."""
-        for role, order_type, price in (("sl", "stop", entry.sl), ("tp", "limit", entry.tp)):
+        """The entry's stop-loss and take-profit, for the filled quantity, OCO. A trailing
+        stop-loss starts from this quote's price on its side (at least ``sl``)."""
+        closing = opposite(entry.side)
+        stop = entry.sl
+        if entry.trailing:
+            best = quote.bid if closing == "sell" else quote.ask
+            level = trail_level(closing, best, entry.trail, entry.trail_pct)
+            stop = level if stop is None else ratchet(closing, stop, level)
+        for role, order_type, price in (("sl", "stop", stop), ("tp", "limit", entry.tp)):
             if price is None:
                 continue
             child = Order(
                 order_id=self._take_order_id(),
                 instrument=entry.instrument,
-                side=opposite(entry.side),
+                side=closing,
                 qty=entry.filled_qty,
                 type=order_type,
                 price=price,
@@ -432,33 +547,92 @@ class PaperBook:
                 parent_id=entry.order_id,
                 source=entry.source,
             )
+            if role == "sl":
+                child.trail, child.trail_pct = entry.trail, entry.trail_pct
             self._rest(child, changes)
         # A stop already crossed at the entry's own fill triggers at once.
         for child in [o for o in changes.orders.values() if o.parent_id == entry.order_id]:
             if child.is_open:
                 changes.add(self._try_fill(child, quote, now_us))
 
+    def _grow_protection(self, entry: Order, now_us: int, changes: Changes) -> None:
+        """A later fill of the entry: its working stop-loss and take-profit cover it too."""
+        for child in list(self.working.get(entry.instrument, {}).values()):
+            grows = child.parent_id == entry.order_id and child.qty != entry.filled_qty
+            if grows and child.is_open:
+                child.qty = entry.filled_qty
+                child.updated_us = now_us
+                changes.orders[child.order_id] = child
+
+    def _trail(self, working: dict[int, Order], quote: Quote, now_us: int) -> Changes | None:
+        """Ratchet the untriggered trailing stop-losses from this quote (the bid for a
+        sell stop, the ask for a buy stop)."""
+        changes: Changes | None = None
+        for order in working.values():
+            if order.role != "sl" or not order.trailing or order.filled_qty or not order.is_open:
+                continue
+            assert order.price is not None
+            best = quote.bid if order.side == "sell" else quote.ask
+            level = ratchet(
+                order.side, order.price, trail_level(order.side, best, order.trail, order.trail_pct)
+            )
+            if level != order.price:
+                order.price = level
+                order.updated_us = now_us
+                self._bounds.pop(order.instrument, None)
+                changes = changes or Changes()
+                changes.orders[order.order_id] = order
+        return changes
+
+    def _room_of(self, instrument: str, quote: Quote) -> list[float]:
+        """[time, buy room, sell room] of the instrument's newest quote (new for a quote
+        with a new time)."""
+        room = self._room.get(instrument)
+        if room is None or room[0] != quote.ts_us:
+            room = self._room[instrument] = [
+                quote.ts_us,
+                quote_capacity(self.share, quote.ask_size),
+                quote_capacity(self.share, quote.bid_size),
+            ]
+        return room
+
+
+def _fill_type(order: Order) -> str:
+    """How an order fills now: a stop that has filled part is triggered (a market order)."""
+    if order.type == "stop" and order.filled_qty > 0:
+        return "market"
+    return order.type
+
 
 def _trigger_bounds(orders: Iterable[Order]) -> tuple[float, float, float, float, float]:
     """(highest buy limit, lowest buy stop, lowest sell limit, highest sell stop, first
     expiry) of working orders: a quote with ``buy limit < ask < buy stop``, ``sell stop <
     bid < sell limit`` and a time before the expiry triggers none of them (the same
-    rules as ``FillModel.quote_fill``). A working market order triggers on anything."""
+    rules as ``FillModel.quote_fill``). A working market order (or a triggered stop)
+    triggers on anything. An untriggered trailing stop-loss adds the price past which it
+    moves (a sell stop's bid above it, a buy stop's ask below it) to the limits' bounds,
+    so a quote that would move it is checked too."""
     inf = math.inf
     buy_limit, buy_stop, sell_limit, sell_stop, expires = -inf, inf, inf, -inf, inf
     for order in orders:
         if order.expires_us is not None:
             expires = min(expires, order.expires_us)
         price = order.price
-        if order.type == "market" or price is None:
+        if _fill_type(order) == "market" or price is None:
             return inf, -inf, -inf, inf, expires
         if order.side == "buy":
             if order.type == "limit":
                 buy_limit = max(buy_limit, price)
             else:
                 buy_stop = min(buy_stop, price)
+                if order.role == "sl" and order.trailing:
+                    moves = ratchet_threshold("buy", price, order.trail, order.trail_pct)
+                    buy_limit = max(buy_limit, moves)
         elif order.type == "limit":
             sell_limit = min(sell_limit, price)
         else:
             sell_stop = max(sell_stop, price)
+            if order.role == "sl" and order.trailing:
+                moves = ratchet_threshold("sell", price, order.trail, order.trail_pct)
+                sell_limit = min(sell_limit, moves)
     return buy_limit, buy_stop, sell_limit, sell_stop, expires

@@ -4,7 +4,14 @@ An order request (``OrderRequest``) is what a trader, the CLI or a scanner asks 
 checked (``validate``) before the risk limits see it. An accepted request becomes an
 ``Order``; an entry with ``sl``/``tp`` gets its protective orders when it fills: a stop
 (``role="sl"``) and a limit (``role="tp"``) on the other side for the filled quantity,
-one-cancels-the-other (their ``parent_id`` is the entry's id).
+one-cancels-the-other (their ``parent_id`` is the entry's id). An entry with ``trail`` or
+``trail_pct`` gets a trailing stop-loss instead: its ``price`` is the stop's current level,
+ratcheted by the book from the best price since it was placed (``sl``, if given too, is
+its initial floor; :mod:`sptrader.broker.realism`). Trailing stops are paper-only.
+
+Partial fills (``[broker] max_volume_share``): an order's ``filled_qty`` and ``avg_price``
+grow fill by fill while its status stays ``open``; a stop that has filled part is
+triggered, and the rest fills like a market order.
 
 Statuses: ``open`` (working), ``filled``, ``cancelled``, ``rejected`` (a limit or the
 validation said no; ``reason`` says why), ``expired`` (a day order at the UTC day's end).
@@ -19,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from sptrader.broker.realism import trail_problem
 from sptrader.errors import UsageError
 
 Side = Literal["buy", "sell"]
@@ -57,6 +65,8 @@ class OrderRequest:
     source: str = "manual"  # manual, close, scanner:NAME
     role: Role = "entry"
     venue: str = "paper"  # paper, or a live venue of [brokers] (sptrader.config.VENUES)
+    trail: float | None = None  # the attached stop-loss trails by this price distance
+    trail_pct: float | None = None  # ... or by this % of the best price (entries only)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OrderRequest:
@@ -102,6 +112,14 @@ def validate(request: OrderRequest, reference: float | None = None) -> None:
         value = getattr(request, name)
         if value is not None and not (_finite(value) and value > 0):
             raise UsageError(f"{name} must be a positive price, not {value}")
+    if request.trail is not None or request.trail_pct is not None:
+        problem = trail_problem(request.trail, request.trail_pct)
+        if problem:
+            raise UsageError(problem)
+        if request.role != "entry":
+            raise UsageError("a trailing stop-loss is attached to an entry")
+        if request.venue != "paper":
+            raise UsageError(f"trailing stops are paper-only: {request.venue} takes none from us")
     entry = request.price if request.type != "market" else reference
     if entry is None:
         return
@@ -150,6 +168,9 @@ class Order:
     # Ours, sent with a live order (``paper-<id>`` for paper orders); the venue's own id.
     client_order_id: str = ""
     venue_order_id: str | None = None
+    # A trailing stop-loss (or, on an entry, the one it gets): by a distance or a %.
+    trail: float | None = None
+    trail_pct: float | None = None
 
     def __post_init__(self) -> None:
         if not self.client_order_id and self.venue == "paper":
@@ -158,6 +179,14 @@ class Order:
     @property
     def is_open(self) -> bool:
         return self.status in WORKING_STATUSES
+
+    @property
+    def remaining(self) -> float:
+        return self.qty - self.filled_qty
+
+    @property
+    def trailing(self) -> bool:
+        return self.trail is not None or self.trail_pct is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

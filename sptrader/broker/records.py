@@ -1,4 +1,5 @@
-"""The paper broker's tables (migration 005): orders, fills, and the reads around them.
+"""The paper broker's tables (migrations 005, 009, 013): orders, fills, and the reads
+around them.
 
 Blocking DuckDB work: from async code call these through
 ``sptrader.threads.run_in_thread``. Writes take the store's write lock (one writer at a
@@ -48,6 +49,8 @@ ORDER_FIELDS = (
     "venue",
     "client_order_id",
     "venue_order_id",
+    "trail",
+    "trail_pct",
 )
 # A fill's values in the fills table's column order (the time third, as ``ts``).
 FILL_FIELDS = (
@@ -86,6 +89,8 @@ _ORDER_SCHEMA = {
     "venue": pl.String,
     "client_order_id": pl.String,
     "venue_order_id": pl.String,
+    "trail": pl.Float64,
+    "trail_pct": pl.Float64,
 }
 # The rows written to fills: sptrader.schema's fill types, named as the table's columns.
 _FILL_SCHEMA = {"ts" if name == "ts_us" else name: FILL_SCHEMA[name] for name in FILL_FIELDS}
@@ -94,7 +99,8 @@ _TIME_COLUMNS = ("created", "updated", "expires", "ts")
 _SELECT_ORDERS = (
     "SELECT order_id, instrument, side, qty, type, price, tif, epoch_us(created),"
     " sl, tp, role, parent_id, source, status, filled_qty, avg_price, epoch_us(updated),"
-    " reason, epoch_us(expires), venue, client_order_id, venue_order_id FROM orders"
+    " reason, epoch_us(expires), venue, client_order_id, venue_order_id, trail, trail_pct"
+    " FROM orders"
 )
 _SELECT_FILLS = (
     "SELECT fill_id, order_id, epoch_us(ts), instrument, side, qty, price, fee, venue,"
@@ -134,6 +140,8 @@ def order_row(order: Order) -> tuple[Any, ...]:
         order.venue,
         order.client_order_id,
         order.venue_order_id,
+        order.trail,
+        order.trail_pct,
     )
 
 

@@ -331,7 +331,14 @@ class PaperBroker(Service):
             pending, self._pending = self._pending, deque()
             on_quote = book.on_quote
             for quote in pending:
-                found = on_quote(quote.instrument, quote.ts_us, quote.bid, quote.ask)
+                found = on_quote(
+                    quote.instrument,
+                    quote.ts_us,
+                    quote.bid,
+                    quote.ask,
+                    quote.bid_size,
+                    quote.ask_size,
+                )
                 if found:
                     changes.add(found)
             self.quotes_checked += len(pending)
@@ -343,7 +350,14 @@ class PaperBroker(Service):
             for instrument in [name for name, orders in self._working.items() if orders]:
                 quote = book.quotes.get(instrument)
                 if quote is not None:
-                    found = book.on_quote(instrument, quote.ts_us, quote.bid, quote.ask)
+                    found = book.on_quote(
+                        instrument,
+                        quote.ts_us,
+                        quote.bid,
+                        quote.ask,
+                        quote.bid_size,
+                        quote.ask_size,
+                    )
                     if found:
                         changes.add(found)
         return changes
@@ -353,7 +367,9 @@ class PaperBroker(Service):
             fresh, self._fresh = self._fresh, {}
             set_quote = self._require_book().set_quote
             for instrument, quote in fresh.items():
-                set_quote(instrument, quote.ts_us, quote.bid, quote.ask)
+                set_quote(
+                    instrument, quote.ts_us, quote.bid, quote.ask, quote.bid_size, quote.ask_size
+                )
 
     def _on_tick(self, now: int) -> Changes:
         book = self._require_book()
