@@ -32,40 +32,20 @@ import sys
 import time
 from typing import Any
 
-import polars as pl
-
+from sptrader.backtest.window import WindowData, checked_coverage, load_bars, strategies_and_warmup
 from sptrader.client.connect import connect
 from sptrader.client.protocol import EngineClient
-from sptrader.clock import datetime_to_us, format_us, now_us, parse_time
+from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.errors import SptraderError, UsageError
 from sptrader.formatting import price_decimals
-from sptrader.models import US_PER_MINUTE, normalize_instrument, timeframe_minutes
+from sptrader.models import normalize_instrument, timeframe_minutes
 
 log = logging.getLogger(__name__)
 
 
-class _Data:
-    def __init__(
-        self,
-        instrument: str,
-        bars: pl.DataFrame,
-        gaps: list[tuple[int, int]],
-        coverage_pct: float | None,
-        seconds: float,
-        price_decimals: int | None = None,
-    ) -> None:
-        self.instrument = instrument
-        self.price_decimals = price_decimals  # the trades table's prices
-        self.bars = bars
-        self.gaps = gaps
-        self.coverage_pct = coverage_pct
-        self.seconds = seconds
-        self.detail: pl.DataFrame | None = None  # --detail's finer bars
-
-
 def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
-    from sptrader.backtest import optimize, sweep
+    from sptrader.backtest import optimize
     from sptrader.strategies import registry
 
     cls = registry.resolve(args.strategy, settings.config.strategies.modules)
@@ -85,36 +65,10 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
 
         spans = parse_walk_forward(args.walk_forward)
         folds(start, end, *spans, args.anchored)  # a window too short: said before loading
-    # Every combination a grid runs is built (and its indicators checked) up front; a
-    # TPE search's space may be far larger, so each value is checked on its own.
-    combos = (
-        sweep.combinations(optimize.grid_of(dims))
-        if args.trials is None
-        else optimize.value_combinations(dims)
-    )
-    strategies = [sweep.build_strategy(cls, combo) for combo in combos]
-    warmup = max(
-        _warmup(cls, strategy, combo) for strategy, combo in zip(strategies, combos, strict=True)
-    )
-    warmup += _informative_warmup(strategies, args.tf)
+    strategies, warmup = strategies_and_warmup(cls, dims, args.trials, args.tf)
 
     data = _load(settings, instrument, args.tf, start, end, warmup, args.detail)
-    instrument = data.instrument
-    if data.gaps and not args.allow_gaps:
-        raise SptraderError(_refusal(instrument, start, end, data.gaps))
-    traded = data.bars.filter(pl.col("ts") >= pl.lit(start).cast(pl.Datetime("us")))
-    if traded.is_empty():
-        raise SptraderError(
-            f"no {args.tf} bars of {instrument} stored between {format_us(start)} and"
-            f" {format_us(end)}"
-        )
-    coverage = {
-        "from_us": start,
-        "to_us": end,
-        "coverage_pct": data.coverage_pct,
-        "gaps": data.gaps,
-        "allow_gaps": args.allow_gaps,
-    }
+    coverage = checked_coverage(data, args.tf, start, end, args.allow_gaps)
     run = _Run(settings, args, cls, data, coverage, objective, start, end)
     if mode == "bias":
         return run.check_bias(strategies[0])
@@ -184,25 +138,6 @@ def _mode(args: argparse.Namespace, varied: list[str]) -> str:
     return "single"
 
 
-def _warmup(cls: type, strategy: Any, combo: dict[str, str]) -> int:
-    from sptrader.backtest.sweep import warmup_of
-
-    try:
-        return warmup_of(strategy)
-    except Exception as error:
-        given = " ".join(f"{key}={value}" for key, value in combo.items())
-        raise UsageError(
-            f"strategy {cls.name} cannot run with {given or 'its defaults'}: {error}"
-        ) from None
-
-
-def _informative_warmup(strategies: list[Any], timeframe: str) -> int:
-    """Bars of ``timeframe`` the informative (higher timeframe) columns need first."""
-    from sptrader.strategies.informative import informative_warmup
-
-    return max(informative_warmup(strategy, timeframe) for strategy in strategies)
-
-
 class _Run:
     """One backtest command's run, once its data is loaded: each mode prints its report
     and returns the exit code."""
@@ -212,7 +147,7 @@ class _Run:
         settings: Settings,
         args: argparse.Namespace,
         cls: type,
-        data: _Data,
+        data: WindowData,
         coverage: dict[str, Any],
         objective: str,
         start: int,
@@ -458,18 +393,6 @@ def _failed(name: str, error: Exception) -> SptraderError:
     return SptraderError(f"strategy {name} failed: {type(error).__name__}: {first_line}")
 
 
-def _refusal(instrument: str, start: int, end: int, gaps: list[tuple[int, int]]) -> str:
-    minutes = sum(e - s for s, e in gaps) // US_PER_MINUTE
-    first = gaps[0]
-    count = len(gaps)
-    return (
-        f"{instrument}: {minutes:,} minutes of open market time in the window are not stored"
-        f" ({count} gap{'s' if count != 1 else ''}, the first {format_us(first[0])} →"
-        f" {format_us(first[1])}); fetch them with `sptrader data ensure {instrument}"
-        f" --from {format_us(start)} --to {format_us(end)}` or run with --allow-gaps"
-    )
-
-
 # --- loading ----------------------------------------------------------------------------
 
 
@@ -481,10 +404,10 @@ def _load(
     end: int,
     warmup: int,
     detail: str | None = None,
-) -> _Data:
-    async def load() -> _Data:
+) -> WindowData:
+    async def load() -> WindowData:
         async with connect(settings) as client:
-            data = await load_bars(client, instrument, timeframe, start, end, warmup)
+            data = await load_bars(client, instrument, timeframe, start, end, warmup, _fetch)
             if detail:
                 # The finer path of the traded window (the gaps are the same minutes).
                 data.detail = await client.candles(
@@ -493,32 +416,6 @@ def _load(
             return data
 
     return asyncio.run(load())
-
-
-async def load_bars(
-    client: EngineClient, instrument: str, timeframe: str, start: int, end: int, warmup: int
-) -> _Data:
-    """The window's bars (its missing history fetched first), preceded by up to
-    ``warmup`` stored bars, and its coverage."""
-    gaps = await client.data_gaps(instrument, start, end)  # an unknown one: a usage error
-    if gaps and await client.history_source(instrument) is not None:
-        await _fetch(client, instrument, start, end)
-    started = time.perf_counter()
-    statuses = await client.data_status([instrument], start, end)
-    status = statuses[0] if statuses else {"gaps": [], "coverage_pct": None}
-    bars = await client.candles(instrument, timeframe, start_us=start, end_us=end)
-    if warmup > 0:
-        older = await client.bars_before(instrument, timeframe, start, warmup)
-        if older.height:
-            bars = pl.concat([older, bars])
-    return _Data(
-        instrument,
-        bars,
-        [tuple(gap) for gap in status["gaps"]],
-        status["coverage_pct"],
-        time.perf_counter() - started,
-        (await client.price_decimals([instrument])).get(instrument),
-    )
 
 
 async def _fetch(client: EngineClient, instrument: str, start: int, end: int) -> None:
