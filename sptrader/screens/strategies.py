@@ -5,7 +5,10 @@ The scanners table (schedule, next run, last run, paused) acts on its selected r
 ``r`` runs it now, ``p`` pauses (stops its service) or resumes it (keys remappable in
 ``[keymap]``: strategies-run, strategies-pause, strategies-close). The lineage tree
 shows the selected scanner's newest run: its steps with durations and errors (an
-instrument's own steps, such as a skip, under the instrument). Choosing a signal (``enter`` or one click) closes the screen with it, as a
+instrument's own steps, such as a skip, under the instrument). A scanner with shadow
+variations (``[[scanners.shadow]]``) shows them beside its live parameters over the
+last SHADOW_DAYS days (read when the selection or its newest run changes); the table is
+hidden for one without. Choosing a signal (``enter`` or one click) closes the screen with it, as a
 SignalMark the app shows and marks in the chart. Rows are read again when the app
 routes a signal or a service state change here, after a run now, and at most once a
 second; a signal recorded again by a later run on the same bar shows once.
@@ -44,7 +47,16 @@ SIGNAL_COLUMNS = (
     ("strength", "Strength"),
     ("reason", "Reason"),
 )
+SHADOW_COLUMNS = (
+    ("variation", "Variation"),
+    ("params", "Params"),
+    ("signals", "Signals"),
+    ("hit", "Hit %"),
+    ("avg", "Avg %"),
+    ("vs_live", "vs live"),
+)
 SIGNALS_SHOWN = 100
+SHADOW_DAYS = 30
 STATUS_STYLES = {"ok": "green", "partial": "yellow", "failed": "bold red"}
 
 
@@ -85,6 +97,30 @@ def _signal_cells(signal: dict[str, Any]) -> list[object]:
         Text(side.upper(), style="red" if side == "sell" else "green"),
         Text("-" if strength is None else f"{strength:.2f}", justify="right"),
         signal.get("reason") or "",
+    ]
+
+
+def _percent(value: float | None, signed: bool = True) -> Text:
+    if value is None:
+        return Text("-", style="dim", justify="right")
+    style = "" if not signed else "green" if value > 0 else "red" if value < 0 else ""
+    return Text(f"{value:+.2f}" if signed else f"{value:.1f}", style=style, justify="right")
+
+
+def _shadow_cells(row: dict[str, Any]) -> list[object]:
+    """A shadow_report row: live's params, a variation's as they differ from live's."""
+    live = row["variation"] == "live"
+    shown = row["params"] if live else row["changed"]
+    params = ", ".join(f"{key}={value}" for key, value in shown.items())
+    params = params or ("defaults" if live else "as live")
+    open_ = f" ({row['pending']} open)" if row["pending"] else ""
+    return [
+        Text(row["variation"], style="bold" if live else ""),
+        params if row["configured"] else Text(f"{params} (gone)", style="dim"),
+        Text(f"{row['signals']}{open_}", justify="right"),
+        _percent(row["hit_rate_pct"], signed=False),
+        _percent(row["avg_return_pct"]),
+        _percent(row["vs_live_avg_return_pct"]),
     ]
 
 
@@ -166,6 +202,8 @@ class StrategiesScreen(Screen[SignalMark | None]):
         self.signals: list[dict[str, Any]] = []
         self.loads = 0
         self.lineage_run_id: int | None = None  # the run the tree shows
+        self.shadow_rows: list[dict[str, Any]] = []
+        self._shadow_shown: tuple[object, ...] | None = None  # (scanner, its newest run)
         self.running: set[str] = set()  # scanners this screen asked to run now
         self._dirty = True
         self._ticks_since_load = 0
@@ -177,6 +215,7 @@ class StrategiesScreen(Screen[SignalMark | None]):
             with Horizontal(id="strategies-top"):
                 yield DataTable(id="scanners-table", cursor_type="row", zebra_stripes=True)
                 yield Tree("no run yet", id="lineage-tree")
+            yield DataTable(id="shadow-table", cursor_type="row", zebra_stripes=True)
             yield SignalsTable(id="signals-table", cursor_type="row", zebra_stripes=True)
             yield Label("", id="strategies-status")
         yield Footer()
@@ -188,6 +227,11 @@ class StrategiesScreen(Screen[SignalMark | None]):
         signals = self.query_one("#signals-table", DataTable)
         for key, label in SIGNAL_COLUMNS:
             signals.add_column(label, key=key)
+        shadow = self.query_one("#shadow-table", DataTable)
+        for key, label in SHADOW_COLUMNS:
+            shadow.add_column(label, key=key)
+        shadow.border_title = f"Shadow variations · last {SHADOW_DAYS} days"
+        shadow.display = False
         self.query_one("#lineage-tree", Tree).show_root = True
         run, pause = self.key_for("strategies-run"), self.key_for("strategies-pause")
         self.query_one("#strategies-title", Label).update(
@@ -231,6 +275,7 @@ class StrategiesScreen(Screen[SignalMark | None]):
         self._show_scanners(scanners)
         self._show_signals(unique_signals(signals))
         await self._show_lineage()
+        await self._show_shadow()
         self.loads += 1
 
     def _show_scanners(self, scanners: list[dict[str, Any]]) -> None:
@@ -301,6 +346,28 @@ class StrategiesScreen(Screen[SignalMark | None]):
                 branches[instrument] = tree.root.add(instrument, expand=True)
             branches[instrument].add_leaf(_step_label(step), data=step)
         tree.root.expand()
+
+    async def _show_shadow(self) -> None:
+        """The selected scanner's variations beside live (read when it or its newest
+        run changed: outcomes are resolved at each run)."""
+        name = self.selected_scanner()
+        scanner = self.scanners.get(name or "")
+        shown = (name, scanner.get("last_run_id") if scanner else None)
+        if shown == self._shadow_shown:
+            return
+        rows: list[dict[str, Any]] = []
+        if name is not None and scanner is not None:
+            try:
+                rows = await self.client.shadow_report(name, SHADOW_DAYS)
+            except Exception as error:  # an engine that cannot say: no table, and why
+                self._say(Text(f"{name}: shadow report: {error}", style="red"))
+        table = self.query_one("#shadow-table", DataTable)
+        self._shadow_shown = shown
+        self.shadow_rows = rows
+        table.clear()
+        for index, row in enumerate(rows):
+            table.add_row(*_shadow_cells(row), key=str(index))
+        table.display = bool(rows)
 
     @on(DataTable.RowHighlighted, "#scanners-table")
     def _scanner_highlighted(self) -> None:

@@ -10,15 +10,17 @@ import json
 import msgspec
 import polars as pl
 import pytest
-from conftest import make_config
+from conftest import make_config, make_settings, wait_for
 from test_scanners import make_engine, scanner_table, store_bars
 
+from sptrader.clock import now_us
 from sptrader.engine import Engine
 from sptrader.errors import ConfigError
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.scanners import lineage, shadow
 from sptrader.scanners.service import ScannerService
 from sptrader.scanners.shadow import resolve_outcomes
+from sptrader.store import Store
 from sptrader.strategies import registry
 from sptrader.strategies.base import Strategy
 
@@ -253,6 +255,10 @@ async def test_a_run_records_each_variations_signals_and_a_failing_one_only_its_
             instruments=instruments,
             shadow=VARIATIONS,
             shadow_bars=10,
+            # Levels the bars (99-102) never reach, even if the entry minute closes
+            # before the outcomes are looked at.
+            shadow_target_pct=50.0,
+            shadow_stop_pct=50.0,
         )
     )
     for name in instruments:
@@ -421,3 +427,159 @@ def test_the_report_figures_match_the_stored_rows(make_engine) -> None:
     longer = shadow.report(store, engine.config.scanners, "cross", 60, now=NOW)
     assert longer[0]["signals"] == 5 and longer[0]["wins"] == 4
     assert shadow.report(store, engine.config.scanners, "plain", 30, now=NOW) == []
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+CLI_CONFIG = """
+watchlist = ["SIM:EURUSD"]
+
+[store]
+seed_days = 0.05
+
+[[scanners]]
+name = "always"
+strategy = "test_above_sma"
+params = { factor = 0.0 }
+instruments = ["SIM:BTCUSD"]
+bars = 20
+
+[[scanners.shadow]]
+name = "picky"
+params = { factor = 1e9 }
+
+[[scanners.shadow]]
+name = "slow-sma"
+params = { sma = 5 }
+
+[[scanners]]
+name = "plain"
+strategy = "test_above_sma"
+instruments = ["SIM:BTCUSD"]
+"""
+
+
+def test_shadow_report_through_the_cli(run, cli_home) -> None:
+    cli_home.mkdir(parents=True, exist_ok=True)
+    (cli_home / "config.toml").write_text(CLI_CONFIG)
+    before = [line.split() for line in run("shadow", "report").out.splitlines()[2:]]
+    assert [(line[1], line[3]) for line in before] == [
+        ("live", "0"),
+        ("picky", "0"),
+        ("slow-sma", "0"),
+    ]
+    scanned = run("scan", "always")
+    assert scanned.code == 0, scanned.err
+    table = run("shadow", "report")
+    assert table.code == 0, table.err
+    lines = [line.split() for line in table.out.splitlines()]
+    assert lines[0][:2] == ["Shadow", "testing,"]
+    assert lines[1][:4] == ["SCANNER", "VARIATION", "PARAMS", "SIGNALS"]
+    # Signals on the newest bar: their entry (the minute forming now) is still open.
+    assert lines[2] == ["always", "live", "factor=0.0", "1", "1", "0", "0", "0", "-", "-", "-", "-"]
+    assert lines[3][:5] == ["always", "picky", "factor=1000000000.0", "0", "0"]
+    assert lines[4][:5] == ["always", "slow-sma", "sma=5", "1", "1"]
+    as_json = run("shadow", "report", "always", "--days", "7", "--format", "json")
+    assert as_json.code == 0
+    rows = json.loads(as_json.out)
+    assert [row["variation"] for row in rows] == ["live", "picky", "slow-sma"]
+    assert rows[2]["params"] == {"factor": 0.0, "sma": 5} and rows[2]["changed"] == {"sma": 5}
+    assert (rows[0]["signals"], rows[0]["pending"], rows[0]["hit_rate_pct"]) == (1, 1, None)
+    plain = run("shadow", "report", "plain")
+    assert plain.code == 0 and "'plain' has no shadow variations" in plain.out
+    unknown = run("shadow", "report", "nope")
+    assert unknown.code == 2 and unknown.out == ""
+    assert unknown.err.strip() == ("sptrader: unknown scanner 'nope' (scanners: always, plain)")
+    bad_days = run("shadow", "report", "--days", "0")
+    assert bad_days.code == 2 and "--days" in bad_days.err
+
+
+# --- the Strategies screen -------------------------------------------------------------------
+
+
+async def test_the_strategies_screen_shows_the_selected_scanners_variations(home) -> None:
+    from textual.widgets import DataTable
+
+    from sptrader.app import SptraderApp
+    from sptrader.screens import StrategiesScreen
+
+    settings = make_settings(
+        home,
+        watchlist=["SIM:EURUSD"],
+        store={"seed_days": 0.05},
+        scanners=[
+            scanner_table(
+                "cross",
+                "test_above_sma",
+                instruments=["SIM:EURUSD"],
+                schedule="0 0 1 1 *",  # never by itself during the test
+                params={"factor": 0.0},
+                shadow=[
+                    {"name": "slow-sma", "params": {"sma": 5}},
+                    {"name": "picky", "params": {"factor": 9.0}},
+                ],
+            ),
+            scanner_table(
+                "plain", "test_above_sma", instruments=["SIM:EURUSD"], schedule="0 0 1 1 *"
+            ),
+        ],
+    )
+    # Outcomes of earlier runs: live +1 % and -0.5 %, slow-sma +1 %.
+    store = Store(settings.store_path)
+    store.migrate()
+    now = now_us()
+    with store.transaction() as cursor:
+        for hours, (variation, outcome, returned) in enumerate(
+            [("live", "target", 1.0), ("live", "stop", -0.5), ("slow-sma", "target", 1.0)], 2
+        ):
+            cursor.execute(
+                "INSERT INTO shadow_signals (scanner, variation, params, instrument, ts, side,"
+                " timeframe, horizon_bars, target_pct, stop_pct, run_id, created, outcome,"
+                " return_pct) VALUES ('cross', ?, '{}', 'SIM:EURUSD', make_timestamp(?), 'buy',"
+                " '1m', 60, 1.0, 0.5, 1, make_timestamp(?), ?, ?)",
+                [variation, now - hours * 3_600_000_000, now, outcome, returned],
+            )
+    store.close()
+    app = SptraderApp(settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.engine_ready, 20, "the engine")
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(app.screen, StrategiesScreen), 10, "the screen")
+        screen = app.screen
+        assert isinstance(screen, StrategiesScreen)
+        table = screen.query_one("#shadow-table", DataTable)
+        await wait_for(pilot, lambda: len(screen.shadow_rows) == 3, 10, "the shadow table")
+        cells = [[str(cell) for cell in table.get_row_at(index)] for index in range(3)]
+        assert cells == [
+            ["live", "factor=0.0", "2", "50.0", "+0.25", "-"],
+            ["slow-sma", "sma=5", "1", "100.0", "+1.00", "+0.75"],
+            ["picky", "factor=9.0", "0", "-", "-", "-"],
+        ]
+        assert table.display and table.border_title.startswith("Shadow variations")
+        # Run it now: the run's signals join the table (their outcomes still open).
+        await wait_for(
+            pilot,
+            lambda: bool(
+                app.engine.require_store()
+                .cursor()
+                .execute("SELECT count(*) FROM bars_1m")
+                .fetchall()[0][0]
+            ),
+            20,
+            "the seeded history",
+        )
+        await pilot.press("r")
+        await wait_for(
+            pilot,
+            lambda: screen.shadow_rows and screen.shadow_rows[0]["signals"] == 3,
+            20,
+            "the run",
+        )
+        assert str(table.get_row_at(0)[2]) == "3 (1 open)"
+        assert str(table.get_row_at(1)[2]) == "2 (1 open)"
+        # A scanner without variations: no table.
+        await pilot.press("down")
+        await wait_for(pilot, lambda: screen.selected_scanner() == "plain", 5, "plain selected")
+        await wait_for(pilot, lambda: not table.display, 10, "the table hidden")
+        assert screen.shadow_rows == []
+        await pilot.press("q")
