@@ -583,3 +583,22 @@ async def test_the_strategies_screen_shows_the_selected_scanners_variations(home
         await wait_for(pilot, lambda: not table.display, 10, "the table hidden")
         assert screen.shadow_rows == []
         await pilot.press("q")
+
+
+async def test_the_api_row_checks_its_parameters_and_answers_with_the_report(make_engine) -> None:
+    from sptrader.api.methods import METHODS, check_params
+    from sptrader.client.local import LocalEngineClient
+    from sptrader.errors import UsageError
+
+    engine = report_engine(make_engine)
+    store_crafted(engine, {"live": [1, 2], "wide": [3]})
+    client = LocalEngineClient(engine, run_services=False)
+    values = check_params("shadow_report", {"scanner": "cross", "days": 3650})
+    rows = await METHODS["shadow_report"].call(client, **values)
+    assert [row["variation"] for row in rows] == ["live", "wide", "quiet"]
+    assert rows == await client.shadow_report("cross", 3650)
+    assert check_params("shadow_report", {})["days"] == 30
+    with pytest.raises(UsageError, match="shadow_report: days must be"):
+        check_params("shadow_report", {"days": 0})
+    with pytest.raises(UsageError, match="unknown scanner 'nope'"):
+        await client.shadow_report("nope", 30)
