@@ -66,6 +66,7 @@ from sptrader.watchlist import load_watchlist, save_watchlist
 from sptrader.wording import live_venues_line
 
 if TYPE_CHECKING:
+    from sptrader.backtest.jobs import BacktestJobs
     from sptrader.scanners.service import ScannerDeps
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,17 @@ class Engine:
                     feeds=self.feed_registry,
                     instruments=lambda: list(self.watchlist),
                 )
+        # Backtests clients start (sptrader.backtest.jobs), made on first use (the
+        # backtester's imports cost a command that never runs one a quarter second).
+        self._backtests: BacktestJobs | None = None
+
+    @property
+    def backtests(self) -> BacktestJobs:
+        if self._backtests is None:
+            from sptrader.backtest.jobs import BacktestJobs
+
+            self._backtests = BacktestJobs()
+        return self._backtests
 
     # --- feeds (sptrader.feeds.registry) ----------------------------------------------
 
@@ -672,6 +684,8 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop feeds, let bars and the writer finish, flush, close the store."""
+        if self._backtests is not None:
+            await self._backtests.close()  # their processes go; loading ones read no more
         if not self.started:
             if self.store is not None:
                 await run_in_thread(self.store.close)

@@ -289,6 +289,11 @@ METHODS: dict[str, Method] = {
     "history_source": Method(
         {"instrument": _TEXT}, lambda c, instrument: c.history_source(instrument)
     ),
+    "start_backtest": Method(
+        {"request": Param(dict, required=True)}, lambda c, request: c.start_backtest(request)
+    ),
+    "backtest_job": Method({"job_id": _ID}, lambda c, job_id: c.backtest_job(job_id)),
+    "cancel_backtest": Method({"job_id": _ID}, lambda c, job_id: c.cancel_backtest(job_id)),
     # --- data commands (candles, backfill, data, symbols, export) ---
     "recent_window": Method(
         {"instrument": _TEXT, "timeframe": Param(str, default="1m"), "bars": _count(required=True)},

@@ -764,6 +764,18 @@ class LocalEngineClient:
         feed = self.engine.history_feed(normalize_instrument(instrument))
         return None if feed is None else feed.name
 
+    async def start_backtest(self, request: dict) -> dict:
+        config = self.engine.config
+        return await self.engine.backtests.start(
+            request, self, config.broker, config.risk, config.strategies.modules
+        )
+
+    async def backtest_job(self, job_id: int) -> dict:
+        return self.engine.backtests.status(job_id)
+
+    async def cancel_backtest(self, job_id: int) -> dict:
+        return await self.engine.backtests.cancel(job_id)
+
     async def _scan_here(self, name: str) -> dict:
         """``scan`` on an engine with only its store open (a command's without a daemon):
         nothing streams the scanner's instruments, so their recent history is fetched

@@ -375,3 +375,24 @@ class EngineClient(Protocol):
         """The enabled feed that can fetch ``instrument``'s history (its name), or None
         (then a gap in the store stays a gap)."""
         ...
+
+    async def start_backtest(self, request: dict) -> dict:
+        """Start a backtest job (``sptrader.backtest.jobs.BacktestRequest`` fields:
+        strategy, instrument, start_us, end_us, timeframe, params (``k=v`` texts, ranges
+        for a sweep), mode (single, sweep, walk-forward; train, test, anchored), trials,
+        objective, seed, top, allow_gaps). Checked at once (a bad one is a one-line
+        error); the bars load and the run goes on in the engine's background, in a
+        process of its own. Returns the job's status, as ``backtest_job``."""
+        ...
+
+    async def backtest_job(self, job_id: int) -> dict:
+        """A backtest job's status: job_id, state (loading, running, done, failed,
+        cancelled), message, done/total/unit (runs, combinations or folds), error (one
+        line), started_us, finished_us, elapsed_s, request, and once done its result
+        (summary, equity curve, trades, sweep rows or walk-forward folds). The newest few
+        finished jobs are kept; an unknown id is a usage error."""
+        ...
+
+    async def cancel_backtest(self, job_id: int) -> dict:
+        """Stop a running backtest job (its process and workers); its status."""
+        ...

@@ -447,6 +447,15 @@ class RemoteEngineClient:
     async def history_source(self, instrument: str) -> str | None:
         return await self._call("history_source", instrument=instrument)
 
+    async def start_backtest(self, request: dict) -> dict:
+        return await self._call("start_backtest", request=request)
+
+    async def backtest_job(self, job_id: int) -> dict:
+        return await self._call("backtest_job", job_id=job_id)
+
+    async def cancel_backtest(self, job_id: int) -> dict:
+        return await self._call("cancel_backtest", job_id=job_id)
+
     # --- data commands (candles, backfill, data, symbols, export) ---
 
     async def backfill(

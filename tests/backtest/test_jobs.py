@@ -372,3 +372,69 @@ async def test_a_few_finished_jobs_are_kept_and_a_few_run_at_once(monkeypatch) -
         await board.start(request(), client, BROKER, RISK)
     await board.close()
     assert all(job.state == "cancelled" for job in board._jobs.values() if job.job_id > ids[-1])
+
+
+# --- through the clients ----------------------------------------------------------------
+
+
+async def _until_done(call: Any, job_id: int, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await call(job_id)
+        if status["state"] in jobs.FINISHED:
+            return status
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.05)
+
+
+async def test_a_job_over_the_api_is_the_local_client_s(home) -> None:
+    """The daemon's API rows start, follow and cancel the engine's jobs; the result is
+    the local client's, through JSON."""
+    from conftest import make_settings, wait_for_history
+
+    from sptrader.api.server import ApiServer
+    from sptrader.client.connection import ApiConnection
+    from sptrader.client.local import LocalEngineClient
+    from sptrader.engine import Engine
+    from sptrader.store import queries
+
+    settings = make_settings(
+        home, watchlist=["SIM:EURUSD"], store={"seed_days": 0.2}, feeds={"sim": {"tick_rate": 2}}
+    )
+    engine = Engine(settings)
+    server = ApiServer(engine)
+    connection = ApiConnection(home)
+    try:
+        await engine.start()
+        await wait_for_history(engine, ["SIM:EURUSD"])
+        await server.start()
+        await connection.open()
+        last = queries.last_bar_ts(engine.require_store(), "SIM:EURUSD")
+        end = last - last % HOUR
+        asked = request(start_us=end - 3 * HOUR, end_us=end, params=["fast=5"], allow_gaps=True)
+        started = await connection.call("start_backtest", request=asked)
+        remote = await _until_done(
+            lambda job_id: connection.call("backtest_job", job_id=job_id), started["job_id"]
+        )
+        local = LocalEngineClient(engine)
+        mine = await local.start_backtest(asked)
+        here = await _until_done(local.backtest_job, mine["job_id"])
+        assert remote["state"] == here["state"] == "done", (remote["error"], here["error"])
+        assert mine["job_id"] == started["job_id"] + 1  # one engine's jobs
+        ours, theirs = here["result"], remote["result"]
+        assert theirs["run"]["trades"] == ours["run"]["trades"]
+        assert theirs["run"]["equity"] == ours["run"]["equity"]
+        assert without_timing(theirs["run"]["summary"]) == without_timing(ours["run"]["summary"])
+        assert theirs["price_decimals"] == 5
+        again = await connection.call("cancel_backtest", job_id=started["job_id"])
+        assert again["state"] == "done"  # a finished job stays as it ended
+        with pytest.raises(UsageError, match="start_backtest: request must be a JSON object"):
+            await connection.call("start_backtest", request="sma_cross")
+        with pytest.raises(UsageError, match="no backtest job 99"):
+            await connection.call("backtest_job", job_id=99)
+        with pytest.raises(SptraderError, match="unknown strategy 'nope'"):
+            await connection.call("start_backtest", request={**asked, "strategy": "nope"})
+    finally:
+        await connection.close()
+        await server.close()
+        await engine.stop()
