@@ -40,6 +40,36 @@ Semantics
   gap inside the bar are as they happened (:mod:`sptrader.backtest.detail`). At a bar where
   a signal's order fills at the open, resting stops and targets that the open already
   crossed fill first (they were there first), then the signal acts.
+- **Trailing stops.** A signal's optional ``trail`` (a price distance) or ``trail_pct``
+  (a % of the price; :data:`sptrader.strategies.base.OPTIONAL_SIGNAL_SCHEMA`) makes its
+  stop trail the best price since the entry: a long's stop at ``best - trail`` (``best *
+  (1 - trail_pct / 100)``), where best is the entry bar's open, then the highest high,
+  and only ever up; a short's from the lowest low, down. A bar's high (low) moves the
+  stop for the next bar, never for itself, so a bar cannot both raise the stop and hit
+  it (the conservative choice: we do not know which came first inside a bar). Its stop,
+  if given, is the level's floor (a short's: ceiling) and still sizes the entry; without
+  one the entry is sized from ``signal_notional``. The trade's ``stop`` is the level it
+  stood at when the trade ended. The paper broker trails the same way from its quotes
+  (:mod:`sptrader.broker.realism`). Not with ``detail`` yet.
+- **Volume cap.** ``broker.max_volume_share`` > 0: a bar fills at most that share of its
+  volume, over all the orders filled on it; the rest keeps working. An entry's rest and
+  a market exit's (a signal's, a reversal's, or a stop's once triggered) fill at the
+  following bars' opens (with slippage); a target's rest stays a limit at its price, the
+  stop still working beside it. Entries are sized and checked against the limits once,
+  for the whole quantity, and protected by their stop and target from their first fill
+  (a trail starts at that bar's open); a stop or target filling cancels what the entry
+  has not filled. An exit under way completes: signals arriving meanwhile only say what
+  to enter once it has (a reversal's new side enters at the open where the close
+  completes, in what is left of that bar's volume). A bar without volume fills nothing.
+  A trade's ``qty`` is what its entry filled, its prices the averages of its fills, its
+  exit time and reason those of the fill that completed it; ``partial_fills`` in the
+  summary counts the fills that left part of their order working. The close at the end
+  is not capped. Bars with no volume at all (none in the window) cannot be capped: the
+  run is uncapped and the summary's ``volume_cap`` says so. Not with ``detail`` yet.
+- **Latency.** ``broker.latency_bars`` = N: a signal on bar t reaches the market N bars
+  later and fills at the open of bar t+1+N (exactly a run with every signal moved N bars
+  later); one with no bar t+1+N is not filled. Stops and targets, resting at the venue,
+  have none.
 - **End.** A position still open after the last bar is closed at the last bar's close
   (with slippage and fees; ``exit_reason`` "end"), so the trades' P&L adds up to the
   change in equity.
@@ -68,7 +98,13 @@ import msgspec
 import numpy as np
 import polars as pl
 
-from sptrader.backtest.simulation import TRADE_COLUMNS, TRADE_SCHEMA, Simulation, frame_of
+from sptrader.backtest.simulation import (
+    TRADE_COLUMNS,
+    TRADE_SCHEMA,
+    Simulation,
+    Trails,
+    frame_of,
+)
 from sptrader.broker.performance import (
     equity_returns,
     max_drawdown,
@@ -77,11 +113,12 @@ from sptrader.broker.performance import (
     sortino,
     trade_stats,
 )
+from sptrader.broker.realism import trail_problem
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.indicators import add_indicators
 from sptrader.models import US_PER_MINUTE, timeframe_minutes
 from sptrader.schema import FILL_SCHEMA, ORDER_FLOW_SCHEMA, STORED_BAR_COLUMNS
-from sptrader.strategies.base import Strategy
+from sptrader.strategies.base import OPTIONAL_SIGNAL_SCHEMA, Strategy
 from sptrader.strategies.informative import with_informative
 
 __all__ = ["TRADE_COLUMNS", "BacktestResult", "run_backtest"]
@@ -147,15 +184,23 @@ def run_backtest(
     # Higher timeframes the strategy reads (informative bars), rolled up from these bars.
     with_indicators = with_informative(strategy, with_indicators, timeframe)
     signals = strategy.evaluate(with_indicators)
-    events = _events(signals, ts, first)
+    events, trails = _events(signals, ts, first, broker_cfg.latency_bars)
 
     arrays = tuple(
         frame[column].cast(pl.Float64).to_numpy() for column in ("open", "high", "low", "close")
     )
-    sim = Simulation(name, arrays, ts, first, broker_cfg, risk_cfg)
-    sim.run(events)
+    sim_cfg, volume, volume_cap = _volume_cap(broker_cfg, frame, first)
+    if detail is not None and (trails is not None or volume is not None):
+        what = "trailing stops" if trails is not None else "broker.max_volume_share"
+        raise ValueError(f"{what} cannot be simulated with --detail yet")
+    sim = Simulation(name, arrays, ts, first, sim_cfg, risk_cfg, volume=volume)
+    sim.run(events, trails)
     # Exits that assumed the stop came first on a bar reaching both.
-    extra: dict[str, Any] = {"ambiguous_bars": sim.ambiguous}
+    extra: dict[str, Any] = {
+        "ambiguous_bars": sim.ambiguous,
+        "partial_fills": sim.partial_fills,
+        "volume_cap": volume_cap,
+    }
     if detail is None:
         trades = sim.trades_frame(gaps)
         equity, position = sim.equity_curve()
@@ -282,14 +327,29 @@ def _prepared(bars: pl.DataFrame, instrument: str | None) -> pl.DataFrame:
     return frame
 
 
+def _volume_cap(
+    broker_cfg: BrokerConfig, frame: pl.DataFrame, first: int
+) -> tuple[BrokerConfig, np.ndarray | None, str]:
+    """The config the simulation runs with, the bars' volume when fills are capped by it,
+    and what the summary says of the cap."""
+    share = broker_cfg.max_volume_share
+    if share <= 0:
+        return broker_cfg, None, "off"
+    volume = frame["volume"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    if not (volume[first:] > 0).any():
+        return msgspec.structs.replace(broker_cfg, max_volume_share=0.0), None, "off: no volume"
+    return broker_cfg, volume, f"{share:g} of each bar's volume"
+
+
 def _events(
-    signals: pl.DataFrame, ts: np.ndarray, first: int
-) -> tuple[list[int], list[int], list[float], list[float], list[str]]:
+    signals: pl.DataFrame, ts: np.ndarray, first: int, latency: int = 0
+) -> tuple[tuple[list[int], list[int], list[float], list[float], list[str]], Trails | None]:
     """The signals to act on, one per bar (the last of each), in time order: their bar
-    index, side code (1 buy, -1 sell, 0 exit), stop, target (NaN: none) and reason."""
+    index (``latency`` bars after the signal's), side code (1 buy, -1 sell, 0 exit), stop,
+    target (NaN: none) and reason; and their (trail, trail_pct) when any signal trails."""
     empty: tuple[list[int], list[int], list[float], list[float], list[str]] = ([], [], [], [], [])
     if signals is None or signals.is_empty():
-        return empty
+        return empty, None
     for column in ("ts", "side"):
         if column not in signals.columns:
             raise ValueError(f"the strategy's signals have no {column!r} column")
@@ -303,39 +363,63 @@ def _events(
     inside = index < ts.size
     found = np.zeros(index.size, dtype=bool)
     found[inside] = ts[index[inside]] == at_us[inside]
-    # Acted on at the next bar's open: that bar must exist; warm-up bars do not trade.
-    usable = found & (index >= first) & (index + 1 < ts.size)
+    # Acted on at the open of the bar after the latency: that bar must exist; warm-up
+    # bars do not trade.
+    usable = found & (index >= first) & (index + 1 + latency < ts.size)
     if not usable.any():
-        return empty
+        return empty, None
 
     def column(name: str) -> pl.Series:
         if name in signals.columns:
             return signals[name].cast(pl.Float64).fill_null(NAN)
         return pl.Series(name, [NAN] * signals.height, dtype=pl.Float64)
 
+    trailing = [name for name in OPTIONAL_SIGNAL_SCHEMA if name in signals.columns]
     table = (
         pl.DataFrame(
             {
-                "bar": index,
+                "bar": index + latency,
                 "side": sides.replace_strict(_SIDE_CODES, return_dtype=pl.Int8),
                 "stop": column("stop"),
                 "target": column("target"),
                 "reason": signals["reason"].cast(pl.String).fill_null("")
                 if "reason" in signals.columns
                 else pl.Series("reason", [""] * signals.height),
+                **{name: column(name) for name in trailing},
             }
         )
         .filter(pl.Series(usable))
         .unique("bar", keep="last", maintain_order=True)
         .sort("bar", maintain_order=True)
     )
-    return (
+    events = (
         table["bar"].to_list(),
         table["side"].to_list(),
         table["stop"].to_list(),
         table["target"].to_list(),
         table["reason"].to_list(),
     )
+    return events, _trails(table, ts) if trailing else None
+
+
+def _trails(table: pl.DataFrame, ts: np.ndarray) -> Trails | None:
+    """Each event's (trail, trail_pct), NaN for none; None when no signal trails. A bad
+    value is the strategy's error, named with its bar."""
+    trail = table["trail"] if "trail" in table.columns else pl.Series([NAN] * table.height)
+    pct = table["trail_pct"] if "trail_pct" in table.columns else pl.Series([NAN] * table.height)
+    given = ~trail.is_nan() | ~pct.is_nan()
+    if not given.any():
+        return None
+    for bar, distance, percent in zip(
+        table["bar"].filter(given), trail.filter(given), pct.filter(given), strict=True
+    ):
+        problem = trail_problem(
+            None if math.isnan(distance) else distance, None if math.isnan(percent) else percent
+        )
+        if problem:
+            at = np.datetime64(int(ts[bar]), "us")
+            raise ValueError(f"the strategy's signal at {at}Z: {problem}")
+    return list(zip(trail.to_list(), pct.to_list(), strict=True))
 
 
 def _empty_result(
@@ -353,6 +437,8 @@ def _empty_result(
         rejected=0,
         trades_spanning_gaps=0,
         ambiguous_bars=0,
+        partial_fills=0,
+        volume_cap="off" if broker_cfg.max_volume_share <= 0 else "no bars",
         elapsed_s=time.perf_counter() - started,
         bars_per_s=None,
     )

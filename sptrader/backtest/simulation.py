@@ -1,6 +1,8 @@
-"""The account through a backtest's events: entries, exits, stops and targets, the
-daily loss limit, and the trades and equity curve they add up to (the semantics are in
-:mod:`sptrader.backtest.engine`'s doc). Python per event, numpy between events."""
+"""The account through a backtest's events: entries, exits, stops and targets (fixed or
+trailing), the daily loss limit, fills capped by the bars' volume, and the trades and
+equity curve they add up to (the semantics are in :mod:`sptrader.backtest.engine`'s doc).
+Python per event, numpy between events; with the volume cap on, Python per bar while an
+order is working (``run`` picks the loop)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,17 @@ import polars as pl
 from sptrader.broker import performance
 from sptrader.broker import risk as risk_limits
 from sptrader.broker.fill_model import FillModel
-from sptrader.broker.ledger import Ledger
+from sptrader.broker.ledger import QTY_EPSILON, Ledger
+from sptrader.broker.realism import bar_capacity, ratchet, take, trail_level
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 
 __all__ = ["TRADE_COLUMNS", "TRADE_SCHEMA", "Simulation", "frame_of"]
 
 NAN = math.nan
+#: Per event, the signal's trail: (distance, %), NaN for none.
+Trails = list[tuple[float, float]]
+NO_TRAIL = (NAN, NAN)
 
 #: The columns of ``BacktestResult.trades``: the journal's trade columns up to ``fees``
 #: (:data:`sptrader.broker.performance.TRADE_SCHEMA`; ``exit_time_us`` is the open time
@@ -49,6 +55,8 @@ class Simulation:
         first: int,
         broker: BrokerConfig,
         limits: RiskConfig,
+        *,
+        volume: np.ndarray | None = None,
     ) -> None:
         self.instrument = instrument
         self.open, self.high, self.low, self.close = arrays
@@ -70,6 +78,11 @@ class Simulation:
         self.target = NAN
         self.protected = False  # a position with a stop or a target
         self.reason = ""
+        # A trailing stop: its distance or % (None: fixed), and the first bar whose
+        # extreme has not moved it yet.
+        self.trail: float | None = None
+        self.trail_pct: float | None = None
+        self.trail_from = 0
         self.fills: list[tuple] = []
         # The columns of TRADE_SCHEMA up to "reason", then entry bar, exit bar, entry fee.
         self.trades: list[tuple] = []
@@ -82,15 +95,30 @@ class Simulation:
         self.watch_day = limits.daily_loss_limit > 0
         self.day = -1
         self.day_start_equity = broker.starting_cash
+        # The volume cap (0: off): each bar fills at most this share of its volume.
+        self.share = broker.max_volume_share
+        if self.share > 0 and volume is None:
+            raise ValueError("broker.max_volume_share needs the bars' volume")
+        self.volume = volume
+        # Fills that left part of their order working (the volume cap).
+        self.partial_fills = 0
 
     # --- the event loop ---------------------------------------------------------------
 
-    def run(self, events: tuple[list[int], list[int], list[float], list[float], list[str]]) -> None:
+    def run(
+        self,
+        events: tuple[list[int], list[int], list[float], list[float], list[str]],
+        trails: Trails | None = None,
+    ) -> None:
+        """The account through ``events`` (bar, side, stop, target, reason per signal)
+        and, when any signal trails, their ``trails``."""
+        if self.share > 0:
+            return self.run_capped(events, trails)
         bars, sides, stops, targets, reasons = events
         opens = self.open
         searched = self.first  # protective orders are checked on bars from here on
-        for bar, side, stop, target, reason in zip(
-            bars, sides, stops, targets, reasons, strict=True
+        for index, (bar, side, stop, target, reason) in enumerate(
+            zip(bars, sides, stops, targets, reasons, strict=True)
         ):
             fill_bar = bar + 1
             if self.protected:
@@ -113,7 +141,8 @@ class Simulation:
                         self.model.open_fill(self._closing_side(), opens[fill_bar]),
                         "reverse",
                     )
-                self.enter(fill_bar, side, stop, target, reason)
+                trail = NO_TRAIL if trails is None else trails[index]
+                self.enter(fill_bar, side, stop, target, reason, trail)
             searched = fill_bar
         if self.direction:
             if self.protected:
@@ -128,7 +157,54 @@ class Simulation:
 
     # --- entries and exits ------------------------------------------------------------
 
-    def enter(self, bar: int, direction: int, stop: float, target: float, reason: str) -> None:
+    def enter(
+        self,
+        bar: int,
+        direction: int,
+        stop: float,
+        target: float,
+        reason: str,
+        trail: tuple[float, float] = NO_TRAIL,
+    ) -> None:
+        sized = self.size_entry(bar, direction, stop, target)
+        if sized is None:
+            return
+        qty, price = sized
+        side = "buy" if direction > 0 else "sell"
+        fee = self.model.fee(qty, price)
+        self.fill(side, qty, price, fee, bar)
+        self.direction = direction
+        self.qty = qty
+        self.entry_price = price
+        self.entry_bar = bar
+        self.entry_fee = fee
+        self.stop = stop
+        self.target = target
+        self.protected = not (math.isnan(stop) and math.isnan(target))
+        self.reason = reason
+        if trail is not NO_TRAIL:
+            self.start_trail(bar, trail)
+
+    def start_trail(self, bar: int, trail: tuple[float, float]) -> None:
+        """A trailing stop from ``bar``'s open on (the market when the position opened),
+        at least the signal's stop."""
+        distance, pct = trail
+        if math.isnan(distance) and math.isnan(pct):
+            self.trail = self.trail_pct = None
+            return
+        self.trail = None if math.isnan(distance) else distance
+        self.trail_pct = None if math.isnan(pct) else pct
+        side = self._closing_side()
+        level = trail_level(side, float(self.open[bar]), self.trail, self.trail_pct)
+        self.stop = ratchet(side, self.stop, level)
+        self.trail_from = bar
+        self.protected = True
+
+    def size_entry(
+        self, bar: int, direction: int, stop: float, target: float
+    ) -> tuple[float, float] | None:
+        """(quantity, fill price) of an entry at ``bar``'s open, or None: rejected (and
+        listed) for a stop or target on the wrong side, no size, or a risk limit."""
         side = "buy" if direction > 0 else "sell"
         open_ = float(self.open[bar])
         price = self.model.open_fill(side, open_)
@@ -172,17 +248,7 @@ class Simulation:
         )
         if rejection is not None:
             return self.reject(bar, side, rejection.limit, rejection.message)
-        fee = self.model.fee(qty, price)
-        self.fill(side, qty, price, fee, bar)
-        self.direction = direction
-        self.qty = qty
-        self.entry_price = price
-        self.entry_bar = bar
-        self.entry_fee = fee
-        self.stop = stop
-        self.target = target
-        self.protected = has_stop or has_target
-        self.reason = reason
+        return qty, price
 
     def exit(self, bar: int, price: float, why: str) -> None:
         side = self._closing_side()
@@ -215,13 +281,27 @@ class Simulation:
         self.qty = 0.0
         self.stop = self.target = NAN
         self.protected = False
+        self.trail = self.trail_pct = None
 
-    def fill(self, side: str, qty: float, price: float, fee: float, bar: int) -> None:
+    def fill(
+        self, side: str, qty: float, price: float, fee: float, bar: int, order_id: int = 0
+    ) -> None:
         fill_id = self.next_id
         self.next_id += 1
         ts_us = int(self.ts[bar])
         self.fills.append(
-            (fill_id, fill_id, self.instrument, side, qty, price, fee, ts_us, "paper", None)
+            (
+                fill_id,
+                order_id or fill_id,
+                self.instrument,
+                side,
+                qty,
+                price,
+                fee,
+                ts_us,
+                "paper",
+                None,
+            )
         )
         self.book.apply(qty if side == "buy" else -qty, price, fee, ts_us)
 
@@ -252,7 +332,10 @@ class Simulation:
 
     def protect(self, start: int, end: int) -> None:
         """Fill the stop or target at the first bar of [start, end) that reaches one."""
-        hit = self.first_hit(start, end)
+        if self.trail is None and self.trail_pct is None:
+            hit = self.first_hit(start, end)
+        else:
+            hit = self.first_hit_trailing(start, end)
         if hit < 0:
             return
         if self.watch_day:
@@ -317,6 +400,354 @@ class Simulation:
             size *= 4
         return -1
 
+    def first_hit_trailing(self, start: int, end: int) -> int:
+        """``first_hit`` for a trailing stop, whose level on each bar comes from the
+        extremes of the bars before it (highs for a long, lows for a short: a bar's new
+        extreme moves the stop for the next bar, so one bar cannot both move and hit it).
+        Leaves ``stop`` at its level on the bar hit, or on ``end`` when none is."""
+        self.fold_trail(start)
+        long = self.direction > 0
+        side = self._closing_side()
+        trail, pct, target = self.trail, self.trail_pct, self.target
+        level = self.stop
+        size = 64
+        while start < end:
+            stop_at = min(end, start + size)
+            highs = self.high[start:stop_at]
+            lows = self.low[start:stop_at]
+            best = np.maximum.accumulate(highs) if long else np.minimum.accumulate(lows)
+            levels = np.empty(best.size)
+            levels[0] = level
+            if best.size > 1:
+                moved = trail_level(side, best[:-1], trail, pct)
+                levels[1:] = np.maximum(moved, level) if long else np.minimum(moved, level)
+            if long:
+                reached = (lows <= levels) | (highs >= target)
+            else:
+                reached = (highs >= levels) | (lows <= target)
+            found = int(reached.argmax())
+            if reached[found]:
+                self.stop = float(levels[found])
+                self.trail_from = start + found
+                return start + found
+            level = ratchet(side, level, trail_level(side, float(best[-1]), trail, pct))
+            start = stop_at
+            size *= 4
+        self.stop = level
+        self.trail_from = max(self.trail_from, end)
+        return -1
+
+    def fold_trail(self, upto: int) -> None:
+        """Move a trailing stop by the extremes of the bars from ``trail_from`` up to
+        ``upto`` (the stop as it stands at ``upto``'s open)."""
+        if upto <= self.trail_from or (self.trail is None and self.trail_pct is None):
+            return
+        side = self._closing_side()
+        if self.direction > 0:
+            best = float(self.high[self.trail_from : upto].max())
+        else:
+            best = float(self.low[self.trail_from : upto].min())
+        self.stop = ratchet(side, self.stop, trail_level(side, best, self.trail, self.trail_pct))
+        self.trail_from = upto
+
+    # --- the volume cap ---------------------------------------------------------------
+    #
+    # Each bar fills at most ``share`` of its volume, over every order of that bar. What
+    # an order does not fill stays working: an entry or a market exit (a signal's, or a
+    # stop's once triggered) fills at the next bars' opens; a target rests at its price
+    # with the stop still working. The loop jumps from event to event (and, with a
+    # position protected, to the first bar reaching its stop or target) while nothing
+    # works at the opens, and goes bar by bar while something does.
+
+    def run_capped(
+        self,
+        events: tuple[list[int], list[int], list[float], list[float], list[str]],
+        trails: Trails | None,
+    ) -> None:
+        bars, sides, stops, targets, reasons = events
+        assert self.volume is not None
+        self.fill_bars: list[int] = []  # each fill's bar (the equity curve and the day)
+        self.entry_left = 0.0  # what the entry has still to fill
+        self.entered = 0.0  # what it filled, at what value
+        self.entry_value = 0.0
+        self.entry_trail: tuple[float, float] = NO_TRAIL
+        self.market_exit = False  # a market exit is working
+        self.exit_reason = ""  # the exit under way ("": none), then what completed it
+        self.exit_qty = self.exit_value = self.exit_fee = 0.0
+        self.follow: tuple | None = None  # the entry to make once the exit is done
+        self.order_id = 0  # the order the fills belong to
+        self.entry_orders: dict[int, float] = {}  # each entry's order id and size
+        self.room = 0.0  # what the bar being filled has left
+        count = self.count
+        fill_at = [bar + 1 for bar in bars]
+        total = len(fill_at)
+        k = 0
+        b = self.first
+        while b < count:
+            next_event = fill_at[k] if k < total else count
+            if b < next_event and not (self.entry_left or self.market_exit or self.follow):
+                # Nothing works at the opens: jump to the next event, or to the first bar
+                # that reaches the position's stop or target.
+                if not (self.qty > 0 and self.protected):
+                    b = next_event
+                    continue
+                if self.trail is None and self.trail_pct is None:
+                    hit = self.first_hit(b, next_event)
+                else:
+                    hit = self.first_hit_trailing(b, next_event)
+                if hit < 0:
+                    b = next_event
+                    continue
+                b = hit
+            event = None
+            if k < total and fill_at[k] == b:
+                trail = trails[k] if trails is not None else NO_TRAIL
+                event = (sides[k], stops[k], targets[k], reasons[k], trail)
+                k += 1
+            self.step(b, event)
+            b += 1
+        if self.direction and self.qty > 0:
+            last = count - 1
+            self.entry_left = 0.0
+            self.order_id = self.next_id  # the close at the end is an order of its own
+            price = self.model.slipped(self._closing_side(), float(self.close[last]))
+            self.fill_exit(last, price, "end", capped=False)
+
+    def step(self, b: int, event: tuple | None) -> None:
+        """Bar ``b``: working orders at its open, the signal acting there (after any
+        stop or target its open crossed), then the stop and target over its range."""
+        assert self.volume is not None
+        self.room = bar_capacity(self.share, float(self.volume[b]))
+        o = float(self.open[b])
+        if event is not None and self.market_exit:
+            # An exit under way completes; the signal says what comes after it.
+            side = event[0]
+            self.follow = None if side == 0 else event
+            event = None
+        if self.market_exit:
+            self.fill_exit(b, self.model.open_fill(self._closing_side(), o), self.exit_reason)
+            if not self.direction and self.follow is not None:
+                follow, self.follow = self.follow, None
+                self.start_entry(b, *follow)
+        elif self.entry_left:
+            self.fill_entry(b, self.model.open_fill("buy" if self.direction > 0 else "sell", o))
+        if event is not None:
+            if self.qty > 0 and self.protected:
+                self.fold_trail(b)
+                self.protect_bar(b, open_only=True)
+            self.act(b, *event)
+        if self.qty > 0 and self.protected and not self.market_exit:
+            self.fold_trail(b)
+            self.protect_bar(b, open_only=False)
+        if self.direction:
+            self.fold_trail(b + 1)
+
+    def act(
+        self,
+        b: int,
+        side: int,
+        stop: float,
+        target: float,
+        reason: str,
+        trail: tuple[float, float],
+    ) -> None:
+        """A signal at ``b``'s open, no market exit working."""
+        if side == self.direction:
+            return
+        if self.direction:
+            self.entry_left = 0.0  # what the entry has not filled is cancelled
+            if self.qty > 0:
+                if side:
+                    self.follow = (side, stop, target, reason, trail)
+                self.start_exit("reverse" if side else "signal")
+                self.fill_exit(b, self.model.open_fill(self._closing_side(), float(self.open[b])))
+                if self.direction or self.follow is None:
+                    return
+                self.follow = None
+            else:
+                self._flat()
+        if side:
+            self.start_entry(b, side, stop, target, reason, trail)
+
+    def start_entry(
+        self,
+        b: int,
+        direction: int,
+        stop: float,
+        target: float,
+        reason: str,
+        trail: tuple[float, float],
+    ) -> None:
+        """An entry sized and checked at ``b``'s open, for its whole quantity."""
+        if self.watch_day:
+            self.roll_day_from_fills(b)
+        sized = self.size_entry(b, direction, stop, target)
+        if sized is None:
+            return
+        qty, price = sized
+        self.order_id = self.next_id
+        self.entry_orders[self.order_id] = qty
+        self.direction = direction
+        self.entry_left = qty
+        self.entered = self.entry_value = self.entry_fee = 0.0
+        self.stop, self.target, self.reason = stop, target, reason
+        self.entry_trail = trail
+        self.fill_entry(b, price)
+
+    def fill_entry(self, b: int, price: float) -> None:
+        qty = take(self.entry_left, self.room)
+        if not qty:
+            return
+        side = "buy" if self.direction > 0 else "sell"
+        fee = self.model.fee(qty, price)
+        self.capped_fill(side, qty, price, fee, b, qty < self.entry_left)
+        first = self.entered == 0
+        self.entry_left = self.entry_left - qty if qty < self.entry_left else 0.0
+        self.qty += qty
+        self.entered += qty
+        self.entry_value += qty * price
+        self.entry_fee += fee
+        self.entry_price = self.entry_value / self.entered
+        if first:
+            # Protected from the first fill on: the stop and target, a trail from here.
+            self.entry_bar = b
+            self.protected = not (math.isnan(self.stop) and math.isnan(self.target))
+            if self.entry_trail is not NO_TRAIL:
+                self.start_trail(b, self.entry_trail)
+
+    def start_exit(self, why: str) -> None:
+        self.entry_left = 0.0
+        self.market_exit = True
+        self.exit_reason = why
+        self.order_id = self.next_id
+
+    def fill_exit(
+        self, b: int, price: float, why: str | None = None, *, capped: bool = True
+    ) -> None:
+        """Close what the bar's room allows of the position at ``price``; the trade is
+        done when nothing is left."""
+        qty = take(self.qty, self.room) if capped else self.qty
+        if not qty:
+            return
+        fee = self.model.fee(qty, price)
+        self.capped_fill(self._closing_side(), qty, price, fee, b, qty < self.qty)
+        self.qty = self.qty - qty if qty < self.qty else 0.0
+        self.exit_qty += qty
+        self.exit_value += qty * price
+        self.exit_fee += fee
+        if self.qty > QTY_EPSILON:
+            return
+        exit_price = self.exit_value / self.exit_qty
+        direction = self.direction
+        gross = (exit_price - self.entry_price) * self.entered * direction
+        self.trades.append(
+            (
+                self.instrument,
+                "long" if direction > 0 else "short",
+                self.entered,
+                int(self.ts[self.entry_bar]),
+                self.entry_price,
+                int(self.ts[b]),
+                exit_price,
+                gross - self.entry_fee - self.exit_fee,
+                self.entry_fee + self.exit_fee,
+                why or self.exit_reason,
+                None if math.isnan(self.stop) else self.stop,
+                None if math.isnan(self.target) else self.target,
+                b - self.entry_bar,
+                self.reason,
+                self.entry_bar,
+                b,
+                self.entry_fee,
+            )
+        )
+        self._flat()
+
+    def _flat(self) -> None:
+        self.direction = 0
+        self.qty = self.entered = self.entry_value = self.entry_left = 0.0
+        self.market_exit = False
+        self.exit_reason = ""
+        self.exit_qty = self.exit_value = self.exit_fee = 0.0
+        self.stop = self.target = NAN
+        self.protected = False
+        self.trail = self.trail_pct = None
+        self.entry_trail = NO_TRAIL
+
+    def capped_fill(
+        self, side: str, qty: float, price: float, fee: float, b: int, partial: bool
+    ) -> None:
+        self.room -= qty
+        if partial:
+            self.partial_fills += 1
+        self.fill(side, qty, price, fee, b, self.order_id)
+        self.fill_bars.append(b)
+
+    def protect_bar(self, b: int, *, open_only: bool) -> None:
+        """The held position's stop and target on bar ``b``: only what its open crossed
+        (before a signal acting at that open), or over its whole range."""
+        o = float(self.open[b])
+        long = self.direction > 0
+        side = self._closing_side()
+        stop, target = self.stop, self.target
+        if open_only:
+            if not math.isnan(target) and (o >= target if long else o <= target):
+                self.fill_target(b, o)
+            elif not math.isnan(stop) and (o <= stop if long else o >= stop):
+                self.trigger_stop(b, self.model.slipped(side, o))
+            return
+        h, lo = float(self.high[b]), float(self.low[b])
+        stop_price = None if math.isnan(stop) else self.model.stop_fill(side, stop, o, h, lo)
+        target_price = None if math.isnan(target) else self.model.limit_fill(side, target, o, h, lo)
+        opened_past_target = target_price is not None and (o >= target if long else o <= target)
+        if target_price is not None and (opened_past_target or stop_price is None):
+            self.fill_target(b, target_price)
+            if stop_price is not None and self.qty > 0:
+                self.trigger_stop(b, stop_price)  # the rest: the stop, later in the bar
+        elif stop_price is not None:
+            opened_past_stop = o <= stop if long else o >= stop
+            if target_price is not None and not opened_past_stop:
+                self.ambiguous += 1
+            self.trigger_stop(b, stop_price)
+
+    def fill_target(self, b: int, price: float) -> None:
+        """The target (a resting limit) fills what the room allows; the rest rests."""
+        self.entry_left = 0.0
+        if not self.exit_reason:
+            self.exit_reason = "target"
+            self.order_id = self.next_id
+        self.fill_exit(b, price, "target")
+
+    def trigger_stop(self, b: int, price: float) -> None:
+        """The stop triggers: a market exit, filled from here as the room allows."""
+        self.start_exit("stop")
+        self.fill_exit(b, price)
+
+    def roll_day_from_fills(self, b: int) -> None:
+        """``roll_day`` with the equity at the day's start rebuilt from the fills up to
+        then (orders fill between events here, so the position held then may not be the
+        one held now)."""
+        day = int(self.ts[b]) // US_PER_DAY
+        if day == self.day:
+            return
+        self.day = day
+        before = int(np.searchsorted(self.ts, day * US_PER_DAY)) - 1
+        if before < self.first:
+            self.day_start_equity = self.broker.starting_cash
+            return
+        close = float(self.close[before])
+        if not self.fill_bars or self.fill_bars[-1] <= before:
+            self.day_start_equity = self.ledger.cash() + self.book.unrealized(close)
+            return
+        cash, held = self.broker.starting_cash, 0.0
+        for fill, bar in zip(self.fills, self.fill_bars, strict=True):
+            if bar > before:
+                break
+            signed = fill[4] if fill[3] == "buy" else -fill[4]
+            cash -= signed * fill[5] + fill[6]
+            held += signed
+        self.day_start_equity = cash + held * close
+
     # --- results ----------------------------------------------------------------------
 
     def trades_frame(self, gaps: Sequence[tuple[int, int]]) -> pl.DataFrame:
@@ -332,8 +763,11 @@ class Simulation:
     def equity_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """Equity and the signed position at each traded bar's close (vectorised from
         the trades: a trade is held at the closes of its entry bar up to the bar before
-        its exit bar)."""
+        its exit bar; with the volume cap, from the fills, which change the position
+        inside a trade)."""
         count, first = self.count, self.first
+        if self.share > 0:
+            return self.equity_from_fills()
         cash_change = np.zeros(count)
         held = np.zeros(count + 1, dtype=np.int64)  # +trade number at entry, - at exit
         if self.trades:
@@ -364,6 +798,24 @@ class Simulation:
             unrealized = np.zeros(count)
         cash = self.broker.starting_cash + np.cumsum(cash_change)
         equity = cash + unrealized
+        return equity[first:], position[first:]
+
+    def equity_from_fills(self) -> tuple[np.ndarray, np.ndarray]:
+        """Equity and the signed position at each bar's close from every fill: cash
+        moves by each fill's value and fee at its bar, the position by its quantity."""
+        count, first = self.count, self.first
+        flow = np.zeros(count)
+        moved = np.zeros(count)
+        if self.fills:
+            columns = list(zip(*self.fills, strict=True))
+            signed = np.where(np.array(columns[3]) == "buy", 1.0, -1.0) * np.array(columns[4])
+            bars = np.array(self.fill_bars, dtype=np.int64)
+            np.add.at(flow, bars, -signed * np.array(columns[5]) - np.array(columns[6]))
+            np.add.at(moved, bars, signed)
+        position = np.cumsum(moved)
+        # Dust left by float sums of a position's fills is flat.
+        position[np.abs(position) <= QTY_EPSILON] = 0.0
+        equity = self.broker.starting_cash + np.cumsum(flow) + position * self.close
         return equity[first:], position[first:]
 
 

@@ -38,6 +38,12 @@ SIGNAL_SCHEMA: dict[str, Any] = {
     "stop": pl.Float64,  # optional protective stop price (null: none)
     "target": pl.Float64,  # optional take-profit price (null: none)
 }
+#: Columns a strategy may add to its signals (absent or null: none); not in SIGNAL_SCHEMA,
+#: so strategies that build their rows from it stay as they are. Read by the backtester.
+OPTIONAL_SIGNAL_SCHEMA: dict[str, Any] = {
+    "trail": pl.Float64,  # the stop trails the best price by this distance ...
+    "trail_pct": pl.Float64,  # ... or by this % of it (one of the two; with ``stop``: its floor)
+}
 
 
 def empty_signals() -> pl.DataFrame:
