@@ -227,8 +227,8 @@ def test_every_bar_after_the_first_train_span_is_tested_once(
     start: int, length: int, train: int, test: int, anchored: bool
 ) -> None:
     end = start + length
-    if start + train >= end:
-        return
+    if start + train >= end or length > 500 * test:
+        return  # no fold fits, or so many folds (test spans a few µs) the check is slow
     made = folds(start, end, train, test, anchored)
     assert made[0].test_start == start + train and made[-1].test_end == end
     for before, after in itertools.pairwise(made):
