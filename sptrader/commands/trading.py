@@ -300,7 +300,20 @@ def describe_order(order: dict[str, Any], decimals: int | None = None) -> str:
     for key in ("sl", "tp"):
         if order.get(key) is not None:
             text += f", {key} {fmt_price(order[key], decimals)}"
+    trailing = trail_words(order, decimals)
+    if trailing:
+        text += f", {trailing}"
     return text
+
+
+def trail_words(order: dict[str, Any], decimals: int | None = None) -> str:
+    """ "trailing 0.00500" or "trailing 1%" for an order with a trail (a trailing
+    stop-loss, whose price is its level now, or the entry it protects); else ""."""
+    if order.get("trail") is not None:
+        return f"trailing {fmt_price(order['trail'], decimals)}"
+    if order.get("trail_pct") is not None:
+        return f"trailing {order['trail_pct']:g}%"
+    return ""
 
 
 # --- orders -------------------------------------------------------------------------------
@@ -328,6 +341,8 @@ ORDER_COLUMNS = (
     "expires",
     "client_order_id",
     "venue_order_id",
+    "trail",
+    "trail_pct",
 )
 
 
@@ -380,6 +395,9 @@ def write_orders(
             for key in ("sl", "tp")
             if row.get(key) is not None
         ]
+        trailing = trail_words(row, places)
+        if trailing:
+            extras.append(trailing)
         if row["source"] not in ("manual", "close"):
             extras.append(row["source"])
         if note:

@@ -48,7 +48,8 @@ def order_cells(order: dict[str, Any], decimals: int | None, now: int) -> dict[s
         "instrument": Text(str(order["instrument"])),
         "side": Text(side, style="green" if side == "buy" else "red"),
         "qty": Text(format_qty(float(order["qty"]))),
-        "type": Text(str(order["type"])),
+        # A trailing stop's price is its level now (moved by the book as the price runs).
+        "type": Text("trail" if _trails(order) else str(order["type"])),
         "price": Text(format_price(order.get("price"), decimals)),
         "role": Text(role, style={"sl": "red", "tp": "green"}.get(role, "dim")),
         "tif": Text(str(order.get("tif") or "")),
@@ -56,6 +57,12 @@ def order_cells(order: dict[str, Any], decimals: int | None, now: int) -> dict[s
         "venue": venue_cell(str(order.get("venue") or "paper")),
         ACTION: Text(CANCEL_CELL, style="bold red"),
     }
+
+
+def _trails(order: dict[str, Any]) -> bool:
+    """A trailing stop-loss (an entry's trail is only what its stop-loss will do)."""
+    trail = order.get("trail") is not None or order.get("trail_pct") is not None
+    return trail and order.get("role") == "sl"
 
 
 def describe_order(order: dict[str, Any], decimals: int | None = None) -> str:

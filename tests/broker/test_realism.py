@@ -397,3 +397,21 @@ def test_a_trailing_stop_s_level_survives_a_restart(tmp_path: Path) -> None:
         assert stop.status == "filled"  # at the restored level
     finally:
         store.close()
+
+
+def test_listings_show_a_trailing_stop_and_its_level(capsys: pytest.CaptureFixture) -> None:
+    from sptrader.commands.trading import describe_order, write_orders
+    from sptrader.screens.orders import order_cells
+
+    book = make_book()
+    book.on_quote(EUR, T0, 1.1000, 1.1002)
+    result, _ = book.place(OrderRequest(EUR, "buy", qty=1000, trail=0.005), T0)
+    book.on_quote(EUR, T0 + MS, 1.1100, 1.1102)
+    stop = working(book, "sl").to_dict()
+    assert describe_order(result.order.to_dict(), 5).endswith(", trailing 0.00500")
+    cells = order_cells(stop, 5, T0 + MS)
+    assert (cells["type"].plain, cells["price"].plain) == ("trail", "1.10500")
+    assert order_cells(result.order.to_dict(), 5, T0)["type"].plain == "market"
+    write_orders([stop], "table", every=False, decimals={EUR: 5})
+    table = capsys.readouterr().out
+    assert "1.10500" in table and "trailing 0.00500" in table
