@@ -9,7 +9,7 @@ rejection names the limit and gives the numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sptrader.broker.ledger import QTY_EPSILON, Ledger
@@ -73,21 +73,57 @@ def check(
             " until `sptrader resume`",
         )
     if limits.daily_loss_limit > 0 and day_pnl <= -limits.daily_loss_limit:
-        return Rejection(
-            "daily_loss_limit",
-            f"daily loss limit: today's P&L {day_pnl:,.2f} is past the"
-            f" -{limits.daily_loss_limit:,.2f} limit; new entries are blocked until 00:00 UTC",
-        )
-    open_count = len(ledger.open_positions())
-    if (
-        limits.max_open_positions > 0
-        and abs(current) <= QTY_EPSILON
-        and open_count >= limits.max_open_positions
-    ):
-        return Rejection(
-            "max_open_positions",
-            f"max open positions: {open_count} open, the limit is {limits.max_open_positions}",
-        )
+        return _daily_loss(limits, day_pnl)
+    return _entry_limits(
+        proposal,
+        limits,
+        current,
+        lambda: len(ledger.open_positions()),
+        lambda: (
+            ledger.exposure(marks) - (position.notional(marks.get(instrument)) if position else 0)
+        ),
+        equity,
+    )
+
+
+def check_flat_entry(
+    proposal: Proposal, limits: RiskConfig, *, equity: float, day_pnl: float
+) -> Rejection | None:
+    """``check`` for an account with no open position, no stale quotes and no halt (a
+    backtest's entries: one instrument, one position at a time, entered flat): the same
+    limits and messages without a ledger to walk."""
+    if limits.daily_loss_limit > 0 and day_pnl <= -limits.daily_loss_limit:
+        return _daily_loss(limits, day_pnl)
+    return _entry_limits(proposal, limits, 0.0, lambda: 0, lambda: 0.0, equity)
+
+
+def _daily_loss(limits: RiskConfig, day_pnl: float) -> Rejection:
+    return Rejection(
+        "daily_loss_limit",
+        f"daily loss limit: today's P&L {day_pnl:,.2f} is past the"
+        f" -{limits.daily_loss_limit:,.2f} limit; new entries are blocked until 00:00 UTC",
+    )
+
+
+def _entry_limits(
+    proposal: Proposal,
+    limits: RiskConfig,
+    current: float,
+    open_count: Callable[[], int],
+    others: Callable[[], float],
+    equity: float,
+) -> Rejection | None:
+    """The limits an entry passes after the daily loss limit: ``current`` is the
+    position's signed quantity, ``open_count()`` the open positions and ``others()`` the
+    other positions' notional (asked only when a limit needs them)."""
+    instrument = proposal.instrument
+    if limits.max_open_positions > 0 and abs(current) <= QTY_EPSILON:
+        count = open_count()
+        if count >= limits.max_open_positions:
+            return Rejection(
+                "max_open_positions",
+                f"max open positions: {count} open, the limit is {limits.max_open_positions}",
+            )
     new_qty = current + proposal.signed_qty
     max_qty = limits.max_qty.get(instrument)
     if max_qty is not None and abs(new_qty) > max_qty + QTY_EPSILON:
@@ -104,10 +140,7 @@ def check(
             f" the limit is {limits.max_position_notional:,.2f}",
         )
     if limits.max_total_notional > 0 or limits.max_leverage > 0:
-        others = ledger.exposure(marks) - (
-            position.notional(marks.get(instrument)) if position else 0
-        )
-        total = others + notional
+        total = others() + notional
         if limits.max_leverage > 0 and total > limits.max_leverage * max(equity, 0.0):
             return Rejection(
                 "max_leverage",
