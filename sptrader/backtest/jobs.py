@@ -7,14 +7,14 @@ param, a window shorter than one train span ...: the checks of ``sptrader backte
 :mod:`sptrader.backtest.window`) and returns the job. In the background the window's
 bars are loaded through the engine's client as the command loads them (missing history
 fetched first; a window with holes refused unless ``allow_gaps``), then handed to one
-spawned process that runs everything: the engine and a TUI hosting it share one
+process of its own that runs everything: the engine and a TUI hosting it share one
 interpreter, and a simulation is Python work that a thread would run under the screen's
 feet. A sweep or a walk-forward fans out from there over
 :class:`~sptrader.backtest.sweep.Runner`'s own worker processes. Progress (combinations
 or folds done, of how many) comes back over a pipe; ``cancel`` stops the process and its
-workers (SIGTERM: the runner terminates its workers; SIGKILL to the process group if it
-has not gone a few seconds later). The process silences its stdout and stderr (a TUI
-draws on the terminal) and reports a failure as one line (the traceback is logged here).
+workers (SIGTERM: the runner terminates its workers; SIGKILL to its session's process
+group if it has not gone a few seconds later). Its stdout and stderr go nowhere (a TUI
+draws on the terminal); a failure comes back as one line (the traceback is logged here).
 
 A result is small enough for the API: the summary, the equity curve cut to at most
 :data:`EQUITY_POINTS` points (each stretch's low and high kept, so drawdowns keep their
@@ -32,16 +32,19 @@ import contextlib
 import itertools
 import logging
 import math
-import multiprocessing
 import os
+import pickle
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
@@ -480,21 +483,38 @@ def _one_line(error: BaseException) -> str:
 
 
 def _supervise(job: _Job, spec: JobSpec) -> None:
-    """In a thread of the engine's: the job's process started, its messages read until
-    it ends, the job's state set from them."""
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_process_main, args=(sender, spec), name=f"sptrader-backtest-{job.job_id}"
-    )
+    """In a thread of the engine's: the job's process started (a session of its own, so
+    its workers go with it; stdout and stderr nowhere near the terminal), the spec
+    handed over on its stdin, its messages read from a pipe until it ends, the job's
+    state set from them. (Not multiprocessing's spawn: it asks sys.stderr for a file
+    descriptor, which a Textual app's capture does not have.)"""
     if job.cancel_requested:
         return
-    process.start()
+    read_fd, write_fd = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", f"{_ENTRY}({write_fd})"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    receiver = Connection(read_fd, writable=False)
     job.process = process
-    sender.close()
     if job.cancel_requested:  # cancelled while it started
         _stop_process(process)
     try:
+        with contextlib.suppress(OSError):  # it died early: its pipe says no more
+            assert process.stdin is not None
+            pickle.dump(list(sys.path), process.stdin)
+            pickle.dump(spec, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            process.stdin.close()
         while True:
             try:
                 message = receiver.recv()
@@ -515,27 +535,36 @@ def _supervise(job: _Job, spec: JobSpec) -> None:
                 job.state = "cancelled"
     finally:
         receiver.close()
-        process.join(STOP_GRACE_S)
-        if process.is_alive():
+        if not _ended(process, STOP_GRACE_S):
             _kill_group(process)
-            process.join(1.0)
+            _ended(process, 1.0)
+
+
+_ENTRY = "from sptrader.backtest.jobs import process_main; process_main"
+
+
+def _ended(process: Any, timeout: float) -> bool:
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _stop_process(process: Any) -> None:
     """SIGTERM (the process stops its workers and goes), SIGKILL to its process group if
     it is still there after STOP_GRACE_S."""
-    if process is None or not process.is_alive():
+    if process is None or process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         process.terminate()
-    process.join(STOP_GRACE_S)
-    if process.is_alive():
+    if not _ended(process, STOP_GRACE_S):
         _kill_group(process)
 
 
 def _kill_group(process: Any) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-        os.killpg(process.pid, signal.SIGKILL)  # its own group (set first thing)
+        os.killpg(process.pid, signal.SIGKILL)  # its session's group: it and its workers
     with contextlib.suppress(ProcessLookupError, OSError):
         process.kill()
 
@@ -556,15 +585,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Cancelled()
 
 
-def _process_main(sender: Any, spec: JobSpec) -> None:
-    """The job's process: its own process group (cancel can kill it with its workers),
-    deaf to the terminal's Ctrl+C, silent on the terminal, gone with its parent."""
+def process_main(fd: int) -> None:
+    """The job's process (``python -c``): sys.path and the JobSpec from stdin, messages
+    to pipe ``fd``; deaf to the terminal's Ctrl+C, gone with its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    sender = Connection(fd, readable=False)
+    sys.path[:] = pickle.load(sys.stdin.buffer)
+    spec = pickle.load(sys.stdin.buffer)
     parent = os.getppid()
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGTERM, _on_sigterm)
