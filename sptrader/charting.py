@@ -23,7 +23,9 @@ _render_lock = threading.Lock()
 @dataclass(frozen=True, slots=True)
 class SignalMark:
     """A scanner's signal marked on the chart at its bar (``ts_us``: the bar's open time
-    in the scanner's ``timeframe``, None when the scanner is no longer configured)."""
+    in the scanner's ``timeframe``, None when the scanner is no longer configured), or a
+    backtest's trade: its entry there and its exit (``exit_ts_us``) at the bar it left
+    in."""
 
     instrument: str
     ts_us: int
@@ -33,6 +35,7 @@ class SignalMark:
     stop: float | None = None
     target: float | None = None
     timeframe: str | None = None
+    exit_ts_us: int | None = None
 
 
 # How each side is marked: glyph, colour, and whether it sits below the low (else above
@@ -500,12 +503,23 @@ def render_candles(
                     )
                 )
         index = None if signal is None else signal_position(bars, signal.ts_us, minutes)
+        exit_index = (
+            None
+            if signal is None or signal.exit_ts_us is None
+            else signal_position(bars, signal.exit_ts_us, minutes)
+        )
         low, high = _span(*drawn)
-        if signal is not None and index is not None:
+        if signal is not None and (index is not None or exit_index is not None):
             levels = [level for level in (signal.stop, signal.target) if level is not None]
             low, high = min([low, *levels]), max([high, *levels])
             offset = _signal_offset(bars, low, high, layout.price)
-            _mark_signal(plotext, candles, bars, signal, index, offset, decimals)
+            if index is not None:
+                _mark_signal(plotext, candles, bars, signal, index, offset, decimals)
+            if exit_index is not None:  # a trade's exit: ◆ above the bar it left in
+                glyph, colour, _ = SIGNAL_GLYPHS["exit"]
+                marker = plotext.marker(glyph, plotext.pixel(colour))
+                exit_at = bars[exit_index].high + offset
+                candles.draw(candles.signal([exit_index], [exit_at], marker=marker))
             low, high = low - offset, high + offset
         low, high = _apart(low, high)
         candles.ruler(1).lim(low, high)

@@ -36,7 +36,9 @@ and its scanner's timeframe, places the window so that its bar sits about three 
 across (live if it is among the newest bars) and marks the bar: ▲ below a buy, ▼ above a
 sell, ◆ above an exit, with its stop and target as short dashed lines. The status line
 says what is marked; the mark scrolls with the chart and stays until another instrument
-is shown or ``escape`` clears it.
+is shown or ``escape`` clears it. A backtest's trade chosen on the Backtest screen is a
+mark with an exit too: ▲ or ▼ at its entry bar, ◆ above the bar it left in, the window
+placed so that both show when the trade fits in three quarters of it.
 """
 
 from __future__ import annotations
@@ -288,7 +290,10 @@ class ChartPane(Vertical, can_focus=True):
             self._set_timeframe(signal.timeframe)
         self.signal = signal
         self.refresh_bindings()  # escape now clears it
-        self.history_end = self._end_showing(signal.ts_us)
+        anchor = signal.ts_us
+        if signal.exit_ts_us is not None:  # the exit at three quarters, the entry in view
+            anchor = min(signal.exit_ts_us, signal.ts_us + (self.window // 2) * self._bar_width())
+        self.history_end = self._end_showing(anchor)
         self._dirty = True
         self.reload()
 
@@ -779,8 +784,12 @@ class ChartPane(Vertical, can_focus=True):
         signal = self.signal
         if signal is None:
             return ""
-        when = _format_time(signal.ts_us, timeframe_minutes(signal.timeframe or self.timeframe))
-        text = f"signal: {signal.side.upper()} {signal.scanner} {when}"
+        minutes = timeframe_minutes(signal.timeframe or self.timeframe)
+        when = _format_time(signal.ts_us, minutes)
+        if signal.exit_ts_us is not None:
+            when += f" → {_format_time(signal.exit_ts_us, minutes)}"
+        kind = "signal" if signal.exit_ts_us is None else "trade"
+        text = f"{kind}: {signal.side.upper()} {signal.scanner} {when}"
         if signal.reason:
             text += f" — {signal.reason}"
         for name, level in (("stop", signal.stop), ("target", signal.target)):
