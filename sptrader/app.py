@@ -58,6 +58,7 @@ from sptrader.screens import (
 from sptrader.screens.account import AccountBar, live_state, venue_name
 from sptrader.screens.alert_form import AlertRuleForm
 from sptrader.screens.alerts import AlertsScreen, ConfirmRemove
+from sptrader.screens.backtest import BacktestScreen
 from sptrader.screens.halt import HaltScreen
 from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
@@ -123,6 +124,7 @@ class SptraderApp(App[int]):
         Binding("S", "strategies_screen", "Strategies", id="strategies-screen"),
         # Not in the footer (it is full at 80 columns): Help and the palette name it.
         Binding("A", "alerts_screen", "Alerts", show=False, id="alerts-screen"),
+        Binding("T", "backtest_screen", "Backtest", show=False, id="backtest-screen"),
         # The kill switch works over every screen and in a text field too (it asks first).
         Binding("ctrl+k", "halt", "Halt", show=False, priority=True, id="halt"),
         *[
@@ -892,9 +894,29 @@ class SptraderApp(App[int]):
         ):
             self.push_screen(AlertsScreen(self.client))
 
+    def action_backtest_screen(self) -> None:
+        """The Backtest screen, kept (installed) once made: its result and a run in
+        progress outlive a visit to the chart."""
+        if not self.engine_ready or isinstance(self.screen, BacktestScreen):
+            return
+        if not self.is_screen_installed("backtest"):
+            chart = self.query_one(ChartPane)
+            strategies = [scanner.strategy for scanner in self.config.scanners]
+            self.install_screen(
+                BacktestScreen(
+                    self.client,
+                    chart.instrument or self.client.watchlist[0],
+                    chart.timeframe,
+                    [*strategies, "sma_cross", *_builtin_strategies()],
+                ),
+                "backtest",
+            )
+        self.push_screen("backtest", self._signal_chosen)
+
     def _signal_chosen(self, signal: SignalMark | None) -> None:
-        """A signal chosen on the Strategies screen: the chart shows and marks its bar
-        (the chart focused, so that escape clears the mark)."""
+        """A signal chosen on the Strategies screen (or a trade on the Backtest screen):
+        the chart shows and marks its bar (the chart focused, so that escape clears the
+        mark)."""
         if signal is not None:
             chart = self.query_one(ChartPane)
             chart.show_signal(signal)
@@ -924,6 +946,7 @@ class SptraderApp(App[int]):
             DataScreen
             | StrategiesScreen
             | JournalScreen
+            | BacktestScreen
             | AlertsScreen
             | AlertRuleForm
             | ConfirmRemove,
@@ -966,6 +989,13 @@ class SptraderApp(App[int]):
         for timer in self._refresh_timers:
             timer.stop()
         self._refresh_timers.clear()
+
+
+def _builtin_strategies() -> list[str]:
+    """The built-in strategies' names (the form suggests them)."""
+    from sptrader.strategies.registry import builtin_names
+
+    return builtin_names()
 
 
 def run_tui(settings: Settings, args: object = None) -> int:

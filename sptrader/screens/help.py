@@ -19,6 +19,7 @@ from textual.widgets import Markdown
 
 from sptrader.screens.alert_form import AlertRuleForm
 from sptrader.screens.alerts import AlertsScreen, ConfirmRemove
+from sptrader.screens.backtest import BacktestScreen
 from sptrader.screens.chart import ChartPane
 from sptrader.screens.data import DataScreen
 from sptrader.screens.halt import HaltScreen
@@ -43,6 +44,7 @@ BOUND = (
     DataScreen,
     StrategiesScreen,
     JournalScreen,
+    BacktestScreen,
     HaltScreen,
     AlertsScreen,
     AlertRuleForm,
@@ -98,6 +100,11 @@ ROWS = (
         "anywhere",
         "{journal-screen}",
         "Journal screen: trades and notes per day, statistics, cumulative P&L",
+    ),
+    Row(
+        "anywhere",
+        "{backtest-screen}",
+        "Backtest screen: a backtest, sweep or walk-forward from a form; equity, trades, folds",
     ),
     Row(
         "anywhere",
@@ -189,6 +196,19 @@ ROWS = (
     ),
     Row("journal", "{journal-equity}", "chart the cumulative P&L / the equity curve"),
     Row("journal", "{journal-close}", "back to the main screen"),
+    Row(
+        "backtest",
+        "`tab`, click; `enter` or Run, {backtest-run}",
+        "move between fields; run it (ranges in params, e.g. `fast=5..30:5`: a sweep)",
+    ),
+    Row("backtest", "{backtest-cancel}", "cancel the run in progress"),
+    Row(
+        "backtest",
+        "`enter` or click on a trade, {backtest-chart}",
+        "show the trade on the chart: ▲/▼ at its entry, ◆ at its exit",
+    ),
+    Row("backtest", "`enter` on a sweep row", "its params in the form, to run it alone"),
+    Row("backtest", "{backtest-close}", "back to the main screen (the result is kept)"),
     Row(
         "alerts",
         "{alerts-new} / {alerts-edit}",
