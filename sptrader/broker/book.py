@@ -432,8 +432,9 @@ class PaperBook:
         if price is None:
             return changes
         remaining = order.remaining
-        if order.role in ("sl", "tp"):
-            # Protective orders close what is left of the position, never flip it.
+        if order.role in ("sl", "tp", "close"):
+            # Protective and closing orders close what is left of the position, never
+            # flip it (another order may have closed part of it since they were placed).
             position = self.ledger.positions.get(order.instrument)
             left = 0.0 if position is None else -position.qty * side_sign(order.side)
             if left <= QTY_EPSILON:
@@ -502,10 +503,10 @@ class PaperBook:
                     self._finish(other, "cancelled", now_us, f"{name} filled", changes)
         flipped = abs(before) > QTY_EPSILON and before * position.qty < 0
         if position.is_flat or flipped:
-            # The old position's stop-losses and take-profits protect nothing now (an
-            # entry's own, for the new position, come below).
+            # The old position's stop-losses, take-profits and closing orders have
+            # nothing to do now (an entry's own, for the new position, come below).
             for other in list(self.working.get(order.instrument, {}).values()):
-                if other.role in ("sl", "tp") and other.is_open:
+                if other.role in ("sl", "tp", "close") and other.is_open:
                     why = "position closed" if position.is_flat else "position reversed"
                     self._finish(other, "cancelled", now_us, why, changes)
         if order.role == "entry" and (

@@ -415,3 +415,17 @@ def test_listings_show_a_trailing_stop_and_its_level(capsys: pytest.CaptureFixtu
     write_orders([stop], "table", every=False, decimals={EUR: 5})
     table = capsys.readouterr().out
     assert "1.10500" in table and "trailing 0.00500" in table
+
+
+def test_a_close_still_working_never_flips_the_position() -> None:
+    # With latency the close waits; the stop-loss fills first: the close has nothing left.
+    book = make_book(latency_ms=100)
+    book.on_quote(EUR, T0, 99.9, 100.0)
+    book.place(OrderRequest(EUR, "buy", qty=10, sl=95.0), T0)
+    book.on_quote(EUR, T0 + 100 * MS, 99.9, 100.0)
+    assert book.ledger.positions[EUR].qty == 10
+    result, _ = book.close_position(EUR, T0 + 101 * MS)
+    book.on_quote(EUR, T0 + 150 * MS, 94.9, 95.0)  # the stop: flat, the close goes
+    assert (result.order.status, result.order.reason) == ("cancelled", "position closed")
+    book.on_quote(EUR, T0 + 250 * MS, 94.9, 95.0)
+    assert book.ledger.positions[EUR].is_flat
