@@ -388,6 +388,28 @@ class PaperBroker(Service):
         instrument = signal.instrument
         position = book.ledger.positions.get(instrument)
         current = position.qty if position is not None and not position.is_flat else 0.0
+        # This scanner's orders still working (partly filled under the volume cap, or
+        # waiting out the latency) go first, a new signal replaces them; one already
+        # doing what the signal asks is left to finish.
+        changes = Changes()
+        for order in list(book.working.get(instrument, {}).values()):
+            if order.source != source or order.role not in ("entry", "close") or not order.is_open:
+                continue
+            if signal.side == "exit":
+                same = order.role == "close"
+            else:
+                same = order.role == "entry" and order.side == signal.side
+            if same:
+                log.info(
+                    "%s: %s signal on %s, order %d still working: nothing to do",
+                    source,
+                    signal.side,
+                    instrument,
+                    order.order_id,
+                    extra={"source": "broker"},
+                )
+                return changes
+            changes.add(book.cancel(order.order_id, now, "replaced by a new signal")[1])
         if signal.side == "exit":
             if current == 0:
                 log.info(
@@ -396,9 +418,10 @@ class PaperBroker(Service):
                     instrument,
                     extra={"source": "broker"},
                 )
-                return Changes()
-            result, changes = book.close_position(instrument, now, source=source)
+                return changes
+            result, closing = book.close_position(instrument, now, source=source)
             self._report_signal_order(source, result)
+            changes.add(closing)
             return changes
         if signal.side not in ("buy", "sell"):
             log.warning(
@@ -408,7 +431,7 @@ class PaperBroker(Service):
                 instrument,
                 extra={"source": "broker"},
             )
-            return Changes()
+            return changes
         direction = 1 if signal.side == "buy" else -1
         if current * direction > QTY_EPSILON:
             log.info(
@@ -420,17 +443,18 @@ class PaperBroker(Service):
                 abs(current),
                 extra={"source": "broker"},
             )
-            return Changes()
+            return changes
         request = OrderRequest(
             instrument, signal.side, sl=signal.stop, tp=signal.target, source=source
         )
         quote = book.quotes.get(instrument)
         price = None if quote is None else (quote.ask if direction > 0 else quote.bid)
         if price is None or not price > 0:
-            result, changes = book.refuse(
+            result, refused = book.refuse(
                 request, now, "no_quote", f"no quote for {instrument} yet to size the order from"
             )
             self._report_signal_order(source, result)
+            changes.add(refused)
             return changes
         size = 0.0
         if signal.stop is not None and self.limits.risk_per_trade_pct > 0:
@@ -439,10 +463,11 @@ class PaperBroker(Service):
             size = self.config.signal_notional / price
         request.qty = abs(current) + size
         try:
-            result, changes = book.place(request, now)
+            result, placed = book.place(request, now)
         except UsageError as error:
-            result, changes = book.refuse(request, now, "invalid", str(error))
+            result, placed = book.refuse(request, now, "invalid", str(error))
         self._report_signal_order(source, result)
+        changes.add(placed)
         return changes
 
     def _report_signal_order(self, source: str, result: OrderResult) -> None:

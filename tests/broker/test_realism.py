@@ -429,3 +429,33 @@ def test_a_close_still_working_never_flips_the_position() -> None:
     assert (result.order.status, result.order.reason) == ("cancelled", "position closed")
     book.on_quote(EUR, T0 + 250 * MS, 94.9, 95.0)
     assert book.ledger.positions[EUR].is_flat
+
+
+def test_a_scanner_s_new_signal_replaces_its_orders_still_working() -> None:
+    from sptrader.broker.service import PaperBroker
+    from sptrader.bus import Bus
+    from sptrader.models import SignalRaised
+
+    config = BrokerConfig(starting_cash=100_000, slippage_bps=0, max_volume_share=0.5)
+    broker = PaperBroker(Bus(), config, RiskConfig(risk_per_trade_pct=0), clock=lambda: T0)
+    book = broker.book = PaperBook(config, RiskConfig(risk_per_trade_pct=0))
+
+    def signal(side: str) -> None:
+        broker._on_signal(SignalRaised(T0, "s", 1, EUR, T0, side, 1.0, "", None, None, True))
+
+    book.on_quote(EUR, T0, 99.9, 100.0, 20.0, 20.0)
+    signal("buy")  # 10,000 / 100 = 100 units; 10 fill (ask size 20)
+    (entry,) = book.open_orders()
+    assert entry.filled_qty == 10
+    signal("buy")  # the same side still working: nothing new
+    assert book.open_orders() == [entry]
+    signal("exit")  # the entry's rest goes; the 10 held are closed (10 of the bid's 20)
+    assert (entry.status, entry.reason) == ("cancelled", "replaced by a new signal")
+    assert book.ledger.positions[EUR].is_flat
+    book.on_quote(EUR, T0 + MS, 99.9, 100.0, 4.0, 20.0)
+    signal("sell")  # short about 100: 2 fill (bid size 4), then 2 on the next quote
+    book.on_quote(EUR, T0 + 2 * MS, 99.9, 100.0, 4.0, 20.0)
+    assert book.ledger.positions[EUR].qty == -4
+    signal("exit")  # the sell's rest cancelled, the 4 held bought back
+    assert book.ledger.positions[EUR].is_flat
+    assert book.open_orders() == []
