@@ -26,8 +26,9 @@ timed at least that long after it was placed (stop-losses and take-profits, plac
 the book at a fill as a venue would, have none).
 
 Positions are marked where they could be closed: longs at the bid, shorts at the ask (or,
-until an instrument's first live quote, at ``fallback_marks``). A fill that leaves a
-position flat or reverses it cancels the old position's stop-losses and take-profits.
+until an instrument's first live quote, at ``fallback_marks``). Stop-losses, take-profits
+and closing orders close only what is left of the position, never flip it; a fill that
+leaves a position flat or reverses it cancels those of the old position.
 """
 
 from __future__ import annotations
