@@ -82,10 +82,10 @@ TRADE_COLUMNS = (
     ("entry", "Entry"),
     ("exit_time", "Exit time"),
     ("exit", "Exit"),
-    ("qty", "Qty"),
     ("pnl", "P&L"),
     ("why", "Exit on"),
     ("bars", "Bars"),
+    ("qty", "Qty"),
 )
 
 
@@ -97,6 +97,14 @@ def _time(ts_us: int | None) -> str:
 
 def _day(ts_us: int) -> str:
     return datetime.fromtimestamp(ts_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _span(start_us: int, end_us: int) -> str:
+    """``11-28 → 12-01`` (midnights), ``12-03 00:00 → 10:31`` (one day)."""
+    first, last = _time(start_us), _time(end_us)
+    if first.endswith("00:00") and last.endswith("00:00"):
+        return f"{first[:5]} → {last[:5]}"
+    return f"{first} → {last[6:] if last[:5] == first[:5] else last}"
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -137,7 +145,7 @@ def summary_text(result: dict[str, Any]) -> Text:
         text.append(f"best of {sweep['combinations']:,} by {result['objective']}\n", style="bold")
     elif mode == "walk-forward":
         folds = result["walk_forward"]["total_folds"]
-        text.append(f"out-of-sample, {folds} folds stitched\n", style="bold")
+        text.append(f"out-of-sample: {folds} folds\n", style="bold")
     params = _params_text(summary.get("params"))
     if params:
         text.append(f"{params}\n", style="bold")
@@ -163,7 +171,7 @@ def summary_text(result: dict[str, Any]) -> Text:
             "-" if summary.get("exposure_pct") is None else f"{summary['exposure_pct']:.1f}%",
             "",
         ),
-        ("Fees", money(summary.get("fees")), ""),
+        *([("Fees", money(summary.get("fees")), "")] if summary.get("fees") else []),
         ("Final equity", money(summary.get("final_equity")), ""),
         ("Bars", f"{int(summary.get('bars') or 0):,}", ""),
     ]
@@ -171,9 +179,10 @@ def summary_text(result: dict[str, Any]) -> Text:
         walk = result["walk_forward"]
         inside = walk["in_sample_mean"]
         rows += [
-            ("IS Sharpe", _ratio(inside.get("sharpe")) + " (fold mean)", "dim"),
-            ("IS net P&L", money(inside.get("net_pnl"), signed=True) + " (mean)", "dim"),
-            ("Efficiency", _ratio(walk.get("efficiency")) + " (OOS/IS)", ""),
+            # In-sample: the mean over folds of each fold's best train run.
+            ("IS Sharpe", _ratio(inside.get("sharpe")), "dim"),
+            ("IS net P&L", money(inside.get("net_pnl"), signed=True), "dim"),
+            ("Efficiency", _ratio(walk.get("efficiency")), ""),
         ]
     for index, (label, value, style) in enumerate(rows):
         if index:
@@ -196,13 +205,37 @@ def trade_mark(result: dict[str, Any], trade: dict[str, Any]) -> SignalMark:
         instrument=result["instrument"],
         ts_us=int(trade["entry_time_us"]),
         side="buy" if trade["side"] == "long" else "sell",
-        scanner=f"backtest {result['strategy']}",
+        scanner=result["strategy"],
         reason=f"{trade.get('exit_reason') or 'exit'} exit, P&L {money(pnl, signed=True)}",
         stop=trade.get("stop"),
         target=trade.get("target"),
         timeframe=result["timeframe"],
         exit_ts_us=None if trade.get("exit_time_us") is None else int(trade["exit_time_us"]),
     )
+
+
+def _count(value: float | None) -> Text:
+    return _right(f"{int(value or 0):,}")
+
+
+def _rate(value: float | None) -> Text:
+    return _right("-" if value is None else f"{value * 100:.0f}%")
+
+
+def _fall(value: float | None) -> Text:
+    return _right("-" if value is None else f"{value:.2f}%")
+
+
+#: A sweep row's figures after its score: (column, summary key, how shown).
+SWEEP_FIGURES = (
+    ("Trades", "trades", _count),
+    ("Net P&L", "net_pnl", _signed),
+    ("Return", "return_pct", lambda value: _right(_pct(value))),
+    ("Win", "win_rate", _rate),
+    ("PF", "profit_factor", lambda value: _right(_ratio(value))),
+    ("DD", "max_drawdown_pct", _fall),
+    ("Sharpe", "sharpe", lambda value: _right(_ratio(value))),
+)
 
 
 class TradesTable(SignalsTable):
@@ -531,10 +564,10 @@ class BacktestScreen(Screen[SignalMark | None]):
                 _right(format_price(trade.get("entry_price"), decimals)),
                 _time(trade.get("exit_time_us")),
                 _right(format_price(trade.get("exit_price"), decimals)),
-                _right(format_qty(float(trade.get("qty") or 0))),
                 _signed(trade.get("pnl")),
                 trade.get("exit_reason") or "",
                 _right(str(trade.get("bars") or 0)),
+                _right(format_qty(float(trade.get("qty") or 0))),
                 key=str(index),
             )
         total = int(run.get("trades_total") or 0)
@@ -551,48 +584,23 @@ class BacktestScreen(Screen[SignalMark | None]):
         table.clear(columns=True)
         varied = list(sweep["varied"])
         objective = result["objective"]
-        columns = [
-            "#",
-            *varied,
-            objective,
-            "Trades",
-            "Net P&L",
-            "Return",
-            "Win",
-            "PF",
-            "DD",
-            "Sharpe",
-        ]
-        for column in columns:
+        # The objective's own figure is its score column, not shown twice.
+        figures = [figure for figure in SWEEP_FIGURES if figure[1] != objective]
+        for column in ["#", *varied, objective, *(label for label, _, _ in figures)]:
             table.add_column(column)
         self.sweep_rows = list(sweep["rows"])
         for index, row in enumerate(self.sweep_rows, start=1):
-            params = [_right(_value(row["params"].get(name, "-"))) for name in varied]
-            if row.get("error"):
-                table.add_row(
-                    _right(str(index), "dim"),
-                    *params,
-                    Text(row["error"], style="red"),
-                    *[""] * 7,
-                    key=str(index),
-                )
-                continue
-            figures = row["summary"] or {}
-            win = figures.get("win_rate")
-            drawdown = figures.get("max_drawdown_pct")
-            table.add_row(
+            cells: list[object] = [
                 _right(str(index), "dim"),
-                *params,
-                _right(_ratio(row.get("score")), "bold"),
-                _right(f"{int(figures.get('trades') or 0):,}"),
-                _signed(figures.get("net_pnl")),
-                _right(_pct(figures.get("return_pct"))),
-                _right("-" if win is None else f"{win * 100:.0f}%"),
-                _right(_ratio(figures.get("profit_factor"))),
-                _right("-" if drawdown is None else f"{drawdown:.2f}%"),
-                _right(_ratio(figures.get("sharpe"))),
-                key=str(index),
-            )
+                *(_right(_value(row["params"].get(name, "-"))) for name in varied),
+            ]
+            if row.get("error"):
+                cells += [Text(row["error"], style="red"), *[""] * len(figures)]
+            else:
+                summary = row["summary"] or {}
+                cells.append(_right(_ratio(row.get("score")), "bold"))
+                cells += [shown(summary.get(key)) for _, key, shown in figures]
+            table.add_row(*cells, key=str(index))
         method = "TPE" if sweep["method"] == "tpe" else "grid"
         self.query_one(TabbedContent).get_tab(
             "bt-tab-sweep"
@@ -621,8 +629,8 @@ class BacktestScreen(Screen[SignalMark | None]):
             out = fold.get("out_sample") or {}
             cells: list[object] = [
                 _right(str(fold["fold"]), "dim"),
-                f"{_time(fold['train_start_us'])} → {_time(fold['train_end_us'])}",
-                f"{_time(fold['test_start_us'])} → {_time(fold['test_end_us'])}",
+                _span(fold["train_start_us"], fold["train_end_us"]),
+                _span(fold["test_start_us"], fold["test_end_us"]),
                 *[_right(_value(params[name]) if name in params else "-") for name in varied],
             ]
             if fold.get("error"):

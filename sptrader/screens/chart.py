@@ -786,8 +786,10 @@ class ChartPane(Vertical, can_focus=True):
             return ""
         minutes = timeframe_minutes(signal.timeframe or self.timeframe)
         when = _format_time(signal.ts_us, minutes)
-        if signal.exit_ts_us is not None:
-            when += f" → {_format_time(signal.exit_ts_us, minutes)}"
+        if signal.exit_ts_us is not None:  # the exit's day left out when it is the entry's
+            exit_when = _format_time(signal.exit_ts_us, minutes)
+            same_day = exit_when[:10] == when[:10] and len(exit_when) > 10
+            when += f" → {exit_when[11:] if same_day else exit_when}"
         kind = "signal" if signal.exit_ts_us is None else "trade"
         text = f"{kind}: {signal.side.upper()} {signal.scanner} {when}"
         if signal.reason:

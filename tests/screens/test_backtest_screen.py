@@ -148,7 +148,7 @@ async def test_a_backtest_from_the_form_and_a_trade_on_the_chart(app: SptraderAp
         assert chart.signal.exit_ts_us == second["exit_time_us"]
         assert chart.instrument == EURUSD and chart.timeframe == "1m"
         assert chart.signal_text().startswith(
-            f"trade: {'BUY' if second['side'] == 'long' else 'SELL'} backtest sma_cross"
+            f"trade: {'BUY' if second['side'] == 'long' else 'SELL'} sma_cross"
         )
         await wait_for(pilot, lambda: chart.signal_drawn_at == second["entry_time_us"])
         # Back again: the same screen with its result.
@@ -266,7 +266,7 @@ async def test_a_walk_forward_s_folds_at_160x48(app: SptraderApp) -> None:
         chosen = walk["folds"][0]["params"]["fast"]
         assert rows[0][3] == str(chosen)
         summary = str(screen.query_one("#bt-summary").render())
-        assert "out-of-sample, 3 folds stitched" in summary and "Efficiency" in summary
+        assert "out-of-sample: 3 folds" in summary and "Efficiency" in summary
         tabs = screen.query_one(TabbedContent)
         assert str(tabs.get_tab("bt-tab-folds").label) == "Folds 3 (rolling)"
         assert screen.query_one("#bt-equity").size.width > 100  # the curve gets the room
