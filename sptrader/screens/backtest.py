@@ -70,6 +70,7 @@ MODES = (
     ("walk-forward, anchored", "anchored"),
 )
 FINISHED = ("done", "failed", "cancelled")
+_SEVERITY = {"done": "information", "failed": "error", "cancelled": "warning"}
 #: How often a running job is asked how far it got (seconds).
 POLL_S = 0.25
 #: Sweep rows asked for (best first).
@@ -247,7 +248,8 @@ class BacktestScreen(Screen[SignalMark | None]):
     (installed), so a result and a run in progress outlive a visit to the chart."""
 
     BINDINGS = [
-        # escape cancels a run; without one, it goes back (check_action picks).
+        # escape cancels a run (the first binding of the key that applies); without one,
+        # it goes back. T goes back either way: a run goes on meanwhile.
         Binding("escape", "cancel_run", "Cancel run", key_display="esc", id="backtest-cancel"),
         Binding("escape,T", "close", "Back", key_display="esc", id="backtest-close"),
         Binding("ctrl+r", "run", "Run", id="backtest-run"),
@@ -272,6 +274,7 @@ class BacktestScreen(Screen[SignalMark | None]):
         self.trades: list[dict[str, Any]] = []
         self.sweep_rows: list[dict[str, Any]] = []
         self.charts = 0
+        self.headline = ""  # how the last job ended, in one line
         self._chart_points: list[dict[str, Any]] = []
 
     # --- layout -----------------------------------------------------------------------
@@ -444,6 +447,8 @@ class BacktestScreen(Screen[SignalMark | None]):
             return
         self.job_id = int(status["job_id"])
         self._show_status(status)
+        # Off the form, so T (back: the run goes on) and ←/→ are keys, not letters.
+        self.query_one(TabbedContent).query_one(Tabs).focus()
         self.refresh_bindings()
         self._follow(self.job_id)
 
@@ -465,6 +470,10 @@ class BacktestScreen(Screen[SignalMark | None]):
                 self.refresh_bindings()
                 if status["state"] == "done" and status.get("result") is not None:
                     self._show_result(status["result"])
+                if self.app.screen is not self:  # it ended while the user was elsewhere
+                    self.app.notify(
+                        self.headline, title="backtest", severity=_SEVERITY[status["state"]]
+                    )
                 return
             await asyncio.sleep(POLL_S)
 
@@ -491,19 +500,22 @@ class BacktestScreen(Screen[SignalMark | None]):
             bar.update(total=None)
         elapsed = f"{status.get('elapsed_s') or 0:.1f}s"
         if state == "failed":
-            self._say(Text(status.get("error") or "failed", style="red"))
+            self.headline = status.get("error") or "failed"
+            self._say(Text(self.headline, style="red"))
         elif state == "cancelled":
             done = (
                 f" after {status['done']}/{status['total']} {status['unit']}"
                 if status.get("total")
                 else ""
             )
-            self._say(Text(f"cancelled{done}", style="yellow"))
+            self.headline = f"cancelled{done}"
+            self._say(Text(self.headline, style="yellow"))
         elif state == "done":
+            self.headline = f"done in {elapsed}: {self._what_ran(status)}"
             chart = self.app.get_key_display(Binding("c", "chart_trade"))
             self._say(
                 Text.assemble(
-                    (f"done in {elapsed}: {self._what_ran(status)}", "green"),
+                    (self.headline, "green"),
                     (f" · ←/→ the result's tabs · {chart} charts a trade", "dim"),
                 )
             )
@@ -708,12 +720,10 @@ class BacktestScreen(Screen[SignalMark | None]):
         self.dismiss(None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """``escape`` cancels while a run goes on, else goes back; ``c`` charts only a
-        result's trade."""
+        """``escape`` cancels while a run goes on (else it goes back); ``c`` charts only
+        a result's trade."""
         if action == "cancel_run":
             return self.running
-        if action == "close":
-            return not self.running
         if action == "chart_trade":
             return bool(self.trades)
         return True

@@ -208,7 +208,11 @@ ROWS = (
         "show the trade on the chart: ▲/▼ at its entry, ◆ at its exit",
     ),
     Row("backtest", "`enter` on a sweep row", "its params in the form, to run it alone"),
-    Row("backtest", "{backtest-close}", "back to the main screen (the result is kept)"),
+    Row(
+        "backtest",
+        "{backtest-close}",
+        "back to the main screen (a run goes on; a notice says when it ends; kept for next time)",
+    ),
     Row(
         "alerts",
         "{alerts-new} / {alerts-edit}",
