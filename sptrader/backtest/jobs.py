@@ -78,6 +78,8 @@ TRADES_KEPT = 2000
 MAX_TOP = 1000
 MAX_RUNNING = 2
 KEEP_FINISHED = 5
+#: How much lower than the engine's the job's processes' CPU priority is.
+NICENESS = 10
 #: After SIGTERM, how long the process may take to stop its workers and go.
 STOP_GRACE_S = 3.0
 #: The summary figures a sweep row and a fold side carry (the table's columns).
@@ -587,8 +589,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def process_main(fd: int) -> None:
     """The job's process (``python -c``): sys.path and the JobSpec from stdin, messages
-    to pipe ``fd``; deaf to the terminal's Ctrl+C, gone with its parent."""
+    to pipe ``fd``; deaf to the terminal's Ctrl+C, niced, gone with its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Below the engine (and a TUI) for the CPU, its workers too (they inherit it): a
+    # sweep on every core then waits for the screen rather than the screen for it.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     sender = Connection(fd, readable=False)
     sys.path[:] = pickle.load(sys.stdin.buffer)
     spec = pickle.load(sys.stdin.buffer)
