@@ -438,7 +438,7 @@ def _empty_result(
         trades_spanning_gaps=0,
         ambiguous_bars=0,
         partial_fills=0,
-        volume_cap="off" if broker_cfg.max_volume_share <= 0 else "no bars",
+        volume_cap="off" if broker_cfg.max_volume_share <= 0 else "off: no bars",
         elapsed_s=time.perf_counter() - started,
         bars_per_s=None,
     )
