@@ -1,7 +1,7 @@
 """Order realism shared by the paper book and the backtester: trailing stops and fills
 capped by a share of the available volume. Plain arithmetic, no state: the book and the
 simulation keep their own and call these, so both paths move a stop and cap a fill the
-same way (``tests/broker/test_realism.py`` runs one path through both).
+same way (``tests/broker/test_paper_realism.py`` runs one path through both).
 
 Trailing stops. A stop that trails by a price distance (``trail``) or a percentage
 (``trail_pct``) of the best price since it was placed: a long's sell stop sits at ``best -
