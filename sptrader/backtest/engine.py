@@ -103,7 +103,6 @@ from sptrader.backtest.simulation import (
     TRADE_SCHEMA,
     Simulation,
     Trails,
-    frame_of,
 )
 from sptrader.broker.performance import (
     equity_returns,
@@ -245,7 +244,7 @@ def run_backtest(
         end_us=int(ts[-1]) + width_us,
         summary=summary,
         trades=trades,
-        fills=frame_of(sim.fills, FILL_SCHEMA),
+        fills=sim.fills_frame(),
         equity=pl.DataFrame(
             {
                 "ts": pl.Series(ts[first:]).cast(pl.Datetime("us")),
