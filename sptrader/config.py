@@ -514,6 +514,11 @@ BINDING_IDS = (
     "journal-note",
     "journal-equity",
     "alerts-screen",
+    "backtest-screen",
+    "backtest-run",
+    "backtest-cancel",
+    "backtest-chart",
+    "backtest-close",
 )
 
 

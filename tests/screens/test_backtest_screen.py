@@ -305,3 +305,9 @@ async def test_help_names_the_screen_and_its_keys(app: SptraderApp) -> None:
         assert "| anywhere | `T` | Backtest screen" in text
         assert "| backtest | `esc` | cancel the run in progress |" in text
         assert "`c`" in text and "show the trade on the chart" in text
+
+
+def test_the_backtest_keys_can_be_remapped() -> None:
+    """[keymap] takes the Backtest screen's binding ids (an unknown id is a config error)."""
+    config = conftest.make_config(keymap={"backtest-screen": "ctrl+t", "backtest-run": "f5"})
+    assert config.keymap["backtest-screen"] == "ctrl+t"
