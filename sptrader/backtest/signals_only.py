@@ -17,15 +17,12 @@ could decide it, this returns False and the event loop runs instead: it is the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from sptrader.broker.ledger import QTY_EPSILON
-
-if TYPE_CHECKING:
-    from sptrader.backtest.simulation import Simulation
 
 __all__ = ["SignalsOnly", "run_signals_only"]
 
@@ -34,7 +31,7 @@ _NEAR = 1e-9
 
 
 def run_signals_only(
-    sim: Simulation, events: tuple[list[int], list[int], list[float], list[float], list[str]]
+    sim: Any, events: tuple[list[int], list[int], list[float], list[float], list[str]]
 ) -> bool:
     """Set ``sim.vectorised`` to the trades and fills ``Simulation.run`` would make, or
     return False (nothing changed) when this case is not the simple one."""
@@ -162,7 +159,7 @@ class SignalsOnly:
     entry_fee: np.ndarray
 
 
-def _limits_pass(sim: Simulation, qty: np.ndarray, price: np.ndarray, pnl: np.ndarray) -> bool:
+def _limits_pass(sim: Any, qty: np.ndarray, price: np.ndarray, pnl: np.ndarray) -> bool:
     """Every entry passes the flat-account limits (``risk.check_flat_entry``) with room
     to spare, at the equity of the trades closed before it."""
     limits = sim.limits
