@@ -37,6 +37,7 @@ from sptrader.screens import (
     StrategiesScreen,
     WatchlistPane,
 )
+from sptrader.screens.backtest import BacktestScreen
 from sptrader.screens.journal import JournalScreen
 from sptrader.screens.order_ticket import OrderTicket
 from sptrader.screens.orders import OrdersPane
@@ -150,6 +151,7 @@ def test_remappable_binding_ids_are_the_ones_the_app_defines() -> None:
             OrdersPane,
             OrderTicket,
             JournalScreen,
+            BacktestScreen,
         )
         for binding in owner.BINDINGS
         if binding.id is not None
