@@ -102,6 +102,9 @@ def test_parse_routes_by_stream_name() -> None:
         json.dumps({"stream": "btcusdt@trade", "data": {"p": "x"}}),  # missing fields
         json.dumps([1, 2, 3]),
     ],
+    # Named, not by their text: the trade's times are now's, and test ids must not change
+    # between collections (pytest-xdist's workers each collect).
+    ids=["not-json", "not-subscribed", "unknown-channel", "missing-fields", "a-list"],
 )
 def test_malformed_messages_are_counted_and_skipped(raw: str) -> None:
     feed, context = make_feed(), ServiceContext("binance", Bus())
