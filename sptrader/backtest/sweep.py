@@ -143,9 +143,12 @@ def build_strategy(cls: type[Strategy], params: dict[str, str]) -> Strategy:
 
 
 def _default_text(field: Any) -> str:
-    if field.default is not msgspec.NODEFAULT:
-        return str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
-    return "?"
+    return param_text(field.default) if field.default is not msgspec.NODEFAULT else "?"
+
+
+def param_text(value: Any) -> str:
+    """A parameter's value as the text ``build_strategy`` converts (``True`` -> ``true``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass
@@ -186,6 +189,25 @@ def warmup_of(strategy: Strategy) -> int:
     asked = strategy.indicators()
     specs = parse_specs(asked) if asked else []
     return max(strategy.warmup_bars(), max_lookback(specs))
+
+
+def window_of(
+    bars: pl.DataFrame,
+    ts: np.ndarray,
+    strategy: Strategy,
+    timeframe: str,
+    start_us: int | None,
+    end_us: int | None,
+) -> pl.DataFrame:
+    """The bars of [start_us, end_us) (None: from the first, to the last) after up to the
+    strategy's warm-up of earlier bars, its informative higher timeframes' included;
+    ``ts``: the bars' open times in µs."""
+    from sptrader.strategies.informative import informative_warmup
+
+    first = int(np.searchsorted(ts, start_us)) if start_us is not None else 0
+    first = max(0, first - warmup_of(strategy) - informative_warmup(strategy, timeframe))
+    last = int(np.searchsorted(ts, end_us)) if end_us is not None else ts.size
+    return bars.slice(first, max(0, last - first))
 
 
 @dataclass(frozen=True)
@@ -242,11 +264,9 @@ def _run_task(task: Task) -> SweepRow:
     start_us = _shared["start_us"] if task.start_us is None else task.start_us
     try:
         if task.start_us is not None or task.end_us is not None:
-            ts = _shared["ts"]
-            first = int(np.searchsorted(ts, start_us)) if start_us is not None else 0
-            first = max(0, first - warmup_of(strategy))
-            last = int(np.searchsorted(ts, task.end_us)) if task.end_us is not None else ts.size
-            bars = bars.slice(first, max(0, last - first))
+            bars = window_of(
+                bars, _shared["ts"], strategy, _shared["timeframe"], start_us, task.end_us
+            )
         result = run_backtest(
             strategy,
             bars,

@@ -32,7 +32,13 @@ import polars as pl
 from sptrader.backtest import objectives
 from sptrader.backtest.engine import BacktestResult, run_backtest, summarize
 from sptrader.backtest.optimize import Dimension, search
-from sptrader.backtest.sweep import Runner, SweepInterrupted, build_strategy, warmup_of
+from sptrader.backtest.sweep import (
+    Runner,
+    SweepInterrupted,
+    build_strategy,
+    param_text,
+    window_of,
+)
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.errors import UsageError
 from sptrader.models import US_PER_MINUTE, timeframe_minutes
@@ -234,7 +240,7 @@ def walk_forward(
             outcome.in_sample, outcome.in_score = best.summary, best.score
             try:
                 test = _run_test(
-                    build_strategy(cls, {k: _text(v) for k, v in best.params.items()}),
+                    build_strategy(cls, {k: param_text(v) for k, v in best.params.items()}),
                     bars,
                     ts,
                     fold,
@@ -280,11 +286,6 @@ def walk_forward(
     )
 
 
-def _text(value: Any) -> str:
-    """A param value back as the text Params convert (``True`` → ``true``)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def _run_test(
     strategy: Strategy,
     bars: pl.DataFrame,
@@ -297,12 +298,9 @@ def _run_test(
     gaps: Sequence[tuple[int, int]],
 ) -> BacktestResult:
     """``strategy`` on the test span, after its warm-up of the bars before it."""
-    first = int(np.searchsorted(ts, fold.test_start))
-    last = int(np.searchsorted(ts, fold.test_end))
-    lead = max(0, first - warmup_of(strategy))
     return run_backtest(
         strategy,
-        bars.slice(lead, max(0, last - lead)),
+        window_of(bars, ts, strategy, timeframe, fold.test_start, fold.test_end),
         broker_cfg,
         risk_cfg,
         timeframe,

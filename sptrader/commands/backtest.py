@@ -288,12 +288,13 @@ class _Run:
             print_walk_forward,
             walk_forward_json,
         )
+        from sptrader.backtest.sweep import param_text
         from sptrader.backtest.walkforward import walk_forward
 
         args = self.args
 
         def said(fold: Any, total: int) -> None:
-            chosen = " ".join(f"{k}={_text(v)}" for k, v in (fold.params or {}).items())
+            chosen = " ".join(f"{k}={param_text(v)}" for k, v in (fold.params or {}).items())
             text = fold.error or f"best {chosen}"
             print(f"fold {fold.fold.index}/{total}: {text}", file=sys.stderr)
 
@@ -370,10 +371,6 @@ class _Run:
         return 1 if found.biased else 0
 
 
-def _text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def _search_info(found: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"method": found.method, "space": found.space}
     if found.method == "tpe":
@@ -407,7 +404,9 @@ def _load(
 ) -> WindowData:
     async def load() -> WindowData:
         async with connect(settings) as client:
-            data = await load_bars(client, instrument, timeframe, start, end, warmup, _fetch)
+            data = await load_bars(
+                client, instrument, timeframe, start, end, warmup, fetch_showing_progress
+            )
             if detail:
                 # The finer path of the traded window (the gaps are the same minutes).
                 data.detail = await client.candles(
@@ -418,7 +417,9 @@ def _load(
     return asyncio.run(load())
 
 
-async def _fetch(client: EngineClient, instrument: str, start: int, end: int) -> None:
+async def fetch_showing_progress(
+    client: EngineClient, instrument: str, start: int, end: int
+) -> None:
     """Fetch what is missing as `sptrader data ensure` does; its progress bar goes to
     stderr, keeping stdout for the report."""
     from sptrader.commands.backfill import backfill_showing_progress
