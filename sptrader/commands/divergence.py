@@ -25,7 +25,8 @@ def run_divergence_command(settings: Settings, args: argparse.Namespace) -> int:
     from sptrader.backtest import run_backtest
     from sptrader.backtest.divergence import compare, totals
     from sptrader.backtest.sweep import warmup_of
-    from sptrader.commands.backtest import load_bars
+    from sptrader.backtest.window import load_bars
+    from sptrader.commands.backtest import fetch_showing_progress
     from sptrader.strategies import registry
     from sptrader.strategies.informative import informative_warmup
 
@@ -55,7 +56,9 @@ def run_divergence_command(settings: Settings, args: argparse.Namespace) -> int:
                 scanner.name, start, end + args.tolerance * bar_us
             )
             loaded = [
-                await load_bars(client, instrument, timeframe, start, end, warmup)
+                await load_bars(
+                    client, instrument, timeframe, start, end, warmup, fetch_showing_progress
+                )
                 for instrument in scanner.instruments
             ]
             return activity, loaded
