@@ -20,7 +20,7 @@ Python loop per run), so a million runs of a thousand trades stay in bounded mem
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,6 @@ class Distribution:
     return_pct: dict[int, float]
     loss_pct: float  # runs that ended below the starting cash, %
     ruin_pct: float  # runs whose equity reached zero or below at some trade, %
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,10 +84,8 @@ def monte_carlo(
         raise UsageError(f"--monte-carlo takes 1 to {MAX_RUNS:,} runs, not {runs:,}")
     rng = np.random.default_rng(seed)
     drawdown, fraction, final, _ = path_stats(pnl[None, :], starting_cash)
-    reshuffled = _experiment("reshuffled", pnl, starting_cash, runs, rng)
-    resampled = _experiment("resampled", pnl, starting_cash, runs, rng)
-    shuffled_drawdowns = reshuffled.extra.pop("drawdowns")
-    resampled.extra.pop("drawdowns")
+    reshuffled, shuffled_drawdowns = _experiment("reshuffled", pnl, starting_cash, runs, rng)
+    resampled, _ = _experiment("resampled", pnl, starting_cash, runs, rng)
     below = float(np.count_nonzero(shuffled_drawdowns < drawdown[0]))
     ties = float(np.count_nonzero(shuffled_drawdowns == drawdown[0]))
     return MonteCarlo(
@@ -110,7 +107,8 @@ def monte_carlo(
 
 def _experiment(
     method: str, pnl: np.ndarray, starting_cash: float, runs: int, rng: np.random.Generator
-) -> Distribution:
+) -> tuple[Distribution, np.ndarray]:
+    """The experiment's percentiles, and every run's max drawdown (money)."""
     size = pnl.size
     chunk = max(1, _CHUNK_CELLS // size)
     parts: list[tuple[np.ndarray, ...]] = []
@@ -133,7 +131,7 @@ def _experiment(
         points = np.percentile(values, PERCENTILES)
         return {p: float(v) for p, v in zip(PERCENTILES, points, strict=True)}
 
-    return Distribution(
+    distribution = Distribution(
         method=method,
         runs=runs,
         max_drawdown=spread(drawdown),
@@ -144,8 +142,8 @@ def _experiment(
         else {p: float("nan") for p in PERCENTILES},
         loss_pct=float(np.count_nonzero(final < starting_cash) / runs * 100),
         ruin_pct=float(np.count_nonzero(ruined) / runs * 100),
-        extra={"drawdowns": drawdown},
     )
+    return distribution, drawdown
 
 
 def to_json(result: MonteCarlo) -> dict[str, Any]:

@@ -96,13 +96,13 @@ _ORDER_SCHEMA = {
 _FILL_SCHEMA = {"ts" if name == "ts_us" else name: FILL_SCHEMA[name] for name in FILL_FIELDS}
 _TIME_COLUMNS = ("created", "updated", "expires", "ts")
 
-_SELECT_ORDERS = (
+SELECT_ORDERS = (
     "SELECT order_id, instrument, side, qty, type, price, tif, epoch_us(created),"
     " sl, tp, role, parent_id, source, status, filled_qty, avg_price, epoch_us(updated),"
     " reason, epoch_us(expires), venue, client_order_id, venue_order_id, trail, trail_pct"
     " FROM orders"
 )
-_SELECT_FILLS = (
+SELECT_FILLS = (
     "SELECT fill_id, order_id, epoch_us(ts), instrument, side, qty, price, fee, venue,"
     " venue_fill_id FROM fills"
 )
@@ -259,7 +259,7 @@ def load_state(store: Store, venue: str = "paper") -> tuple[list[Order], list[Fi
     open_orders = [
         order_from_row(row)
         for row in cursor.execute(
-            f"{_SELECT_ORDERS} WHERE status IN (SELECT unnest(?)) AND venue = ? ORDER BY order_id",
+            f"{SELECT_ORDERS} WHERE status IN (SELECT unnest(?)) AND venue = ? ORDER BY order_id",
             [list(WORKING_STATUSES), venue],
         ).fetchall()
     ]
@@ -294,7 +294,7 @@ def orders(
     where, params = _where([("status IN (SELECT unnest(?))", statuses), ("venue = ?", venue)])
     rows = (
         store.cursor()
-        .execute(f"{_SELECT_ORDERS}{where} ORDER BY order_id DESC LIMIT ?", [*params, limit])
+        .execute(f"{SELECT_ORDERS}{where} ORDER BY order_id DESC LIMIT ?", [*params, limit])
         .fetchall()
     )
     return [dict(zip(ORDER_FIELDS, row, strict=True)) for row in rows]
@@ -306,9 +306,9 @@ def fills(
     """Fills at or after ``since_us`` (all when None) of ``venue`` (every venue when None),
     oldest first; with ``limit``, the newest ``limit`` of them (still oldest first)."""
     where, params = _where([("ts >= make_timestamp(?)", since_us), ("venue = ?", venue)])
-    query = f"{_SELECT_FILLS}{where} ORDER BY ts, fill_id"
+    query = f"{SELECT_FILLS}{where} ORDER BY ts, fill_id"
     if limit is not None:
-        query = f"SELECT * FROM ({_SELECT_FILLS}{where} ORDER BY ts DESC, fill_id DESC LIMIT ?)"
+        query = f"SELECT * FROM ({SELECT_FILLS}{where} ORDER BY ts DESC, fill_id DESC LIMIT ?)"
         query += " ORDER BY 3, 1"
         params = [*params, limit]
     rows = store.cursor().execute(query, params).fetchall()
@@ -319,7 +319,7 @@ def all_fills(store: Store, venue: str = "paper") -> list[Fill]:
     """Every fill of ``venue``, in order (a venue's positions are derived from them)."""
     rows = (
         store.cursor()
-        .execute(f"{_SELECT_FILLS} WHERE venue = ? ORDER BY ts, fill_id", [venue])
+        .execute(f"{SELECT_FILLS} WHERE venue = ? ORDER BY ts, fill_id", [venue])
         .fetchall()
     )
     return [fill_from_row(row) for row in rows]

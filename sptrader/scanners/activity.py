@@ -44,7 +44,7 @@ def scanner_activity(store: Store, scanner: str, start_us: int, end_us: int) -> 
     orders = [
         dict(zip(records.ORDER_FIELDS, row, strict=True))
         for row in cursor.execute(
-            f"{records._SELECT_ORDERS} WHERE source = ?"
+            f"{records.SELECT_ORDERS} WHERE source = ?"
             " AND created >= make_timestamp(?) AND created < make_timestamp(?)"
             " ORDER BY created, order_id",
             [source, *window],
@@ -53,7 +53,7 @@ def scanner_activity(store: Store, scanner: str, start_us: int, end_us: int) -> 
     by_id = {order["order_id"]: {**order, "fills": []} for order in orders}
     if by_id:
         for row in cursor.execute(
-            f"{records._SELECT_FILLS} WHERE order_id IN (SELECT unnest(?)) ORDER BY ts, fill_id",
+            f"{records.SELECT_FILLS} WHERE order_id IN (SELECT unnest(?)) ORDER BY ts, fill_id",
             [list(by_id)],
         ).fetchall():
             fill = dict(zip(records.FILL_FIELDS, row, strict=True))
