@@ -176,6 +176,48 @@ class ApiConfig(_Section):
     tcp_port: int = 0
     tcp_host: str = "127.0.0.1"
     client_queue: int = 50_000
+    # A TUI or command attaching to a writer on another host: "ws://HOST:PORT" (its
+    # tcp_port) and the env var holding that writer's HOME/api.token. "" = this home.
+    url: str = ""
+    token_env: str = "SPTRADER_API_TOKEN"
+
+
+class NatsConfig(_Section):
+    # Off: one process collects, stores and serves. On: events cross NATS JetStream
+    # between `sptrader start --role collector` and `--role writer` (or both, `all`).
+    enabled: bool = False
+    # One URL or a cluster's: "nats://127.0.0.1:4222" or ["nats://a:4222", "nats://b:4222"].
+    url: str | list[str] = "nats://127.0.0.1:4222"
+    # Env vars naming a .creds file / holding a token ("" = none): never the secret here.
+    creds_env: str = ""
+    token_env: str = ""
+    # Streams are PREFIX_BARS and PREFIX_TICKS, subjects PREFIX.bars.1m.FEED.SYMBOL ...
+    stream_prefix: str = "SPTRADER"
+    # How long each stream keeps messages, and how many servers hold each (1 or 3...).
+    bars_max_age_days: float = 30.0
+    ticks_max_age_hours: float = 6.0
+    replicas: int = 1
+    # JetStream drops a message whose id it saw within this window (a resend).
+    duplicate_window_s: float = 600.0
+    # Hosts announce themselves this often; one silent for 3x is shown as gone.
+    heartbeat_s: float = 2.0
+    # Messages a writer takes per fetch (it acks them once they are stored).
+    fetch_batch: int = 2000
+
+
+class LakeConfig(_Section):
+    # Delta Lake history: a local path or an S3-compatible URI ("s3://bucket/prefix");
+    # "" = off. The writer appends closed 1m bars (and kept ticks) to it.
+    uri: str = ""
+    # Appends are batched this long; compaction runs this often (0 = never).
+    flush_interval_s: float = 60.0
+    compact_every_h: float = 24.0
+    # S3-compatible storage: endpoint and region here, keys from these env vars.
+    endpoint: str = ""
+    region: str = ""
+    access_key_env: str = "AWS_ACCESS_KEY_ID"
+    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    allow_http: bool = False
 
 
 class DaemonConfig(_Section):
@@ -447,6 +489,8 @@ class Config(_Section):
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    lake: LakeConfig = msgspec.field(default_factory=LakeConfig)
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     symbols: SymbolsConfig = msgspec.field(default_factory=SymbolsConfig)
     data: DataConfig = msgspec.field(default_factory=DataConfig)
@@ -716,6 +760,13 @@ def _validate(config: Config) -> str | None:
         "api.client_queue": config.api.client_queue,
         "daemon.start_timeout_s": config.daemon.start_timeout_s,
         "daemon.stop_timeout_s": config.daemon.stop_timeout_s,
+        "nats.bars_max_age_days": config.nats.bars_max_age_days,
+        "nats.ticks_max_age_hours": config.nats.ticks_max_age_hours,
+        "nats.replicas": config.nats.replicas,
+        "nats.duplicate_window_s": config.nats.duplicate_window_s,
+        "nats.heartbeat_s": config.nats.heartbeat_s,
+        "nats.fetch_batch": config.nats.fetch_batch,
+        "lake.flush_interval_s": config.lake.flush_interval_s,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -726,6 +777,9 @@ def _validate(config: Config) -> str | None:
     ):
         if not 0 <= port <= 65535:
             return f"{key}: must be a port number (0 = off), got {port}"
+    problem = _validate_cluster(config)
+    if problem:
+        return problem
     for binding_id in config.keymap:
         if binding_id not in BINDING_IDS:
             return f"keymap.{binding_id}: unknown binding id (known: {', '.join(BINDING_IDS)})"
@@ -756,6 +810,23 @@ def _validate(config: Config) -> str | None:
         except UsageError as error:
             return f"feeds.replay.start: {error}"
     return _validate_broker(config) or _validate_brokers(config) or _validate_scanners(config)
+
+
+def _validate_cluster(config: Config) -> str | None:
+    """[nats], [lake] and [api] url: the parts that cross hosts."""
+    urls = [config.nats.url] if isinstance(config.nats.url, str) else config.nats.url
+    if not urls:
+        return "nats.url: must name at least one server"
+    for url in urls:
+        if not url.startswith(("nats://", "tls://")):
+            return f"nats.url: {url!r} is not a nats:// or tls:// URL"
+    if not config.nats.stream_prefix.replace("_", "").replace("-", "").isalnum():
+        return f"nats.stream_prefix: {config.nats.stream_prefix!r} must be letters, digits, - or _"
+    if config.api.url and not config.api.url.startswith(("ws://", "wss://")):
+        return f"api.url: {config.api.url!r} is not a ws:// or wss:// URL (the writer's tcp_port)"
+    if config.lake.compact_every_h < 0:
+        return f"lake.compact_every_h: must be 0 (never) or more, got {config.lake.compact_every_h}"
+    return None
 
 
 def _validate_broker(config: Config) -> str | None:
