@@ -279,10 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run attached (for systemd or containers); stops on SIGTERM/SIGINT",
     )
+    role_help = (
+        "all (default): one process collects, stores and serves; collector: feeds out to"
+        " NATS; writer: NATS in, store, scanners, broker, API (both need [nats] enabled)"
+    )
+    start.add_argument(
+        "--role", choices=("all", "collector", "writer"), default="all", help=role_help
+    )
     commands.add_parser(
         "stop", help="stop the daemon (SIGTERM, then SIGKILL after daemon.stop_timeout_s)"
     )
-    commands.add_parser("restart", help="stop the daemon, then start it")
+    restart = commands.add_parser("restart", help="stop the daemon, then start it")
+    restart.add_argument(
+        "--role", choices=("all", "collector", "writer"), default="all", help=role_help
+    )
     status = commands.add_parser(
         "status", help="the daemon's services, pid, uptime and store (exit 3 when not running)"
     )

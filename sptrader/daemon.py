@@ -31,18 +31,18 @@ log = logging.getLogger(__name__)
 # --- the daemon process ------------------------------------------------------------------
 
 
-def run_foreground(settings: Settings) -> int:
+def run_foreground(settings: Settings, role: str = "all") -> int:
     """Run the engine and the API until SIGTERM or SIGINT."""
     # The store, its WAL, the log and the socket: the owner's only (as cli.main does;
     # also when this is called without it).
     umask = os.umask(0o077)
     try:
-        return _run_foreground(settings)
+        return _run_foreground(settings, role)
     finally:
         os.umask(umask)
 
 
-def _run_foreground(settings: Settings) -> int:
+def _run_foreground(settings: Settings, role: str) -> int:
     from sptrader.logs import setup_logging
 
     config = settings.config
@@ -55,18 +55,28 @@ def _run_foreground(settings: Settings) -> int:
     )
     # Claimed before the engine starts (again by EngineHost once it serves): a command
     # run meanwhile waits for this daemon instead of opening the store itself.
+    engines = make_engines(settings, role)  # a bad role or config: before the pid file
     claim_pid_file(settings.home, paths.DAEMON)
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(engines))
     finally:
         release_pid_file(settings.home)
     return 0
 
 
-async def _serve(settings: Settings) -> None:
+def make_engines(settings: Settings, role: str) -> list:
+    """The engines a role runs, the one the API serves last. ``all`` with [nats] enabled
+    is a collector and a writer in one process, their events still crossing NATS."""
     from sptrader.engine import Engine
 
-    engine = Engine(settings)
+    if role == "all" and settings.config.nats.enabled:
+        return [Engine(settings, role="collector"), Engine(settings, role="writer")]
+    return [Engine(settings, role=role)]
+
+
+async def _serve(engines: list) -> None:
+    *others, engine = engines
+    settings = engine.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -74,6 +84,8 @@ async def _serve(settings: Settings) -> None:
     metrics = None
     host = EngineHost(engine, paths.DAEMON)
     try:
+        for other in others:
+            await other.start()
         await engine.start()
         await host.start()
         if settings.config.daemon.metrics_port:
@@ -86,6 +98,8 @@ async def _serve(settings: Settings) -> None:
     finally:
         await host.close_server()
         await engine.stop()
+        for other in others:
+            await other.stop()
         if metrics is not None:
             metrics.shutdown()
         log.info("daemon stopped")
@@ -94,7 +108,7 @@ async def _serve(settings: Settings) -> None:
 # --- the controlling commands ------------------------------------------------------------
 
 
-def start_background(settings: Settings, config_path: Path | None) -> int:
+def start_background(settings: Settings, config_path: Path | None, role: str = "all") -> int:
     """Spawn the daemon detached and return once its API answers (or say why not)."""
     home = settings.home
     host = host_of(home)
@@ -111,7 +125,7 @@ def start_background(settings: Settings, config_path: Path | None) -> int:
     command = [sys.executable, "-m", "sptrader.cli", "--home", str(home)]
     if config_path is not None:
         command += ["--config", str(config_path)]
-    command += ["start", "--foreground"]
+    command += ["start", "--foreground", "--role", role]
     started = time.monotonic()
     process = subprocess.Popen(
         command,

@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -49,6 +50,7 @@ from sptrader.models import (
     HistoryBarsReady,
     HistoryFetched,
     HistoryStored,
+    LiveCoverageRecorded,
     QuoteReceived,
     ServiceState,
     TradeReceived,
@@ -209,11 +211,28 @@ WAKE_JUMP_S = 30.0
 LIVE_COVERAGE_EVERY_S = 10
 
 
+#: What an engine does (`sptrader start --role`): everything, or one side of NATS.
+ROLES = ("all", "collector", "writer")
+
+
 class Engine:
-    def __init__(self, settings: Settings, *, instruments: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        instruments: list[str] | None = None,
+        role: str = "all",
+    ) -> None:
         self.settings = settings
         config = settings.config
         self.config = config
+        if role not in ROLES:
+            raise UsageError(f"unknown role {role!r} (known: {', '.join(ROLES)})")
+        if role != "all" and not config.nats.enabled:
+            raise UsageError(f"--role {role} needs [nats] enabled = true in the config")
+        # "collector": feeds and bars, out to NATS; "writer": NATS in, the store, the
+        # scanners, the broker and the API. "all": one process does everything.
+        self.role = role
         # ``instruments``: stream just these (a one-shot command such as `sptrader
         # order`), leaving the saved watchlist as it is.
         self.watchlist = (
@@ -246,10 +265,31 @@ class Engine:
         )
         # Feed name -> the minute since which it has streamed (covered while running).
         self._streaming_since: dict[str, int] = {}
-        for prefix, instruments in _by_prefix(self.watchlist).items():
-            self.feed_registry.stream(self.feed_registry.make(prefix, instruments))
+        if role != "writer":  # a writer's market data comes from the collectors
+            for prefix, instruments in _by_prefix(self.watchlist).items():
+                self.feed_registry.stream(self.feed_registry.make(prefix, instruments))
         self.builder = BarBuilder(self.price_source)
         self.bar_service = BarService(self.bus, self.builder, self.feeds, config.store.writer_queue)
+        # NATS (sptrader.cluster): a collector's publisher taps the bus from here on, so
+        # no bar is missed; a writer's consumer feeds it (and builds no bars itself).
+        self.publisher: Any = None
+        self.consumer: Any = None
+        if role == "collector":
+            from sptrader.cluster.publisher import NatsPublisher
+
+            self.publisher = NatsPublisher(
+                self.bus, config.nats, config.store.writer_queue, describe=self._describe_collector
+            )
+        elif role == "writer":
+            from sptrader.cluster.consumer import NatsConsumer
+
+            self.bar_service.subscription.close()
+            self.consumer = NatsConsumer(
+                self.bus,
+                config.nats,
+                store_queued=self._store_queued,
+                apply_coverage=self._apply_live_coverage,
+            )
         self.writer: StoreWriter | None = None
         self._log_handler: BusLogHandler | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -268,7 +308,7 @@ class Engine:
         # The paper broker (sptrader.broker), loaded from the store on start; None when
         # [broker] enabled = false. It taps the bus from here on, so no quote is missed.
         self.broker: PaperBroker | None = None
-        if config.broker.enabled:
+        if config.broker.enabled and role != "collector":
             self.broker = PaperBroker(
                 self.bus, config.broker, config.risk, feeds=self.feed_registry
             )
@@ -286,7 +326,7 @@ class Engine:
         self.live_brokers: dict[str, LiveBroker] = {}
         for name in type(config.brokers).__struct_fields__:
             section = getattr(config.brokers, name)
-            if section.live:
+            if section.live and role != "collector":
                 from sptrader.venues.registry import make_venue
 
                 self.live_brokers[name] = LiveBroker(
@@ -333,9 +373,16 @@ class Engine:
 
     # --- store (blocking: call from a thread, or before the loop runs) ---------------
 
+    @property
+    def store_path(self) -> Path:
+        """A collector's store is its memory only (what it heard, what it owes), kept
+        apart from a writer's in the same home."""
+        path = self.settings.store_path
+        return path.with_name("collector.duckdb") if self.role == "collector" else path
+
     def open_store(self) -> Store:
         if self.store is None:
-            store = Store(self.settings.store_path)
+            store = Store(self.store_path)
             store.migrate()
             self.store = store
         return self.store
@@ -527,7 +574,12 @@ class Engine:
             log.info("%d ranges are still owed a re-fetch from the last run", owed)
         self.writer = StoreWriter(self.require_store(), self.bus, self.config.store)
         self.supervisor.add(self.writer)
-        self.supervisor.add(self.bar_service)
+        if self.role != "writer":
+            self.supervisor.add(self.bar_service)
+        self._loop = loop
+        for link in (self.publisher, self.consumer):
+            if link is not None:
+                self.supervisor.add(link)
         store = self.require_store()
         await run_in_thread(self.halts.load, store)
         ids = Ids(*await run_in_thread(broker_records.next_ids, store))
@@ -544,26 +596,33 @@ class Engine:
         for feed in self.feeds.values():
             self.supervisor.add(FeedService(feed, self._before_stream))
         self.supervisor.start("store")
-        self.supervisor.start("bars")
+        if self.role != "writer":
+            self.supervisor.start("bars")
+        for link in (self.publisher, self.consumer):
+            if link is not None:
+                self.supervisor.start(link.name)
         if self.broker is not None:
             self.supervisor.start(self.broker.name)
         for live in self.live_brokers.values():
             self.supervisor.start(live.name)
-        alerts = self.make_alerts()
-        await run_in_thread(alerts.load, store)
-        if alerts.rules:
-            self._start_alerts(alerts)
-            self._spawn(self._say_started(alerts))
+        if self.role != "collector":
+            alerts = self.make_alerts()
+            await run_in_thread(alerts.load, store)
+            if alerts.rules:
+                self._start_alerts(alerts)
+                self._spawn(self._say_started(alerts))
         for name in self.feeds:
             self.supervisor.start(name)
-        self._start_scanners()
+        if self.role != "collector":
+            self._start_scanners()
         self._watch_task = loop.create_task(self._watch())
         self._spawn(self.symbols.refresh_stale())
         self.started = True
         log.info(
-            "engine started: %d instruments, store %s",
+            "engine started%s: %d instruments, store %s",
+            "" if self.role == "all" else f" as {self.role}",
             len(self.watchlist),
-            self.settings.store_path,
+            self.store_path,
         )
 
     # --- scanners (sptrader.scanners) -------------------------------------------------
@@ -707,6 +766,9 @@ class Engine:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.bar_service.drain()
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):
+                await self.publisher.drain()
         log.info("engine stopping: store flushed")
         if self._watch_task is not None:
             self._watch_task.cancel()
@@ -793,6 +855,41 @@ class Engine:
                 )
         store.add_coverage_many(ranges)
         self._uncover_owed({entry[0] for entry in ranges})
+        if self.publisher is not None and ranges:
+            # Behind the bars it covers on the bus, so the writer stores those first.
+            owed = {name: self.owed.ranges(name) for name in {entry[0] for entry in ranges}}
+            event = LiveCoverageRecorded(now, ranges, {k: v for k, v in owed.items() if v})
+            self._loop.call_soon_threadsafe(self.bus.publish_nowait, [event])
+
+    # --- NATS (sptrader.cluster) ------------------------------------------------------
+
+    def _describe_collector(self) -> dict[str, Any]:
+        """What a collector's heartbeat says: its instruments and which are stale."""
+        instruments = sorted({name for feed in self.feeds.values() for name in feed.instruments})
+        return {"instruments": instruments, "stale": sorted(self.stale_instruments())}
+
+    async def _store_queued(self) -> None:
+        """Everything the consumer put on the bus so far is stored (it acks after)."""
+        if self.writer is not None:
+            await self.writer.store_queued()
+
+    async def _apply_live_coverage(self, event: LiveCoverageRecorded) -> None:
+        """A collector's live coverage, recorded in this writer's store as it was there."""
+
+        def apply() -> None:
+            store = self.require_store()
+            store.add_coverage_many(event.ranges)
+            with store.transaction() as cursor:
+                for instrument, owed in event.owed.items():
+                    for start, end in owed:
+                        remove_coverage(cursor, instrument, start, end)
+
+        await run_in_thread(apply)
+
+    def cluster_hosts(self) -> list[dict[str, Any]]:
+        """Every collector and writer NATS knows about (the last heartbeats read)."""
+        link = self.consumer or self.publisher
+        return [] if link is None else list(link.hosts)
 
     def _heard_until(self, feed_name: str) -> int:
         """The start of the minute in which the feed last received a message: minutes
@@ -1019,10 +1116,17 @@ class Engine:
 
     def stale_instruments(self) -> set[str]:
         """Instruments whose feed is not delivering (stale, reconnecting, stopped): the
-        rest of the engine must not trust their prices."""
+        rest of the engine must not trust their prices. A writer asks the collectors'
+        heartbeats: an instrument no live collector delivers is stale."""
+        if self.consumer is not None:
+            from sptrader.cluster.hosts import stale_from_hosts
+
+            return stale_from_hosts(self.consumer.hosts, self.watchlist)
         return self.feed_registry.stale_instruments()
 
     def is_stale(self, instrument: str) -> bool:
+        if self.consumer is not None:
+            return instrument in self.stale_instruments()
         return self.feed_registry.is_stale(instrument)
 
     # --- reads ------------------------------------------------------------------------
@@ -1047,6 +1151,8 @@ class Engine:
         return name
 
     def forming_bar(self, instrument: str) -> Bar | None:
+        if self.consumer is not None:
+            return self.consumer.forming.get(instrument)
         return self.builder.forming(instrument)
 
 

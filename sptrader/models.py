@@ -212,6 +212,17 @@ class HistoryBarsReady:
 
 
 @dataclass(slots=True)
+class LiveCoverageRecorded:
+    """A collector recorded what its live feeds covered (``ranges``: instrument,
+    timeframe, source, start, end) and which ranges are owed a re-fetch (``owed``, taken
+    out of coverage): sent over NATS so the writer's coverage says the same."""
+
+    ts_us: int
+    ranges: list[tuple[str, str, str, int, int]]
+    owed: dict[str, list[tuple[int, int]]]
+
+
+@dataclass(slots=True)
 class HistoryStored:
     """History bars of [start, end) were written: charts showing them reload."""
 

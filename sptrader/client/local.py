@@ -313,15 +313,20 @@ class LocalEngineClient:
     async def status(self) -> dict:
         store = self.engine.require_store()
         counts = await run_in_thread(queries.table_counts, store)
-        path = Path(self.engine.settings.store_path)
+        path = Path(self.engine.store_path)
         size = path.stat().st_size if path.exists() else 0
         wal = path.with_name(path.name + ".wal")
         size += wal.stat().st_size if wal.exists() else 0
-        return {
+        status = {
             "home": str(self.engine.settings.home),
             "store": {"path": str(path), "size_bytes": size, "rows": counts},
             "services": [encode_status(status) for status in self.engine.supervisor.status()],
+            "role": self.engine.role,
         }
+        if self.engine.config.nats.enabled:
+            # Every collector and writer NATS knows about (their last heartbeats).
+            status["cluster"] = self.engine.cluster_hosts()
+        return status
 
     # --- the paper broker -------------------------------------------------------------
 

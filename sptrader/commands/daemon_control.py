@@ -21,13 +21,13 @@ NOT_RUNNING = 3
 def run_daemon_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "start":
         if args.foreground:
-            return run_foreground(settings)
-        return start_background(settings, settings.config_path)
+            return run_foreground(settings, args.role)
+        return start_background(settings, settings.config_path, args.role)
     if args.command == "stop":
         return stop_daemon(settings)
     if args.command == "restart":
         stop_daemon(settings)
-        return start_background(settings, settings.config_path)
+        return start_background(settings, settings.config_path, args.role)
     if args.command == "status":
         return _status(settings, as_json=args.json)
     return _service(settings, args.service_command, getattr(args, "name", None))
@@ -75,14 +75,48 @@ def _status(settings: Settings, *, as_json: bool) -> int:
         f" {counted(rows['service_events'], 'event')}"
     )
     _print_services(status["services"])
+    if "cluster" in status:
+        _print_cluster(status["cluster"])
     return 0
 
 
 def _host_line(status: dict) -> str:
     """Who hosts the engine: the daemon, or a TUI (an older daemon does not say)."""
+    role = status.get("role", "all")
+    as_role = "" if role == "all" else f" ({role})"
     if status.get("host") == TUI:
-        return f"sptrader engine hosted by a TUI (pid {status['pid']})"
-    return f"sptrader daemon pid {status['pid']}"
+        return f"sptrader engine hosted by a TUI (pid {status['pid']}){as_role}"
+    return f"sptrader daemon pid {status['pid']}{as_role}"
+
+
+def _print_cluster(hosts: list[dict]) -> None:
+    """The collectors and writers NATS knows about: host, state, lag and what they carry."""
+    print(f"\nNATS: {counted(len(hosts), 'host')}")
+    if not hosts:
+        return
+    now = time.time()
+    width = max(len("host"), *(len(f"{host['host']}:{host['pid']}") for host in hosts))
+    print(f"{'role':<9} {'host':<{width}} {'state':<8} {'seen':>6}  notes")
+    for host in hosts:
+        seen = format_age(max(0.0, now - host.get("ts_us", 0) / 1e6))
+        if host.get("role") == "writer":
+            notes = (
+                f"lag {host.get('lag_messages', 0):,} msgs / {host.get('lag_s', 0):.1f}s,"
+                f" consumed {host.get('consumed', 0):,}"
+            )
+            if host.get("malformed"):
+                notes += f", malformed {host['malformed']:,}"
+        else:
+            stale = host.get("stale", [])
+            notes = f"{counted(len(host.get('instruments', [])), 'instrument')}, published {host.get('published', 0):,}"
+            if host.get("unacked"):
+                notes += f", unacked {host['unacked']:,}"
+            if stale:
+                notes += f", stale: {', '.join(stale)}"
+        name = f"{host['host']}:{host['pid']}"
+        print(
+            f"{host.get('role', '?'):<9} {name:<{width}} {host.get('state', '?'):<8} {seen:>6}  {notes}"
+        )
 
 
 def _print_services(services: list[dict]) -> None:

@@ -116,6 +116,12 @@ class StoreWriter(Service):
                 context.counters["flushes"] = self.flushes
                 next_flush = time.monotonic() + interval
 
+    async def store_queued(self) -> int:
+        """Take everything queued so far and write it now (the NATS consumer acks its
+        messages after this; forming bars keep their own pace)."""
+        self._take(self.subscription.get_nowait())
+        return await self.flush()
+
     async def drain(self) -> int:
         """Take everything queued and write it (on shutdown)."""
         self._take(self.subscription.get_nowait())

@@ -1,0 +1,212 @@
+"""The writer's side: a durable JetStream consumer per stream feeds the local bus, and
+each message is acked only once what it carries is stored.
+
+A writer that was down resumes where its durable consumer stopped, in order (its lag in
+messages and seconds is a counter and part of its heartbeat). A writer killed before it
+acked gets the same messages again: the store's upserts make that harmless. A message
+this version cannot read is counted, logged once, and terminated (never redelivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from sptrader.bus import Bus
+from sptrader.clock import now_us
+from sptrader.cluster import hosts, link, subjects
+from sptrader.cluster.codec import MalformedMessage, decode_message
+from sptrader.config import NatsConfig
+from sptrader.models import Bar, BarClosed, BarUpdated, LiveCoverageRecorded
+from sptrader.supervisor import Service, ServiceContext
+
+log = logging.getLogger(__name__)
+
+#: Unacked messages the server lets one consumer have (a few fetches' worth).
+ACK_PENDING_BATCHES = 4
+#: Seconds before the server redelivers a message that was fetched but never acked.
+ACK_WAIT_S = 60.0
+
+
+def durable_name() -> str:
+    """One durable consumer per writer machine: two writers each get every message."""
+    host = "".join(char if char.isalnum() else "-" for char in socket.gethostname())
+    return f"writer-{host}"
+
+
+class NatsConsumer(Service):
+    kind = "nats"
+    stoppable = False
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: NatsConfig,
+        *,
+        store_queued: Callable[[], Awaitable[object]],
+        apply_coverage: Callable[[LiveCoverageRecorded], Awaitable[None]],
+        durable: str | None = None,
+    ) -> None:
+        super().__init__("nats-in")
+        self.bus = bus
+        self.config = config
+        self.store_queued = store_queued
+        self.apply_coverage = apply_coverage
+        self.durable = durable or durable_name()
+        self.started_us = now_us()
+        # The latest forming bar per instrument (the writer builds none itself).
+        self.forming: dict[str, Bar] = {}
+        # Every host's last heartbeat, read back each beat (status, stale instruments).
+        self.hosts: list[dict[str, Any]] = []
+        self.consumed = 0
+        self.malformed = 0
+        self.lag_messages: dict[str, int] = {}
+        self.lag_s: dict[str, float] = {}
+        self._malformed_logged = False
+
+    @property
+    def lag(self) -> tuple[int, float]:
+        """Messages not yet delivered, and the age of the last one handled (0 when none
+        is waiting)."""
+        return sum(self.lag_messages.values()), max(self.lag_s.values(), default=0.0)
+
+    async def run(self, context: ServiceContext) -> None:
+        client = await link.connect(self.config, f"sptrader writer {self.durable}")
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            js = client.jetstream()
+            await link.ensure_streams(js, self.config)
+            bucket = await link.hosts_bucket(js, self.config)
+            prefix = self.config.stream_prefix
+            pending = self.config.fetch_batch * ACK_PENDING_BATCHES
+            bars = await js.pull_subscribe(
+                "",
+                durable=f"{self.durable}_bars",
+                stream=subjects.BARS_STREAM.format(prefix=prefix),
+                config=ConsumerConfig(
+                    filter_subjects=subjects.bar_stream_subjects(prefix),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=ACK_WAIT_S,
+                    max_ack_pending=pending,
+                ),
+            )
+            # Ticks are for now: a new writer does not replay hours of them.
+            ticks = await js.pull_subscribe(
+                "",
+                durable=f"{self.durable}_ticks",
+                stream=subjects.TICKS_STREAM.format(prefix=prefix),
+                config=ConsumerConfig(
+                    filter_subjects=subjects.tick_stream_subjects(prefix),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.NEW,
+                    ack_wait=ACK_WAIT_S,
+                    max_ack_pending=pending,
+                ),
+            )
+            context.mark_running()
+            tasks = [
+                asyncio.create_task(self._pump(bars, "bars", context)),
+                asyncio.create_task(self._pump(ticks, "ticks", context)),
+                asyncio.create_task(self._beat(bucket)),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # the first failure ends the run (and restarts it)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close()
+
+    async def _pump(self, subscription: Any, stream: str, context: ServiceContext) -> None:
+        batch = self.config.fetch_batch
+        while True:
+            try:
+                messages = await subscription.fetch(batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                self.lag_messages[stream] = 0
+                self.lag_s[stream] = 0.0
+                continue
+            await self._handle(messages, stream, context)
+
+    async def _handle(self, messages: list[Any], stream: str, context: ServiceContext) -> None:
+        events: list[object] = []
+        coverage: list[LiveCoverageRecorded] = []
+        for message in messages:
+            try:
+                decoded = decode_message(message.data)
+            except MalformedMessage as error:
+                self.malformed += 1
+                context.counters["malformed"] = self.malformed
+                if not self._malformed_logged:
+                    log.warning("nats: skipped a message on %s: %s", message.subject, error)
+                    self._malformed_logged = True
+                await message.term()
+                continue
+            for event in decoded:
+                kind = type(event)
+                if kind is LiveCoverageRecorded:
+                    coverage.append(event)
+                    continue
+                if kind is BarUpdated:
+                    self.forming[event.bar.instrument] = event.bar
+                elif kind is BarClosed:
+                    forming = self.forming.get(event.bar.instrument)
+                    if forming is not None and forming.ts_us <= event.bar.ts_us:
+                        del self.forming[event.bar.instrument]
+                events.append(event)
+        if events:
+            await self.bus.publish(events)
+        # Stored (and coverage recorded) before any ack: a crash here means redelivery.
+        await self.store_queued()
+        for entry in coverage:
+            await self.apply_coverage(entry)
+        for message in messages:
+            if not message.is_acked:
+                await message.ack()
+        self.consumed += len(messages)
+        last = messages[-1].metadata
+        self.lag_messages[stream] = last.num_pending
+        self.lag_s[stream] = (
+            max(0.0, time.time() - last.timestamp.timestamp()) if last.num_pending else 0.0
+        )
+        context.events += len(messages)
+        context.last_event_us = now_us()
+        context.counters["consumed"] = self.consumed
+        lag_messages, lag_s = self.lag
+        context.counters["lag_messages"] = lag_messages
+        context.counters["lag_ms"] = int(lag_s * 1000)
+
+    async def _beat(self, bucket: Any) -> None:
+        key = hosts.host_key("writer")
+        while True:
+            lag_messages, lag_s = self.lag
+            payload = hosts.beat_payload(
+                "writer",
+                self.started_us,
+                state="running",
+                durable=self.durable,
+                consumed=self.consumed,
+                malformed=self.malformed,
+                lag_messages=lag_messages,
+                lag_s=round(lag_s, 3),
+            )
+            await bucket.put(key, payload)
+            self.hosts = await hosts.read_hosts(bucket, self.config.heartbeat_s)
+            try:
+                await asyncio.sleep(self.config.heartbeat_s)
+            except asyncio.CancelledError:
+                # A host that stops says so: only one that died shows as "gone".
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await bucket.delete(key)
+                raise

@@ -1,0 +1,110 @@
+"""The connection to NATS and the streams SPtrader's hosts share.
+
+Servers and auth come from [nats]: the URLs (a cluster's list), a .creds file or a token
+named by env vars (the secret itself is never in the config, nor logged). The streams
+are made or brought in line with the config by whichever host connects first; every
+host does the same, so none depends on another having started.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from sptrader.cluster import subjects
+from sptrader.config import NatsConfig
+from sptrader.errors import SptraderError
+
+#: Seconds a host's heartbeat stays in the hosts bucket after its last beat.
+HOSTS_TTL_S = 3600.0
+
+
+def servers(config: NatsConfig) -> list[str]:
+    return [config.url] if isinstance(config.url, str) else list(config.url)
+
+
+def connect_options(config: NatsConfig, name: str) -> dict[str, Any]:
+    """nats.connect's keyword arguments (a missing env var is a clear error)."""
+    options: dict[str, Any] = {
+        "servers": servers(config),
+        "name": name,
+        "connect_timeout": 5,
+        "reconnect_time_wait": 0.5,
+        "max_reconnect_attempts": -1,
+        "allow_reconnect": True,
+    }
+    for key, env in (("user_credentials", config.creds_env), ("token", config.token_env)):
+        if not env:
+            continue
+        value = os.environ.get(env)
+        if not value:
+            raise SptraderError(f"nats: env var {env} is not set (nats.{key.split('_')[0]}_env)")
+        options[key] = value
+    return options
+
+
+async def connect(config: NatsConfig, name: str) -> Client:
+    try:
+        return await nats.connect(**connect_options(config, name))
+    except nats.errors.NoServersError:
+        raise ConnectionRefusedError(
+            f"no NATS server answers at {', '.join(servers(config))}"
+        ) from None
+
+
+def stream_configs(config: NatsConfig) -> list[StreamConfig]:
+    prefix = config.stream_prefix
+    common = {
+        "retention": RetentionPolicy.LIMITS,
+        "storage": StorageType.FILE,
+        "discard": DiscardPolicy.OLD,
+        "num_replicas": config.replicas,
+        "duplicate_window": config.duplicate_window_s,
+    }
+    return [
+        StreamConfig(
+            name=subjects.BARS_STREAM.format(prefix=prefix),
+            subjects=subjects.bar_stream_subjects(prefix),
+            max_age=config.bars_max_age_days * 86400,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.TICKS_STREAM.format(prefix=prefix),
+            subjects=subjects.tick_stream_subjects(prefix),
+            max_age=config.ticks_max_age_hours * 3600,
+            **common,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, config: NatsConfig) -> None:
+    """Make the streams, or update their limits to the config's."""
+    for stream in stream_configs(config):
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            await js.add_stream(stream)
+            continue
+        try:
+            await js.update_stream(stream)
+        except BadRequestError as error:
+            # Replicas or storage cannot always change in place: say so, keep running.
+            raise SptraderError(
+                f"nats: stream {stream.name} differs from [nats] and cannot be updated: {error.description}"
+            ) from None
+
+
+async def hosts_bucket(js: JetStreamContext, config: NatsConfig) -> Any:
+    bucket = subjects.HOSTS_BUCKET.format(prefix=config.stream_prefix)
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        return await js.create_key_value(
+            bucket=bucket, history=1, ttl=HOSTS_TTL_S, replicas=config.replicas
+        )
