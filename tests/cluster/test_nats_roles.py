@@ -1,0 +1,117 @@
+"""Collectors and writers in separate processes and homes over a real nats-server: what
+the collectors stored, the writer stored, once, whatever crashes in between."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from conftest import poll
+
+
+def _settled(writer, collectors) -> None:
+    """Collectors stopped (their queues sent), the writer caught up, then stopped."""
+    for collector in collectors:
+        collector.stop()
+    poll(
+        lambda: (
+            writer.service("nats-in")["counters"].get("lag_messages", 0) == 0 and _quiet(writer)
+        ),
+        30,
+        "the writer to catch up",
+    )
+    writer.stop()
+
+
+def _quiet(writer, seconds: float = 1.5) -> bool:
+    before = writer.service("nats-in")["counters"].get("consumed", 0)
+    time.sleep(seconds)
+    return writer.service("nats-in")["counters"].get("consumed", 0) == before
+
+
+def _closed(bars: list[tuple]) -> dict[tuple, tuple]:
+    """Bars by (instrument, ts), without each instrument's last (maybe forming) one."""
+    last: dict[str, int] = {}
+    for row in bars:
+        last[row[0]] = max(last.get(row[0], 0), row[1])
+    return {(row[0], row[1]): row[2:] for row in bars if row[1] < last[row[0]]}
+
+
+def test_what_a_collector_stores_the_writer_stores(nats_server, make_host):
+    collector = make_host("collector", "collector", [nats_server.url])
+    writer = make_host("writer", "writer", [nats_server.url])
+    collector.start()
+    writer.start()
+    poll(
+        lambda: writer.service("nats-in")["counters"].get("consumed", 0) > 50, 30, "bars to arrive"
+    )
+    status = writer.status()
+    roles = sorted(host["role"] for host in status["cluster"] if host.get("state") == "running")
+    assert roles == ["collector", "writer"]
+    assert status["role"] == "writer"
+    # The writer runs no feed and builds no bars: its market data is the collector's.
+    names = {service["name"] for service in status["services"]}
+    assert "sim" not in names and "bars" not in names
+    _settled(writer, [collector])
+    theirs, ours = _closed(collector.bars()), _closed(writer.bars())
+    assert len(theirs) > 60  # the seeded history (0.03 days) and the live minutes
+    assert ours == theirs
+
+
+def test_a_writer_killed_mid_stream_catches_up_with_every_bar_once(nats_server, make_host):
+    collector = make_host("collector", "collector", [nats_server.url])
+    writer = make_host("writer", "writer", [nats_server.url])
+    collector.start()
+    writer.start()
+    poll(lambda: writer.service("nats-in")["counters"].get("consumed", 0) > 20, 30, "messages")
+    writer.kill()
+    time.sleep(3)  # the collector goes on publishing to the stream meanwhile
+    writer.start()
+    poll(lambda: writer.service("nats-in")["counters"].get("consumed", 0) > 0, 30, "catch-up")
+    _settled(writer, [collector])
+    rows = writer.bars()
+    assert len({(row[0], row[1]) for row in rows}) == len(rows)  # none twice
+    assert _closed(rows) == _closed(collector.bars())  # none missing
+
+
+def test_a_killed_collector_heals_its_gap_on_restart(nats_server, make_host):
+    collector = make_host("collector", "collector", [nats_server.url])
+    writer = make_host("writer", "writer", [nats_server.url])
+    collector.start()
+    writer.start()
+    poll(lambda: writer.service("nats-in")["counters"].get("consumed", 0) > 20, 30, "messages")
+    collector.kill()
+    # Its instruments go stale at the writer once its heartbeats stop.
+    poll(
+        lambda: all(
+            host.get("state") == "gone"
+            for host in writer.status()["cluster"]
+            if host["role"] == "collector"
+        ),
+        15,
+        "the collector to be shown gone",
+    )
+    collector.start()
+    _settled(writer, [collector])
+    ours = writer.bars()
+    assert _closed(ours) == _closed(collector.bars())
+    minutes = sorted(row[1] for row in ours if row[0] == "SIM:BTCUSD")
+    assert all(b - a == 60_000_000 for a, b in itertools.pairwise(minutes))
+
+
+def test_two_collectors_of_one_instrument_do_not_double_its_bars(nats_server, make_host):
+    first = make_host("first", "collector", [nats_server.url], watchlist=("SIM:BTCUSD",))
+    second = make_host("second", "collector", [nats_server.url], watchlist=("SIM:BTCUSD",))
+    writer = make_host("writer", "writer", [nats_server.url], watchlist=("SIM:BTCUSD",))
+    first.start()
+    second.start()
+    writer.start()
+    poll(lambda: writer.service("nats-in")["counters"].get("consumed", 0) > 50, 30, "bars")
+    _settled(writer, [first, second])
+    rows = writer.bars()
+    keys = [(row[0], row[1]) for row in rows]
+    assert len(keys) == len(set(keys))
+    # Each minute is one of the collectors' versions of it.
+    versions = [_closed(first.bars()), _closed(second.bars())]
+    for key, values in _closed(rows).items():
+        assert any(version.get(key) == values for version in versions), key
