@@ -136,7 +136,8 @@ class NatsConsumer(Service):
                 self.lag_messages[stream] = 0
                 self.lag_s[stream] = 0.0
                 continue
-            await self._handle(messages, stream, context)
+            if messages:
+                await self._handle(messages, stream, context)
 
     async def _handle(self, messages: list[Any], stream: str, context: ServiceContext) -> None:
         events: list[object] = []
