@@ -39,7 +39,7 @@ from sptrader.store.writer import StoreWriter
 from sptrader.supervisor import Supervisor
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "cluster"))
-from conftest import start_server
+from nats_harness import start_server
 
 START_US = 1_790_000_000_000_000
 

@@ -8,9 +8,9 @@ import itertools
 
 import polars as pl
 import pytest
-from conftest import poll
 from hypothesis import given
 from hypothesis import strategies as st
+from nats_harness import poll
 
 from sptrader.cluster import codec, link, subjects
 from sptrader.cluster.codec import MalformedMessage, decode_message, encode_events
@@ -25,6 +25,8 @@ from sptrader.models import (
     QuoteReceived,
     TradeReceived,
 )
+
+pytest_plugins = ["nats_harness"]  # its fixtures: nats_server, make_host
 
 prices = st.floats(min_value=1e-8, max_value=1e9, allow_nan=False)
 bars = st.builds(

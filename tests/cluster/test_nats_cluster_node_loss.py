@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import free_port, poll, start_server
+from nats_harness import free_port, poll, start_server
+
+pytest_plugins = ["nats_harness"]  # its fixture make_host
 
 
 def test_a_node_of_the_cluster_down_stops_nothing(tmp_path, make_host):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 import time
 
-from conftest import poll
+from nats_harness import poll
+
+pytest_plugins = ["nats_harness"]  # its fixtures: nats_server, make_host
 
 
 def _settled(writer, collectors) -> None:

