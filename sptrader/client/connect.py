@@ -10,13 +10,16 @@ TUI), or just some instruments streaming (``streaming=[...]``: a one-shot order)
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal
+from urllib.parse import urlsplit
 
 from sptrader.client.local import LocalEngineClient
 from sptrader.client.paths import running_pid
 from sptrader.client.protocol import EngineClient
 from sptrader.config import Settings
+from sptrader.errors import UsageError
 
 Run = Literal["store", "everything"]
 
@@ -32,6 +35,16 @@ def client_for(
     the TUI does in its own lifecycle). ``streaming``: an engine that streams just these
     instruments, without scanners, leaving the saved watchlist as it is, to trade at
     ``venue`` (paper, or a live venue it then connects to)."""
+    remote = remote_writer(settings)
+    if remote is not None:
+        from sptrader.client.remote import RemoteEngineClient
+
+        return RemoteEngineClient(
+            settings.home,
+            reconnect=run == "everything",
+            start_timeout_s=settings.config.daemon.start_timeout_s,
+            tcp=remote,
+        )
     if running_pid(settings.home) is not None:
         from sptrader.client.remote import RemoteEngineClient
 
@@ -50,6 +63,23 @@ def client_for(
     from sptrader.engine import Engine
 
     return LocalEngineClient(Engine(settings), run_services=run == "everything")
+
+
+def remote_writer(settings: Settings) -> tuple[str, int, str] | None:
+    """(host, port, token) of the writer [api] url names, or None for this home's."""
+    url = settings.config.api.url
+    if not url:
+        return None
+    parsed = urlsplit(url)
+    if parsed.scheme != "ws" or not parsed.hostname or not parsed.port:
+        raise UsageError(f"api.url: {url!r} must be ws://HOST:PORT (the writer's tcp_port)")
+    token = os.environ.get(settings.config.api.token_env, "").strip()
+    if not token:
+        raise UsageError(
+            f"api.url is set: put the writer's HOME/api.token in ${settings.config.api.token_env}"
+            " (api.token_env)"
+        )
+    return parsed.hostname, parsed.port, token
 
 
 @contextlib.asynccontextmanager

@@ -41,7 +41,10 @@ RECONNECT_MAX_S = 5.0
 
 
 def fetch_welcome(
-    home: Path, host_starting: Callable[[], bool] | None = None, start_timeout_s: float = 30.0
+    home: Path,
+    host_starting: Callable[[], bool] | None = None,
+    start_timeout_s: float = 30.0,
+    tcp: tuple[str, int, str] | None = None,
 ) -> dict[str, Any]:
     """Greet the daemon once, before the app's loop runs (the screens need the
     watchlist to lay themselves out); a host still starting is waited for."""
@@ -53,6 +56,7 @@ def fetch_welcome(
             reconnect=False,
             host_starting=host_starting,
             start_timeout_s=start_timeout_s,
+            tcp=tcp,
         )
         connection, welcome = await client._open_when_served()
         await connection.close()
@@ -74,6 +78,7 @@ class RemoteEngineClient:
         reconnect: bool = True,
         host_starting: Callable[[], bool] | None = None,
         start_timeout_s: float = 30.0,
+        tcp: tuple[str, int, str] | None = None,
     ) -> None:
         """``reconnect`` (the TUI): stay attached, reconnecting with backoff while the
         daemon is away, and greet it now (the screens need its watchlist to lay
@@ -83,11 +88,13 @@ class RemoteEngineClient:
         home, its socket does not answer yet): then it is waited for, up to
         ``start_timeout_s``."""
         self.home = home
+        # (host, port, token) of a writer on another host ([api] url), else this home's socket.
+        self.tcp = tcp
         self.reconnect = reconnect
         self._host_starting = host_starting
         self._start_timeout_s = start_timeout_s
         if welcome is None:
-            welcome = fetch_welcome(home, host_starting, start_timeout_s) if reconnect else {}
+            welcome = fetch_welcome(home, host_starting, start_timeout_s, tcp) if reconnect else {}
         self.welcome = welcome
         self.bus = Bus()
         self.connection: ApiConnection | None = None
@@ -395,7 +402,7 @@ class RemoteEngineClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._start_timeout_s
         while True:
-            connection = ApiConnection(self.home, on_events=self._on_events)
+            connection = ApiConnection(self.home, on_events=self._on_events, tcp=self.tcp)
             try:
                 return connection, await connection.open()
             except DaemonUnavailable:
@@ -407,7 +414,7 @@ class RemoteEngineClient:
     async def _keep_connected(self) -> None:
         delay = RECONNECT_INITIAL_S
         while not self._closing:
-            connection = ApiConnection(self.home, on_events=self._on_events)
+            connection = ApiConnection(self.home, on_events=self._on_events, tcp=self.tcp)
             try:
                 self.welcome = await connection.open()
                 forming = await connection.call("forming_bars")
