@@ -65,7 +65,7 @@ def read_bars(
     end = pl.lit(end_us).cast(pl.Datetime("us"))
     try:
         dataset = table.to_pyarrow_dataset(
-            partitions=[
+            file_pruning_predicate=[
                 ("instrument", "=", instrument),
                 ("date", ">=", _day(start_us)),
                 ("date", "<=", _day(end_us - 1)),
