@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         " macd bbN stoch vwap (e.g. rsi14,ema20,macd,bb20,atr14); enough older bars are read"
         " for the first rows to have values",
     )
+    candles.add_argument(
+        "--source",
+        choices=("store", "lake", "auto"),
+        default="store",
+        help="where bars come from: the store (default), the [lake] Delta table, or auto"
+        " (the store, and the lake for minutes the store does not hold; nothing fetched)",
+    )
 
     symbols = commands.add_parser(
         "symbols",
@@ -252,10 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", dest="end", metavar="DATE", help="end UTC day (exclusive); default tomorrow"
     )
     export.add_argument(
-        "--format", choices=("parquet", "csv"), default="parquet", help="default parquet"
+        "--format",
+        choices=("parquet", "csv", "delta"),
+        default="parquet",
+        help="default parquet; delta appends 1m bars to the Delta Lake table under --out",
     )
     export.add_argument(
-        "--out", required=True, type=output_dir("--out"), metavar="DIR", help="output directory"
+        "--out",
+        required=True,
+        type=output_dir("--out"),
+        metavar="DIR",
+        help="output directory (delta: also file:// or s3://bucket/prefix, S3 options from [lake])",
     )
     export.add_argument(
         "--tf", default="1m", metavar="TF", help="timeframe: 1m 5m 15m 1h 4h 1d (default 1m)"

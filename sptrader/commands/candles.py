@@ -1,6 +1,10 @@
 """``sptrader candles``: stored bars as a table, CSV or JSON. What is missing of the range
 is fetched first, for up to --wait seconds, then in the background (by a running daemon,
-or a detached `sptrader data ensure`)."""
+or a detached `sptrader data ensure`).
+
+``--source lake`` reads the ``[lake]`` Delta table instead (nothing fetched, no store
+opened); ``--source auto`` the store, completed by the lake where the store holds no
+bar (nothing fetched from the feeds either)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,15 @@ from sptrader.config import Settings
 from sptrader.errors import UsageError
 from sptrader.formatting import format_price, price_decimals
 from sptrader.indicators import Spec, add_indicators, max_lookback, parse_specs
+from sptrader.lake.candles import (
+    completed,
+    finish,
+    lake_candles,
+    last_lake_candles,
+    one_minute_window,
+)
+from sptrader.lake.location import Lake, lake_of
+from sptrader.lake.read import read_bars
 from sptrader.models import US_PER_MINUTE, normalize_instrument, timeframe_minutes
 
 DEFAULT_LAST = 100
@@ -37,9 +50,18 @@ def run_candles(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--to needs --from")
     specs = parse_specs(args.indicators) if getattr(args, "indicators", None) else []
     last = args.last or DEFAULT_LAST
-    bars, missing, attached, decimals = asyncio.run(
-        _read(settings, instrument, args.tf, last, start_us, end_us, args.wait, specs)
-    )
+    source = getattr(args, "source", "store")
+    if source == "store":
+        bars, missing, attached, decimals = asyncio.run(
+            _read(settings, instrument, args.tf, last, start_us, end_us, args.wait, specs)
+        )
+    else:
+        lake = configured_lake(settings)
+        bars, missing, attached, decimals = asyncio.run(
+            _read_with_lake(
+                settings, lake, source, instrument, args.tf, last, start_us, end_us, specs
+            )
+        )
     bars = _with_indicators(bars, specs, start_us, last)
     write_bars(bars, args.format, instrument, args.tf, decimals)
     if missing:
@@ -90,6 +112,68 @@ async def _read(
                 bars = pl.concat([older, bars]) if not older.is_empty() else bars
         decimals = (await client.price_decimals([instrument])).get(instrument)
         return bars, missing, client.attached, decimals
+
+
+def configured_lake(settings: Settings) -> Lake:
+    """The ``[lake]`` a ``--source lake|auto`` reads; a usage error when none is set."""
+    if not settings.config.lake.uri.strip():
+        raise UsageError("--source lake and auto read [lake] uri: set it in the config")
+    return lake_of(settings.config.lake, settings.home)
+
+
+async def _read_with_lake(
+    settings: Settings,
+    lake: Lake,
+    source: str,
+    instrument: str,
+    timeframe: str,
+    last: int,
+    start_us: int | None,
+    end_us: int | None,
+    specs: list[Spec],
+) -> tuple[pl.DataFrame, list[tuple[int, int]], bool, int | None]:
+    """``--source lake``: the lake's bars only (no feed is asked, no store opened).
+    ``--source auto``: the store's bars (as ``--wait 0`` reads them), and the lake's
+    for the minutes the store does not hold."""
+    extra = max_lookback(specs)
+    width = timeframe_minutes(timeframe) * US_PER_MINUTE
+    if source == "lake":
+        if start_us is None:
+            bars = await asyncio.to_thread(
+                last_lake_candles, lake, instrument, timeframe, last + extra
+            )
+        else:
+            bars = await asyncio.to_thread(
+                lake_candles,
+                lake,
+                instrument,
+                timeframe,
+                start_us - extra * width,
+                end_us or now_us(),
+            )
+        return bars, [], False, None
+    async with connect(settings) as client:
+        if start_us is None:
+            bars = await client.candles(instrument, timeframe, last=last + extra)
+            if bars.height < last + extra:
+                before = bars["ts"].dt.epoch("us").item(0) if bars.height else None
+                older = await asyncio.to_thread(
+                    last_lake_candles,
+                    lake,
+                    instrument,
+                    timeframe,
+                    last + extra - bars.height,
+                    before,
+                )
+                bars = pl.concat([older, bars]) if older.height else bars
+        else:
+            end = end_us or now_us()
+            first, rows_end = one_minute_window(timeframe, start_us - extra * width, end)
+            stored = await client.candles(instrument, "1m", start_us=first, end_us=rows_end)
+            held = await asyncio.to_thread(read_bars, lake, instrument, first, rows_end)
+            bars = finish(completed(stored, held), timeframe, end)
+        decimals = (await client.price_decimals([instrument])).get(instrument)
+        return bars, [], client.attached, decimals
 
 
 def _with_indicators(

@@ -1,4 +1,5 @@
-"""``sptrader export`` (stored bars to Hive-partitioned Parquet/CSV) and ``sptrader
+"""``sptrader export`` (stored bars to Hive-partitioned Parquet/CSV, or 1m bars to a
+Delta Lake table: ``--format delta --out DIR|file://DIR|s3://bucket/prefix``) and ``sptrader
 import`` (a file or an export's directory into the store). The formats, the checks and
 the guarantees are in ``sptrader.data.transfer``.
 
@@ -16,6 +17,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+import msgspec
 import polars as pl
 
 from sptrader.client.connect import connect
@@ -23,6 +25,7 @@ from sptrader.clock import datetime_to_us, now_us, parse_time
 from sptrader.config import Settings
 from sptrader.data import transfer
 from sptrader.errors import SptraderError, UsageError
+from sptrader.lake.location import Lake, lake_of
 from sptrader.models import US_PER_DAY, normalize_instrument, timeframe_minutes
 
 
@@ -37,13 +40,23 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
         end_us = now - now % US_PER_DAY + US_PER_DAY  # tomorrow: today is included
     if end_us <= start_us:
         raise UsageError("--to must be later than --from")
-    out_dir = Path(args.out).expanduser()
+    if args.format == "delta":
+        if args.tf != "1m":
+            raise UsageError("--format delta writes the lake's 1m bars: leave out --tf")
+        # [lake]'s endpoint, region and key env vars serve an s3:// --out too.
+        lake = lake_of(msgspec.structs.replace(settings.config.lake, uri=args.out))
+        out: object = lake
+    else:
+        out = out_dir = Path(args.out).expanduser()
 
     if not settings.store_path.is_file():  # (a daemon's store is always there)
         raise SptraderError(f"no database at {settings.store_path}: nothing to export")
-    summary = asyncio.run(
-        _export(settings, instruments, args.tf, start_us, end_us, out_dir, args.format)
-    )
+    if args.format == "delta":
+        summary = asyncio.run(_export_delta(settings, instruments, start_us, end_us, lake))
+    else:
+        summary = asyncio.run(
+            _export(settings, instruments, args.tf, start_us, end_us, out_dir, args.format)
+        )
 
     window = f"{transfer.iso(start_us)[:10]} .. {transfer.iso(end_us)[:10]} (exclusive)"
     if summary.rows == 0:
@@ -56,7 +69,11 @@ def run_export(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"exported {summary.rows:,} {args.tf} bars of {exported} instrument{'s' if exported != 1 else ''}"
         f" ({transfer.iso(summary.first_us)} .. {transfer.iso(summary.last_us)})"
-        f" to {out_dir}: {summary.files:,} {args.format} file{'s' if summary.files != 1 else ''}"
+        + (
+            f" to the Delta table {lake.bars_uri}: {summary.files:,} commit{'s' if summary.files != 1 else ''}"
+            if args.format == "delta"
+            else f" to {out}: {summary.files:,} {args.format} file{'s' if summary.files != 1 else ''}"
+        )
         + (f", {summary.removed} stale day directories removed" if summary.removed else "")
     )
     if empty:
@@ -100,6 +117,22 @@ async def _export(
             out_dir,
             output_format,
             timeframe,
+        )
+
+
+async def _export_delta(
+    settings: Settings, instruments: list[str], start_us: int, end_us: int, lake: Lake
+) -> transfer.ExportSummary:
+    """``transfer.export_delta`` in a thread, reading 1m bars through the client."""
+    loop = asyncio.get_running_loop()
+    async with connect(settings) as client:
+
+        def read(instrument: str, start: int, end: int) -> pl.DataFrame:
+            reading = client.candles(instrument, "1m", start_us=start, end_us=end)
+            return asyncio.run_coroutine_threadsafe(reading, loop).result()
+
+        return await asyncio.to_thread(
+            transfer.export_delta, read, instruments, start_us, end_us, lake
         )
 
 

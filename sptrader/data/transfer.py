@@ -53,6 +53,8 @@ from urllib.parse import unquote
 import polars as pl
 
 from sptrader.errors import SptraderError, UsageError
+from sptrader.lake.append import append_bars
+from sptrader.lake.location import Lake
 from sptrader.models import INSTRUMENT_RE, US_PER_DAY, US_PER_MINUTE
 from sptrader.schema import (
     ORDER_FLOW_COLUMNS,
@@ -311,6 +313,36 @@ def _move_into_place(
             moved += 1
             removed += 1
     return removed
+
+
+def export_delta(
+    read: BarReader,
+    instruments: list[str],
+    start_us: int,
+    end_us: int,
+    lake: Lake,
+) -> ExportSummary:
+    """Append the 1m bars of ``instruments`` in [start, end) to the Delta lake ``lake``
+    (its ``bars_1m`` table, see ``sptrader.lake.layout``): one idempotent commit per
+    chunk of CHUNK_DAYS, so a re-export (or one cut short and run again) leaves each
+    bar once, in its newest version. ``files`` counts the commits."""
+    summary = ExportSummary()
+    for instrument in instruments:
+        count = 0
+        for chunk_start, chunk_end in day_range(start_us, end_us, CHUNK_DAYS):
+            frame = _with_flow(read(instrument, chunk_start, chunk_end))
+            if frame.is_empty():
+                continue
+            append_bars(lake, frame.with_columns(pl.lit(instrument).alias("instrument")))
+            summary.files += 1
+            count += frame.height
+            epoch = frame["ts"].dt.epoch("us")
+            first, last = epoch.min(), epoch.max()
+            summary.first_us = first if summary.first_us is None else min(summary.first_us, first)
+            summary.last_us = last if summary.last_us is None else max(summary.last_us, last)
+        summary.bars[instrument] = count
+        summary.rows += count
+    return summary
 
 
 # --- import ------------------------------------------------------------------------------
