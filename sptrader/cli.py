@@ -376,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run even if the window has missing data; trades across a gap are marked",
     )
     backtest.add_argument(
+        "--source",
+        choices=("store", "lake", "auto"),
+        default="store",
+        help="bars from the store (default), the [lake] Delta table, or auto (the store,"
+        " and the lake for minutes the store does not hold); lake and auto fetch nothing",
+    )
+    backtest.add_argument(
         "--detail",
         metavar="TF",
         help="fill on the stored TF bars inside each --tf bar (e.g. --tf 1h --detail 1m), so"

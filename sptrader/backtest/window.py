@@ -16,6 +16,7 @@ the backtester).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "WindowData",
     "checked_coverage",
     "load_bars",
+    "load_bars_with_lake",
     "refusal",
     "strategies_and_warmup",
 ]
@@ -134,6 +136,75 @@ async def load_bars(
         time.perf_counter() - started,
         (await client.price_decimals([instrument])).get(instrument),
     )
+
+
+async def load_bars_with_lake(
+    client: Any,
+    lake: Any,
+    source: str,
+    instrument: str,
+    timeframe: str,
+    start: int,
+    end: int,
+    warmup: int,
+    detail: str | None = None,
+) -> WindowData:
+    """``load_bars`` for ``--source lake`` (the lake's bars only) or ``auto`` (the
+    store's, completed by the lake's minutes the store does not hold). Nothing is
+    fetched from the feeds. The holes are the open market time the store does not hold
+    (its gaps) that no run of the lake's bars covers either."""
+    from sptrader.intervals import subtract
+    from sptrader.lake.candles import completed, finish, held_runs, last_lake_candles
+    from sptrader.lake.candles import one_minute_window as rows_of
+    from sptrader.lake.read import read_bars
+
+    started = time.perf_counter()
+    statuses = await client.data_status([instrument], start, end)
+    status = statuses[0] if statuses else {"gaps": [], "coverage_pct": None}
+    store_gaps = [tuple(gap) for gap in status["gaps"]]
+
+    async def one_minute(tf: str) -> tuple[pl.DataFrame, int]:
+        first, rows_end = rows_of(tf, start, end)
+        held = await asyncio.to_thread(read_bars, lake, instrument, first, rows_end)
+        if source == "auto":
+            stored = await client.candles(instrument, "1m", start_us=first, end_us=rows_end)
+            held = completed(stored, held)
+        return held, rows_end
+
+    minutes, _ = await one_minute(timeframe)
+    bars = finish(minutes, timeframe, end)
+    if warmup > 0:
+        older = pl.DataFrame(schema=bars.schema)
+        if source == "auto":
+            older = await client.bars_before(instrument, timeframe, start, warmup)
+        if older.height < warmup:
+            before = older["ts"].dt.epoch("us").item(0) if older.height else start
+            lake_older = await asyncio.to_thread(
+                last_lake_candles, lake, instrument, timeframe, warmup - older.height, before
+            )
+            older = pl.concat([lake_older, older]) if lake_older.height else older
+        if older.height:
+            bars = pl.concat([older.select(bars.columns).cast(bars.schema), bars])
+    gaps = subtract(store_gaps, held_runs(minutes))
+    coverage_pct = status["coverage_pct"]
+    if coverage_pct is not None and coverage_pct < 100 and store_gaps:
+        missing = sum(e - s for s, e in store_gaps)
+        open_time = missing / (1 - coverage_pct / 100)
+        coverage_pct = 100 * (1 - sum(e - s for s, e in gaps) / open_time)
+    data = WindowData(
+        instrument,
+        bars,
+        [tuple(gap) for gap in gaps],
+        coverage_pct,
+        time.perf_counter() - started,
+        (await client.price_decimals([instrument])).get(instrument),
+    )
+    if detail:
+        finer, _ = await one_minute(detail)
+        data.detail = finish(finer, detail, end).filter(
+            pl.col("ts") >= pl.lit(start).cast(pl.Datetime("us"))
+        )
+    return data
 
 
 def checked_coverage(

@@ -32,7 +32,13 @@ import sys
 import time
 from typing import Any
 
-from sptrader.backtest.window import WindowData, checked_coverage, load_bars, strategies_and_warmup
+from sptrader.backtest.window import (
+    WindowData,
+    checked_coverage,
+    load_bars,
+    load_bars_with_lake,
+    strategies_and_warmup,
+)
 from sptrader.client.connect import connect
 from sptrader.client.protocol import EngineClient
 from sptrader.clock import datetime_to_us, now_us, parse_time
@@ -67,7 +73,16 @@ def run_backtest_command(settings: Settings, args: argparse.Namespace) -> int:
         folds(start, end, *spans, args.anchored)  # a window too short: said before loading
     strategies, warmup = strategies_and_warmup(cls, dims, args.trials, args.tf)
 
-    data = _load(settings, instrument, args.tf, start, end, warmup, args.detail)
+    data = _load(
+        settings,
+        instrument,
+        args.tf,
+        start,
+        end,
+        warmup,
+        args.detail,
+        getattr(args, "source", "store"),
+    )
     coverage = checked_coverage(data, args.tf, start, end, args.allow_gaps)
     run = _Run(settings, args, cls, data, coverage, objective, start, end)
     if mode == "bias":
@@ -401,9 +416,20 @@ def _load(
     end: int,
     warmup: int,
     detail: str | None = None,
+    source: str = "store",
 ) -> WindowData:
+    lake = None
+    if source != "store":
+        from sptrader.commands.candles import configured_lake
+
+        lake = configured_lake(settings)
+
     async def load() -> WindowData:
         async with connect(settings) as client:
+            if lake is not None:
+                return await load_bars_with_lake(
+                    client, lake, source, instrument, timeframe, start, end, warmup, detail
+                )
             data = await load_bars(
                 client, instrument, timeframe, start, end, warmup, fetch_showing_progress
             )

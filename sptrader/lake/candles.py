@@ -94,6 +94,22 @@ def last_lake_candles(
     return bars.tail(count)
 
 
+#: Bars of the lake this close together count as one held run (quiet minutes inside a
+#: run have no bar but are not missing); farther apart, the time between is a hole.
+RUN_JOIN_US = 15 * US_PER_MINUTE
+
+
+def held_runs(one_minute: pl.DataFrame) -> list[tuple[int, int]]:
+    """The time 1m bars cover, as [start, end) runs (see RUN_JOIN_US)."""
+    runs: list[tuple[int, int]] = []
+    for ts in one_minute["ts"].dt.epoch("us").sort():
+        if runs and ts - runs[-1][1] <= RUN_JOIN_US:
+            runs[-1] = (runs[-1][0], ts + US_PER_MINUTE)
+        else:
+            runs.append((ts, ts + US_PER_MINUTE))
+    return runs
+
+
 def completed(store_bars: pl.DataFrame, lake_bars: pl.DataFrame) -> pl.DataFrame:
     """The store's 1m bars and the lake's of the minutes the store does not hold."""
     if lake_bars.is_empty():

@@ -162,3 +162,32 @@ def test_candles_source_lake_errors(run, cli_home: Path, tmp_path: Path) -> None
     assert "no bars table" in one_line_error(_candles(run, "--source", "lake"))
     (cli_home / "config.toml").write_text('[lake]\nuri = "gs://bucket/x"\n')
     assert "unsupported scheme" in one_line_error(_candles(run, "--source", "lake"))
+
+
+def test_backtest_from_the_lake(run, cli_home: Path, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with_lake(cli_home, lake)
+    minutes = 2 * 1440
+    wave = 1.1 + 0.01 * np.sin(np.arange(minutes) / 50)
+    frame = bars("SIM:EURUSD", 0, minutes, 1.0).with_columns(
+        pl.Series("open", wave),
+        pl.Series("close", wave),
+        pl.Series("high", wave + 0.001),
+        pl.Series("low", wave - 0.001),
+    )
+    append_bars(str(lake), frame)
+    fill_store(cli_home, bars("SIM:EURUSD", 0, 1, 1.1).head(0))
+    window = ["--from", "2026-01-01T06:00Z", "--to", "2026-01-02T12:00Z", "--format", "json"]
+    result = run("backtest", "sma_cross", "SIM:EURUSD", *window, "--source", "lake")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["coverage"]["gaps"] == 0, report["coverage"]
+    assert report["coverage"]["coverage_pct"] == 100.0
+    # A hole of the lake inside the window is a gap (refused without --allow-gaps).
+    from deltalake import DeltaTable
+
+    DeltaTable(str(lake / "bars_1m")).delete(
+        "ts >= '2026-01-01 12:00:00' AND ts < '2026-01-01 14:00:00'"
+    )
+    holed = run("backtest", "sma_cross", "SIM:EURUSD", *window, "--source", "lake")
+    assert holed.code != 0 and "minutes of open market time" in holed.err
