@@ -166,8 +166,19 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             return await client.data_status(instruments or None, start, end)
 
     statuses = asyncio.run(read())
+    held = _lake_held(settings, instruments)
     if args.json:
-        json.dump([status_json(status, start) for status in statuses], sys.stdout)
+        rows = [status_json(status, start) for status in statuses]
+        if settings.config.lake.uri.strip():
+            for row in rows:
+                row["lake"] = _lake_json(held.get(row["instrument"]))
+            listed = {row["instrument"] for row in rows}
+            rows += [
+                {"instrument": name, "lake": _lake_json(held[name])}
+                for name in sorted(held)
+                if name not in listed
+            ]
+        json.dump(rows, sys.stdout)
         sys.stdout.write("\n")
         return 0
     from rich.console import Console
@@ -202,4 +213,42 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             heat_text(status["days"], Text),
         )
     Console(soft_wrap=True).print(table)
+    if held:
+        listed = [status["instrument"] for status in statuses]
+        names = [name for name in listed if name in held] + sorted(set(held) - set(listed))
+        print(f"lake {settings.config.lake.uri}:")
+        for name in names:
+            row = held[name]
+            print(
+                f"  {name}: {counted(row.rows, 'bar')} on {counted(row.days, 'day')},"
+                f" {format_us(row.first_us)[:16].replace('T', ' ')}"
+                f" → {format_us(row.last_us)[:16].replace('T', ' ')}"
+            )
     return 0
+
+
+def _lake_held(settings: Settings, instruments: list[str]) -> dict:
+    """The lake's coverage per instrument (those asked for, or all); a lake that cannot
+    be read is one line on stderr, not a failure of the store's status."""
+    from sptrader.data.manager import lake_coverage
+    from sptrader.errors import SptraderError
+
+    try:
+        held = lake_coverage(settings.config.lake, settings.home)
+    except SptraderError as error:
+        print(f"sptrader: {error}", file=sys.stderr)
+        return {}
+    return {name: row for name, row in held.items() if not instruments or name in instruments}
+
+
+def _lake_json(row: Any) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    from sptrader.clock import format_us
+
+    return {
+        "first": format_us(row.first_us),
+        "last": format_us(row.last_us),
+        "bars": row.rows,
+        "days": row.days,
+    }

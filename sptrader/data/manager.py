@@ -10,9 +10,10 @@ from typing import Any
 
 from sptrader.backfill import InFlight
 from sptrader.clock import now_us
-from sptrader.config import DataConfig
+from sptrader.config import DataConfig, LakeConfig
 from sptrader.feeds.registry import ALWAYS_OPEN_KINDS, market_kind
 from sptrader.intervals import Interval, clip, merge, subtract, total
+from sptrader.lake.read import LakeCoverage, coverage
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.sessions import KIND_SESSIONS, open_ranges, parse_week_time
 from sptrader.store import Store
@@ -32,6 +33,15 @@ class DataStatus:
     coverage_pct: float  # of the window's open market time
     gaps: list[Interval]
     days: list[float]  # per UTC day of the window: share of open time covered (-1: closed)
+
+
+def lake_coverage(config: LakeConfig, home: Any = None) -> dict[str, LakeCoverage]:
+    """What the ``[lake]`` holds per instrument (first and last bar, rows, days), from
+    its Delta log; empty when no ``uri`` is set. Raises LakeError when it cannot be
+    read."""
+    if not config.uri.strip():
+        return {}
+    return {row.instrument: row for row in coverage(config, home=home)}
 
 
 class DataManager:

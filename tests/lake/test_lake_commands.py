@@ -191,3 +191,25 @@ def test_backtest_from_the_lake(run, cli_home: Path, tmp_path: Path) -> None:
     )
     holed = run("backtest", "sma_cross", "SIM:EURUSD", *window, "--source", "lake")
     assert holed.code != 0 and "minutes of open market time" in holed.err
+
+
+def test_data_status_counts_the_lake(run, cli_home: Path, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with_lake(cli_home, lake)
+    append_bars(str(lake), bars("SIM:EURUSD", 0, 1440 + 5, 1.0))
+    append_bars(str(lake), bars("KRAKEN:BTC/USD", 0, 3, 1.0))
+    fill_store(cli_home, bars("SIM:EURUSD", 0, 3, 1.0))
+    table = run("data", "status", "SIM:EURUSD")
+    assert table.code == 0, table.err
+    assert f"lake {lake}:" in table.out
+    assert "SIM:EURUSD: 1,445 bars on 2 days, 2026-01-01 00:00 → 2026-01-02 00:04" in table.out
+    assert "KRAKEN" not in table.out  # only the instruments asked for
+    listed = json.loads(run("data", "status", "--json").out)
+    lake_of = {row["instrument"]: row.get("lake") for row in listed}
+    assert lake_of["KRAKEN:BTC/USD"] == {
+        "first": "2026-01-01T00:00:00Z",
+        "last": "2026-01-01T00:02:00Z",
+        "bars": 3,
+        "days": 1,
+    }
+    assert lake_of["SIM:EURUSD"]["bars"] == 1445
