@@ -348,6 +348,9 @@ class SignalRaised:
 #: client (sptrader.client.wire has a wire form for every one, and for nothing else)
 #: and the app routes them. LastPriceReceived, VenueBarClosed, HistoryFetched and
 #: HistoryBarsReady stay inside the engine.
+#: Market data: what an attached client takes from NATS instead of the daemon's API.
+MARKET_DATA_EVENTS: tuple[type, ...] = (QuoteReceived, TradeReceived, BarUpdated, BarClosed)
+
 EVENT_TYPES: tuple[type, ...] = (
     QuoteReceived,
     TradeReceived,

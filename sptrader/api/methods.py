@@ -157,7 +157,10 @@ async def _bars_before(client: EngineClient, **values: Any) -> list[Any]:
 METHODS: dict[str, Method] = {
     # About the connection: answered by the server.
     "status": Method({}),
-    "subscribe": Method({"maxsize": _count(high=MAX_QUEUE)}),
+    # market_data false: no quotes, trades or bars (a client that takes them from NATS).
+    "subscribe": Method(
+        {"maxsize": _count(high=MAX_QUEUE), "market_data": Param(bool, default=True)}
+    ),
     # Services.
     "services": Method({}, _services),
     "service_start": Method({"name": _TEXT}, lambda c, name: _done(c.start_service(name))),

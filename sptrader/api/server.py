@@ -25,6 +25,7 @@ from sptrader.client.wire import PROTOCOL_VERSION, ProtocolError, decode, encode
 from sptrader.clock import now_us
 from sptrader.engine import Engine
 from sptrader.errors import SptraderError, UsageError
+from sptrader.models import MARKET_DATA_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,11 @@ class ApiServer:
             if method == "subscribe":
                 if not sender:
                     maxsize = values["maxsize"] or self.config.client_queue
-                    sender.append(asyncio.create_task(self._send_events(websocket, maxsize)))
+                    sender.append(
+                        asyncio.create_task(
+                            self._send_events(websocket, maxsize, values["market_data"])
+                        )
+                    )
                 return _response(request_id, result=True)
             return _response(request_id, result=await self.status())
         except SptraderError as error:
@@ -262,8 +267,13 @@ class ApiServer:
             log.exception("API request %s failed", method)
             return _response(request_id, error=f"{type(error).__name__}: {error}")
 
-    async def _send_events(self, websocket: ServerConnection, maxsize: int) -> None:
+    async def _send_events(
+        self, websocket: ServerConnection, maxsize: int, market_data: bool = True
+    ) -> None:
         subscription = self.client.subscribe(f"api-client-{id(websocket)}", maxsize)
+        if not market_data:
+            # Quotes, trades and bars reach this client over NATS (sptrader.cluster.live).
+            subscription.accepts = _not_market_data
         reported = 0
         try:
             while True:
@@ -295,3 +305,7 @@ class ApiServer:
             **await self.client.status(),
             "clients": self.clients,
         }
+
+
+def _not_market_data(event: object) -> bool:
+    return type(event) not in MARKET_DATA_EVENTS

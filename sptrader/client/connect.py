@@ -36,6 +36,9 @@ def client_for(
     instruments, without scanners, leaving the saved watchlist as it is, to trade at
     ``venue`` (paper, or a live venue it then connects to)."""
     remote = remote_writer(settings)
+    # An attached TUI takes live data from NATS when there is one ([nats] enabled).
+    nats = settings.config.nats
+    live_data = nats if nats.enabled and run == "everything" else None
     if remote is not None:
         from sptrader.client.remote import RemoteEngineClient
 
@@ -44,6 +47,7 @@ def client_for(
             reconnect=run == "everything",
             start_timeout_s=settings.config.daemon.start_timeout_s,
             tcp=remote,
+            nats=live_data,
         )
     if running_pid(settings.home) is not None:
         from sptrader.client.remote import RemoteEngineClient
@@ -56,6 +60,7 @@ def client_for(
             # Claimed but not answering yet: its engine is starting; wait for it.
             host_starting=lambda: running_pid(settings.home) is not None,
             start_timeout_s=settings.config.daemon.start_timeout_s,
+            nats=live_data,
         )
     if streaming is not None:
         # Checked (live quotes, the broker enabled) before its engine is made.

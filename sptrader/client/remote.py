@@ -22,6 +22,7 @@ from sptrader.client.paths import DAEMON, host_name
 from sptrader.client.protocol import InstrumentSummary
 from sptrader.client.wire import candles_frame, decode_status
 from sptrader.clock import now_us
+from sptrader.config import NatsConfig
 from sptrader.errors import SptraderError, StoreLockedError
 from sptrader.feeds.base import SymbolInfo
 from sptrader.models import (
@@ -79,8 +80,10 @@ class RemoteEngineClient:
         host_starting: Callable[[], bool] | None = None,
         start_timeout_s: float = 30.0,
         tcp: tuple[str, int, str] | None = None,
+        nats: NatsConfig | None = None,
     ) -> None:
-        """``reconnect`` (the TUI): stay attached, reconnecting with backoff while the
+        """``nats``: take quotes, trades and bars from NATS (sptrader.cluster.live), the
+        rest from the daemon's API. ``reconnect`` (the TUI): stay attached, reconnecting with backoff while the
         daemon is away, and greet it now (the screens need its watchlist to lay
         themselves out before the loop runs). Without (a command): one connection,
         opened by ``start()``, whose failure is the command's error, unless
@@ -88,6 +91,11 @@ class RemoteEngineClient:
         home, its socket does not answer yet): then it is waited for, up to
         ``start_timeout_s``."""
         self.home = home
+        self._market: Any = None
+        if nats is not None and reconnect:
+            from sptrader.cluster.live import NatsMarketData
+
+            self._market = NatsMarketData(nats, lambda events: self._on_events(events, 0))
         # (host, port, token) of a writer on another host ([api] url), else this home's socket.
         self.tcp = tcp
         self.reconnect = reconnect
@@ -145,6 +153,15 @@ class RemoteEngineClient:
             self.connection = connection
             self.connected = True
             return
+        if self._market is not None:
+            try:
+                await self._market.start()
+            except (OSError, SptraderError) as error:
+                # The daemon's API still carries everything: slower, never blank.
+                log.warning(
+                    "live data from NATS unavailable (%s): taking it from the daemon", error
+                )
+                self._market = None
         self._keeper = asyncio.create_task(self._keep_connected())
         await asyncio.wait_for(self._ready.wait(), 10.0)
 
@@ -157,6 +174,8 @@ class RemoteEngineClient:
                 await self._keeper
         if self.connection is not None:
             await self.connection.close()
+        if self._market is not None:
+            await self._market.close()
 
     async def services(self) -> list[ServiceStatus]:
         if self.connected and self.connection is not None:
@@ -421,7 +440,7 @@ class RemoteEngineClient:
                 self._forming.update(
                     {name: Bar(fields[0], "1m", *fields[1:]) for name, fields in forming.items()}
                 )
-                await connection.call("subscribe")
+                await connection.call("subscribe", market_data=self._market is None)
             except SptraderError as error:
                 log.debug("daemon not reachable: %s", error)
                 self._ready.set()  # the app shows the state; do not block its start

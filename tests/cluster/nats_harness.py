@@ -192,6 +192,7 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
         urls: list[str],
         watchlist: tuple[str, ...] = ("SIM:EURUSD", "SIM:BTCUSD"),
         replicas: int = 1,
+        extra: str = "",
     ) -> Host:
         home = tmp_path / name
         home.mkdir()
@@ -200,6 +201,7 @@ def make_host(tmp_path: Path) -> Iterator[Callable[..., Host]]:
             CONFIG.format(
                 watchlist=json.dumps(list(watchlist)), urls=json.dumps(urls), replicas=replicas
             )
+            + extra
         )
         host = Host(home, config, role)
         made.append(host)
