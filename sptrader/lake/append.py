@@ -2,9 +2,13 @@
 or none of it) and idempotent, so a writer that crashed after a commit and sends the
 same rows again does not double them.
 
-- Bars are merged on (instrument, ts): a bar already there is replaced by the new
+- Bars are upserted on (instrument, ts): a bar already there is replaced by the new
   version, a new one is inserted (the store's upsert, in Delta terms). The first append
-  creates the table.
+  creates the table. The upsert is a delete of exactly the batch's keys and an append,
+  in one commit (``write_deltalake`` with a predicate naming each run of consecutive
+  minutes of the batch, so nothing else is deleted): 3x faster than deltalake's merge
+  for the sink's minute appends (bench/lake.py). A batch of more than MAX_RUNS runs
+  (sparse bars) takes the merge (``TableMerger``, the same result).
 - Ticks have no key (two trades may share a microsecond and their values): an append
   replaces, per instrument, the ticks of [its first ts, its last ts] with the batch, in
   the same commit (``write_deltalake`` with a predicate), so a batch sent twice is
@@ -24,6 +28,8 @@ from sptrader.lake.layout import PARTITION_BY, lake_bars, lake_ticks
 from sptrader.lake.location import Lake, LakeError, lake_of
 
 MERGE_PREDICATE = "t.instrument = s.instrument AND t.date = s.date AND t.ts = s.ts"
+MAX_RUNS = 64
+_MINUTE_US = 60_000_000
 
 
 def open_table(lake: Lake, uri: str) -> DeltaTable | None:
@@ -62,15 +68,51 @@ def append_bars(
                 storage_options=lake.storage_options or None,
             )
         else:
-            (
-                table.merge(bars, MERGE_PREDICATE, source_alias="s", target_alias="t")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
+            predicate = _runs_predicate(bars)
+            if predicate is not None:
+                write_deltalake(
+                    table, bars, partition_by=PARTITION_BY, mode="overwrite", predicate=predicate
+                )
+            else:
+                (
+                    table.merge(bars, MERGE_PREDICATE, source_alias="s", target_alias="t")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
     except Exception as error:
         raise lake_error(lake, "cannot append bars", error) from error
     return bars.height
+
+
+def _runs_predicate(bars: pl.DataFrame) -> str | None:
+    """A predicate true for exactly the (instrument, ts) keys of ``bars`` (sorted, one
+    row per key): one clause per run of consecutive minutes, the instruments sharing a
+    run in one IN list; None when there are more than MAX_RUNS runs."""
+    epoch = pl.col("ts").dt.epoch("us")
+    runs = (
+        bars.select("instrument", "ts", "date")
+        .with_columns(
+            ((epoch.diff() != _MINUTE_US).fill_null(True).cum_sum()).over("instrument").alias("run")
+        )
+        .group_by("instrument", "run", maintain_order=True)
+        .agg(
+            pl.col("ts").first().alias("first"),
+            pl.col("ts").last().alias("last"),
+            pl.col("date").first().alias("first_day"),
+            pl.col("date").last().alias("last_day"),
+        )
+        .group_by("first", "last", "first_day", "last_day", maintain_order=True)
+        .agg(pl.col("instrument"))
+    )
+    if runs.height > MAX_RUNS:
+        return None
+    return " OR ".join(
+        f"(instrument IN ({', '.join(_quoted(name) for name in names)})"
+        f" AND date >= '{first_day.isoformat()}' AND date <= '{last_day.isoformat()}'"
+        f" AND ts >= '{first.isoformat(sep=' ')}' AND ts <= '{last.isoformat(sep=' ')}')"
+        for first, last, first_day, last_day, names in runs.iter_rows()
+    )
 
 
 def append_ticks(

@@ -106,6 +106,7 @@ def test_coverage_per_instrument(tmp_path: Path) -> None:
             st.sampled_from(["SIM:EURUSD", "KRAKEN:BTC/USD"]),
             st.integers(0, 1440 + 30),  # first minute: ranges cross a day boundary
             st.integers(1, 60),
+            st.integers(0, 3),  # every Nth minute missing (0: none): several runs
         ),
         min_size=1,
         max_size=5,
@@ -116,8 +117,10 @@ def test_appending_overlapping_ranges_is_their_union_with_the_last_winning(
 ) -> None:
     lake = tmp_path_factory.mktemp("lake")
     expected: dict[tuple[str, int], float] = {}
-    for version, (instrument, first, count) in enumerate(ranges, start=1):
+    for version, (instrument, first, count, holes) in enumerate(ranges, start=1):
         frame = bars(instrument, first, count, float(version))
+        if holes:
+            frame = frame.filter(pl.int_range(pl.len()) % (holes + 1) != holes)
         append_bars(str(lake), frame)
         if version == 1:
             append_bars(str(lake), frame)  # a writer re-sending after a commit
@@ -128,6 +131,15 @@ def test_appending_overlapping_ranges_is_their_union_with_the_last_winning(
         want = sorted((ts, v) for (name, ts), v in expected.items() if name == instrument)
         assert list(zip(read["ts"].dt.epoch("us"), read["close"], strict=True)) == want
         assert read["high"].to_list() == [2.0 + v for _, v in want]
+
+
+def test_a_sparse_batch_takes_the_merge_with_the_same_result(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    append_bars(str(lake), bars("SIM:EURUSD", 0, 400, 1.0))
+    sparse = bars("SIM:EURUSD", 0, 400, 2.0).filter(pl.int_range(pl.len()) % 2 == 0)
+    append_bars(str(lake), sparse)  # 200 runs: more than MAX_RUNS
+    closes = all_bars(lake, "SIM:EURUSD")["close"].to_list()
+    assert closes == [2.0 if minute % 2 == 0 else 1.0 for minute in range(400)]
 
 
 def test_ticks_sent_twice_are_stored_once(tmp_path: Path) -> None:
