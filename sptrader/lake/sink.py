@@ -134,7 +134,16 @@ class LakeSink(Service):
     async def drain(self) -> int:
         """Take everything queued and append it (on shutdown)."""
         self._take(self.subscription.get_nowait())
-        return await self.flush()
+        written = await self.flush()
+        if self.held_rows():
+            log.warning(
+                "%d rows were not appended to lake %s (unreachable); the store has the bars:"
+                " `sptrader export --format delta` sends them later",
+                self.held_rows(),
+                self.lake,
+                extra={"source": self.name},
+            )
+        return written
 
     async def flush(self) -> int:
         """Append what was taken and what is held; the rows appended (0 on a failure:
