@@ -8,6 +8,8 @@ host does the same, so none depends on another having started.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from typing import Any
 
@@ -21,6 +23,10 @@ from sptrader.cluster import subjects
 from sptrader.config import NatsConfig
 from sptrader.errors import SptraderError
 
+log = logging.getLogger(__name__)
+
+#: Seconds the first connection may take before it counts as refused.
+CONNECT_WITHIN_S = 8.0
 #: Seconds a host's heartbeat stays in the hosts bucket after its last beat.
 HOSTS_TTL_S = 3600.0
 
@@ -50,12 +56,37 @@ def connect_options(config: NatsConfig, name: str) -> dict[str, Any]:
 
 
 async def connect(config: NatsConfig, name: str) -> Client:
+    """Connected, or ConnectionError within CONNECT_WITHIN_S naming the last
+    reason (a refused token, no server listening): the caller's service then retries
+    with backoff. Once connected, the client reconnects by itself."""
+    errors: list[BaseException] = []
+
+    async def on_error(error: BaseException) -> None:
+        errors.append(error)
+        if connected:
+            log.warning("nats: %s", error or type(error).__name__)
+
+    async def on_disconnect() -> None:
+        log.info("nats: disconnected; reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("nats: reconnected to %s", client.connected_url.netloc if client else "?")
+
+    connected = False
+    client: Client | None = None
+    options = connect_options(config, name)
+    options.update(error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
     try:
-        return await nats.connect(**connect_options(config, name))
-    except nats.errors.NoServersError:
-        raise ConnectionRefusedError(
-            f"no NATS server answers at {', '.join(servers(config))}"
+        async with asyncio.timeout(CONNECT_WITHIN_S):
+            client = await nats.connect(**options)
+    except (TimeoutError, nats.errors.NoServersError):
+        reason = f" ({errors[-1] or type(errors[-1]).__name__})" if errors else ""
+        # A ConnectionError (a disconnect, retried with backoff) whose text is the reason.
+        raise ConnectionError(
+            f"no NATS server took the connection at {', '.join(servers(config))}{reason}"
         ) from None
+    connected = True
+    return client
 
 
 def stream_configs(config: NatsConfig) -> list[StreamConfig]:
