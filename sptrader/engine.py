@@ -274,6 +274,8 @@ class Engine:
         # no bar is missed; a writer's consumer feeds it (and builds no bars itself).
         self.publisher: Any = None
         self.consumer: Any = None
+        # The Delta Lake sink ([lake] uri), made on start.
+        self.lake: Any = None
         if role == "collector":
             from sptrader.cluster.publisher import NatsPublisher
 
@@ -574,6 +576,16 @@ class Engine:
             log.info("%d ranges are still owed a re-fetch from the last run", owed)
         self.writer = StoreWriter(self.require_store(), self.bus, self.config.store)
         self.supervisor.add(self.writer)
+        if self.role != "collector" and self.config.lake.uri:
+            # [lake] uri: closed bars (and kept ticks) appended to Delta tables too; it
+            # subscribes before the feeds start, so the lake misses nothing the store gets.
+            # (Imported here: deltalake costs every other start 80 ms.)
+            from sptrader.lake.sink import lake_service
+
+            self.lake = lake_service(self.bus, self.config, home=self.settings.home)
+            if self.lake is not None:
+                self.supervisor.add(self.lake)
+                self.supervisor.start(self.lake.name)
         if self.role != "writer":
             self.supervisor.add(self.bar_service)
         self._loop = loop
@@ -782,6 +794,8 @@ class Engine:
             await live.drain()
         if self.writer is not None:
             await self.writer.drain()
+        if self.lake is not None:
+            await self.lake.drain()
         await run_in_thread(self.owed.sync, self.require_store())
         if self._log_handler is not None:
             logging.getLogger("sptrader").removeHandler(self._log_handler)

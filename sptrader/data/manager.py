@@ -13,7 +13,6 @@ from sptrader.clock import now_us
 from sptrader.config import DataConfig, LakeConfig
 from sptrader.feeds.registry import ALWAYS_OPEN_KINDS, market_kind
 from sptrader.intervals import Interval, clip, merge, subtract, total
-from sptrader.lake.read import LakeCoverage, coverage
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.sessions import KIND_SESSIONS, open_ranges, parse_week_time
 from sptrader.store import Store
@@ -35,12 +34,14 @@ class DataStatus:
     days: list[float]  # per UTC day of the window: share of open time covered (-1: closed)
 
 
-def lake_coverage(config: LakeConfig, home: Any = None) -> dict[str, LakeCoverage]:
+def lake_coverage(config: LakeConfig, home: Any = None) -> dict[str, Any]:
     """What the ``[lake]`` holds per instrument (first and last bar, rows, days), from
     its Delta log; empty when no ``uri`` is set. Raises LakeError when it cannot be
     read."""
     if not config.uri.strip():
         return {}
+    from sptrader.lake.read import coverage  # deltalake: only when a lake is set
+
     return {row.instrument: row for row in coverage(config, home=home)}
 
 

@@ -48,13 +48,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import polars as pl
 
 from sptrader.errors import SptraderError, UsageError
-from sptrader.lake.append import append_bars
-from sptrader.lake.location import Lake
 from sptrader.models import INSTRUMENT_RE, US_PER_DAY, US_PER_MINUTE
 from sptrader.schema import (
     ORDER_FLOW_COLUMNS,
@@ -320,12 +319,15 @@ def export_delta(
     instruments: list[str],
     start_us: int,
     end_us: int,
-    lake: Lake,
+    lake: Any,
 ) -> ExportSummary:
     """Append the 1m bars of ``instruments`` in [start, end) to the Delta lake ``lake``
     (its ``bars_1m`` table, see ``sptrader.lake.layout``): one idempotent commit per
     chunk of CHUNK_DAYS, so a re-export (or one cut short and run again) leaves each
-    bar once, in its newest version. ``files`` counts the commits."""
+    bar once, in its newest version. ``files`` counts the commits. (``lake``: a
+    sptrader.lake.location.Lake; deltalake is imported only here, not by every import.)"""
+    from sptrader.lake.append import append_bars
+
     summary = ExportSummary()
     for instrument in instruments:
         count = 0

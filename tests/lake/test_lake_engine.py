@@ -1,5 +1,5 @@
-"""The lake sink beside a real Engine (SIM feed on a temporary home), added the way
-Engine.start adds it: the seeded history and the live closed bars reach the lake once
+"""The lake sink beside a real Engine (SIM feed on a temporary home), added by
+Engine.start: the seeded history and the live closed bars reach the lake once
 each, the same bars the store holds."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from conftest import make_settings, wait_until
 
 from sptrader.engine import Engine
 from sptrader.lake.read import coverage, read_bars
-from sptrader.lake.sink import lake_service
 from sptrader.store import queries
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD"]
@@ -28,11 +27,9 @@ async def test_an_engine_with_a_lake_appends_its_bars(tmp_path: Path) -> None:
         lake={"uri": "lake", "flush_interval_s": 0.1},
     )
     engine = Engine(settings)
-    sink = lake_service(engine.bus, engine.config, home=engine.settings.home)
-    assert sink is not None
-    engine.supervisor.add(sink)
-    engine.supervisor.start(sink.name)
     await engine.start()
+    sink = engine.lake  # [lake] uri set: Engine.start added the sink
+    assert sink is not None and sink.name in engine.supervisor.names()
     try:
 
         def seeded() -> bool:
