@@ -61,6 +61,7 @@ class Pipeline:
             self.config,
             store_queued=self.writer.store_queued,
             apply_coverage=self._no_coverage,
+            home=directory,
             durable=durable,
         )
         self.collector = Supervisor(self.collector_bus, SupervisorConfig())

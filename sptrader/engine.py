@@ -291,6 +291,7 @@ class Engine:
                 config.nats,
                 store_queued=self._store_queued,
                 apply_coverage=self._apply_live_coverage,
+                home=settings.home,
             )
         self.writer: StoreWriter | None = None
         self._log_handler: BusLogHandler | None = None

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -25,7 +27,14 @@ from sptrader.clock import now_us
 from sptrader.cluster import hosts, link, subjects
 from sptrader.cluster.codec import MalformedMessage, decode_message
 from sptrader.config import NatsConfig
-from sptrader.models import Bar, BarClosed, BarUpdated, LiveCoverageRecorded
+from sptrader.models import (
+    Bar,
+    BarClosed,
+    BarUpdated,
+    LiveCoverageRecorded,
+    ServiceState,
+    ServiceStateChanged,
+)
 from sptrader.supervisor import Service, ServiceContext
 
 log = logging.getLogger(__name__)
@@ -36,10 +45,12 @@ ACK_PENDING_BATCHES = 4
 ACK_WAIT_S = 60.0
 
 
-def durable_name() -> str:
-    """One durable consumer per writer machine: two writers each get every message."""
+def durable_name(home: Path) -> str:
+    """One durable consumer per writer home (machine and path): it resumes where that
+    home's writer stopped, and two writers, even on one machine, each get every message."""
     host = "".join(char if char.isalnum() else "-" for char in socket.gethostname())
-    return f"writer-{host}"
+    digest = hashlib.blake2b(str(home.resolve()).encode(), digest_size=4).hexdigest()
+    return f"writer-{host}-{digest}"
 
 
 class NatsConsumer(Service):
@@ -53,6 +64,7 @@ class NatsConsumer(Service):
         *,
         store_queued: Callable[[], Awaitable[object]],
         apply_coverage: Callable[[LiveCoverageRecorded], Awaitable[None]],
+        home: Path,
         durable: str | None = None,
     ) -> None:
         super().__init__("nats-in")
@@ -60,12 +72,13 @@ class NatsConsumer(Service):
         self.config = config
         self.store_queued = store_queued
         self.apply_coverage = apply_coverage
-        self.durable = durable or durable_name()
+        self.durable = durable or durable_name(home)
         self.started_us = now_us()
         # The latest forming bar per instrument (the writer builds none itself).
         self.forming: dict[str, Bar] = {}
         # Every host's last heartbeat, read back each beat (status, stale instruments).
         self.hosts: list[dict[str, Any]] = []
+        self._collectors: dict[str, str] | None = None
         self.consumed = 0
         self.malformed = 0
         self.lag_messages: dict[str, int] = {}
@@ -97,6 +110,9 @@ class NatsConsumer(Service):
                     deliver_policy=DeliverPolicy.ALL,
                     ack_wait=ACK_WAIT_S,
                     max_ack_pending=pending,
+                    # A home gone for longer than the stream keeps bars has nothing to
+                    # resume: its consumer goes too.
+                    inactive_threshold=self.config.bars_max_age_days * 86400,
                 ),
             )
             # Ticks are for now: a new writer does not replay hours of them.
@@ -110,6 +126,7 @@ class NatsConsumer(Service):
                     deliver_policy=DeliverPolicy.NEW,
                     ack_wait=ACK_WAIT_S,
                     max_ack_pending=pending,
+                    inactive_threshold=self.config.ticks_max_age_hours * 3600,
                 ),
             )
             context.mark_running()
@@ -187,6 +204,27 @@ class NatsConsumer(Service):
         context.counters["lag_messages"] = lag_messages
         context.counters["lag_ms"] = int(lag_s * 1000)
 
+    def _note_collectors(self) -> None:
+        """Say when a collector goes (its instruments stale) or comes back, and tell the
+        screens to look again at what is stale."""
+        states = {
+            f"{beat['host']}:{beat['pid']}": beat.get("state", "?")
+            for beat in self.hosts
+            if beat.get("role") == "collector"
+        }
+        previous, self._collectors = self._collectors, states
+        if previous is None or previous == states:
+            return  # the first reading: hosts long gone are history, not news
+        for name, state in states.items():
+            if state == "gone" and previous.get(name) != "gone":
+                log.warning("nats: collector %s is gone: its instruments are stale", name)
+            elif state != "gone" and previous.get(name) in (None, "gone"):
+                log.info("nats: collector %s is delivering", name)
+        running = ServiceState.RUNNING
+        self.bus.publish_nowait(
+            [ServiceStateChanged(self.name, now_us(), running, running, "collectors changed")]
+        )
+
     async def _beat(self, bucket: Any) -> None:
         key = hosts.host_key("writer")
         while True:
@@ -203,6 +241,7 @@ class NatsConsumer(Service):
             )
             await bucket.put(key, payload)
             self.hosts = await hosts.read_hosts(bucket, self.config.heartbeat_s)
+            self._note_collectors()
             try:
                 await asyncio.sleep(self.config.heartbeat_s)
             except asyncio.CancelledError:

@@ -3,10 +3,13 @@ the collectors stored, the writer stored, once, whatever crashes in between."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
 from nats_harness import poll
+
+from sptrader.client.connection import call_daemon
 
 pytest_plugins = ["nats_harness"]  # its fixtures: nats_server, make_host
 
@@ -29,6 +32,11 @@ def _quiet(writer, seconds: float = 1.5) -> bool:
     before = writer.service("nats-in")["counters"].get("consumed", 0)
     time.sleep(seconds)
     return writer.service("nats-in")["counters"].get("consumed", 0) == before
+
+
+def _stale(writer) -> set[str]:
+    """What the writer's engine counts stale (its API, as the TUI asks it)."""
+    return set(asyncio.run(call_daemon(writer.home, "stale_instruments")))
 
 
 def _closed(bars: list[tuple]) -> dict[tuple, tuple]:
@@ -93,6 +101,8 @@ def test_a_killed_collector_heals_its_gap_on_restart(nats_server, make_host):
         15,
         "the collector to be shown gone",
     )
+    poll(lambda: "SIM:BTCUSD" in _stale(writer), 10, "the writer to count its instruments stale")
+    assert "is gone: its instruments are stale" in (writer.home / "sptrader.log").read_text()
     collector.start()
     _settled(writer, [collector])
     ours = writer.bars()
@@ -117,3 +127,26 @@ def test_two_collectors_of_one_instrument_do_not_double_its_bars(nats_server, ma
     versions = [_closed(first.bars()), _closed(second.bars())]
     for key, values in _closed(rows).items():
         assert any(version.get(key) == values for version in versions), key
+
+
+def test_two_writers_on_one_machine_each_store_every_bar(nats_server, make_host):
+    collector = make_host("collector", "collector", [nats_server.url])
+    first = make_host("first", "writer", [nats_server.url])
+    second = make_host("second", "writer", [nats_server.url])
+    collector.start()
+    first.start()
+    poll(lambda: first.service("nats-in")["counters"].get("consumed", 0) > 50, 30, "bars")
+    second.start()  # later: it starts from the stream's beginning, not where first is
+    collector.stop()
+    for writer in (first, second):
+        poll(
+            lambda writer=writer: (
+                writer.service("nats-in")["counters"].get("lag_messages", 0) == 0 and _quiet(writer)
+            ),
+            30,
+            "the writer to catch up",
+        )
+        writer.stop()
+    theirs = _closed(collector.bars())
+    assert _closed(first.bars()) == theirs
+    assert _closed(second.bars()) == theirs
