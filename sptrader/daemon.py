@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sptrader.api.host import EngineHost, claim_pid_file, release_pid_file
 from sptrader.client import paths
@@ -24,6 +25,9 @@ from sptrader.client.paths import alive, host_name, host_of
 from sptrader.config import Settings
 from sptrader.errors import SptraderError
 from sptrader.wording import live_venues_line
+
+if TYPE_CHECKING:
+    from sptrader.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +59,20 @@ def _run_foreground(settings: Settings, role: str) -> int:
     )
     # Claimed before the engine starts (again by EngineHost once it serves): a command
     # run meanwhile waits for this daemon instead of opening the store itself.
-    engines = make_engines(settings, role)  # a bad role or config: before the pid file
+    from sptrader.engine import Engine
+
+    # A role the config cannot run is an error before the pid file is claimed. ``all``
+    # with [nats] enabled runs a collector beside the writer (Engine.companion).
+    engine = Engine(settings, role=role)
     claim_pid_file(settings.home, paths.DAEMON)
     try:
-        asyncio.run(_serve(engines))
+        asyncio.run(_serve(engine))
     finally:
         release_pid_file(settings.home)
     return 0
 
 
-def make_engines(settings: Settings, role: str) -> list:
-    """The engines a role runs, the one the API serves last. ``all`` with [nats] enabled
-    is a collector and a writer in one process, their events still crossing NATS."""
-    from sptrader.engine import Engine
-
-    if role == "all" and settings.config.nats.enabled:
-        return [Engine(settings, role="collector"), Engine(settings, role="writer")]
-    return [Engine(settings, role=role)]
-
-
-async def _serve(engines: list) -> None:
-    *others, engine = engines
+async def _serve(engine: Engine) -> None:
     settings = engine.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,8 +81,6 @@ async def _serve(engines: list) -> None:
     metrics = None
     host = EngineHost(engine, paths.DAEMON)
     try:
-        for other in others:
-            await other.start()
         await engine.start()
         await host.start()
         if settings.config.daemon.metrics_port:
@@ -98,8 +93,6 @@ async def _serve(engines: list) -> None:
     finally:
         await host.close_server()
         await engine.stop()
-        for other in others:
-            await other.stop()
         if metrics is not None:
             metrics.shutdown()
         log.info("daemon stopped")

@@ -231,7 +231,12 @@ class Engine:
         if role != "all" and not config.nats.enabled:
             raise UsageError(f"--role {role} needs [nats] enabled = true in the config")
         # "collector": feeds and bars, out to NATS; "writer": NATS in, the store, the
-        # scanners, the broker and the API. "all": one process does everything.
+        # scanners, the broker and the API. "all": one process does everything; with
+        # NATS enabled that is a writer with a collector beside it, events crossing NATS.
+        self.companion: Engine | None = None
+        if role == "all" and config.nats.enabled:
+            role = "writer"
+            self.companion = Engine(settings, instruments=instruments, role="collector")
         self.role = role
         # ``instruments``: stream just these (a one-shot command such as `sptrader
         # order`), leaving the saved watchlist as it is.
@@ -565,6 +570,8 @@ class Engine:
 
     async def start(self) -> None:
         """Open the store and start every service; each feed backfills its gap first."""
+        if self.companion is not None:
+            await self.companion.start()
         loop = asyncio.get_running_loop()
         self._log_handler = BusLogHandler(self.bus, loop)
         package_logger = logging.getLogger("sptrader")
@@ -756,6 +763,9 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop feeds, let bars and the writer finish, flush, close the store."""
+        if self.companion is not None:
+            # The collector first: what it sends last is stored now or on the next start.
+            await self.companion.stop()
         if self._backtests is not None:
             await self._backtests.close()  # their processes go; loading ones read no more
         if not self.started:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 
+import duckdb
 from nats_harness import poll
 
 from sptrader.client.connection import call_daemon
@@ -150,3 +151,19 @@ def test_two_writers_on_one_machine_each_store_every_bar(nats_server, make_host)
     theirs = _closed(collector.bars())
     assert _closed(first.bars()) == theirs
     assert _closed(second.bars()) == theirs
+
+
+def test_all_with_nats_enabled_is_a_collector_and_a_writer_in_one_process(nats_server, make_host):
+    both = make_host("both", "all", [nats_server.url])
+    both.start()
+    poll(lambda: both.service("nats-in")["counters"].get("consumed", 0) > 50, 30, "bars")
+    status = both.status()
+    pids = {(host["role"], host["pid"]) for host in status["cluster"] if host["state"] == "running"}
+    assert {role for role, _ in pids} == {"collector", "writer"}
+    assert len({pid for _, pid in pids}) == 1  # one process
+    both.stop()
+    # The writer's store holds what the collector's heard (each store in the same home).
+    with duckdb.connect(str(both.home / "collector.duckdb"), read_only=True) as db:
+        heard = db.execute("SELECT count(*) FROM bars_1m").fetchone()[0]
+    stored = both.bars()
+    assert heard > 60 and len(stored) >= heard - 2
