@@ -8,7 +8,9 @@ stay well under the server's 1 MB message limit.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import operator
 from dataclasses import dataclass
 
 import msgspec
@@ -47,20 +49,8 @@ class MalformedMessage(ValueError):
     """A payload this version cannot read: counted and skipped by the writer."""
 
 
-def _bar_tuple(bar: Bar) -> tuple:
-    return (
-        bar.instrument,
-        bar.timeframe,
-        bar.ts_us,
-        bar.open,
-        bar.high,
-        bar.low,
-        bar.close,
-        bar.volume,
-        bar.trades,
-        bar.buy_volume,
-        bar.sell_volume,
-    )
+#: A bar's fields in Bar's order (instrument, timeframe, ts_us, open ... sell_volume).
+_bar_tuple = operator.attrgetter(*(field.name for field in dataclasses.fields(Bar)))
 
 
 def _bar_values(bar: Bar) -> tuple[float, ...]:

@@ -10,7 +10,6 @@ this version cannot read is counted, logged once, and terminated (never redelive
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import socket
@@ -19,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sptrader.bus import Bus
@@ -149,7 +147,7 @@ class NatsConsumer(Service):
         while True:
             try:
                 messages = await subscription.fetch(batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing waiting (nats.errors.TimeoutError is one)
                 self.lag_messages[stream] = 0
                 self.lag_s[stream] = 0.0
                 continue
@@ -226,27 +224,20 @@ class NatsConsumer(Service):
         )
 
     async def _beat(self, bucket: Any) -> None:
-        key = hosts.host_key("writer")
-        while True:
+        def figures() -> dict[str, Any]:
             lag_messages, lag_s = self.lag
-            payload = hosts.beat_payload(
-                "writer",
-                self.started_us,
-                state="running",
-                durable=self.durable,
-                consumed=self.consumed,
-                malformed=self.malformed,
-                lag_messages=lag_messages,
-                lag_s=round(lag_s, 3),
-            )
-            await bucket.put(key, payload)
-            self.hosts = await hosts.read_hosts(bucket, self.config.heartbeat_s)
+            return {
+                "durable": self.durable,
+                "consumed": self.consumed,
+                "malformed": self.malformed,
+                "lag_messages": lag_messages,
+                "lag_s": round(lag_s, 3),
+            }
+
+        def take(read: list[dict[str, Any]]) -> None:
+            self.hosts = read
             self._note_collectors()
-            try:
-                await asyncio.sleep(self.config.heartbeat_s)
-            except asyncio.CancelledError:
-                # A host that stops says so: only one that died shows as "gone".
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(1.0):
-                        await bucket.delete(key)
-                raise
+
+        await hosts.keep_beating(
+            bucket, "writer", self.started_us, self.config.heartbeat_s, figures, take
+        )

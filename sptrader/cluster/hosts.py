@@ -4,9 +4,12 @@ all back. A host silent for three beats is shown as gone (its instruments stale)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from nats.js.errors import NoKeysError
@@ -34,6 +37,30 @@ def beat_payload(role: str, started_us: int, **figures: Any) -> bytes:
             **figures,
         }
     ).encode()
+
+
+async def keep_beating(
+    bucket: Any,
+    role: str,
+    started_us: int,
+    heartbeat_s: float,
+    figures: Callable[[], dict[str, Any]],
+    on_hosts: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """Put this host's beat every ``heartbeat_s`` and hand every host's beats to
+    ``on_hosts``; cancelled (the host stopping), delete its key, so only a host that
+    died shows as gone."""
+    key = host_key(role)
+    while True:
+        await bucket.put(key, beat_payload(role, started_us, state="running", **figures()))
+        on_hosts(await read_hosts(bucket, heartbeat_s))
+        try:
+            await asyncio.sleep(heartbeat_s)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await bucket.delete(key)
+            raise
 
 
 async def read_hosts(bucket: Any, heartbeat_s: float) -> list[dict[str, Any]]:

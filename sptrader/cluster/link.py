@@ -118,10 +118,12 @@ async def ensure_streams(js: JetStreamContext, config: NatsConfig) -> None:
     """Make the streams, or update their limits to the config's."""
     for stream in stream_configs(config):
         try:
-            await js.stream_info(stream.name)
+            info = await js.stream_info(stream.name)
         except NotFoundError:
             await js.add_stream(stream)
             continue
+        if _same_limits(info.config, stream):
+            continue  # an update would disturb the consumers' pulls for nothing
         try:
             await js.update_stream(stream)
         except BadRequestError as error:
@@ -129,6 +131,15 @@ async def ensure_streams(js: JetStreamContext, config: NatsConfig) -> None:
             raise SptraderError(
                 f"nats: stream {stream.name} differs from [nats] and cannot be updated: {error.description}"
             ) from None
+
+
+def _same_limits(current: StreamConfig, wanted: StreamConfig) -> bool:
+    return (
+        sorted(current.subjects or []) == sorted(wanted.subjects or [])
+        and current.num_replicas == wanted.num_replicas
+        and abs((current.max_age or 0) - (wanted.max_age or 0)) < 1
+        and abs((current.duplicate_window or 0) - (wanted.duplicate_window or 0)) < 1
+    )
 
 
 async def hosts_bucket(js: JetStreamContext, config: NatsConfig) -> Any:

@@ -11,7 +11,6 @@ closed bar follows anyway); a held forming bar older than a closed one is droppe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -141,27 +140,20 @@ class NatsPublisher(Service):
                 self.duplicates += 1
 
     async def _beat(self, bucket: Any) -> None:
-        key = hosts.host_key("collector")
-        while True:
-            payload = hosts.beat_payload(
-                "collector",
-                self.started_us,
-                state="running",
-                published=self.published,
-                queued=len(self.subscription),
-                unacked=len(self._unacked),
+        def figures() -> dict[str, Any]:
+            return {
+                "published": self.published,
+                "queued": len(self.subscription),
+                "unacked": len(self._unacked),
                 **self.describe(),
-            )
-            await bucket.put(key, payload)
-            self.hosts = await hosts.read_hosts(bucket, self.config.heartbeat_s)
-            try:
-                await asyncio.sleep(self.config.heartbeat_s)
-            except asyncio.CancelledError:
-                # A host that stops says so: only one that died shows as "gone".
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(1.0):
-                        await bucket.delete(key)
-                raise
+            }
+
+        def take(read: list[dict[str, Any]]) -> None:
+            self.hosts = read
+
+        await hosts.keep_beating(
+            bucket, "collector", self.started_us, self.config.heartbeat_s, figures, take
+        )
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """On shutdown: send what is queued (best effort; unsent bars are re-fetched from
