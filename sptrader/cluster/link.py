@@ -80,7 +80,9 @@ async def connect(config: NatsConfig, name: str) -> Client:
         async with asyncio.timeout(CONNECT_WITHIN_S):
             client = await nats.connect(**options)
     except (TimeoutError, nats.errors.NoServersError):
-        reason = f" ({errors[-1] or type(errors[-1]).__name__})" if errors else ""
+        # The server's own reason (a refused token) over the socket closing after it.
+        said = [error for error in errors if not isinstance(error, OSError)] or errors
+        reason = f" ({said[-1] or type(said[-1]).__name__})" if said else ""
         # A ConnectionError (a disconnect, retried with backoff) whose text is the reason.
         raise ConnectionError(
             f"no NATS server took the connection at {', '.join(servers(config))}{reason}"
