@@ -76,7 +76,7 @@ def test_a_server_with_a_token_takes_only_hosts_that_have_it(tmp_path, make_host
             text.replace("[nats]\n", '[nats]\ntoken_env = "TEST_NATS_TOKEN"\n')
         )
         without = make_host(
-            "bad", "collector", [server.url], extra="\n[daemon]\nstart_timeout_s = 6\n"
+            "bad", "collector", [server.url], extra="\n[daemon]\nstart_timeout_s = 12\n"
         )
         monkeypatch.setenv("TEST_NATS_TOKEN", "s3cret")
         with_token.start()
