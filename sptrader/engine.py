@@ -245,6 +245,8 @@ class Engine:
             if instruments is None
             else list(dict.fromkeys(map(normalize_instrument, instruments)))
         )
+        # A one-shot engine streams what it was given, not the cluster's list.
+        follows_cluster = instruments is None
         self.bus = Bus()
         self.supervisor = Supervisor(self.bus, config.supervisor)
         self.store: Store | None = None
@@ -271,8 +273,8 @@ class Engine:
         # Feed name -> the minute since which it has streamed (covered while running).
         self._streaming_since: dict[str, int] = {}
         if role != "writer":  # a writer's market data comes from the collectors
-            for prefix, instruments in _by_prefix(self.watchlist).items():
-                self.feed_registry.stream(self.feed_registry.make(prefix, instruments))
+            for prefix, names in _by_prefix(self.watchlist).items():
+                self.feed_registry.stream(self.feed_registry.make(prefix, names))
         self.builder = BarBuilder(self.price_source)
         self.bar_service = BarService(self.bus, self.builder, self.feeds, config.store.writer_queue)
         # NATS (sptrader.cluster): a collector's publisher taps the bus from here on, so
@@ -285,7 +287,11 @@ class Engine:
             from sptrader.cluster.publisher import NatsPublisher
 
             self.publisher = NatsPublisher(
-                self.bus, config.nats, config.store.writer_queue, describe=self._describe_collector
+                self.bus,
+                config.nats,
+                config.store.writer_queue,
+                describe=self._describe_collector,
+                follow_watchlist=self._adopt_watchlist if follows_cluster else None,
             )
         elif role == "writer":
             from sptrader.cluster.consumer import NatsConsumer
@@ -297,6 +303,8 @@ class Engine:
                 store_queued=self._store_queued,
                 apply_coverage=self._apply_live_coverage,
                 home=settings.home,
+                watched=lambda: list(self.watchlist),
+                adopt_watchlist=self._adopt_watchlist,
             )
         self.writer: StoreWriter | None = None
         self._log_handler: BusLogHandler | None = None
@@ -891,7 +899,12 @@ class Engine:
     def _describe_collector(self) -> dict[str, Any]:
         """What a collector's heartbeat says: its instruments and which are stale."""
         instruments = sorted({name for feed in self.feeds.values() for name in feed.instruments})
-        return {"instruments": instruments, "stale": sorted(self.stale_instruments())}
+        return {
+            "instruments": instruments,
+            "stale": sorted(self.stale_instruments()),
+            # The live feeds it can stream: a writer asks before adding an instrument.
+            "feeds": [prefix for prefix in LIVE_FEEDS if self.feed_registry.is_enabled(prefix)],
+        }
 
     async def _store_queued(self) -> None:
         """Everything the consumer put on the bus so far is stored (it acks after)."""
@@ -1033,7 +1046,8 @@ class Engine:
 
     async def add_instrument(self, instrument: str) -> str:
         """Watch one more instrument: checked against its feed's symbol list, streamed
-        (its feed restarts with it, backfilling first) and kept in the home's watchlist."""
+        (its feed restarts with it, backfilling first) and kept in the home's watchlist.
+        A writer's change goes to the collectors over NATS (sptrader.cluster.watchlist)."""
         name = normalize_instrument(instrument)
         if name in self.watchlist:
             return name
@@ -1041,7 +1055,9 @@ class Engine:
         if prefix not in LIVE_FEEDS:
             known = ", ".join(feed for feed in LIVE_FEEDS)
             raise UsageError(f"{name}: {prefix} has no live stream (live feeds: {known})")
-        if not self.feed_registry.is_enabled(prefix):
+        if self.consumer is not None:
+            self._check_collected(name, prefix)
+        elif not self.feed_registry.is_enabled(prefix):
             raise UsageError(f"{name} needs feeds.{prefix.lower()}.enabled = true in the config")
         unknown = await run_in_thread(self.symbols.unknown, [name])
         if unknown:
@@ -1049,9 +1065,7 @@ class Engine:
                 f"unknown symbol {name} (see `sptrader symbols --feed {prefix.lower()}`)"
             )
         self.watchlist.append(name)
-        await run_in_thread(save_watchlist, self.settings, self.watchlist)
-        await self._restream(prefix)
-        self.bus.publish_nowait([WatchlistChanged(now_us(), list(self.watchlist))])
+        await self._watchlist_changed([prefix])
         log.info("added %s to the watchlist", name)
         return name
 
@@ -1062,10 +1076,70 @@ class Engine:
         if len(self.watchlist) == 1:
             raise UsageError("the watchlist must keep at least one instrument")
         self.watchlist.remove(name)
-        await run_in_thread(save_watchlist, self.settings, self.watchlist)
-        await self._restream(parse_instrument(name)[0])
-        self.bus.publish_nowait([WatchlistChanged(now_us(), list(self.watchlist))])
+        await self._watchlist_changed([parse_instrument(name)[0]])
         log.info("removed %s from the watchlist", name)
+
+    def _check_collected(self, name: str, prefix: str) -> None:
+        """A writer streams nothing itself: some running collector must have the feed."""
+        assert self.consumer is not None
+        feeds = {
+            feed
+            for beat in self.consumer.hosts
+            if beat.get("role") == "collector" and beat.get("state") != "gone"
+            for feed in beat.get("feeds", [])
+        }
+        if prefix not in feeds:
+            have = f" (running collectors stream {', '.join(sorted(feeds))})" if feeds else ""
+            raise UsageError(
+                f"{name}: no running collector has feeds.{prefix.lower()}.enabled{have}"
+            )
+
+    async def _watchlist_changed(self, prefixes: Iterable[str]) -> None:
+        """Keep the new watchlist, then stream it (a writer: tell the collectors)."""
+        await run_in_thread(save_watchlist, self.settings, self.watchlist)
+        if self.consumer is not None:
+            await self.consumer.share_watchlist(list(self.watchlist))
+        else:
+            for prefix in prefixes:
+                await self._restream(prefix)
+        self.bus.publish_nowait([WatchlistChanged(now_us(), list(self.watchlist))])
+
+    async def _adopt_watchlist(self, shared: list[str]) -> None:
+        """The cluster's watchlist changed (a writer's add or remove): a writer takes it
+        whole; a collector streams those of its instruments whose feed it has enabled
+        and whose symbol its feed knows."""
+        try:
+            wanted = list(shared)
+            if self.role == "collector":
+                wanted = [
+                    name
+                    for name in wanted
+                    if parse_instrument(name)[0] in LIVE_FEEDS
+                    and self.feed_registry.is_enabled(parse_instrument(name)[0])
+                ]
+                unknown = await run_in_thread(self.symbols.unknown, wanted)
+                for name in unknown:
+                    log.warning("not streaming %s: its feed does not know the symbol", name)
+                wanted = [name for name in wanted if name not in unknown]
+            if wanted == self.watchlist or (not wanted and self.role != "collector"):
+                return
+            before = set(self.watchlist)
+            changed = {parse_instrument(name)[0] for name in before.symmetric_difference(wanted)}
+            self.watchlist = wanted
+            if self.consumer is None:
+                for prefix in sorted(changed):
+                    await self._restream(prefix)
+            await run_in_thread(save_watchlist, self.settings, self.watchlist)
+            self.bus.publish_nowait([WatchlistChanged(now_us(), list(self.watchlist))])
+            added = sorted(set(wanted) - before)
+            removed = sorted(before - set(wanted))
+            log.info(
+                "watchlist from NATS: %s",
+                ", ".join([*(f"+{name}" for name in added), *(f"-{name}" for name in removed)])
+                or "reordered",
+            )
+        except Exception:
+            log.exception("could not take the cluster's watchlist")
 
     async def _restream(self, prefix: str) -> None:
         """Rebuild the feed of ``prefix`` for the watchlist's instruments and restart it."""

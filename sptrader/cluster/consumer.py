@@ -22,7 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sptrader.bus import Bus
 from sptrader.clock import now_us
-from sptrader.cluster import hosts, link, subjects
+from sptrader.cluster import hosts, link, subjects, watchlist
 from sptrader.cluster.codec import MalformedMessage, decode_message
 from sptrader.config import NatsConfig
 from sptrader.models import (
@@ -64,9 +64,18 @@ class NatsConsumer(Service):
         apply_coverage: Callable[[LiveCoverageRecorded], Awaitable[None]],
         home: Path,
         durable: str | None = None,
+        watched: Callable[[], list[str]] = list,
+        adopt_watchlist: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__("nats-in")
         self.bus = bus
+        # The writer's watchlist, and what to do with the cluster's when it changes.
+        self.watched = watched
+        self.adopt_watchlist = adopt_watchlist
+        # The shared watchlist's bucket while connected; a list changed while not
+        # connected, put once connected again.
+        self._watchlist_bucket: Any = None
+        self._unshared: list[str] | None = None
         self.config = config
         self.store_queued = store_queued
         self.apply_coverage = apply_coverage
@@ -127,12 +136,16 @@ class NatsConsumer(Service):
                     inactive_threshold=self.config.ticks_max_age_hours * 3600,
                 ),
             )
+            shared = await link.watchlist_bucket(js, self.config)
+            await self._share_on_connect(shared)
             context.mark_running()
             tasks = [
                 asyncio.create_task(self._pump(bars, "bars", context)),
                 asyncio.create_task(self._pump(ticks, "ticks", context)),
                 asyncio.create_task(self._beat(bucket)),
             ]
+            if self.adopt_watchlist is not None:
+                tasks.append(asyncio.create_task(watchlist.follow(shared, self.adopt_watchlist)))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # the first failure ends the run (and restarts it)
@@ -140,7 +153,33 @@ class NatsConsumer(Service):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._watchlist_bucket = None
             await client.close()
+
+    async def _share_on_connect(self, bucket: Any) -> None:
+        """A change made while away goes out now; a cluster with no list yet gets this
+        writer's; otherwise the cluster's is adopted (``follow`` hands it over)."""
+        if self._unshared is not None:
+            await watchlist.put(bucket, self._unshared, "writer")
+            self._unshared = None
+        elif await watchlist.read(bucket) is None:
+            await watchlist.put(bucket, self.watched(), "writer")
+        self._watchlist_bucket = bucket
+
+    async def share_watchlist(self, instruments: list[str]) -> None:
+        """Tell the collectors (and other writers) this writer's new watchlist; if NATS
+        is not reachable now, it goes out when the consumer connects again."""
+        self._unshared = list(instruments)
+        if self._watchlist_bucket is None:
+            log.warning("nats: not connected; the watchlist change goes out on reconnect")
+            return
+        try:
+            async with asyncio.timeout(5.0):
+                await watchlist.put(self._watchlist_bucket, self._unshared, "writer")
+        except Exception as error:
+            log.warning("nats: the watchlist change goes out on reconnect (%s)", error)
+            return
+        self._unshared = None
 
     async def _pump(self, subscription: Any, stream: str, context: ServiceContext) -> None:
         batch = self.config.fetch_batch

@@ -145,10 +145,19 @@ def _same_limits(current: StreamConfig, wanted: StreamConfig) -> bool:
 
 
 async def hosts_bucket(js: JetStreamContext, config: NatsConfig) -> Any:
-    bucket = subjects.HOSTS_BUCKET.format(prefix=config.stream_prefix)
+    return await _bucket(js, config, subjects.HOSTS_BUCKET, ttl=HOSTS_TTL_S)
+
+
+async def watchlist_bucket(js: JetStreamContext, config: NatsConfig) -> Any:
+    """The shared watchlist (sptrader.cluster.watchlist): kept until replaced."""
+    return await _bucket(js, config, subjects.WATCHLIST_BUCKET, ttl=None)
+
+
+async def _bucket(js: JetStreamContext, config: NatsConfig, name: str, ttl: float | None) -> Any:
+    bucket = name.format(prefix=config.stream_prefix)
     try:
         return await js.key_value(bucket)
     except (NotFoundError, nats.js.errors.BucketNotFoundError):
         return await js.create_key_value(
-            bucket=bucket, history=1, ttl=HOSTS_TTL_S, replicas=config.replicas
+            bucket=bucket, history=1, ttl=ttl, replicas=config.replicas
         )

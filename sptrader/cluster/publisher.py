@@ -11,12 +11,14 @@ closed bar follows anyway); a held forming bar older than a closed one is droppe
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sptrader.bus import Bus
 from sptrader.clock import now_us
-from sptrader.cluster import codec, hosts, link
+from sptrader.cluster import codec, hosts, link, watchlist
 from sptrader.cluster.codec import Outgoing
 from sptrader.config import NatsConfig
 from sptrader.models import (
@@ -29,6 +31,8 @@ from sptrader.models import (
     TradeReceived,
 )
 from sptrader.supervisor import Service, ServiceContext
+
+log = logging.getLogger(__name__)
 
 PUBLISHED_TYPES = (
     QuoteReceived,
@@ -55,6 +59,7 @@ class NatsPublisher(Service):
         queue: int,
         *,
         describe: Any = None,
+        follow_watchlist: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__("nats-out")
         self.config = config
@@ -63,6 +68,8 @@ class NatsPublisher(Service):
         )
         # What the heartbeat says of this collector: {"instruments": [...], "stale": [...]}.
         self.describe = describe or (lambda: {})
+        # Called with the cluster's watchlist now and on every change (the writers').
+        self.follow_watchlist = follow_watchlist
         self.started_us = now_us()
         self._unacked: list[Outgoing] = []
         self._held_forming: dict[str, Bar] = {}
@@ -102,6 +109,12 @@ class NatsPublisher(Service):
             await link.ensure_streams(js, self.config)
             bucket = await link.hosts_bucket(js, self.config)
             beat = asyncio.create_task(self._beat(bucket))
+            helpers = [beat]
+            if self.follow_watchlist is not None:
+                shared = await link.watchlist_bucket(js, self.config)
+                follow = asyncio.create_task(watchlist.follow(shared, self.follow_watchlist))
+                follow.add_done_callback(_log_failure)
+                helpers.append(follow)
             try:
                 context.mark_running()
                 if self._unacked:
@@ -121,7 +134,8 @@ class NatsPublisher(Service):
                     context.counters["duplicates"] = self.duplicates
                     context.counters["resent"] = self.resent
             finally:
-                beat.cancel()
+                for helper in helpers:
+                    helper.cancel()
         finally:
             await client.close()
 
@@ -170,3 +184,8 @@ class NatsPublisher(Service):
             self._unacked = []
         finally:
             await client.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("nats: stopped following the shared watchlist: %s", task.exception())

@@ -19,6 +19,7 @@ import struct
 BARS_STREAM = "{prefix}_BARS"
 TICKS_STREAM = "{prefix}_TICKS"
 HOSTS_BUCKET = "{prefix}_HOSTS"
+WATCHLIST_BUCKET = "{prefix}_WATCHLIST"
 
 
 def symbol_token(instrument: str) -> str:
