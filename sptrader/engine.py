@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Coroutine, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ from sptrader.models import (
     LiveCoverageRecorded,
     QuoteReceived,
     ServiceState,
+    ServiceStatus,
     TradeReceived,
     VenueBarClosed,
     WatchlistChanged,
@@ -213,6 +215,8 @@ LIVE_COVERAGE_EVERY_S = 10
 
 #: What an engine does (`sptrader start --role`): everything, or one side of NATS.
 ROLES = ("all", "collector", "writer")
+#: How the services of a writer's companion collector are named (`--role all`).
+COMPANION_PREFIX = "collector/"
 
 
 class Engine:
@@ -356,6 +360,25 @@ class Engine:
         # Backtests clients start (sptrader.backtest.jobs), made on first use (the
         # backtester's imports cost a command that never runs one a quarter second).
         self._backtests: BacktestJobs | None = None
+
+    # --- services (sptrader.supervisor) -----------------------------------------------
+
+    def service_statuses(self) -> list[ServiceStatus]:
+        """Every service this process runs: a companion collector's are named
+        ``collector/NAME`` (it has a ``store`` and ``bars`` of its own)."""
+        statuses = self.supervisor.status()
+        if self.companion is not None:
+            statuses += [
+                replace(status, name=COMPANION_PREFIX + status.name)
+                for status in self.companion.supervisor.status()
+            ]
+        return statuses
+
+    def supervisor_of(self, name: str) -> tuple[Supervisor, str]:
+        """The supervisor that runs service ``name``, and its name there."""
+        if self.companion is not None and name.startswith(COMPANION_PREFIX):
+            return self.companion.supervisor, name.removeprefix(COMPANION_PREFIX)
+        return self.supervisor, name
 
     @property
     def backtests(self) -> BacktestJobs:

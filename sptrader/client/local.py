@@ -107,16 +107,19 @@ class LocalEngineClient:
         return self.engine.subscribe(name, maxsize)
 
     async def services(self) -> list[ServiceStatus]:
-        return self.engine.supervisor.status()
+        return self.engine.service_statuses()
 
     async def start_service(self, name: str) -> None:
-        self.engine.supervisor.start(name)
+        supervisor, local_name = self.engine.supervisor_of(name)
+        supervisor.start(local_name)
 
     async def stop_service(self, name: str) -> None:
-        await self.engine.supervisor.stop(name)
+        supervisor, local_name = self.engine.supervisor_of(name)
+        await supervisor.stop(local_name)
 
     async def restart_service(self, name: str) -> None:
-        await self.engine.supervisor.restart(name)
+        supervisor, local_name = self.engine.supervisor_of(name)
+        await supervisor.restart(local_name)
 
     async def candles(
         self,
@@ -320,8 +323,8 @@ class LocalEngineClient:
         status = {
             "home": str(self.engine.settings.home),
             "store": {"path": str(path), "size_bytes": size, "rows": counts},
-            "services": [encode_status(status) for status in self.engine.supervisor.status()],
-            "role": self.engine.role,
+            "services": [encode_status(status) for status in self.engine.service_statuses()],
+            "role": "all" if self.engine.companion is not None else self.engine.role,
         }
         if self.engine.config.nats.enabled:
             # Every collector and writer NATS knows about (their last heartbeats).

@@ -84,6 +84,8 @@ def _host_line(status: dict) -> str:
     """Who hosts the engine: the daemon, or a TUI (an older daemon does not say)."""
     role = status.get("role", "all")
     as_role = "" if role == "all" else f" ({role})"
+    if role == "all" and "cluster" in status:
+        as_role = " (writer + collector, over NATS)"
     if status.get("host") == TUI:
         return f"sptrader engine hosted by a TUI (pid {status['pid']}){as_role}"
     return f"sptrader daemon pid {status['pid']}{as_role}"

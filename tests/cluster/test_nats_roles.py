@@ -161,6 +161,15 @@ def test_all_with_nats_enabled_is_a_collector_and_a_writer_in_one_process(nats_s
     pids = {(host["role"], host["pid"]) for host in status["cluster"] if host["state"] == "running"}
     assert {role for role, _ in pids} == {"collector", "writer"}
     assert len({pid for _, pid in pids}) == 1  # one process
+    # Both sides' services show (the collector's by its own names), and answer commands.
+    assert status["role"] == "all"
+    names = {service["name"] for service in status["services"]}
+    assert {"nats-in", "store", "collector/sim", "collector/nats-out", "collector/bars"} <= names
+    asyncio.run(call_daemon(both.home, "service_stop", name="collector/sim"))
+    assert both.service("collector/sim")["state"] == "stopped"
+    asyncio.run(call_daemon(both.home, "service_start", name="collector/sim"))
+    poll(lambda: both.service("collector/sim")["state"] == "running", 20, "the feed again")
+    assert "(writer + collector, over NATS)" in both.run("status").stdout
     both.stop()
     # The writer's store holds what the collector's heard (each store in the same home).
     with duckdb.connect(str(both.home / "collector.duckdb"), read_only=True) as db:
