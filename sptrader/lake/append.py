@@ -17,6 +17,7 @@ same rows again does not double them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -44,8 +45,25 @@ def open_table(lake: Lake, uri: str) -> DeltaTable | None:
 
 
 def lake_error(lake: Lake, doing: str, error: BaseException) -> LakeError:
-    text = " ".join(str(error).split())[:300] or type(error).__name__
-    return LakeError(f"lake {lake}: {doing}: {text}")
+    return LakeError(f"lake {lake}: {doing}: {_reason(error)}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_S3_ERROR = re.compile(r"<Code>([^<]+)</Code>\s*<Message>([^<]*)</Message>")
+
+
+def _reason(error: BaseException) -> str:
+    """One line of deltalake's error: the store's own code and message when it sent
+    one (NoSuchBucket, AccessDenied), else the first and last links of its chain of
+    causes (coloured, over several lines, in deltalake's text)."""
+    text = _ANSI.sub("", str(error))
+    said = _S3_ERROR.search(text)
+    if said:
+        return f"{said[1]}: {said[2]}"
+    chain = [" ".join(part.split()) for part in text.split("↳") if part.strip()]
+    if len(chain) > 2:
+        chain = [chain[0], chain[-1]]
+    return ": ".join(chain)[:300] or type(error).__name__
 
 
 def append_bars(
