@@ -211,6 +211,10 @@ WAKE_JUMP_S = 30.0
 
 # How often the time streaming feeds were up is recorded as covered.
 LIVE_COVERAGE_EVERY_S = 10
+# How often a collector forgets what it heard long ago (the writers keep history), and
+# the least it remembers (its seed window, if longer).
+COLLECTOR_FORGETS_EVERY_S = 3600
+COLLECTOR_REMEMBERS_DAYS = 2.0
 
 
 #: What an engine does (`sptrader start --role`): everything, or one side of NATS.
@@ -853,6 +857,7 @@ class Engine:
         reported: dict[str, int] = {}
         last_wall, last_mono = self._wall_clock(), self._monotonic()
         coverage_due = last_mono + LIVE_COVERAGE_EVERY_S
+        forget_due = last_mono if self.role == "collector" else float("inf")
         while True:
             self._report_drops(reported)
             self._refetch_due()
@@ -866,7 +871,30 @@ class Engine:
             if mono >= coverage_due:
                 coverage_due = mono + LIVE_COVERAGE_EVERY_S
                 self._spawn(run_in_thread(self.record_live_coverage))
+            if mono >= forget_due:
+                forget_due = mono + COLLECTOR_FORGETS_EVERY_S
+                self._spawn(run_in_thread(self.forget_old_heard))
             await asyncio.sleep(1.0)
+
+    def forget_old_heard(self) -> None:
+        """A collector keeps only what it needs to heal its gaps (blocking)."""
+        from sptrader.store.retention import forget_before
+
+        store = self.store
+        if store is None:
+            return
+        days = max(self.config.store.seed_days, COLLECTOR_REMEMBERS_DAYS)
+        try:
+            deleted = forget_before(store, now_us() - int(days * 1440) * US_PER_MINUTE)
+        except Exception as error:  # a write conflict with the store's writer: next time
+            log.warning("could not forget old bars: %s", error)
+            return
+        if any(deleted.values()):
+            log.info(
+                "forgot what was heard over %g days ago: %s",
+                days,
+                ", ".join(f"{count:,} {table}" for table, count in deleted.items() if count),
+            )
 
     def _report_drops(self, reported: dict[str, int]) -> None:
         events: list[object] = []

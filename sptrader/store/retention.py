@@ -337,3 +337,23 @@ def _compaction_lock(path: Path) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)
         os.close(descriptor)
+
+
+def forget_before(store: Store, cutoff_us: int) -> dict[str, int]:
+    """A collector's store is its memory, not history (the writers keep that): drop its
+    bars, ticks and coverage older than ``cutoff_us``, always keeping each instrument's
+    newest bar (where its next gap fill starts). Rows deleted by table. The freed
+    blocks are reused by DuckDB, so the file stops growing rather than shrinking."""
+    cutoff = datetime.fromtimestamp(cutoff_us / 1e6, UTC).replace(tzinfo=None)
+    deleted: dict[str, int] = {}
+    statements = {
+        "bars_1m": "DELETE FROM bars_1m WHERE ts < ? AND ts < "
+        "(SELECT max(newest.ts) FROM bars_1m AS newest WHERE newest.instrument = bars_1m.instrument)",
+        "ticks": "DELETE FROM ticks WHERE ts < ?",
+        "coverage": "DELETE FROM coverage WHERE end_ts < ?",
+    }
+    for table, statement in statements.items():
+        with store.transaction() as cursor:
+            row = cursor.execute(statement, [cutoff]).fetchone()
+            deleted[table] = int(row[0]) if row else 0
+    return deleted

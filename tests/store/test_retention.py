@@ -491,3 +491,56 @@ def test_a_negative_config_value_is_a_config_error_on_the_command_line(
     assert main(["--home", str(home), "--config", str(config), "db", "compact"]) == 2
     err = capsys.readouterr().err
     assert "store.ticks_retention_days" in err and str(config) in err
+
+
+def test_a_collector_forgets_old_rows_but_each_instruments_newest_bar(tmp_path: Path) -> None:
+    """A collector's store is its memory: old bars, ticks and coverage go; each
+    instrument's newest bar stays, even one older than the cutoff (a feed down for a
+    week heals its gap from there)."""
+    from conftest import make_settings
+
+    from sptrader.engine import Engine
+    from sptrader.models import US_PER_MINUTE
+
+    day = 1440 * US_PER_MINUTE
+    now_us = int(datetime.now(UTC).timestamp() * 1e6) // US_PER_MINUTE * US_PER_MINUTE
+
+    def bars(instrument: str, last_us: int, count: int) -> pl.DataFrame:
+        ts = [last_us - i * US_PER_MINUTE for i in range(count)][::-1]
+        return pl.DataFrame(
+            {
+                "instrument": [instrument] * count,
+                "ts": pl.Series(ts).cast(pl.Datetime("us")),
+                "open": 1.0,
+                "high": 1.0,
+                "low": 1.0,
+                "close": 1.0,
+                "volume": 1.0,
+                "trades": 1,
+            }
+        )
+
+    settings = make_settings(tmp_path, nats={"enabled": True}, store={"seed_days": 0.5})
+    engine = Engine(settings, role="collector")
+    store = engine.open_store()
+    # Live: the last 3 days, minute by minute. Gone: stopped 5 days ago.
+    store.upsert_bars(bars("SIM:EURUSD", now_us, 3 * 1440))
+    store.upsert_bars(bars("SIM:GBPUSD", now_us - 5 * day, 10))
+    store.add_coverage("SIM:EURUSD", "1m", "sim", now_us - 3 * day, now_us)
+    store.add_coverage("SIM:GBPUSD", "1m", "sim", now_us - 6 * day, now_us - 5 * day)
+    store.append_ticks(make_ticks(1000, datetime.now(UTC).replace(tzinfo=None), days=4))
+    gap_starts = {name: engine._gap_start(name, now_us) for name in ("SIM:EURUSD", "SIM:GBPUSD")}
+    engine.forget_old_heard()  # remembers max(seed_days, 2) days
+    cursor = store.cursor()
+    cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2, minutes=1)
+    kept = dict(cursor.execute("SELECT instrument, count(*) FROM bars_1m GROUP BY 1").fetchall())
+    assert kept["SIM:GBPUSD"] == 1  # its newest bar
+    assert 2 * 1440 <= kept["SIM:EURUSD"] <= 2 * 1440 + 2
+    oldest = cursor.execute("SELECT min(ts) FROM ticks").fetchone()[0]
+    assert oldest >= cutoff
+    assert [row[0] for row in cursor.execute("SELECT instrument FROM coverage").fetchall()] == [
+        "SIM:EURUSD"
+    ]
+    # Where each gap fill starts is as it was.
+    assert {name: engine._gap_start(name, now_us) for name in gap_starts} == gap_starts
+    store.close()
