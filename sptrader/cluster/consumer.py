@@ -86,6 +86,7 @@ class NatsConsumer(Service):
         # Every host's last heartbeat, read back each beat (status, stale instruments).
         self.hosts: list[dict[str, Any]] = []
         self._collectors: dict[str, str] | None = None
+        self._delivering: list[tuple[Any, ...]] | None = None
         self.consumed = 0
         self.malformed = 0
         self.lag_messages: dict[str, int] = {}
@@ -243,20 +244,25 @@ class NatsConsumer(Service):
 
     def _note_collectors(self) -> None:
         """Say when a collector goes (its instruments stale) or comes back, and tell the
-        screens to look again at what is stale."""
-        states = {
-            f"{beat['host']}:{beat['pid']}": beat.get("state", "?")
-            for beat in self.hosts
-            if beat.get("role") == "collector"
-        }
+        screens to look again at what is stale whenever a collector's state, its
+        instruments or its stale ones change."""
+        collectors = [beat for beat in self.hosts if beat.get("role") == "collector"]
+        states = {f"{beat['host']}:{beat['pid']}": beat.get("state", "?") for beat in collectors}
+        delivering = [
+            (beat["pid"], beat.get("state"), beat.get("instruments"), beat.get("stale"))
+            for beat in collectors
+        ]
         previous, self._collectors = self._collectors, states
-        if previous is None or previous == states:
-            return  # the first reading: hosts long gone are history, not news
-        for name, state in states.items():
-            if state == "gone" and previous.get(name) != "gone":
-                log.warning("nats: collector %s is gone: its instruments are stale", name)
-            elif state != "gone" and previous.get(name) in (None, "gone"):
-                log.info("nats: collector %s is delivering", name)
+        seen_before, self._delivering = self._delivering, delivering
+        if previous is not None:  # the first reading is not news: gone hosts are history
+            for name, state in states.items():
+                was = previous.get(name)
+                if state == "gone" and was != "gone":
+                    log.warning("nats: collector %s is gone: its instruments are stale", name)
+                elif state != "gone" and was in (None, "gone"):
+                    log.info("nats: collector %s is delivering", name)
+        if delivering == seen_before:
+            return
         running = ServiceState.RUNNING
         self.bus.publish_nowait(
             [ServiceStateChanged(self.name, now_us(), running, running, "collectors changed")]

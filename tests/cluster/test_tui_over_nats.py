@@ -89,3 +89,36 @@ async def test_a_subscriber_that_takes_market_data_from_nats_gets_none_from_the_
     kinds = {flag: {type(event) for event in events} for flag, events in seen.items()}
     assert QuoteReceived in kinds[True]
     assert not kinds[False] & set(MARKET_DATA_EVENTS)
+
+
+async def test_a_tui_hosting_writer_and_collector_shows_both_and_nothing_stale(
+    nats_server, make_host
+):
+    """`sptrader tui` with [nats] enabled and no [api] url: the TUI's engine is a writer
+    with its collector beside it. The collector's services are listed, and once its
+    heartbeat says they are delivered, they are not marked stale (they were, for good:
+    the screens heard only of a collector coming or going, not of its instruments
+    turning fresh)."""
+    from sptrader.screens.services import ServicesPane
+
+    host = make_host("tui", "all", [nats_server.url])
+    settings = load_settings(host.home, host.config)
+    client = await asyncio.to_thread(client_for, settings, run="everything")
+    app = SptraderApp(settings, client=client)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await _wait(pilot, lambda: app.engine_ready, "the engine")
+        watchlist = app.query_one(WatchlistPane)
+        await _wait(
+            pilot,
+            lambda: all(watchlist.row_values(name)["bid"] != "…" for name in NAMES),
+            "quotes",
+        )
+        await _wait(
+            pilot,
+            lambda: not any(watchlist._rows[name].stale for name in NAMES),
+            "the instruments to count as delivered",
+        )
+        names = {status.name for status in await client.services()}
+        assert {"nats-in", "collector/sim", "collector/nats-out"} <= names
+        table = app.query_one(ServicesPane).query_one("DataTable")
+        await _wait(pilot, lambda: "collector/sim" in {key.value for key in table.rows}, "rows")
