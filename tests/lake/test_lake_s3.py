@@ -173,20 +173,13 @@ async def test_the_engines_sink_appends_to_s3(s3_lake: LakeConfig) -> None:
 
 
 def test_a_missing_bucket_is_one_line_without_the_keys(
-    run, cli_home: Path, s3_lake: LakeConfig, monkeypatch: pytest.MonkeyPatch
+    run, cli_home: Path, s3_lake: LakeConfig
 ) -> None:
     fill_store(cli_home, bars("SIM:EURUSD", 0, 10, 1.0))
     (cli_home / "config.toml").write_text(_lake_toml(s3_lake).replace("lake/", "no-such-bucket/"))
-    done = run(
-        "export",
-        "SIM:EURUSD",
-        "--from",
-        "2026-01-01",
-        "--format",
-        "delta",
-        "--out",
-        s3_lake.uri.replace("lake/", "no-such-bucket/"),
-    )
+    missing = s3_lake.uri.replace("lake/", "no-such-bucket/")
+    export = ["export", "SIM:EURUSD", "--from", "2026-01-01", "--format", "delta", "--out"]
+    done = run(*export, missing)
     line = one_line_error(done)
     assert "s3://no-such-bucket/" in line
     assert line.endswith("cannot open: NoSuchBucket: The specified bucket does not exist")
