@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Any
 from nats.js.errors import NoKeysError
 
 from sptrader.clock import now_us
+
+log = logging.getLogger(__name__)
 
 #: Beats a host may miss before it counts as gone.
 MISSED_BEATS = 3
@@ -51,9 +54,19 @@ async def keep_beating(
     ``on_hosts``; cancelled (the host stopping), delete its key, so only a host that
     died shows as gone."""
     key = host_key(role)
+    failing = False
     while True:
-        await bucket.put(key, beat_payload(role, started_us, state="running", **figures()))
-        on_hosts(await read_hosts(bucket, heartbeat_s))
+        try:
+            await bucket.put(key, beat_payload(role, started_us, state="running", **figures()))
+            on_hosts(await read_hosts(bucket, heartbeat_s))
+        except Exception as error:  # a node lost, a leader being elected: beat again
+            if not failing:
+                log.warning("nats: %s heartbeat not sent (%s); still trying", role, error)
+            failing = True
+        else:
+            if failing:
+                log.info("nats: %s heartbeat sent again", role)
+            failing = False
         try:
             await asyncio.sleep(heartbeat_s)
         except asyncio.CancelledError:

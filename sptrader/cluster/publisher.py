@@ -46,6 +46,10 @@ PUBLISHED_TYPES = (
 FORMING_EVERY_S = 1.0
 #: Publishes in flight at once (each one an ack awaited).
 MAX_IN_FLIGHT = 4096
+#: Seconds a batch's acks may take. A publish whose stream leader was lost mid-flight is
+#: never acked (nats-py's futures wait for ever): the batch is sent again, on a new
+#: connection, and JetStream drops what it already had.
+ACK_WITHIN_S = 10.0
 
 
 class NatsPublisher(Service):
@@ -149,7 +153,16 @@ class NatsPublisher(Service):
             )
             for message in messages
         ]
-        for ack in await asyncio.gather(*futures):
+        try:
+            async with asyncio.timeout(ACK_WITHIN_S):
+                acks = await asyncio.gather(*futures)
+        except TimeoutError:
+            for future in futures:
+                future.cancel()  # frees its slot of MAX_IN_FLIGHT
+            raise ConnectionError(
+                f"JetStream acked no batch within {ACK_WITHIN_S:g}s; sending it again"
+            ) from None
+        for ack in acks:
             if ack.duplicate:
                 self.duplicates += 1
 
