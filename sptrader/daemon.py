@@ -147,9 +147,11 @@ def start_background(settings: Settings, config_path: Path | None, role: str = "
             print(live_venues_line(settings.config))  # sptrader.wording
             return 0
         time.sleep(0.05)
+    # Read before the signal: the daemon's "stopping" line would otherwise be the last.
+    last = _last_log_line(settings)
     process.terminate()
     raise SptraderError(
-        f"the daemon was not healthy after {settings.config.daemon.start_timeout_s:.0f}s: {_last_log_line(settings)}"
+        f"the daemon was not healthy after {settings.config.daemon.start_timeout_s:.0f}s: {last}"
     )
 
 

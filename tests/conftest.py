@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import subprocess
 import sys
 import time
@@ -145,21 +146,95 @@ def assert_same_bars(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
     assert actual["volume"].to_list() == pytest.approx(expected["volume"].to_list())
 
 
-@pytest.fixture(autouse=True)
-def _restore_sptrader_logger() -> Iterator[None]:
-    """CLI commands point the sptrader logger at a log file (and stop propagation);
-    put it back so later tests (caplog) see records again."""
-    import logging
+# --- logging ------------------------------------------------------------------------
+# A CLI command run in-process (``main([...])``, the TUI's and the daemon's entry points)
+# points the sptrader logger at the home's log file and stops its propagation, for a
+# process that would normally exit; an engine sets the logger's level and hangs its bus
+# handler on it. Left so, caplog sees no sptrader record in any later test of the same
+# process (which ones those are depends on the order: pytest-xdist changes it).
 
-    logger = logging.getLogger("sptrader")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+
+@dataclass(frozen=True)
+class _LoggerState:
+    level: int = logging.NOTSET
+    propagate: bool = True
+    disabled: bool = False
+    handlers: tuple[logging.Handler, ...] = ()
+
+
+def _sptrader_loggers() -> dict[str, logging.Logger]:
+    loggers = logging.root.manager.loggerDict
+    return {
+        name: logger
+        for name, logger in list(loggers.items())
+        if (name == "sptrader" or name.startswith("sptrader."))
+        and isinstance(logger, logging.Logger)
+    }
+
+
+def _logging_state() -> tuple[int, int, bool, dict[str, _LoggerState]]:
+    """What the tests (and the code they run) may change: the root logger's level, the
+    module-wide ``logging.disable`` level and every sptrader logger. (The root logger's
+    handlers are pytest's own: its log capture adds and removes them.)"""
+    loggers = {
+        name: _LoggerState(logger.level, logger.propagate, logger.disabled, tuple(logger.handlers))
+        for name, logger in _sptrader_loggers().items()
+    }
+    return logging.root.manager.disable, logging.root.level, logging.root.disabled, loggers
+
+
+def _restore_logging_state(state: tuple[int, int, bool, dict[str, _LoggerState]]) -> None:
+    disable, root_level, root_disabled, saved = state
+    if logging.root.manager.disable != disable:
+        logging.disable(disable)
+    if logging.root.level != root_level:
+        logging.root.setLevel(root_level)
+    logging.root.disabled = root_disabled
+    for name, logger in _sptrader_loggers().items():
+        # A logger created since (a module imported later) goes back to the defaults.
+        was = saved.get(name, _LoggerState())
+        for handler in list(logger.handlers):
+            if handler not in was.handlers:
+                logger.removeHandler(handler)
+                handler.close()
+        for handler in was.handlers:
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
+        if logger.level != was.level:
+            logger.setLevel(was.level)
+        logger.propagate = was.propagate
+        logger.disabled = was.disabled
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Puts logging back as it was: for a fixture wider than a test that runs a CLI
+    command in-process (the autouse fixture below restores around each test only)."""
+    state = _logging_state()
+    try:
+        yield
+    finally:
+        _restore_logging_state(state)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging_baseline() -> tuple[int, int, bool, dict[str, _LoggerState]]:
+    """Logging as the session found it, before any test or fixture changed it."""
+    return _logging_state()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging(
+    _logging_baseline: tuple[int, int, bool, dict[str, _LoggerState]],
+) -> Iterator[None]:
+    """Every test starts and ends with logging as the session found it: not as the
+    previous test left it, nor as a module- or session-scoped fixture set up before
+    this one (a per-test snapshot would take that in, and keep it for good). A test
+    that wants the sptrader logger configured does so itself or in a function-scoped
+    fixture (those run after this one)."""
+    _restore_logging_state(_logging_baseline)
     yield
-    for handler in list(logger.handlers):
-        if handler not in handlers:
-            logger.removeHandler(handler)
-            handler.close()
-    logger.setLevel(level)
-    logger.propagate = propagate
+    _restore_logging_state(_logging_baseline)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CliResult, run_cli, running_daemon, wait_until
+from conftest import CliResult, logging_restored, run_cli, running_daemon, wait_until
 
 from sptrader.alerting.notice import Notice
 from sptrader.alerting.reports import ReportScheduler, build_report, render, report_notice
@@ -60,23 +59,14 @@ def traded_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home.mkdir()
     (home / "config.toml").write_text(CONFIG)
     # order and close point the sptrader logger at the home's log file: put it back.
-    logger = logging.getLogger("sptrader")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, logging_restored():
         (root / "cwd").mkdir()
         patch.chdir(root / "cwd")
         patch.delenv("SPTRADER_HOME", raising=False)
         patch.delenv("SPTRADER_CONFIG", raising=False)
-        try:
-            _sptrader(home, "order", "buy", "sim:eurusd", "1000", "--json")
-            _sptrader(home, "close", "sim:eurusd", "--json")
-            _sptrader(home, "order", "buy", "sim:gbpusd", "500", "--json")
-        finally:
-            for handler in [handler for handler in logger.handlers if handler not in handlers]:
-                logger.removeHandler(handler)
-                handler.close()
-            logger.setLevel(level)
-            logger.propagate = propagate
+        _sptrader(home, "order", "buy", "sim:eurusd", "1000", "--json")
+        _sptrader(home, "close", "sim:eurusd", "--json")
+        _sptrader(home, "order", "buy", "sim:gbpusd", "500", "--json")
     yield home
 
 

@@ -37,7 +37,8 @@ SCREENS = {"main": None, "ticket": "b", "strategies": "S", "data": "d", "journal
 def frozen_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A home with two days of SIM history for the watchlist, stored at FROZEN."""
     home = tmp_path_factory.mktemp("snapshots") / "home"
-    with time_machine.travel(FROZEN, tick=False):
+    # backfill points the sptrader logger at the home's log file: put it back.
+    with conftest.logging_restored(), time_machine.travel(FROZEN, tick=False):
         code = main(["--home", str(home), "backfill", "--from", "2026-11-28", *WATCHLIST])
     assert code == 0
     yield home

@@ -158,7 +158,8 @@ async def test_the_session_is_tickled_until_closed(fake):
     tickled = fake.tickles
     assert tickled >= 2
     await asyncio.sleep(0.1)
-    assert fake.tickles == tickled
+    # A tickle sent just before close may reach the gateway after it (one, not more).
+    assert fake.tickles <= tickled + 1
 
 
 # --- orders -----------------------------------------------------------------------------
@@ -166,17 +167,6 @@ async def test_the_session_is_tickled_until_closed(fake):
 
 async def test_market_order_confirms_the_question_and_fills(fake, venue, caplog):
     caplog.set_level(logging.WARNING, "sptrader.venues.ibkr")
-    # Captured at the venue's own logger: an earlier test may have left the sptrader
-    # logger not propagating (a CLI run points it at a log file).
-    logger = logging.getLogger("sptrader.venues.ibkr")
-    logger.addHandler(caplog.handler)
-    try:
-        await _market_order_confirms_the_question_and_fills(fake, venue, caplog)
-    finally:
-        logger.removeHandler(caplog.handler)
-
-
-async def _market_order_confirms_the_question_and_fills(fake, venue, caplog):
     placed = await venue.place(order("c-mkt", qty=10))
     assert placed.status == "filled"
     assert placed.venue_order_id == str(fake.orders["c-mkt"]["orderId"])
