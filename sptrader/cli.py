@@ -493,6 +493,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shadow_report.add_argument("--format", choices=("table", "json"), default="table")
 
+    ml = commands.add_parser(
+        "ml",
+        help="outcome labels of every signal (for training models)",
+        description="Every buy or sell signal a scanner emits is labelled once its horizon has closed: target, stop or timeout after label_bars bars (entered at the next bar's open, the scanner's label_target_pct / label_stop_pct when the signal carries no levels), with the bars taken, its maximum favourable and adverse excursion and its return.",
+    )
+    ml_commands = ml.add_subparsers(dest="ml_command", metavar="ACTION", required=True)
+    ml_labels = ml_commands.add_parser(
+        "labels", help="one row per labelled signal, and label counts per strategy"
+    )
+    ml_labels.add_argument("scanner", nargs="?", metavar="SCANNER")
+    ml_labels.add_argument(
+        "--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC"
+    )
+    ml_labels.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")
+    ml_labels.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
     _add_trading_parsers(commands)
     _add_venue_parsers(commands)
     _add_alert_parsers(commands)
@@ -778,6 +794,7 @@ COMMANDS: dict[str, Command] = {
     "scan": Command("sptrader.commands.scans", "run_scan", logs_to_file=True),
     "runs": Command("sptrader.commands.scans", "run_runs"),
     "shadow": Command("sptrader.commands.shadow", "run_shadow"),
+    "ml": Command("sptrader.commands.ml", "run_ml"),
     "backtest": Command("sptrader.commands.backtest", "run_backtest_command", logs_to_file=True),
     "divergence": Command(
         "sptrader.commands.divergence", "run_divergence_command", logs_to_file=True

@@ -284,6 +284,11 @@ class ScannerConfig(_Section):
     shadow_bars: int = 60
     shadow_target_pct: float = 1.0
     shadow_stop_pct: float = 0.5
+    # Outcome labels of every signal (`sptrader ml labels`): target, stop or a timeout
+    # after `label_bars` bars; the percentages stand in for a signal without its own.
+    label_bars: int = 60
+    label_target_pct: float = 1.0
+    label_stop_pct: float = 0.5
 
     @property
     def order_venue(self) -> str:
@@ -1016,9 +1021,10 @@ def _validate_scanners(config: Config) -> str | None:
 
 def _shadow_problem(scanner: ScannerConfig, key: str) -> str | None:
     """What is wrong with a scanner's shadow settings (not its variations' params)."""
-    if scanner.shadow_bars <= 0:
-        return f"{key}.shadow_bars: must be greater than 0, got {scanner.shadow_bars}"
-    for name in ("shadow_target_pct", "shadow_stop_pct"):
+    for name in ("shadow_bars", "label_bars"):
+        if getattr(scanner, name) <= 0:
+            return f"{key}.{name}: must be greater than 0, got {getattr(scanner, name)}"
+    for name in ("shadow_target_pct", "shadow_stop_pct", "label_target_pct", "label_stop_pct"):
         value = getattr(scanner, name)
         if not 0 < value < 100:
             return f"{key}.{name}: must be above 0 and below 100, got {value}"

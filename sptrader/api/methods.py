@@ -221,6 +221,10 @@ METHODS: dict[str, Method] = {
         {"scanner": _MAYBE_TEXT, "days": _count(default=30, high=MAX_DAYS)},
         lambda c, scanner, days: c.shadow_report(scanner, days),
     ),
+    "signal_labels": Method(
+        {"scanner": _MAYBE_TEXT, "start_us": _MAYBE_TIME, "end_us": _MAYBE_TIME},
+        lambda c, scanner, start_us, end_us: c.signal_labels(scanner, start_us, end_us),
+    ),
     "scanner_activity": Method(
         {"name": _TEXT, "start_us": _TIME, "end_us": _TIME},
         lambda c, name, start_us, end_us: c.scanner_activity(name, start_us, end_us),

@@ -41,7 +41,7 @@ from sptrader.models import (
     parse_instrument,
     timeframe_minutes,
 )
-from sptrader.scanners import lineage, shadow
+from sptrader.scanners import labels, lineage, shadow
 from sptrader.scanners.service import unknown_scanner
 from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
@@ -310,6 +310,22 @@ class LocalEngineClient:
             raise unknown_scanner(scanner, [config.name for config in configs])
         store = self.engine.require_store()
         return await run_in_thread(shadow.report, store, configs, scanner, days)
+
+    async def signal_labels(
+        self, scanner: str | None = None, start_us: int | None = None, end_us: int | None = None
+    ) -> list[dict]:
+        configs = self.engine.config.scanners
+        if scanner is not None and scanner not in {config.name for config in configs}:
+            raise unknown_scanner(scanner, [config.name for config in configs])
+        chosen = [config for config in configs if scanner in (None, config.name)]
+        store = self.engine.require_store()
+
+        def read() -> list[dict]:
+            labels.label_pending(store, chosen)  # what became known since the last run
+            names = [config.name for config in chosen]
+            return labels.labels(store, names, start_us or 0, end_us or 2**62)
+
+        return await run_in_thread(read)
 
     # --- the store --------------------------------------------------------------------
 
@@ -818,6 +834,7 @@ class LocalEngineClient:
             alerter.submit(alert_payload(signal))
         await run_in_thread(alerter.wait_idle, config.alerts.timeout_s * 2)
         await run_in_thread(shadow.after_run, runner, result)  # after the alerts
+        await run_in_thread(labels.after_run, runner, result)
         return result.to_json()
 
     # --- data commands (candles, backfill, data, symbols, export) ---

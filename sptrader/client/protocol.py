@@ -173,6 +173,16 @@ class EngineClient(Protocol):
         (``sptrader.scanners.shadow.report``)."""
         ...
 
+    async def signal_labels(
+        self, scanner: str | None = None, start_us: int | None = None, end_us: int | None = None
+    ) -> list[dict]:
+        """One row per labelled signal (of ``scanner``, whose bar is in [start_us,
+        end_us)), labelling first what became known: scanner, instrument, ts_us, side,
+        label (target | stop | timeout), bars, mfe, mae, return (all %), run_id,
+        entry_ts_us, entry_price, stop, target, exit_ts_us, exit_price
+        (``sptrader.scanners.labels``). An unknown scanner is a usage error."""
+        ...
+
     async def status(self) -> dict:
         """The engine's home, its store (path, size_bytes, rows per table) and services
         (encoded as the API sends them)."""

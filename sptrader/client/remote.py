@@ -301,6 +301,11 @@ class RemoteEngineClient:
     async def shadow_report(self, scanner: str | None = None, days: int = 30) -> list[dict]:
         return await self._call("shadow_report", scanner=scanner, days=days)
 
+    async def signal_labels(
+        self, scanner: str | None = None, start_us: int | None = None, end_us: int | None = None
+    ) -> list[dict]:
+        return await self._call("signal_labels", scanner=scanner, start_us=start_us, end_us=end_us)
+
     async def status(self) -> dict:
         return await self._call("status")
 

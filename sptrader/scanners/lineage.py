@@ -16,9 +16,10 @@ from a thread.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,18 @@ from sptrader.clock import now_us
 from sptrader.store import Store
 
 # "shadow": a shadow variation evaluated after the run (sptrader.scanners.shadow), or
-# its pending outcomes resolved; appended to the run once it is written.
-STEPS = ("load_bars", "indicators", "informative", "evaluate", "emit", "skip", "shadow")
+# its pending outcomes resolved; "label": the scanner's signals whose outcome became
+# known labelled (sptrader.scanners.labels); both appended once the run is written.
+STEPS = (
+    "load_bars",
+    "indicators",
+    "informative",
+    "evaluate",
+    "emit",
+    "skip",
+    "shadow",
+    "label",
+)
 STATUSES = ("ok", "partial", "failed")
 
 
@@ -148,6 +159,21 @@ class RunRecorder:
             },
             schema=_SIGNAL_SCHEMA,
         )
+
+
+def append_step(
+    store: Store, run_id: int, scanner: str, name: str, input_summary: str, work: Callable[[], str]
+) -> None:
+    """One more step of run ``run_id``, already written: ``work`` does it and returns its
+    output summary. Never raises: a failure is the step's error and a log line."""
+    recorder = RunRecorder(scanner, name, None)
+    try:
+        with recorder.step(None, name, input_summary) as step:
+            step.output_summary = work()
+    except Exception as error:
+        logging.getLogger(__name__).warning("%s: %s failed: %s", scanner, input_summary, error)
+    with store.transaction() as cursor:
+        append_steps(cursor, run_id, recorder.steps)
 
 
 def append_steps(cursor: duckdb.DuckDBPyConnection, run_id: int, steps: list[Step]) -> None:

@@ -44,7 +44,7 @@ from sptrader.clock import format_us, now_us
 from sptrader.config import AlertsConfig, ScannerConfig
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
-from sptrader.scanners import lineage, shadow
+from sptrader.scanners import labels, lineage, shadow
 from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
@@ -738,6 +738,7 @@ class ScannerService(Service):
             await self._emit(result)
             # The live signals are out: now the shadow variations (never raises).
             await run_in_thread(shadow.after_run, scanner, result)
+            await run_in_thread(labels.after_run, scanner, result)
             return result
 
     async def _emit(self, result: ScanResult) -> None:
