@@ -508,6 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ml_labels.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")
     ml_labels.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    ml_features = ml_commands.add_parser(
+        "features",
+        help="a Parquet training set: each labelled signal's features at its bar, and its label",
+    )
+    ml_features.add_argument("scanner", metavar="SCANNER")
+    ml_features.add_argument(
+        "--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC"
+    )
+    ml_features.add_argument(
+        "--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC"
+    )
+    ml_features.add_argument(
+        "--out", required=True, metavar="DIR", help="writes DIR/SCANNER.parquet and .json"
+    )
 
     _add_trading_parsers(commands)
     _add_venue_parsers(commands)

@@ -1,19 +1,29 @@
 """``sptrader ml labels [SCANNER] [--from --to] [--format table|csv|json]``: one row per
 labelled signal (``EngineClient.signal_labels``: the daemon's engine while one runs,
 else this process's store; what became known is labelled first) and, in the table,
-label counts and hit rates per strategy."""
+label counts and hit rates per strategy.
+
+``sptrader ml features SCANNER [--from --to] --out DIR``: the labelled signals' training
+set (``sptrader.scanners.features``), its bars read through the same client, written
+as ``DIR/SCANNER.parquet`` with ``DIR/SCANNER.json`` (the feature names, the window,
+the label counts)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from sptrader.client.connect import connect
-from sptrader.clock import datetime_to_us, parse_time
+from sptrader.clock import datetime_to_us, format_us, parse_time
 from sptrader.commands.trading import iso_fields, print_table, write_csv, write_json
 from sptrader.config import Settings
-from sptrader.errors import UsageError
+from sptrader.errors import SptraderError, UsageError
+from sptrader.models import US_PER_MINUTE, timeframe_minutes
 from sptrader.scanners.labels import summary
 
 COLUMNS = ("scanner", "instrument", "ts", "side", "label", "bars", "mfe", "mae", "return")
@@ -21,14 +31,89 @@ HEADERS = ("SCANNER", "INSTRUMENT", "BAR", "SIDE", "LABEL", "BARS", "MFE %", "MA
 
 
 def run_ml(settings: Settings, args: argparse.Namespace) -> int:
-    names = [config.name for config in settings.config.scanners]
-    if args.scanner is not None and args.scanner not in names:
-        known = ", ".join(names) or "none configured"
-        raise UsageError(f"unknown scanner {args.scanner!r} (scanners: {known})")
+    if args.ml_command == "features":
+        return run_features(settings, args)
+    return run_labels(settings, args)
+
+
+def _window(args: argparse.Namespace) -> tuple[int | None, int | None]:
     start = datetime_to_us(parse_time(args.start, what="--from time")) if args.start else None
     end = datetime_to_us(parse_time(args.end, what="--to time")) if args.end else None
     if start is not None and end is not None and end <= start:
         raise UsageError("--to must be after --from")
+    return start, end
+
+
+def run_features(settings: Settings, args: argparse.Namespace) -> int:
+    from sptrader.backtest.sweep import warmup_of
+    from sptrader.scanners.features import CONTEXT_WARMUP, training_set
+    from sptrader.strategies import registry
+
+    configs = {config.name: config for config in settings.config.scanners}
+    config = configs.get(args.scanner)
+    if config is None:
+        known = ", ".join(configs) or "none configured"
+        raise UsageError(f"unknown scanner {args.scanner!r} (scanners: {known})")
+    start, end = _window(args)
+    strategy = registry.build(
+        config.strategy, dict(config.params), settings.config.strategies.modules
+    )
+    specs = strategy.indicators()
+    width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
+    lead = (warmup_of(strategy) + CONTEXT_WARMUP) * width
+
+    async def read() -> tuple[list[dict[str, Any]], pl.DataFrame]:
+        async with connect(settings) as client:
+            rows = await client.signal_labels(config.name, start, end)
+            frames = []
+            for instrument in sorted({row["instrument"] for row in rows}):
+                first = min(row["ts_us"] for row in rows if row["instrument"] == instrument)
+                last = max(row["ts_us"] for row in rows if row["instrument"] == instrument)
+                bars = await client.candles(
+                    instrument, config.timeframe, start_us=first - lead, end_us=last + width
+                )
+                frames.append(bars.with_columns(pl.lit(instrument).alias("instrument")))
+            return rows, pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+    rows, bars = asyncio.run(read())
+    if not rows:
+        raise SptraderError(
+            f"scanner {config.name!r} has no labelled signal in that window (see `sptrader ml labels`)"
+        )
+    frame, features = training_set(rows, bars, specs)
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{config.name}.parquet"
+    frame.write_parquet(target)
+    counts = dict(frame["label"].value_counts().sort("label").rows())
+    stamps = frame["ts"].dt.epoch("us")
+    meta = {
+        "scanner": config.name,
+        "strategy": config.strategy,
+        "params": dict(config.params),
+        "timeframe": config.timeframe,
+        "features": features,
+        "labels": counts,
+        "rows": frame.height,
+        "from": None if start is None else format_us(start),
+        "to": None if end is None else format_us(end),
+        "first_signal": format_us(int(stamps.min())) if frame.height else None,  # type: ignore[arg-type]
+        "last_signal": format_us(int(stamps.max())) if frame.height else None,  # type: ignore[arg-type]
+    }
+    (out / f"{config.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shown = ", ".join(f"{count:,} {label}" for label, count in counts.items())
+    print(
+        f"wrote {frame.height:,} labelled signals ({shown}) x {len(features)} features to {target}"
+    )
+    return 0
+
+
+def run_labels(settings: Settings, args: argparse.Namespace) -> int:
+    names = [config.name for config in settings.config.scanners]
+    if args.scanner is not None and args.scanner not in names:
+        known = ", ".join(names) or "none configured"
+        raise UsageError(f"unknown scanner {args.scanner!r} (scanners: {known})")
+    start, end = _window(args)
 
     async def read() -> list[dict[str, Any]]:
         async with connect(settings) as client:

@@ -149,8 +149,9 @@ label_stop_pct = 0.5
 """
 
 
-def test_ml_labels_labels_stored_signals_once_and_lists_them(run, cli_home) -> None:
-    import json
+def store_crafted_signals(cli_home) -> None:
+    """The crafted bars as SIM:EURUSD, and signals of scanner "cross" at minutes 0
+    (twice), 10, 20, 30 and 38."""
     from datetime import UTC, datetime
 
     from sptrader.store import Store
@@ -184,6 +185,12 @@ def test_ml_labels_labels_stored_signals_once_and_lists_them(run, cli_home) -> N
             [at[0], at[0]],
         )
     store.close()
+
+
+def test_ml_labels_labels_stored_signals_once_and_lists_them(run, cli_home) -> None:
+    import json
+
+    store_crafted_signals(cli_home)
     listed = run("ml", "labels", "--format", "json")
     assert listed.code == 0, listed.err
     rows = json.loads(listed.out)
@@ -205,3 +212,69 @@ def test_ml_labels_labels_stored_signals_once_and_lists_them(run, cli_home) -> N
     assert "sma_cross" in table.out and "33.3" in table.out  # 1 target of 3 decided
     unknown = run("ml", "labels", "nope")
     assert unknown.code == 2 and "unknown scanner 'nope'" in unknown.err
+
+
+def random_bars(count: int, instruments=("SIM:A", "SIM:B")) -> pl.DataFrame:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for name in instruments:
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, count)))
+        open_ = np.concatenate([[100.0], close[:-1]])
+        frames.append(
+            pl.DataFrame(
+                {
+                    "instrument": name,
+                    "ts": pl.Series([T0 + i * M for i in range(count)]).cast(pl.Datetime("us")),
+                    "open": open_,
+                    "high": np.maximum(open_, close) * 1.001,
+                    "low": np.minimum(open_, close) * 0.999,
+                    "close": close,
+                    "volume": rng.uniform(1, 10, count),
+                    "trades": 1,
+                }
+            )
+        )
+    return pl.concat(frames)
+
+
+def test_features_at_a_bar_use_no_later_bar() -> None:
+    """Truncate the history at each signal's bar: its features are the same as with
+    every later bar present (so no future bar leaks into a training row)."""
+    from sptrader.scanners.features import feature_frame
+
+    specs = ["sma10", "ema20", "macd", "bb20", "adx14"]
+    bars = random_bars(300)
+    full, names = feature_frame(bars, specs)
+    assert {"sma10", "ema20", "macd", "bb20_upper", "ret_20", "atr14_pct", "hour"} <= set(names)
+    for minute in (60, 150, 299):
+        at = T0 + minute * M
+        cut, _ = feature_frame(bars.filter(pl.col("ts").dt.epoch("us") <= at), specs)
+        for name in ("SIM:A", "SIM:B"):
+            row = pl.col("instrument") == name
+            when = pl.col("ts").dt.epoch("us") == at
+            assert (
+                cut.filter(row & when).select(names).equals(full.filter(row & when).select(names))
+            ), (name, minute)
+
+
+def test_ml_features_writes_the_labelled_signals_training_set(run, cli_home, tmp_path) -> None:
+    import json
+
+    store_crafted_signals(cli_home)
+    out = tmp_path / "train"
+    done = run("ml", "features", "cross", "--out", str(out))
+    assert done.code == 0, done.err
+    assert "wrote 4 labelled signals (2 stop, 1 target, 1 timeout)" in done.out
+    frame = pl.read_parquet(out / "cross.parquet")
+    meta = json.loads((out / "cross.json").read_text())
+    assert frame.height == 4 and meta["rows"] == 4
+    assert meta["features"][0] == "side_sign" and "ret_5" in meta["features"]
+    assert set(meta["features"]) <= set(frame.columns)
+    assert frame["label"].to_list() == ["target", "stop", "timeout", "stop"]
+    assert frame["side_sign"].to_list() == [1, -1, 1, 1]
+    # The bar of the signal at minute 20: its 5-bar return is from bars 15..20 (flat).
+    assert frame.filter(pl.col("label") == "timeout")["ret_5"].to_list() == [0.0]
+    missing = run("ml", "features", "nope", "--out", str(out))
+    assert missing.code == 2 and "unknown scanner 'nope'" in missing.err
