@@ -522,6 +522,22 @@ def build_parser() -> argparse.ArgumentParser:
     ml_features.add_argument(
         "--out", required=True, metavar="DIR", help="writes DIR/SCANNER.parquet and .json"
     )
+    ml_train = ml_commands.add_parser(
+        "train",
+        help="a model of whether a signal reaches its target, judged walk-forward, saved versioned",
+    )
+    ml_train.add_argument("scanner", metavar="SCANNER")
+    ml_train.add_argument("--model", choices=("gbm", "logistic"), default="gbm")
+    ml_train.add_argument("--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC")
+    ml_train.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")
+    ml_train.add_argument(
+        "--folds",
+        type=count("--folds", 20),
+        default=4,
+        metavar="N",
+        help="walk-forward folds, at least 2 (default 4)",
+    )
+    ml_train.add_argument("--format", choices=("table", "json"), default="table")
 
     _add_trading_parsers(commands)
     _add_venue_parsers(commands)

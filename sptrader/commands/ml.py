@@ -6,7 +6,11 @@ label counts and hit rates per strategy.
 ``sptrader ml features SCANNER [--from --to] --out DIR``: the labelled signals' training
 set (``sptrader.scanners.features``), its bars read through the same client, written
 as ``DIR/SCANNER.parquet`` with ``DIR/SCANNER.json`` (the feature names, the window,
-the label counts)."""
+the label counts).
+
+``sptrader ml train SCANNER [--model gbm|logistic] [--from --to] [--folds N]``: a model
+of that training set (``sptrader.scanners.models``), judged walk-forward, saved as the
+scanner's next version in the home."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import polars as pl
 from sptrader.client.connect import connect
 from sptrader.clock import datetime_to_us, format_us, parse_time
 from sptrader.commands.trading import iso_fields, print_table, write_csv, write_json
-from sptrader.config import Settings
+from sptrader.config import ScannerConfig, Settings
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, timeframe_minutes
 from sptrader.scanners.labels import summary
@@ -33,6 +37,8 @@ HEADERS = ("SCANNER", "INSTRUMENT", "BAR", "SIDE", "LABEL", "BARS", "MFE %", "MA
 def run_ml(settings: Settings, args: argparse.Namespace) -> int:
     if args.ml_command == "features":
         return run_features(settings, args)
+    if args.ml_command == "train":
+        return run_train(settings, args)
     return run_labels(settings, args)
 
 
@@ -44,21 +50,26 @@ def _window(args: argparse.Namespace) -> tuple[int | None, int | None]:
     return start, end
 
 
-def run_features(settings: Settings, args: argparse.Namespace) -> int:
+def _scanner(settings: Settings, name: str) -> ScannerConfig:
+    configs = {config.name: config for config in settings.config.scanners}
+    if name not in configs:
+        known = ", ".join(configs) or "none configured"
+        raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
+    return configs[name]
+
+
+def _training_set(
+    settings: Settings, config: ScannerConfig, start: int | None, end: int | None
+) -> tuple[pl.DataFrame, list[str]]:
+    """The labelled signals of ``config`` in the window, with their features (bars read
+    through the client: the daemon's while one runs)."""
     from sptrader.backtest.sweep import warmup_of
     from sptrader.scanners.features import CONTEXT_WARMUP, training_set
     from sptrader.strategies import registry
 
-    configs = {config.name: config for config in settings.config.scanners}
-    config = configs.get(args.scanner)
-    if config is None:
-        known = ", ".join(configs) or "none configured"
-        raise UsageError(f"unknown scanner {args.scanner!r} (scanners: {known})")
-    start, end = _window(args)
     strategy = registry.build(
         config.strategy, dict(config.params), settings.config.strategies.modules
     )
-    specs = strategy.indicators()
     width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
     lead = (warmup_of(strategy) + CONTEXT_WARMUP) * width
 
@@ -67,10 +78,12 @@ def run_features(settings: Settings, args: argparse.Namespace) -> int:
             rows = await client.signal_labels(config.name, start, end)
             frames = []
             for instrument in sorted({row["instrument"] for row in rows}):
-                first = min(row["ts_us"] for row in rows if row["instrument"] == instrument)
-                last = max(row["ts_us"] for row in rows if row["instrument"] == instrument)
+                stamps = [row["ts_us"] for row in rows if row["instrument"] == instrument]
                 bars = await client.candles(
-                    instrument, config.timeframe, start_us=first - lead, end_us=last + width
+                    instrument,
+                    config.timeframe,
+                    start_us=min(stamps) - lead,
+                    end_us=max(stamps) + width,
                 )
                 frames.append(bars.with_columns(pl.lit(instrument).alias("instrument")))
             return rows, pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
@@ -80,32 +93,120 @@ def run_features(settings: Settings, args: argparse.Namespace) -> int:
         raise SptraderError(
             f"scanner {config.name!r} has no labelled signal in that window (see `sptrader ml labels`)"
         )
-    frame, features = training_set(rows, bars, specs)
+    return training_set(rows, bars, strategy.indicators())
+
+
+def run_features(settings: Settings, args: argparse.Namespace) -> int:
+    config = _scanner(settings, args.scanner)
+    start, end = _window(args)
+    frame, features = _training_set(settings, config, start, end)
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{config.name}.parquet"
     frame.write_parquet(target)
     counts = dict(frame["label"].value_counts().sort("label").rows())
+    (out / f"{config.name}.json").write_text(
+        json.dumps(_describe(config, frame, features, start, end), indent=2) + "\n"
+    )
+    shown = ", ".join(f"{count:,} {label}" for label, count in counts.items())
+    print(
+        f"wrote {frame.height:,} labelled signals ({shown}) x {len(features)} features to {target}"
+    )
+    return 0
+
+
+def _describe(
+    config: ScannerConfig,
+    frame: pl.DataFrame,
+    features: list[str],
+    start: int | None,
+    end: int | None,
+) -> dict[str, Any]:
+    """A training set's description: what it was made of and from when."""
     stamps = frame["ts"].dt.epoch("us")
-    meta = {
+    return {
         "scanner": config.name,
         "strategy": config.strategy,
         "params": dict(config.params),
         "timeframe": config.timeframe,
         "features": features,
-        "labels": counts,
+        "labels": dict(frame["label"].value_counts().sort("label").rows()),
         "rows": frame.height,
         "from": None if start is None else format_us(start),
         "to": None if end is None else format_us(end),
         "first_signal": format_us(int(stamps.min())) if frame.height else None,  # type: ignore[arg-type]
         "last_signal": format_us(int(stamps.max())) if frame.height else None,  # type: ignore[arg-type]
     }
-    (out / f"{config.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shown = ", ".join(f"{count:,} {label}" for label, count in counts.items())
-    print(
-        f"wrote {frame.height:,} labelled signals ({shown}) x {len(features)} features to {target}"
+
+
+def run_train(settings: Settings, args: argparse.Namespace) -> int:
+    from sptrader.scanners import models
+
+    config = _scanner(settings, args.scanner)
+    start, end = _window(args)
+    frame, features = _training_set(settings, config, start, end)
+    trained = models.walk_forward(frame, features, args.model, args.folds)
+    meta = {"kind": args.model, **_describe(config, frame, features, start, end)}
+    version, path = models.save(settings.home, config.name, trained, meta)
+    if args.format == "json":
+        write_json(
+            {
+                "model": f"{config.name}@v{version}",
+                "path": str(path),
+                "totals": trained.totals,
+                "folds": [iso_fields(row) for row in trained.folds],
+            }
+        )
+        return 0
+    print_table(
+        f"{args.model} on {frame.height:,} labelled signals of {config.name}, walk-forward"
+        " (each fold trained on the signals before it)",
+        (
+            "FOLD",
+            "TRAIN",
+            "TEST",
+            "FROM",
+            "TO",
+            "HIT %",
+            "TAKEN",
+            "PRECISION",
+            "RECALL",
+            "AUC",
+            "EV ALL %",
+            "EV TAKEN %",
+            "LIFT %",
+        ),
+        [_fold_cells(row) for row in trained.folds],
+        left=("FROM", "TO"),
+        width=140,
     )
+    totals = trained.totals
+    auc = "-" if totals["auc_mean"] is None else f"{totals['auc_mean']:.3f}"
+    lift = "-" if totals["ev_lift_mean_pct"] is None else f"{totals['ev_lift_mean_pct']:+.3f}%"
+    print(f"mean out of sample: AUC {auc}, EV lift {lift} a signal against taking every one")
+    print(f'saved {config.name}@v{version}: {path} (use it: model = "{config.name}")')
     return 0
+
+
+def _fold_cells(row: dict[str, Any]) -> list[str]:
+    def num(value: float | None, places: int = 3, sign: str = "") -> str:
+        return "-" if value is None else f"{value:{sign}.{places}f}"
+
+    return [
+        str(row["fold"]),
+        str(row["train"]),
+        str(row["test"]),
+        format_us(row["from_us"])[:16],
+        format_us(row["to_us"])[:16],
+        num(row["hit_rate_pct"], 1),
+        str(row["taken"]),
+        num(row["precision"]),
+        num(row["recall"]),
+        num(row["auc"]),
+        num(row["ev_all_pct"], sign="+"),
+        num(row["ev_taken_pct"], sign="+"),
+        num(row["ev_lift_pct"], sign="+"),
+    ]
 
 
 def run_labels(settings: Settings, args: argparse.Namespace) -> int:
