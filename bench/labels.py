@@ -111,7 +111,10 @@ def main() -> None:
         )
         with store.transaction() as cursor:
             cursor.register("bench_signals", rows)
-            cursor.execute("INSERT INTO signals SELECT * FROM bench_signals")
+            cursor.execute(
+                "INSERT INTO signals (run_id, scanner, instrument, ts, side, strength, reason,"
+                " stop, target, created) SELECT * FROM bench_signals"
+            )
             cursor.unregister("bench_signals")
         config = ScannerConfig(
             name="bench",

@@ -289,6 +289,10 @@ class ScannerConfig(_Section):
     label_bars: int = 60
     label_target_pct: float = 1.0
     label_stop_pct: float = 0.5
+    # A model in front of the orders (`sptrader ml train`): "SCANNER" (its newest
+    # version) or "SCANNER@vN"; only signals it scores at `min_probability` or more go on.
+    model: str = ""
+    min_probability: float = 0.6
 
     @property
     def order_venue(self) -> str:
@@ -1024,6 +1028,10 @@ def _shadow_problem(scanner: ScannerConfig, key: str) -> str | None:
     for name in ("shadow_bars", "label_bars"):
         if getattr(scanner, name) <= 0:
             return f"{key}.{name}: must be greater than 0, got {getattr(scanner, name)}"
+    if not 0 < scanner.min_probability < 1:
+        return f"{key}.min_probability: must be above 0 and below 1, got {scanner.min_probability}"
+    if scanner.model and not re.fullmatch(r"[A-Za-z0-9_.-]+(@v\d+)?", scanner.model):
+        return f"{key}.model: a scanner's model name (NAME or NAME@vN), got {scanner.model!r}"
     for name in ("shadow_target_pct", "shadow_stop_pct", "label_target_pct", "label_stop_pct"):
         value = getattr(scanner, name)
         if not 0 < value < 100:

@@ -697,6 +697,7 @@ class Engine:
             settle_bars=self.settle_bars,
             bus=self.bus,
             strategy_modules=self.config.strategies.modules,
+            home=self.settings.home,
         )
 
     async def _say_started(self, alerts: AlertService) -> None:

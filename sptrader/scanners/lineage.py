@@ -40,6 +40,7 @@ STEPS = (
     "evaluate",
     "emit",
     "skip",
+    "model",
     "shadow",
     "label",
 )
@@ -153,7 +154,7 @@ class RunRecorder:
                 "run_id": [run_id] * len(signals),
                 "scanner": [self.scanner] * len(signals),
                 **{
-                    column: [signal[key] for signal in signals]
+                    column: [signal.get(key) for signal in signals]
                     for column, key in _SIGNAL_KEYS.items()
                 },
             },
@@ -225,6 +226,8 @@ _SIGNAL_SCHEMA = {
     "stop": pl.Float64,
     "target": pl.Float64,
     "created": pl.Int64,
+    "probability": pl.Float64,
+    "taken": pl.Boolean,
 }
 # signals columns from the keys of a scanner's signal dicts
 _SIGNAL_KEYS = {
@@ -236,6 +239,8 @@ _SIGNAL_KEYS = {
     "stop": "stop",
     "target": "target",
     "created": "created_us",
+    "probability": "probability",
+    "taken": "taken",
 }
 _TIMESTAMPS = {"started", "ts", "created"}
 

@@ -35,6 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -45,6 +46,7 @@ from sptrader.config import AlertsConfig, ScannerConfig
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
 from sptrader.scanners import labels, lineage, shadow
+from sptrader.scanners.model_filter import ModelFilter
 from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
@@ -116,6 +118,8 @@ class ScannerDeps:
     bus: Bus
     #: User strategy modules ([strategies] modules).
     strategy_modules: list[str]
+    #: The home, where trained models live (a scanner's ``model``).
+    home: Path | None = None
 
 
 def _to_us(moment: datetime) -> int:
@@ -129,10 +133,18 @@ def _from_us(ts_us: int) -> datetime:
 class Scanner:
     """One scanner's runs over the store (blocking: call from a thread)."""
 
-    def __init__(self, deps: ScannerDeps, config: ScannerConfig, strategy: Strategy) -> None:
+    def __init__(
+        self,
+        deps: ScannerDeps,
+        config: ScannerConfig,
+        strategy: Strategy,
+        model: ModelFilter | None = None,
+    ) -> None:
         self.deps = deps
         self.config = config
         self.strategy = strategy
+        #: The model in front of the orders (``model =``), loaded with the strategy.
+        self.model = model
         #: The newest run's window and the bars it loaded at once (None: it loaded none,
         #: or instrument by instrument): what its shadow variations evaluate.
         self.loaded: tuple[int, int, pl.DataFrame | None] = (0, 0, None)
@@ -168,6 +180,8 @@ class Scanner:
                 result.failed.append((instrument, errors.get(instrument, "")))
         if to_scan:
             self._scan_all(store, recorder, result, to_scan, start, end)
+        if self.model is not None and result.signals:
+            self._score(store, recorder, result, start, end)
         recorder.signals = result.signals
         if result.failed:
             result.status = "partial" if result.scanned else "failed"
@@ -184,6 +198,36 @@ class Scanner:
         for signal in result.signals:
             signal["run_id"] = result.run_id
         return result
+
+    def _score(
+        self,
+        store: Store,
+        recorder: lineage.RunRecorder,
+        result: ScanResult,
+        start: int,
+        end: int,
+    ) -> None:
+        """The model's probability on each signal (a "model" step); a failure lets no
+        signal of the run go on and makes the run partial."""
+        assert self.model is not None
+        try:
+            with recorder.step(
+                None, "model", f"{self.model.name}: p >= {self.model.min_probability:g}"
+            ) as step:
+                bars = self.loaded[2]
+                if bars is None or bars.is_empty():
+                    names = sorted({signal["instrument"] for signal in result.signals})
+                    bars = queries.bars_between_many(
+                        store, names, self.config.timeframe, start, end
+                    )
+                step.output_summary = self.model.score(
+                    bars, self._specs(recorder, None), result.signals
+                )
+        except Exception as error:
+            for signal in result.signals:
+                signal["taken"] = False
+            result.failed.append(("model", f"{self.model.name}: {error}"))
+            log.error("%s: scoring failed, no signal goes on: %s", self.config.name, error)
 
     # --- coverage ---------------------------------------------------------------------
 
@@ -643,7 +687,14 @@ class ScannerService(Service):
             details = f"\n{error.details}" if error.details else ""
             log.error("%s%s", error, details, extra={"source": self.name})
             raise
-        self.scanner = Scanner(self.deps, self.config, strategy)
+        try:
+            model = await run_in_thread(ModelFilter.load, self.deps.home, self.config)
+        except SptraderError as error:
+            if self.context is not None:
+                self.context.problem = str(error)
+            log.error("%s", error, extra={"source": self.name})
+            raise
+        self.scanner = Scanner(self.deps, self.config, strategy, model)
         return self.scanner
 
     # --- the schedule -----------------------------------------------------------------
@@ -757,16 +808,27 @@ class ScannerService(Service):
                 result.error,
                 extra={"source": self.name},
             )
-        if not result.signals:
+        filtered = [signal for signal in result.signals if signal.get("taken") is False]
+        for signal in filtered:
+            probability = signal.get("probability")
+            log.info(
+                "%s %s held back by the model (p %s)",
+                signal["side"],
+                signal["instrument"],
+                "not scored" if probability is None else f"{probability:.2f}",
+                extra={"source": self.name},
+            )
+        going = [signal for signal in result.signals if signal.get("taken") is not False]
+        if not going:
             if context is not None:
                 context.touch()
             return
-        events = [signal_event(signal) for signal in result.signals]
+        events = [signal_event(signal) for signal in going]
         if context is not None:
             await context.publish(events)
         else:
             await self.deps.bus.publish(events)
-        for signal in result.signals:
+        for signal in going:
             log.info(
                 "%s %s: %s",
                 signal["side"],
@@ -782,7 +844,7 @@ class ScannerService(Service):
                 def report(counter: str, context: ServiceContext = context) -> None:
                     loop.call_soon_threadsafe(context.count, counter)
 
-            for signal in result.signals:
+            for signal in going:
                 self.alerter.submit(alert_payload(signal), report)
 
 

@@ -83,7 +83,7 @@ def add_run(store: Store, run_id: int, at_us: int, signal_ts: int | None = None)
     )
     if signal_ts is not None:
         cursor.execute(
-            "INSERT INTO signals VALUES (?, 'cross', 'SIM:EURUSD', make_timestamp(?), 'buy',"
+            "INSERT INTO signals (run_id, scanner, instrument, ts, side, strength, reason, stop, target, created) VALUES (?, 'cross', 'SIM:EURUSD', make_timestamp(?), 'buy',"
             " 1.0, 'cross up', NULL, NULL, make_timestamp(?))",
             [run_id, signal_ts, at_us],
         )

@@ -176,12 +176,12 @@ def store_crafted_signals(cli_home) -> None:
             zip(at, ["buy", "sell", "buy", "buy", "buy"], strict=True), 1
         ):
             cursor.execute(
-                "INSERT INTO signals VALUES (?, 'cross', 'SIM:EURUSD', ?, ?, 1.0, 'x', NULL, NULL, ?)",
+                "INSERT INTO signals (run_id, scanner, instrument, ts, side, strength, reason, stop, target, created) VALUES (?, 'cross', 'SIM:EURUSD', ?, ?, 1.0, 'x', NULL, NULL, ?)",
                 [run_id, when, side, when],
             )
         # A later run on the same bar: one signal, labelled once.
         cursor.execute(
-            "INSERT INTO signals VALUES (9, 'cross', 'SIM:EURUSD', ?, 'buy', 1.0, 'x', NULL, NULL, ?)",
+            "INSERT INTO signals (run_id, scanner, instrument, ts, side, strength, reason, stop, target, created) VALUES (9, 'cross', 'SIM:EURUSD', ?, 'buy', 1.0, 'x', NULL, NULL, ?)",
             [at[0], at[0]],
         )
     store.close()

@@ -112,7 +112,7 @@ def test_ml_train_saves_a_version_from_the_stored_signals(run, cli_home) -> None
         for number, minute in enumerate(minutes, 1):
             when = datetime.fromtimestamp((T0 + int(minute) * 60_000_000) / 1e6, UTC)
             cursor.execute(
-                "INSERT INTO signals VALUES (?, 'cross', 'SIM:EURUSD', ?, ?, 1, 'x', NULL, NULL, ?)",
+                "INSERT INTO signals (run_id, scanner, instrument, ts, side, strength, reason, stop, target, created) VALUES (?, 'cross', 'SIM:EURUSD', ?, ?, 1, 'x', NULL, NULL, ?)",
                 [number, when.replace(tzinfo=None), rng.choice(["buy", "sell"]), when],
             )
     store.close()

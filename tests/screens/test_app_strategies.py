@@ -190,7 +190,7 @@ async def test_a_signal_appears_and_choosing_it_charts_its_instrument(
         bar_us = now - now % US_PER_MINUTE - US_PER_MINUTE
         store = app.engine.require_store()
         store.cursor().execute(
-            "INSERT INTO signals VALUES (99, ?, ?, make_timestamp(?), 'buy', 0.5, 'test cross',"
+            "INSERT INTO signals (run_id, scanner, instrument, ts, side, strength, reason, stop, target, created) VALUES (99, ?, ?, make_timestamp(?), 'buy', 0.5, 'test cross',"
             " NULL, NULL, make_timestamp(?))",
             [SCANNER, WATCHLIST[1], bar_us, now],
         )
@@ -257,7 +257,7 @@ async def raise_signal(
     """A signal as a scanner records and announces it."""
     created = now_us()
     app.engine.require_store().cursor().execute(
-        "INSERT INTO signals VALUES (?, ?, ?, make_timestamp(?), ?, 0.5, ?, ?, ?,"
+        "INSERT INTO signals (run_id, scanner, instrument, ts, side, strength, reason, stop, target, created) VALUES (?, ?, ?, make_timestamp(?), ?, 0.5, ?, ?, ?,"
         " make_timestamp(?))",
         [run_id, SCANNER, instrument, bar_us, side, reason, stop, target, created],
     )
