@@ -386,6 +386,93 @@ class Channel(Strategy):
         )
 
 
+@register
+class Swing(Strategy):
+    """Swing structure, as the crypto tracker traded it: a swing low is a bar whose low
+    no bar within ``pivot`` bars either side undercuts, known only ``pivot`` bars later
+    (no lookahead: the signal is on the bar that confirms it). Long when a newly
+    confirmed swing low is above the one before (a higher low) while the close is above
+    its EMA(``trend``); stop at that low, target ``target_r`` times the risk above. With
+    ``short``, the mirror image: a lower high below the EMA. Strength: how far the new
+    swing point cleared the one before, in ATRs (1 at one ATR or more)."""
+
+    name = "swing"
+    stacked = True
+
+    class Params(_Params):
+        pivot: int = 3
+        trend: int = 50
+        atr: int = 14
+        target_r: float = 2.0
+        short: bool = False
+
+    def indicators(self) -> list[str]:
+        return [f"ema{self.params.trend}", f"atr{self.params.atr}"]
+
+    def warmup_bars(self) -> int:
+        p = self.params
+        return max(p.trend, 2 * p.pivot + 1, p.atr + 1)
+
+    @_evaluates
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        p = self.params
+        window = 2 * p.pivot + 1
+        ema, atr, close = pl.col(f"ema{p.trend}"), pl.col(f"atr{p.atr}"), pl.col("close")
+        low_at = _each(pl.col("low").shift(p.pivot))
+        high_at = _each(pl.col("high").shift(p.pivot))
+        bars = bars.with_columns(
+            pl.when(low_at == _each(pl.col("low").rolling_min(window)))
+            .then(low_at)
+            .alias("_swing_low"),
+            pl.when(high_at == _each(pl.col("high").rolling_max(window)))
+            .then(high_at)
+            .alias("_swing_high"),
+        ).with_columns(
+            # The swing point confirmed before this bar's (null before the second).
+            _each(pl.col("_swing_low").forward_fill().shift(1)).alias("_prior_low"),
+            _each(pl.col("_swing_high").forward_fill().shift(1)).alias("_prior_high"),
+        )
+        new_low, prior_low = pl.col("_swing_low"), pl.col("_prior_low")
+        new_high, prior_high = pl.col("_swing_high"), pl.col("_prior_high")
+        longs = bars.with_columns(
+            new_low.alias("_stop"), (close + (close - new_low) * p.target_r).alias("_target")
+        )
+        signals = [
+            _signals(
+                longs,
+                [
+                    (
+                        (new_low > prior_low) & (close > ema),
+                        "buy",
+                        (new_low - prior_low) / atr,
+                        pl.format("higher low {} above {}, close over EMA", new_low, prior_low),
+                    )
+                ],
+            )
+        ]
+        if p.short:
+            shorts = bars.with_columns(
+                new_high.alias("_stop"),
+                (close - (new_high - close) * p.target_r).alias("_target"),
+            )
+            signals.append(
+                _signals(
+                    shorts,
+                    [
+                        (
+                            (new_high < prior_high) & (close < ema),
+                            "sell",
+                            (prior_high - new_high) / atr,
+                            pl.format(
+                                "lower high {} below {}, close under EMA", new_high, prior_high
+                            ),
+                        )
+                    ],
+                )
+            )
+        return _in_order(pl.concat(signals))
+
+
 def _regression_channel(bars: pl.DataFrame, period: int, deviations: float) -> pl.DataFrame:
     """``bars`` with ``_upper``/``_lower``: the least-squares line through the ``period``
     closes before each bar, at that bar, ± ``deviations`` residual standard deviations;

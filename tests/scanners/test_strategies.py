@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 from sptrader.indicators import add_indicators
 from sptrader.models import US_PER_MINUTE
 from sptrader.strategies.base import SIGNAL_SCHEMA
-from sptrader.strategies.builtin import Breakout, Channel, Dca, RsiReversion, SmaCross
+from sptrader.strategies.builtin import Breakout, Channel, Dca, RsiReversion, SmaCross, Swing
 
 T0 = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1_000_000)
 
@@ -163,6 +163,44 @@ def test_dca_buys_every_period_and_more_on_a_dip() -> None:
 # --- several instruments stacked ---------------------------------------------------------
 
 
+def zigzag(count: int, drift: float) -> list[float]:
+    """A trend of ``drift`` a bar with a pullback every 10 bars: a triangle wave of
+    amplitude 1, so each swing low (or high) is ``10 * drift`` past the one before."""
+    return [100.0 + drift * i + abs((i % 10) - 5) / 5 for i in range(count)]
+
+
+def test_swing_buys_each_higher_low_once_confirmed_in_an_uptrend() -> None:
+    bars = bars_of(zigzag(120, 0.1), spread=0.0)
+    strategy = Swing(Swing.Params(pivot=3, trend=20, atr=5))
+    signals = run(strategy, bars)
+    assert signals["side"].unique().to_list() == ["buy"]
+    lows = bars["low"].to_list()
+    for signal in signals.rows(named=True):
+        index = int((signal["ts"] - at(0)).total_seconds() // 60)
+        swing = index - 3  # confirmed three bars after the swing low
+        assert lows[swing] == min(lows[swing - 3 : swing + 4])
+        assert signal["stop"] == pytest.approx(lows[swing])
+        close = bars["close"][index]
+        assert signal["target"] == pytest.approx(close + 2 * (close - lows[swing]))
+    # Every swing low after the first and past the EMA's warm-up: bars 25, 35, ... 115.
+    assert [int((ts - at(0)).total_seconds() // 60) for ts in signals["ts"]] == list(
+        range(28, 120, 10)
+    )
+    # No lookahead: each signal is there when its bar is the newest.
+    for signal in signals.rows(named=True):
+        index = int((signal["ts"] - at(0)).total_seconds() // 60)
+        cut = run(strategy, bars.head(index + 1))
+        assert cut.row(-1, named=True) == signal
+
+
+def test_swing_sells_lower_highs_only_with_short_and_is_quiet_against_the_trend() -> None:
+    down = bars_of([200 - c for c in zigzag(120, 0.1)], spread=0.0)
+    assert run(Swing(Swing.Params(pivot=3, trend=20, atr=5)), down).is_empty()
+    sells = run(Swing(Swing.Params(pivot=3, trend=20, atr=5, short=True)), down)
+    assert sells.height > 5 and sells["side"].unique().to_list() == ["sell"]
+    assert (sells["stop"] > sells["target"]).all()
+
+
 def instrument_bars(name: str, closes: list[float], **options) -> pl.DataFrame:
     return bars_of(closes, **options).with_columns(pl.lit(name).alias("instrument"))
 
@@ -195,6 +233,7 @@ BUILTINS = [
     Channel(Channel.Params(period=10)),
     Channel(Channel.Params(period=10, kind="regression", deviations=1.0)),
     Dca(Dca.Params(every="1h", ma=24, dip_pct=1.0)),
+    Swing(Swing.Params(pivot=2, trend=10, atr=5, short=True)),
 ]
 
 
