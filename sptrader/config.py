@@ -220,6 +220,19 @@ class LakeConfig(_Section):
     allow_http: bool = False
 
 
+class LlmConfig(_Section):
+    # An optional LLM analysis step (a scanner's `llm_prompt`): any OpenAI-compatible
+    # chat completions endpoint, local or hosted, through httpx. Off by default.
+    enabled: bool = False
+    base_url: str = "http://127.0.0.1:11434/v1"
+    model: str = ""
+    # The API key is read from this env var (never from the config, never logged);
+    # "" = none (a local server).
+    api_key_env: str = "SPTRADER_LLM_API_KEY"
+    timeout_s: float = 30.0
+    max_tokens: int = 400
+
+
 class DaemonConfig(_Section):
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
@@ -293,6 +306,10 @@ class ScannerConfig(_Section):
     # version) or "SCANNER@vN"; only signals it scores at `min_probability` or more go on.
     model: str = ""
     min_probability: float = 0.6
+    # An LLM's verdict on each signal ([llm]): a prompt template (a path, relative to
+    # the home), and what a failed call means for the signal: "skip" it or "take" it.
+    llm_prompt: str = ""
+    llm_on_error: Literal["skip", "take"] = "skip"
 
     @property
     def order_venue(self) -> str:
@@ -500,6 +517,7 @@ class Config(_Section):
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     lake: LakeConfig = msgspec.field(default_factory=LakeConfig)
+    llm: LlmConfig = msgspec.field(default_factory=LlmConfig)
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     symbols: SymbolsConfig = msgspec.field(default_factory=SymbolsConfig)
     data: DataConfig = msgspec.field(default_factory=DataConfig)
@@ -776,6 +794,8 @@ def _validate(config: Config) -> str | None:
         "nats.heartbeat_s": config.nats.heartbeat_s,
         "nats.fetch_batch": config.nats.fetch_batch,
         "lake.flush_interval_s": config.lake.flush_interval_s,
+        "llm.timeout_s": config.llm.timeout_s,
+        "llm.max_tokens": config.llm.max_tokens,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -1001,6 +1021,8 @@ def _validate_scanners(config: Config) -> str | None:
         problem = _shadow_problem(scanner, key)
         if problem:
             return problem
+        if scanner.llm_prompt and not config.llm.enabled:
+            return f"{key}.llm_prompt: needs [llm] enabled = true (and its base_url and model)"
         if scanner.strategy in registry.builtin_names() or scanner.strategy in registry.names():
             try:
                 registry.build(scanner.strategy, scanner.params)

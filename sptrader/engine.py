@@ -698,6 +698,7 @@ class Engine:
             bus=self.bus,
             strategy_modules=self.config.strategies.modules,
             home=self.settings.home,
+            llm=self.config.llm,
         )
 
     async def _say_started(self, alerts: AlertService) -> None:

@@ -42,6 +42,7 @@ from sptrader.models import (
     timeframe_minutes,
 )
 from sptrader.scanners import labels, lineage, shadow
+from sptrader.scanners.llm_step import LlmStep
 from sptrader.scanners.model_filter import ModelFilter
 from sptrader.scanners.service import unknown_scanner
 from sptrader.store import Store, queries
@@ -829,8 +830,10 @@ class LocalEngineClient:
                 log.error("%s\n%s", error, error.details)
             raise SptraderError(f"cannot load its strategy: {error}") from None
         # The same model in front of the orders as the scanner's service (or its error).
-        model = await run_in_thread(ModelFilter.load, self.engine.settings.home, scanner)
-        runner = Scanner(self.engine.scanner_deps, scanner, strategy, model)
+        home = self.engine.settings.home
+        model = await run_in_thread(ModelFilter.load, home, scanner)
+        llm = await run_in_thread(LlmStep.load, home, config.llm, scanner)
+        runner = Scanner(self.engine.scanner_deps, scanner, strategy, model, llm)
         result = await run_in_thread(functools.partial(runner.scan, "manual", at_us=at))
         alerter = Alerter(config.alerts)
         for signal in result.signals:

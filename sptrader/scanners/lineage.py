@@ -41,6 +41,7 @@ STEPS = (
     "emit",
     "skip",
     "model",
+    "llm",
     "shadow",
     "label",
 )

@@ -42,10 +42,11 @@ import polars as pl
 
 from sptrader.alerting.webhooks import Alerter
 from sptrader.clock import format_us, now_us
-from sptrader.config import AlertsConfig, ScannerConfig
+from sptrader.config import AlertsConfig, LlmConfig, ScannerConfig
 from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, SignalRaised, timeframe_minutes
 from sptrader.scanners import labels, lineage, shadow
+from sptrader.scanners.llm_step import LlmStep
 from sptrader.scanners.model_filter import ModelFilter
 from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.schema import STORED_BAR_COLUMNS
@@ -120,6 +121,8 @@ class ScannerDeps:
     strategy_modules: list[str]
     #: The home, where trained models live (a scanner's ``model``).
     home: Path | None = None
+    #: The LLM endpoint a scanner's ``llm_prompt`` asks ([llm]).
+    llm: LlmConfig | None = None
 
 
 def _to_us(moment: datetime) -> int:
@@ -139,12 +142,15 @@ class Scanner:
         config: ScannerConfig,
         strategy: Strategy,
         model: ModelFilter | None = None,
+        llm: LlmStep | None = None,
     ) -> None:
         self.deps = deps
         self.config = config
         self.strategy = strategy
         #: The model in front of the orders (``model =``), loaded with the strategy.
         self.model = model
+        #: The LLM's verdict on each signal the model let through (``llm_prompt``).
+        self.llm = llm
         #: The newest run's window and the bars it loaded at once (None: it loaded none,
         #: or instrument by instrument): what its shadow variations evaluate.
         self.loaded: tuple[int, int, pl.DataFrame | None] = (0, 0, None)
@@ -182,6 +188,8 @@ class Scanner:
             self._scan_all(store, recorder, result, to_scan, start, end)
         if self.model is not None and result.signals:
             self._score(store, recorder, result, start, end)
+        if self.llm is not None and result.signals:
+            self._ask_llm(store, recorder, result, start, end)
         recorder.signals = result.signals
         if result.failed:
             result.status = "partial" if result.scanned else "failed"
@@ -214,12 +222,7 @@ class Scanner:
             with recorder.step(
                 None, "model", f"{self.model.name}: p >= {self.model.min_probability:g}"
             ) as step:
-                bars = self.loaded[2]
-                if bars is None or bars.is_empty():
-                    names = sorted({signal["instrument"] for signal in result.signals})
-                    bars = queries.bars_between_many(
-                        store, names, self.config.timeframe, start, end
-                    )
+                bars = self._run_bars(store, result, start, end)
                 step.output_summary = self.model.score(
                     bars, self._specs(recorder, None), result.signals
                 )
@@ -228,6 +231,59 @@ class Scanner:
                 signal["taken"] = False
             result.failed.append(("model", f"{self.model.name}: {error}"))
             log.error("%s: scoring failed, no signal goes on: %s", self.config.name, error)
+
+    def _run_bars(self, store: Store, result: ScanResult, start: int, end: int) -> pl.DataFrame:
+        """The run's bars of its signals' instruments (loaded at once, else read)."""
+        bars = self.loaded[2]
+        if bars is None or bars.is_empty():
+            names = sorted({signal["instrument"] for signal in result.signals})
+            bars = queries.bars_between_many(store, names, self.config.timeframe, start, end)
+        return bars
+
+    def _ask_llm(
+        self,
+        store: Store,
+        recorder: lineage.RunRecorder,
+        result: ScanResult,
+        start: int,
+        end: int,
+    ) -> None:
+        """The LLM's verdict on each entry signal still going on: an ``llm`` step each;
+        a failed call follows ``llm_on_error``."""
+        assert self.llm is not None
+        asking = [
+            signal
+            for signal in result.signals
+            if signal["side"] != "exit" and signal.get("taken") is not False
+        ]
+        if not asking:
+            return
+        specs = self.strategy.indicators()
+        bars = _add_indicators(self._run_bars(store, result, start, end), specs, over="instrument")
+        columns = _indicator_columns(bars)
+        for signal in asking:
+            try:
+                mine = bars.filter(
+                    (pl.col("instrument") == signal["instrument"])
+                    & (pl.col("ts").dt.epoch("us") <= signal["ts_us"])
+                )
+                prompt = self.llm.prompt(
+                    {**signal, "timeframe": self.config.timeframe}, mine, columns
+                )
+                with recorder.step(signal["instrument"], "llm", prompt) as step:
+                    verdict = self.llm.ask(prompt)
+                    step.output_summary = verdict.summary()
+                signal["taken"] = verdict.verdict == "take"
+            except Exception as error:
+                signal["taken"] = self.llm.on_error == "take"
+                log.warning(
+                    "%s: the LLM step failed for %s %s (%s): %s it",
+                    self.config.name,
+                    signal["side"],
+                    signal["instrument"],
+                    str(error).splitlines()[0],
+                    "taking" if signal["taken"] else "skipping",
+                )
 
     # --- coverage ---------------------------------------------------------------------
 
@@ -689,12 +745,13 @@ class ScannerService(Service):
             raise
         try:
             model = await run_in_thread(ModelFilter.load, self.deps.home, self.config)
+            llm = await run_in_thread(LlmStep.load, self.deps.home, self.deps.llm, self.config)
         except SptraderError as error:
             if self.context is not None:
                 self.context.problem = str(error)
             log.error("%s", error, extra={"source": self.name})
             raise
-        self.scanner = Scanner(self.deps, self.config, strategy, model)
+        self.scanner = Scanner(self.deps, self.config, strategy, model, llm)
         return self.scanner
 
     # --- the schedule -----------------------------------------------------------------
