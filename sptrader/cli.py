@@ -548,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the health / P&L report the [[reports]] schedules send",
         description="The report a [[reports]] schedule sends, now: health (services, stale feeds, coverage of yesterday and today per watched instrument, store size, scanner runs, signals and skips of the last 24 h), pnl (per enabled venue: the day's P&L, today's closed trades, open positions), or all.",
     )
-    report.add_argument("--kind", choices=("health", "pnl", "all"), default="all")
+    report.add_argument("--kind", choices=("health", "pnl", "all", "briefing"), default="all")
     report.add_argument(
         "--format", choices=("text", "markdown", "json"), default="text", help="default text"
     )

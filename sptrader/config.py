@@ -377,7 +377,8 @@ class ReportConfig(_Section):
     """One ``[[reports]]`` entry (sptrader.alerting.reports): a report on a schedule."""
 
     name: str
-    kind: Literal["health", "pnl", "all"] = "all"
+    # briefing: all of it, the watchlist's overnight moves and the [llm]'s summary.
+    kind: Literal["health", "pnl", "all", "briefing"] = "all"
     # Standard 5-field crontab (minute hour day month weekday), UTC: twice a day.
     schedule: str = "0 8,20 * * *"
     channels: list[str] = msgspec.field(default_factory=lambda: ["webhooks"])

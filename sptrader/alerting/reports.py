@@ -25,9 +25,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import polars as pl
+
 from sptrader.alerting.notice import Notice
 from sptrader.clock import format_us
-from sptrader.config import ReportConfig
+from sptrader.config import LlmConfig, ReportConfig
 from sptrader.errors import SptraderError
 from sptrader.formatting import format_price, one_line
 from sptrader.models import ServiceState, ServiceStatus
@@ -36,7 +38,15 @@ from sptrader.supervisor import Service, ServiceContext
 
 log = logging.getLogger(__name__)
 
-KINDS = ("health", "pnl", "all")
+KINDS = ("health", "pnl", "all", "briefing")
+#: Hours of each watched instrument's moves a briefing shows the LLM (overnight).
+BRIEFING_HOURS = 12
+BRIEFING_SYSTEM = (
+    "You are a trading desk assistant. From the report below, write a short morning"
+    " briefing for the trader: the watchlist's notable overnight moves, the open"
+    " positions and the day's P&L, and what the scanners did. Plain text, at most six"
+    " short lines, no advice beyond what the data shows."
+)
 FORMATS = ("text", "markdown", "json")
 SERVICE_NAME = "reports"
 
@@ -86,6 +96,16 @@ class ReportClient(Protocol):
 
     async def trading_venues(self) -> list[dict]: ...
 
+    async def candles(
+        self,
+        instrument: str,
+        timeframe: str,
+        *,
+        last: int | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+    ) -> pl.DataFrame: ...
+
     async def account(self, venue: str = "paper") -> dict: ...
 
     async def journal(
@@ -100,8 +120,13 @@ class ReportClient(Protocol):
 # --- building -------------------------------------------------------------------------
 
 
-async def build_report(client: ReportClient, kind: str, now_us: int) -> dict[str, Any]:
-    """The report of ``kind`` (health, pnl or all) as of ``now_us``, through ``client``."""
+async def build_report(
+    client: ReportClient, kind: str, now_us: int, llm: LlmConfig | None = None
+) -> dict[str, Any]:
+    """The report of ``kind`` (health, pnl, all or briefing) as of ``now_us``, through
+    ``client``. A briefing is everything plus the watchlist's overnight moves, and the
+    ``llm``'s summary of it (``briefing``; ``briefing_error`` when there is none: the
+    report still goes out)."""
     if kind not in KINDS:
         raise ValueError(f"unknown report kind {kind!r} (kinds: {', '.join(KINDS)})")
     report: dict[str, Any] = {
@@ -111,12 +136,55 @@ async def build_report(client: ReportClient, kind: str, now_us: int) -> dict[str
         "engine": client.mode,
         "attached": client.attached,
     }
-    if kind in ("health", "all"):
+    if kind in ("health", "all", "briefing"):
         report["health"] = await _health(client, now_us)
         report["scanners"] = await _scanner_activity(client, now_us)
-    if kind in ("pnl", "all"):
+    if kind in ("pnl", "all", "briefing"):
         report["pnl"] = await _pnl(client, now_us)
+    if kind == "briefing":
+        report["moves"] = await _moves(client)
+        await _brief(report, llm)
     return report
+
+
+async def _moves(client: ReportClient) -> list[dict[str, Any]]:
+    """Each watched instrument's change over the last BRIEFING_HOURS hourly bars."""
+    moves = []
+    for instrument in list(client.watchlist):
+        bars = await client.candles(instrument, "1h", last=BRIEFING_HOURS)
+        if bars.is_empty():
+            continue
+        first, last = bars["open"][0], bars["close"][-1]
+        moves.append(
+            {
+                "instrument": instrument,
+                "hours": bars.height,
+                "open": first,
+                "close": last,
+                "change_pct": (last / first - 1) * 100 if first else None,
+                "high": bars["high"].max(),
+                "low": bars["low"].min(),
+            }
+        )
+    return moves
+
+
+async def _brief(report: dict[str, Any], llm: LlmConfig | None) -> None:
+    """The LLM's summary of ``report`` (what it was shown: the report's text)."""
+    from sptrader.llm import chat
+
+    if llm is None or not llm.enabled:
+        report["briefing_error"] = "no LLM: set [llm] enabled = true for briefings"
+        return
+    shown = render(report, "text")
+    try:
+        reply = await asyncio.to_thread(chat, llm, BRIEFING_SYSTEM, shown)
+    except SptraderError as error:
+        report["briefing_error"] = str(error)
+        return
+    report["briefing"] = reply.text.strip()
+    report["briefing_tokens"] = [reply.tokens_in, reply.tokens_out]
+    report["briefing_latency_ms"] = round(reply.latency_ms)
 
 
 def _day_of(ts_us: int) -> str:
@@ -300,7 +368,13 @@ def render(report: dict[str, Any], format: str = "text") -> str:
         raise ValueError(f"unknown report format {format!r} (formats: {', '.join(FORMATS)})")
     style = _Markdown() if format == "markdown" else _Text()
     lines = [style.title(f"SPtrader {report['kind']} report · {_short_time(report)}")]
+    if report.get("briefing"):
+        lines += [report["briefing"], ""]
+    elif report.get("briefing_error"):
+        lines.append(f"briefing unavailable: {report['briefing_error']}")
     lines.append(f"engine: {report['engine']}")
+    if report.get("moves"):
+        lines += _move_lines(report["moves"], style)
     if "health" in report:
         lines += _health_lines(report["health"], style)
     if "scanners" in report:
@@ -308,6 +382,17 @@ def render(report: dict[str, Any], format: str = "text") -> str:
     if "pnl" in report:
         lines += _pnl_lines(report["pnl"], style)
     return "\n".join(lines)
+
+
+def _move_lines(moves: list[dict[str, Any]], style: _Text | _Markdown) -> list[str]:
+    lines = [style.section(f"Moves (last {BRIEFING_HOURS}h)")]
+    for move in moves:
+        change = move["change_pct"]
+        shown = "?" if change is None else f"{change:+.2f}%"
+        lines.append(
+            f"{style.bullet}{style.name(move['instrument'])} {shown} over {move['hours']}h"
+        )
+    return lines
 
 
 def _clean(value: Any) -> Any:
@@ -541,8 +626,11 @@ class ReportScheduler(Service):
         *,
         clock: Clock | None = None,
         format: str = "text",
+        llm: LlmConfig | None = None,
     ) -> None:
         super().__init__(SERVICE_NAME)
+        #: The endpoint a briefing asks ([llm]).
+        self.llm = llm
         self.reports = [report for report in reports if report.enabled]
         self.client = client
         self.deliver = deliver
@@ -611,7 +699,7 @@ class ReportScheduler(Service):
     async def send(self, report: ReportConfig, at_us: int) -> Notice | None:
         """Build ``report`` as of ``at_us`` and deliver it; None when that failed."""
         try:
-            data = await build_report(self.client, report.kind, at_us)
+            data = await build_report(self.client, report.kind, at_us, self.llm)
             data["name"] = report.name
             notice = report_notice(data, self.format)
         except asyncio.CancelledError:

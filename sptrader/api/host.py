@@ -58,7 +58,7 @@ def start_away_services(engine: Engine, client: Any) -> None:
     if any(report.enabled for report in config.reports):
         from sptrader.alerting.reports import ReportScheduler
 
-        scheduler = ReportScheduler(config.reports, client, engine.deliver_notice)
+        scheduler = ReportScheduler(config.reports, client, engine.deliver_notice, llm=config.llm)
         engine.supervisor.add(scheduler)
         engine.supervisor.start(scheduler.name)
 

@@ -30,6 +30,6 @@ def read_report(settings: Settings, kind: str) -> dict[str, Any]:
 
     async def read() -> dict[str, Any]:
         async with connect(settings) as client:
-            return await build_report(client, kind, now_us())
+            return await build_report(client, kind, now_us(), settings.config.llm)
 
     return asyncio.run(read())

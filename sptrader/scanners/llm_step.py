@@ -16,23 +16,28 @@ signal follows the scanner's ``llm_on_error``: ``skip`` (the default) or ``take`
 from __future__ import annotations
 
 import json
-import os
 import re
 import string
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import polars as pl
 
 from sptrader.clock import format_us
 from sptrader.config import LlmConfig, ScannerConfig
 from sptrader.errors import SptraderError
+from sptrader.llm import LlmFailed, chat
+
+__all__ = ["LlmFailed", "LlmStep", "Verdict", "parse_answer"]
 
 #: Bars of the signal's instrument the prompt shows (newest last).
 PROMPT_BARS = 30
+SYSTEM = (
+    "You review trading signals. Answer with one JSON object:"
+    ' {"verdict": "take" or "skip", "confidence": a number from 0 to 1,'
+    ' "reason": one paragraph}.'
+)
 _JSON = re.compile(r"\{.*\}", re.DOTALL)
 
 
@@ -56,10 +61,6 @@ class Verdict:
             f"{self.verdict} ({self.confidence:.2f}): {self.reason} · {tokens} ·"
             f" {self.latency_ms:.0f} ms\nanswer: {self.answer}"
         )
-
-
-class LlmFailed(SptraderError):
-    """The call timed out, was refused, or its answer held no verdict."""
 
 
 @dataclass
@@ -116,49 +117,18 @@ class LlmStep:
         )
 
     def ask(self, prompt: str) -> Verdict:
-        """One chat completion; LlmFailed with one line when it cannot give a verdict."""
-        headers = {"content-type": "application/json"}
-        key = os.environ.get(self.config.api_key_env, "") if self.config.api_key_env else ""
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        body = {
-            "model": self.config.model,
-            "max_tokens": self.config.max_tokens,
-            "temperature": 0,
-            "messages": [
-                {
-                    "role": "system",
-                    "content": 'You review trading signals. Answer with one JSON object: {"verdict": "take" or "skip", "confidence": a number from 0 to 1, "reason": one paragraph}.',
-                },
-                {"role": "user", "content": prompt},
-            ],
-        }
-        url = self.config.base_url.rstrip("/") + "/chat/completions"
-        began = time.perf_counter()
-        try:
-            response = httpx.post(url, json=body, headers=headers, timeout=self.config.timeout_s)
-        except httpx.TimeoutException:
-            raise LlmFailed(f"no answer from {url} within {self.config.timeout_s:g}s") from None
-        except httpx.HTTPError as error:
-            raise LlmFailed(f"{url}: {error}") from None
-        latency_ms = (time.perf_counter() - began) * 1000
-        if response.status_code != 200:
-            raise LlmFailed(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
-        try:
-            reply = response.json()
-            answer = reply["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise LlmFailed(f"{url} sent no chat completion: {response.text[:200]}") from None
-        usage = reply.get("usage") or {}
-        verdict, confidence, reason = parse_answer(answer)
+        """The endpoint's verdict on ``prompt``; LlmFailed with one line when there is
+        none (no answer in time, an HTTP error, an answer without a verdict)."""
+        reply = chat(self.config, SYSTEM, prompt)
+        verdict, confidence, reason = parse_answer(reply.text)
         return Verdict(
             verdict,
             confidence,
             reason,
-            answer,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            latency_ms,
+            reply.text,
+            reply.tokens_in,
+            reply.tokens_out,
+            reply.latency_ms,
         )
 
 
