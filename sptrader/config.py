@@ -233,6 +233,26 @@ class LlmConfig(_Section):
     max_tokens: int = 400
 
 
+class RetrainConfig(_Section):
+    """One ``[[ml.retrain]]`` entry: retrain a scanner's model on a cron schedule and keep
+    the new one only if it beats the current one out of sample (recorded either way)."""
+
+    scanner: str
+    # Standard 5-field crontab, UTC: Sundays at 03:00.
+    schedule: str = "0 3 * * 0"
+    model: Literal["gbm", "logistic"] = "gbm"
+    # The labelled signals of the last `days` days; the newest `holdout_pct` % of them
+    # judge the new model against the current one.
+    days: int = 180
+    holdout_pct: float = 25.0
+    folds: int = 4
+    enabled: bool = True
+
+
+class MlConfig(_Section):
+    retrain: list[RetrainConfig] = msgspec.field(default_factory=list)
+
+
 class DaemonConfig(_Section):
     start_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
@@ -519,6 +539,7 @@ class Config(_Section):
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     lake: LakeConfig = msgspec.field(default_factory=LakeConfig)
     llm: LlmConfig = msgspec.field(default_factory=LlmConfig)
+    ml: MlConfig = msgspec.field(default_factory=MlConfig)
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     symbols: SymbolsConfig = msgspec.field(default_factory=SymbolsConfig)
     data: DataConfig = msgspec.field(default_factory=DataConfig)
@@ -839,7 +860,12 @@ def _validate(config: Config) -> str | None:
             parse_time(config.feeds.replay.start)
         except UsageError as error:
             return f"feeds.replay.start: {error}"
-    return _validate_broker(config) or _validate_brokers(config) or _validate_scanners(config)
+    return (
+        _validate_broker(config)
+        or _validate_brokers(config)
+        or _validate_scanners(config)
+        or _validate_retrain(config)
+    )
 
 
 def _validate_cluster(config: Config) -> str | None:
@@ -956,6 +982,28 @@ def _validate_alert_rules(config: Config) -> str | None:
         for channel in report.channels:
             if channel not in CHANNELS:
                 return f"{key}.channels: unknown channel {channel!r} (use {', '.join(CHANNELS)})"
+    return None
+
+
+def _validate_retrain(config: Config) -> str | None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    names = [scanner.name for scanner in config.scanners]
+    for index, entry in enumerate(config.ml.retrain):
+        key = f"ml.retrain[{index}]"
+        if entry.scanner not in names:
+            known = ", ".join(names) or "none configured"
+            return f"{key}.scanner: unknown scanner {entry.scanner!r} (scanners: {known})"
+        try:
+            CronTrigger.from_crontab(entry.schedule, timezone="UTC")
+        except ValueError as error:
+            return f"{key}.schedule: bad cron expression {entry.schedule!r} ({error})"
+        if entry.days <= 0:
+            return f"{key}.days: must be greater than 0, got {entry.days}"
+        if entry.folds < 2:
+            return f"{key}.folds: must be at least 2, got {entry.folds}"
+        if not 0 < entry.holdout_pct < 100:
+            return f"{key}.holdout_pct: must be above 0 and below 100, got {entry.holdout_pct}"
     return None
 
 

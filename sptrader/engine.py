@@ -785,6 +785,18 @@ class Engine:
         for service in self.scanners.values():
             if service.config.enabled:
                 self.supervisor.start(service.name)
+        if any(entry.enabled for entry in self.config.ml.retrain):
+            from sptrader.scanners.retrain import RetrainScheduler
+
+            retraining = RetrainScheduler(
+                self.config.ml.retrain,
+                {config.name: config for config in self.config.scanners},
+                self.require_store,
+                self.settings.home,
+                self.config.strategies.modules,
+            )
+            self.supervisor.add(retraining)
+            self.supervisor.start(retraining.name)
 
     async def run_scanner(self, name: str) -> Any:
         """Run scanner ``name`` now (after any run in progress); its ScanResult."""

@@ -87,8 +87,9 @@ def test_ml_train_on_too_few_signals_says_so(run, cli_home) -> None:
     assert not (cli_home / "models").exists()
 
 
-def test_ml_train_saves_a_version_from_the_stored_signals(run, cli_home) -> None:
-    import json
+def store_random_signals(cli_home, count: int = 200) -> None:
+    """Three days of a random walk as SIM:EURUSD and ``count`` signals of scanner
+    "cross" at random minutes, with a horizon and levels the walk reaches either way."""
     from datetime import UTC, datetime
 
     from test_labels import SCANNER_TOML, random_bars
@@ -107,7 +108,7 @@ def test_ml_train_saves_a_version_from_the_stored_signals(run, cli_home) -> None
     store.migrate()
     store.upsert_bars(bars)
     rng = np.random.default_rng(1)
-    minutes = np.sort(rng.choice(np.arange(40, 3 * 1440 - 40), 200, replace=False))
+    minutes = np.sort(rng.choice(np.arange(40, 3 * 1440 - 40), count, replace=False))
     with store.transaction() as cursor:
         for number, minute in enumerate(minutes, 1):
             when = datetime.fromtimestamp((T0 + int(minute) * 60_000_000) / 1e6, UTC)
@@ -116,6 +117,12 @@ def test_ml_train_saves_a_version_from_the_stored_signals(run, cli_home) -> None
                 [number, when.replace(tzinfo=None), rng.choice(["buy", "sell"]), when],
             )
     store.close()
+
+
+def test_ml_train_saves_a_version_from_the_stored_signals(run, cli_home) -> None:
+    import json
+
+    store_random_signals(cli_home)
     done = run("ml", "train", "cross", "--model", "logistic", "--folds", "3")
     assert done.code == 0, done.err
     assert "mean out of sample: AUC" in done.out and "saved cross@v1" in done.out
