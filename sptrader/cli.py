@@ -504,6 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ml_labels.add_argument("scanner", nargs="?", metavar="SCANNER")
     ml_labels.add_argument(
+        "--source",
+        choices=("live", "shadow", "backtest"),
+        default="live",
+        help="the stored signals (live), the shadow variations', or the strategy replayed"
+        " on the stored bars (backtest; default window the last 30 days)",
+    )
+    ml_labels.add_argument(
         "--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC"
     )
     ml_labels.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")
@@ -513,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Parquet training set: each labelled signal's features at its bar, and its label",
     )
     ml_features.add_argument("scanner", metavar="SCANNER")
+    ml_features.add_argument(
+        "--source",
+        choices=("live", "shadow", "backtest"),
+        default="live",
+        help="the stored signals (live), the shadow variations', or the strategy replayed"
+        " on the stored bars (backtest; default window the last 30 days)",
+    )
     ml_features.add_argument(
         "--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC"
     )
@@ -527,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model of whether a signal reaches its target, judged walk-forward, saved versioned",
     )
     ml_train.add_argument("scanner", metavar="SCANNER")
+    ml_train.add_argument(
+        "--source",
+        choices=("live", "shadow", "backtest"),
+        default="live",
+        help="the stored signals (live), the shadow variations', or the strategy replayed"
+        " on the stored bars (backtest; default window the last 30 days)",
+    )
     ml_train.add_argument("--model", choices=("gbm", "logistic"), default="gbm")
     ml_train.add_argument("--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC")
     ml_train.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")

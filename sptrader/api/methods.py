@@ -222,8 +222,15 @@ METHODS: dict[str, Method] = {
         lambda c, scanner, days: c.shadow_report(scanner, days),
     ),
     "signal_labels": Method(
-        {"scanner": _MAYBE_TEXT, "start_us": _MAYBE_TIME, "end_us": _MAYBE_TIME},
-        lambda c, scanner, start_us, end_us: c.signal_labels(scanner, start_us, end_us),
+        {
+            "scanner": _MAYBE_TEXT,
+            "start_us": _MAYBE_TIME,
+            "end_us": _MAYBE_TIME,
+            "source": Param(str, default="live"),
+        },
+        lambda c, scanner, start_us, end_us, source: c.signal_labels(
+            scanner, start_us, end_us, source
+        ),
     ),
     "scanner_activity": Method(
         {"name": _TEXT, "start_us": _TIME, "end_us": _TIME},

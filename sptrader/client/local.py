@@ -314,18 +314,35 @@ class LocalEngineClient:
         return await run_in_thread(shadow.report, store, configs, scanner, days)
 
     async def signal_labels(
-        self, scanner: str | None = None, start_us: int | None = None, end_us: int | None = None
+        self,
+        scanner: str | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        source: str = "live",
     ) -> list[dict]:
         configs = self.engine.config.scanners
         if scanner is not None and scanner not in {config.name for config in configs}:
             raise unknown_scanner(scanner, [config.name for config in configs])
+        if source not in labels.SOURCES:
+            raise UsageError(f"unknown source {source!r} (sources: {', '.join(labels.SOURCES)})")
         chosen = [config for config in configs if scanner in (None, config.name)]
         store = self.engine.require_store()
+        modules = self.engine.config.strategies.modules
 
         def read() -> list[dict]:
-            labels.label_pending(store, chosen)  # what became known since the last run
-            names = [config.name for config in chosen]
-            return labels.labels(store, names, start_us or 0, end_us or 2**62)
+            if source == "live":
+                labels.label_pending(store, chosen)  # what became known since the last run
+                names = [config.name for config in chosen]
+                return labels.labels(store, names, start_us or 0, end_us or 2**62)
+            end = end_us if end_us is not None else now_us()
+            start = start_us if start_us is not None else end - 30 * US_PER_DAY
+            rows: list[dict] = []
+            for config in chosen:
+                if source == "backtest":
+                    rows += labels.replayed_labels(store, config, modules, start, end)
+                else:
+                    rows += labels.shadow_labels(store, config, start, end)
+            return rows
 
         return await run_in_thread(read)
 

@@ -174,10 +174,17 @@ class EngineClient(Protocol):
         ...
 
     async def signal_labels(
-        self, scanner: str | None = None, start_us: int | None = None, end_us: int | None = None
+        self,
+        scanner: str | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        source: str = "live",
     ) -> list[dict]:
         """One row per labelled signal (of ``scanner``, whose bar is in [start_us,
-        end_us)), labelling first what became known: scanner, instrument, ts_us, side,
+        end_us)) of ``source``: ``live`` (the stored signals, labelling first what
+        became known), ``shadow`` (the shadow variations') or ``backtest`` (the
+        strategy replayed on the stored bars; default window the last 30 days):
+        scanner, source, instrument, ts_us, side,
         label (target | stop | timeout), bars, mfe, mae, return (all %), run_id,
         entry_ts_us, entry_price, stop, target, exit_ts_us, exit_price
         (``sptrader.scanners.labels``). An unknown scanner is a usage error."""

@@ -30,8 +30,30 @@ from sptrader.errors import SptraderError, UsageError
 from sptrader.models import US_PER_MINUTE, timeframe_minutes
 from sptrader.scanners.labels import summary
 
-COLUMNS = ("scanner", "instrument", "ts", "side", "label", "bars", "mfe", "mae", "return")
-HEADERS = ("SCANNER", "INSTRUMENT", "BAR", "SIDE", "LABEL", "BARS", "MFE %", "MAE %", "RETURN %")
+COLUMNS = (
+    "scanner",
+    "source",
+    "instrument",
+    "ts",
+    "side",
+    "label",
+    "bars",
+    "mfe",
+    "mae",
+    "return",
+)
+HEADERS = (
+    "SCANNER",
+    "SOURCE",
+    "INSTRUMENT",
+    "BAR",
+    "SIDE",
+    "LABEL",
+    "BARS",
+    "MFE %",
+    "MAE %",
+    "RETURN %",
+)
 
 
 def run_ml(settings: Settings, args: argparse.Namespace) -> int:
@@ -59,7 +81,11 @@ def _scanner(settings: Settings, name: str) -> ScannerConfig:
 
 
 def _training_set(
-    settings: Settings, config: ScannerConfig, start: int | None, end: int | None
+    settings: Settings,
+    config: ScannerConfig,
+    start: int | None,
+    end: int | None,
+    source: str = "live",
 ) -> tuple[pl.DataFrame, list[str]]:
     """The labelled signals of ``config`` in the window, with their features (bars read
     through the client: the daemon's while one runs)."""
@@ -75,7 +101,7 @@ def _training_set(
 
     async def read() -> tuple[list[dict[str, Any]], pl.DataFrame]:
         async with connect(settings) as client:
-            rows = await client.signal_labels(config.name, start, end)
+            rows = await client.signal_labels(config.name, start, end, source)
             frames = []
             for instrument in sorted({row["instrument"] for row in rows}):
                 stamps = [row["ts_us"] for row in rows if row["instrument"] == instrument]
@@ -99,7 +125,7 @@ def _training_set(
 def run_features(settings: Settings, args: argparse.Namespace) -> int:
     config = _scanner(settings, args.scanner)
     start, end = _window(args)
-    frame, features = _training_set(settings, config, start, end)
+    frame, features = _training_set(settings, config, start, end, args.source)
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{config.name}.parquet"
@@ -144,9 +170,13 @@ def run_train(settings: Settings, args: argparse.Namespace) -> int:
 
     config = _scanner(settings, args.scanner)
     start, end = _window(args)
-    frame, features = _training_set(settings, config, start, end)
+    frame, features = _training_set(settings, config, start, end, args.source)
     trained = models.walk_forward(frame, features, args.model, args.folds)
-    meta = {"kind": args.model, **_describe(config, frame, features, start, end)}
+    meta = {
+        "kind": args.model,
+        "source": args.source,
+        **_describe(config, frame, features, start, end),
+    }
     version, path = models.save(settings.home, config.name, trained, meta)
     if args.format == "json":
         write_json(
@@ -218,7 +248,7 @@ def run_labels(settings: Settings, args: argparse.Namespace) -> int:
 
     async def read() -> list[dict[str, Any]]:
         async with connect(settings) as client:
-            return await client.signal_labels(args.scanner, start, end)
+            return await client.signal_labels(args.scanner, start, end, args.source)
 
     rows = [iso_fields(row) for row in asyncio.run(read())]
     if args.format == "json":
@@ -234,7 +264,7 @@ def run_labels(settings: Settings, args: argparse.Namespace) -> int:
         "Labelled signals (entry at the next bar's open; target, stop or timeout)",
         HEADERS,
         [_cells(row) for row in rows],
-        left=("SCANNER", "INSTRUMENT", "BAR", "SIDE", "LABEL"),
+        left=("SCANNER", "SOURCE", "INSTRUMENT", "BAR", "SIDE", "LABEL"),
         width=120,
     )
     strategies = {config.name: config.strategy for config in settings.config.scanners}
@@ -262,6 +292,7 @@ def run_labels(settings: Settings, args: argparse.Namespace) -> int:
 def _cells(row: dict[str, Any]) -> list[str]:
     return [
         row["scanner"],
+        row["source"],
         row["instrument"],
         str(row["ts"]),
         row["side"],

@@ -188,7 +188,8 @@ def label_pending(
 
 
 _LABELS_SQL = """
-SELECT scanner, instrument, epoch_us(ts) AS ts_us, side, label, bars, mfe_pct AS mfe,
+SELECT scanner, 'live' AS source, instrument, epoch_us(ts) AS ts_us, side, label, bars,
+       mfe_pct AS mfe,
        mae_pct AS mae, return_pct AS "return", run_id, epoch_us(entry_ts) AS entry_ts_us,
        entry_price, stop, target, epoch_us(exit_ts) AS exit_ts_us, exit_price
 FROM signal_labels
@@ -262,3 +263,127 @@ def after_run(scanner: Any, result: Any) -> None:
         )
     except Exception:
         log.exception("%s: labelling after run %d failed", config.name, result.run_id)
+
+
+# --- labels of signals that never reached the store's signals table ------------------
+
+SOURCES = ("live", "shadow", "backtest")
+
+
+def _pending_of(signals: pl.DataFrame, config: ScannerConfig) -> pl.DataFrame:
+    """``signals`` (instrument, ts µs, side, stop, target) as ``label_outcomes`` takes
+    them, with the scanner's label settings."""
+    return signals.with_row_index("key").select(
+        pl.col("key").cast(pl.Int64),
+        "instrument",
+        "side",
+        pl.col("ts").cast(pl.Int64),
+        pl.lit(timeframe_minutes(config.timeframe) * US_PER_MINUTE, pl.Int64).alias("width"),
+        pl.lit(config.label_bars, pl.Int64).alias("horizon_bars"),
+        pl.col("stop").cast(pl.Float64),
+        pl.col("target").cast(pl.Float64),
+        pl.lit(config.label_stop_pct).alias("stop_pct"),
+        pl.lit(config.label_target_pct).alias("target_pct"),
+    )
+
+
+def _rows_of(
+    store: Store, config: ScannerConfig, signals: pl.DataFrame, source: str, now: int
+) -> list[dict[str, Any]]:
+    """Label ``signals`` now, as rows like ``labels()``'s (no run: ``run_id`` None)."""
+    signals = signals.filter(pl.col("side").is_in(["buy", "sell"]))
+    if signals.is_empty():
+        return []
+    pending = _pending_of(signals, config)
+    width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
+    start = int(pending["ts"].min()) + width  # type: ignore[arg-type]
+    instruments = pending["instrument"].unique().sort().to_list()
+    bars = queries.bars_between_many(store, instruments, "1m", start, now - now % US_PER_MINUTE)
+    labelled = label_outcomes(pending, bars, now)
+    joined = pending.select("key", "instrument", "ts", "side").join(labelled, on="key")
+    return [
+        {
+            "scanner": config.name,
+            "source": source,
+            "instrument": row["instrument"],
+            "ts_us": row["ts"],
+            "side": row["side"],
+            "label": row["label"],
+            "bars": row["bars"],
+            "mfe": row["mfe_pct"],
+            "mae": row["mae_pct"],
+            "return": row["return_pct"],
+            "run_id": None,
+            "entry_ts_us": row["entry_ts"],
+            "entry_price": row["entry_price"],
+            "stop": row["stop"],
+            "target": row["target"],
+            "exit_ts_us": row["exit_ts"],
+            "exit_price": row["exit_price"],
+        }
+        for row in joined.sort("ts", "instrument").iter_rows(named=True)
+    ]
+
+
+def replayed_labels(
+    store: Store,
+    config: ScannerConfig,
+    modules: list[str],
+    start_us: int,
+    end_us: int,
+    now: int | None = None,
+) -> list[dict[str, Any]]:
+    """The labels of the signals the scanner's strategy gives on the stored bars of
+    [start, end) (as a backtest evaluates it, instrument by instrument, with its warm-up
+    before ``start``): far more training rows than the live signals so far."""
+    from sptrader.backtest.sweep import warmup_of
+    from sptrader.indicators import add_indicators
+    from sptrader.strategies import registry
+    from sptrader.strategies.informative import with_informative
+
+    now = now_us() if now is None else now
+    strategy = registry.build(config.strategy, dict(config.params), modules)
+    width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
+    specs = list(dict.fromkeys(strategy.indicators()))
+    found = []
+    for instrument in dict.fromkeys(config.instruments):
+        bars = queries.bars_between(
+            store, instrument, config.timeframe, start_us - warmup_of(strategy) * width, end_us
+        )
+        if bars.is_empty():
+            continue
+        bars = bars.with_columns(pl.lit(instrument).alias("instrument"))
+        framed = add_indicators(bars, specs) if specs else bars
+        signals = strategy.evaluate(with_informative(strategy, framed, config.timeframe))
+        stamps = pl.col("ts").cast(pl.Datetime("us")).dt.epoch("us")
+        found.append(
+            signals.select("instrument", stamps.alias("ts"), "side", "stop", "target").filter(
+                pl.col("ts").is_between(start_us, end_us, closed="left")
+            )
+        )
+    if not found:
+        return []
+    return _rows_of(store, config, pl.concat(found), "backtest", now)
+
+
+def shadow_labels(
+    store: Store, config: ScannerConfig, start_us: int, end_us: int, now: int | None = None
+) -> list[dict[str, Any]]:
+    """The labels of the scanner's shadow variations' signals (source
+    ``shadow:VARIATION``): with the levels shadow testing recorded for them (their own,
+    else the shadow percentages), and the scanner's ``label_bars`` horizon."""
+    now = now_us() if now is None else now
+    rows: list[dict[str, Any]] = []
+    recorded = (
+        store.cursor()
+        .sql(
+            "SELECT variation, instrument, epoch_us(ts) AS ts, side, stop, target FROM shadow_signals"
+            " WHERE scanner = $scanner AND variation <> 'live'"
+            " AND ts >= make_timestamp($start) AND ts < make_timestamp($end)",
+            params={"scanner": config.name, "start": start_us, "end": end_us},
+        )
+        .pl()
+    )
+    for (variation,), signals in recorded.group_by(["variation"], maintain_order=True):
+        rows += _rows_of(store, config, signals.drop("variation"), f"shadow:{variation}", now)
+    return sorted(rows, key=lambda row: (row["ts_us"], row["source"], row["instrument"]))

@@ -206,7 +206,7 @@ def test_ml_labels_labels_stored_signals_once_and_lists_them(run, cli_home) -> N
     again = run("ml", "labels", "cross", "--from", "2026-01-01T00:15Z", "--format", "csv")
     assert again.code == 0, again.err
     lines = again.out.strip().splitlines()
-    assert lines[0] == "scanner,instrument,ts,side,label,bars,mfe,mae,return"
+    assert lines[0] == "scanner,source,instrument,ts,side,label,bars,mfe,mae,return"
     assert len(lines) == 3  # minutes 20 and 30
     table = run("ml", "labels")
     assert "sma_cross" in table.out and "33.3" in table.out  # 1 target of 3 decided
@@ -278,3 +278,33 @@ def test_ml_features_writes_the_labelled_signals_training_set(run, cli_home, tmp
     assert frame.filter(pl.col("label") == "timeout")["ret_5"].to_list() == [0.0]
     missing = run("ml", "features", "nope", "--out", str(out))
     assert missing.code == 2 and "unknown scanner 'nope'" in missing.err
+
+
+def test_shadow_variations_signals_are_labelled_too(run, cli_home) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from sptrader.store import Store
+
+    store_crafted_signals(cli_home)
+    store = Store(cli_home / "sptrader.duckdb")
+    when = datetime.fromtimestamp(T0 / 1e6, UTC).replace(tzinfo=None)
+    with store.transaction() as cursor:
+        for variation, side in (("faster", "buy"), ("live", "buy"), ("slower", "sell")):
+            cursor.execute(
+                "INSERT INTO shadow_signals (scanner, variation, params, instrument, ts, side,"
+                " timeframe, horizon_bars, target_pct, stop_pct, run_id, created)"
+                " VALUES ('cross', ?, '{}', 'SIM:EURUSD', ?, ?, '1m', 3, 1.0, 0.5, 1, ?)",
+                [variation, when, side, when],
+            )
+    store.close()
+    done = run(
+        "ml", "labels", "cross", "--source", "shadow", "--from", "2026-01-01", "--format", "json"
+    )
+    assert done.code == 0, done.err
+    rows = json.loads(done.out)
+    # The live variation is the scanner's own signals: those are --source live.
+    assert [(row["source"], row["side"], row["label"]) for row in rows] == [
+        ("shadow:faster", "buy", "target"),
+        ("shadow:slower", "sell", "stop"),  # bar 1 rises to 100.5: a short's 0.5% stop
+    ]

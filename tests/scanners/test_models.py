@@ -132,3 +132,39 @@ def test_ml_train_saves_a_version_from_the_stored_signals(run, cli_home) -> None
     again = run("ml", "train", "cross", "--format", "json")
     assert again.code == 0, again.err
     assert json.loads(again.out)["model"] == "cross@v2"
+
+
+def test_labels_and_a_model_from_the_strategy_replayed_on_the_stored_bars(run, cli_home) -> None:
+    """--source backtest: the scanner's strategy evaluated on the stored bars gives the
+    signals (no live signal needed), labelled the same way, and a model trains on them."""
+    import json
+
+    from test_labels import SCANNER_TOML, random_bars
+
+    from sptrader.store import Store
+
+    cli_home.mkdir(parents=True, exist_ok=True)
+    (cli_home / "config.toml").write_text(
+        SCANNER_TOML.replace("label_bars = 3", "label_bars = 30")
+        .replace("label_target_pct = 1.0", "label_target_pct = 0.3")
+        .replace("label_stop_pct = 0.5", "label_stop_pct = 0.3")
+        + "params = { fast = 3, slow = 8, short = true }\n"
+    )
+    store = Store(cli_home / "sptrader.duckdb")
+    store.migrate()
+    store.upsert_bars(random_bars(3 * 1440, instruments=("SIM:EURUSD",)))
+    store.close()
+    window = ["--from", "2026-01-01T01:00Z", "--to", "2026-01-03T22:00Z"]
+    listed = run("ml", "labels", "cross", "--source", "backtest", *window, "--format", "json")
+    assert listed.code == 0, listed.err
+    rows = json.loads(listed.out)
+    assert len(rows) > 100 and {row["source"] for row in rows} == {"backtest"}
+    assert {row["side"] for row in rows} == {"buy", "sell"}
+    assert {row["label"] for row in rows} <= {"target", "stop", "timeout"}
+    assert all(row["ts"] >= "2026-01-01T01:00:00Z" for row in rows)
+    assert not json.loads(run("ml", "labels", "cross", "--format", "json").out)  # no live ones
+    trained = run("ml", "train", "cross", "--source", "backtest", *window, "--format", "json")
+    assert trained.code == 0, trained.err
+    assert json.loads(trained.out)["model"] == "cross@v1"
+    described = json.loads((cli_home / "models" / "cross" / "v1.json").read_text())
+    assert described["source"] == "backtest" and described["rows"] == len(rows)
