@@ -985,19 +985,26 @@ def _validate_alert_rules(config: Config) -> str | None:
     return None
 
 
-def _validate_retrain(config: Config) -> str | None:
+def _cron_problem(schedule: str) -> str | None:
     from apscheduler.triggers.cron import CronTrigger
 
+    try:
+        CronTrigger.from_crontab(schedule, timezone="UTC")
+    except ValueError as error:
+        return f"bad cron expression {schedule!r} ({error}; expected 5 fields: minute hour day month weekday)"
+    return None
+
+
+def _validate_retrain(config: Config) -> str | None:
     names = [scanner.name for scanner in config.scanners]
     for index, entry in enumerate(config.ml.retrain):
         key = f"ml.retrain[{index}]"
         if entry.scanner not in names:
             known = ", ".join(names) or "none configured"
             return f"{key}.scanner: unknown scanner {entry.scanner!r} (scanners: {known})"
-        try:
-            CronTrigger.from_crontab(entry.schedule, timezone="UTC")
-        except ValueError as error:
-            return f"{key}.schedule: bad cron expression {entry.schedule!r} ({error})"
+        problem = _cron_problem(entry.schedule)
+        if problem:
+            return f"{key}.schedule: {problem}"
         if entry.days <= 0:
             return f"{key}.days: must be greater than 0, got {entry.days}"
         if entry.folds < 2:
@@ -1032,7 +1039,6 @@ def _validate_scanners(config: Config) -> str | None:
         return problem
     if not config.scanners:
         return None
-    from apscheduler.triggers.cron import CronTrigger
 
     from sptrader.strategies import registry
 
@@ -1052,10 +1058,9 @@ def _validate_scanners(config: Config) -> str | None:
         problem = timeframe_problem(scanner.timeframe)
         if problem:
             return f"{key}.timeframe: {problem}"
-        try:
-            CronTrigger.from_crontab(scanner.schedule, timezone="UTC")
-        except ValueError as error:
-            return f"{key}.schedule: bad cron expression {scanner.schedule!r} ({error}; expected 5 fields: minute hour day month weekday)"
+        problem = _cron_problem(scanner.schedule)
+        if problem:
+            return f"{key}.schedule: {problem}"
         if scanner.bars <= 0:
             return f"{key}.bars: must be greater than 0, got {scanner.bars}"
         venue = scanner.order_venue
