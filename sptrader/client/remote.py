@@ -302,9 +302,15 @@ class RemoteEngineClient:
         return await self._call("shadow_report", scanner=scanner, days=days)
 
     async def signal_labels(
-        self, scanner: str | None = None, start_us: int | None = None, end_us: int | None = None
+        self,
+        scanner: str | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        source: str = "live",
     ) -> list[dict]:
-        return await self._call("signal_labels", scanner=scanner, start_us=start_us, end_us=end_us)
+        return await self._call(
+            "signal_labels", scanner=scanner, start_us=start_us, end_us=end_us, source=source
+        )
 
     async def status(self) -> dict:
         return await self._call("status")
