@@ -1159,11 +1159,13 @@ class Engine:
                 f"{name}: no running collector has feeds.{prefix.lower()}.enabled{have}"
             )
 
-    async def _watchlist_changed(self, prefixes: Iterable[str]) -> None:
-        """Keep the new watchlist, then stream it (a writer: tell the collectors)."""
+    async def _watchlist_changed(self, prefixes: Iterable[str], *, share: bool = True) -> None:
+        """Keep the new watchlist, then stream it (a writer: tell the collectors, unless
+        the change came from them: ``share`` False)."""
         await run_in_thread(save_watchlist, self.settings, self.watchlist)
         if self.consumer is not None:
-            await self.consumer.share_watchlist(list(self.watchlist))
+            if share:
+                await self.consumer.share_watchlist(list(self.watchlist))
         else:
             for prefix in prefixes:
                 await self._restream(prefix)
@@ -1191,11 +1193,7 @@ class Engine:
             before = set(self.watchlist)
             changed = {parse_instrument(name)[0] for name in before.symmetric_difference(wanted)}
             self.watchlist = wanted
-            if self.consumer is None:
-                for prefix in sorted(changed):
-                    await self._restream(prefix)
-            await run_in_thread(save_watchlist, self.settings, self.watchlist)
-            self.bus.publish_nowait([WatchlistChanged(now_us(), list(self.watchlist))])
+            await self._watchlist_changed(sorted(changed), share=False)
             added = sorted(set(wanted) - before)
             removed = sorted(before - set(wanted))
             log.info(
