@@ -27,8 +27,9 @@ from sptrader.clock import datetime_to_us, format_us, parse_time
 from sptrader.commands.trading import iso_fields, print_table, write_csv, write_json
 from sptrader.config import ScannerConfig, Settings
 from sptrader.errors import SptraderError, UsageError
-from sptrader.models import US_PER_MINUTE, timeframe_minutes
+from sptrader.scanners.features import describe
 from sptrader.scanners.labels import summary
+from sptrader.scanners.service import unknown_scanner
 
 COLUMNS = (
     "scanner",
@@ -75,8 +76,7 @@ def _window(args: argparse.Namespace) -> tuple[int | None, int | None]:
 def _scanner(settings: Settings, name: str) -> ScannerConfig:
     configs = {config.name: config for config in settings.config.scanners}
     if name not in configs:
-        known = ", ".join(configs) or "none configured"
-        raise UsageError(f"unknown scanner {name!r} (scanners: {known})")
+        raise unknown_scanner(name, list(configs))
     return configs[name]
 
 
@@ -89,29 +89,24 @@ def _training_set(
 ) -> tuple[pl.DataFrame, list[str]]:
     """The labelled signals of ``config`` in the window, with their features (bars read
     through the client: the daemon's while one runs)."""
-    from sptrader.backtest.sweep import warmup_of
-    from sptrader.scanners.features import CONTEXT_WARMUP, training_set
+    from sptrader.scanners.features import bars_windows, training_set
     from sptrader.strategies import registry
 
     strategy = registry.build(
         config.strategy, dict(config.params), settings.config.strategies.modules
     )
-    width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
-    lead = (warmup_of(strategy) + CONTEXT_WARMUP) * width
 
     async def read() -> tuple[list[dict[str, Any]], pl.DataFrame]:
         async with connect(settings) as client:
             rows = await client.signal_labels(config.name, start, end, source)
-            frames = []
-            for instrument in sorted({row["instrument"] for row in rows}):
-                stamps = [row["ts_us"] for row in rows if row["instrument"] == instrument]
-                bars = await client.candles(
-                    instrument,
-                    config.timeframe,
-                    start_us=min(stamps) - lead,
-                    end_us=max(stamps) + width,
+            frames = [
+                (
+                    await client.candles(instrument, config.timeframe, start_us=first, end_us=last)
+                ).with_columns(pl.lit(instrument).alias("instrument"))
+                for instrument, (first, last) in sorted(
+                    bars_windows(rows, config, strategy).items()
                 )
-                frames.append(bars.with_columns(pl.lit(instrument).alias("instrument")))
+            ]
             return rows, pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
     rows, bars = asyncio.run(read())
@@ -132,37 +127,13 @@ def run_features(settings: Settings, args: argparse.Namespace) -> int:
     frame.write_parquet(target)
     counts = dict(frame["label"].value_counts().sort("label").rows())
     (out / f"{config.name}.json").write_text(
-        json.dumps(_describe(config, frame, features, start, end), indent=2) + "\n"
+        json.dumps(describe(config, frame, features, start, end), indent=2) + "\n"
     )
     shown = ", ".join(f"{count:,} {label}" for label, count in counts.items())
     print(
         f"wrote {frame.height:,} labelled signals ({shown}) x {len(features)} features to {target}"
     )
     return 0
-
-
-def _describe(
-    config: ScannerConfig,
-    frame: pl.DataFrame,
-    features: list[str],
-    start: int | None,
-    end: int | None,
-) -> dict[str, Any]:
-    """A training set's description: what it was made of and from when."""
-    stamps = frame["ts"].dt.epoch("us")
-    return {
-        "scanner": config.name,
-        "strategy": config.strategy,
-        "params": dict(config.params),
-        "timeframe": config.timeframe,
-        "features": features,
-        "labels": dict(frame["label"].value_counts().sort("label").rows()),
-        "rows": frame.height,
-        "from": None if start is None else format_us(start),
-        "to": None if end is None else format_us(end),
-        "first_signal": format_us(int(stamps.min())) if frame.height else None,  # type: ignore[arg-type]
-        "last_signal": format_us(int(stamps.max())) if frame.height else None,  # type: ignore[arg-type]
-    }
 
 
 def run_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -175,7 +146,7 @@ def run_train(settings: Settings, args: argparse.Namespace) -> int:
     meta = {
         "kind": args.model,
         "source": args.source,
-        **_describe(config, frame, features, start, end),
+        **describe(config, frame, features, start, end),
     }
     version, path = models.save(settings.home, config.name, trained, meta)
     if args.format == "json":
@@ -240,10 +211,8 @@ def _fold_cells(row: dict[str, Any]) -> list[str]:
 
 
 def run_labels(settings: Settings, args: argparse.Namespace) -> int:
-    names = [config.name for config in settings.config.scanners]
-    if args.scanner is not None and args.scanner not in names:
-        known = ", ".join(names) or "none configured"
-        raise UsageError(f"unknown scanner {args.scanner!r} (scanners: {known})")
+    if args.scanner is not None:
+        _scanner(settings, args.scanner)
     start, end = _window(args)
 
     async def read() -> list[dict[str, Any]]:

@@ -19,7 +19,11 @@ from typing import Any
 
 import polars as pl
 
+from sptrader.clock import format_us
+from sptrader.config import ScannerConfig
 from sptrader.indicators import add_indicators
+from sptrader.models import US_PER_MINUTE, timeframe_minutes
+from sptrader.strategies.base import Strategy
 
 #: Context features every training set has (besides the strategy's indicators).
 CONTEXT = (
@@ -92,3 +96,44 @@ def training_set(
     return rows.select("instrument", "ts", "side", *features, *LABEL_COLUMNS).sort(
         "ts", "instrument"
     ), features
+
+
+def bars_windows(
+    labelled: list[dict[str, Any]], config: ScannerConfig, strategy: Strategy
+) -> dict[str, tuple[int, int]]:
+    """Per instrument of ``labelled``, the [start, end) of bars of the scanner's
+    timeframe its features need: warm-up before its first signal to its last's bar."""
+    from sptrader.backtest.sweep import warmup_of
+
+    width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
+    lead = (warmup_of(strategy) + CONTEXT_WARMUP) * width
+    windows: dict[str, tuple[int, int]] = {}
+    for row in labelled:
+        first, last = windows.get(row["instrument"], (row["ts_us"], row["ts_us"]))
+        windows[row["instrument"]] = (min(first, row["ts_us"]), max(last, row["ts_us"]))
+    return {name: (first - lead, last + width) for name, (first, last) in windows.items()}
+
+
+def describe(
+    config: ScannerConfig,
+    frame: pl.DataFrame,
+    features: list[str],
+    start: int | None,
+    end: int | None,
+) -> dict[str, Any]:
+    """A training set's description (beside its Parquet, in a model's file): what it
+    was made of and from when."""
+    stamps = frame["ts"].dt.epoch("us")
+    return {
+        "scanner": config.name,
+        "strategy": config.strategy,
+        "params": dict(config.params),
+        "timeframe": config.timeframe,
+        "features": features,
+        "labels": dict(frame["label"].value_counts().sort("label").rows()),
+        "rows": frame.height,
+        "from": None if start is None else format_us(start),
+        "to": None if end is None else format_us(end),
+        "first_signal": format_us(int(stamps.min())) if frame.height else None,  # type: ignore[arg-type]
+        "last_signal": format_us(int(stamps.max())) if frame.height else None,  # type: ignore[arg-type]
+    }

@@ -23,9 +23,9 @@ import polars as pl
 from sptrader.clock import format_us, now_us
 from sptrader.config import RetrainConfig, ScannerConfig
 from sptrader.errors import SptraderError
-from sptrader.models import US_PER_DAY, US_PER_MINUTE, timeframe_minutes
+from sptrader.models import US_PER_DAY
 from sptrader.scanners import labels, models
-from sptrader.scanners.features import CONTEXT_WARMUP, training_set
+from sptrader.scanners.features import bars_windows, describe, training_set
 from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.store import Store, queries
 from sptrader.strategies import registry
@@ -42,19 +42,16 @@ def stored_training_set(
 ) -> tuple[pl.DataFrame, list[str]]:
     """The labelled signals of ``config`` in [start, end), with their features, from the
     store (labelling first what became known)."""
-    from sptrader.backtest.sweep import warmup_of
-
     strategy = registry.build(config.strategy, dict(config.params), modules)
     labels.label_pending(store, [config])
     rows = labels.labels(store, [config.name], start, end)
     if not rows:
         return pl.DataFrame(), []
-    width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
-    lead = (warmup_of(strategy) + CONTEXT_WARMUP) * width
-    stamps = [row["ts_us"] for row in rows]
-    instruments = sorted({row["instrument"] for row in rows})
-    bars = queries.bars_between_many(
-        store, instruments, config.timeframe, min(stamps) - lead, max(stamps) + width
+    bars = pl.concat(
+        queries.bars_between(store, instrument, config.timeframe, first, last).with_columns(
+            pl.lit(instrument).alias("instrument")
+        )
+        for instrument, (first, last) in sorted(bars_windows(rows, config, strategy).items())
     )
     return training_set(rows, bars, strategy.indicators())
 
@@ -105,17 +102,9 @@ def retrain(
         record["kept"] = bool(beats and (record["candidate_auc"] is not None or current is None))
         if record["kept"]:
             final = models.walk_forward(frame, features, entry.model, entry.folds)
-            stamps = frame["ts"].dt.epoch("us")
             meta_out = {
                 "kind": entry.model,
-                "scanner": config.name,
-                "strategy": config.strategy,
-                "params": dict(config.params),
-                "timeframe": config.timeframe,
-                "features": features,
-                "rows": frame.height,
-                "first_signal": format_us(int(stamps.min())),  # type: ignore[arg-type]
-                "last_signal": format_us(int(stamps.max())),  # type: ignore[arg-type]
+                **describe(config, frame, features, None, None),
                 "retrained": record.copy(),
             }
             version, _ = models.save(home, config.name, final, meta_out)
