@@ -42,8 +42,6 @@ from sptrader.models import (
     timeframe_minutes,
 )
 from sptrader.scanners import labels, lineage, shadow
-from sptrader.scanners.llm_step import LlmStep
-from sptrader.scanners.model_filter import ModelFilter
 from sptrader.scanners.service import unknown_scanner
 from sptrader.store import Store, queries
 from sptrader.threads import run_in_thread
@@ -824,7 +822,7 @@ class LocalEngineClient:
         nothing streams the scanner's instruments, so their recent history is fetched
         first; it runs here, and its signals are alerted here (no alerter service runs)."""
         from sptrader.alerting.webhooks import Alerter
-        from sptrader.scanners.service import Scanner, alert_payload
+        from sptrader.scanners.service import Scanner, alert_payload, going_on, load_filters
         from sptrader.strategies import registry
 
         config = self.engine.config
@@ -846,14 +844,14 @@ class LocalEngineClient:
             if error.details:
                 log.error("%s\n%s", error, error.details)
             raise SptraderError(f"cannot load its strategy: {error}") from None
-        # The same model in front of the orders as the scanner's service (or its error).
-        home = self.engine.settings.home
-        model = await run_in_thread(ModelFilter.load, home, scanner)
-        llm = await run_in_thread(LlmStep.load, home, config.llm, scanner)
+        # The same model and LLM step in front of the orders as the scanner's service.
+        model, llm = await run_in_thread(
+            load_filters, self.engine.settings.home, config.llm, scanner
+        )
         runner = Scanner(self.engine.scanner_deps, scanner, strategy, model, llm)
         result = await run_in_thread(functools.partial(runner.scan, "manual", at_us=at))
         alerter = Alerter(config.alerts)
-        for signal in result.signals:
+        for signal in going_on(result.signals):  # not those its filters held back
             alerter.submit(alert_payload(signal))
         await run_in_thread(alerter.wait_idle, config.alerts.timeout_s * 2)
         await run_in_thread(shadow.after_run, runner, result)  # after the alerts

@@ -88,6 +88,20 @@ class ScanResult:
         return json.loads(json.dumps(asdict(self), default=str))
 
 
+def load_filters(
+    home: Path | None, llm: LlmConfig | None, config: ScannerConfig
+) -> tuple[ModelFilter | None, LlmStep | None]:
+    """The scanner's model and LLM step, if it has them (blocking); a missing model or
+    template is a SptraderError (the scanner never runs without its filters)."""
+    return ModelFilter.load(home, config), LlmStep.load(home, llm, config)
+
+
+def going_on(signals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The signals its model and LLM step did not hold back: those the broker and the
+    alerts get."""
+    return [signal for signal in signals if signal.get("taken") is not False]
+
+
 def unknown_scanner(name: str, known: list[str]) -> UsageError:
     return UsageError(
         f"unknown scanner {name!r} (scanners: {', '.join(known) or 'none configured'})"
@@ -744,8 +758,9 @@ class ScannerService(Service):
             log.error("%s%s", error, details, extra={"source": self.name})
             raise
         try:
-            model = await run_in_thread(ModelFilter.load, self.deps.home, self.config)
-            llm = await run_in_thread(LlmStep.load, self.deps.home, self.deps.llm, self.config)
+            model, llm = await run_in_thread(
+                load_filters, self.deps.home, self.deps.llm, self.config
+            )
         except SptraderError as error:
             if self.context is not None:
                 self.context.problem = str(error)
@@ -865,17 +880,18 @@ class ScannerService(Service):
                 result.error,
                 extra={"source": self.name},
             )
-        filtered = [signal for signal in result.signals if signal.get("taken") is False]
-        for signal in filtered:
+        going = going_on(result.signals)
+        for signal in result.signals:
+            if signal in going:
+                continue
             probability = signal.get("probability")
             log.info(
-                "%s %s held back by the model (p %s)",
+                "%s %s held back by its model or LLM step (p %s)",
                 signal["side"],
                 signal["instrument"],
                 "not scored" if probability is None else f"{probability:.2f}",
                 extra={"source": self.name},
             )
-        going = [signal for signal in result.signals if signal.get("taken") is not False]
         if not going:
             if context is not None:
                 context.touch()
