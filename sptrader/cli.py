@@ -493,73 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shadow_report.add_argument("--format", choices=("table", "json"), default="table")
 
-    ml = commands.add_parser(
-        "ml",
-        help="outcome labels of every signal (for training models)",
-        description="Every buy or sell signal a scanner emits is labelled once its horizon has closed: target, stop or timeout after label_bars bars (entered at the next bar's open, the scanner's label_target_pct / label_stop_pct when the signal carries no levels), with the bars taken, its maximum favourable and adverse excursion and its return.",
-    )
-    ml_commands = ml.add_subparsers(dest="ml_command", metavar="ACTION", required=True)
-    ml_labels = ml_commands.add_parser(
-        "labels", help="one row per labelled signal, and label counts per strategy"
-    )
-    ml_labels.add_argument("scanner", nargs="?", metavar="SCANNER")
-    ml_labels.add_argument(
-        "--source",
-        choices=("live", "shadow", "backtest"),
-        default="live",
-        help="the stored signals (live), the shadow variations', or the strategy replayed"
-        " on the stored bars (backtest; default window the last 30 days)",
-    )
-    ml_labels.add_argument(
-        "--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC"
-    )
-    ml_labels.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")
-    ml_labels.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    ml_features = ml_commands.add_parser(
-        "features",
-        help="a Parquet training set: each labelled signal's features at its bar, and its label",
-    )
-    ml_features.add_argument("scanner", metavar="SCANNER")
-    ml_features.add_argument(
-        "--source",
-        choices=("live", "shadow", "backtest"),
-        default="live",
-        help="the stored signals (live), the shadow variations', or the strategy replayed"
-        " on the stored bars (backtest; default window the last 30 days)",
-    )
-    ml_features.add_argument(
-        "--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC"
-    )
-    ml_features.add_argument(
-        "--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC"
-    )
-    ml_features.add_argument(
-        "--out", required=True, metavar="DIR", help="writes DIR/SCANNER.parquet and .json"
-    )
-    ml_train = ml_commands.add_parser(
-        "train",
-        help="a model of whether a signal reaches its target, judged walk-forward, saved versioned",
-    )
-    ml_train.add_argument("scanner", metavar="SCANNER")
-    ml_train.add_argument(
-        "--source",
-        choices=("live", "shadow", "backtest"),
-        default="live",
-        help="the stored signals (live), the shadow variations', or the strategy replayed"
-        " on the stored bars (backtest; default window the last 30 days)",
-    )
-    ml_train.add_argument("--model", choices=("gbm", "logistic"), default="gbm")
-    ml_train.add_argument("--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC")
-    ml_train.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")
-    ml_train.add_argument(
-        "--folds",
-        type=count("--folds", 20),
-        default=4,
-        metavar="N",
-        help="walk-forward folds, at least 2 (default 4)",
-    )
-    ml_train.add_argument("--format", choices=("table", "json"), default="table")
-
+    _add_ml_parsers(commands)
     _add_trading_parsers(commands)
     _add_venue_parsers(commands)
     _add_alert_parsers(commands)
@@ -578,6 +512,54 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_commands.add_parser("check", help="validate the config and print a summary")
     return parser
+
+
+def _add_ml_parsers(commands: argparse._SubParsersAction) -> None:
+    ml = commands.add_parser(
+        "ml",
+        help="outcome labels of every signal, training sets and models of them",
+        description="Every buy or sell signal a scanner emits is labelled once its horizon has closed: target, stop or timeout after label_bars bars (entered at the next bar's open, the scanner's label_target_pct / label_stop_pct when the signal carries no levels), with the bars taken, its maximum favourable and adverse excursion and its return.",
+    )
+    ml_commands = ml.add_subparsers(dest="ml_command", metavar="ACTION", required=True)
+    labels = ml_commands.add_parser(
+        "labels", help="one row per labelled signal, and label counts per strategy"
+    )
+    labels.add_argument("scanner", nargs="?", metavar="SCANNER")
+    features = ml_commands.add_parser(
+        "features",
+        help="a Parquet training set: each labelled signal's features at its bar, and its label",
+    )
+    features.add_argument("scanner", metavar="SCANNER")
+    train = ml_commands.add_parser(
+        "train",
+        help="a model of whether a signal reaches its target, judged walk-forward, saved versioned",
+    )
+    train.add_argument("scanner", metavar="SCANNER")
+    for parser in (labels, features, train):  # which signals
+        parser.add_argument(
+            "--source",
+            choices=("live", "shadow", "backtest"),
+            default="live",
+            help="the stored signals (live), the shadow variations', or the strategy replayed"
+            " on the stored bars (backtest; default window the last 30 days)",
+        )
+        parser.add_argument(
+            "--from", dest="start", metavar="TIME", help="signals from, ISO 8601 UTC"
+        )
+        parser.add_argument("--to", dest="end", metavar="TIME", help="signals before, ISO 8601 UTC")
+    labels.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    features.add_argument(
+        "--out", required=True, metavar="DIR", help="writes DIR/SCANNER.parquet and .json"
+    )
+    train.add_argument("--model", choices=("gbm", "logistic"), default="gbm")
+    train.add_argument(
+        "--folds",
+        type=count("--folds", 20),
+        default=4,
+        metavar="N",
+        help="walk-forward folds, at least 2 (default 4)",
+    )
+    train.add_argument("--format", choices=("table", "json"), default="table")
 
 
 def _add_trading_parsers(commands: argparse._SubParsersAction) -> None:
