@@ -435,14 +435,9 @@ async def test_metrics_endpoint_reports_services_and_store(home: Path) -> None:
     from sptrader.metrics import serve_metrics
 
     async with serving(home) as (engine, server):
-        # The bar-age gauge needs a stored SIM:EURUSD bar (not just any row written).
-        from sptrader.store import queries
-
-        await wait_until(
-            lambda: engine.store is not None
-            and queries.last_bar_ts(engine.store, "SIM:EURUSD") is not None,
-            timeout=20,
-        )
+        # The bar-age gauge reads the forming bar, which the first live tick makes: a
+        # stored bar may come from the seed backfill before any tick (so it is no proxy).
+        await wait_until(lambda: engine.forming_bar("SIM:EURUSD") is not None, timeout=20)
         port = free_port()
         http_server = serve_metrics(engine, server, DaemonConfig(metrics_port=port))
         try:
