@@ -342,6 +342,8 @@ class SignalRaised:
     target: float | None
     paper: bool = False  # traded by the paper broker
     broker: str = ""  # where it is traded: "paper", a live venue, or "" (signals only)
+    trail: float | None = None  # the stop trails the best price by this distance ...
+    trail_pct: float | None = None  # ... or by this % (strategies.base.OPTIONAL_SIGNAL_SCHEMA)
 
 
 #: The events the engine's clients see, the one list: the API sends each to a remote

@@ -914,6 +914,10 @@ class LiveBroker(Service):
                     sl=sl,
                     tp=tp,
                     source=source,
+                    # A venue takes no trail from us: validate refuses it, and the
+                    # signal is not traded (a fixed stop is not what the strategy asked).
+                    trail=signal.trail,
+                    trail_pct=signal.trail_pct,
                 )
             )
         except (UsageError, SptraderError) as error:

@@ -445,7 +445,13 @@ class PaperBroker(Service):
             )
             return changes
         request = OrderRequest(
-            instrument, signal.side, sl=signal.stop, tp=signal.target, source=source
+            instrument,
+            signal.side,
+            sl=signal.stop,
+            tp=signal.target,
+            source=source,
+            trail=signal.trail,
+            trail_pct=signal.trail_pct,
         )
         quote = book.quotes.get(instrument)
         price = None if quote is None else (quote.ask if direction > 0 else quote.bid)

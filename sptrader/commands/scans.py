@@ -15,7 +15,7 @@ from typing import Any
 from sptrader.client.connect import connect
 from sptrader.client.connection import DaemonUnavailable
 from sptrader.clock import format_us
-from sptrader.commands.trading import decimals_for, fmt_price
+from sptrader.commands.trading import decimals_for, fmt_price, trail_words
 from sptrader.config import Settings
 from sptrader.errors import SptraderError, UsageError
 from sptrader.wording import counted
@@ -86,6 +86,9 @@ def _print_result(
             for key in ("stop", "target")
             if signal[key] is not None
         )
+        trailing = trail_words(signal, places)
+        if trailing:
+            extra += f", {trailing}"
         print(
             f"  {signal['side'].upper():<4} {signal['instrument']} bar {signal['ts']}"
             f" {signal['reason']}{extra}"

@@ -226,6 +226,8 @@ _SIGNAL_SCHEMA = {
     "reason": pl.String,
     "stop": pl.Float64,
     "target": pl.Float64,
+    "trail": pl.Float64,
+    "trail_pct": pl.Float64,
     "created": pl.Int64,
     "probability": pl.Float64,
     "taken": pl.Boolean,
@@ -239,6 +241,8 @@ _SIGNAL_KEYS = {
     "reason": "reason",
     "stop": "stop",
     "target": "target",
+    "trail": "trail",
+    "trail_pct": "trail_pct",
     "created": "created_us",
     "probability": "probability",
     "taken": "taken",
@@ -310,8 +314,8 @@ def run_detail(
         params=[run_id],
     ).pl()
     signals = cursor.sql(
-        "SELECT instrument, epoch_us(ts) AS ts_us, side, strength, reason, stop, target"
-        " FROM signals WHERE run_id = ? ORDER BY instrument, ts",
+        "SELECT instrument, epoch_us(ts) AS ts_us, side, strength, reason, stop, target,"
+        " trail, trail_pct FROM signals WHERE run_id = ? ORDER BY instrument, ts",
         params=[run_id],
     ).pl()
     return runs.row(0, named=True), steps, signals

@@ -52,7 +52,7 @@ from sptrader.schedule import MAX_SLEEP_S, Clock, CronSchedule, SystemClock
 from sptrader.schema import STORED_BAR_COLUMNS
 from sptrader.store import Store, queries
 from sptrader.strategies import registry
-from sptrader.strategies.base import SIGNAL_SCHEMA, Strategy
+from sptrader.strategies.base import OPTIONAL_SIGNAL_SCHEMA, SIGNAL_SCHEMA, Strategy
 from sptrader.supervisor import Service, ServiceContext, Supervisor
 from sptrader.threads import run_in_thread
 
@@ -543,6 +543,8 @@ class Scanner:
                 "reason": row["reason"] or "",
                 "stop": row["stop"],
                 "target": row["target"],
+                "trail": row.get("trail"),
+                "trail_pct": row.get("trail_pct"),
                 "paper": self.config.order_venue == "paper",
                 "broker": self.config.order_venue,
                 "created_us": created,
@@ -708,10 +710,12 @@ def _check_signals(frame: pl.DataFrame) -> pl.DataFrame:
     missing = [name for name in ("ts", "side") if name not in frame.columns]
     if missing:
         raise ValueError(f"evaluate's frame lacks the column(s) {', '.join(missing)}")
-    for name, dtype in SIGNAL_SCHEMA.items():
+    # The optional columns (a trailing stop) are kept: the broker trails as the backtest does.
+    schema = {**SIGNAL_SCHEMA, **OPTIONAL_SIGNAL_SCHEMA}
+    for name, dtype in schema.items():
         if name not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype).alias(name))
-    frame = frame.select(list(SIGNAL_SCHEMA)).cast(SIGNAL_SCHEMA)  # type: ignore[arg-type]
+    frame = frame.select(list(schema)).cast(schema)  # type: ignore[arg-type]
     bad = frame.filter(~pl.col("side").is_in(["buy", "sell", "exit"]))
     if bad.height:
         raise ValueError(f"bad signal side {bad['side'][0]!r} (expected buy, sell or exit)")
@@ -935,6 +939,8 @@ def signal_event(signal: dict[str, Any]) -> SignalRaised:
         signal["target"],
         signal["paper"],
         signal.get("broker", "paper" if signal["paper"] else ""),
+        signal.get("trail"),
+        signal.get("trail_pct"),
     )
 
 

@@ -228,6 +228,32 @@ async def test_a_scanner_routed_here_trades_its_signal(tmp_path: Path) -> None:
         await running.stop()
 
 
+async def test_a_trailing_signal_is_not_traded_with_a_fixed_stop_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A venue takes no trailing stop from us: the signal is refused with why, not sent
+    with a fixed stop the strategy did not ask for."""
+    running = Running(
+        tmp_path / "s.duckdb",
+        MemoryVenue(),
+        RiskConfig(max_leverage=0, risk_per_trade_pct=1.0),
+        quotes=QUOTES,
+    )
+    broker = await running.start()
+    try:
+        signal = SignalRaised(
+            now_us(), "momo", 1, INSTRUMENT, now_us(), "buy", 1.0, "cross", 95.0, None,
+            paper=False, broker="binance", trail_pct=1.0,
+        )  # fmt: skip
+        with caplog.at_level("WARNING", logger="sptrader"):
+            await broker._on_signal(signal)
+        assert "not traded: trailing stops are paper-only" in caplog.text
+        assert running.rows("SELECT count(*) FROM orders") == [(0,)]
+        assert broker.ledger.positions.get(INSTRUMENT) is None
+    finally:
+        await running.stop()
+
+
 async def test_the_limits_judge_the_venues_positions(tmp_path: Path) -> None:
     """Coins held before SPtrader (a deposit) are the venue's position: selling some is a
     reduction, so it passes even while halted; buying more is an entry and is refused."""

@@ -431,6 +431,28 @@ def test_a_close_still_working_never_flips_the_position() -> None:
     assert book.ledger.positions[EUR].is_flat
 
 
+def test_a_scanner_s_trailing_signal_gets_a_trailing_stop_loss() -> None:
+    # As in a backtest of the same strategy: the stop given is the floor, the trail moves it.
+    from sptrader.broker.service import PaperBroker
+    from sptrader.bus import Bus
+    from sptrader.models import SignalRaised
+
+    config = BrokerConfig(starting_cash=100_000, slippage_bps=0)
+    broker = PaperBroker(Bus(), config, RiskConfig(risk_per_trade_pct=0), clock=lambda: T0)
+    book = broker.book = PaperBook(config, RiskConfig(risk_per_trade_pct=0))
+    book.on_quote(EUR, T0, 99.9, 100.0)
+    raised = SignalRaised(T0, "s", 1, EUR, T0, "buy", 1.0, "", 98.0, None, True, trail_pct=1.0)
+    broker._on_signal(raised)
+    stop = working(book, "sl")
+    # It starts 1% below the bid it bought at (above the 98 floor).
+    assert (stop.side, stop.trail, stop.trail_pct) == ("sell", None, 1.0)
+    assert stop.price == pytest.approx(99.9 * 0.99)
+    book.on_quote(EUR, T0 + MS, 101.9, 102.0)  # best bid 101.9: 1% below is 100.881
+    assert stop.price == pytest.approx(101.9 * 0.99)
+    book.on_quote(EUR, T0 + 2 * MS, 100.8, 100.9)  # the bid reaches it: sold
+    assert stop.status == "filled" and book.ledger.positions[EUR].is_flat
+
+
 def test_a_scanner_s_new_signal_replaces_its_orders_still_working() -> None:
     from sptrader.broker.service import PaperBroker
     from sptrader.bus import Bus

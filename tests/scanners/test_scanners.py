@@ -18,7 +18,7 @@ from sptrader.engine import Engine
 from sptrader.errors import ConfigError
 from sptrader.models import US_PER_MINUTE, ServiceState, SignalRaised
 from sptrader.scanners import lineage
-from sptrader.scanners.service import Scanner, ScannerService
+from sptrader.scanners.service import Scanner, ScannerService, signal_event
 from sptrader.schedule import CronSchedule, FakeClock
 from sptrader.strategies import registry
 from sptrader.strategies.base import Strategy
@@ -52,6 +52,18 @@ class EveryBar(Strategy):
 
     def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
         return _signals(bars, "every bar")
+
+
+@registry.register
+class TrailingEveryBar(Strategy):
+    """A buy on every bar whose stop trails 1% below the best price (OPTIONAL_SIGNAL_SCHEMA)."""
+
+    name = "test_trailing_every_bar"
+
+    def evaluate(self, bars: pl.DataFrame) -> pl.DataFrame:
+        return _signals(bars, "every bar, trailing").with_columns(
+            pl.lit(1.0).alias("trail_pct"), (pl.col("stop").fill_null(95.0)).alias("stop")
+        )
 
 
 @registry.register
@@ -376,6 +388,24 @@ def test_lineage_of_a_successful_run(make_engine) -> None:
     newest = signals["ts_us"][0]
     now = now_us()
     assert newest == now - now % US_PER_MINUTE - US_PER_MINUTE
+
+
+def test_a_strategys_trailing_stop_is_stored_and_raised_with_its_signal(make_engine) -> None:
+    # The backtester trails a signal's stop; the scanner must hand the broker the same.
+    engine = make_engine(scanner_table(strategy="test_trailing_every_bar"))
+    store_bars(engine, "SIM:BTCUSD")
+    result = make_scanner(engine).scan("manual")
+    (signal,) = result.signals
+    assert (signal["stop"], signal["trail"], signal["trail_pct"]) == (95.0, None, 1.0)
+    _run, _steps, stored = lineage.run_detail(engine.require_store(), result.run_id)
+    assert stored.select("stop", "trail", "trail_pct").row(0) == (95.0, None, 1.0)
+    event = signal_event(signal)
+    assert (event.stop, event.trail, event.trail_pct) == (95.0, None, 1.0)
+    # A strategy without the optional columns raises signals with no trail.
+    plain = make_engine(scanner_table())
+    store_bars(plain, "SIM:BTCUSD")
+    (untrailed,) = make_scanner(plain).scan("manual").signals
+    assert (untrailed["trail"], untrailed["trail_pct"]) == (None, None)
 
 
 def test_lineage_of_failing_and_partly_failing_runs(make_engine) -> None:
