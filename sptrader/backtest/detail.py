@@ -7,7 +7,9 @@ the bar is only known to the bar. With detail the strategy's signals stay those 
 bars (evaluated once on them, acted on at the next bar's open), but the account is run
 on the finer bars: the entry at the open of the first fine bar of the next coarse bar,
 stops and targets checked fine bar by fine bar, so their order and gaps are as they
-happened. The equity curve is sampled back at each coarse bar's close, so the figures
+happened. A trailing stop follows the fine bars' extremes (each moving it for the next
+fine bar), and the volume cap (``broker.max_volume_share``) takes its share of each fine
+bar's own volume, so a partial fill's rest works on at the next fine bar. The equity curve is sampled back at each coarse bar's close, so the figures
 (Sharpe, drawdown, exposure) stay per coarse bar and compare with a run without detail.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from sptrader.backtest.simulation import Simulation
+from sptrader.backtest.simulation import Simulation, Trails, volume_cap
 from sptrader.config import BrokerConfig, RiskConfig
 
 __all__ = ["DetailRun", "run_detailed"]
@@ -36,12 +38,14 @@ class DetailRun:
         position: np.ndarray,
         coarse_ts: np.ndarray,
         bars: int,
+        volume_cap: str,
     ) -> None:
         self.sim = sim
         self.equity = equity
         self.position = position
         self.coarse_ts = coarse_ts
         self.bars = bars  # fine bars simulated
+        self.volume_cap = volume_cap  # what the summary says of the cap on the fine bars
 
     def trades(self, gaps: Sequence[tuple[int, int]]) -> pl.DataFrame:
         """The trades, their ``bars`` counted in coarse bars (as without detail)."""
@@ -63,12 +67,13 @@ def run_detailed(
     ts: np.ndarray,
     first: int,
     width_us: int,
-    events: Events,
+    signals: tuple[Events, Trails | None],
     broker: BrokerConfig,
     limits: RiskConfig,
 ) -> DetailRun:
     """The account on ``fine`` bars (prepared, oldest first) for coarse bars ``ts``
-    (open times, µs; traded from index ``first``) of ``width_us`` each."""
+    (open times, µs; traded from index ``first``) of ``width_us`` each, through the
+    coarse ``signals``: their events and, when any trails, their trails."""
     fine_ts_all = fine["ts"].dt.epoch("us").to_numpy()
     lo = int(np.searchsorted(fine_ts_all, ts[first]))
     hi = int(np.searchsorted(fine_ts_all, ts[-1] + width_us))
@@ -77,9 +82,10 @@ def run_detailed(
     arrays = tuple(
         window[column].cast(pl.Float64).to_numpy() for column in ("open", "high", "low", "close")
     )
-    sim = Simulation(instrument, arrays, fine_ts, 0, broker, limits)
+    config, volume, cap = volume_cap(broker, window, 0)
+    sim = Simulation(instrument, arrays, fine_ts, 0, config, limits, volume=volume)
     if fine_ts.size:
-        sim.run(_fine_events(events, ts, fine_ts))
+        sim.run(*_fine_events(*signals, ts, fine_ts))
     equity, position = sim.equity_curve()
     # The fine bar that closes each coarse bar (the last one opening before its end).
     closing = np.searchsorted(fine_ts, ts[first:] + width_us) - 1
@@ -87,16 +93,19 @@ def run_detailed(
     at = np.maximum(closing, 0)
     coarse_equity = np.where(has, equity[at] if equity.size else 0.0, broker.starting_cash)
     coarse_position = np.where(has, position[at] if position.size else 0.0, 0.0)
-    return DetailRun(sim, coarse_equity, coarse_position, ts, int(fine_ts.size))
+    return DetailRun(sim, coarse_equity, coarse_position, ts, int(fine_ts.size), cap)
 
 
-def _fine_events(events: Events, ts: np.ndarray, fine_ts: np.ndarray) -> Events:
-    """Each coarse event moved to the fine bar before the first fine bar of the next
-    coarse bar (the simulation fills at the open of the bar after an event's); an event
-    with no fine bar after it is dropped, two landing on one fine bar keep the last."""
+def _fine_events(
+    events: Events, trails: Trails | None, ts: np.ndarray, fine_ts: np.ndarray
+) -> tuple[Events, Trails | None]:
+    """Each coarse event (and its trail) moved to the fine bar before the first fine bar
+    of the next coarse bar (the simulation fills at the open of the bar after an
+    event's); an event with no fine bar after it is dropped, two landing on one fine bar
+    keep the last."""
     bars, sides, stops, targets, reasons = events
     if not bars:
-        return events
+        return events, trails
     fills = np.searchsorted(fine_ts, ts[np.asarray(bars) + 1])
     kept: dict[int, int] = {}
     for i, fill in enumerate(fills.tolist()):
@@ -104,10 +113,11 @@ def _fine_events(events: Events, ts: np.ndarray, fine_ts: np.ndarray) -> Events:
             kept[fill - 1] = i  # a later event on the same fine bar wins
     order = sorted(kept)
     picks = [kept[bar] for bar in order]
-    return (
+    moved = (
         order,
         [sides[i] for i in picks],
         [stops[i] for i in picks],
         [targets[i] for i in picks],
         [reasons[i] for i in picks],
     )
+    return moved, None if trails is None else [trails[i] for i in picks]

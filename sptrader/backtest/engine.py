@@ -50,7 +50,8 @@ Semantics
   if given, is the level's floor (a short's: ceiling) and still sizes the entry; without
   one the entry is sized from ``signal_notional``. The trade's ``stop`` is the level it
   stood at when the trade ended. The paper broker trails the same way from its quotes
-  (:mod:`sptrader.broker.realism`). Not with ``detail`` yet.
+  (:mod:`sptrader.broker.realism`). With ``detail`` the finer bars' highs and lows move
+  it, each for the next finer bar.
 - **Volume cap.** ``broker.max_volume_share`` > 0: a bar fills at most that share of its
   volume, over all the orders filled on it; the rest keeps working. An entry's rest and
   a market exit's (a signal's, a reversal's, or a stop's once triggered) fill at the
@@ -65,7 +66,8 @@ Semantics
   exit time and reason those of the fill that completed it; ``partial_fills`` in the
   summary counts the fills that left part of their order working. The close at the end
   is not capped. Bars with no volume at all (none in the window) cannot be capped: the
-  run is uncapped and the summary's ``volume_cap`` says so. Not with ``detail`` yet.
+  run is uncapped and the summary's ``volume_cap`` says so. With ``detail`` each finer bar
+  fills at most its share of its own volume.
 - **Latency.** ``broker.latency_bars`` = N: a signal on bar t reaches the market N bars
   later and fills at the open of bar t+1+N (exactly a run with every signal moved N bars
   later); one with no bar t+1+N is not filled. Stops and targets, resting at the venue,
@@ -103,6 +105,7 @@ from sptrader.backtest.simulation import (
     TRADE_SCHEMA,
     Simulation,
     Trails,
+    volume_cap,
 )
 from sptrader.broker.performance import (
     equity_returns,
@@ -188,17 +191,14 @@ def run_backtest(
     arrays = tuple(
         frame[column].cast(pl.Float64).to_numpy() for column in ("open", "high", "low", "close")
     )
-    sim_cfg, volume, volume_cap = _volume_cap(broker_cfg, frame, first)
-    if detail is not None and (trails is not None or volume is not None):
-        what = "trailing stops" if trails is not None else "broker.max_volume_share"
-        raise ValueError(f"{what} cannot be simulated with --detail yet")
+    sim_cfg, volume, cap = volume_cap(broker_cfg, frame, first)
     sim = Simulation(name, arrays, ts, first, sim_cfg, risk_cfg, volume=volume)
     sim.run(events, trails)
     # Exits that assumed the stop came first on a bar reaching both.
     extra: dict[str, Any] = {
         "ambiguous_bars": sim.ambiguous,
         "partial_fills": sim.partial_fills,
-        "volume_cap": volume_cap,
+        "volume_cap": cap,
     }
     if detail is None:
         trades = sim.trades_frame(gaps)
@@ -208,7 +208,14 @@ def run_backtest(
 
         without = float(sim.trades_frame(gaps)["pnl"].sum())
         fine = run_detailed(
-            name, _prepared(detail, instrument), ts, first, width_us, events, broker_cfg, risk_cfg
+            name,
+            _prepared(detail, instrument),
+            ts,
+            first,
+            width_us,
+            (events, trails),
+            broker_cfg,
+            risk_cfg,
         )
         sim = fine.sim
         trades = fine.trades(gaps)
@@ -217,6 +224,9 @@ def run_backtest(
             detail_timeframe=detail_timeframe,
             detail_bars=fine.bars,
             net_pnl_without_detail=without,
+            # The cap is on the finer bars' volume, and their partial fills are counted.
+            partial_fills=sim.partial_fills,
+            volume_cap=fine.volume_cap,
         )
     summary = summarize(
         trades["pnl"],
@@ -324,20 +334,6 @@ def _prepared(bars: pl.DataFrame, instrument: str | None) -> pl.DataFrame:
     if frame.height > 1 and not frame["ts"].is_sorted():
         frame = frame.sort("ts")
     return frame
-
-
-def _volume_cap(
-    broker_cfg: BrokerConfig, frame: pl.DataFrame, first: int
-) -> tuple[BrokerConfig, np.ndarray | None, str]:
-    """The config the simulation runs with, the bars' volume when fills are capped by it,
-    and what the summary says of the cap."""
-    share = broker_cfg.max_volume_share
-    if share <= 0:
-        return broker_cfg, None, "off"
-    volume = frame["volume"].cast(pl.Float64).fill_null(0.0).to_numpy()
-    if not (volume[first:] > 0).any():
-        return msgspec.structs.replace(broker_cfg, max_volume_share=0.0), None, "off: no volume"
-    return broker_cfg, volume, f"{share:g} of each bar's volume"
 
 
 def _events(

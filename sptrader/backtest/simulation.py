@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import polars as pl
 
@@ -23,7 +24,7 @@ from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.models import US_PER_DAY, US_PER_MINUTE
 from sptrader.schema import FILL_SCHEMA
 
-__all__ = ["TRADE_COLUMNS", "TRADE_SCHEMA", "Simulation", "frame_of"]
+__all__ = ["TRADE_COLUMNS", "TRADE_SCHEMA", "Simulation", "frame_of", "volume_cap"]
 
 NAN = math.nan
 #: Per event, the signal's trail: (distance, %), NaN for none.
@@ -849,6 +850,20 @@ class Simulation:
         position[np.abs(position) <= QTY_EPSILON] = 0.0
         equity = self.broker.starting_cash + np.cumsum(flow) + position * self.close
         return equity[first:], position[first:]
+
+
+def volume_cap(
+    broker: BrokerConfig, frame: pl.DataFrame, first: int
+) -> tuple[BrokerConfig, np.ndarray | None, str]:
+    """The config a simulation of ``frame`` (traded from row ``first``) runs with, the
+    bars' volume when fills are capped by it, and what the summary says of the cap."""
+    share = broker.max_volume_share
+    if share <= 0:
+        return broker, None, "off"
+    volume = frame["volume"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    if not (volume[first:] > 0).any():
+        return msgspec.structs.replace(broker, max_volume_share=0.0), None, "off: no volume"
+    return broker, volume, f"{share:g} of each bar's volume"
 
 
 def frame_of(rows: list[tuple], schema: dict[str, Any]) -> pl.DataFrame:

@@ -149,10 +149,12 @@ def test_bad_trails_name_the_signal() -> None:
         assert "2026-01-05T00:00:00" in str(error.value)
 
 
-def test_trailing_needs_no_detail_yet() -> None:
+def test_trailing_with_detail_on_the_same_bars_is_the_table() -> None:
+    # The finer path equal to the bars: every trade and its trailed stop as without it.
     bars = make_bars(TRAILING)
-    with pytest.raises(ValueError, match="trailing stops cannot be simulated with --detail"):
-        run_backtest(Scripted(TRAIL_SCRIPT), bars, PLAIN, detail=bars, detail_timeframe="1m")
+    plain = run_backtest(Scripted(TRAIL_SCRIPT), bars, PLAIN)
+    detailed = run_backtest(Scripted(TRAIL_SCRIPT), bars, PLAIN, detail=bars, detail_timeframe="1m")
+    assert detailed.trades.equals(plain.trades) and detailed.fills.equals(plain.fills)
 
 
 # --- the volume cap: partial fills over three bars ------------------------------------------

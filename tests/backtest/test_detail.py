@@ -1,5 +1,6 @@
 """Intra-bar detail: an hourly strategy filled on the 1m path inside its bars (stop and
-target order, gaps inside the bar), the ambiguous exits counted without it, and the
+target order, gaps inside the bar, a trailing stop moved and hit inside one bar, fills
+capped by each minute's volume), the ambiguous exits counted without it, and the
 ``--detail`` option of ``sptrader backtest``."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from test_backtest import (
     random_case,
     stored_bars,
 )
+from test_backtest_realism import Scripted as TrailScripted
 
 from sptrader.backtest import run_backtest
 from sptrader.config import BrokerConfig, RiskConfig
@@ -28,9 +30,12 @@ HOUR = 60 * US_PER_MINUTE
 TIMING = ("elapsed_s", "bars_per_s", "detail_timeframe", "detail_bars", "net_pnl_without_detail")
 
 
-def minutes(path: list[tuple[float, float, float, float]]) -> pl.DataFrame:
+def minutes(
+    path: list[tuple[float, float, float, float]], volume: list[float] | None = None
+) -> pl.DataFrame:
     return pl.DataFrame(
         {
+            "volume": volume if volume is not None else [1e9] * len(path),
             "ts": pl.Series([T0 + i * US_PER_MINUTE for i in range(len(path))]).cast(
                 pl.Datetime("us")
             ),
@@ -51,6 +56,7 @@ def hours(fine: pl.DataFrame) -> pl.DataFrame:
             pl.col("high").max(),
             pl.col("low").min(),
             pl.col("close").last(),
+            pl.col("volume").sum(),
         )
         .sort("ts")
     )
@@ -120,12 +126,18 @@ def test_a_gap_inside_the_bar_fills_the_stop_at_the_worse_open() -> None:
     assert blind.trades["exit_price"][0] == pytest.approx(99.0 * (1 - 0.001))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_detail_on_the_same_bars_changes_nothing(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "share"), [(1, 0.0), (2, 0.0), (3, 0.0), (4, 0.002)])
+def test_detail_on_the_same_bars_changes_nothing(seed: int, share: float) -> None:
     """The fine path equal to the bars themselves: every trade, fill and figure is the
-    run without detail's (the mapping of events onto the path is exact)."""
+    run without detail's (the mapping of events onto the path is exact), with the volume
+    cap too."""
     bars, script = random_case(seed, 2000)
-    broker = BrokerConfig(starting_cash=50_000, slippage_bps=2, fee_bps=1, fee_per_unit=0.001)
+    rng = np.random.default_rng(seed)
+    bars = bars.with_columns(pl.Series("volume", rng.uniform(0, 1e6, bars.height)))
+    broker = BrokerConfig(
+        starting_cash=50_000, slippage_bps=2, fee_bps=1, fee_per_unit=0.001,
+        max_volume_share=share,
+    )  # fmt: skip
     risk = RiskConfig(risk_per_trade_pct=0.5)
     start = T0 + 50 * US_PER_MINUTE
     plain = run_backtest(Scripted(script), bars, broker, risk, start_us=start)
@@ -133,6 +145,7 @@ def test_detail_on_the_same_bars_changes_nothing(seed: int) -> None:
         Scripted(script), bars, broker, risk, start_us=start, detail=bars, detail_timeframe="1m"
     )
     assert detailed.trades.equals(plain.trades) and plain.trades.height > 30
+    assert share == 0 or plain.summary["partial_fills"] > 0
     assert detailed.equity.equals(plain.equity)
     assert detailed.fills.equals(plain.fills)
     same = {k: v for k, v in plain.summary.items() if k not in TIMING}
@@ -178,6 +191,59 @@ def test_hourly_sma_on_a_random_path_exits_where_the_path_says() -> None:
         assert lows[exit_] <= level <= highs[exit_] or trade["exit_reason"] == "stop"
         checked += 1
     assert checked > 5
+
+
+def test_a_trailing_stop_moves_and_is_hit_inside_one_hour() -> None:
+    """Long from hour 1's open at 100, trailing 2: minute 70 reaches 105 (the stop to
+    103), minute 90 falls to 102.5: stopped at 103 inside the hour. On hourly bars alone
+    the hour's own high cannot move its stop, so the stop (103) is only met at hour 2's
+    open, 102.8: a gap fill."""
+    path = flat(60) + flat(10) + [(100.0, 105.0, 100.0, 104.8)] + flat(19, 104.8)
+    path += [(104.8, 104.8, 102.5, 102.8)] + flat(29, 102.8) + flat(60, 102.8)
+    fine = minutes(path)
+    buy = TrailScripted({0: ("buy", None, None, 2.0, None)})
+    seen = run_backtest(
+        buy, hours(fine), BROKER, RiskConfig(), "1h", detail=fine, detail_timeframe="1m"
+    )
+    (trade,) = seen.trades.to_dicts()
+    assert (trade["exit_reason"], trade["exit_price"], trade["stop"]) == ("stop", 103.0, 103.0)
+    assert trade["exit_time_us"] == T0 + 90 * US_PER_MINUTE
+    blind = run_backtest(buy, hours(fine), BROKER, RiskConfig(), "1h")
+    (trade,) = blind.trades.to_dicts()
+    assert (trade["exit_reason"], trade["exit_price"]) == ("stop", 102.8)
+    assert trade["exit_time_us"] == T0 + 2 * HOUR
+    assert seen.summary["net_pnl_without_detail"] == pytest.approx(blind.summary["net_pnl"])
+
+
+def test_fills_are_capped_by_each_minutes_volume() -> None:
+    """10 units bought with half of each minute's volume of 4: 2 a minute over hour 1's
+    first five minutes, at their opens (the hour's volume alone would fill them at
+    once)."""
+    path = flat(60) + [(100.0 + i, 100.0 + i, 100.0 + i, 100.0 + i) for i in range(60)]
+    fine = minutes(path, [4.0] * 120)
+    capped = BrokerConfig(
+        starting_cash=10_000, slippage_bps=0, fee_bps=0, signal_notional=1_000,
+        max_volume_share=0.5,
+    )  # fmt: skip
+    buy = Scripted({0: ("buy", None, None)})
+    seen = run_backtest(
+        buy, hours(fine), capped, RiskConfig(), "1h", detail=fine, detail_timeframe="1m"
+    )
+    (trade,) = seen.trades.to_dicts()
+    assert trade["qty"] == pytest.approx(10.0)
+    assert trade["entry_price"] == pytest.approx(102.0)  # the mean of 100 ... 104
+    assert seen.summary["partial_fills"] == 4
+    assert seen.summary["volume_cap"] == "0.5 of each bar's volume"
+    entries = seen.fills.filter(pl.col("side") == "buy")
+    assert entries["price"].to_list() == [100.0, 101.0, 102.0, 103.0, 104.0]
+    blind = run_backtest(buy, hours(fine), capped, RiskConfig(), "1h")
+    assert blind.summary["partial_fills"] == 0 and blind.trades["entry_price"][0] == 100.0
+    # Minutes without a volume: the cap cannot be applied, and the summary says so.
+    silent = minutes(path, [0.0] * 120)
+    unknown = run_backtest(
+        buy, hours(fine), capped, RiskConfig(), "1h", detail=silent, detail_timeframe="1m"
+    )
+    assert unknown.summary["volume_cap"] == "off: no volume"
 
 
 # --- the command -------------------------------------------------------------------------
