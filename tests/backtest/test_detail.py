@@ -199,7 +199,7 @@ def test_a_trailing_stop_moves_and_is_hit_inside_one_hour() -> None:
     the hour's own high cannot move its stop, so the stop (103) is only met at hour 2's
     open, 102.8: a gap fill."""
     path = flat(60) + flat(10) + [(100.0, 105.0, 100.0, 104.8)] + flat(19, 104.8)
-    path += [(104.8, 104.8, 102.5, 102.8)] + flat(29, 102.8) + flat(60, 102.8)
+    path += [(104.8, 104.8, 102.5, 102.8), *flat(29, 102.8), *flat(60, 102.8)]
     fine = minutes(path)
     buy = TrailScripted({0: ("buy", None, None, 2.0, None)})
     seen = run_backtest(
