@@ -114,6 +114,17 @@ async def wait_for(
         await pilot.pause(0.05)
 
 
+def first_palette_option(app: Any) -> str | None:
+    """The title of the command palette's first option (None: no palette, or no options)."""
+    from textual.command import CommandList
+
+    lists = app.screen.query(CommandList)
+    if not lists or not lists.first().option_count:
+        return None
+    prompt = lists.first().get_option_at_index(0).prompt
+    return str(prompt).splitlines()[0]  # the title; the help text is on the next line
+
+
 def rollup_by_hand(bars: pl.DataFrame, minutes: int) -> pl.DataFrame:
     """The reference for SQL rollups: buckets on epoch multiples of the width,
     open=first, high=max, low=min, close=last, volume=sum, trades=sum."""

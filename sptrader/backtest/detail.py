@@ -22,8 +22,10 @@ import polars as pl
 
 from sptrader.backtest.simulation import Simulation, Trails, volume_cap
 from sptrader.config import BrokerConfig, RiskConfig
+from sptrader.errors import UsageError
+from sptrader.models import timeframe_minutes
 
-__all__ = ["DetailRun", "run_detailed"]
+__all__ = ["DetailRun", "check_detail", "run_detailed"]
 
 Events = tuple[list[int], list[int], list[float], list[float], list[str]]
 
@@ -59,6 +61,16 @@ class DetailRun:
 
         held = coarse_index("exit_time_us") - coarse_index("entry_time_us")
         return trades.with_columns(pl.Series("bars", held, dtype=pl.Int64))
+
+
+def check_detail(detail: str, timeframe: str) -> None:
+    """A UsageError (in the command's words) unless ``detail`` bars fill ``timeframe``
+    bars whole: finer, and dividing them."""
+    detail_minutes = timeframe_minutes(detail)
+    if detail_minutes >= timeframe_minutes(timeframe):
+        raise UsageError(f"--detail {detail} must be finer than --tf {timeframe}")
+    if timeframe_minutes(timeframe) % detail_minutes:
+        raise UsageError(f"--detail {detail} must divide --tf {timeframe} into whole bars")
 
 
 def run_detailed(

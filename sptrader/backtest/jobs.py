@@ -116,7 +116,10 @@ class BacktestRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """What a client asks for. ``params``: the command's ``--param`` texts
     (``fast=5..30:5``, ``slow=20,40``, ``short=true``); ``end_us`` None: now; ``train`` and
     ``test``: a walk-forward's spans (``90d``, ``12w``, ``36h``); ``trials``: a TPE search
-    of that budget instead of the grid; ``top``: the sweep rows returned."""
+    of that budget instead of the grid; ``top``: the sweep rows returned; ``detail``: a
+    single run filled on these finer bars (``1m``); ``monte_carlo``: that many
+    reshuffled and resampled runs of a single run's (or the stitched walk-forward's)
+    trades; ``seed``: the search's and the Monte Carlo's random draws."""
 
     strategy: str
     instrument: str
@@ -133,6 +136,8 @@ class BacktestRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     seed: int | None = None
     top: int = 20
     allow_gaps: bool = False
+    detail: str | None = None
+    monte_carlo: int = 0
 
 
 def parse_request(data: object) -> BacktestRequest:
@@ -169,6 +174,9 @@ class JobSpec:
     workers: int = 1
     coverage: dict[str, Any] = field(default_factory=dict)
     price_decimals: int | None = None
+    detail: pl.DataFrame | None = None  # the finer bars a single run is filled on
+    detail_timeframe: str | None = None
+    monte_carlo: int = 0
 
 
 @dataclass
@@ -223,10 +231,26 @@ def _plan(request: BacktestRequest, modules: tuple[str, ...]) -> _Plan:
             )
         if request.trials is not None:
             raise UsageError("trials searches a sweep's ranges: run a sweep or a walk-forward")
+    elif request.detail:
+        raise UsageError("detail fills one backtest on the finer bars: choose the single mode")
     elif not varied:
         raise UsageError(
             f"a {request.mode} searches ranges or lists: give at least one, e.g. fast=5..30:5"
         )
+    if request.detail:
+        from sptrader.backtest.detail import check_detail
+
+        check_detail(request.detail, request.timeframe)
+    if request.monte_carlo:
+        from sptrader.backtest.montecarlo import MAX_RUNS
+
+        if request.mode == "sweep":
+            raise UsageError(
+                "the Monte Carlo reshuffles one run's trades: choose the single mode or a"
+                " walk-forward (its stitched out-of-sample trades)"
+            )
+        if not 1 <= request.monte_carlo <= MAX_RUNS:
+            raise UsageError(f"the Monte Carlo takes 1 to {MAX_RUNS:,} runs")
     if request.mode == "walk-forward":
         if not (request.train and request.test):
             raise UsageError("a walk-forward needs train and test spans, e.g. 90d and 30d")
@@ -393,6 +417,15 @@ class BacktestJobs:
                 checked.warmup,
                 _quiet_fetch(job),
             )
+            if request.detail:
+                job.message = f"loading the {request.detail} bars…"
+                # The finer path of the traded window (the gaps are the same minutes).
+                data.detail = await client.candles(
+                    data.instrument,
+                    request.detail,
+                    start_us=checked.start_us,
+                    end_us=checked.end_us,
+                )
             job.message = "loading bars…"
             coverage = checked_coverage(
                 data,
@@ -424,6 +457,9 @@ class BacktestJobs:
                 workers=max(1, min(os.cpu_count() or 1, checked.runs)),
                 coverage=coverage,
                 price_decimals=_decimals(data.price_decimals, data.bars),
+                detail=data.detail,
+                detail_timeframe=request.detail,
+                monte_carlo=request.monte_carlo,
             )
             job.state, job.message = "running", "starting…"
             if self._threads is None:
@@ -657,18 +693,40 @@ def execute(spec: JobSpec, progress: Progress | None = None) -> dict[str, Any]:
         "price_decimals": spec.price_decimals,
         "coverage": _coverage(spec.coverage),
     }
+    trades = None
     if spec.mode == "single":
         say(0, 1, "runs")
-        result["run"] = run_json(_run_one(spec, cls, list(spec.params)))
+        run = _run_one(spec, cls, list(spec.params), detailed=True)
+        result["run"] = run_json(run)
+        trades = run.trades
         say(1, 1, "runs")
     elif spec.mode == "sweep":
         result.update(_sweep(spec, cls, say))
     else:
-        result.update(_walk_forward(spec, cls, say))
+        found = _walk_forward(spec, cls, say)
+        stitched = found.pop("stitched")
+        result.update(found)
+        trades = None if stitched is None else stitched.trades
+    if spec.monte_carlo:
+        result["monte_carlo"] = _monte_carlo(spec, trades)
     return _clean(result)
 
 
-def _run_one(spec: JobSpec, cls: type, texts: list[str]) -> Any:
+def _monte_carlo(spec: JobSpec, trades: pl.DataFrame | None) -> dict[str, Any]:
+    """The Monte Carlo of the run's trades; one too short for it keeps the run and says
+    why in ``error``."""
+    from sptrader.backtest.montecarlo import monte_carlo, to_json
+
+    pnl = [] if trades is None else trades["pnl"].to_numpy()
+    try:
+        found = monte_carlo(pnl, spec.broker.starting_cash, spec.monte_carlo, spec.seed)
+    except UsageError as error:
+        return {"error": _plain(str(error)).replace("monte-carlo", "Monte Carlo")}
+    return to_json(found)
+
+
+def _run_one(spec: JobSpec, cls: type, texts: list[str], *, detailed: bool = False) -> Any:
+    """One run of ``texts``' parameters; ``detailed``: filled on the spec's finer bars."""
     from sptrader.backtest import optimize
     from sptrader.backtest.engine import run_backtest
     from sptrader.backtest.sweep import build_strategy
@@ -683,6 +741,8 @@ def _run_one(spec: JobSpec, cls: type, texts: list[str]) -> Any:
         instrument=spec.instrument,
         start_us=spec.start_us,
         gaps=list(spec.gaps),
+        detail=spec.detail if detailed else None,
+        detail_timeframe=spec.detail_timeframe if detailed else None,
     )
 
 
@@ -807,6 +867,7 @@ def _walk_forward(spec: JobSpec, cls: type, say: Progress) -> dict[str, Any]:
             "workers": runner.workers,
         },
         "run": None if found.stitched is None else run_json(found.stitched),
+        "stitched": found.stitched,  # execute's Monte Carlo takes its trades
     }
 
 

@@ -104,11 +104,9 @@ def _mode(args: argparse.Namespace, varied: list[str]) -> str:
     if args.anchored and not args.walk_forward:
         raise UsageError("--anchored is a kind of walk-forward: give --walk-forward too")
     if args.detail:
-        detail_minutes = timeframe_minutes(args.detail)
-        if detail_minutes >= timeframe_minutes(args.tf):
-            raise UsageError(f"--detail {args.detail} must be finer than --tf {args.tf}")
-        if timeframe_minutes(args.tf) % detail_minutes:
-            raise UsageError(f"--detail {args.detail} must divide --tf {args.tf} into whole bars")
+        from sptrader.backtest.detail import check_detail
+
+        check_detail(args.detail, args.tf)
         if several or args.walk_forward or args.check_bias:
             raise UsageError(
                 "--detail fills one backtest on the finer bars: use it without a sweep,"

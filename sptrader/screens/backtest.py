@@ -5,7 +5,9 @@ The form asks what ``sptrader backtest`` asks: strategy, instrument, timeframe, 
 to (UTC; to empty: now), params (the command's ``k=v`` texts, space-separated; a range
 ``fast=5..30:5`` or a list ``slow=20,40`` needs the sweep or walk-forward mode), the mode,
 a walk-forward's train and test spans (``30d``, ``12h``), a TPE search's trials (empty:
-every combination) and the objective that ranks them. ``enter`` in a field, the Run
+every combination) and the objective that ranks them, a single run's intra-bar detail
+(filled on the finer stored bars), a Monte Carlo's runs of the trades (empty: none) and the
+seed of its draws and a search's. ``enter`` in a field, the Run
 button or ``ctrl+r`` runs it through the engine client (``start_backtest``): the engine
 checks the request at once (a mistake is one red line under the form), loads the bars as
 the command does and runs the work in a process of its own, so this screen keeps
@@ -19,7 +21,9 @@ in-sample fold means beside it), *Trades* (``enter``, a click or ``c`` shows the
 the main chart, scrolled to it with its entry and exit marked), *Sweep* (the best
 combinations by the objective; ``enter`` on one puts its params in the form as a single
 run) and *Folds* (a walk-forward's folds: the params each train span chose and how they
-did on the test span after it). Prices show in the instrument's own precision.
+did on the test span after it) and *Monte Carlo* (the percentiles of the drawdown, final
+equity and return over the reshuffled and resampled trade lists). Prices show in the
+instrument's own precision.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ MODES = (
     ("walk-forward", "walk-forward"),
     ("walk-forward, anchored", "anchored"),
 )
+#: A single run's intra-bar detail: off, or the finer bars it is filled on.
+DETAILS = (("off", "off"), ("1m", "1m"), ("5m", "5m"), ("15m", "15m"), ("1h", "1h"))
 FINISHED = ("done", "failed", "cancelled")
 _SEVERITY = {"done": "information", "failed": "error", "cancelled": "warning"}
 #: How often a running job is asked how far it got (seconds).
@@ -176,6 +182,18 @@ def summary_text(result: dict[str, Any]) -> Text:
         ("Final equity", money(summary.get("final_equity")), ""),
         ("Bars", f"{int(summary.get('bars') or 0):,}", ""),
     ]
+    if summary.get("detail_timeframe"):
+        # What the finer path changed: the P&L the bars alone gave, the exits they guessed.
+        without = summary.get("net_pnl_without_detail")
+        rows += [
+            (
+                "Detail",
+                f"{summary['detail_timeframe']} ({int(summary.get('detail_bars') or 0):,})",
+                "",
+            ),
+            ("Bars-only P&L", money(without, signed=True), "dim"),
+            ("Ambiguous", f"{int(summary.get('ambiguous_bars') or 0):,} bars", "dim"),
+        ]
     if mode == "walk-forward":
         walk = result["walk_forward"]
         inside = walk["in_sample_mean"]
@@ -316,6 +334,12 @@ class BacktestScreen(Screen[SignalMark | None]):
                     placeholder="fast=10 slow=30 · ranges for a sweep: fast=5..30:5 slow=20,40",
                     compact=True,
                 )
+                yield Label("Detail", classes="bt-label")
+                yield Select(DETAILS, value="off", allow_blank=False, id="bt-detail", compact=True)
+                yield Label("MC", classes="bt-label")
+                yield Input("", id="bt-mc", placeholder="off", compact=True)
+                yield Label("Seed", classes="bt-label")
+                yield Input("", id="bt-seed", placeholder="-", compact=True)
                 yield Checkbox("gaps ok", id="bt-gaps", compact=True)
             with Horizontal(classes="bt-row"):
                 yield Label("Train", classes="bt-label")
@@ -347,6 +371,9 @@ class BacktestScreen(Screen[SignalMark | None]):
                 yield DataTable(id="bt-sweep", cursor_type="row", zebra_stripes=True)
             with TabPane("Folds", id="bt-tab-folds"):
                 yield DataTable(id="bt-folds", cursor_type="row", zebra_stripes=True)
+            with TabPane("Monte Carlo", id="bt-tab-mc"), Vertical():
+                yield Static("", id="bt-mc-note")
+                yield DataTable(id="bt-mc-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -356,6 +383,7 @@ class BacktestScreen(Screen[SignalMark | None]):
         tabs = self.query_one(TabbedContent)
         tabs.hide_tab("bt-tab-sweep")
         tabs.hide_tab("bt-tab-folds")
+        tabs.hide_tab("bt-tab-mc")
         self.query_one("#bt-progress").display = False
         run = self.app.get_key_display(Binding("ctrl+r", "run"))
         self._say(Text(f"enter (or {run}) runs it · ranges in params make a sweep", style="dim"))
@@ -369,11 +397,14 @@ class BacktestScreen(Screen[SignalMark | None]):
         self._show_mode_fields(str(event.value))
 
     def _show_mode_fields(self, mode: str) -> None:
-        """Train and test mean something to a walk-forward, trials to a search."""
+        """Train and test mean something to a walk-forward, trials to a search, detail
+        to a single run, a Monte Carlo to one run's trades (a walk-forward's stitched)."""
         walk = mode in ("walk-forward", "anchored")
         for name in ("bt-train", "bt-test"):
             self.query_one(f"#{name}", Input).disabled = not walk
         self.query_one("#bt-trials", Input).disabled = mode == "single"
+        self.query_one("#bt-detail", Select).disabled = mode != "single"
+        self.query_one("#bt-mc", Input).disabled = mode == "sweep"
 
     def _text(self, name: str) -> str:
         return self.query_one(f"#{name}", Input).value.strip()
@@ -403,12 +434,28 @@ class BacktestScreen(Screen[SignalMark | None]):
             )
         if mode != "single":
             request["top"] = TOP
-            trials = self._text("bt-trials")
-            if trials:
-                if not trials.isdigit():
-                    raise SptraderError(f"trials must be a whole number, not {trials!r}")
-                request["trials"] = int(trials)
+            trials = self._whole("bt-trials", "trials")
+            if trials is not None:
+                request["trials"] = trials
+        detail = str(self.query_one("#bt-detail", Select).value)
+        if mode == "single" and detail != "off":
+            request["detail"] = detail
+        runs = self._whole("bt-mc", "Monte Carlo runs")
+        if mode != "sweep" and runs:
+            request["monte_carlo"] = runs
+        seed = self._whole("bt-seed", "seed")
+        if seed is not None:
+            request["seed"] = seed
         return request
+
+    def _whole(self, name: str, what: str) -> int | None:
+        """A field's whole number (None: empty); a SptraderError naming it otherwise."""
+        text = self._text(name).replace(",", "").replace("_", "")
+        if not text:
+            return None
+        if not text.isdigit():
+            raise SptraderError(f"{what} must be a whole number, not {self._text(name)!r}")
+        return int(text)
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -558,6 +605,11 @@ class BacktestScreen(Screen[SignalMark | None]):
             tabs.show_tab("bt-tab-folds")
         else:
             tabs.hide_tab("bt-tab-folds")
+        if result.get("monte_carlo"):
+            self._show_monte_carlo(result["monte_carlo"])
+            tabs.show_tab("bt-tab-mc")
+        else:
+            tabs.hide_tab("bt-tab-mc")
         tabs.active = "bt-tab-overview"
         # The tabs focused: ←/→ go through the result at once, tab into a table.
         tabs.query_one(Tabs).focus()
@@ -661,6 +713,55 @@ class BacktestScreen(Screen[SignalMark | None]):
         self.query_one(TabbedContent).get_tab(
             "bt-tab-folds"
         ).label = f"Folds {walk['total_folds']} ({kind})"
+
+    def _show_monte_carlo(self, drawn: dict[str, Any]) -> None:
+        """The percentiles of each figure over the draws, and what the real order was."""
+        note = self.query_one("#bt-mc-note", Static)
+        table = self.query_one("#bt-mc-table", DataTable)
+        table.clear(columns=True)
+        tab = self.query_one(TabbedContent).get_tab("bt-tab-mc")
+        if drawn.get("error"):
+            note.update(Text(drawn["error"], style="yellow"))
+            tab.label = "Monte Carlo"
+            return
+        shuffled, resampled = drawn["reshuffled"], drawn["resampled"]
+        original = drawn["original"]
+        seed = "" if drawn.get("seed") is None else f", seed {drawn['seed']}"
+        note.update(
+            Text.assemble(
+                (f"{drawn['trades']:,} trades, {shuffled['runs']:,} runs each{seed}", "bold"),
+                (" · the real order's drawdown ", "dim"),
+                f"{money(original['max_drawdown'])} ({original['max_drawdown_pct']:.2f}%)",
+                (f", deeper than {drawn['original_drawdown_percentile']:.0f}% of orders", "dim"),
+                (" · resampled: a loss in ", "dim"),
+                f"{resampled['loss_pct']:.1f}%",
+                (", ruin in ", "dim"),
+                f"{resampled['ruin_pct']:.1f}%",
+            )
+        )
+        keys = list(shuffled["max_drawdown"])  # p5 ... p95
+        for column in ["", *keys]:
+            table.add_column(column)
+
+        # Each figure a row of its own, so the five percentiles fit 80 columns.
+        def share(value: float) -> str:
+            return f"{value:.2f}%"
+
+        rows = [
+            ("shuffled DD", shuffled, "max_drawdown", money),
+            ("shuffled DD %", shuffled, "max_drawdown_pct", share),
+            ("resampled DD", resampled, "max_drawdown", money),
+            ("resampled DD %", resampled, "max_drawdown_pct", share),
+            ("final equity", resampled, "final_equity", money),
+            ("return", resampled, "return_pct", _pct),
+        ]
+        for label, dist, figure, shown in rows:
+            values = dist[figure]
+            style = pnl_style if figure == "return_pct" else (lambda value: "")
+            table.add_row(
+                label, *(_right(shown(values[k]), style(values[k])) for k in keys), key=label
+            )
+        tab.label = f"Monte Carlo {shuffled['runs']:,}"
 
     def _draw_chart(self) -> None:
         chart = self.query_one("#bt-equity", Static)

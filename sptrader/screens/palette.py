@@ -1,5 +1,6 @@
-"""The control center's commands in the command palette (ctrl+p): instruments, screens,
-the order ticket, positions and orders, backfills, timeframes and services.
+"""The control center's commands in the command palette (ctrl+p): instruments, screens
+(Data, Strategies, Journal, Alerts, Backtest), the order ticket, positions and orders,
+backfills, timeframes and services.
 
 The app offers them through ControlCenterCommands, a palette provider of its own beside
 Textual's system commands: those are listed sorted by title, which would put
@@ -39,6 +40,7 @@ class ControlCenter(Protocol):
     def action_strategies_screen(self) -> None: ...
     def action_journal_screen(self) -> None: ...
     def action_alerts_screen(self) -> None: ...
+    def action_backtest_screen(self) -> None: ...
     def action_order_ticket(self, side: str) -> None: ...
     # Background jobs (workers): what they return is not used.
     def close_position(self, instrument: str) -> Any: ...
@@ -77,6 +79,11 @@ def palette_commands(app: ControlCenter) -> Iterator[SystemCommand]:
         "Alerts: rules and history",
         "add, edit, pause, test or remove alert rules; the notices they sent (A)",
         app.action_alerts_screen,
+    )
+    yield SystemCommand(
+        "Backtest: run, sweep, walk-forward",
+        "a strategy over the stored bars, with intra-bar detail and a Monte Carlo (T)",
+        app.action_backtest_screen,
     )
     if app.engine_ready:
         yield SystemCommand(

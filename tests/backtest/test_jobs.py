@@ -16,11 +16,12 @@ import pytest
 from test_backtest import T0, synthetic
 
 from sptrader.backtest import jobs, optimize, run_backtest
+from sptrader.backtest.montecarlo import monte_carlo, to_json
 from sptrader.backtest.sweep import Runner, build_strategy, combinations, run_sweep
 from sptrader.backtest.walkforward import walk_forward
 from sptrader.config import BrokerConfig, RiskConfig
 from sptrader.errors import SptraderError, UsageError
-from sptrader.models import US_PER_MINUTE
+from sptrader.models import US_PER_MINUTE, timeframe_minutes
 from sptrader.strategies import registry
 
 BROKER, RISK = BrokerConfig(), RiskConfig()
@@ -55,24 +56,45 @@ class FakeClient:
 
     async def candles(self, instrument: str, timeframe: str, *, start_us=None, end_us=None):
         ts = self._ts()
-        return self.bars.filter((ts >= start_us) & (ts < end_us)).drop("instrument")
+        window = self.bars.filter((ts >= start_us) & (ts < end_us)).drop("instrument")
+        return rolled_up(window, timeframe)
 
     async def bars_before(self, instrument: str, timeframe: str, before_us: int, count: int):
-        return self.bars.filter(self._ts() < before_us).tail(count).drop("instrument")
+        before = self.bars.filter(self._ts() < before_us).drop("instrument")
+        return rolled_up(before, timeframe).tail(count)
 
     async def price_decimals(self, instruments: list[str]) -> dict[str, int]:
         return {"SIM:EURUSD": 5}
 
 
+def rolled_up(bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
+    """1m bars as the store rolls them up into ``timeframe`` bars."""
+    if timeframe == "1m":
+        return bars
+    return (
+        bars.group_by_dynamic("ts", every=timeframe)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.col("trades").sum(),
+        )
+        .sort("ts")
+    )
+
+
 def spec(bars: pl.DataFrame, mode: str = "single", params=(), **options: Any) -> jobs.JobSpec:
-    end = int(bars["ts"].dt.epoch("us")[-1]) + US_PER_MINUTE
+    timeframe = options.pop("timeframe", "1m")
+    end = int(bars["ts"].dt.epoch("us")[-1]) + timeframe_minutes(timeframe) * US_PER_MINUTE
     return jobs.JobSpec(
         strategy="sma_cross",
         modules=(),
         params=tuple(params),
         mode=mode,
         instrument="SIM:EURUSD",
-        timeframe="1m",
+        timeframe=timeframe,
         start_us=START,
         end_us=end,
         bars=bars,
@@ -238,6 +260,55 @@ def test_a_walk_forward_s_folds_are_walk_forward_s() -> None:
     assert result["walk_forward"]["efficiency"] == finite(expected.efficiency)
 
 
+def test_a_single_run_with_detail_and_a_monte_carlo_is_the_engine_s() -> None:
+    fine = synthetic(3000)
+    coarse = rolled_up(fine.drop("instrument"), "5m")
+    cls = registry.resolve("sma_cross")
+    strategy = build_strategy(cls, {"fast": "5", "slow": "12"})
+    alone = run_backtest(
+        strategy, coarse, BROKER, RISK, "5m", instrument="SIM:EURUSD", start_us=START,
+        detail=fine, detail_timeframe="1m",
+    )  # fmt: skip
+    job = spec(
+        coarse, params=["fast=5", "slow=12"], timeframe="5m", detail=fine,
+        detail_timeframe="1m", monte_carlo=300, seed=9,
+    )  # fmt: skip
+    result = jobs.execute(job)
+    summary = result["run"]["summary"]
+    assert (
+        summary["detail_timeframe"] == "1m"
+        and summary["detail_bars"] == alone.summary["detail_bars"]
+    )
+    assert summary["net_pnl"] == pytest.approx(alone.summary["net_pnl"])
+    assert summary["net_pnl_without_detail"] == pytest.approx(
+        alone.summary["net_pnl_without_detail"]
+    )
+    assert alone.trades.height > 10
+    expected = to_json(monte_carlo(alone.trades["pnl"].to_numpy(), BROKER.starting_cash, 300, 9))
+    assert result["monte_carlo"] == expected
+
+
+def test_a_walk_forward_s_monte_carlo_draws_its_stitched_trades() -> None:
+    bars = synthetic(4 * 24 * 60, seed=11)
+    params = ["fast=5,10", "slow=30,60"]
+    job = spec(bars, "walk-forward", params, spans=(DAY, 12 * HOUR), monte_carlo=100, seed=1)
+    result = jobs.execute(job)
+    drawn = result["monte_carlo"]
+    assert drawn["trades"] == result["run"]["trades_total"] > 2
+    assert drawn["reshuffled"]["runs"] == drawn["resampled"]["runs"] == 100
+
+
+def test_a_monte_carlo_of_too_few_trades_keeps_the_run() -> None:
+    flat = synthetic(300).with_columns(
+        *(pl.lit(1.1).alias(name) for name in ("open", "high", "low", "close"))
+    )
+    result = jobs.execute(spec(flat, monte_carlo=100))
+    assert result["run"]["trades_total"] == 0
+    assert result["monte_carlo"] == {
+        "error": "Monte Carlo needs at least 2 closed trades; this run has 0"
+    }
+
+
 # --- requests ---------------------------------------------------------------------------
 
 
@@ -266,6 +337,11 @@ def test_a_walk_forward_s_folds_are_walk_forward_s() -> None:
         ({"trials": 5}, "trials searches a sweep's ranges"),
         ({"anchored": True}, "anchored is a kind of walk-forward"),
         ({"timeframe": "7x"}, "7x"),
+        ({"detail": "1m"}, "detail 1m must be finer than tf 1m"),
+        ({"timeframe": "1h", "detail": "7m"}, "detail 7m must divide tf 1h into whole bars"),
+        ({"mode": "sweep", "params": ["fast=5,10"], "detail": "1m"}, "choose the single mode"),
+        ({"mode": "sweep", "params": ["fast=5,10"], "monte_carlo": 50}, "reshuffles one run"),
+        ({"monte_carlo": -1}, "the Monte Carlo takes 1 to 1,000,000 runs"),
     ],
 )
 async def test_bad_requests_are_one_clear_line(fields: dict, message: str) -> None:
@@ -328,6 +404,13 @@ async def test_a_job_runs_in_a_process_and_says_its_progress() -> None:
     assert swept["state"] == "done", swept["error"]
     assert (swept["done"], swept["total"], swept["unit"]) == (6, 6, "combinations")
     assert len(swept["result"]["sweep"]["rows"]) == 3
+    # A 5m run filled on the 1m bars, with its Monte Carlo: the finer bars are loaded too.
+    fields = request(timeframe="5m", params=["fast=5", "slow=12"], detail="1m", monte_carlo=50)
+    detailed = await finished(board, (await board.start(fields, client, BROKER, RISK))["job_id"])
+    assert detailed["state"] == "done", detailed["error"]
+    summary = detailed["result"]["run"]["summary"]
+    assert summary["detail_timeframe"] == "1m" and summary["detail_bars"] > summary["bars"] * 4
+    assert detailed["result"]["monte_carlo"]["reshuffled"]["runs"] == 50
     await board.close()
 
 

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
-from textual.command import CommandList
+from conftest import first_palette_option, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Label, OptionList
 
@@ -113,14 +112,6 @@ def _cell(table: DataTable, row: str, column: str) -> str:
     return str(table.get_cell(row, column))
 
 
-def _first_palette_option(app: SptraderApp) -> str | None:
-    lists = app.screen.query(CommandList)
-    if not lists or not lists.first().option_count:
-        return None
-    prompt = lists.first().get_option_at_index(0).prompt
-    return str(prompt).splitlines()[0]  # the title; the help text is on the next line
-
-
 def _event_lines(pane: EventLogPane) -> list[str]:
     return [line.text for line in pane.lines]
 
@@ -196,7 +187,7 @@ async def test_enter_on_a_watchlist_row_shows_that_instrument(app: SptraderApp) 
         await pilot.press(*"EURUSD")
         await wait_for(
             pilot,
-            lambda: _first_palette_option(app) == "Chart SIM:EURUSD",
+            lambda: first_palette_option(app) == "Chart SIM:EURUSD",
             what="the palette to offer Chart SIM:EURUSD",
         )
         await pilot.press("enter")
@@ -525,7 +516,7 @@ async def test_a_backfill_from_the_palette_shows_its_progress(app: SptraderApp, 
         await pilot.press(*"Backfill SIM:SPY: last 7")
         await wait_for(
             pilot,
-            lambda: _first_palette_option(app) == "Backfill SIM:SPY: last 7 days",
+            lambda: first_palette_option(app) == "Backfill SIM:SPY: last 7 days",
             what="the palette to offer the backfill",
         )
         await pilot.press("enter")

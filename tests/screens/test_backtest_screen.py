@@ -296,6 +296,70 @@ async def test_a_walk_forward_s_folds_at_160x48(app: SptraderApp) -> None:
         assert screen.query_one("#bt-equity").size.width > 100  # the curve gets the room
 
 
+async def test_detail_and_a_monte_carlo_from_the_form_at_80x24(app: SptraderApp) -> None:
+    async with backtest_open(app) as (pilot, screen, hour):
+        fill(screen, params="fast=2 slow=5", mc="200", seed="3")
+        fill(screen, **{"from": iso(hour - 6 * HOUR_US), "to": iso(hour)})
+        screen.query_one("#bt-timeframe", Select).value = "5m"
+        screen.query_one("#bt-detail", Select).value = "1m"
+        await pilot.press("ctrl+r")
+        await run_and_wait(pilot, screen)
+        job = await app.client.backtest_job(screen.job_id)
+        assert (job["request"]["detail"], job["request"]["monte_carlo"]) == ("1m", 200)
+        assert job["request"]["seed"] == 3
+        summary = screen.result["run"]["summary"]
+        assert summary["detail_timeframe"] == "1m" and summary["detail_bars"] == 6 * 60
+        assert summary["trades"] >= 2
+        text = str(screen.query_one("#bt-summary").render())
+        assert "Detail        1m (360)" in text and "Bars-only P&L" in text
+        tabs = screen.query_one(TabbedContent)
+        assert str(tabs.get_tab("bt-tab-mc").label) == "Monte Carlo 200"
+        rows = screen.table_rows("bt-mc-table")
+        assert [row[0] for row in rows] == [
+            "shuffled DD",
+            "shuffled DD %",
+            "resampled DD",
+            "resampled DD %",
+            "final equity",
+            "return",
+        ]
+        drawn = screen.result["monte_carlo"]
+        median = drawn["resampled"]["final_equity"]["p50"]
+        assert rows[4][3] == f"{median:,.2f}"  # p5, p25, p50
+        assert drawn["seed"] == 3 and drawn["trades"] == summary["trades"]
+        note = str(screen.query_one("#bt-mc-note").render())
+        assert f"{drawn['trades']:,} trades, 200 runs each, seed 3" in note
+        # A sweep takes neither: its fields are off, and a mistake in one is one line.
+        screen.query_one("#bt-mode", Select).value = "sweep"
+        await pilot.pause()
+        assert screen.query_one("#bt-detail", Select).disabled
+        assert screen.query_one("#bt-mc", Input).disabled
+        screen.query_one("#bt-mode", Select).value = "single"
+        fill(screen, mc="lots")
+        await pilot.press("ctrl+r")
+        await wait_for(
+            pilot, lambda: "Monte Carlo runs must be a whole number, not 'lots'" in screen.message
+        )
+
+
+async def test_the_palette_opens_the_backtest_screen(app: SptraderApp) -> None:
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_for(pilot, lambda: app.engine_ready, what="the engine to start")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Backtest")
+        await wait_for(
+            pilot,
+            lambda: conftest.first_palette_option(app) == "Backtest: run, sweep, walk-forward",
+            what="the palette to offer it",
+        )
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, BacktestScreen), what="the screen")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, BacktestScreen), what="back")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None, what="the exit")
+
+
 async def test_help_names_the_screen_and_its_keys(app: SptraderApp) -> None:
     async with backtest_open(app) as (pilot, _screen, _):
         await pilot.press("escape")
