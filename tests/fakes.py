@@ -5,6 +5,8 @@ every fake history endpoint serves, so tests can check stored bars exactly."""
 from __future__ import annotations
 
 import json
+import os
+import random
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -15,11 +17,35 @@ from urllib.parse import parse_qs, urlsplit
 
 from sptrader.models import US_PER_MINUTE
 
+# Ports for the tests' servers come from a block of this process's own, below the
+# kernel's ephemeral range (32768 and up): a port bound to 0 and let go could be handed
+# to another test worker's bind(0), or to a client socket, before its server took it.
+_PORT_BLOCK = 1000
+_FIRST_PORT = 20000
+
+
+def _port_block() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return _FIRST_PORT + (int(worker) if worker.isdigit() else 0) % 12 * _PORT_BLOCK
+
+
+# Where this process starts in its block: at random, so two test runs at once rarely meet.
+_next_port = [random.randrange(_PORT_BLOCK)]
+
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port nothing is bound to now, and that no other worker hands out."""
+    base = _port_block()
+    for _ in range(_PORT_BLOCK):
+        port = base + _next_port[0] % _PORT_BLOCK
+        _next_port[0] += 1
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or a closed server's connections still linger)
+        return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORT_BLOCK - 1}")
 
 
 # --- a deterministic market -----------------------------------------------------------

