@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from conftest import rollup_by_hand
 from test_backtest import T0, synthetic
 
 from sptrader.backtest import jobs, optimize, run_backtest
@@ -69,20 +70,7 @@ class FakeClient:
 
 def rolled_up(bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
     """1m bars as the store rolls them up into ``timeframe`` bars."""
-    if timeframe == "1m":
-        return bars
-    return (
-        bars.group_by_dynamic("ts", every=timeframe)
-        .agg(
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.col("volume").sum(),
-            pl.col("trades").sum(),
-        )
-        .sort("ts")
-    )
+    return bars if timeframe == "1m" else rollup_by_hand(bars, timeframe_minutes(timeframe))
 
 
 def spec(bars: pl.DataFrame, mode: str = "single", params=(), **options: Any) -> jobs.JobSpec:

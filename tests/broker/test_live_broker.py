@@ -194,32 +194,32 @@ async def test_orders_outside_the_venue_or_with_unsupported_parts_are_usage_erro
         await live.broker.place(OrderRequest(INSTRUMENT, "buy", 1, sl=90.0))
 
 
-async def test_a_scanner_routed_here_trades_its_signal(tmp_path: Path) -> None:
-    """``broker = "binance"`` on a scanner: its signal becomes an order at that venue,
-    sized from the stop by risk_per_trade_pct and the venue's equity; paper ignores it."""
-    running = Running(
+def risk_sized(tmp_path: Path) -> Running:
+    """A memory venue whose signals are sized by 1% of equity at risk to their stop."""
+    return Running(
         tmp_path / "s.duckdb",
         MemoryVenue(),
         RiskConfig(max_leverage=0, risk_per_trade_pct=1.0),
         quotes=QUOTES,
     )
+
+
+def momo_buy(**fields: float) -> SignalRaised:
+    """Scanner momo's buy routed to binance, its stop at 95."""
+    now = now_us()
+    return SignalRaised(
+        now, "momo", 1, INSTRUMENT, now, "buy", 1.0, "cross", 95.0, None,
+        paper=False, broker="binance", **fields,
+    )  # fmt: skip
+
+
+async def test_a_scanner_routed_here_trades_its_signal(tmp_path: Path) -> None:
+    """``broker = "binance"`` on a scanner: its signal becomes an order at that venue,
+    sized from the stop by risk_per_trade_pct and the venue's equity; paper ignores it."""
+    running = risk_sized(tmp_path)
     broker = await running.start()
     try:
-        signal = SignalRaised(
-            now_us(),
-            "momo",
-            1,
-            INSTRUMENT,
-            now_us(),
-            "buy",
-            1.0,
-            "cross",
-            95.0,
-            None,
-            paper=False,
-            broker="binance",
-        )
-        running.bus.publish_nowait([signal])
+        running.bus.publish_nowait([momo_buy()])
         await wait_until(lambda: broker.ledger.positions.get(INSTRUMENT) is not None, timeout=5)
         (row,) = running.rows("SELECT source, venue, qty FROM orders")
         assert row[:2] == ("scanner:momo", "binance")
@@ -233,20 +233,11 @@ async def test_a_trailing_signal_is_not_traded_with_a_fixed_stop_instead(
 ) -> None:
     """A venue takes no trailing stop from us: the signal is refused with why, not sent
     with a fixed stop the strategy did not ask for."""
-    running = Running(
-        tmp_path / "s.duckdb",
-        MemoryVenue(),
-        RiskConfig(max_leverage=0, risk_per_trade_pct=1.0),
-        quotes=QUOTES,
-    )
+    running = risk_sized(tmp_path)
     broker = await running.start()
     try:
-        signal = SignalRaised(
-            now_us(), "momo", 1, INSTRUMENT, now_us(), "buy", 1.0, "cross", 95.0, None,
-            paper=False, broker="binance", trail_pct=1.0,
-        )  # fmt: skip
         with caplog.at_level("WARNING", logger="sptrader"):
-            await broker._on_signal(signal)
+            await broker._on_signal(momo_buy(trail_pct=1.0))
         assert "not traded: trailing stops are paper-only" in caplog.text
         assert running.rows("SELECT count(*) FROM orders") == [(0,)]
         assert broker.ledger.positions.get(INSTRUMENT) is None
