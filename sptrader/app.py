@@ -433,7 +433,11 @@ class SptraderApp(App[int]):
 
     async def _services_changed(self, batch: EventBatch) -> None:
         await self._poll_services()
-        self.query_one(WatchlistPane).mark_stale(await self.client.stale_instruments())
+        stale = await self.client.stale_instruments()
+        # The app may have begun to leave while the engine answered (its panes going).
+        if not self._leaving:
+            with contextlib.suppress(NoMatches):
+                self.query_one(WatchlistPane).mark_stale(stale)
 
     # --- paper trading ----------------------------------------------------------------
 

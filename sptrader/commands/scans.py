@@ -81,31 +81,36 @@ def _print_result(
         print(f"  failed  {instrument}: {error.splitlines()[0] if error else ''}")
     for signal in signals:
         places = (decimals or {}).get(signal["instrument"])
-        extra = "".join(
-            f" {key} {fmt_price(signal[key], places)}"
-            for key in ("stop", "target")
-            if signal[key] is not None
-        )
-        trailing = trail_words(signal, places)
-        if trailing:
-            extra += f", {trailing}"
         print(
             f"  {signal['side'].upper():<4} {signal['instrument']} bar {signal['ts']}"
-            f" {signal['reason']}{extra}"
+            f" {signal['reason']}{_levels(signal, places)}"
         )
     return result["status"] == "ok"
+
+
+def _levels(signal: dict[str, Any], places: int | None) -> str:
+    """`` stop 1.06649 target 1.08000, trailing 0.5%``: what the signal protects with."""
+    text = "".join(
+        f" {key} {fmt_price(signal[key], places)}"
+        for key in ("stop", "target")
+        if signal.get(key) is not None
+    )
+    trailing = trail_words(signal, places)
+    return f"{text}, {trailing}" if trailing else text
 
 
 def run_runs(settings: Settings, args: argparse.Namespace) -> int:
     async def read() -> Any:
         async with connect(settings) as client:
             if args.runs_command == "show":
-                return await client.run_detail(args.id)
+                detail = await client.run_detail(args.id)
+                names = [signal["instrument"] for signal in detail["signals"]]
+                return detail, await decimals_for(client, names)
             return await client.runs(args.last or 20)
 
     if args.runs_command == "show":
-        detail = asyncio.run(read())
-        return _print_detail(args.id, detail["run"], detail["steps"], detail["signals"])
+        detail, decimals = asyncio.run(read())
+        return _print_detail(args.id, detail["run"], detail["steps"], detail["signals"], decimals)
     return _print_runs(asyncio.run(read()))
 
 
@@ -137,6 +142,7 @@ def _print_detail(
     run: dict[str, Any] | None,
     steps: list[dict[str, Any]],
     signals: list[dict[str, Any]],
+    decimals: dict[str, int] | None = None,
 ) -> int:
     if run is None:
         raise UsageError(f"no scanner run {run_id} (see `sptrader runs`)")
@@ -167,8 +173,10 @@ def _print_detail(
     if signals:
         print("  signals")
         for signal in signals:
+            places = (decimals or {}).get(signal["instrument"])
             print(
                 f"    {signal['side'].upper():<4} {signal['instrument']} bar"
                 f" {format_us(signal['ts_us'])} {signal['reason'] or ''}"
+                f"{_levels(signal, places)}"
             )
     return 0

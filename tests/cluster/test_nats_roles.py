@@ -163,9 +163,17 @@ def test_all_with_nats_enabled_is_a_collector_and_a_writer_in_one_process(nats_s
     both = make_host("both", "all", [nats_server.url])
     both.start()
     poll(lambda: both.service("nats-in")["counters"].get("consumed", 0) > 50, 30, "bars")
+
+    def running() -> set[tuple[str, int]]:
+        status = both.status()
+        return {
+            (host["role"], host["pid"]) for host in status["cluster"] if host["state"] == "running"
+        }
+
+    # The hosts are known from their first heartbeats, which may come after the first bars.
+    poll(lambda: {role for role, _ in running()} == {"collector", "writer"}, 30, "both beats")
+    pids = running()
     status = both.status()
-    pids = {(host["role"], host["pid"]) for host in status["cluster"] if host["state"] == "running"}
-    assert {role for role, _ in pids} == {"collector", "writer"}
     assert len({pid for _, pid in pids}) == 1  # one process
     # Both sides' services show (the collector's by its own names), and answer commands.
     assert status["role"] == "all"

@@ -14,6 +14,7 @@ import pytest
 from conftest import make_config, make_settings, wait_until
 
 from sptrader.clock import now_us
+from sptrader.commands.scans import _levels
 from sptrader.engine import Engine
 from sptrader.errors import ConfigError
 from sptrader.models import US_PER_MINUTE, ServiceState, SignalRaised
@@ -300,7 +301,9 @@ async def test_runs_missed_while_stopped_are_coalesced_into_one(make_engine) -> 
     clock.set(at(6, 30))  # 10:02 .. 10:06 missed
     engine.supervisor.start(service.name)
     try:
-        await wait_until(lambda: context.counters.get("runs") == 2)
+        # Idle too: a run is counted before its after-run steps (labels) end, and one still
+        # going when 10:07 comes makes 10:07's skipped.
+        await wait_until(lambda: context.counters.get("runs") == 2 and idle(service))
         await wait_until(lambda: service.next_due == at(7))
         assert context.counters["coalesced"] == 5
         await asyncio.sleep(0.05)
@@ -401,6 +404,9 @@ def test_a_strategys_trailing_stop_is_stored_and_raised_with_its_signal(make_eng
     assert stored.select("stop", "trail", "trail_pct").row(0) == (95.0, None, 1.0)
     event = signal_event(signal)
     assert (event.stop, event.trail, event.trail_pct) == (95.0, None, 1.0)
+    # `sptrader scan` and `runs show` say what the signal protects with.
+    assert _levels(signal, 2) == " stop 95.00, trailing 1%"
+    assert _levels({**signal, "trail_pct": None, "target": 110.0}, 2) == " stop 95.00 target 110.00"
     # A strategy without the optional columns raises signals with no trail.
     plain = make_engine(scanner_table())
     store_bars(plain, "SIM:BTCUSD")
