@@ -115,6 +115,44 @@ async def test_a_missing_model_is_a_service_error(make_engine) -> None:
         await service.load()
 
 
+@pytest.mark.parametrize(("probability", "alerted"), [(0.3, 0), (0.8, 2)])
+async def test_a_one_shot_scan_alerts_only_what_its_model_lets_through(
+    home, probability: float, alerted: int
+) -> None:
+    """`sptrader scan` without a daemon runs the scanner here: its alerts are of the
+    signals the model let through, as a scheduled run's are (it alerted them all)."""
+    from conftest import make_settings
+    from fakes import FakeHttpServer, FakeResponse
+
+    from sptrader.client.local import LocalEngineClient
+    from sptrader.engine import Engine
+
+    posted: list[object] = []
+
+    def route(request: object) -> FakeResponse:
+        posted.append(request)
+        return FakeResponse(200)
+
+    with FakeHttpServer(route) as server:
+        settings = make_settings(
+            home,
+            watchlist=["SIM:EURUSD"],
+            scanners=[scanner()],
+            alerts={"webhooks": [{"url": server.url, "format": "json"}], "timeout_s": 5.0},
+        )
+        save_model(home, probability)
+        engine = Engine(settings)
+        engine.open_store()
+        try:
+            for name in ("SIM:BTCUSD", "SIM:ETHUSD"):
+                store_bars(engine, name)
+            result = await LocalEngineClient(engine, run_services=False).scan("above")
+        finally:
+            engine.require_store().close()
+    assert len(result["signals"]) == 2
+    assert len(posted) == alerted
+
+
 def test_a_one_shot_scan_with_a_missing_model_says_so(run, cli_home) -> None:
     cli_home.mkdir(parents=True, exist_ok=True)
     (cli_home / "config.toml").write_text(
