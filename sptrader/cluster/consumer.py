@@ -73,9 +73,11 @@ class NatsConsumer(Service):
         self.watched = watched
         self.adopt_watchlist = adopt_watchlist
         # The shared watchlist's bucket while connected; a list changed while not
-        # connected, put once connected again.
+        # connected, shared once connected again; the list as last shared or adopted
+        # (what a change is reckoned from: what it added and removed).
         self._watchlist_bucket: Any = None
         self._unshared: list[str] | None = None
+        self._shared: list[str] | None = None
         self.config = config
         self.store_queued = store_queued
         self.apply_coverage = apply_coverage
@@ -146,7 +148,7 @@ class NatsConsumer(Service):
                 asyncio.create_task(self._beat(bucket)),
             ]
             if self.adopt_watchlist is not None:
-                tasks.append(asyncio.create_task(watchlist.follow(shared, self.adopt_watchlist)))
+                tasks.append(asyncio.create_task(watchlist.follow(shared, self._adopt)))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # the first failure ends the run (and restarts it)
@@ -161,11 +163,24 @@ class NatsConsumer(Service):
         """A change made while away goes out now; a cluster with no list yet gets this
         writer's; otherwise the cluster's is adopted (``follow`` hands it over)."""
         if self._unshared is not None:
-            await watchlist.put(bucket, self._unshared, "writer")
-            self._unshared = None
-        elif await watchlist.read(bucket) is None:
-            await watchlist.put(bucket, self.watched(), "writer")
+            await self._change(bucket, self._unshared)
+        elif await watchlist.create(bucket, self.watched(), "writer"):
+            self._shared = self.watched()
         self._watchlist_bucket = bucket
+
+    async def _adopt(self, instruments: list[str]) -> None:
+        self._shared = list(instruments)
+        if self.adopt_watchlist is not None:
+            await self.adopt_watchlist(instruments)
+
+    async def _change(self, bucket: Any, instruments: list[str]) -> None:
+        """This writer's list is now ``instruments``: what it added and removed since it
+        last shared or adopted one goes into the shared list."""
+        before = self._shared if self._shared is not None else self.watched()
+        added = [name for name in instruments if name not in before]
+        removed = [name for name in before if name not in instruments]
+        self._shared = await watchlist.change(bucket, added, removed, instruments, "writer")
+        self._unshared = None
 
     async def share_watchlist(self, instruments: list[str]) -> None:
         """Tell the collectors (and other writers) this writer's new watchlist; if NATS
@@ -176,11 +191,9 @@ class NatsConsumer(Service):
             return
         try:
             async with asyncio.timeout(5.0):
-                await watchlist.put(self._watchlist_bucket, self._unshared, "writer")
+                await self._change(self._watchlist_bucket, self._unshared)
         except Exception as error:
             log.warning("nats: the watchlist change goes out on reconnect (%s)", error)
-            return
-        self._unshared = None
 
     async def _pump(self, subscription: Any, stream: str, context: ServiceContext) -> None:
         batch = self.config.fetch_batch

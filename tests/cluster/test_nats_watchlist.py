@@ -1,6 +1,7 @@
 """The watchlist is the cluster's: an instrument added or removed on the writer (as the
 TUI does, through its API) is streamed or dropped by the collectors in other processes
-and homes, and a collector started later takes the shared list, not its own config's."""
+and homes, a collector started later takes the shared list, not its own config's, and
+two writers changing it at once both keep their changes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from nats_harness import poll
 
 from sptrader.client.connection import call_daemon
+from sptrader.cluster import link, watchlist
+from sptrader.config import NatsConfig
 from sptrader.errors import UsageError
 
 pytest_plugins = ["nats_harness"]  # its fixtures: nats_server, make_host
@@ -81,3 +84,51 @@ def test_a_writer_refuses_an_instrument_no_collector_can_stream(nats_server, mak
     ):
         _call(writer, "add_instrument", instrument="BINANCE:ETHUSDT")
     assert not (writer.home / "watchlist.json").exists()
+
+
+async def test_changes_made_at_once_are_all_kept(nats_server):
+    """Twenty writers' changes at once against one list: compare-and-set on the key's
+    revision keeps every one (a plain put kept the last writer's list only)."""
+    config = NatsConfig(enabled=True, url=nats_server.url)
+    clients = [await link.connect(config, f"writer-{i}") for i in range(4)]
+    try:
+        buckets = [await link.watchlist_bucket(client.jetstream(), config) for client in clients]
+        first = ["SIM:EURUSD", "SIM:BTCUSD"]
+        made = await asyncio.gather(*(watchlist.create(b, first, "writer") for b in buckets))
+        assert sorted(made) == [False, False, False, True]  # one list, created once
+        added = [f"SIM:X{i:02d}" for i in range(20)]
+        await asyncio.gather(
+            *(
+                watchlist.change(buckets[i % 4], [name], [], first, "writer")
+                for i, name in enumerate(added)
+            ),
+            watchlist.change(buckets[0], [], ["SIM:BTCUSD"], first, "writer"),
+        )
+        entry = await buckets[1].get(watchlist.KEY)
+        shared = watchlist.decode(entry.value)
+        assert shared is not None
+        assert shared[0] == "SIM:EURUSD" and sorted(shared[1:]) == added
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def test_two_writers_adding_at_once_keep_both_instruments(nats_server, make_host):
+    collector = make_host("collector", "collector", [nats_server.url])
+    first = make_host("first", "writer", [nats_server.url])
+    second = make_host("second", "writer", [nats_server.url])
+    collector.start()
+    first.start()
+    second.start()
+    poll(lambda: _collected(first) and _collected(second), 30, "the collector's heartbeat")
+
+    async def both() -> None:
+        await asyncio.gather(
+            call_daemon(first.home, "add_instrument", instrument="SIM:GBPUSD"),
+            call_daemon(second.home, "add_instrument", instrument="SIM:USDJPY"),
+        )
+
+    asyncio.run(both())
+    wanted = ["SIM:BTCUSD", "SIM:EURUSD", "SIM:GBPUSD", "SIM:USDJPY"]
+    poll(lambda: [sorted(x) for x in _collected(first)] == [wanted], 30, "both instruments")
+    poll(lambda: sorted(_saved(first)) == sorted(_saved(second)) == wanted, 30, "both writers")
