@@ -328,18 +328,16 @@ class LocalEngineClient:
         modules = self.engine.config.strategies.modules
 
         def read() -> list[dict]:
-            if source == "live":
-                labels.label_pending(store, chosen)  # what became known since the last run
+            if source != "backtest":  # stored; first what became known since the last run
+                pending = labels.label_pending if source == "live" else labels.label_pending_shadow
+                pending(store, chosen)
                 names = [config.name for config in chosen]
-                return labels.labels(store, names, start_us or 0, end_us or 2**62)
+                return labels.labels(store, names, start_us or 0, end_us or 2**62, source)
             end = end_us if end_us is not None else now_us()
             start = start_us if start_us is not None else end - 30 * US_PER_DAY
             rows: list[dict] = []
             for config in chosen:
-                if source == "backtest":
-                    rows += labels.replayed_labels(store, config, modules, start, end)
-                else:
-                    rows += labels.shadow_labels(store, config, start, end)
+                rows += labels.replayed_labels(store, config, modules, start, end)
             return rows
 
         return await run_in_thread(read)

@@ -1,6 +1,9 @@
 """Outcome labels: for every signal a scanner emitted (table ``signals``), once known,
 whether it reached its target, its stop or timed out, stored in ``signal_labels``
-(migration 014) for training and for `sptrader ml labels`.
+(migration 014) for training and for `sptrader ml labels`; its shadow variations'
+signals (``shadow_signals``) the same way, with the same settings, in ``shadow_labels``
+(migration 017). A backtest's signals (the strategy replayed on the stored bars) are
+labelled when asked for (``replayed_labels``): they are a function of the bars alone.
 
 A label is judged as a shadow outcome is (``shadow.resolve_outcomes``, one vectorised
 polars pass over the stored 1m bars): entered at the open of the first 1m bar after the
@@ -139,16 +142,60 @@ FROM new_labels
 """
 
 
+_SHADOW_UNLABELLED_SQL = """
+SELECT s.scanner, s.variation, s.instrument, epoch_us(s.ts) AS ts, s.side, s.run_id,
+       s.stop, s.target
+FROM shadow_signals AS s
+ANTI JOIN shadow_labels AS l
+    ON l.scanner = s.scanner AND l.variation = s.variation AND l.instrument = s.instrument
+   AND l.ts = s.ts AND l.side = s.side
+WHERE s.variation <> 'live' AND s.side IN ('buy', 'sell') AND list_contains($scanners, s.scanner)
+"""
+
+_SHADOW_INSERT_SQL = """
+INSERT OR IGNORE INTO shadow_labels
+SELECT scanner, variation, instrument, make_timestamp(ts), side, run_id, label, bars,
+       mfe_pct, mae_pct, return_pct, make_timestamp(entry_ts), entry_price, stop, target,
+       make_timestamp(exit_ts), exit_price, make_timestamp($now)
+FROM new_labels
+"""
+
+
 def label_pending(
     store: Store, configs: Iterable[ScannerConfig], now: int | None = None
 ) -> tuple[int, int]:
     """Label the signals of ``configs``' scanners whose outcome is known by ``now``:
     (how many were labelled, how many were waiting)."""
+    return _label_waiting(store, configs, _UNLABELLED_SQL, _INSERT_SQL, [], now)
+
+
+def label_pending_shadow(
+    store: Store, configs: Iterable[ScannerConfig], now: int | None = None
+) -> tuple[int, int]:
+    """``label_pending`` for the scanners' shadow variations' signals (with the
+    scanners' label settings and the levels shadow testing recorded for them: their
+    own, else the shadow percentages once it resolved them)."""
+    return _label_waiting(
+        store, configs, _SHADOW_UNLABELLED_SQL, _SHADOW_INSERT_SQL, ["variation"], now
+    )
+
+
+def _label_waiting(
+    store: Store,
+    configs: Iterable[ScannerConfig],
+    waiting_sql: str,
+    insert_sql: str,
+    keys: list[str],
+    now: int | None,
+) -> tuple[int, int]:
+    """Label the rows ``waiting_sql`` finds (scanner, *keys, instrument, ts µs, side,
+    run_id, stop, target) whose outcome is known by ``now`` and store them with
+    ``insert_sql`` (from ``new_labels``)."""
     now = now_us() if now is None else now
     settings = {config.name: config for config in configs}
     if not settings:
         return 0, 0
-    waiting = store.cursor().sql(_UNLABELLED_SQL, params={"scanners": list(settings)}).pl()
+    waiting = store.cursor().sql(waiting_sql, params={"scanners": list(settings)}).pl()
     if waiting.is_empty():
         return 0, 0
 
@@ -175,35 +222,45 @@ def label_pending(
     labelled = label_outcomes(pending.select(list(PENDING_SCHEMA)), bars, now)
     if labelled.is_empty():
         return 0, pending.height
-    new_labels = pending.select("key", "scanner", "instrument", "ts", "side", "run_id").join(
+    new_labels = pending.select("key", "scanner", *keys, "instrument", "ts", "side", "run_id").join(
         labelled, on="key"
     )
     with store.transaction() as cursor:
         cursor.register("new_labels", new_labels)
         try:
-            cursor.execute(_INSERT_SQL, {"now": now})
+            cursor.execute(insert_sql, {"now": now})
         finally:
             cursor.unregister("new_labels")
     return new_labels.height, pending.height
 
 
 _LABELS_SQL = """
-SELECT scanner, 'live' AS source, instrument, epoch_us(ts) AS ts_us, side, label, bars,
+SELECT scanner, {source} AS source, instrument, epoch_us(ts) AS ts_us, side, label, bars,
        mfe_pct AS mfe,
        mae_pct AS mae, return_pct AS "return", run_id, epoch_us(entry_ts) AS entry_ts_us,
        entry_price, stop, target, epoch_us(exit_ts) AS exit_ts_us, exit_price
-FROM signal_labels
+FROM {table}
 WHERE list_contains($scanners, scanner)
   AND ts >= make_timestamp($start) AND ts < make_timestamp($end)
-ORDER BY ts, scanner, instrument, side
+ORDER BY ts, source, scanner, instrument, side
 """
+#: Where each stored source's labels are, and what it calls their source.
+_STORED = {
+    "live": ("signal_labels", "'live'"),
+    "shadow": ("shadow_labels", "'shadow:' || variation"),
+}
 
 
-def labels(store: Store, scanners: list[str], start_us: int, end_us: int) -> list[dict[str, Any]]:
-    """One row per labelled signal of ``scanners`` whose bar is in [start, end), times
-    as ``*_us`` (JSON-able, as every client method's rows)."""
+def labels(
+    store: Store, scanners: list[str], start_us: int, end_us: int, source: str = "live"
+) -> list[dict[str, Any]]:
+    """One row per labelled signal of ``scanners`` whose bar is in [start, end) (of
+    ``source``: live, or shadow, whose rows say which variation), times as ``*_us``
+    (JSON-able, as every client method's rows)."""
+    table, named = _STORED[source]
     rows = store.cursor().sql(
-        _LABELS_SQL, params={"scanners": scanners, "start": start_us, "end": end_us}
+        _LABELS_SQL.format(table=table, source=named),
+        params={"scanners": scanners, "start": start_us, "end": end_us},
     )
     return rows.pl().to_dicts()
 
@@ -249,8 +306,13 @@ def after_run(scanner: Any, result: Any) -> None:
         return
 
     def label() -> str:
-        done, waiting = label_pending(scanner.deps.store(), [config])
-        return f"{done} labelled, {waiting - done} still open"
+        store = scanner.deps.store()
+        done, waiting = label_pending(store, [config])
+        said = f"{done} labelled, {waiting - done} still open"
+        if config.shadow:
+            done, waiting = label_pending_shadow(store, [config])
+            said += f"; shadow: {done} labelled, {waiting - done} still open"
+        return said
 
     try:
         lineage.append_step(
@@ -265,7 +327,7 @@ def after_run(scanner: Any, result: Any) -> None:
         log.exception("%s: labelling after run %d failed", config.name, result.run_id)
 
 
-# --- labels of signals that never reached the store's signals table ------------------
+# --- labels of a backtest's signals (the strategy replayed; never stored) ------------
 
 SOURCES = ("live", "shadow", "backtest")
 
@@ -364,26 +426,3 @@ def replayed_labels(
     if not found:
         return []
     return _rows_of(store, config, pl.concat(found), "backtest", now)
-
-
-def shadow_labels(
-    store: Store, config: ScannerConfig, start_us: int, end_us: int, now: int | None = None
-) -> list[dict[str, Any]]:
-    """The labels of the scanner's shadow variations' signals (source
-    ``shadow:VARIATION``): with the levels shadow testing recorded for them (their own,
-    else the shadow percentages), and the scanner's ``label_bars`` horizon."""
-    now = now_us() if now is None else now
-    rows: list[dict[str, Any]] = []
-    recorded = (
-        store.cursor()
-        .sql(
-            "SELECT variation, instrument, epoch_us(ts) AS ts, side, stop, target FROM shadow_signals"
-            " WHERE scanner = $scanner AND variation <> 'live'"
-            " AND ts >= make_timestamp($start) AND ts < make_timestamp($end)",
-            params={"scanner": config.name, "start": start_us, "end": end_us},
-        )
-        .pl()
-    )
-    for (variation,), signals in recorded.group_by(["variation"], maintain_order=True):
-        rows += _rows_of(store, config, signals.drop("variation"), f"shadow:{variation}", now)
-    return sorted(rows, key=lambda row: (row["ts_us"], row["source"], row["instrument"]))

@@ -308,3 +308,15 @@ def test_shadow_variations_signals_are_labelled_too(run, cli_home) -> None:
         ("shadow:faster", "buy", "target"),
         ("shadow:slower", "sell", "stop"),  # bar 1 rises to 100.5: a short's 0.5% stop
     ]
+    # Stored, keyed to the shadow signal and its run, once: asked again, the same rows.
+    assert {row["run_id"] for row in rows} == {1}
+    again = run("ml", "labels", "cross", "--source", "shadow", "--format", "json")
+    assert json.loads(again.out) == rows
+    store = Store(cli_home / "sptrader.duckdb")
+    try:
+        stored = store.cursor().execute(
+            "SELECT variation, side, label, run_id FROM shadow_labels ORDER BY variation"
+        )
+        assert stored.fetchall() == [("faster", "buy", "target", 1), ("slower", "sell", "stop", 1)]
+    finally:
+        store.close()

@@ -295,7 +295,9 @@ async def test_a_run_records_each_variations_signals_and_a_failing_one_only_its_
     # Then the outcome labels of the scanner's signals (none known yet: the entry
     # minutes are not closed).
     label_step = steps.filter(pl.col("step") == "label")
-    assert label_step["output_summary"].to_list() == ["0 labelled, 2 still open"]
+    assert label_step["output_summary"].to_list() == [
+        "0 labelled, 2 still open; shadow: 0 labelled, 2 still open"
+    ]
     # The shadow and label steps come after the run's own, numbered on.
     assert steps["step"].to_list()[: -len(shadow_steps) - 1] == [
         "load_bars",
