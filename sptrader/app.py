@@ -211,14 +211,15 @@ class SptraderApp(App[int]):
     def on_mount(self) -> None:
         self.sub_title = f"{self.client.mode} · {counted(len(self.client.watchlist), 'instrument')}"
         self.query_one("#watchlist-table").focus()
-        self._router = EventRouter(self._event_routes())
+        self._router = EventRouter(self._event_routes(), lambda: self._leaving)
         self._start_engine()
 
     @property
     def _leaving(self) -> bool:
         """Quitting, or exiting otherwise (``return_code`` is set once ``exit()`` was
-        called): nothing may be read or repainted any more."""
-        return self._stopping or self.return_code is not None
+        called; an app shut down from outside, as a test's or ctrl+c, stops running
+        before it closes its widgets): nothing may be read or repainted any more."""
+        return self._stopping or self.return_code is not None or not self.is_running
 
     @work(exclusive=True, group="engine", exit_on_error=False)
     async def _start_engine(self) -> None:

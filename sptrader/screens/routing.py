@@ -75,9 +75,15 @@ class Route:
 
 
 class EventRouter:
-    def __init__(self, routes: Sequence[Route]) -> None:
+    """``leaving``: true once the app is going away; no route runs after that (an async
+    handler's await may see the app begin to close its widgets)."""
+
+    def __init__(
+        self, routes: Sequence[Route], leaving: Callable[[], bool] = lambda: False
+    ) -> None:
         self.routes = tuple(routes)
         self.kinds = tuple(dict.fromkeys(kind for route in routes for kind in route.kinds))
+        self.leaving = leaving
 
     async def dispatch(self, events: Iterable[object]) -> None:
         """Hand one refresh's events to the routes, in their order (an async handler is
@@ -87,7 +93,7 @@ class EventRouter:
         for route in self.routes:
             if not route.always and arrived.isdisjoint(route.kinds):
                 continue
-            if route.pane is not None and not route.pane.is_attached:
+            if self.leaving() or (route.pane is not None and not route.pane.is_attached):
                 return
             result = route.handler(batch)
             if isawaitable(result):

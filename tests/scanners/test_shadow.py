@@ -259,6 +259,8 @@ async def test_a_run_records_each_variations_signals_and_a_failing_one_only_its_
             # before the outcomes are looked at.
             shadow_target_pct=50.0,
             shadow_stop_pct=50.0,
+            label_target_pct=50.0,  # the label step's too
+            label_stop_pct=50.0,
         )
     )
     for name in instruments:

@@ -39,6 +39,12 @@ async def test_the_title_never_shows_the_previous_instruments_price(app: Sptrade
             show(variants)
 
         title.show = recorded  # every title the chart sets, however briefly
+        # Each instrument's price known (its first tick in): the title must show it at once.
+        await wait_for(
+            pilot,
+            lambda: all(app.client.forming_bar(name) is not None for name in WATCHLIST[:3]),
+            what="a live price of each instrument",
+        )
         # EURUSD ~1.06, BTCUSD ~50,000, SPY ~500: a price of the wrong one is obvious.
         for instrument in [WATCHLIST[1], WATCHLIST[2], WATCHLIST[0], WATCHLIST[1]]:
             shown.clear()
