@@ -73,11 +73,12 @@ class NatsConsumer(Service):
         self.watched = watched
         self.adopt_watchlist = adopt_watchlist
         # The shared watchlist's bucket while connected; a list changed while not
-        # connected, shared once connected again; the list as last shared or adopted
-        # (what a change is reckoned from: what it added and removed).
+        # connected, shared once connected again; the list as last shared or adopted,
+        # at first the one this writer started with (what a change is reckoned from:
+        # what it added and removed; a change made before the first connection is one).
         self._watchlist_bucket: Any = None
         self._unshared: list[str] | None = None
-        self._shared: list[str] | None = None
+        self._shared: list[str] = list(watched())
         self.config = config
         self.store_queued = store_queued
         self.apply_coverage = apply_coverage
@@ -165,7 +166,7 @@ class NatsConsumer(Service):
         if self._unshared is not None:
             await self._change(bucket, self._unshared)
         elif await watchlist.create(bucket, self.watched(), "writer"):
-            self._shared = self.watched()
+            self._shared = list(self.watched())
         self._watchlist_bucket = bucket
 
     async def _adopt(self, instruments: list[str]) -> None:
@@ -176,7 +177,7 @@ class NatsConsumer(Service):
     async def _change(self, bucket: Any, instruments: list[str]) -> None:
         """This writer's list is now ``instruments``: what it added and removed since it
         last shared or adopted one goes into the shared list."""
-        before = self._shared if self._shared is not None else self.watched()
+        before = self._shared
         added = [name for name in instruments if name not in before]
         removed = [name for name in before if name not in instruments]
         self._shared = await watchlist.change(bucket, added, removed, instruments, "writer")

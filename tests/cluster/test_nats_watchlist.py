@@ -132,3 +132,33 @@ def test_two_writers_adding_at_once_keep_both_instruments(nats_server, make_host
     wanted = ["SIM:BTCUSD", "SIM:EURUSD", "SIM:GBPUSD", "SIM:USDJPY"]
     poll(lambda: [sorted(x) for x in _collected(first)] == [wanted], 30, "both instruments")
     poll(lambda: sorted(_saved(first)) == sorted(_saved(second)) == wanted, 30, "both writers")
+
+
+async def test_a_change_made_before_the_first_connection_is_merged_in(nats_server, tmp_path):
+    """A writer started while NATS was away, its user adding an instrument: once it
+    connects, the addition goes into the cluster's list (another writer's meanwhile),
+    which it then adopts; the writer's old list does not replace the cluster's."""
+    from sptrader.bus import Bus
+    from sptrader.cluster.consumer import NatsConsumer
+
+    config = NatsConfig(enabled=True, url=nats_server.url)
+    mine = ["SIM:EURUSD", "SIM:BTCUSD"]
+
+    async def nothing(*_args) -> None:
+        return None
+
+    consumer = NatsConsumer(
+        Bus(), config, store_queued=nothing, apply_coverage=nothing, home=tmp_path,
+        watched=lambda: list(mine),
+    )  # fmt: skip
+    mine.append("SIM:GBPUSD")
+    await consumer.share_watchlist(list(mine))  # not connected: kept for later
+    other = await link.connect(config, "another writer")
+    try:
+        bucket = await link.watchlist_bucket(other.jetstream(), config)
+        assert await watchlist.create(bucket, ["SIM:EURUSD", "SIM:USDJPY"], "writer")
+        await consumer._share_on_connect(bucket)
+        shared = watchlist.decode((await bucket.get(watchlist.KEY)).value)
+        assert shared == ["SIM:EURUSD", "SIM:USDJPY", "SIM:GBPUSD"]
+    finally:
+        await other.close()
