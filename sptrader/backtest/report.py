@@ -288,6 +288,16 @@ def print_result(
             f"{both}: the stop is assumed first; --detail 1m would resolve them on the 1m path",
             markup=False,
         )
+    cap = s.get("volume_cap") or "off"
+    if cap.startswith("off:"):  # asked for, but the bars say nothing of their volume
+        console.print(f"[yellow]volume cap {cap}: every fill was whole[/yellow]")
+    elif cap != "off":
+        partial = s.get("partial_fills") or 0
+        console.print(
+            f"volume cap: fills take at most {cap}; {partial:,} partial"
+            f" fill{'s' if partial != 1 else ''} (the rest worked on the next bars)",
+            markup=False,
+        )
     if s.get("trades_spanning_gaps"):
         console.print(
             f"[yellow]{s['trades_spanning_gaps']} trade(s) span a gap in the data:"

@@ -182,6 +182,11 @@ def summary_text(result: dict[str, Any]) -> Text:
         ("Final equity", money(summary.get("final_equity")), ""),
         ("Bars", f"{int(summary.get('bars') or 0):,}", ""),
     ]
+    cap = summary.get("volume_cap") or "off"
+    if cap.startswith("off:"):  # [broker] max_volume_share asked for, the bars have no volume
+        rows.append(("Volume cap", cap, "yellow"))
+    elif cap != "off":
+        rows.append(("Partial fills", f"{int(summary.get('partial_fills') or 0):,}", ""))
     if summary.get("detail_timeframe"):
         # What the finer path changed: the P&L the bars alone gave, the exits they guessed.
         without = summary.get("net_pnl_without_detail")

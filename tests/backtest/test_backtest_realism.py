@@ -5,6 +5,7 @@ bar-by-bar reference of all three."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sptrader.backtest import run_backtest
+from sptrader.backtest import report, run_backtest
 from sptrader.backtest.engine import _events
 from sptrader.backtest.simulation import Simulation
 from sptrader.broker.fill_model import FillModel
@@ -209,6 +210,14 @@ def test_fills_are_capped_by_the_bars_volume_over_several_bars() -> None:
     # Fills that left part of their order working: two of the entry's, two of the exit's.
     assert result.summary["partial_fills"] == 4
     assert result.summary["volume_cap"] == "0.5 of each bar's volume"
+    # The report says so (it said nothing of the cap).
+    printed = io.StringIO()
+    covered = {"from_us": T0, "to_us": T0 + 10 * US_PER_MINUTE, "coverage_pct": 100.0, "gaps": []}
+    report.print_result(result, covered, out=printed)
+    assert (
+        "volume cap: fills take at most 0.5 of each bar's volume; 4 partial fills"
+        in printed.getvalue()
+    )
     # The position and equity bar by bar, from the fills.
     assert result.equity["position"].to_list() == [0, 4, 7, 10, 10, 8, 8, 3, 0, 0]
     cash = 10_000.0

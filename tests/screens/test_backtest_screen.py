@@ -18,7 +18,7 @@ from sptrader.app import SptraderApp
 from sptrader.backtest import objectives
 from sptrader.config import Config, FeedsConfig, Settings, SimFeedConfig, StoreConfig
 from sptrader.screens import ChartPane, ErrorScreen, HelpScreen
-from sptrader.screens.backtest import OBJECTIVES, BacktestScreen
+from sptrader.screens.backtest import OBJECTIVES, BacktestScreen, summary_text
 from sptrader.store import queries
 
 SMALL = (80, 24)
@@ -104,6 +104,15 @@ async def run_and_wait(pilot: Pilot, screen: BacktestScreen, state: str = "done"
 
 def test_the_screen_knows_the_engine_s_objectives() -> None:
     assert objectives.NAMES == OBJECTIVES
+
+
+def test_the_summary_says_what_the_volume_cap_did() -> None:
+    def shown(**summary: object) -> str:
+        return str(summary_text({"mode": "single", "run": {"summary": summary}}))
+
+    assert "Partial fills 4" in shown(volume_cap="0.5 of each bar's volume", partial_fills=4)
+    assert "Volume cap    off: no volume" in shown(volume_cap="off: no volume")
+    assert "Partial fills" not in shown(volume_cap="off") and "Volume cap" not in shown()
 
 
 async def test_a_backtest_from_the_form_and_a_trade_on_the_chart(app: SptraderApp) -> None:
