@@ -368,6 +368,7 @@ async def test_data_screen_shows_coverage_and_fills_gaps(app: SptraderApp) -> No
         await wait_for(
             pilot,
             lambda: screen.statuses[instrument]["days"][day] >= 0.999,
+            timeout=30,  # as the fills below: a day's backfill under a loaded machine
             what=f"day {day} of {instrument} to be filled",
         )
         days = screen.statuses[instrument]["days"]
