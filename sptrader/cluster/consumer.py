@@ -163,10 +163,11 @@ class NatsConsumer(Service):
     async def _share_on_connect(self, bucket: Any) -> None:
         """A change made while away goes out now; a cluster with no list yet gets this
         writer's; otherwise the cluster's is adopted (``follow`` hands it over)."""
+        mine = list(self.watched())
         if self._unshared is not None:
             await self._change(bucket, self._unshared)
-        elif await watchlist.create(bucket, self.watched(), "writer"):
-            self._shared = list(self.watched())
+        elif await watchlist.create(bucket, mine, "writer"):
+            self._shared = mine
         self._watchlist_bucket = bucket
 
     async def _adopt(self, instruments: list[str]) -> None:

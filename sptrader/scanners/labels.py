@@ -161,6 +161,36 @@ FROM new_labels
 """
 
 
+def _pending(signals: pl.DataFrame, settings: dict[str, ScannerConfig]) -> pl.DataFrame:
+    """``signals`` (scanner, instrument, ts µs, side, stop, target, and whatever else)
+    keyed by row, with their scanner's label settings: what ``label_outcomes`` takes."""
+
+    def setting(kind: Any, pick: Any) -> pl.Expr:
+        values = {name: pick(config) for name, config in settings.items()}
+        return pl.col("scanner").replace_strict(values, return_dtype=kind)
+
+    return signals.with_row_index("key").with_columns(
+        pl.col("key").cast(pl.Int64),
+        pl.col("ts").cast(pl.Int64),
+        pl.col("stop").cast(pl.Float64),
+        pl.col("target").cast(pl.Float64),
+        setting(pl.Int64, lambda config: timeframe_minutes(config.timeframe) * US_PER_MINUTE).alias(
+            "width"
+        ),
+        setting(pl.Int64, lambda config: config.label_bars).alias("horizon_bars"),
+        setting(pl.Float64, lambda config: config.label_stop_pct).alias("stop_pct"),
+        setting(pl.Float64, lambda config: config.label_target_pct).alias("target_pct"),
+    )
+
+
+def _judged(store: Store, pending: pl.DataFrame, now: int) -> pl.DataFrame:
+    """``label_outcomes`` of ``pending`` over the closed 1m bars it needs, read at once."""
+    start = int((pending["ts"] + pending["width"]).min())  # type: ignore[arg-type]
+    instruments = pending["instrument"].unique().sort().to_list()
+    bars = queries.bars_between_many(store, instruments, "1m", start, now - now % US_PER_MINUTE)
+    return label_outcomes(pending.select(list(PENDING_SCHEMA)), bars, now)
+
+
 def label_pending(
     store: Store, configs: Iterable[ScannerConfig], now: int | None = None
 ) -> tuple[int, int]:
@@ -198,28 +228,8 @@ def _label_waiting(
     waiting = store.cursor().sql(waiting_sql, params={"scanners": list(settings)}).pl()
     if waiting.is_empty():
         return 0, 0
-
-    def setting(name: str, kind: Any, pick: Any) -> pl.Expr:
-        values = {scanner: pick(config) for scanner, config in settings.items()}
-        return pl.col("scanner").replace_strict(values, return_dtype=kind)
-
-    pending = waiting.with_row_index("key").with_columns(
-        pl.col("key").cast(pl.Int64),
-        setting(
-            "width",
-            pl.Int64,
-            lambda config: timeframe_minutes(config.timeframe) * US_PER_MINUTE,
-        ).alias("width"),
-        setting("horizon_bars", pl.Int64, lambda config: config.label_bars).alias("horizon_bars"),
-        setting("stop_pct", pl.Float64, lambda config: config.label_stop_pct).alias("stop_pct"),
-        setting("target_pct", pl.Float64, lambda config: config.label_target_pct).alias(
-            "target_pct"
-        ),
-    )
-    start = int((pending["ts"] + pending["width"]).min())  # type: ignore[arg-type]
-    instruments = pending["instrument"].unique().sort().to_list()
-    bars = queries.bars_between_many(store, instruments, "1m", start, now - now % US_PER_MINUTE)
-    labelled = label_outcomes(pending.select(list(PENDING_SCHEMA)), bars, now)
+    pending = _pending(waiting, settings)
+    labelled = _judged(store, pending, now)
     if labelled.is_empty():
         return 0, pending.height
     new_labels = pending.select("key", "scanner", *keys, "instrument", "ts", "side", "run_id").join(
@@ -332,23 +342,6 @@ def after_run(scanner: Any, result: Any) -> None:
 SOURCES = ("live", "shadow", "backtest")
 
 
-def _pending_of(signals: pl.DataFrame, config: ScannerConfig) -> pl.DataFrame:
-    """``signals`` (instrument, ts µs, side, stop, target) as ``label_outcomes`` takes
-    them, with the scanner's label settings."""
-    return signals.with_row_index("key").select(
-        pl.col("key").cast(pl.Int64),
-        "instrument",
-        "side",
-        pl.col("ts").cast(pl.Int64),
-        pl.lit(timeframe_minutes(config.timeframe) * US_PER_MINUTE, pl.Int64).alias("width"),
-        pl.lit(config.label_bars, pl.Int64).alias("horizon_bars"),
-        pl.col("stop").cast(pl.Float64),
-        pl.col("target").cast(pl.Float64),
-        pl.lit(config.label_stop_pct).alias("stop_pct"),
-        pl.lit(config.label_target_pct).alias("target_pct"),
-    )
-
-
 def _rows_of(
     store: Store, config: ScannerConfig, signals: pl.DataFrame, source: str, now: int
 ) -> list[dict[str, Any]]:
@@ -356,12 +349,9 @@ def _rows_of(
     signals = signals.filter(pl.col("side").is_in(["buy", "sell"]))
     if signals.is_empty():
         return []
-    pending = _pending_of(signals, config)
-    width = timeframe_minutes(config.timeframe) * US_PER_MINUTE
-    start = int(pending["ts"].min()) + width  # type: ignore[arg-type]
-    instruments = pending["instrument"].unique().sort().to_list()
-    bars = queries.bars_between_many(store, instruments, "1m", start, now - now % US_PER_MINUTE)
-    labelled = label_outcomes(pending, bars, now)
+    scanned = signals.with_columns(pl.lit(config.name).alias("scanner"))
+    pending = _pending(scanned, {config.name: config})
+    labelled = _judged(store, pending, now)
     joined = pending.select("key", "instrument", "ts", "side").join(labelled, on="key")
     return [
         {

@@ -886,8 +886,8 @@ class ScannerService(Service):
             )
         going = going_on(result.signals)
         for signal in result.signals:
-            if signal in going:
-                continue
+            if signal.get("taken") is not False:
+                continue  # going on
             probability = signal.get("probability")
             log.info(
                 "%s %s held back by its model or LLM step (p %s)",
