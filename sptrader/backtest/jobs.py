@@ -703,8 +703,7 @@ def execute(spec: JobSpec, progress: Progress | None = None) -> dict[str, Any]:
     elif spec.mode == "sweep":
         result.update(_sweep(spec, cls, say))
     else:
-        found = _walk_forward(spec, cls, say)
-        stitched = found.pop("stitched")
+        found, stitched = _walk_forward(spec, cls, say)
         result.update(found)
         trades = None if stitched is None else stitched.trades
     if spec.monte_carlo:
@@ -801,7 +800,9 @@ def _sweep(spec: JobSpec, cls: type, say: Progress) -> dict[str, Any]:
     }
 
 
-def _walk_forward(spec: JobSpec, cls: type, say: Progress) -> dict[str, Any]:
+def _walk_forward(spec: JobSpec, cls: type, say: Progress) -> tuple[dict[str, Any], Any]:
+    """The walk-forward's part of the result, and its stitched out-of-sample run (whose
+    trades a Monte Carlo draws from; None without one)."""
     from sptrader.backtest import optimize
     from sptrader.backtest.walkforward import folds, walk_forward
 
@@ -867,8 +868,7 @@ def _walk_forward(spec: JobSpec, cls: type, say: Progress) -> dict[str, Any]:
             "workers": runner.workers,
         },
         "run": None if found.stitched is None else run_json(found.stitched),
-        "stitched": found.stitched,  # execute's Monte Carlo takes its trades
-    }
+    }, found.stitched
 
 
 def _texts(params: dict[str, Any]) -> list[str]:
